@@ -1,0 +1,33 @@
+// moe/backend/cpu/arch.hpp - the per-instruction-set operations (one header per instruction
+// set under arch/), and entry points that pick the best overload for an architecture A.
+#pragma once
+
+#include "moe/backend/cpu/arch/generic.hpp"
+#include "moe/backend/cpu/arch/sse.hpp"
+#include "moe/backend/cpu/arch/avx.hpp"
+#include "moe/backend/cpu/arch/avx512.hpp"
+
+#if !defined(MOE_NO_SIMD)
+namespace moe::cpu::arch {
+
+template <class A>
+inline void transpose_square(xsimd::batch<float, A>* rows) noexcept {
+    transpose_square<A>(rows, A{});
+}
+template <class A>
+inline std::uint32_t movemask(const xsimd::batch_bool<float, A>& m) noexcept {
+    return movemask<A>(m, A{});
+}
+template <class A>
+inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>& x,
+                                                    const xsimd::batch<std::int32_t, A>& if_neg,
+                                                    const xsimd::batch<std::int32_t, A>& if_pos) noexcept {
+    return select_by_sign<A>(x, if_neg, if_pos, A{});
+}
+template <class A>
+inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::int32_t, A>& idx) noexcept {
+    return gather<A>(base, idx, A{});
+}
+
+}  // namespace moe::cpu::arch
+#endif

@@ -1,0 +1,68 @@
+// moe/backend/cpu/arch/generic.hpp - portable fallbacks of the per-instruction-set operations.
+//
+// Each operation is an overload set dispatched on the xsimd architecture tag; the most derived
+// overload wins (fma3<avx2> -> avx2 -> avx -> generic), so an instruction set only overrides
+// what it does better. This file holds the `xsimd::generic` versions, correct for any width.
+#pragma once
+
+#include "moe/backend/cpu/simd.hpp"
+
+#if !defined(MOE_NO_SIMD)
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace moe::cpu::arch {
+
+/// rows[0..L) hold an L x L matrix (L = batch size); afterwards rows[i] holds column i.
+template <class A>
+inline void transpose_square(xsimd::batch<float, A>* rows, xsimd::generic) noexcept {
+    constexpr std::size_t L = xsimd::batch<float, A>::size;
+    alignas(64) float buf[L * L];
+    for (std::size_t i = 0; i < L; ++i) rows[i].store_aligned(buf + i * L);
+    alignas(64) float col[L];
+    for (std::size_t i = 0; i < L; ++i) {
+        for (std::size_t j = 0; j < L; ++j) col[j] = buf[j * L + i];
+        rows[i] = xsimd::batch<float, A>::load_aligned(col);
+    }
+}
+
+/// Bit i set when lane i of m is true.
+template <class A>
+inline std::uint32_t movemask(const xsimd::batch_bool<float, A>& m, xsimd::generic) noexcept {
+    constexpr std::size_t L = xsimd::batch<float, A>::size;
+    alignas(64) float buf[L];
+    xsimd::bitwise_cast(m).store_aligned(buf);
+    std::uint32_t r = 0;
+    for (std::size_t i = 0; i < L; ++i) {
+        std::uint32_t u;
+        std::memcpy(&u, buf + i, sizeof u);
+        if (u) r |= 1u << i;
+    }
+    return r;
+}
+
+/// Per lane: if_neg where the sign bit of x is set (including -0.0 and negative NaN), else if_pos.
+template <class A>
+inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>& x,
+                                                    const xsimd::batch<std::int32_t, A>& if_neg,
+                                                    const xsimd::batch<std::int32_t, A>& if_pos,
+                                                    xsimd::generic) noexcept {
+    using I = xsimd::batch<std::int32_t, A>;
+    return xsimd::select(xsimd::bitwise_cast<I>(x) < I(0), if_neg, if_pos);
+}
+
+/// out[i] = base[idx[i]].
+template <class A>
+inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::int32_t, A>& idx,
+                                     xsimd::generic) noexcept {
+    constexpr std::size_t L = xsimd::batch<float, A>::size;
+    alignas(64) std::int32_t i[L];
+    alignas(64) float v[L];
+    idx.store_aligned(i);
+    for (std::size_t j = 0; j < L; ++j) v[j] = base[i[j]];
+    return xsimd::batch<float, A>::load_aligned(v);
+}
+
+}  // namespace moe::cpu::arch
+#endif

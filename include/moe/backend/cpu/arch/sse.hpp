@@ -1,0 +1,37 @@
+// moe/backend/cpu/arch/sse.hpp - SSE2 / SSE4.1 overloads (4 lanes).
+#pragma once
+
+#include "moe/backend/cpu/arch/generic.hpp"
+
+#if !defined(MOE_NO_SIMD) && defined(__SSE2__)
+#include <immintrin.h>
+
+namespace moe::cpu::arch {
+
+template <class A>
+inline void transpose_square(xsimd::batch<float, A>* rows, xsimd::sse2) noexcept {
+    __m128 r0 = rows[0], r1 = rows[1], r2 = rows[2], r3 = rows[3];
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    rows[0] = r0;
+    rows[1] = r1;
+    rows[2] = r2;
+    rows[3] = r3;
+}
+
+template <class A>
+inline std::uint32_t movemask(const xsimd::batch_bool<float, A>& m, xsimd::sse2) noexcept {
+    return static_cast<std::uint32_t>(_mm_movemask_ps(m));
+}
+
+#if defined(__SSE4_1__)
+template <class A>
+inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>& x,
+                                                    const xsimd::batch<std::int32_t, A>& if_neg,
+                                                    const xsimd::batch<std::int32_t, A>& if_pos,
+                                                    xsimd::sse4_1) noexcept {
+    return _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(if_pos), _mm_castsi128_ps(if_neg), x));
+}
+#endif
+
+}  // namespace moe::cpu::arch
+#endif

@@ -1,0 +1,497 @@
+// moe/backend/cpu/routing.hpp - the fused routing kernel: scores -> (bias) -> (group mask)
+// -> top-k -> weights, in one pass over the router logits.
+//
+// Two implementations give the same answer:
+//  * route_row_exact: one token at a time, every option (softmax or sigmoid scores, selection
+//    bias, group-limited choice, any k). It is the reference and the fallback.
+//  * the SIMD path for the common case (softmax, no bias, no groups, k <= 8): L tokens at once
+//    (L = SIMD width), one token per lane. Logits are turned into keys whose low b bits are
+//    replaced by the expert index (b = bits needed for E), so keys are distinct and ordered as
+//    (value, then lower index); max/min sorting networks then select the top k without carrying
+//    indices. Truncating b mantissa bits can only misorder values that agree in all other bits,
+//    so each lane checks the boundary between chosen and not chosen and between neighbours;
+//    a lane where two keys tie in their truncated value is recomputed by the exact path. The
+//    result is therefore exact, not approximate.
+//
+// Selection with softmax scores is made on the logits (softmax is strictly increasing);
+// PyTorch selects on the rounded probabilities, which can tie where logits do not: the chosen
+// set then differs only among experts whose fp32 probabilities are equal.
+// Ties between equal scores go to the lower expert index (as torch.topk on CPU does).
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "moe/backend/cpu/arch.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe::cpu {
+
+/// How logits become scores.
+enum class Scoring : std::uint8_t {
+    softmax,  ///< p = softmax(logits) in fp32 (Mixtral, Qwen-MoE, Switch, RingMoE)
+    sigmoid,  ///< s = sigmoid(logits) (DeepSeek-V3)
+};
+
+/// How a group is scored for group-limited routing.
+enum class GroupScore : std::uint8_t {
+    max,       ///< the best score in the group (DeepSeek-V2 "group_limited_greedy")
+    top2_sum,  ///< the sum of the two best scores (DeepSeek-V3 "noaux_tc")
+};
+
+/// What the fused kernel computes for every token.
+struct TopKSpec {
+    index_t k = 1;                       ///< experts per token, 1 <= k <= E
+    Scoring scoring = Scoring::softmax;  ///< score function
+    bool renormalize = true;             ///< chosen weights divided by their sum (x scale)
+    float scale = 1.0f;                  ///< multiplies every weight (routed_scaling_factor)
+    float renorm_eps = 0.0f;             ///< added to the denominator of the renormalisation
+    std::span<const float> bias;         ///< selection bias [E]: changes the choice, not the weight
+    index_t groups = 1;                  ///< group-limited routing: E experts in `groups` groups
+    index_t topk_groups = 1;             ///< groups a token may choose from
+    GroupScore group_score = GroupScore::top2_sum;
+    float group_mask_value = -std::numeric_limits<float>::infinity();  ///< score of masked experts
+
+    /// Throws ConfigError unless the spec is usable with E experts.
+    void validate(index_t E, std::string_view where = "TopKSpec") const {
+        check<ConfigError>(E > 0, where, "expert count must be positive, got ", E);
+        check<ConfigError>(k >= 1 && k <= E, where, "k = ", k, " must be in [1, ", E, "] (the expert count)");
+        check<ConfigError>(bias.empty() || static_cast<index_t>(bias.size()) == E, where, "bias has ", bias.size(),
+                           " entries for ", E, " experts");
+        check<ConfigError>(groups >= 1 && E % groups == 0, where, "E = ", E, " is not divisible into ", groups,
+                           " groups");
+        check<ConfigError>(topk_groups >= 1 && topk_groups <= groups, where, "topk_groups = ", topk_groups,
+                           " must be in [1, ", groups, "]");
+        check<ConfigError>(groups == 1 || topk_groups * (E / groups) >= k, where, "topk_groups = ", topk_groups,
+                           " groups of ", E / groups, " experts cannot supply k = ", k);
+        check<ConfigError>(std::isfinite(scale), where, "scale must be finite");
+    }
+};
+
+/// Scratch memory of the routing kernel; reuse one per thread to avoid allocations.
+struct RouteWorkspace {
+    Scratch<float> keys;
+    Scratch<float> block;
+    Scratch<float> row;
+    Scratch<float> top;
+    Scratch<std::int32_t> order;
+
+    /// Scratch for route_row_exact with E experts.
+    struct Row {
+        float* scores;
+        float* top;
+        std::int32_t* order;
+    };
+    Row row_scratch(index_t E, const TopKSpec& spec) {
+        return {row.get(static_cast<std::size_t>(E)), top.get(static_cast<std::size_t>(spec.k)),
+                order.get(static_cast<std::size_t>(std::max(spec.k, spec.groups)))};
+    }
+};
+
+namespace detail {
+
+[[noreturn]] inline void throw_bad_logit(index_t token, index_t expert, float v) {
+    throw ValueError("moe::cpu::topk_route",
+                     moe::detail::cat("logit of token ", token, ", expert ", expert, " is ", v,
+                                      " (router logits must be finite or -inf)"));
+}
+
+}  // namespace detail
+
+/// Routes one token exactly: writes k expert ids (best first) and weights.
+/// `scores` is scratch of at least E floats, `top` of at least k floats, `order` of at least
+/// max(k, groups) ints.
+inline void route_row_exact(const float* logits, index_t E, const TopKSpec& spec, index_t token,
+                            std::int32_t* ids, float* w, float* scores, float* top, std::int32_t* order) {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    // 1. validity and the row max (kept for the weights)
+    float m = -kInf;
+    for (index_t e = 0; e < E; ++e) {
+        const float v = logits[e];
+        if (std::isnan(v) || v == kInf) detail::throw_bad_logit(token, e, v);
+        m = std::max(m, v);
+    }
+    if (m == -kInf)
+        throw ValueError("moe::cpu::topk_route",
+                         moe::detail::cat("every logit of token ", token, " is -inf: softmax is undefined"));
+    // 2. selection scores. Bias-free softmax selects on the logits (softmax is increasing).
+    const bool has_bias = !spec.bias.empty();
+    const bool softmax = spec.scoring == Scoring::softmax;
+    float total = 0.0f;  // softmax denominator
+    if (softmax && (has_bias || !spec.renormalize))
+        for (index_t e = 0; e < E; ++e) total += std::exp(logits[e] - m);
+    const float* sel = logits;
+    if (!softmax || has_bias) {
+        for (index_t e = 0; e < E; ++e) {
+            const float s = softmax ? std::exp(logits[e] - m) / total : 1.0f / (1.0f + std::exp(-logits[e]));
+            scores[e] = has_bias ? s + spec.bias[static_cast<std::size_t>(e)] : s;
+        }
+        sel = scores;
+    }
+    // 3. group-limited masking
+    if (spec.groups > 1) {
+        const index_t G = spec.groups, gs = E / G;
+        check<ConfigError>(G <= 1024, "moe::cpu::topk_route", "at most 1024 groups, got ", G);
+        if (sel != scores) {
+            std::copy(sel, sel + E, scores);
+            sel = scores;
+        }
+        float gscore[1024];
+        for (index_t g = 0; g < G; ++g) {
+            float b1 = -kInf, b2 = -kInf;
+            for (index_t i = 0; i < gs; ++i) {
+                const float s = scores[g * gs + i];
+                if (s > b1) {
+                    b2 = b1;
+                    b1 = s;
+                } else if (s > b2) {
+                    b2 = s;
+                }
+            }
+            gscore[g] = (spec.group_score == GroupScore::max || gs == 1) ? b1 : b1 + b2;
+        }
+        for (index_t g = 0; g < G; ++g) order[g] = static_cast<std::int32_t>(g);
+        std::partial_sort(order, order + spec.topk_groups, order + G, [&](std::int32_t a, std::int32_t b) {
+            return gscore[a] > gscore[b] || (gscore[a] == gscore[b] && a < b);
+        });
+        bool keep[1024] = {};
+        for (index_t i = 0; i < spec.topk_groups; ++i) keep[order[i]] = true;
+        for (index_t g = 0; g < G; ++g)
+            if (!keep[g]) std::fill(scores + g * gs, scores + (g + 1) * gs, spec.group_mask_value);
+    }
+    // 4. top-k by insertion: scanning e upwards, a strictly greater score moves ahead, so equal
+    //    scores keep the lower index first.
+    const index_t k = spec.k;
+    index_t n = 0;
+    for (index_t e = 0; e < E; ++e) {
+        const float s = sel[e];
+        if (n == k && !(s > top[k - 1])) continue;
+        index_t pos = n < k ? n++ : k - 1;
+        for (; pos > 0 && s > top[pos - 1]; --pos) {
+            top[pos] = top[pos - 1];
+            ids[pos] = ids[pos - 1];
+        }
+        top[pos] = s;
+        ids[pos] = static_cast<std::int32_t>(e);
+    }
+    // 5. weights
+    float sum = 0.0f;
+    for (index_t j = 0; j < k; ++j) {
+        const float l = logits[ids[j]];
+        w[j] = softmax ? std::exp(l - m) : 1.0f / (1.0f + std::exp(-l));
+        sum += w[j];
+    }
+    const float denom = spec.renormalize ? sum + spec.renorm_eps : (softmax ? total : 1.0f);
+    for (index_t j = 0; j < k; ++j) w[j] = w[j] / denom * spec.scale;
+}
+
+#if !defined(MOE_NO_SIMD)
+namespace detail {
+
+/// Calls f(std::integral_constant<int, I>{}) for I = 0 .. N-1, fully unrolled at compile time
+/// (so that arrays of batches indexed by I stay in registers).
+template <int N, class F>
+MOE_ALWAYS_INLINE void static_for(F&& f) {
+    [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
+    (std::make_integer_sequence<int, N>{});
+}
+
+/// Comparator: a gets the larger, b the smaller.
+template <class B>
+MOE_ALWAYS_INLINE void cswap(B& a, B& b) noexcept {
+    const B hi = xsimd::max(a, b);
+    b = xsimd::min(a, b);
+    a = hi;
+}
+
+/// Sorts M batches lane-wise in descending order (optimal networks for M = 1, 2, 4, 8).
+template <int M, class B>
+MOE_ALWAYS_INLINE void sort_network(B* v) noexcept {
+    if constexpr (M == 2) {
+        cswap(v[0], v[1]);
+    } else if constexpr (M == 4) {
+        cswap(v[0], v[1]); cswap(v[2], v[3]);
+        cswap(v[0], v[2]); cswap(v[1], v[3]);
+        cswap(v[1], v[2]);
+    } else if constexpr (M == 8) {
+        cswap(v[0], v[2]); cswap(v[1], v[3]); cswap(v[4], v[6]); cswap(v[5], v[7]);
+        cswap(v[0], v[4]); cswap(v[1], v[5]); cswap(v[2], v[6]); cswap(v[3], v[7]);
+        cswap(v[0], v[1]); cswap(v[2], v[3]); cswap(v[4], v[5]); cswap(v[6], v[7]);
+        cswap(v[2], v[4]); cswap(v[3], v[5]);
+        cswap(v[1], v[4]); cswap(v[3], v[6]);
+        cswap(v[1], v[2]); cswap(v[3], v[4]); cswap(v[5], v[6]);
+    }
+}
+
+/// Sorts a bitonic sequence of M batches (descending) with half-cleaners of distance D, D/2, ..., 1.
+template <int M, int D, class B>
+MOE_ALWAYS_INLINE void half_clean(B* v) noexcept {
+    if constexpr (D >= 1) {
+        static_for<M>([&](auto i) {
+            if constexpr ((i & D) == 0) cswap(v[i], v[i + D]);
+        });
+        half_clean<M, D / 2>(v);
+    }
+}
+
+/// acc (sorted, descending) <- top M of acc U b (b sorted descending); D <- max(D, discarded).
+template <int M, class B>
+MOE_ALWAYS_INLINE void merge_top(B* acc, const B* b, B& D) noexcept {
+    static_for<M>([&](auto i) {
+        const B other = b[M - 1 - i];
+        D = xsimd::max(D, xsimd::min(acc[i], other));
+        acc[i] = xsimd::max(acc[i], other);
+    });
+    // acc is now bitonic; half-cleaners sort it.
+    half_clean<M, M / 2>(acc);
+}
+
+/// Routes L tokens (one per lane) of a block whose rows hold E_pad >= E keys-to-be.
+/// Writes L * k ids and weights token-major; returns a lane mask (bit r set) of tokens that
+/// must be redone by the exact path.
+template <class A, int M>
+inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t E, index_t E_pad,
+                                      const TopKSpec& spec, std::int32_t* ids, float* w, float* keys,
+                                      bool prefetch_next) {
+    using B = xsimd::batch<float, A>;
+    using I = xsimd::batch<std::int32_t, A>;
+    constexpr int L = static_cast<int>(B::size);
+    const auto cbits = static_cast<std::uint32_t>(std::bit_width(static_cast<std::uint64_t>(E_pad - 1)));
+    const std::int32_t C = static_cast<std::int32_t>((1u << cbits) - 1u);
+    const I cmask(C), keep(~C);
+    const B zero(0.0f);
+    alignas(64) std::int32_t iota_arr[L];
+    for (int i = 0; i < L; ++i) iota_arr[i] = i;
+    const I iota = I::load_aligned(iota_arr);
+
+    // Pass A: keys, transposed so that lane = token and batch = expert; chunks of M keys
+    // sorted (descending) on the way when a chunk fits in one transposed group.
+    B nonfinite(0.0f);
+    for (index_t g = 0; g < E_pad; g += L) {
+        const I code_neg = iota + I(static_cast<std::int32_t>(g));  // negative values: larger |v| is smaller
+        const I code_pos = cmask - code_neg;                         // positive values: lower index is larger
+        B v[L];
+        static_for<L>([&](auto r) {
+            if (prefetch_next && g % (64 / sizeof(float)) == 0) __builtin_prefetch(rows + (L + r) * stride + g);
+            const B x = B::load_unaligned(rows + r * stride + g);
+            const I code = arch::select_by_sign<A>(x, code_neg, code_pos);
+            v[r] = xsimd::bitwise_cast<B>((xsimd::bitwise_cast<I>(x) & keep) | code);
+            nonfinite = xsimd::fma(v[r], zero, nonfinite);  // NaN iff some key is inf or NaN
+        });
+        arch::transpose_square<A>(v);
+        if constexpr (M <= L) static_for<L / M>([&](auto c) { sort_network<M>(v + c * M); });
+        static_for<L>([&](auto i) { v[i].store_aligned(keys + (g + i) * L); });
+    }
+    if (xsimd::any(nonfinite != nonfinite)) return (1u << L) - 1u;  // inf/NaN somewhere: exact path decides
+    if constexpr (M > L) {
+        for (index_t c = 0; c < E_pad; c += M) {
+            B chunk[M];
+            static_for<M>([&](auto i) { chunk[i] = B::load_aligned(keys + (c + i) * L); });
+            sort_network<M>(chunk);
+            static_for<M>([&](auto i) { chunk[i].store_aligned(keys + (c + i) * L); });
+        }
+    }
+
+    // Pass B: merge the sorted chunks into the top M per lane; D = best key not kept.
+    B acc[M];
+    B D(-std::numeric_limits<float>::infinity());
+    static_for<M>([&](auto i) { acc[i] = B::load_aligned(keys + i * L); });
+    for (index_t c = M; c < E_pad; c += M) {
+        const float* chunk = keys + c * L;
+        static_for<M>([&](auto i) {
+            const B other = B::load_aligned(chunk + (M - 1 - i) * L);
+            D = xsimd::max(D, xsimd::min(acc[i], other));
+            acc[i] = xsimd::max(acc[i], other);
+        });
+        half_clean<M, M / 2>(acc);  // acc was bitonic
+    }
+
+    // Exactness: neighbours among the chosen, and the last chosen against the best rejected,
+    // must differ in their truncated value.
+    const auto trunc = [&](const B& x) { return xsimd::bitwise_cast<B>(xsimd::bitwise_cast<I>(x) & keep); };
+    const index_t k = spec.k;
+    B next = D;
+    static_for<M>([&](auto j) {
+        if (j == k) next = acc[j];
+    });
+    auto ambiguous = trunc(acc[0]) != trunc(acc[0]);  // all false
+    static_for<M>([&](auto j) {
+        if constexpr (j + 1 < M) {
+            if (j + 1 < k) ambiguous = ambiguous | (trunc(acc[j]) == trunc(acc[j + 1]));
+        }
+        if (j + 1 == k) ambiguous = ambiguous | (trunc(acc[j]) == trunc(next));
+    });
+
+    // Decode expert ids, fetch the exact logits, compute the weights.
+    const I row_off = iota * I(static_cast<std::int32_t>(stride));
+    B idxf[L], wv[L];
+    static_for<L>([&](auto j) { idxf[j] = wv[j] = zero; });
+    B vmax(0.0f);
+    static_for<M>([&](auto j) {
+        if (j < k) {
+            const I bits = xsimd::bitwise_cast<I>(acc[j]);
+            const I code = bits & cmask;
+            const I idx = xsimd::select(bits < I(0), code, cmask - code);
+            idxf[j] = xsimd::bitwise_cast<B>(idx);
+            const B val = arch::gather<A>(rows, row_off + idx);
+            if constexpr (j == 0) vmax = val;
+            wv[j] = xsimd::exp(val - vmax);
+        }
+    });
+    B denom(1.0f);
+    if (spec.renormalize) {
+        B sum = wv[0];
+        static_for<M>([&](auto j) {
+            if (j >= 1 && j < k) sum += wv[j];
+        });
+        denom = sum + B(spec.renorm_eps);
+    } else {
+        // Full softmax denominator, row by row: sum_e exp(l_e - max).
+        alignas(64) float mx[L], tot[L];
+        vmax.store_aligned(mx);
+        for (int r = 0; r < L; ++r) {
+            const float* row = rows + r * stride;
+            const B m(mx[r]);
+            B s(0.0f);
+            index_t e = 0;
+            for (; e + L <= E; e += L) s += xsimd::exp(B::load_unaligned(row + e) - m);
+            float t = xsimd::hadd(s);
+            for (; e < E; ++e) t += std::exp(row[e] - mx[r]);
+            tot[r] = t;
+        }
+        denom = B::load_aligned(tot);
+    }
+    const B scale(spec.scale);
+    static_for<M>([&](auto j) {
+        if (j < k) wv[j] = wv[j] / denom * scale;
+    });
+    // Back to token-major order: row r of the transposes holds token r's k choices.
+    arch::transpose_square<A>(idxf);
+    arch::transpose_square<A>(wv);
+    // Rows overlap by L - k lanes; each later row overwrites the previous row's excess. The
+    // last row's excess lands in the caller's L-element slack.
+    static_for<L>([&](auto r) {
+        idxf[r].store_unaligned(reinterpret_cast<float*>(ids) + r * k);
+        wv[r].store_unaligned(w + r * k);
+    });
+    return arch::movemask<A>(ambiguous);
+}
+
+template <class A, int M>
+inline void route_range_simd(ConstMatrixRef<float> logits, const TopKSpec& spec, index_t t_begin, index_t t_end,
+                             std::int32_t* ids, float* w, RouteWorkspace& ws) {
+    using B = xsimd::batch<float, A>;
+    constexpr index_t L = static_cast<index_t>(B::size);
+    const index_t E = logits.cols;
+    const index_t E_pad = (std::max(E, static_cast<index_t>(M)) + L - 1) / L * L;
+    const index_t k = spec.k;
+    float* keys = ws.keys.get(static_cast<std::size_t>(E_pad * L));
+    const auto rs = ws.row_scratch(E, spec);
+    const bool padded = E_pad != E;
+    float* block = padded ? ws.block.get(static_cast<std::size_t>(E_pad * L)) : nullptr;
+    alignas(64) std::int32_t blk_ids[L * 8 + L];  // L tokens x k <= 8 choices, + store slack
+    alignas(64) float blk_w[L * 8 + L];
+    for (index_t t0 = t_begin; t0 < t_end; t0 += L) {
+        const index_t n = std::min(L, t_end - t0);
+        const float* rows = logits.row(t0);
+        index_t stride = logits.stride;
+        if (padded || n < L) {
+            // Copy the block into a padded buffer: padding keys lose to every finite logit.
+            if (!block) block = ws.block.get(static_cast<std::size_t>(E_pad * L));
+            for (index_t r = 0; r < L; ++r) {
+                float* dst = block + r * E_pad;
+                if (r < n) std::memcpy(dst, logits.row(t0 + r), static_cast<std::size_t>(E) * sizeof(float));
+                else std::fill(dst, dst + E, 0.0f);
+                std::fill(dst + E, dst + E_pad, -FLT_MAX);
+            }
+            rows = block;
+            stride = E_pad;
+        }
+        const bool prefetch = !padded && t0 + 2 * L <= t_end;  // the next block is whole and in place
+        const std::uint32_t redo =
+            route_block_simd<A, M>(rows, stride, E, E_pad, spec, blk_ids, blk_w, keys, prefetch);
+        std::memcpy(ids + t0 * k, blk_ids, static_cast<std::size_t>(n * k) * sizeof(std::int32_t));
+        std::memcpy(w + t0 * k, blk_w, static_cast<std::size_t>(n * k) * sizeof(float));
+        for (index_t r = 0; r < n; ++r)
+            if (redo & (1u << r))
+                route_row_exact(logits.row(t0 + r), E, spec, t0 + r, ids + (t0 + r) * k, w + (t0 + r) * k, rs.scores,
+                                rs.top, rs.order);
+    }
+}
+
+}  // namespace detail
+#endif
+
+/// True when topk_route takes the SIMD path for this spec.
+inline bool topk_route_is_vectorised(const TopKSpec& spec, index_t E) noexcept {
+    return kHasSimd && spec.scoring == Scoring::softmax && spec.bias.empty() && spec.groups == 1 && spec.k <= 8 &&
+           E <= 1024;
+}
+
+/// The fused routing kernel. logits: [T, E] row-major (any row stride); writes ids[T * k] (best
+/// first) and weights[T * k]. Throws ValueError on a NaN or +inf logit (naming the token and
+/// expert) and ConfigError on a spec that does not fit E. Uses OpenMP threads when enabled and
+/// `threads` > 1 (default: all available).
+inline void topk_route(ConstMatrixRef<float> logits, const TopKSpec& spec, std::int32_t* ids, float* weights,
+                       RouteWorkspace& ws, int threads = max_threads()) {
+    const index_t T = logits.rows, E = logits.cols;
+    spec.validate(E, "moe::cpu::topk_route");
+    if (T == 0) return;
+    auto run_range = [&](index_t b, index_t e, RouteWorkspace& w) {
+#if !defined(MOE_NO_SIMD)
+        if constexpr (kHasSimd) {
+            if (topk_route_is_vectorised(spec, E)) {
+                const index_t m = std::bit_ceil(static_cast<std::uint64_t>(spec.k));
+                switch (m) {
+                    case 1: return detail::route_range_simd<simd_arch, 1>(logits, spec, b, e, ids, weights, w);
+                    case 2: return detail::route_range_simd<simd_arch, 2>(logits, spec, b, e, ids, weights, w);
+                    case 4: return detail::route_range_simd<simd_arch, 4>(logits, spec, b, e, ids, weights, w);
+                    default: return detail::route_range_simd<simd_arch, 8>(logits, spec, b, e, ids, weights, w);
+                }
+            }
+        }
+#endif
+        const auto rs = w.row_scratch(E, spec);
+        for (index_t t = b; t < e; ++t)
+            route_row_exact(logits.row(t), E, spec, t, ids + t * spec.k, weights + t * spec.k, rs.scores, rs.top,
+                            rs.order);
+    };
+#if defined(_OPENMP)
+    constexpr index_t kMinTokensPerThread = 1024;
+    const int nt = static_cast<int>(std::min<index_t>(threads, T / kMinTokensPerThread));
+    if (nt > 1) {
+        const index_t chunk = (T / nt + 63) / 64 * 64;
+        std::exception_ptr error;
+#pragma omp parallel num_threads(nt)
+        {
+            RouteWorkspace local;
+            const index_t b = std::min(T, static_cast<index_t>(omp_get_thread_num()) * chunk);
+            const index_t e = std::min(T, b + chunk);
+            try {
+                if (b < e) run_range(b, e, local);
+            } catch (...) {
+#pragma omp critical
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return;
+    }
+#else
+    (void)threads;
+#endif
+    run_range(0, T, ws);
+}
+
+}  // namespace moe::cpu

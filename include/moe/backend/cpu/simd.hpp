@@ -1,0 +1,59 @@
+// moe/backend/cpu/simd.hpp - instruction-set selection for the CPU kernels.
+//
+// The instruction set is chosen at compile time from the target flags (-mavx2 -mfma,
+// -mavx512f ..., or -march=native), as xsimd does: `simd_arch` is the best one enabled.
+// Kernels are written once against xsimd batches; the few steps xsimd does not offer
+// (register transposes) have one overload per instruction set in moe/backend/cpu/arch/,
+// with a generic fallback through memory. Defining MOE_NO_SIMD, or compiling for a target
+// xsimd does not know, selects the scalar code paths.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#if !defined(MOE_NO_SIMD)
+#include <xsimd/xsimd.hpp>
+#endif
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+/// Forces inlining of the small helpers that keep SIMD state in registers.
+#define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MOE_ALWAYS_INLINE inline
+#endif
+
+namespace moe::cpu {
+
+#if !defined(MOE_NO_SIMD)
+/// The instruction set the kernels are compiled for.
+using simd_arch = xsimd::default_arch;
+inline constexpr bool kHasSimd = !std::is_same_v<simd_arch, xsimd::unavailable>;
+#else
+struct no_simd {};
+using simd_arch = no_simd;
+inline constexpr bool kHasSimd = false;
+#endif
+
+/// Name of the compiled instruction set ("avx512bw", "fma3+avx2", ..., or "scalar").
+inline const char* simd_name() noexcept {
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) return simd_arch::name();
+#endif
+    return "scalar";
+}
+
+/// Number of threads parallel kernels use: OpenMP's current maximum, or 1 without OpenMP.
+inline int max_threads() noexcept {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace moe::cpu
