@@ -335,6 +335,14 @@ class Scratch {
     static_assert(std::is_trivially_copyable_v<T>);
 
 public:
+    Scratch() = default;
+    /// Copies start empty: scratch contents are never meaningful to a copy.
+    Scratch(const Scratch&) noexcept {}
+    Scratch& operator=(const Scratch&) noexcept { return *this; }
+    Scratch(Scratch&&) noexcept = default;
+    Scratch& operator=(Scratch&&) noexcept = default;
+    ~Scratch() = default;
+
     /// At least n elements; contents are unspecified after growth.
     T* get(std::size_t n) {
         if (n > cap_) {

@@ -29,5 +29,11 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return gather<A>(base, idx, A{});
 }
 
+/// L consecutive bf16 values (as raw bits) widened to fp32.
+template <class A>
+inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p) noexcept {
+    return load_bf16<A>(p, A{});
+}
+
 }  // namespace moe::cpu::arch
 #endif

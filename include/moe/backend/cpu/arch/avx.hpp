@@ -53,6 +53,14 @@ inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>
 
 #if defined(__AVX2__)
 template <class A>
+inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::avx2) noexcept {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+#endif
+
+#if defined(__AVX2__)
+template <class A>
 inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::int32_t, A>& idx,
                                      xsimd::avx2) noexcept {
     return _mm256_i32gather_ps(base, idx, 4);

@@ -60,5 +60,11 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return _mm512_i32gather_ps(idx, base, 4);
 }
 
+template <class A>
+inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::avx512f) noexcept {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 }  // namespace moe::cpu::arch
 #endif

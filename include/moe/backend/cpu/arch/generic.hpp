@@ -64,5 +64,14 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return xsimd::batch<float, A>::load_aligned(v);
 }
 
+/// L consecutive bf16 values widened to fp32 (exact: bf16 is the upper half of an fp32).
+template <class A>
+inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::generic) noexcept {
+    constexpr std::size_t L = xsimd::batch<float, A>::size;
+    alignas(64) std::uint32_t u[L];
+    for (std::size_t j = 0; j < L; ++j) u[j] = static_cast<std::uint32_t>(p[j]) << 16;
+    return xsimd::bitwise_cast<xsimd::batch<float, A>>(xsimd::batch<std::uint32_t, A>::load_aligned(u));
+}
+
 }  // namespace moe::cpu::arch
 #endif

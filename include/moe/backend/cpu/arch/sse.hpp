@@ -33,5 +33,13 @@ inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>
 }
 #endif
 
+#if defined(__SSE4_1__)
+template <class A>
+inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::sse4_1) noexcept {
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+}
+#endif
+
 }  // namespace moe::cpu::arch
 #endif

@@ -1,0 +1,157 @@
+// moe/expert/grouped.hpp - grouped execution of experts over a RoutingPlan.
+//
+//   1. permute: xp[s] = x[slot_to_token[s]] so that each expert's tokens are one contiguous block
+//   2. compute: every non-empty expert runs its FFN over its block (one GEMM per weight when
+//      single-threaded; with several threads large blocks are split in row tiles so that all
+//      threads have work), writing yp[s]
+//   3. combine: out[t] (+)= sum_j weight(t, j) * yp[token_to_slot(t, j)] over kept choices
+//
+// Each step is parallel over independent rows, so the result does not depend on the thread
+// count. Any type with `expert_forward(e, x_block, y_block, scratch)` can use it.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/router/plan.hpp"
+
+namespace moe {
+
+/// Whether an expert container overwrites its output or adds to it.
+enum class Combine : std::uint8_t { overwrite, add };
+
+/// Per-thread scratch of one expert computation.
+struct ExpertScratch {
+    Scratch<float> h;         ///< hidden activations [rows, ffn]
+    Scratch<float> h2;        ///< second hidden buffer (GLU up projection)
+    cpu::GemmWorkspace gemm;  ///< widened weight panels
+};
+
+/// Buffers of grouped execution, owned by the expert container.
+struct GroupedWorkspace {
+    Scratch<float> xp, yp;
+    std::vector<ExpertScratch> threads;
+    ExpertScratch& thread(int i) {
+        if (static_cast<int>(threads.size()) <= i) threads.resize(static_cast<std::size_t>(i) + 1);
+        return threads[static_cast<std::size_t>(i)];
+    }
+};
+
+namespace detail {
+
+template <class F>
+inline void parallel_rows(index_t n, int threads, F&& f) {
+#if defined(_OPENMP)
+    if (threads > 1 && n >= 64) {
+        std::exception_ptr error;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (index_t i = 0; i < n; ++i) {
+            try {
+                f(i);
+            } catch (...) {
+#pragma omp critical
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return;
+    }
+#endif
+    (void)threads;
+    for (index_t i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace detail
+
+/// Runs `experts.expert_forward` over the plan's blocks and combines the weighted outputs.
+template <class X>
+inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
+                            Combine combine, GroupedWorkspace& ws, int threads) {
+    const char* where = "moe::grouped_forward";
+    const index_t d = experts.hidden_size();
+    check<ShapeError>(x.cols == d, where, "input has ", x.cols, " features, the experts take ", d);
+    check<ShapeError>(out.rows == x.rows && out.cols == d, where, "output is [", out.rows, ", ", out.cols,
+                      "], expected [", x.rows, ", ", d, "]");
+    check<ShapeError>(plan.num_tokens == x.rows, where, "plan routes ", plan.num_tokens, " tokens, input has ", x.rows);
+    check<ShapeError>(plan.num_experts == experts.num_experts(), where, "plan is for ", plan.num_experts,
+                      " experts, the container holds ", experts.num_experts());
+    const index_t S = plan.num_slots(), T = x.rows, k = plan.k;
+    float* xp = ws.xp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
+    float* yp = ws.yp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
+    threads = std::max(1, threads);
+
+    // 1. permute
+    detail::parallel_rows(S, threads, [&](index_t s) {
+        std::memcpy(xp + s * d, x.row(plan.slot_to_token[static_cast<std::size_t>(s)]),
+                    static_cast<std::size_t>(d) * sizeof(float));
+    });
+
+    // 2. compute: work items are (expert, first row, row count)
+    struct Item {
+        index_t e, r0, n;
+    };
+    std::vector<Item> items;
+    index_t tile = S;
+    // Tiles are multiples of 16 rows so each row takes the same GEMM micro-kernel path whatever
+    // the thread count (bit-identical results).
+    if (threads > 1) tile = (std::max<index_t>(32, (S + 2 * threads - 1) / (2 * threads)) + 15) / 16 * 16;
+    for (index_t e = 0; e < plan.num_experts; ++e)
+        for (index_t r = plan.begin(e); r < plan.end(e); r += tile)
+            items.push_back({e, r, std::min(tile, plan.end(e) - r)});
+    const auto run = [&](const Item& it, ExpertScratch& scratch) {
+        experts.expert_forward(it.e, ConstMatrixRef<float>(xp + it.r0 * d, it.n, d),
+                               MatrixRef<float>(yp + it.r0 * d, it.n, d), scratch);
+    };
+#if defined(_OPENMP)
+    if (threads > 1 && items.size() > 1) {
+        const int nt = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), items.size()));
+        for (int i = 0; i < nt; ++i) ws.thread(i);
+        std::exception_ptr error;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            try {
+                run(items[i], ws.threads[static_cast<std::size_t>(omp_get_thread_num())]);
+            } catch (...) {
+#pragma omp critical
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+    } else
+#endif
+    {
+        for (const Item& it : items) run(it, ws.thread(0));
+    }
+
+    // 3. combine, in choice order j = 0 .. k-1 for every token
+    detail::parallel_rows(T, threads, [&](index_t t) {
+        float* o = out.row(t);
+        if (combine == Combine::overwrite) std::fill(o, o + d, 0.0f);
+        for (index_t j = 0; j < k; ++j) {
+            const auto c = static_cast<std::size_t>(t * k + j);
+            const std::int32_t s = plan.token_to_slot[c];
+            if (s < 0) continue;
+            const float w = plan.weights[c];
+            const float* y = yp + static_cast<index_t>(s) * d;
+            index_t i = 0;
+#if !defined(MOE_NO_SIMD)
+            if constexpr (cpu::kHasSimd) {
+                using B = xsimd::batch<float, cpu::simd_arch>;
+                constexpr index_t L = static_cast<index_t>(B::size);
+                const B wb(w);
+                for (; i + L <= d; i += L)
+                    xsimd::fma(wb, B::load_unaligned(y + i), B::load_unaligned(o + i)).store_unaligned(o + i);
+            }
+#endif
+            for (; i < d; ++i) o[i] += w * y[i];
+        }
+    });
+}
+
+}  // namespace moe

@@ -1,0 +1,8 @@
+// moe/moe.hpp - everything: core, backend (CPU), routers, experts, layers.
+#pragma once
+
+#include "moe/backend/cpu.hpp"
+#include "moe/core.hpp"
+#include "moe/expert.hpp"
+#include "moe/layer.hpp"
+#include "moe/router.hpp"

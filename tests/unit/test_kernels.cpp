@@ -1,0 +1,164 @@
+// CPU kernels against double-precision definitions: activations, LayerNorm, RMSNorm, GEMM
+// (fp32 and 16-bit weights), and the bf16/f16 conversions.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "moe/backend/cpu.hpp"
+#include "moe/core.hpp"
+
+using namespace moe;
+
+namespace {
+std::vector<float> rand_vec(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = u(rng);
+    return v;
+}
+double rel_err(const std::vector<float>& a, const std::vector<double>& b) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+        den += b[i] * b[i];
+    }
+    return std::sqrt(num / std::max(den, 1e-300));
+}
+}  // namespace
+
+TEST_CASE("activations match their double-precision definitions elementwise", "[kernels]") {
+    auto x = rand_vec(1003, 1, -8.0f, 8.0f);  // odd length: SIMD body and scalar tail
+    x[0] = 0.0f;
+    x[1] = -0.0f;
+    auto check_act = [&](auto tag, auto def) {
+        using A = decltype(tag);
+        auto y = x;
+        A::apply(y.data(), static_cast<index_t>(y.size()));
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            const double ref = def(double(x[i]));
+            INFO(A::name << " at x = " << x[i]);
+            REQUIRE(y[i] == Approx(ref).epsilon(2e-6).margin(2e-7));
+            REQUIRE(A::scalar(x[i]) == Approx(ref).epsilon(2e-6).margin(2e-7));
+        }
+    };
+    check_act(Gelu{}, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
+    check_act(GeluTanh{}, [](double v) {
+        return 0.5 * v * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
+    });
+    check_act(Silu{}, [](double v) { return v / (1 + std::exp(-v)); });
+    check_act(Relu{}, [](double v) { return v > 0 ? v : 0.0; });
+}
+
+TEST_CASE("SwiGLU computes silu(gate) * up", "[kernels]") {
+    auto g = rand_vec(77, 2, -4, 4), u = rand_vec(77, 3, -2, 2);
+    auto out = g;
+    cpu::glu<Silu>(out.data(), u.data(), 77);
+    for (int i = 0; i < 77; ++i) REQUIRE(out[i] == Approx(g[i] / (1 + std::exp(-double(g[i]))) * u[i]).epsilon(3e-6));
+}
+
+TEST_CASE("LayerNorm and RMSNorm match the definitions, including a large mean", "[kernels]") {
+    const index_t R = 5, C = 3584 + 3;
+    auto x = rand_vec(static_cast<std::size_t>(R * C), 4, -2, 2);
+    for (index_t c = 0; c < C; ++c) x[static_cast<std::size_t>(2 * C + c)] += 1000.0f;  // |mean| >> std
+    auto g = rand_vec(static_cast<std::size_t>(C), 5, 0.5f, 1.5f), b = rand_vec(static_cast<std::size_t>(C), 6);
+    std::vector<float> y(x.size()), r(x.size());
+    cpu::layer_norm({x.data(), R, C}, {y.data(), R, C}, g.data(), b.data(), 1e-6f);
+    cpu::rms_norm({x.data(), R, C}, {r.data(), R, C}, g.data(), 1e-6f);
+    for (index_t i = 0; i < R; ++i) {
+        double mean = 0, var = 0, ms = 0;
+        for (index_t c = 0; c < C; ++c) mean += x[static_cast<std::size_t>(i * C + c)];
+        mean /= double(C);
+        for (index_t c = 0; c < C; ++c) {
+            const double d = x[static_cast<std::size_t>(i * C + c)] - mean;
+            var += d * d;
+            ms += double(x[static_cast<std::size_t>(i * C + c)]) * x[static_cast<std::size_t>(i * C + c)];
+        }
+        var /= double(C);
+        ms /= double(C);
+        std::vector<double> ly, ry;
+        std::vector<float> lyf, ryf;
+        for (index_t c = 0; c < C; ++c) {
+            const auto j = static_cast<std::size_t>(i * C + c);
+            ly.push_back((x[j] - mean) / std::sqrt(var + 1e-6) * g[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)]);
+            ry.push_back(x[j] / std::sqrt(ms + 1e-6) * g[static_cast<std::size_t>(c)]);
+            lyf.push_back(y[j]);
+            ryf.push_back(r[j]);
+        }
+        INFO("row " << i);
+        REQUIRE(rel_err(lyf, ly) < 1e-5);  // row 2: only the rounding of x itself
+        REQUIRE(rel_err(ryf, ry) < 1e-6);
+    }
+    // in place
+    auto z = x;
+    cpu::layer_norm({z.data(), R, C}, {z.data(), R, C}, g.data(), b.data(), 1e-6f);
+    REQUIRE(z == y);
+    std::vector<float> bad(10);
+    REQUIRE_THROWS_AS(cpu::layer_norm({x.data(), 1, C}, {bad.data(), 1, 10}, nullptr, nullptr, 1e-5f), ShapeError);
+}
+
+TEMPLATE_TEST_CASE("linear: C = A W^T + b for fp32 and 16-bit weights, any M", "[kernels][gemm]", float, bf16, f16) {
+    using W = TestType;
+    for (index_t M : {1, 3, 4, 5, 67}) {
+        const index_t K = 131, N = 97;
+        auto A = rand_vec(static_cast<std::size_t>(M * K), 7);
+        auto Wf = rand_vec(static_cast<std::size_t>(N * K), 8);
+        auto bias = rand_vec(static_cast<std::size_t>(N), 9);
+        std::vector<W> Wq(Wf.size());
+        for (std::size_t i = 0; i < Wf.size(); ++i) Wq[i] = from_float<W>(Wf[i]);
+        std::vector<float> C(static_cast<std::size_t>(M * N), 123.0f);
+        cpu::GemmWorkspace ws;
+        cpu::linear<W>({A.data(), M, K}, {Wq.data(), N, K}, bias.data(), {C.data(), M, N}, false, ws);
+        std::vector<double> ref(C.size());
+        for (index_t m = 0; m < M; ++m)
+            for (index_t n = 0; n < N; ++n) {
+                double s = bias[static_cast<std::size_t>(n)];
+                for (index_t k = 0; k < K; ++k)
+                    s += double(A[static_cast<std::size_t>(m * K + k)]) * double(to_float(Wq[static_cast<std::size_t>(n * K + k)]));
+                ref[static_cast<std::size_t>(m * N + n)] = s;
+            }
+        INFO("M = " << M);
+        REQUIRE(rel_err(C, ref) < 1e-6);
+        // accumulate adds on top
+        cpu::linear<W>({A.data(), M, K}, {Wq.data(), N, K}, nullptr, {C.data(), M, N}, true, ws);
+        for (index_t i = 0; i < M * N; ++i) ref[static_cast<std::size_t>(i)] = 2 * ref[static_cast<std::size_t>(i)] - bias[static_cast<std::size_t>(i % N)];
+        REQUIRE(rel_err(C, ref) < 1e-6);
+    }
+}
+
+TEST_CASE("linear_parallel equals linear bit for bit", "[kernels][gemm]") {
+    const index_t M = 64, K = 200, N = 300;
+    auto A = rand_vec(static_cast<std::size_t>(M * K), 10), Wf = rand_vec(static_cast<std::size_t>(N * K), 11);
+    std::vector<float> C1(static_cast<std::size_t>(M * N)), C2(C1.size());
+    cpu::GemmWorkspace ws;
+    cpu::linear<float>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {C1.data(), M, N}, false, ws);
+    cpu::linear_parallel<float>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {C2.data(), M, N}, false, 2);
+    REQUIRE(C1 == C2);
+    REQUIRE_THROWS_AS(cpu::linear<float>({A.data(), M, K}, {Wf.data(), N, K - 1}, nullptr, {C1.data(), M, N}, false, ws),
+                      ShapeError);
+}
+
+TEST_CASE("bf16 and f16 conversions round to nearest even and keep specials", "[dtype]") {
+    // bf16: 1 + 2^-8 is exactly halfway between 1 and 1 + 2^-7: ties to even (1.0)
+    REQUIRE(float(bf16(1.0f + 0x1p-8f)) == 1.0f);
+    REQUIRE(float(bf16(1.0f + 0x1p-8f + 0x1p-20f)) == 1.0f + 0x1p-7f);
+    REQUIRE(std::isnan(float(bf16(NAN))));
+    REQUIRE(float(bf16(INFINITY)) == INFINITY);
+    REQUIRE(bf16(-0.0f).bits == 0x8000);
+    // f16: exhaustive round trip of every finite half value
+    for (std::uint32_t h = 0; h < 0x10000; ++h) {
+        const f16 v = f16::from_bits(static_cast<std::uint16_t>(h));
+        const float f = float(v);
+        if (std::isnan(f)) {
+            REQUIRE(std::isnan(float(f16(f))));
+            continue;
+        }
+        REQUIRE(f16(f).bits == h);
+    }
+    REQUIRE(float(f16(65520.0f)) == INFINITY);  // rounds up past the largest half
+    REQUIRE(float(f16(65519.0f)) == 65504.0f);
+    REQUIRE(float(f16(1e-8f)) == 0.0f);
+    REQUIRE(float(f16(3e-8f)) == 0x1p-24f);  // smallest subnormal
+}

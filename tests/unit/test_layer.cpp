@@ -1,0 +1,234 @@
+// Routers, expert containers and MoELayer against a naive double-precision composition written
+// here from the definitions (softmax, top-k by (score, lower index), renormalisation, per-token
+// expert evaluation), plus capacity, shared experts, bf16 weights, threads and bad input.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "moe/moe.hpp"
+
+using namespace moe;
+
+namespace {
+
+std::vector<float> randn(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d;
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+template <class W>
+std::vector<double> mlp_ref(const LinearStack<W>& fc1, const LinearStack<W>& fc2, index_t e, const float* x, bool gelu) {
+    const index_t d = fc1.in_features(), F = fc1.out_features();
+    std::vector<double> h(static_cast<std::size_t>(F)), y(static_cast<std::size_t>(d));
+    for (index_t f = 0; f < F; ++f) {
+        double s = fc1.bias(e) ? fc1.bias(e)[f] : 0.0;
+        for (index_t i = 0; i < d; ++i) s += double(x[i]) * double(to_float(fc1.weight(e)(f, i)));
+        h[static_cast<std::size_t>(f)] = gelu ? 0.5 * s * (1 + std::erf(s / std::sqrt(2.0))) : s;
+    }
+    for (index_t o = 0; o < d; ++o) {
+        double s = fc2.bias(e) ? fc2.bias(e)[o] : 0.0;
+        for (index_t f = 0; f < F; ++f) s += h[static_cast<std::size_t>(f)] * double(to_float(fc2.weight(e)(o, f)));
+        y[static_cast<std::size_t>(o)] = s;
+    }
+    return y;
+}
+
+template <class W>
+std::vector<double> glu_ref(const GluExperts<Silu, W>& X, index_t e, const float* x) {
+    const index_t d = X.hidden_size(), F = X.ffn_size();
+    std::vector<double> h(static_cast<std::size_t>(F)), y(static_cast<std::size_t>(d));
+    for (index_t f = 0; f < F; ++f) {
+        double g = 0, u = 0;
+        for (index_t i = 0; i < d; ++i) {
+            g += double(x[i]) * double(to_float(X.gate().weight(e)(f, i)));
+            u += double(x[i]) * double(to_float(X.up().weight(e)(f, i)));
+        }
+        h[static_cast<std::size_t>(f)] = g / (1 + std::exp(-g)) * u;
+    }
+    for (index_t o = 0; o < d; ++o) {
+        double s = 0;
+        for (index_t f = 0; f < F; ++f) s += h[static_cast<std::size_t>(f)] * double(to_float(X.down().weight(e)(o, f)));
+        y[static_cast<std::size_t>(o)] = s;
+    }
+    return y;
+}
+
+// Softmax top-k routing in double: (expert, weight) per choice.
+std::vector<std::pair<index_t, double>> route_ref(const Gate& g, const float* x, index_t k, bool renorm) {
+    const index_t E = g.experts(), d = g.hidden();
+    std::vector<double> l(static_cast<std::size_t>(E));
+    for (index_t e = 0; e < E; ++e) {
+        double s = 0;
+        for (index_t i = 0; i < d; ++i) s += double(x[i]) * g.weight()(e, i);
+        l[static_cast<std::size_t>(e)] = s;
+    }
+    const double m = *std::max_element(l.begin(), l.end());
+    double z = 0;
+    for (double v : l) z += std::exp(v - m);
+    std::vector<index_t> order(static_cast<std::size_t>(E));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return l[a] > l[b]; });
+    std::vector<std::pair<index_t, double>> out;
+    double sum = 0;
+    for (index_t j = 0; j < k; ++j) sum += std::exp(l[order[j]] - m) / z;
+    for (index_t j = 0; j < k; ++j)
+        out.push_back({order[j], std::exp(l[order[j]] - m) / z / (renorm ? sum : 1.0)});
+    return out;
+}
+
+double rel_err(const float* a, const std::vector<double>& b) {
+    double n = 0, d = 0;
+    for (std::size_t i = 0; i < b.size(); ++i) {
+        n += (a[i] - b[i]) * (a[i] - b[i]);
+        d += b[i] * b[i];
+    }
+    return std::sqrt(n / d);
+}
+
+}  // namespace
+
+TEST_CASE("MoELayer<softmax top-k, GELU-MLP experts> equals the naive composition", "[layer]") {
+    const index_t T = 37, d = 48, F = 96, E = 6, k = 2;
+    auto x = randn(static_cast<std::size_t>(T * d), 1);
+    for (bool renorm : {true, false}) {
+        MoELayer layer(softmax_topk_router(Gate::random(E, d, 2), k, renorm), MlpExperts<Gelu>::random(E, d, F, 3));
+        std::vector<float> y(x.size());
+        layer.forward({x.data(), T, d}, {y.data(), T, d});
+        layer.plan().validate();
+        std::vector<double> ref(x.size(), 0.0);
+        for (index_t t = 0; t < T; ++t)
+            for (auto [e, w] : route_ref(layer.router().gate(), x.data() + t * d, k, renorm)) {
+                auto ye = mlp_ref(layer.experts().fc1(), layer.experts().fc2(), e, x.data() + t * d, true);
+                for (index_t i = 0; i < d; ++i) ref[static_cast<std::size_t>(t * d + i)] += w * ye[static_cast<std::size_t>(i)];
+            }
+        INFO("renormalize = " << renorm);
+        REQUIRE(rel_err(y.data(), ref) < 1e-6);
+    }
+}
+
+TEST_CASE("SwiGLU experts (fp32, bf16) with a shared expert equal the naive composition", "[layer]") {
+    const index_t T = 20, d = 32, F = 40, E = 4, k = 2;
+    auto x = randn(static_cast<std::size_t>(T * d), 4);
+    auto run = [&](auto w_tag) {
+        using W = decltype(w_tag);
+        using X = GluExperts<Silu, W>;
+        MoELayer layer(softmax_topk_router(Gate::random(E, d, 5), k), X::random(E, d, F, 6),
+                       SharedExperts<X>(X::random(1, d, F, 7)));
+        std::vector<float> y(x.size());
+        layer.forward({x.data(), T, d}, {y.data(), T, d});
+        std::vector<double> ref(x.size(), 0.0);
+        for (index_t t = 0; t < T; ++t) {
+            for (auto [e, w] : route_ref(layer.router().gate(), x.data() + t * d, k, true)) {
+                auto ye = glu_ref(layer.experts(), e, x.data() + t * d);
+                for (index_t i = 0; i < d; ++i) ref[static_cast<std::size_t>(t * d + i)] += w * ye[static_cast<std::size_t>(i)];
+            }
+            auto ys = glu_ref(layer.shared().experts(), 0, x.data() + t * d);
+            for (index_t i = 0; i < d; ++i) ref[static_cast<std::size_t>(t * d + i)] += ys[static_cast<std::size_t>(i)];
+        }
+        REQUIRE(rel_err(y.data(), ref) < 1e-6);  // the reference uses the same (rounded) weights
+    };
+    run(float{});
+    run(bf16{});
+}
+
+TEST_CASE("Switch capacity drops overflow tokens, which then get no routed output", "[layer]") {
+    const index_t T = 40, d = 16, F = 32, E = 4;
+    auto x = randn(static_cast<std::size_t>(T * d), 8);
+    MoELayer layer(switch_router(Gate::random(E, d, 9), 0.5), MlpExperts<Gelu>::random(E, d, F, 10));
+    std::vector<float> y(x.size());
+    layer.forward({x.data(), T, d}, {y.data(), T, d});
+    const auto& p = layer.plan();
+    p.validate();
+    REQUIRE(p.capacity == 5);  // ceil(1 * 40 * 0.5 / 4)
+    REQUIRE(p.num_slots() + static_cast<index_t>(p.dropped.size()) == T);
+    for (auto c : p.dropped)
+        for (index_t i = 0; i < d; ++i) REQUIRE(y[static_cast<std::size_t>(c * d + i)] == 0.0f);  // k = 1: choice c is token c
+    // kept tokens: weight is the raw probability (no renormalisation)
+    for (index_t t = 0; t < T; ++t)
+        if (p.token_to_slot[static_cast<std::size_t>(t)] >= 0) REQUIRE(p.weights[static_cast<std::size_t>(t)] < 1.0f);
+}
+
+TEST_CASE("results do not depend on the thread count", "[layer]") {
+    const index_t T = 300, d = 64, F = 128, E = 8;
+    auto x = randn(static_cast<std::size_t>(T * d), 11);
+    MoELayer layer(softmax_topk_router(Gate::random(E, d, 12), 2), MlpExperts<Gelu>::random(E, d, F, 13));
+    std::vector<float> y1(x.size()), y2(x.size());
+    layer.set_threads(1);
+    layer.forward({x.data(), T, d}, {y1.data(), T, d});
+    layer.set_threads(2);
+    layer.forward({x.data(), T, d}, {y2.data(), T, d});
+    REQUIRE(y1 == y2);
+}
+
+TEST_CASE("k is adjustable at run time and validated", "[router]") {
+    auto r = softmax_topk_router(Gate::random(8, 16, 1), 2);
+    r.set_k(5);
+    REQUIRE(r.k() == 5);
+    REQUIRE_THROWS_WITH(r.set_k(9), Catch::Contains("k = 9") && Catch::Contains("expert count"));
+    REQUIRE(r.k() == 5);
+    REQUIRE_THROWS_AS(r.set_k(0), ConfigError);
+    auto x = randn(16 * 3, 2);
+    RoutingPlan p;
+    r.route({x.data(), 3, 16}, p);
+    REQUIRE(p.k == 5);
+    p.validate();
+    REQUIRE_THROWS_AS(r.route({x.data(), 4, 12}, p), ShapeError);
+}
+
+TEST_CASE("a NaN in the input is an error naming the token", "[router]") {
+    auto r = softmax_topk_router(Gate::random(4, 8, 1), 2);
+    auto x = randn(8 * 5, 3);
+    x[3 * 8 + 2] = NAN;
+    RoutingPlan p;
+    REQUIRE_THROWS_WITH(r.route({x.data(), 5, 8}, p), Catch::Contains("token 3"));
+}
+
+TEST_CASE("expert-choice routing: each expert takes its top-c tokens by probability", "[router]") {
+    const index_t T = 30, d = 12, E = 5;
+    auto x = randn(static_cast<std::size_t>(T * d), 14);
+    ExpertChoiceRouter r(Gate::random(E, d, 15), 2.0);
+    RoutingPlan p;
+    r.route({x.data(), T, d}, p);
+    p.validate();
+    REQUIRE(p.capacity == 12);  // ceil(30 * 2 / 5)
+    for (index_t e = 0; e < E; ++e) REQUIRE(p.counts[static_cast<std::size_t>(e)] == 12);
+    // every taken token has probability >= every token the expert did not take
+    for (index_t e = 0; e < E; ++e) {
+        std::vector<double> prob(static_cast<std::size_t>(T));
+        for (index_t t = 0; t < T; ++t) {
+            auto rr = route_ref(r.gate(), x.data() + t * d, E, false);
+            for (auto [ee, w] : rr)
+                if (ee == e) prob[static_cast<std::size_t>(t)] = w;
+        }
+        double min_taken = 1, max_left = 0;
+        std::vector<bool> taken(static_cast<std::size_t>(T));
+        for (auto s = p.begin(e); s < p.end(e); ++s) {
+            const auto t = p.slot_to_token[static_cast<std::size_t>(s)];
+            taken[static_cast<std::size_t>(t)] = true;
+            min_taken = std::min(min_taken, prob[static_cast<std::size_t>(t)]);
+            REQUIRE(p.slot_weights[static_cast<std::size_t>(s)] == Approx(prob[static_cast<std::size_t>(t)]).epsilon(1e-5));
+        }
+        for (index_t t = 0; t < T; ++t)
+            if (!taken[static_cast<std::size_t>(t)]) max_left = std::max(max_left, prob[static_cast<std::size_t>(t)]);
+        REQUIRE(min_taken >= max_left);
+    }
+}
+
+TEST_CASE("load-balancing loss and z-loss match their definitions", "[router]") {
+    // Two tokens, two experts, k = 1; logits chosen so the probabilities are easy to write.
+    const float l[] = {0.0f, std::log(3.0f), std::log(3.0f), 0.0f};  // p = (.25, .75), (.75, .25)
+    auto r = softmax_topk_router(Gate::random(2, 1, 0), 1);
+    RoutingPlan p;
+    r.route_logits({l, 2, 2}, p);
+    // f = (.5, .5), P = (.5, .5) -> 2 * (.25 + .25) = 1
+    REQUIRE(load_balancing_loss({l, 2, 2}, p) == Approx(1.0));
+    // logsumexp = log(4) for both tokens
+    REQUIRE(z_loss({l, 2, 2}) == Approx(std::log(4.0) * std::log(4.0)));
+}
