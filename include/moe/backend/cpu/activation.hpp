@@ -24,7 +24,8 @@ MOE_ALWAYS_INLINE void map_inplace(float* x, index_t n, VecF&& f, ScalarF&& s) {
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        for (; i + L <= n; i += L) f(B::load_unaligned(x + i)).store_unaligned(x + i);
+        const index_t nv = n - n % L;
+        for (; i < nv; i += L) f(B::load_unaligned(x + i)).store_unaligned(x + i);
     }
 #endif
     for (; i < n; ++i) x[i] = s(x[i]);
@@ -113,7 +114,8 @@ inline void glu(float* gate, const float* up, index_t n) noexcept {
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        for (; i + L <= n; i += L) (B::load_unaligned(gate + i) * B::load_unaligned(up + i)).store_unaligned(gate + i);
+        const index_t nv = n - n % L;
+        for (; i < nv; i += L) (B::load_unaligned(gate + i) * B::load_unaligned(up + i)).store_unaligned(gate + i);
     }
 #endif
     for (; i < n; ++i) gate[i] *= up[i];
