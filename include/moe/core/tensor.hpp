@@ -213,6 +213,8 @@ public:
 
     /// Copies any view (strided or not) into a new contiguous tensor of the same dtype.
     static Tensor copy_of(const TensorView& v) {
+        check<ShapeError>(!v.empty() || v.numel() == 0, "Tensor::copy_of", "view of shape ", v.shape().str(),
+                          " has no data");
         Tensor t(v.dtype(), v.shape());
         const std::size_t es = dtype_size(v.dtype());
         if (v.contiguous()) {
