@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <limits>
 #include <span>
 #include <utility>
 #include <vector>
@@ -48,6 +49,9 @@ struct TopKOptions {
     index_t groups = 1;                    ///< group-limited routing: E experts in this many groups
     index_t topk_groups = 1;               ///< groups a token may use
     cpu::GroupScore group_score = cpu::GroupScore::top2_sum;
+    /// Score given to the experts of groups not kept, before the top-k (-inf: never chosen;
+    /// Hugging Face's DeepseekV3TopkRouter uses 0.0, so masked experts can beat negative biased scores).
+    float group_mask_value = -std::numeric_limits<float>::infinity();
 };
 
 template <class Scores>
@@ -115,6 +119,7 @@ public:
         s.groups = opt_.groups;
         s.topk_groups = opt_.topk_groups;
         s.group_score = opt_.group_score;
+        s.group_mask_value = opt_.group_mask_value;
         return s;
     }
 

@@ -145,8 +145,8 @@ inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* b
 template <WeightType W>
 inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
                             bool accumulate, int threads = max_threads()) {
-    const index_t N = Wm.rows;
 #if defined(_OPENMP)
+    const index_t N = Wm.rows;
     const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, N / 64)));
     if (nt <= 1) {
         GemmWorkspace ws;

@@ -261,6 +261,7 @@ MOE_ALWAYS_INLINE void merge_top(B* acc, const B* b, B& D) noexcept {
 /// Writes L * k ids and weights token-major; returns a lane mask (bit r set) of tokens that
 /// must be redone by the exact path.
 template <class A, int M>
+    requires(M <= static_cast<int>(xsimd::batch<float, A>::size))
 inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t E, index_t E_pad,
                                       const TopKSpec& spec, std::int32_t* ids, float* w, float* keys,
                                       bool prefetch_next) {
@@ -290,19 +291,10 @@ inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t
             nonfinite = xsimd::fma(v[r], zero, nonfinite);  // NaN iff some key is inf or NaN
         });
         arch::transpose_square<A>(v);
-        if constexpr (M <= L) static_for<L / M>([&](auto c) { sort_network<M>(v + c * M); });
+        static_for<L / M>([&](auto c) { sort_network<M>(v + c * M); });
         static_for<L>([&](auto i) { v[i].store_aligned(keys + (g + i) * L); });
     }
     if (xsimd::any(nonfinite != nonfinite)) return (1u << L) - 1u;  // inf/NaN somewhere: exact path decides
-    if constexpr (M > L) {
-        for (index_t c = 0; c < E_pad; c += M) {
-            B chunk[M];
-            static_for<M>([&](auto i) { chunk[i] = B::load_aligned(keys + (c + i) * L); });
-            sort_network<M>(chunk);
-            static_for<M>([&](auto i) { chunk[i].store_aligned(keys + (c + i) * L); });
-        }
-    }
-
     // Pass B: merge the sorted chunks into the top M per lane; D = best key not kept.
     B acc[M];
     B D(-std::numeric_limits<float>::infinity());
@@ -389,6 +381,7 @@ inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t
 }
 
 template <class A, int M>
+    requires(M <= static_cast<int>(xsimd::batch<float, A>::size))
 inline void route_range_simd(ConstMatrixRef<float> logits, const TopKSpec& spec, index_t t_begin, index_t t_end,
                              std::int32_t* ids, float* w, RouteWorkspace& ws) {
     using B = xsimd::batch<float, A>;
@@ -433,11 +426,31 @@ inline void route_range_simd(ConstMatrixRef<float> logits, const TopKSpec& spec,
 }  // namespace detail
 #endif
 
-/// True when topk_route takes the SIMD path for this spec.
+/// Lanes of the SIMD routing path (tokens routed at once); 1 without SIMD.
+inline constexpr index_t kRouteLanes = [] {
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) return static_cast<index_t>(xsimd::batch<float, simd_arch>::size);
+#endif
+    return index_t{1};
+}();
+
+/// True when topk_route takes the SIMD path for this spec: softmax scores without bias or
+/// groups, k <= min(8, lanes), E <= 1024.
 inline bool topk_route_is_vectorised(const TopKSpec& spec, index_t E) noexcept {
-    return kHasSimd && spec.scoring == Scoring::softmax && spec.bias.empty() && spec.groups == 1 && spec.k <= 8 &&
-           E <= 1024;
+    return kHasSimd && spec.scoring == Scoring::softmax && spec.bias.empty() && spec.groups == 1 &&
+           spec.k <= std::min<index_t>(8, kRouteLanes) && E <= 1024;
 }
+
+#if !defined(MOE_NO_SIMD)
+namespace detail {
+/// route_range_simd for the compiled instruction set when M fits its lanes (else never called).
+template <int M>
+inline void route_range_dispatch(ConstMatrixRef<float> logits, const TopKSpec& spec, index_t b, index_t e,
+                                 std::int32_t* ids, float* w, RouteWorkspace& ws) {
+    if constexpr (M <= kRouteLanes) route_range_simd<simd_arch, M>(logits, spec, b, e, ids, w, ws);
+}
+}  // namespace detail
+#endif
 
 /// The fused routing kernel. logits: [T, E] row-major (any row stride); writes ids[T * k] (best
 /// first) and weights[T * k]. Throws ValueError on a NaN or +inf logit (naming the token and
@@ -454,10 +467,10 @@ inline void topk_route(ConstMatrixRef<float> logits, const TopKSpec& spec, std::
             if (topk_route_is_vectorised(spec, E)) {
                 const index_t m = std::bit_ceil(static_cast<std::uint64_t>(spec.k));
                 switch (m) {
-                    case 1: return detail::route_range_simd<simd_arch, 1>(logits, spec, b, e, ids, weights, w);
-                    case 2: return detail::route_range_simd<simd_arch, 2>(logits, spec, b, e, ids, weights, w);
-                    case 4: return detail::route_range_simd<simd_arch, 4>(logits, spec, b, e, ids, weights, w);
-                    default: return detail::route_range_simd<simd_arch, 8>(logits, spec, b, e, ids, weights, w);
+                    case 1: return detail::route_range_dispatch<1>(logits, spec, b, e, ids, weights, w);
+                    case 2: return detail::route_range_dispatch<2>(logits, spec, b, e, ids, weights, w);
+                    case 4: return detail::route_range_dispatch<4>(logits, spec, b, e, ids, weights, w);
+                    default: return detail::route_range_dispatch<8>(logits, spec, b, e, ids, weights, w);
                 }
             }
         }
