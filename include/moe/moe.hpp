@@ -6,5 +6,6 @@
 #include "moe/core.hpp"
 #include "moe/expert.hpp"
 #include "moe/io.hpp"
+#include "moe/io/hf.hpp"
 #include "moe/layer.hpp"
 #include "moe/router.hpp"
