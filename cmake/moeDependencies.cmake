@@ -1,4 +1,5 @@
-# Finds what moe::moe needs. Used by the build and, installed beside moeConfig.cmake, by consumers.
+# Finds what moe::moe needs. Used by the build and, installed beside moeConfig.cmake, by consumers
+# of find_package(moe). Keep it free of anything that only the project's own targets need.
 include(CMakeFindDependencyMacro)
 
 find_dependency(Eigen3 3.3 NO_MODULE)
@@ -10,6 +11,13 @@ if(NOT TARGET xtl)
 endif()
 find_dependency(xsimd 8)
 
-if(NOT DEFINED MOE_ENABLE_OPENMP OR MOE_ENABLE_OPENMP)
+if(DEFINED _moe_installed_with_openmp)
+  # Installed package (set by moeConfig.cmake): moe::moe names OpenMP::OpenMP_CXX iff the
+  # installed build used OpenMP, so that target must then exist.
+  if(_moe_installed_with_openmp)
+    find_dependency(OpenMP COMPONENTS CXX)
+  endif()
+elseif(NOT DEFINED MOE_ENABLE_OPENMP OR MOE_ENABLE_OPENMP)
+  # The build itself: OpenMP is optional.
   find_package(OpenMP QUIET COMPONENTS CXX)
 endif()
