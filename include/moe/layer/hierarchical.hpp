@@ -1,0 +1,289 @@
+// moe/layer/hierarchical.hpp - the hierarchical multi-modal MoE layer of RingMoE.
+//
+//   y = y_modal + y_collab + shared(x)
+//
+//   modal    a hard switch on the token's modality (it arrives with the data, it is not
+//            inferred) selects that modality's own router and experts;
+//   collab   one router shared by all modalities over one pool of collaborative experts;
+//   shared   always-on shared experts (weight 1).
+//
+// Each routed group has its own k and capacity, ceil(k * tokens_in_group * cf / experts_in_group):
+// a modality's capacity counts only that modality's tokens; overflow is dropped from that group
+// only (the token still gets the other branches). The combine weight is the renormalised top-k
+// weight (the released code: top-1 weights are exactly 1) or the raw gate probability.
+//
+// Auxiliary loss per routed group, as MindSpore's MoE computes it (Switch style):
+//   L_group = mean_e(f_e * P_e) * c^2
+// with f_e the fraction of the group's tokens whose first choice is e (before capacity), P_e
+// the group's mean router probability and c a configuration constant (8 in RingMoE). The
+// layer's loss is weight * (L_collab + mean over present modalities of L_modal).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/expert/concepts.hpp"
+#include "moe/layer/shared.hpp"
+#include "moe/router/losses.hpp"
+#include "moe/router/plan.hpp"
+#include "moe/router/topk.hpp"
+
+namespace moe {
+
+/// A contiguous run of tokens [begin, end) of one modality.
+struct ModalityChunk {
+    index_t begin = 0, end = 0;
+    int modality = 0;
+};
+
+/// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
+inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
+    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, "switch_group_loss",
+                      "logits and plan disagree");
+    const index_t T = plan.num_tokens, E = plan.num_experts;
+    if (T == 0) return 0.0;
+    const auto P = mean_router_probs(logits);
+    std::vector<double> f(static_cast<std::size_t>(E), 0.0);
+    for (index_t t = 0; t < T; ++t) {
+        const auto e = plan.expert_ids[static_cast<std::size_t>(t * plan.k)];
+        if (e >= 0) f[static_cast<std::size_t>(e)] += 1.0 / double(T);
+    }
+    double s = 0;
+    for (index_t e = 0; e < E; ++e) s += f[static_cast<std::size_t>(e)] * P[static_cast<std::size_t>(e)];
+    return s / double(E) * c * c;
+}
+
+/// Run-time configuration of a hierarchical layer.
+struct HierarchicalOptions {
+    index_t k_modal = 1;             ///< experts per token in the modality's group
+    index_t k_collab = 1;            ///< experts per token in the collaborative group
+    double capacity_factor_modal = 1.2;
+    double capacity_factor_collab = 1.2;
+    bool renormalize = true;         ///< combine with renormalised weights (top-1: exactly 1) or raw probabilities
+    double aux_constant = 8.0;       ///< c in mean_e(f_e P_e) * c^2
+    double aux_weight = 0.001;       ///< weight of the layer's auxiliary loss
+};
+
+/// The auxiliary losses of the last forward call.
+struct HierarchicalLosses {
+    std::vector<double> modal;       ///< per modality (0 for a modality absent from the batch)
+    std::vector<bool> present;       ///< whether the modality had tokens
+    double collab = 0.0;
+    double total = 0.0;              ///< aux_weight * (collab + mean of present modal losses)
+};
+
+template <ExpertSet Modal, ExpertSet Collab, class Shared = NoSharedExperts, class Scores = SoftmaxScores>
+class HierarchicalMoE {
+public:
+    using router_type = TopKRouter<Scores>;
+
+    HierarchicalMoE() = default;
+    /// modal_gates[m] / modal_experts[m]: modality m's router and experts; collab_gate /
+    /// collab_experts: the collaborative group; shared: always-on experts.
+    HierarchicalMoE(std::vector<Gate> modal_gates, std::vector<Modal> modal_experts, Gate collab_gate,
+                    Collab collab_experts, Shared shared, HierarchicalOptions options)
+        : modal_experts_(std::move(modal_experts)), collab_experts_(std::move(collab_experts)),
+          shared_(std::move(shared)), opt_(options) {
+        const char* w = "HierarchicalMoE";
+        check<ConfigError>(!modal_gates.empty(), w, "at least one modality is needed");
+        check<ShapeError>(modal_gates.size() == modal_experts_.size(), w, modal_gates.size(), " modal routers but ",
+                          modal_experts_.size(), " modal expert sets");
+        d_ = collab_experts_.hidden_size();
+        for (std::size_t m = 0; m < modal_gates.size(); ++m) {
+            check<ShapeError>(modal_gates[m].experts() == modal_experts_[m].num_experts(), w, "modality ", m,
+                              ": router over ", modal_gates[m].experts(), " experts, expert set holds ",
+                              modal_experts_[m].num_experts());
+            check<ShapeError>(modal_gates[m].hidden() == d_ && modal_experts_[m].hidden_size() == d_, w, "modality ",
+                              m, " does not take ", d_, " features");
+            modal_routers_.emplace_back(std::move(modal_gates[m]), options_for(opt_.k_modal, opt_.capacity_factor_modal));
+        }
+        check<ShapeError>(collab_gate.experts() == collab_experts_.num_experts() && collab_gate.hidden() == d_, w,
+                          "collaborative router and experts disagree");
+        collab_router_ = router_type(std::move(collab_gate), options_for(opt_.k_collab, opt_.capacity_factor_collab));
+        if constexpr (Shared::enabled)
+            check<ShapeError>(shared_.hidden_size() == d_, w, "shared experts take ", shared_.hidden_size(),
+                              " features, expected ", d_);
+        modal_plans_.resize(modal_routers_.size());
+    }
+
+    index_t hidden_size() const noexcept { return d_; }
+    int modalities() const noexcept { return static_cast<int>(modal_routers_.size()); }
+    const HierarchicalOptions& options() const noexcept { return opt_; }
+    index_t parameters() const noexcept {
+        index_t p = collab_router_.parameters() + collab_experts_.parameters() + shared_.parameters();
+        for (std::size_t m = 0; m < modal_routers_.size(); ++m)
+            p += modal_routers_[m].parameters() + modal_experts_[m].parameters();
+        return p;
+    }
+
+    /// y [T, d] = layer(x [T, d]) for tokens whose modalities are given as contiguous chunks
+    /// covering [0, T) in order (the released code's batch layout is one chunk per modality).
+    void forward(ConstMatrixRef<float> x, std::span<const ModalityChunk> chunks, MatrixRef<float> y) {
+        const char* w = "HierarchicalMoE::forward";
+        check_io(x, y, w);
+        index_t pos = 0;
+        for (const auto& c : chunks) {
+            check<ShapeError>(c.begin == pos && c.end >= c.begin, w, "chunks must cover the tokens in order: chunk [",
+                              c.begin, ", ", c.end, ") follows token ", pos);
+            check_modality(c.modality, w);
+            pos = c.end;
+        }
+        check<ShapeError>(pos == x.rows, w, "chunks cover ", pos, " tokens, input has ", x.rows);
+        run_shared_and_collab(x, y);
+        // Modal branch: each modality's tokens, in order, possibly from several chunks.
+        for (int m = 0; m < modalities(); ++m) {
+            index_t n = 0;
+            bool contiguous_one = false;
+            const ModalityChunk* only = nullptr;
+            for (const auto& c : chunks)
+                if (c.modality == m && c.end > c.begin) {
+                    n += c.end - c.begin;
+                    contiguous_one = only == nullptr;
+                    only = &c;
+                }
+            if (n == 0) {
+                mark_absent(m);
+                continue;
+            }
+            if (contiguous_one && n == only->end - only->begin) {
+                run_modal(m, x.block_rows(only->begin, n), y.block_rows(only->begin, n));
+            } else {
+                std::vector<std::int32_t> rows;
+                for (const auto& c : chunks)
+                    if (c.modality == m)
+                        for (index_t t = c.begin; t < c.end; ++t) rows.push_back(static_cast<std::int32_t>(t));
+                run_gathered(m, x, rows, y);
+            }
+        }
+        finish_losses();
+    }
+
+    /// The same with one modality id per token (tokens of a modality need not be contiguous).
+    void forward(ConstMatrixRef<float> x, std::span<const std::int32_t> modality, MatrixRef<float> y) {
+        const char* w = "HierarchicalMoE::forward";
+        check_io(x, y, w);
+        check<ShapeError>(static_cast<index_t>(modality.size()) == x.rows, w, modality.size(),
+                          " modality ids for ", x.rows, " tokens");
+        for (std::size_t t = 0; t < modality.size(); ++t) check_modality(modality[t], w, static_cast<index_t>(t));
+        run_shared_and_collab(x, y);
+        for (int m = 0; m < modalities(); ++m) {
+            std::vector<std::int32_t> rows;
+            for (std::size_t t = 0; t < modality.size(); ++t)
+                if (modality[t] == m) rows.push_back(static_cast<std::int32_t>(t));
+            if (rows.empty()) {
+                mark_absent(m);
+                continue;
+            }
+            run_gathered(m, x, rows, y);
+        }
+        finish_losses();
+    }
+
+    /// The plans of the last call: modality m's (over its own tokens, in order) and the collaborative one.
+    const RoutingPlan& modal_plan(int m) const { return modal_plans_.at(static_cast<std::size_t>(m)); }
+    const RoutingPlan& collab_plan() const noexcept { return collab_plan_; }
+    const HierarchicalLosses& losses() const noexcept { return losses_; }
+
+    router_type& modal_router(int m) { return modal_routers_.at(static_cast<std::size_t>(m)); }
+    const router_type& modal_router(int m) const { return modal_routers_.at(static_cast<std::size_t>(m)); }
+    Modal& modal_experts(int m) { return modal_experts_.at(static_cast<std::size_t>(m)); }
+    const Modal& modal_experts(int m) const { return modal_experts_.at(static_cast<std::size_t>(m)); }
+    router_type& collab_router() noexcept { return collab_router_; }
+    const router_type& collab_router() const noexcept { return collab_router_; }
+    Collab& collab_experts() noexcept { return collab_experts_; }
+    const Collab& collab_experts() const noexcept { return collab_experts_; }
+    Shared& shared() noexcept { return shared_; }
+    const Shared& shared() const noexcept { return shared_; }
+    void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+
+private:
+    TopKOptions options_for(index_t k, double cf) const {
+        TopKOptions o;
+        o.k = k;
+        o.renormalize = opt_.renormalize;
+        o.capacity_factor = cf;
+        o.priority = CapacityPriority::token_order;
+        return o;
+    }
+    void check_io(ConstMatrixRef<float> x, MatrixRef<float> y, const char* w) const {
+        check<ShapeError>(x.cols == d_, w, "input has ", x.cols, " features, expected ", d_);
+        check<ShapeError>(y.rows == x.rows && y.cols == d_, w, "output is [", y.rows, ", ", y.cols, "], expected [",
+                          x.rows, ", ", d_, "]");
+    }
+    void check_modality(int m, const char* w, index_t token = -1) const {
+        if (m < 0 || m >= modalities()) {
+            if (token >= 0)
+                throw ConfigError(w, detail::cat("token ", token, " has modality ", m, "; this layer knows modalities 0..",
+                                                 modalities() - 1));
+            throw ConfigError(w, detail::cat("unknown modality ", m, "; this layer knows modalities 0..", modalities() - 1));
+        }
+    }
+    // y = collab(x) (+ shared(x)); modal branches add to it.
+    void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
+        collab_router_.route(x, collab_plan_);
+        collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
+        losses_.collab = switch_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
+        if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
+        losses_.modal.assign(modal_routers_.size(), 0.0);
+        losses_.present.assign(modal_routers_.size(), false);
+    }
+    void run_modal(int m, ConstMatrixRef<float> xm, MatrixRef<float> ym) {
+        auto& plan = modal_plans_[static_cast<std::size_t>(m)];
+        auto& r = modal_routers_[static_cast<std::size_t>(m)];
+        r.route(xm, plan);
+        modal_experts_[static_cast<std::size_t>(m)].forward(xm, plan, ym, Combine::add);
+        losses_.modal[static_cast<std::size_t>(m)] = switch_group_loss(r.last_logits(), plan, opt_.aux_constant);
+        losses_.present[static_cast<std::size_t>(m)] = true;
+    }
+    void run_gathered(int m, ConstMatrixRef<float> x, const std::vector<std::int32_t>& rows, MatrixRef<float> y) {
+        const auto n = static_cast<index_t>(rows.size());
+        float* xg = xg_.get(static_cast<std::size_t>(n * d_));
+        float* yg = yg_.get(static_cast<std::size_t>(n * d_));
+        for (index_t i = 0; i < n; ++i)
+            std::memcpy(xg + i * d_, x.row(rows[static_cast<std::size_t>(i)]), static_cast<std::size_t>(d_) * sizeof(float));
+        std::fill(yg, yg + n * d_, 0.0f);
+        run_modal(m, ConstMatrixRef<float>(xg, n, d_), MatrixRef<float>(yg, n, d_));
+        for (index_t i = 0; i < n; ++i) {
+            float* o = y.row(rows[static_cast<std::size_t>(i)]);
+            const float* s = yg + i * d_;
+            for (index_t j = 0; j < d_; ++j) o[j] += s[j];
+        }
+    }
+    void mark_absent(int m) {
+        modal_plans_[static_cast<std::size_t>(m)].reset(0, modal_routers_[static_cast<std::size_t>(m)].num_experts(),
+                                                        opt_.k_modal);
+        modal_plans_[static_cast<std::size_t>(m)].finalize();
+    }
+    void finish_losses() {
+        double sum = 0;
+        int n = 0;
+        for (std::size_t m = 0; m < losses_.modal.size(); ++m)
+            if (losses_.present[m]) {
+                sum += losses_.modal[m];
+                ++n;
+            }
+        losses_.total = opt_.aux_weight * (losses_.collab + (n ? sum / n : 0.0));
+    }
+
+    std::vector<router_type> modal_routers_;
+    std::vector<Modal> modal_experts_;
+    router_type collab_router_;
+    Collab collab_experts_;
+    Shared shared_;
+    HierarchicalOptions opt_;
+    index_t d_ = 0;
+    std::vector<RoutingPlan> modal_plans_;
+    RoutingPlan collab_plan_;
+    HierarchicalLosses losses_;
+    Scratch<float> xg_, yg_;
+    int threads_ = cpu::max_threads();
+};
+
+}  // namespace moe
