@@ -99,10 +99,11 @@ TEST_CASE("LayerNorm and RMSNorm match the definitions, including a large mean",
     REQUIRE_THROWS_AS(cpu::layer_norm({x.data(), 1, C}, {bad.data(), 1, 10}, nullptr, nullptr, 1e-5f), ShapeError);
 }
 
-TEMPLATE_TEST_CASE("linear: C = A W^T + b for fp32 and 16-bit weights, any M", "[kernels][gemm]", float, bf16, f16) {
-    using W = TestType;
-    for (index_t M : {1, 3, 4, 5, 67}) {
-        const index_t K = 131, N = 97;
+namespace {
+template <class W, class Engine>
+void check_linear() {
+    for (index_t M : {1, 3, 4, 5, 6, 7, 67}) {
+        const index_t K = 131 + 256, N = 97 + 512;  // edges in every blocking dimension
         auto A = rand_vec(static_cast<std::size_t>(M * K), 7);
         auto Wf = rand_vec(static_cast<std::size_t>(N * K), 8);
         auto bias = rand_vec(static_cast<std::size_t>(N), 9);
@@ -110,7 +111,7 @@ TEMPLATE_TEST_CASE("linear: C = A W^T + b for fp32 and 16-bit weights, any M", "
         for (std::size_t i = 0; i < Wf.size(); ++i) Wq[i] = from_float<W>(Wf[i]);
         std::vector<float> C(static_cast<std::size_t>(M * N), 123.0f);
         cpu::GemmWorkspace ws;
-        cpu::linear<W>({A.data(), M, K}, {Wq.data(), N, K}, bias.data(), {C.data(), M, N}, false, ws);
+        cpu::linear<W, Engine>({A.data(), M, K}, {Wq.data(), N, K}, bias.data(), {C.data(), M, N}, false, ws);
         std::vector<double> ref(C.size());
         for (index_t m = 0; m < M; ++m)
             for (index_t n = 0; n < N; ++n) {
@@ -119,13 +120,35 @@ TEMPLATE_TEST_CASE("linear: C = A W^T + b for fp32 and 16-bit weights, any M", "
                     s += double(A[static_cast<std::size_t>(m * K + k)]) * double(to_float(Wq[static_cast<std::size_t>(n * K + k)]));
                 ref[static_cast<std::size_t>(m * N + n)] = s;
             }
-        INFO("M = " << M);
+        INFO("engine " << Engine::name << ", M = " << M);
         REQUIRE(rel_err(C, ref) < 1e-6);
         // accumulate adds on top
-        cpu::linear<W>({A.data(), M, K}, {Wq.data(), N, K}, nullptr, {C.data(), M, N}, true, ws);
+        cpu::linear<W, Engine>({A.data(), M, K}, {Wq.data(), N, K}, nullptr, {C.data(), M, N}, true, ws);
         for (index_t i = 0; i < M * N; ++i) ref[static_cast<std::size_t>(i)] = 2 * ref[static_cast<std::size_t>(i)] - bias[static_cast<std::size_t>(i % N)];
         REQUIRE(rel_err(C, ref) < 1e-6);
     }
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("linear: C = A W^T + b for fp32 and 16-bit weights, any M, both engines", "[kernels][gemm]", float,
+                   bf16, f16) {
+    check_linear<TestType, cpu::PackedGemm>();
+    check_linear<TestType, cpu::EigenGemm>();
+}
+
+TEST_CASE("the packed GEMM gives bit-identical rows whatever rows it is given together", "[kernels][gemm]") {
+    // Row blocks of any size (thread tiles) must not change any output bit.
+    const index_t M = 50, K = 300, N = 70;
+    auto A = rand_vec(static_cast<std::size_t>(M * K), 21), Wf = rand_vec(static_cast<std::size_t>(N * K), 22);
+    std::vector<float> all(static_cast<std::size_t>(M * N)), part(all.size());
+    cpu::GemmWorkspace ws;
+    cpu::linear<float, cpu::PackedGemm>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {all.data(), M, N}, false, ws);
+    for (index_t r0 = 0; r0 < M; r0 += 7) {
+        const index_t n = std::min<index_t>(7, M - r0);
+        cpu::linear<float, cpu::PackedGemm>({A.data() + r0 * K, n, K}, {Wf.data(), N, K}, nullptr,
+                                            {part.data() + r0 * N, n, N}, false, ws);
+    }
+    REQUIRE(all == part);
 }
 
 TEST_CASE("linear_parallel equals linear bit for bit", "[kernels][gemm]") {

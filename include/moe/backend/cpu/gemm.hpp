@@ -2,11 +2,17 @@
 //
 //   C[M, N] (= or +=) A[M, K] . W[N, K]^T (+ bias[N])
 //
-// fp32 weights go straight to Eigen's GEMM kernel (general_matrix_matrix_product, called
-// single-threaded: threading is decided by the caller, per expert or per tile, so results do
-// not depend on the thread count). bf16 / f16 weights are widened to fp32 one panel of rows at
-// a time and multiplied with fp32 accumulation; for M = 1 .. 4 rows (decoding) a direct
-// dot-product kernel reads the 16-bit weights once, which halves the memory traffic.
+// Two engines, chosen by a policy tag (CUTLASS style):
+//   PackedGemm  moe's packed, register-blocked kernel (moe/backend/cpu/gemm_kernel.hpp): W is
+//               packed (and 16-bit weights widened) panel by panel, an MR x NR micro-kernel
+//               written with xsimd does the FMAs. The default wherever SIMD is available.
+//   EigenGemm   Eigen's GEMM kernel (general_matrix_matrix_product), called single-threaded;
+//               the default of scalar builds, and the baseline the benchmarks compare with.
+// Both accumulate in fp32 and are single-threaded: threading is decided by the caller (per
+// expert, per row tile, or by column blocks in linear_parallel), and the packed kernel sums
+// every output over k in the same order whatever the split, so results do not depend on the
+// thread count. For M = 1 .. 4 rows (decoding) with 16-bit weights a direct dot-product kernel
+// reads the weights once, halving the memory traffic.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +22,7 @@
 #include <Eigen/Core>
 
 #include "moe/backend/cpu/arch.hpp"
+#include "moe/backend/cpu/gemm_kernel.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
@@ -25,7 +32,17 @@ static_assert(EIGEN_WORLD_VERSION == 3 && EIGEN_MAJOR_VERSION >= 3, "moe needs E
 
 namespace moe::cpu {
 
-/// Scratch of the GEMM (widened weight panels).
+/// GEMM engine policies.
+struct EigenGemm {
+    static constexpr const char* name = "eigen";
+};
+struct PackedGemm {
+    static constexpr const char* name = "packed";
+};
+/// The engine `linear` uses unless told otherwise.
+using DefaultGemm = std::conditional_t<kHasSimd, PackedGemm, EigenGemm>;
+
+/// Scratch of the GEMM (packed or widened weight panels).
 struct GemmWorkspace {
     Scratch<float> panel;
 };
@@ -105,7 +122,7 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
 
 /// C (= or +=) A . W^T (+ bias). A: [M, K]; W: [N, K] ([out, in], as torch.nn.Linear stores it),
 /// f32, bf16 or f16; bias: [N] fp32 or null; C: [M, N]. Single-threaded; deterministic.
-template <WeightType W>
+template <WeightType W, class Engine = DefaultGemm>
 inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
                    bool accumulate, GemmWorkspace& ws) {
     const index_t M = A.rows, K = A.cols, N = Wm.rows;
@@ -122,6 +139,17 @@ inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* b
             for (index_t n = 0; n < N; ++n) c[n] += bias[n];
         }
     }
+#if !defined(MOE_NO_SIMD)
+    if constexpr (std::is_same_v<Engine, PackedGemm> && kHasSimd) {
+        if (!std::is_same_v<W, float> && M <= 4) {
+            detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride);
+            return;
+        }
+        float* pack = ws.panel.get(packed_gemm_workspace());
+        packed_gemm(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride, pack);
+        return;
+    }
+#endif
     if constexpr (std::is_same_v<W, float>) {
         detail::gemm_f32(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride);
     } else {
@@ -142,7 +170,7 @@ inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* b
 
 /// The same product split over `threads` OpenMP threads by blocks of output columns; results
 /// equal the single-threaded ones bit for bit.
-template <WeightType W>
+template <WeightType W, class Engine = DefaultGemm>
 inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
                             bool accumulate, int threads = max_threads()) {
 #if defined(_OPENMP)
@@ -150,7 +178,7 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
     const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, N / 64)));
     if (nt <= 1) {
         GemmWorkspace ws;
-        linear(A, Wm, bias, C, accumulate, ws);
+        linear<W, Engine>(A, Wm, bias, C, accumulate, ws);
         return;
     }
     // Chunks are whole multiples of 48 rows of W (Eigen's largest register block, 3 x 16 floats),
@@ -164,7 +192,7 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
         GemmWorkspace ws;
         try {
             if (n0 < n1)
-                linear(A, ConstMatrixRef<W>(Wm.data + n0 * Wm.stride, n1 - n0, Wm.cols, Wm.stride),
+                linear<W, Engine>(A, ConstMatrixRef<W>(Wm.data + n0 * Wm.stride, n1 - n0, Wm.cols, Wm.stride),
                        bias ? bias + n0 : nullptr, MatrixRef<float>(C.data + n0, C.rows, n1 - n0, C.stride),
                        accumulate, ws);
         } catch (...) {
@@ -176,7 +204,7 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
 #else
     (void)threads;
     GemmWorkspace ws;
-    linear(A, Wm, bias, C, accumulate, ws);
+    linear<W, Engine>(A, Wm, bias, C, accumulate, ws);
 #endif
 }
 

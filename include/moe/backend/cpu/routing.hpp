@@ -199,14 +199,6 @@ inline void route_row_exact(const float* logits, index_t E, const TopKSpec& spec
 #if !defined(MOE_NO_SIMD)
 namespace detail {
 
-/// Calls f(std::integral_constant<int, I>{}) for I = 0 .. N-1, fully unrolled at compile time
-/// (so that arrays of batches indexed by I stay in registers).
-template <int N, class F>
-MOE_ALWAYS_INLINE void static_for(F&& f) {
-    [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
-    (std::make_integer_sequence<int, N>{});
-}
-
 /// Comparator: a gets the larger, b the smaller.
 template <class B>
 MOE_ALWAYS_INLINE void cswap(B& a, B& b) noexcept {

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #if !defined(MOE_NO_SIMD)
 #include <xsimd/xsimd.hpp>
@@ -38,6 +39,20 @@ struct no_simd {};
 using simd_arch = no_simd;
 inline constexpr bool kHasSimd = false;
 #endif
+
+namespace detail {
+template <class F, int... I>
+MOE_ALWAYS_INLINE void static_for_impl(F& f, std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+}
+}  // namespace detail
+
+/// Calls f(std::integral_constant<int, I>{}) for I = 0 .. N-1, unrolled at compile time, so that
+/// arrays of SIMD registers indexed by I stay in registers.
+template <int N, class F>
+MOE_ALWAYS_INLINE void static_for(F&& f) {
+    detail::static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
 
 /// Name of the compiled instruction set ("avx512bw", "fma3+avx2", ..., or "scalar").
 inline const char* simd_name() noexcept {

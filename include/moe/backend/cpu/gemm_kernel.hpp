@@ -1,0 +1,162 @@
+// moe/backend/cpu/gemm_kernel.hpp - a packed, register-blocked GEMM for C += A . W^T.
+//
+// BLIS-style loops around an MR x NR micro-kernel written once with xsimd batches
+// (NR = 2 SIMD vectors; MR = 6 on 16-register ISAs, 14 with AVX-512's 32 registers):
+//
+//   for n-block (nc columns of C)            pack W rows n..n+nc, k-block, into NR-wide panels
+//     for k-block (kc)                       (16-bit weights are widened here, once per panel)
+//       for m in steps of MR                 micro-kernel: C[MR, NR] += A[MR, kc] . Wp[kc, NR]
+//         for n-panel in steps of NR
+//
+// A is read in place (rows of activations, broadcast one element at a time); W is packed. Every
+// element of C is summed over k in the same order whatever the blocking and the thread split,
+// so results are bit-identical for any number of threads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "moe/backend/cpu/arch.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe::cpu {
+
+#if !defined(MOE_NO_SIMD)
+namespace gemm_detail {
+
+template <class A>
+struct Blocking {
+    using B = xsimd::batch<float, A>;
+    static constexpr int L = static_cast<int>(B::size);
+    static constexpr int NR = 2 * L;
+    // Registers: MR x 2 accumulators + 2 for W + 1 broadcast.
+    static constexpr int MR = std::is_base_of_v<xsimd::avx512f, A> ? 14 : 6;
+    static constexpr index_t KC = 256;  // a packed panel of W: KC x NR floats stays in L1
+    static constexpr index_t NC = 512;  // packed W block: KC x NC floats stays in L2
+};
+
+/// L consecutive elements of a weight row, widened to fp32.
+template <class A, class W>
+MOE_ALWAYS_INLINE xsimd::batch<float, A> load_row(const W* p) {
+    if constexpr (std::is_same_v<W, float>) return xsimd::batch<float, A>::load_unaligned(p);
+    else if constexpr (std::is_same_v<W, bf16>) return arch::load_bf16<A>(reinterpret_cast<const std::uint16_t*>(p));
+    else {
+        alignas(64) float t[xsimd::batch<float, A>::size];
+        for (std::size_t j = 0; j < xsimd::batch<float, A>::size; ++j) t[j] = to_float(p[j]);
+        return xsimd::batch<float, A>::load_aligned(t);
+    }
+}
+
+/// Packs rows [n0, n0 + nb) of W (k range [k0, k0 + kb)) into panels of NR: panel p holds
+/// Wp[k][j] = W[n0 + p * NR + j][k0 + k], zero-padded past nb. Full L x L tiles go through
+/// register transposes; edges element by element.
+template <class A, class W>
+inline void pack_w(const W* Wm, index_t ldw, index_t n0, index_t nb, index_t k0, index_t kb, float* dst) {
+    using B = xsimd::batch<float, A>;
+    constexpr int L = Blocking<A>::L;
+    constexpr int NR = Blocking<A>::NR;
+    for (index_t p = 0; p < nb; p += NR) {
+        const index_t cols = std::min<index_t>(NR, nb - p);
+        float* panel = dst + (p / NR) * kb * NR;
+        index_t j0 = 0;
+        for (; j0 + L <= cols; j0 += L) {  // L rows of W at a time
+            const W* src = Wm + (n0 + p + j0) * ldw + k0;
+            index_t k = 0;
+            for (; k + L <= kb; k += L) {
+                B t[L];
+                static_for<L>([&](auto r) { t[r] = load_row<A>(src + r * ldw + k); });
+                arch::transpose_square<A>(t);
+                static_for<L>([&](auto c) { t[c].store_unaligned(panel + (k + c) * NR + j0); });
+            }
+            for (; k < kb; ++k)
+                for (index_t r = 0; r < L; ++r) panel[k * NR + j0 + r] = to_float(src[r * ldw + k]);
+        }
+        for (index_t j = j0; j < cols; ++j) {
+            const W* src = Wm + (n0 + p + j) * ldw + k0;
+            for (index_t k = 0; k < kb; ++k) panel[k * NR + j] = to_float(src[k]);
+        }
+        for (index_t j = cols; j < NR; ++j)
+            for (index_t k = 0; k < kb; ++k) panel[k * NR + j] = 0.0f;
+    }
+}
+
+/// C[rows, NR] += A[rows, kb] . Wp[kb, NR]; `cols` <= NR columns of C are stored.
+template <class A, int ROWS>
+MOE_ALWAYS_INLINE void micro_kernel(index_t kb, const float* a, index_t lda, const float* wp, float* c, index_t ldc,
+                                    index_t cols) {
+    using B = xsimd::batch<float, A>;
+    constexpr int L = Blocking<A>::L;
+    B acc0[ROWS], acc1[ROWS];
+    static_for<ROWS>([&](auto i) { acc0[i] = acc1[i] = B(0.0f); });
+    for (index_t k = 0; k < kb; ++k) {
+        const B w0 = B::load_unaligned(wp + k * 2 * L);
+        const B w1 = B::load_unaligned(wp + k * 2 * L + L);
+        static_for<ROWS>([&](auto i) {
+            const B ai(a[i * lda + k]);
+            acc0[i] = xsimd::fma(ai, w0, acc0[i]);
+            acc1[i] = xsimd::fma(ai, w1, acc1[i]);
+        });
+    }
+    if (cols == 2 * L) {
+        static_for<ROWS>([&](auto i) {
+            float* ci = c + i * ldc;
+            (B::load_unaligned(ci) + acc0[i]).store_unaligned(ci);
+            (B::load_unaligned(ci + L) + acc1[i]).store_unaligned(ci + L);
+        });
+    } else {
+        alignas(64) float tmp[2 * L];
+        static_for<ROWS>([&](auto i) {
+            acc0[i].store_aligned(tmp);
+            acc1[i].store_aligned(tmp + L);
+            float* ci = c + i * ldc;
+            for (index_t j = 0; j < cols; ++j) ci[j] += tmp[j];
+        });
+    }
+}
+
+template <class A, int ROWS = Blocking<A>::MR>
+MOE_ALWAYS_INLINE void micro_kernel_rows(index_t rows, index_t kb, const float* a, index_t lda, const float* wp,
+                                         float* c, index_t ldc, index_t cols) {
+    if constexpr (ROWS > 0) {
+        if (rows == ROWS) return micro_kernel<A, ROWS>(kb, a, lda, wp, c, ldc, cols);
+        micro_kernel_rows<A, ROWS - 1>(rows, kb, a, lda, wp, c, ldc, cols);
+    }
+}
+
+}  // namespace gemm_detail
+
+/// C[M, N] += A[M, K] . W[N, K]^T with the packed kernel; `pack` must hold KC x NC floats
+/// (packed_gemm_workspace()). Single-threaded.
+template <class W>
+inline void packed_gemm(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wm, index_t ldw,
+                        float* C, index_t ldc, float* pack) {
+    using Bk = gemm_detail::Blocking<simd_arch>;
+    constexpr index_t MR = Bk::MR, NR = Bk::NR;
+    for (index_t n0 = 0; n0 < N; n0 += Bk::NC) {
+        const index_t nb = std::min(Bk::NC, N - n0);
+        for (index_t k0 = 0; k0 < K; k0 += Bk::KC) {
+            const index_t kb = std::min(Bk::KC, K - k0);
+            gemm_detail::pack_w<simd_arch>(Wm, ldw, n0, nb, k0, kb, pack);
+            for (index_t m0 = 0; m0 < M; m0 += MR) {
+                const index_t rows = std::min(MR, M - m0);
+                for (index_t p = 0; p < nb; p += NR)
+                    gemm_detail::micro_kernel_rows<simd_arch>(rows, kb, A + m0 * lda + k0, lda, pack + (p / NR) * kb * NR,
+                                                              C + m0 * ldc + n0 + p, ldc, std::min(NR, nb - p));
+            }
+        }
+    }
+}
+
+/// Floats of packing space packed_gemm needs.
+constexpr std::size_t packed_gemm_workspace() {
+    using Bk = gemm_detail::Blocking<simd_arch>;
+    return static_cast<std::size_t>(Bk::KC * (Bk::NC + Bk::NR));
+}
+#endif
+
+}  // namespace moe::cpu
