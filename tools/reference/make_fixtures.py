@@ -20,6 +20,15 @@ real checkpoint names (with a realistic prefix), and:
                                     (E * sum_e f_e P_e, f over the k choices, before capacity)
     __z_loss__         F32 []       softmax routers: mean_t logsumexp(logits_t)^2
 
+RingMoE cases (ringmoe_moe, ringmoe_moe_rawprob; tools/reference/ringmoe_moe.py) hold
+__input__ / __output__ [B*N, C] (the batch flattened, modality chunks in order), __aux_loss__
+(the layer's 0.001 * (L_cross + mean_m L_special_m)) and, per routed group <g> = cross,
+special_0 .. special_{M-1}: __<g>_logits__ F32 [T_g, E], __<g>_expert_ids__ I32 [T_g, 1] (argmax),
+__<g>_weights__ F32 [T_g, 1] (combine weight, 0 when dropped), __<g>_kept__ I32 [T_g],
+__<g>_counts__ I32 [E] (kept per expert), __<g>_group_loss__ F32 [] (mean_e(f_e P_e) * 8^2);
+metadata <g>_capacity, <g>_dropped. The RSUniVLM case (rsunivlm_gmoe) holds
+__request_offsets__ I32 [R + 1], __request_experts__ I32 [R] and the prompts as prompt_<r>.
+
 The "__metadata__" map records the case's configuration (prefix, k, E, shapes, capacity factor,
 ...), all as strings. Everything runs in fp32 on the CPU, deterministically (fixed seeds). The
 bf16 case stores bf16 weights and an expected output computed in fp32 from those bf16-rounded
@@ -47,7 +56,9 @@ from safetensors_io import load_file, save_file  # noqa: E402
 import deepseek  # noqa: E402
 import mixtral  # noqa: E402
 import qwen2_moe  # noqa: E402
+import ringmoe_moe  # noqa: E402
 import rs_moe_token  # noqa: E402
+import rsunivlm_gmoe  # noqa: E402
 import switch  # noqa: E402
 
 MARGIN = 1e-4  # minimum gap (in logits / scores) at every routing decision boundary
@@ -378,6 +389,127 @@ def case_rs_moe(w, name, seed, T=64, d=64, E=4, k=2, n_shared=2):
     w.write(name, weights, extra, meta)
 
 
+def ringmoe_group_tensors(tag, r):
+    """The __<tag>_*__ tensors of one RingMoE routed group (routing dict of MoeModal.route)."""
+    return {
+        "__%s_logits__" % tag: r["logits"],
+        "__%s_expert_ids__" % tag: r["expert_ids"].to(torch.int32),
+        "__%s_weights__" % tag: r["weights"],
+        "__%s_kept__" % tag: r["kept"][:, 0].to(torch.int32),
+        "__%s_counts__" % tag: r["counts"].to(torch.int32),
+        "__%s_group_loss__" % tag: r["loss"].reshape(()),
+    }
+
+
+def case_ringmoe(w, name, seed, renormalize, C=32, F_=128, M=4, Es=4, Ec=4, images=2, N=24, cf=1.2,
+                 router_scale=3.0):
+    """RingMoE's Moe_modal: M modalities x `images` images of N tokens each (48 tokens per
+    modality), 4 modal + 4 collaborative experts + 1 shared, top-1, capacity factor 1.2."""
+    mod = ringmoe_moe.MoeModal(hidden=C, ffn_hidden=F_, modal_num=M, specific_expert_num=Es, cross_expert_num=Ec,
+                               expert_num=8, num_experts_chosen=1, capacity_factor=cf, aux_loss_factor=0.001,
+                               renormalize=renormalize, gelu_kind="tanh").eval()
+    ringmoe_moe.init_weights(mod, torch.Generator().manual_seed(seed), router_scale=router_scale)
+    prefix = "encoder.layers.0.blocks.1.mlp."
+    weights = prefixed(mod, prefix)
+    B = M * images
+
+    def routings(x):
+        with torch.no_grad():
+            flat = x.reshape(-1, C)
+            groups = [("cross", mod.route(mod.cross_router, flat))]
+            for m in range(M):
+                xm = x[m * images:(m + 1) * images].reshape(-1, C)
+                groups.append(("special_%d" % m, mod.route(mod.special_router[m], xm)))
+        return groups
+
+    def accept(x2d):
+        x = x2d.reshape(B, N, C)
+        groups = routings(x)
+        if min(min_sorted_gap(r["logits"], 0, 1) for _, r in groups) <= MARGIN:
+            return False
+        drops = [int((~r["kept"]).sum()) for _, r in groups]
+        under = [int((r["counts"] < r["capacity"]).sum()) for _, r in groups]
+        # overflow in the collaborative group and in at least two modalities; spare room somewhere
+        return drops[0] > 0 and sum(d > 0 for d in drops[1:]) >= 2 and all(u > 0 for u in under)
+
+    x2d, used_seed = draw_input(B * N, C, seed + 1000, accept)
+    x = x2d.reshape(B, N, C)
+    with torch.no_grad():
+        y, aux, info = mod(x)
+        mod.dispatch = "dense"  # MindSpore's dispatch/combine tensors: the same function
+        y_dense, aux_dense, info_dense = mod(x)
+        mod.dispatch = "loop"
+        for kind in ("erf",):  # the GELU form matters at this tolerance
+            for ffn in list(mod.special_ffn) + [mod.cross_ffn, mod.public_ffn]:
+                ffn.gelu_kind = kind
+            y_erf, _, _ = mod(x)
+            for ffn in list(mod.special_ffn) + [mod.cross_ffn, mod.public_ffn]:
+                ffn.gelu_kind = "tanh"
+    assert torch.allclose(y_dense, y, rtol=1e-5, atol=1e-6), float((y_dense - y).abs().max())
+    assert float(aux_dense) == float(aux)
+    gelu_gap = float((y_erf - y).norm() / y.norm())
+    assert gelu_gap > 1e-4, gelu_gap
+    groups = [("cross", info["cross"])] + [("special_%d" % m, r) for m, r in enumerate(info["special"])]
+    extra = {"__input__": x2d, "__output__": y.reshape(B * N, C), "__aux_loss__": aux.reshape(())}
+    meta = dict(reference="ringmoe_moe", upstream="RingMoE Moe_modal / TopkRouter / MLP (MindSpore), dp = 1",
+                prefix=prefix, modalities=M, images_per_modality=images, batch=B, tokens_per_image=N,
+                tokens=B * N, hidden_size=C, ffn_size=F_, specific_expert_num=Es, cross_expert_num=Ec, k=1,
+                capacity_factor=cf, renormalize=renormalize, gelu="tanh", aux_constant=8, aux_loss_factor=0.001,
+                seed=seed, input_seed=used_seed, weights_dtype="f32", gelu_erf_rel_gap="%.3e" % gelu_gap)
+    for tag, r in groups:
+        extra.update(ringmoe_group_tensors(tag, r))
+        dropped = int((~r["kept"]).sum())
+        meta["%s_capacity" % tag] = r["capacity"]
+        meta["%s_dropped" % tag] = dropped
+        if renormalize:  # the released convention: kept top-1 tokens weigh exactly 1, dropped ones 0
+            assert torch.equal(r["weights"][:, 0], r["kept"][:, 0].float()), tag
+        else:
+            assert torch.equal(r["weights"][:, 0], torch.where(r["kept"][:, 0], r["gate"][:, 0],
+                                                               torch.zeros(())))
+    print("  %s: capacity %s, dropped %s (cross, special 0..%d)" % (
+        name, [r["capacity"] for _, r in groups], [int((~r["kept"]).sum()) for _, r in groups], M - 1))
+    w.write(name, weights, extra, meta)
+
+
+def case_rsunivlm(w, name, seed, H=64, I=160):
+    """RSUniVLM G-MoE FFN: 3 SwiGLU experts, one per request by the prompt's task tag; three
+    requests of different granularities in one batch."""
+    torch.manual_seed(seed)
+    ffn = rsunivlm_gmoe.GMoEFFN(hidden_size=H, intermediate_size=I, num_experts=3).eval()
+    prefix = "model.layers.3.mlp."
+    weights = ffn.state_dict_named(prefix)
+    prompts = ["<image>\n[VG] Where is the airplane parked next to the hangar?",
+               "<image>\n[CAP] Describe this remote sensing image in detail.",
+               "<image>\n[SEG] Segment the water bodies in this image."]
+    lengths = [20, 13, 31]
+    offsets = [0]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    g = torch.Generator().manual_seed(seed + 1000)
+    x = torch.randn(offsets[-1], H, generator=g)
+    with torch.no_grad():
+        y, chosen = ffn(x, offsets, prompts)
+        # every expert gives a different answer: the choice is what is tested
+        for r in range(len(prompts)):
+            a, b = offsets[r], offsets[r + 1]
+            for e in range(3):
+                if e != chosen[r]:
+                    assert not torch.allclose(ffn.forward_one(x[a:b], e), y[a:b], rtol=1e-3)
+    assert sorted(chosen) == [0, 1, 2], chosen
+    extra = {
+        "__input__": x,
+        "__output__": y,
+        "__request_offsets__": torch.tensor(offsets, dtype=torch.int32),
+        "__request_experts__": torch.tensor(chosen, dtype=torch.int32),
+    }
+    meta = dict(reference="rsunivlm_gmoe", upstream="RSUniVLM Qwen2GMoEDecoderLayer.mlp (3 x Qwen2MLP), app.py tags",
+                prefix=prefix, requests=len(prompts), num_experts=3, hidden_size=H, intermediate_size=I,
+                tokens=offsets[-1], seed=seed, input_seed=seed + 1000, weights_dtype="f32")
+    for r, p in enumerate(prompts):
+        meta["prompt_%d" % r] = p
+    w.write(name, weights, extra, meta)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output directory (created if missing)")
@@ -403,6 +535,17 @@ def main(argv=None):
                   bias=torch.tensor([3.5, -1.5, 3.5, -1.5, 0.0, 0.0, 0.0, 0.0]), check=check_mask_zero_matters)
     case_qwen2(w, "qwen2_moe", seed=7)
     case_rs_moe(w, "rs_moe_token", seed=8)
+    case_ringmoe(w, "ringmoe_moe", seed=9, renormalize=True)
+    case_ringmoe(w, "ringmoe_moe_rawprob", seed=10, renormalize=False)
+    case_rsunivlm(w, "rsunivlm_gmoe", seed=11)
+
+    # Further families live in their own modules, tools/reference/fixtures_<family>.py, each
+    # with write(w): the vision encoders, the remote-sensing adapters, the RingMoE model.
+    import glob
+    import importlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in sorted(glob.glob(os.path.join(here, "fixtures_*.py"))):
+        importlib.import_module(os.path.splitext(os.path.basename(path))[0]).write(w)
 
     for case, path, n, size in w.written:
         print("wrote %-20s %3d tensors %8d bytes  %s" % (case, n, size, path))

@@ -1,0 +1,253 @@
+// moe/io/ringmoe.hpp - the hierarchical MoE of RingMoE (MindSpore names) and the G-MoE FFN of
+// RSUniVLM (Hugging Face names), built from checkpoints by their real parameter names.
+//
+//   ringmoe::load_moe_modal<W, Act>(file, prefix, config)    Moe_modal -> HierarchicalMoE
+//   rsunivlm::load_gmoe_ffn<W>(file, prefix)                  Qwen2GMoEDecoderLayer.mlp -> MoELayer
+//
+// RingMoE (/work/shared/docs/weight-names.md, section 1; tools/reference/ringmoe_moe.py), names
+// under a block prefix such as "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
+//
+//   special_router.{m}.dense.weight     [E_m, C]         nn.Dense [out, in]     -> Gate (zero copy)
+//   special_ffn.{m}.mapping.weight      [E_m, C, F]      [E, in, out]           -> fc1 [E, F, C] (transposed copy)
+//   special_ffn.{m}.mapping.bias        [1, E_m, 1, F]                          -> [E, F] (zero copy)
+//   special_ffn.{m}.projection.weight   [E_m, F, C]                             -> fc2 [E, C, F] (transposed copy)
+//   special_ffn.{m}.projection.bias     [1, E_m, 1, C]
+//   cross_router.dense.weight, cross_ffn.*                    the collaborative group, likewise
+//   public_ffn.mapping.weight [C, F], .bias [F]; public_ffn.projection.weight [F, C], .bias [C]
+//                                                        the shared expert, 2-D [in, out]
+//
+// The number of modalities M is 1 + the largest m of "special_router.{m}." (special_ffn must
+// have the same count); the sizes C, F and the expert counts come from the shapes. MindSpore
+// stores expert weights [E, in, out] (BatchMatMul with transpose_b=False); moe's LinearStack
+// wants [E, out, in], so they are transposed once at load time into owned tensors of the file's
+// dtype (converted to W on adoption when different); biases [1, E, 1, out] are reshaped to
+// [E, out] in place. Routers are referenced in place (fp32).
+//
+// Arithmetic (the released Moe_modal / TopkRouter, dp = 1): fp32 softmax, top-1 (k), capacity
+// ceil(k * tokens_in_group * cf / E_group) per group in token order, over-capacity tokens get 0
+// from that group; combine weight renormalised (top-1: exactly 1; config.renormalize = false:
+// the raw probability); expert FFN = Act(x W1 + b1) W2 + b2 with Act = GeluTanh (MindSpore
+// nn.GELU() defaults to approximate=True; Act = Gelu for the erf form); y = modal + collab +
+// shared. Auxiliary losses: per group mean_e(f_e P_e) * c^2 with c = moe_config.expert_num (8),
+// layer = 0.001 * (L_collab + mean_m L_modal_m) (HierarchicalMoE::losses()). The released code
+// splits each group's tokens into data-parallel groups of their own capacity; these layers
+// compute one group (dp = 1), as a single device does.
+//
+// RSUniVLM G-MoE (weight-names.md, section 3; tools/reference/rsunivlm_gmoe.py), under
+// "model.layers.{l}.mlp.": {g}.gate_proj.weight [I, H], {g}.up_proj.weight [I, H],
+// {g}.down_proj.weight [H, I], g = 0.. (3 experts, no bias): SiLU-GLU experts referenced in
+// place, routed by a GranularityRouter (no parameters; [SEG] -> 2, [VG]/[REF] -> 1, else 0).
+// Describe each batch with layer.router().set_requests(offsets, prompts) before forward().
+//
+// Errors: a missing tensor throws NotFoundError naming it; a tensor of the wrong shape
+// ShapeError naming it (expected and found shapes); a non-float tensor DTypeError; no modality
+// or expert found NotFoundError naming the first tensor looked for.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "moe/backend/cpu/activation.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/expert/ffn.hpp"
+#include "moe/expert/linear_stack.hpp"
+#include "moe/io/hf.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/layer/hierarchical.hpp"
+#include "moe/layer/moe_layer.hpp"
+#include "moe/layer/shared.hpp"
+#include "moe/router/gate.hpp"
+#include "moe/router/granularity.hpp"
+
+namespace moe::ringmoe {
+
+using io::SafetensorsFile;
+
+/// RingMoE's Moe_modal: modal experts, collaborative experts and the shared expert are all
+/// GELU MLPs with biases (Act = GeluTanh as released; Gelu for the erf form).
+template <WeightType W = float, Activation Act = GeluTanh>
+using MoeModal = HierarchicalMoE<MlpExperts<Act, W>, MlpExperts<Act, W>, SharedExperts<MlpExperts<Act, W>>>;
+
+/// moe_config of the released configuration (pretrain_simmim_swinv2_giant_p4_w12_aircas_192_200ep_moe_mm.yaml).
+struct MoeModalConfig {
+    index_t num_experts_chosen = 1;  ///< k of every routed group
+    double capacity_factor = 1.2;
+    bool renormalize = true;         ///< the released combine (top-1: weight 1); false: raw probability
+    double expert_num = 8;           ///< moe_config.expert_num: the c of mean_e(f_e P_e) * c^2
+    double aux_loss_factor = 0.001;
+};
+
+/// Transposes the last two axes of a contiguous float tensor: [E, a, b] -> [E, b, a] or
+/// [a, b] -> [b, a], into a new tensor of the same dtype (blocked copy).
+inline Tensor transpose_last2(const TensorView& v, std::string_view what) {
+    check<ShapeError>(v.rank() == 2 || v.rank() == 3, what, "expected a 2-D or 3-D weight, found ", v.shape().str());
+    check<ShapeError>(v.contiguous(), what, "expected a contiguous tensor");
+    const index_t E = v.rank() == 3 ? v.dim(0) : 1, a = v.dim(-2), b = v.dim(-1);
+    Tensor out(v.dtype(), v.rank() == 3 ? Shape{E, b, a} : Shape{b, a});
+    const std::size_t es = dtype_size(v.dtype());
+    const auto* src = static_cast<const std::byte*>(v.raw());
+    auto* dst = static_cast<std::byte*>(out.raw());
+    constexpr index_t kBlock = 32;
+    for (index_t e = 0; e < E; ++e) {
+        const std::byte* s = src + static_cast<std::size_t>(e * a * b) * es;
+        std::byte* d = dst + static_cast<std::size_t>(e * a * b) * es;
+        for (index_t i0 = 0; i0 < a; i0 += kBlock)
+            for (index_t j0 = 0; j0 < b; j0 += kBlock) {
+                const index_t i1 = std::min(a, i0 + kBlock), j1 = std::min(b, j0 + kBlock);
+                for (index_t j = j0; j < j1; ++j)
+                    for (index_t i = i0; i < i1; ++i)  // d[j, i] = s[i, j]
+                        std::memcpy(d + static_cast<std::size_t>(j * a + i) * es,
+                                    s + static_cast<std::size_t>(i * b + j) * es, es);
+            }
+    }
+    return out;
+}
+
+namespace detail {
+
+using hf::detail::module_prefix;
+
+/// Keeps the file mapping and the transposed copies alive together.
+struct Owners {
+    std::shared_ptr<const void> file;
+    std::vector<std::shared_ptr<const Tensor>> tensors;
+};
+
+/// One stacked MindSpore Linear of `E` experts: weight "<name>.weight" [E, in, out] and bias
+/// "<name>.bias" [1, E, 1, out] -> LinearStack [E, out, in] + [E, out].
+template <WeightType W>
+LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& name, index_t E, index_t in, index_t out) {
+    const std::string wn = name + ".weight", bn = name + ".bias";
+    const TensorView w = hf::detail::tensor(f, wn, {E, in, out});
+    const TensorView b = hf::detail::tensor(f, bn, {1, E, 1, out});
+    // Convert first (if W differs from the file's dtype), so only W-typed copies stay alive.
+    const Tensor conv = w.dtype() == dtype_v<W> ? Tensor() : convert(w, dtype_v<W>);
+    auto t = std::make_shared<const Tensor>(transpose_last2(w.dtype() == dtype_v<W> ? w : conv.view(), wn));
+    auto owners = std::make_shared<Owners>();
+    owners->file = f.keep_alive();
+    owners->tensors.push_back(t);
+    const TensorView b2 = b.reshape({E, out});
+    return LinearStack<W>::from_stacked(t->view(), &b2, owners, wn);
+}
+
+/// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one [out, in].
+template <WeightType W>
+LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& name, index_t in, index_t out) {
+    const std::string wn = name + ".weight", bn = name + ".bias";
+    const TensorView w = hf::detail::tensor(f, wn, {in, out});
+    const TensorView b = hf::detail::tensor(f, bn, {out});
+    const Tensor conv = w.dtype() == dtype_v<W> ? Tensor() : convert(w, dtype_v<W>);
+    auto t = std::make_shared<Tensor>(transpose_last2(w.dtype() == dtype_v<W> ? w : conv.view(), wn));
+    t->reshape({1, out, in});
+    auto owners = std::make_shared<Owners>();
+    owners->file = f.keep_alive();
+    owners->tensors.push_back(t);
+    const TensorView b2 = b.reshape({1, out});
+    return LinearStack<W>::from_stacked(t->view(), &b2, owners, wn);
+}
+
+/// A RingMoE MLP "<module>" of E experts (E > 1: stacked; E == 0: the 2-D shared layout).
+template <WeightType W, Activation Act>
+MlpExperts<Act, W> mlp(const SafetensorsFile& f, const std::string& module, index_t E, index_t C, index_t F) {
+    if (E == 0) return {single_linear<W>(f, module + "mapping", C, F), single_linear<W>(f, module + "projection", F, C)};
+    return {stacked_linear<W>(f, module + "mapping", E, C, F), stacked_linear<W>(f, module + "projection", E, F, C)};
+}
+
+/// The router "<module>dense.weight" [E, C] (E from the tensor), in place when fp32.
+inline Gate router(const SafetensorsFile& f, const std::string& module, index_t C) {
+    const std::string n = module + "dense.weight";
+    const TensorView w = hf::detail::matrix(f, n);
+    return hf::detail::gate(f, n, w.dim(0), C);
+}
+
+}  // namespace detail
+
+/// RingMoE's Moe_modal under `prefix` (e.g. "encoder.layers.0.blocks.1.mlp."), as a
+/// HierarchicalMoE with M modal groups (M discovered from special_router.{m}), the
+/// collaborative group and the shared expert. See the file comment for names and arithmetic.
+template <WeightType W = float, Activation Act = GeluTanh>
+MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix, const MoeModalConfig& config = {}) {
+    prefix = detail::module_prefix(std::move(prefix));
+    const std::string rstem = prefix + "special_router.", fstem = prefix + "special_ffn.";
+    const index_t M = hf::detail::count_indexed(file, rstem);
+    if (M == 0)
+        throw NotFoundError(file.path(), moe::detail::cat("no tensor named '", rstem, "0.dense.weight' (no modality found under '",
+                                                          rstem, "'; the file has ", file.size(), " tensors)"));
+    const index_t Mf = hf::detail::count_indexed(file, fstem);
+    check<ShapeError>(Mf == M, fstem, "expected ", M, " modal expert sets (as special_router.{m}), found ", Mf);
+
+    const std::string cr = prefix + "cross_router.dense.weight";
+    const TensorView crw = hf::detail::matrix(file, cr);
+    const index_t C = crw.dim(1), Ec = crw.dim(0);
+    const std::string cmap = prefix + "cross_ffn.mapping.weight";
+    const TensorView cm = hf::detail::float_tensor(file, cmap);
+    check<ShapeError>(cm.rank() == 3 && cm.dim(0) == Ec && cm.dim(1) == C && cm.dim(2) > 0, cmap,
+                      "expected shape [", Ec, ", ", C, ", F] ([E, in, out]), found ", cm.shape().str(), " in ",
+                      file.path());
+    const index_t F = cm.dim(2);
+
+    std::vector<Gate> gates;
+    std::vector<MlpExperts<Act, W>> modal;
+    for (index_t m = 0; m < M; ++m) {
+        const std::string r = rstem + std::to_string(m) + ".";
+        Gate g = detail::router(file, r, C);
+        const index_t Em = g.experts();
+        modal.push_back(detail::mlp<W, Act>(file, fstem + std::to_string(m) + ".", Em, C, F));
+        gates.push_back(std::move(g));
+    }
+    Gate cg = hf::detail::gate(file, cr, Ec, C);
+    MlpExperts<Act, W> collab = detail::mlp<W, Act>(file, prefix + "cross_ffn.", Ec, C, F);
+    SharedExperts<MlpExperts<Act, W>> shared(detail::mlp<W, Act>(file, prefix + "public_ffn.", 0, C, F));
+
+    HierarchicalOptions o;
+    o.k_modal = o.k_collab = config.num_experts_chosen;
+    o.capacity_factor_modal = o.capacity_factor_collab = config.capacity_factor;
+    o.renormalize = config.renormalize;
+    o.aux_constant = config.expert_num;
+    o.aux_weight = config.aux_loss_factor;
+    return MoeModal<W, Act>(std::move(gates), std::move(modal), std::move(cg), std::move(collab), std::move(shared), o);
+}
+
+/// The modality chunks of the released batch layout: `batch` images ordered by modality, split
+/// along the batch axis into `modalities` equal parts, `tokens_per_image` tokens each.
+inline std::vector<ModalityChunk> modality_chunks(index_t batch, index_t tokens_per_image, int modalities) {
+    check<ConfigError>(modalities > 0 && batch % modalities == 0, "ringmoe::modality_chunks", "a batch of ", batch,
+                       " images does not split into ", modalities, " equal modality chunks");
+    const index_t per = batch / modalities * tokens_per_image;
+    std::vector<ModalityChunk> c;
+    for (int m = 0; m < modalities; ++m) c.push_back({m * per, (m + 1) * per, m});
+    return c;
+}
+
+}  // namespace moe::ringmoe
+
+namespace moe::rsunivlm {
+
+using io::SafetensorsFile;
+
+/// RSUniVLM's G-MoE FFN: three Qwen2MLP (SiLU-GLU, no bias) experts, one per request by the
+/// task tag of its prompt.
+template <WeightType W = float>
+using GMoEFFN = MoELayer<GranularityRouter, GluExperts<Silu, W>>;
+
+/// Qwen2GMoEDecoderLayer.mlp under `prefix` (e.g. "model.layers.3.mlp."): {g}.gate_proj.weight
+/// [I, H], {g}.up_proj.weight [I, H], {g}.down_proj.weight [H, I] for g = 0.. (the count is
+/// discovered; RSUniVLM has 3), with the released tag rule (GranularityRouter's default).
+template <WeightType W = float>
+GMoEFFN<W> load_gmoe_ffn(const SafetensorsFile& file, std::string prefix) {
+    prefix = hf::detail::module_prefix(std::move(prefix));
+    const index_t E = hf::detail::expert_count(file, prefix, prefix + "0.gate_proj.weight");
+    const index_t H = hf::detail::matrix(file, prefix + "0.gate_proj.weight").dim(1);
+    auto experts = hf::detail::glu_experts<W>(file, prefix, E, H, ".gate_proj.weight", ".up_proj.weight",
+                                              ".down_proj.weight");
+    return GMoEFFN<W>(GranularityRouter(H, E), std::move(experts));
+}
+
+}  // namespace moe::rsunivlm
