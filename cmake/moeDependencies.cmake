@@ -21,3 +21,7 @@ elseif(NOT DEFINED MOE_ENABLE_OPENMP OR MOE_ENABLE_OPENMP)
   # The build itself: OpenMP is optional.
   find_package(OpenMP QUIET COMPONENTS CXX)
 endif()
+
+# libtiff: optional, only for the GeoTIFF reader (include/rs/tiff.hpp, target moe::rs_tiff).
+# moe::moe itself never links it. Plain find_package (not find_dependency): its absence is fine.
+find_package(TIFF QUIET)
