@@ -1,0 +1,208 @@
+// vision/attention.hpp - multi-head self-attention over sequences of n tokens.
+//
+//   qkv = x Wqkv^T + b            one fused [3C, C] weight (separate q/k/v checkpoints are fused
+//                                 at load time; a missing bias, e.g. EVA's k, is zero)
+//   per sequence s and head h:    S = (q_h * d^-0.5) k_h^T (+ bias[h]) (+ mask[s % n_mask])
+//                                 P = softmax(S) in fp32;  o_h = P v_h
+//   y = concat_h(o_h) Wproj^T + bproj
+//
+// Heads are split head-major (channel c of head h is h * d + c), as timm, HF and MindSpore do.
+// The input holds `rows / n` sequences of n consecutive rows: a ViT batch (n = tokens per
+// image) or Swin windows (n = w^2, sequence s is window s, masks indexed by s % n_mask).
+//
+// The score/softmax/value steps: S and P V are packed register-blocked GEMMs (moe's kernel:
+// q_h . k_h^T reads k_h as an [n, d] "weight"; P . v_h reads v_h^T, transposed once per head);
+// bias + mask + softmax is one SIMD pass per row (max, exp, sum, scale; xsimd). Work is split
+// over (sequence, head) pairs between threads; each pair is computed the same way whatever the
+// split, so results do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <vector>
+
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "vision/common.hpp"
+
+namespace moe::vision {
+
+namespace kernel {
+
+/// In place: row <- softmax(row + bias_row + mask_row) over n columns (bias/mask may be null).
+inline void softmax_row(float* row, const float* bias, const float* mask, index_t n) noexcept {
+    index_t i = 0;
+    float mx = -INFINITY;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        B vmx(-INFINITY);
+        for (; i + L <= n; i += L) {
+            B v = B::load_unaligned(row + i);
+            if (bias) v += B::load_unaligned(bias + i);
+            if (mask) v += B::load_unaligned(mask + i);
+            v.store_unaligned(row + i);
+            vmx = xsimd::max(vmx, v);
+        }
+        alignas(64) float t[L];
+        vmx.store_aligned(t);
+        for (index_t j = 0; j < L; ++j) mx = std::max(mx, t[j]);
+    }
+#endif
+    for (; i < n; ++i) {
+        float v = row[i];
+        if (bias) v += bias[i];
+        if (mask) v += mask[i];
+        row[i] = v;
+        mx = std::max(mx, v);
+    }
+    float sum = 0.0f;
+    i = 0;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        const B vm(mx);
+        B vs(0.0f);
+        for (; i + L <= n; i += L) {
+            const B e = xsimd::exp(B::load_unaligned(row + i) - vm);
+            e.store_unaligned(row + i);
+            vs += e;
+        }
+        sum = xsimd::hadd(vs);
+    }
+#endif
+    for (; i < n; ++i) {
+        const float e = std::exp(row[i] - mx);
+        row[i] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+    i = 0;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        const B vi(inv);
+        for (; i + L <= n; i += L) (B::load_unaligned(row + i) * vi).store_unaligned(row + i);
+    }
+#endif
+    for (; i < n; ++i) row[i] *= inv;
+}
+
+/// Per-thread scratch of one (sequence, head) attention.
+struct HeadScratch {
+    Scratch<float> scores;  // [n, n]
+    Scratch<float> vt;      // [d, n]
+    Scratch<float> q;       // [n, d] scaled q
+    cpu::GemmWorkspace ws;
+};
+
+/// o [n, d] (stride ldo) = softmax(q k^T * scale + bias + mask) v for one head; q, k, v [n, d]
+/// with row strides ldq (q, k, v share it: slices of one fused qkv buffer).
+inline void attend_head(const float* q, const float* k, const float* v, index_t ld, index_t n, index_t d, float scale,
+                        const float* bias, const float* mask, float* o, index_t ldo, HeadScratch& s) {
+    float* qs = s.q.get(static_cast<std::size_t>(n * d));
+    for (index_t r = 0; r < n; ++r)
+        for (index_t c = 0; c < d; ++c) qs[r * d + c] = q[r * ld + c] * scale;
+    float* S = s.scores.get(static_cast<std::size_t>(n * n));
+    cpu::linear<float>(ConstMatrixRef<float>(qs, n, d), ConstMatrixRef<float>(k, n, d, ld), nullptr,
+                       MatrixRef<float>(S, n, n), false, s.ws);
+    for (index_t r = 0; r < n; ++r)
+        softmax_row(S + r * n, bias ? bias + r * n : nullptr, mask ? mask + r * n : nullptr, n);
+    float* vt = s.vt.get(static_cast<std::size_t>(d * n));
+    for (index_t r = 0; r < n; ++r)
+        for (index_t c = 0; c < d; ++c) vt[c * n + r] = v[r * ld + c];
+    cpu::linear<float>(ConstMatrixRef<float>(S, n, n), ConstMatrixRef<float>(vt, d, n), nullptr,
+                       MatrixRef<float>(o, n, d, ldo), false, s.ws);
+}
+
+}  // namespace kernel
+
+/// Multi-head self-attention with a fused qkv projection and an output projection.
+template <WeightType W = float>
+class Attention {
+public:
+    Attention() = default;
+    /// qkv: [3C, C] (+ bias [3C] or none); proj: [C, C] (+ bias [C] or none); heads divides C.
+    Attention(Linear<W> qkv, Linear<W> proj, index_t heads, std::string_view what = "vision::Attention")
+        : qkv_(std::move(qkv)), proj_(std::move(proj)), heads_(heads) {
+        const index_t C = proj_.out_features();
+        check<ConfigError>(heads > 0 && C % heads == 0, what, heads, " heads do not divide width ", C);
+        check<ShapeError>(qkv_.out_features() == 3 * C && qkv_.in_features() == C, what, "expected a qkv weight [",
+                          3 * C, ", ", C, "], found [", qkv_.out_features(), ", ", qkv_.in_features(), "]");
+        check<ShapeError>(proj_.in_features() == C, what, "expected a proj weight [", C, ", ", C, "], found [",
+                          proj_.out_features(), ", ", proj_.in_features(), "]");
+        scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(C / heads)));
+    }
+
+    index_t width() const noexcept { return proj_.out_features(); }
+    index_t heads() const noexcept { return heads_; }
+    index_t head_dim() const noexcept { return heads_ ? width() / heads_ : 0; }
+    index_t parameters() const noexcept { return qkv_.parameters() + proj_.parameters() - constant_bias_; }
+    /// Declares `n` entries of the qkv bias constant zeros, not parameters (EVA's k bias).
+    void set_constant_bias(index_t n) noexcept { constant_bias_ = n; }
+    const Linear<W>& qkv() const noexcept { return qkv_; }
+    const Linear<W>& proj() const noexcept { return proj_; }
+    /// Overrides the d^-0.5 score scale.
+    void set_scale(float s) noexcept { scale_ = s; }
+
+    /// y [rows, C] = attention over the rows / n sequences of n rows of x [rows, C].
+    /// bias: [heads, n, n] or null; mask: [n_mask, n, n] (sequence s uses mask s % n_mask) or null.
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, index_t n, const float* bias = nullptr,
+                 const float* mask = nullptr, index_t n_mask = 0, int threads = 1) const {
+        const char* w = "vision::Attention::forward";
+        const index_t C = width(), rows = x.rows, d = head_dim();
+        check<ShapeError>(x.cols == C && y.cols == C && y.rows == rows, w, "expected input and output [T, ", C,
+                          "], found [", x.rows, ", ", x.cols, "] and [", y.rows, ", ", y.cols, "]");
+        check<ShapeError>(n > 0 && rows % n == 0, w, rows, " rows are not whole sequences of ", n, " tokens");
+        check<ShapeError>(mask == nullptr || n_mask > 0, w, "a mask needs n_mask > 0");
+        float* qkv = qkv_buf_.get(static_cast<std::size_t>(rows * 3 * C));
+        qkv_.forward(x, MatrixRef<float>(qkv, rows, 3 * C), threads);
+        float* o = out_buf_.get(static_cast<std::size_t>(rows * C));
+        const index_t seqs = rows / n, jobs = seqs * heads_;
+        const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, jobs)));
+        if (static_cast<int>(scratch_.size()) < nt) scratch_.resize(static_cast<std::size_t>(nt));
+        auto job = [&](index_t j, kernel::HeadScratch& s) {
+            const index_t sq = j / heads_, h = j % heads_;
+            const float* base = qkv + sq * n * 3 * C + h * d;
+            kernel::attend_head(base, base + C, base + 2 * C, 3 * C, n, d, scale_, bias ? bias + h * n * n : nullptr,
+                                mask ? mask + (sq % n_mask) * n * n : nullptr, o + sq * n * C + h * d, C, s);
+        };
+#if defined(_OPENMP)
+        if (nt > 1) {
+            std::exception_ptr error;
+#pragma omp parallel num_threads(nt)
+            {
+                auto& s = scratch_[static_cast<std::size_t>(omp_get_thread_num())];
+#pragma omp for schedule(static)
+                for (index_t j = 0; j < jobs; ++j) {
+                    try {
+                        job(j, s);
+                    } catch (...) {
+#pragma omp critical
+                        if (!error) error = std::current_exception();
+                    }
+                }
+            }
+            if (error) std::rethrow_exception(error);
+        } else
+#endif
+        {
+            for (index_t j = 0; j < jobs; ++j) job(j, scratch_[0]);
+        }
+        proj_.forward(ConstMatrixRef<float>(o, rows, C), y, threads);
+    }
+
+private:
+    Linear<W> qkv_, proj_;
+    index_t heads_ = 0;
+    float scale_ = 1.0f;
+    index_t constant_bias_ = 0;
+    mutable Scratch<float> qkv_buf_, out_buf_;
+    mutable std::vector<kernel::HeadScratch> scratch_;
+};
+
+}  // namespace moe::vision

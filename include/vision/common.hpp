@@ -1,0 +1,180 @@
+// vision/common.hpp - the pieces every vision module shares: a Linear layer that owns its
+// weights ([out, in], weight type W, fp32 bias), a LayerNorm, the FFN-slot adaptor, and the
+// helpers the loaders use (tensor of an exact shape, owned copies in the wanted dtype).
+//
+// Activations are row-major [tokens, hidden] fp32; weights are [out, in] as PyTorch stores them.
+// Threads: every module takes `threads` (1 = the calling thread only); kernels split work at
+// boundaries that keep the result identical to one thread.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/norm.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/layer/hierarchical.hpp"
+
+namespace moe::vision {
+
+/// How a block combines a branch f (attention or FFN) with its residual stream x.
+enum class NormOrder {
+    pre,       ///< x = x + ls * f(LN(x))          (ViT, EVA, SigLIP, Swin-V1)
+    res_post,  ///< x = x + LN(f(x))               (Swin-V2 / RingMoE)
+    post,      ///< x = LN(x + f(x))               (original Transformer / BERT)
+};
+
+inline const char* norm_order_name(NormOrder o) noexcept {
+    switch (o) {
+        case NormOrder::pre: return "pre";
+        case NormOrder::res_post: return "res_post";
+        default: return "post";
+    }
+}
+
+/// Whether t holds no data (a default-constructed Tensor has rank 0 but no buffer).
+inline bool empty(const Tensor& t) noexcept { return t.raw() == nullptr; }
+/// Elements of t, 0 for an empty tensor.
+inline index_t size_of(const Tensor& t) noexcept { return empty(t) ? 0 : t.numel(); }
+
+/// y = x W^T + b with W [out, in] of type W (fp32, bf16 or f16; fp32 accumulation), b fp32 or absent.
+template <WeightType W = float>
+class Linear {
+public:
+    Linear() = default;
+    /// weight: [out, in] (any float dtype, converted to W); bias: [out] or an empty Tensor.
+    Linear(Tensor weight, Tensor bias, std::string_view what = "vision::Linear") {
+        check<ShapeError>(weight.rank() == 2, what, "expected a 2-D weight [out, in], found ", weight.shape().str());
+        weight_ = weight.dtype() == dtype_v<W> ? std::move(weight) : convert(weight.view(), dtype_v<W>);
+        if (!empty(bias)) {
+            check<ShapeError>(bias.rank() == 1 && bias.dim(0) == weight_.dim(0), what, "expected bias shape [",
+                              weight_.dim(0), "], found ", bias.shape().str());
+            bias_ = bias.dtype() == DType::f32 ? std::move(bias) : convert(bias.view(), DType::f32);
+        }
+    }
+
+    index_t in_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(1) : 0; }
+    index_t out_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(0) : 0; }
+    bool has_bias() const noexcept { return !empty(bias_); }
+    index_t parameters() const noexcept { return size_of(weight_) + size_of(bias_); }
+    const Tensor& weight() const noexcept { return weight_; }
+    const Tensor& bias() const noexcept { return bias_; }
+
+    /// y [M, out] (= or +=) x [M, in] W^T + b.
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
+        const ConstMatrixRef<W> w = weight_.matrix<W>("vision::Linear weight");
+        const float* b = has_bias() ? bias_.data<float>() : nullptr;
+        if (threads > 1) {
+            cpu::linear_parallel<W>(x, w, b, y, accumulate, threads);
+        } else {
+            cpu::linear<W>(x, w, b, y, accumulate, ws_);
+        }
+    }
+
+private:
+    Tensor weight_;
+    Tensor bias_;
+    mutable cpu::GemmWorkspace ws_;
+};
+
+/// LayerNorm over the last axis with affine gamma/beta (fp32).
+class LayerNorm {
+public:
+    LayerNorm() = default;
+    LayerNorm(Tensor gamma, Tensor beta, float eps, std::string_view what = "vision::LayerNorm") : eps_(eps) {
+        check<ShapeError>(gamma.rank() == 1 && beta.shape() == gamma.shape(), what, "expected gamma and beta of one "
+                          "shape [C], found ", gamma.shape().str(), " and ", beta.shape().str());
+        gamma_ = gamma.dtype() == DType::f32 ? std::move(gamma) : convert(gamma.view(), DType::f32);
+        beta_ = beta.dtype() == DType::f32 ? std::move(beta) : convert(beta.view(), DType::f32);
+    }
+    index_t size() const noexcept { return size_of(gamma_); }
+    float eps() const noexcept { return eps_; }
+    index_t parameters() const noexcept { return size_of(gamma_) + size_of(beta_); }
+    const Tensor& gamma() const noexcept { return gamma_; }
+    const Tensor& beta() const noexcept { return beta_; }
+    /// y = LN(x) row by row (y may alias x).
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y) const {
+        check<ShapeError>(x.cols == size(), "vision::LayerNorm", "input has ", x.cols, " features, the norm ",
+                          size());
+        cpu::layer_norm(x, y, gamma_.data<float>(), beta_.data<float>(), eps_);
+    }
+
+private:
+    Tensor gamma_, beta_;
+    float eps_ = 1e-6f;
+};
+
+/// What a block's FFN slot may need beyond its input: the modality of each token range (for
+/// HierarchicalMoE), and the thread count.
+struct FfnContext {
+    std::span<const ModalityChunk> chunks;  ///< token ranges of one modality each, in order
+    int threads = 1;
+};
+
+/// Runs any FFN-slot type: a dense Mlp, a MoELayer (forward(x, y)), or a modality-aware layer
+/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks.
+template <class Ffn>
+void ffn_forward(Ffn& ffn, ConstMatrixRef<float> x, MatrixRef<float> y, const FfnContext& ctx) {
+    if constexpr (requires { ffn.set_threads(ctx.threads); }) ffn.set_threads(ctx.threads);
+    if constexpr (requires { ffn.forward(x, ctx.chunks, y); }) {
+        check<ConfigError>(!ctx.chunks.empty(), "vision FFN slot",
+                           "this FFN routes by modality: give the modality of every image (ModalityChunk list)");
+        ffn.forward(x, ctx.chunks, y);
+    } else {
+        ffn.forward(x, y);
+    }
+}
+
+/// Parameters of an FFN-slot type (0 when it cannot say).
+template <class Ffn>
+index_t ffn_parameters(const Ffn& ffn) noexcept {
+    if constexpr (requires { ffn.parameters(); }) return static_cast<index_t>(ffn.parameters());
+    else return 0;
+}
+
+/// Image-level modality ranges -> token ranges of `tokens_per_image` tokens per image.
+inline std::vector<ModalityChunk> scale_chunks(std::span<const ModalityChunk> images, index_t tokens_per_image) {
+    std::vector<ModalityChunk> out;
+    out.reserve(images.size());
+    for (const auto& c : images) out.push_back({c.begin * tokens_per_image, c.end * tokens_per_image, c.modality});
+    return out;
+}
+
+namespace detail {
+
+/// Throws ValueError naming `what` if x holds a NaN or an infinity.
+inline void check_finite(ConstMatrixRef<float> x, std::string_view what) {
+    for (index_t r = 0; r < x.rows; ++r) {
+        const float* p = x.row(r);
+        for (index_t c = 0; c < x.cols; ++c)
+            if (!std::isfinite(p[c]))
+                throw ValueError(std::string(what), moe::detail::cat("non-finite value ", p[c], " at row ", r,
+                                                                     ", column ", c));
+    }
+}
+
+/// dst[i] += src[i] * (scale ? scale[i % cols] : 1) over a [rows, cols] matrix.
+inline void add_scaled(MatrixRef<float> dst, ConstMatrixRef<float> src, const float* scale) noexcept {
+    for (index_t r = 0; r < dst.rows; ++r) {
+        float* d = dst.row(r);
+        const float* s = src.row(r);
+        if (scale)
+            for (index_t c = 0; c < dst.cols; ++c) d[c] += s[c] * scale[c];
+        else
+            for (index_t c = 0; c < dst.cols; ++c) d[c] += s[c];
+    }
+}
+
+}  // namespace detail
+
+}  // namespace moe::vision
