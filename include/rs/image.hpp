@@ -263,6 +263,90 @@ enum class Resampling { nearest, bilinear };
 /// the output pixel's centre (mask included). Bilinear blends the 2 x 2 surrounding source pixels
 /// (edge-clamped like torch); invalid source pixels get weight 0 and the others are renormalised,
 /// an output pixel with no valid neighbour is invalid.
+namespace detail {
+/// Resamples one band (src H x W, optional mask) into dst h x w (dst mask written when src has one).
+inline void resample_band(const float* src, const std::uint8_t* m, index_t H, index_t W, float* dst,
+                          std::uint8_t* dm, index_t height, index_t width, Resampling method, float fill) {
+    const double sy = double(H) / double(height), sx = double(W) / double(width);
+    if (method == Resampling::nearest) {
+        std::vector<index_t> xs(static_cast<std::size_t>(width));
+        for (index_t x = 0; x < width; ++x)
+            xs[static_cast<std::size_t>(x)] = std::min<index_t>(static_cast<index_t>(std::floor((x + 0.5) * sx)), W - 1);
+        for (index_t y = 0; y < height; ++y) {
+            const index_t sy0 = std::min<index_t>(static_cast<index_t>(std::floor((y + 0.5) * sy)), H - 1);
+            const float* srow = src + sy0 * W;
+            float* drow = dst + y * width;
+            for (index_t x = 0; x < width; ++x) drow[x] = srow[xs[static_cast<std::size_t>(x)]];
+            if (m)
+                for (index_t x = 0; x < width; ++x) dm[y * width + x] = m[sy0 * W + xs[static_cast<std::size_t>(x)]];
+        }
+        return;
+    }
+    struct Tap {
+        index_t i0, i1;
+        float l0, l1;
+    };
+    auto taps = [](index_t n_out, index_t n_in, double scale) {
+        std::vector<Tap> t(static_cast<std::size_t>(n_out));
+        for (index_t i = 0; i < n_out; ++i) {
+            const double s = std::max(0.0, (i + 0.5) * scale - 0.5);
+            const index_t i0 = std::min<index_t>(static_cast<index_t>(s), n_in - 1);
+            const index_t i1 = i0 + (i0 < n_in - 1 ? 1 : 0);
+            const float l1 = static_cast<float>(s - double(i0));
+            t[static_cast<std::size_t>(i)] = {i0, i1, 1.0f - l1, l1};
+        }
+        return t;
+    };
+    const auto tx = taps(width, W, sx), ty = taps(height, H, sy);
+    if (!m) {
+        // Separable: interpolate the two source rows along x once per output column, then blend.
+        std::vector<float> r0(static_cast<std::size_t>(width)), r1(static_cast<std::size_t>(width));
+        index_t c0 = -1, c1 = -1;
+        auto row_x = [&](index_t sr, std::vector<float>& out) {
+            const float* s = src + sr * W;
+            for (index_t x = 0; x < width; ++x) {
+                const Tap& c = tx[static_cast<std::size_t>(x)];
+                out[static_cast<std::size_t>(x)] = c.l0 * s[c.i0] + c.l1 * s[c.i1];
+            }
+        };
+        for (index_t y = 0; y < height; ++y) {
+            const Tap& a = ty[static_cast<std::size_t>(y)];
+            if (a.i0 != c0) {
+                if (a.i0 == c1) std::swap(r0, r1), std::swap(c0, c1);
+                else row_x(a.i0, r0), c0 = a.i0;
+            }
+            if (a.i1 != c1) row_x(a.i1, r1), c1 = a.i1;
+            float* d = dst + y * width;
+            for (index_t x = 0; x < width; ++x)
+                d[x] = a.l0 * r0[static_cast<std::size_t>(x)] + a.l1 * r1[static_cast<std::size_t>(x)];
+        }
+        return;
+    }
+    for (index_t y = 0; y < height; ++y) {
+        const Tap& a = ty[static_cast<std::size_t>(y)];
+        for (index_t x = 0; x < width; ++x) {
+            const Tap& c = tx[static_cast<std::size_t>(x)];
+            const index_t p00 = a.i0 * W + c.i0, p01 = a.i0 * W + c.i1, p10 = a.i1 * W + c.i0, p11 = a.i1 * W + c.i1;
+            const index_t o = y * width + x;
+            const float w00 = m[p00] ? a.l0 * c.l0 : 0.0f, w01 = m[p01] ? a.l0 * c.l1 : 0.0f;
+            const float w10 = m[p10] ? a.l1 * c.l0 : 0.0f, w11 = m[p11] ? a.l1 * c.l1 : 0.0f;
+            const float ws = w00 + w01 + w10 + w11;
+            if (ws <= 0.0f) {
+                dst[o] = fill;
+                dm[o] = 0;
+                continue;
+            }
+            dst[o] = (w00 * src[p00] + w01 * src[p01] + w10 * src[p10] + w11 * src[p11]) / ws;
+            dm[o] = 1;
+        }
+    }
+}
+}  // namespace detail
+
+/// `img` on a height x width grid covering the same extent. Nearest takes the source pixel under
+/// the output pixel's centre (mask included). Bilinear blends the 2 x 2 surrounding source pixels
+/// (edge-clamped like torch); invalid source pixels get weight 0 and the others are renormalised,
+/// an output pixel with no valid neighbour is invalid.
 inline Image resample(const Image& img, index_t height, index_t width, Resampling method) {
     check<ShapeError>(height > 0 && width > 0, "rs::resample", "target size ", height, " x ", width, " is empty");
     Image out(img.band_names(), height, width, img.modality());
@@ -271,69 +355,11 @@ inline Image resample(const Image& img, index_t height, index_t width, Resamplin
         (*out.geo().pixel_scale)[0] *= double(img.width()) / double(width);
         (*out.geo().pixel_scale)[1] *= double(img.height()) / double(height);
     }
-    const index_t H = img.height(), W = img.width();
-    const double sy = double(H) / double(height), sx = double(W) / double(width);
-    if (method == Resampling::nearest) {
-        std::vector<index_t> xs(static_cast<std::size_t>(width)), ys(static_cast<std::size_t>(height));
-        for (index_t x = 0; x < width; ++x)
-            xs[static_cast<std::size_t>(x)] = std::min<index_t>(static_cast<index_t>(std::floor((x + 0.5) * sx)), W - 1);
-        for (index_t y = 0; y < height; ++y)
-            ys[static_cast<std::size_t>(y)] = std::min<index_t>(static_cast<index_t>(std::floor((y + 0.5) * sy)), H - 1);
-        for (index_t b = 0; b < img.bands_count(); ++b) {
-            const auto src = img.band(b);
-            const auto m = img.mask(b);
-            auto dst = out.band(b);
-            std::span<std::uint8_t> dm = m.empty() ? std::span<std::uint8_t>() : out.mask(b);
-            for (index_t y = 0; y < height; ++y)
-                for (index_t x = 0; x < width; ++x) {
-                    const auto s = static_cast<std::size_t>(ys[static_cast<std::size_t>(y)] * W + xs[static_cast<std::size_t>(x)]);
-                    dst[static_cast<std::size_t>(y * width + x)] = src[s];
-                    if (!m.empty()) dm[static_cast<std::size_t>(y * width + x)] = m[s];
-                }
-        }
-        return out;
-    }
-    struct Tap { index_t i0, i1; float l0, l1; };
-    auto taps = [](index_t n_out, index_t n_in, double scale) {
-        std::vector<Tap> t(static_cast<std::size_t>(n_out));
-        for (index_t i = 0; i < n_out; ++i) {
-            const double src = std::max(0.0, (i + 0.5) * scale - 0.5);
-            const index_t i0 = std::min<index_t>(static_cast<index_t>(src), n_in - 1);
-            const index_t i1 = i0 + (i0 < n_in - 1 ? 1 : 0);
-            const float l1 = static_cast<float>(src - double(i0));
-            t[static_cast<std::size_t>(i)] = {i0, i1, 1.0f - l1, l1};
-        }
-        return t;
-    };
-    const auto tx = taps(width, W, sx), ty = taps(height, H, sy);
+    const float fill = img.nodata() ? static_cast<float>(*img.nodata()) : 0.0f;
     for (index_t b = 0; b < img.bands_count(); ++b) {
-        const auto src = img.band(b);
         const auto m = img.mask(b);
-        auto dst = out.band(b);
-        std::span<std::uint8_t> dm = m.empty() ? std::span<std::uint8_t>() : out.mask(b);
-        for (index_t y = 0; y < height; ++y) {
-            const Tap& a = ty[static_cast<std::size_t>(y)];
-            for (index_t x = 0; x < width; ++x) {
-                const Tap& c = tx[static_cast<std::size_t>(x)];
-                const std::size_t p00 = static_cast<std::size_t>(a.i0 * W + c.i0), p01 = static_cast<std::size_t>(a.i0 * W + c.i1);
-                const std::size_t p10 = static_cast<std::size_t>(a.i1 * W + c.i0), p11 = static_cast<std::size_t>(a.i1 * W + c.i1);
-                const auto o = static_cast<std::size_t>(y * width + x);
-                if (m.empty()) {
-                    dst[o] = a.l0 * (c.l0 * src[p00] + c.l1 * src[p01]) + a.l1 * (c.l0 * src[p10] + c.l1 * src[p11]);
-                    continue;
-                }
-                const float w00 = m[p00] ? a.l0 * c.l0 : 0.0f, w01 = m[p01] ? a.l0 * c.l1 : 0.0f;
-                const float w10 = m[p10] ? a.l1 * c.l0 : 0.0f, w11 = m[p11] ? a.l1 * c.l1 : 0.0f;
-                const float ws = w00 + w01 + w10 + w11;
-                if (ws <= 0.0f) {
-                    dst[o] = img.nodata() ? static_cast<float>(*img.nodata()) : 0.0f;
-                    dm[o] = 0;
-                    continue;
-                }
-                dst[o] = (w00 * src[p00] + w01 * src[p01] + w10 * src[p10] + w11 * src[p11]) / ws;
-                dm[o] = 1;
-            }
-        }
+        detail::resample_band(img.band(b).data(), m.empty() ? nullptr : m.data(), img.height(), img.width(),
+                              out.band(b).data(), m.empty() ? nullptr : out.mask(b).data(), height, width, method, fill);
     }
     return out;
 }

@@ -104,11 +104,16 @@ inline void s2_dn_to_reflectance(Image& img, const S2Radiometry& r) {
     const float off = static_cast<float>(r.offset);
     for (index_t b = 0; b < img.bands_count(); ++b) {
         auto d = img.band(b);
-        std::span<std::uint8_t> m = img.has_mask() ? img.mask(b) : std::span<std::uint8_t>();
+        std::size_t zeros = 0;
+        for (const float v : d) zeros += v == 0.0f;
+        if (!img.has_mask() && zeros == 0) {  // the common case: one vectorisable pass
+            for (float& v : d) v = (v + off) * inv;
+            continue;
+        }
+        std::span<std::uint8_t> m = img.mask(b);
         for (std::size_t i = 0; i < d.size(); ++i) {
-            if (!m.empty() && !m[i]) continue;
+            if (!m[i]) continue;
             if (d[i] == 0.0f) {
-                if (m.empty()) m = img.mask(b);
                 m[i] = 0;
                 continue;
             }
@@ -259,10 +264,23 @@ inline void normalize(Image& img, const NormStats& s, const Sensor* sensor = nul
                           ": std ", s.std[k], " is not positive");
         const auto mean = static_cast<float>(s.mean[k]), inv = static_cast<float>(1.0 / s.std[k]);
         auto d = img.band(b);
-        const auto m = img.mask(b);
+        const auto m = static_cast<const Image&>(img).mask(b);
+        if (m.empty()) {
+            for (float& v : d) v = (v - mean) * inv;
+            continue;
+        }
         for (std::size_t i = 0; i < d.size(); ++i)
-            if (m.empty() || m[i]) d[i] = (d[i] - mean) * inv;
+            if (m[i]) d[i] = (d[i] - mean) * inv;
     }
+}
+
+/// Statistics published for digital numbers, converted to reflectance units with `r`
+/// ((mean + offset) / quantification, std / quantification): normalise after s2_dn_to_reflectance.
+inline NormStats to_reflectance(NormStats s, const S2Radiometry& r) {
+    for (auto& m : s.mean) m = (m + r.offset) / r.quantification;
+    for (auto& v : s.std) v /= r.quantification;
+    s.name.append(" (reflectance)");
+    return s;
 }
 
 /// Mean and (population) standard deviation of each band over its valid pixels.

@@ -52,6 +52,10 @@ struct TiffReadOptions {
     /// Names of the bands, in file order; empty: "band1", "band2", ... (or the file's single-band
     /// name given by read_bands()).
     std::vector<std::string> band_names;
+    /// The bands to return, by name, in this order (a subset and/or a reordering, e.g. EuroSAT's
+    /// file order to ESA's); empty: all, in file order. Bands not asked for are not converted
+    /// (band-separate files: not even decoded). NotFoundError names a band the file lacks.
+    std::vector<std::string> output_bands;
     Modality modality = Modality::unknown;
     /// Refuse images whose decoded float32 pixels would exceed this many bytes (protects against
     /// hostile headers claiming huge sizes).
@@ -153,6 +157,29 @@ public:
         tif_.reset(TIFFClientOpenExt(name_.c_str(), "r", static_cast<thandle_t>(&mem_), &tiff_mem_read,
                                      &tiff_mem_write, &tiff_mem_seek, &tiff_mem_close, &tiff_mem_size,
                                      &tiff_mem_map, &tiff_mem_unmap, opts.get()));
+        if (!tif_) fail("cannot open the TIFF");
+    }
+    /// Opens a file (libtiff maps it into memory).
+    TiffHandle(const std::filesystem::path& path, std::size_t max_alloc) : name_(path.string()) {
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec)) throw NotFoundError(name_, "no such file");
+        check<IOError>(!std::filesystem::is_directory(path, ec), name_, "is a directory, not a TIFF file");
+        {
+            std::ifstream in(path, std::ios::binary);
+            check<IOError>(in.good(), name_, "cannot open for reading: ", std::strerror(errno));
+            unsigned char head[8] = {};
+            in.read(reinterpret_cast<char*>(head), 8);
+            const auto n = static_cast<std::size_t>(in.gcount());
+            check<FormatError>(n >= 8, name_, "not a TIFF file: only ", n, " bytes");
+            const bool magic = (head[0] == 'I' && head[1] == 'I') || (head[0] == 'M' && head[1] == 'M');
+            check<FormatError>(magic, name_, "not a TIFF file (no II/MM byte-order mark)");
+        }
+        std::unique_ptr<TIFFOpenOptions, TiffOptionsFree> opts(TIFFOpenOptionsAlloc());
+        check<IOError>(opts != nullptr, name_, "out of memory opening the TIFF");
+        TIFFOpenOptionsSetErrorHandlerExtR(opts.get(), &tiff_error_handler, &msg_);
+        TIFFOpenOptionsSetWarningHandlerExtR(opts.get(), &tiff_warning_handler, nullptr);
+        TIFFOpenOptionsSetMaxSingleMemAlloc(opts.get(), static_cast<tmsize_t>(max_alloc));
+        tif_.reset(TIFFOpenExt(name_.c_str(), "r", opts.get()));
         if (!tif_) fail("cannot open the TIFF");
     }
     TIFF* get() const noexcept { return tif_.get(); }
@@ -278,22 +305,6 @@ inline void convert_run(SampleType t, const unsigned char* src, index_t count, i
     }
 }
 
-inline std::vector<unsigned char> read_file_bytes(const std::filesystem::path& path) {
-    std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) throw NotFoundError(path.string(), "no such file");
-    check<IOError>(!std::filesystem::is_directory(path, ec), path.string(), "is a directory, not a TIFF file");
-    std::ifstream in(path, std::ios::binary);
-    check<IOError>(in.good(), path.string(), "cannot open for reading: ", std::strerror(errno));
-    in.seekg(0, std::ios::end);
-    const auto size = static_cast<std::streamoff>(in.tellg());
-    check<IOError>(size >= 0, path.string(), "cannot determine the file size");
-    in.seekg(0);
-    std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-    if (size > 0) in.read(reinterpret_cast<char*>(bytes.data()), size);
-    check<IOError>(in.good() || in.eof(), path.string(), "read failed");
-    return bytes;
-}
-
 }  // namespace detail
 
 /// The first directory's layout, sample type, nodata and georeferencing of an in-memory TIFF.
@@ -302,15 +313,14 @@ inline TiffInfo read_tiff_info(std::span<const unsigned char> bytes, const std::
     return detail::tiff_info(h);
 }
 inline TiffInfo read_tiff_info(const std::filesystem::path& path) {
-    const auto bytes = detail::read_file_bytes(path);
-    return read_tiff_info(bytes, path.string());
+    const detail::TiffHandle h(path, std::size_t{1} << 28);
+    return detail::tiff_info(h);
 }
 
 /// Reads the first image of an in-memory TIFF; `name` is used in messages and as the source.
-inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& name = "(memory)",
-                       const TiffReadOptions& opt = {}) {
-    // libtiff's own allocations (directory, one strip or tile) are capped too, at least 16 MiB.
-    detail::TiffHandle h(bytes, name, std::max<std::size_t>(opt.max_bytes, std::size_t{1} << 24));
+namespace detail {
+inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
+    const std::string& name = h.name();
     TIFF* tif = h.get();
     const TiffInfo info = detail::tiff_info(h);
 
@@ -350,6 +360,27 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
     std::vector<std::string> names = opt.band_names;
     if (names.empty())
         for (index_t b = 0; b < S; ++b) names.push_back(std::string("band").append(std::to_string(b + 1)));
+    // dest[file band] = output band, or -1 when not asked for.
+    std::vector<index_t> dest(static_cast<std::size_t>(S));
+    if (opt.output_bands.empty()) {
+        for (index_t b = 0; b < S; ++b) dest[static_cast<std::size_t>(b)] = b;
+    } else {
+        std::fill(dest.begin(), dest.end(), index_t{-1});
+        for (std::size_t o = 0; o < opt.output_bands.size(); ++o) {
+            std::size_t k = names.size();
+            for (std::size_t j = 0; j < names.size(); ++j)
+                if (iequals(names[j], opt.output_bands[o])) k = j;
+            if (k == names.size())
+                throw NotFoundError(name, std::string("no band '").append(opt.output_bands[o]).append("'; the file's bands are ").append(join(names)));
+            dest[k] = static_cast<index_t>(o);
+        }
+        std::vector<std::string> out_names;
+        for (const auto& o : opt.output_bands) {
+            for (const auto& n : names)
+                if (iequals(n, o)) out_names.push_back(n);
+        }
+        names = std::move(out_names);
+    }
     Image img(std::move(names), H, W, opt.modality);
     img.set_source(name);
     img.set_source_type(st);
@@ -375,6 +406,7 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
         for (index_t p = 0; p < planes; ++p)
             for (index_t ty = 0; ty < H; ty += th)
                 for (index_t tx = 0; tx < W; tx += tw) {
+                    if (separate && dest[static_cast<std::size_t>(p)] < 0) continue;
                     const ttile_t tile = TIFFComputeTile(tif, static_cast<std::uint32_t>(tx),
                                                          static_cast<std::uint32_t>(ty), 0,
                                                          static_cast<std::uint16_t>(p));
@@ -385,7 +417,8 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
                     for (index_t r = 0; r < rows; ++r) {
                         const unsigned char* row = tb + static_cast<std::size_t>(r * tw * spp_in_block) * bytes_per_sample;
                         for (index_t s = 0; s < spp_in_block; ++s) {
-                            const index_t band = separate ? p : s;
+                            const index_t band = dest[static_cast<std::size_t>(separate ? p : s)];
+                            if (band < 0) continue;
                             detail::convert_run(st, row + static_cast<std::size_t>(s) * bytes_per_sample, cols,
                                                 spp_in_block, out + (band * H + ty + r) * W + tx);
                         }
@@ -405,6 +438,7 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
         const auto* sb = static_cast<const unsigned char*>(buf.get());
         for (index_t p = 0; p < planes; ++p)
             for (index_t i = 0; i < strips_per_plane; ++i) {
+                if (separate && dest[static_cast<std::size_t>(p)] < 0) break;
                 const index_t y0 = i * rps, rows = std::min(rps, H - y0);
                 const std::size_t need = static_cast<std::size_t>(rows * W * spp_in_block) * bytes_per_sample;
                 const auto strip = static_cast<tstrip_t>(p * strips_per_plane + i);
@@ -415,7 +449,8 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
                 for (index_t r = 0; r < rows; ++r) {
                     const unsigned char* row = sb + static_cast<std::size_t>(r * W * spp_in_block) * bytes_per_sample;
                     for (index_t s = 0; s < spp_in_block; ++s) {
-                        const index_t band = separate ? p : s;
+                        const index_t band = dest[static_cast<std::size_t>(separate ? p : s)];
+                        if (band < 0) continue;
                         detail::convert_run(st, row + static_cast<std::size_t>(s) * bytes_per_sample, W,
                                             spp_in_block, out + (band * H + y0 + r) * W);
                     }
@@ -425,11 +460,23 @@ inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& 
     if (opt.apply_nodata && info.nodata) img.mask_value(static_cast<float>(*info.nodata));
     return img;
 }
+// libtiff's own allocations (directory, one strip or tile) are capped too, at least 16 MiB.
+inline std::size_t libtiff_alloc_cap(const TiffReadOptions& opt) {
+    return std::max<std::size_t>(opt.max_bytes, std::size_t{1} << 24);
+}
+}  // namespace detail
+
+/// Reads the first image of an in-memory TIFF; `name` is used in messages and as the source.
+inline Image read_tiff(std::span<const unsigned char> bytes, const std::string& name = "(memory)",
+                       const TiffReadOptions& opt = {}) {
+    const detail::TiffHandle h(bytes, name, detail::libtiff_alloc_cap(opt));
+    return detail::read_tiff_handle(h, opt);
+}
 
 /// Reads the first image of the TIFF file at `path`.
 inline Image read_tiff(const std::filesystem::path& path, const TiffReadOptions& opt = {}) {
-    const auto bytes = detail::read_file_bytes(path);
-    return read_tiff(bytes, path.string(), opt);
+    const detail::TiffHandle h(path, detail::libtiff_alloc_cap(opt));
+    return detail::read_tiff_handle(h, opt);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -489,14 +536,24 @@ inline Image read_bands(const std::vector<BandFile>& files, const ProductOptions
         (*g.pixel_scale)[0] *= double(bands[ref].width()) / double(W);
         (*g.pixel_scale)[1] *= double(bands[ref].height()) / double(H);
     }
-    Image out;
+    std::vector<std::string> names;
+    bool any_mask = false;
+    for (const auto& b : bands) names.push_back(b.band_names()[0]), any_mask = any_mask || b.has_mask();
+    Image out(names, H, W, opt.modality);
+    out.copy_meta_from(bands[ref]);
     for (std::size_t i = 0; i < bands.size(); ++i) {
-        Image b = (bands[i].height() == H && bands[i].width() == W) ? std::move(bands[i])
-                                                                     : resample(bands[i], H, W, opt.resampling);
-        if (i == 0)
-            out = std::move(b);
-        else
-            out.append(b);
+        const Image& b = bands[i];
+        const auto bi = static_cast<index_t>(i);
+        const auto m = b.mask(0);
+        std::uint8_t* dm = any_mask ? out.mask(bi).data() : nullptr;
+        if (b.height() == H && b.width() == W) {
+            std::copy(b.data().begin(), b.data().end(), out.band(bi).begin());
+            if (dm && !m.empty()) std::copy(m.begin(), m.end(), dm);
+        } else {
+            const float fill = b.nodata() ? static_cast<float>(*b.nodata()) : 0.0f;
+            detail::resample_band(b.data().data(), m.empty() ? nullptr : m.data(), b.height(), b.width(),
+                                  out.band(bi).data(), m.empty() ? nullptr : dm, H, W, opt.resampling, fill);
+        }
     }
     out.geo() = g;
     out.set_modality(opt.modality);

@@ -112,6 +112,25 @@ TEST_CASE("rs tiff: band names, single-band files, one-row strips", "[rs][tiff]"
     CHECK(mismatches(img, s) == 0);
     o.band_names = {"VV", "VH"};
     require_error_mentioning([&] { read_tiff(dir / "a.tif", o); }, "2 band names given for a file with 1 bands");
+    // Selecting and reordering bands while reading, both layouts (separate planes are skipped).
+    for (bool separate : {false, true}) {
+        TiffSpec m;
+        m.bands = 4;
+        m.separate = separate;
+        rs_test::write_tiff(dir / "m.tif", m);
+        TiffReadOptions sel;
+        sel.band_names = {"B02", "B03", "B04", "B08"};
+        sel.output_bands = {"b08", "B02"};
+        const Image img2 = read_tiff(dir / "m.tif", sel);
+        CHECK(img2.band_names() == std::vector<std::string>{"B08", "B02"});
+        for (int y = 0; y < int(m.height); ++y)
+            for (int x = 0; x < int(m.width); ++x) {
+                CHECK(double(img2.at(0, y, x)) == rs_test::value_at(m.kind, 3, y, x));
+                CHECK(double(img2.at(1, y, x)) == rs_test::value_at(m.kind, 0, y, x));
+            }
+        sel.output_bands = {"B8A"};
+        require_error_mentioning([&] { read_tiff(dir / "m.tif", sel); }, "no band 'B8A'; the file's bands are B02, B03, B04, B08");
+    }
     std::filesystem::remove_all(dir);
 }
 
