@@ -410,6 +410,9 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
                     const ttile_t tile = TIFFComputeTile(tif, static_cast<std::uint32_t>(tx),
                                                          static_cast<std::uint32_t>(ty), 0,
                                                          static_cast<std::uint16_t>(p));
+                    // A decoder may report success on a damaged stream without filling the whole
+                    // buffer: clear it, so nothing of the previous tile leaks into this one.
+                    if (info.compression != COMPRESSION_NONE) std::memset(buf.get(), 0, static_cast<std::size_t>(tsize));
                     if (TIFFReadEncodedTile(tif, tile, buf.get(), tsize) < 0)
                         h.fail(moe::detail::cat("cannot decode tile ", tile, " (plane ", p, ", x ", tx, ", y ", ty,
                                            "): corrupt or truncated"));
@@ -442,6 +445,7 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
                 const index_t y0 = i * rps, rows = std::min(rps, H - y0);
                 const std::size_t need = static_cast<std::size_t>(rows * W * spp_in_block) * bytes_per_sample;
                 const auto strip = static_cast<tstrip_t>(p * strips_per_plane + i);
+                if (info.compression != COMPRESSION_NONE) std::memset(buf.get(), 0, need);  // as for tiles
                 const tmsize_t got = TIFFReadEncodedStrip(tif, strip, buf.get(), static_cast<tmsize_t>(need));
                 if (got < 0) h.fail(moe::detail::cat("cannot decode strip ", strip, ": corrupt or truncated"));
                 if (static_cast<std::size_t>(got) < need)
