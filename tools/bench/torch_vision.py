@@ -1,0 +1,152 @@
+#!/usr/bin/python3
+"""PyTorch 1.13 baselines of bench/bench_vision.cpp, under the same benchmark names.
+
+  vision/vit_b16/batch:<B>/w:<w>/threads:<n>   impl "torch": torchvision.models.vit_b_16 as it is
+                                               (random init, eval, no_grad, head included: 0.3 %
+                                               of the FLOPs), batch 1, f32; impl "torch_onednn":
+                                               tools/reference/vision_vit.TimmVit at ViT-B/16 sizes
+                                               with every nn.Linear / Conv2d converted by
+                                               torch.utils.mkldnn.to_mkldnn (bf16: bf16 weights,
+                                               fp32 activations), batch 1 and 8
+  vision/siglip_block/T:729/w:<w>/threads:<n>  tools/reference/vision_vit.SiglipLayer (HF SigLIP layer)
+  vision/swin_stage1/batch:1/w:<w>/threads:<n> tools/reference/vision_swin: 2 RingMoE Swin blocks at
+                                               C 896, 24 x 24, window 12 (second shifted), dense MLP,
+                                               + PatchMerging (torch_onednn: its Linears as nn.Linear)
+Debian's PyTorch 1.13 links the reference BLAS (F.linear about 2 GFLOP/s here), so the stock
+runs ("torch") take seconds; "torch_onednn" is the fastest path this PyTorch has.
+
+    /usr/bin/python3 tools/bench/torch_vision.py [--threads 1 2] [--only vit_b16] [--skip-bf16]
+
+Prints one JSON object per line (tools/bench/common.py): name, impl "torch", median / min
+seconds per call.
+"""
+
+import argparse
+import copy
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.utils.mkldnn  # noqa: F401
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "reference"))
+
+from common import emit, measure, torch_info  # noqa: E402
+import ringmoe_moe  # noqa: E402
+import vision_swin  # noqa: E402
+import vision_vit  # noqa: E402
+
+
+def run(name, fn, args, impl, reps=None):
+    with torch.no_grad():
+        med, mn, _ = measure(fn, reps=reps or args.reps, min_time=args.min_time)
+    rec = dict(name=name, impl=impl, median_s=med, min_s=mn)
+    rec.update(torch_info(torch))
+    emit(rec)
+
+
+def onednn(module, dtype):
+    """Every nn.Linear as oneDNN's (torch.utils.mkldnn.MkldnnLinear) with weights in dtype; the
+    patch-embedding conv too in fp32 (MkldnnConv2d has no bf16 path in 1.13: it stays a plain,
+    fp32 conv there, 0.3 % of the FLOPs)."""
+    m = copy.deepcopy(module)
+    if dtype == torch.float32:
+        return torch.utils.mkldnn.to_mkldnn(m)
+
+    def rec(mod):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(mod, name, torch.utils.mkldnn.MkldnnLinear(child, dtype))
+            else:
+                rec(child)
+        return mod
+
+    return rec(m)
+
+
+def as_nn_linear(module):
+    """RingMoE's Linear ([out, in]) -> nn.Linear and its MindSpore-layout MLP ([in, out]) ->
+    nn.Linear, GELU(tanh), nn.Linear, in place (same function), so that to_mkldnn converts them."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, vision_swin.Linear):
+            new = nn.Linear(child.weight.shape[1], child.weight.shape[0], bias=child.bias is not None)
+            with torch.no_grad():
+                new.weight.copy_(child.weight)
+                if child.bias is not None:
+                    new.bias.copy_(child.bias)
+            setattr(module, name, new)
+        elif isinstance(child, ringmoe_moe.MLP):
+            C, F_ = child.mapping.weight.shape
+            fc1, fc2 = nn.Linear(C, F_), nn.Linear(F_, C)
+            with torch.no_grad():
+                fc1.weight.copy_(child.mapping.weight.t())
+                fc1.bias.copy_(child.mapping.bias)
+                fc2.weight.copy_(child.projection.weight.t())
+                fc2.bias.copy_(child.projection.bias)
+            setattr(module, name, nn.Sequential(fc1, nn.GELU(approximate="tanh"), fc2))
+        else:
+            as_nn_linear(child)
+    return module
+
+
+def init_small(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape) * 0.02)
+    return module
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", default="")
+    ap.add_argument("--skip-stock", action="store_true", help="skip the stock (reference-BLAS) runs")
+    ap.add_argument("--skip-bf16", action="store_true")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dtypes = [("f32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
+    for t in args.threads:
+        torch.set_num_threads(t)
+        th = "/threads:%d" % t
+        if "vit_b16" in args.only or not args.only:
+            import torchvision
+            if not args.skip_stock:  # ~17 s per image here: batch 1, one repetition
+                m = torchvision.models.vit_b_16().eval()
+                x = torch.randn(1, 3, 224, 224)
+                run("vision/vit_b16/batch:1/w:f32" + th, lambda: m(x), args, "torch", reps=1)
+            vit = init_small(vision_vit.TimmVit(img=224, patch=16, dim=768, depth=12, heads=12,
+                                                mlp_hidden=3072).eval())
+            for B in (1, 8):
+                x = torch.randn(B, 3, 224, 224)
+                for wn, dt in dtypes:
+                    m = onednn(vit, dt)
+                    run("vision/vit_b16/batch:%d/w:%s%s" % (B, wn, th), lambda: m(x), args, "torch_onednn",
+                        reps=3 if wn == "bf16" else None)
+        if "siglip" in args.only or not args.only:
+            layer = init_small(vision_vit.SiglipLayer(1152, 16, 4304).eval())
+            x = torch.randn(1, 729, 1152)
+            if not args.skip_stock:
+                run("vision/siglip_block/T:729/w:f32" + th, lambda: layer(x), args, "torch", reps=1)
+            for wn, dt in dtypes:
+                m = onednn(layer, dt)
+                run("vision/siglip_block/T:729/w:%s%s" % (wn, th), lambda: m(x), args, "torch_onednn")
+        if "swin" in args.only or not args.only:
+            blocks = [vision_swin.SwinBlock(896, 24, 28, 12, 0 if j == 0 else 6,
+                                            vision_swin.dense_mlp("tanh")(1, 896, 3584)) for j in range(2)]
+            stage = as_nn_linear(init_small(torch.nn.Sequential(*blocks, vision_swin.PatchMerging(896, 24)).eval()))
+            x = torch.randn(1, 576, 896)
+            if not args.skip_stock:
+                run("vision/swin_stage1/batch:1/w:f32" + th, lambda: stage(x), args, "torch", reps=1)
+            for wn, dt in dtypes:
+                m = onednn(stage, dt)
+                run("vision/swin_stage1/batch:1/w:%s%s" % (wn, th), lambda: m(x), args, "torch_onednn")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
