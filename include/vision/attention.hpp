@@ -13,8 +13,9 @@
 // The score/softmax/value steps: S and P V are packed register-blocked GEMMs (moe's kernel:
 // q_h . k_h^T reads k_h as an [n, d] "weight"; P . v_h reads v_h^T, transposed once per head);
 // bias + mask + softmax is one SIMD pass per row (max, exp, sum, scale; xsimd). Work is split
-// over (sequence, head) pairs between threads; each pair is computed the same way whatever the
-// split, so results do not depend on the thread count.
+// over (sequence, head) pairs between threads (dynamically: a preempted thread does not stall
+// the others); each pair is computed the same way whatever the split, so results do not depend
+// on the thread count.
 #pragma once
 
 #include <algorithm>
@@ -177,7 +178,7 @@ public:
 #pragma omp parallel num_threads(nt)
             {
                 auto& s = scratch_[static_cast<std::size_t>(omp_get_thread_num())];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
                 for (index_t j = 0; j < jobs; ++j) {
                     try {
                         job(j, s);

@@ -70,21 +70,43 @@ public:
     const Tensor& weight() const noexcept { return weight_; }
     const Tensor& bias() const noexcept { return bias_; }
 
-    /// y [M, out] (= or +=) x [M, in] W^T + b.
+    /// y [M, out] (= or +=) x [M, in] W^T + b. With threads > 1 the output columns are cut
+    /// into chunks of kChunk (a multiple of every register block) that the threads take
+    /// dynamically, so a thread the OS preempts does not hold the others up; every output
+    /// element is computed by the same kernel path whatever the split (bit-identical results).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
         const ConstMatrixRef<W> w = weight_.matrix<W>("vision::Linear weight");
         const float* b = has_bias() ? bias_.data<float>() : nullptr;
-        if (threads > 1) {
-            cpu::linear_parallel<W>(x, w, b, y, accumulate, threads);
-        } else {
-            cpu::linear<W>(x, w, b, y, accumulate, ws_);
+        const index_t N = w.rows;
+        check<ShapeError>(x.cols == w.cols && y.rows == x.rows && y.cols == N, "vision::Linear::forward", "input [",
+                          x.rows, ", ", x.cols, "], weight [", N, ", ", w.cols, "], output [", y.rows, ", ", y.cols,
+                          "] do not fit");
+        const index_t chunks = (N + kChunk - 1) / kChunk;
+#if defined(_OPENMP)
+        if (threads > 1 && chunks > 1 && x.rows > 4) {
+            const int nt = static_cast<int>(std::min<index_t>(threads, chunks));
+            if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+            for (index_t c = 0; c < chunks; ++c) {
+                const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
+                cpu::linear<W>(x, ConstMatrixRef<W>(w.data + n0 * w.stride, n1 - n0, w.cols, w.stride),
+                               b ? b + n0 : nullptr, MatrixRef<float>(y.data + n0, y.rows, n1 - n0, y.stride),
+                               accumulate, tws_[static_cast<std::size_t>(omp_get_thread_num())]);
+            }
+            return;
         }
+#endif
+        (void)threads;
+        cpu::linear<W>(x, w, b, y, accumulate, ws_);
     }
+
+    static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
 
 private:
     Tensor weight_;
     Tensor bias_;
     mutable cpu::GemmWorkspace ws_;
+    mutable std::vector<cpu::GemmWorkspace> tws_;
 };
 
 /// LayerNorm over the last axis with affine gamma/beta (fp32).

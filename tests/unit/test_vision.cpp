@@ -3,9 +3,11 @@
 // geometry, and the FFN slot with MoE layers (checked against a hand composition of the parts).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -267,4 +269,51 @@ TEST_CASE("vision: bad inputs are errors that say what and where", "[vision]") {
     CHECK_THROWS_AS(pe.forward(nan), moe::ValueError);
     CHECK_THROWS_AS(vis::PatchEmbed<float>(vis::Linear<float>(randn({C, 40}, 65), Tensor()), 3, 4), moe::ShapeError);
     CHECK_THROWS_AS(vis::Linear<float>(randn({C, 8}, 66), randn({C + 1}, 67)), moe::ShapeError);
+}
+
+TEST_CASE("vision: full-size ViT-B/16 and a RingMoE stage-0 block built with random weights", "[vision]") {
+    std::mt19937 g(70);
+    auto rnd = [&](moe::Shape s, float scale) {
+        Tensor t(moe::DType::f32, s);
+        std::uniform_real_distribution<float> u(-scale, scale);
+        for (auto& v : t.span<float>()) v = u(g);
+        return t;
+    };
+    auto lin = [&](index_t out, index_t in, bool bias) {
+        const float s = 1.0f / std::sqrt(float(in));
+        return vis::Linear<moe::bf16>(rnd({out, in}, s), bias ? rnd({out}, s) : Tensor());
+    };
+    auto norm = [&](index_t C) { return vis::LayerNorm(ones_plus(C, 71), rnd({C}, 0.1f), 1e-6f); };
+    const auto cfg = vis::VitConfig::timm_vit_b16();
+    const index_t C = cfg.width;
+    using Mlp = vis::Mlp<moe::Gelu, moe::bf16>;
+    std::vector<vis::Block<Mlp, moe::bf16>> blocks;
+    for (index_t i = 0; i < cfg.depth; ++i)
+        blocks.emplace_back(norm(C), vis::Attention<moe::bf16>(lin(3 * C, C, true), lin(C, C, true), cfg.heads), norm(C),
+                            Mlp(lin(cfg.mlp_hidden, C, true), lin(C, cfg.mlp_hidden, true)));
+    std::optional<vis::PosEmbed> pos;
+    pos.emplace(rnd({197, C}, 0.02f), 1, 14, 14);
+    vis::DenseVit<moe::bf16> vit(cfg, vis::PatchEmbed<moe::bf16>(lin(C, 3 * 16 * 16, true), 3, 16), rnd({C}, 0.02f),
+                                 std::move(pos), std::move(blocks), norm(C));
+    CHECK(vit.parameters() == vis::vit_parameter_count(cfg));
+    vit.set_threads(2);
+    const Tensor y = vit.forward(rnd({1, 3, 224, 224}, 1.0f));
+    CHECK(y.shape() == moe::Shape{197, 768});
+    CHECK(std::count_if(y.span<float>().begin(), y.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
+
+    // RingMoE stage 0 at full size: C 448, 14 heads of 32, 48 x 48 tokens, window 12, shift 6.
+    const auto sw = vis::SwinConfig::ringmoe();
+    const index_t C0 = sw.dim(0), F0 = sw.ffn_hidden(0), R = sw.resolution(0), w = sw.window_at(0);
+    using SMlp = vis::Mlp<moe::GeluTanh, moe::bf16>;
+    vis::SwinBlock<SMlp, moe::bf16> blk(norm(C0), vis::Attention<moe::bf16>(lin(3 * C0, C0, true), lin(C0, C0, true), 14),
+                                        rnd({(2 * w - 1) * (2 * w - 1), 14}, 0.5f), norm(C0),
+                                        SMlp(lin(F0, C0, true), lin(C0, F0, true)), R, w, sw.shift_at(0));
+    CHECK(blk.attention_mask().shape() == moe::Shape{16, 144, 144});
+    CHECK(blk.relative_position_bias().shape() == moe::Shape{14, 144, 144});
+    CHECK(blk.parameters() == 4 * C0 + 4 * C0 * C0 + 4 * C0 + 529 * 14 + 2 * C0 * F0 + F0 + C0);
+    Tensor x = rnd({R * R, C0}, 1.0f);
+    vis::FfnContext ctx;
+    ctx.threads = 2;
+    blk.forward(x.matrix<float>(), ctx);
+    CHECK(std::count_if(x.span<float>().begin(), x.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
 }
