@@ -445,6 +445,8 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
                 const index_t y0 = i * rps, rows = std::min(rps, H - y0);
                 const std::size_t need = static_cast<std::size_t>(rows * W * spp_in_block) * bytes_per_sample;
                 const auto strip = static_cast<tstrip_t>(p * strips_per_plane + i);
+                if (need > static_cast<std::size_t>(ssize))
+                    h.fail(moe::detail::cat("strip ", strip, " needs ", need, " bytes, the strip size is ", ssize));
                 if (info.compression != COMPRESSION_NONE) std::memset(buf.get(), 0, need);  // as for tiles
                 const tmsize_t got = TIFFReadEncodedStrip(tif, strip, buf.get(), static_cast<tmsize_t>(need));
                 if (got < 0) h.fail(moe::detail::cat("cannot decode strip ", strip, ": corrupt or truncated"));
