@@ -75,6 +75,13 @@ public:
     /// dynamically, so a thread the OS preempts does not hold the others up; every output
     /// element is computed by the same kernel path whatever the split (bit-identical results).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
+        forward(x, y, threads, accumulate, [](MatrixRef<float>) {});
+    }
+
+    /// The same, then epilogue(block) on every finished block of output columns (e.g. the
+    /// activation, fused into the parallel region).
+    template <class Epilogue>
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads, bool accumulate, Epilogue&& epilogue) const {
         const ConstMatrixRef<W> w = weight_.matrix<W>("vision::Linear weight");
         const float* b = has_bias() ? bias_.data<float>() : nullptr;
         const index_t N = w.rows;
@@ -89,15 +96,17 @@ public:
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
             for (index_t c = 0; c < chunks; ++c) {
                 const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
+                const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
                 cpu::linear<W>(x, ConstMatrixRef<W>(w.data + n0 * w.stride, n1 - n0, w.cols, w.stride),
-                               b ? b + n0 : nullptr, MatrixRef<float>(y.data + n0, y.rows, n1 - n0, y.stride),
-                               accumulate, tws_[static_cast<std::size_t>(omp_get_thread_num())]);
+                               b ? b + n0 : nullptr, yc, accumulate, tws_[static_cast<std::size_t>(omp_get_thread_num())]);
+                epilogue(yc);
             }
             return;
         }
 #endif
         (void)threads;
         cpu::linear<W>(x, w, b, y, accumulate, ws_);
+        epilogue(y);
     }
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)

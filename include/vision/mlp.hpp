@@ -34,8 +34,10 @@ public:
         const index_t T = x.rows, F = ffn_size();
         float* h = hidden_.get(static_cast<std::size_t>(T * F));
         MatrixRef<float> hm(h, T, F);
-        fc1_.forward(x, hm, threads_);
-        Act::apply(h, T * F);
+        // The activation runs on each finished block of fc1's output inside the parallel region.
+        fc1_.forward(x, hm, threads_, false, [](MatrixRef<float> blk) {
+            for (index_t r = 0; r < blk.rows; ++r) Act::apply(blk.row(r), blk.cols);
+        });
         fc2_.forward(hm, y, threads_);
     }
 
