@@ -6,12 +6,11 @@
 //                        SAR-L1 complex quad-pol 8, SAR-L2 amplitude replicated to 3,
 //                        multispectral 4), each with its own weights, chosen by the image's
 //                        modality. Checkpoint names encoder.patch_embed{m}.projection.* / .norm.*.
-//  WavelengthPatchEmbed  DOFA style: a small network generates the patch projection's weights from
-//                        the bands' central wavelengths, so any band subset works with one set of
-//                        weights (a sincos wavelength embedding -> residual MLP -> per-band kernel
-//                        and a shared bias). DOFA's generator is a one-layer transformer over the
-//                        wavelength embeddings; this one is the MLP part only (see
-//                        docs/remote-sensing.md).
+//  WavelengthPatchEmbed  DOFA: a small network generates the patch projection's weights from the
+//                        bands' central wavelengths, so any band subset works with one set of
+//                        weights. With DOFA's transformer weight generator (loaded by DOFA's
+//                        names) it is DOFA's Dynamic_MLP_OFA, conv padding 1 included; without,
+//                        a lighter MLP generator.
 //  BandGroupEmbed        SatMAE style: bands split into groups, each group with its own patch
 //                        projection, plus a learned group encoding; tokens group-major.
 //
@@ -20,12 +19,17 @@
 // other bands (ConfigError naming them): select() the bands first.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
@@ -90,15 +94,41 @@ public:
                std::vector<float> gamma = {}, std::vector<float> beta = {}, float eps = 1e-6f)
         : in_(in), dim_(dim), patch_(patch), w_(std::move(weight)), b_(std::move(bias)), gamma_(std::move(gamma)),
           beta_(std::move(beta)), eps_(eps) {
-        check<ConfigError>(in > 0 && dim > 0 && patch > 0, "rs::PatchEmbed", "in ", in, ", dim ", dim, ", patch ",
-                           patch, " must be positive");
-        check<ShapeError>(static_cast<index_t>(w_.size()) == dim * in * patch * patch, "rs::PatchEmbed", "weight has ",
-                          w_.size(), " values, expected [", dim, ", ", in, ", ", patch, ", ", patch, "]");
-        check<ShapeError>(static_cast<index_t>(b_.size()) == dim, "rs::PatchEmbed", "bias has ", b_.size(),
-                          " values, expected ", dim);
-        check<ShapeError>(gamma_.size() == beta_.size() && (gamma_.empty() || static_cast<index_t>(gamma_.size()) == dim),
-                          "rs::PatchEmbed", "norm gamma/beta must both be [", dim, "] or both absent");
+        validate();
     }
+    /// Zero padding on every side before the convolution (DOFA's conv uses 1): the grid is then
+    /// ((H + 2 pad - p) / p + 1) x ((W + 2 pad - p) / p + 1), any H, W >= p - 2 pad.
+    PatchEmbed& set_padding(index_t pad) {
+        check<ConfigError>(pad >= 0 && pad < patch_, "rs::PatchEmbed", "padding ", pad, " must be in [0, ", patch_, ")");
+        pad_ = pad;
+        return *this;
+    }
+    index_t padding() const noexcept { return pad_; }
+    /// The token grid of a height x width input.
+    std::pair<index_t, index_t> grid(index_t height, index_t width) const {
+        if (pad_ == 0) {
+            check<ShapeError>(height % patch_ == 0 && width % patch_ == 0 && height > 0 && width > 0, "rs::PatchEmbed",
+                              "image ", height, " x ", width, " is not a multiple of the patch size ", patch_);
+            return {height / patch_, width / patch_};
+        }
+        check<ShapeError>(height + 2 * pad_ >= patch_ && width + 2 * pad_ >= patch_, "rs::PatchEmbed", "image ", height,
+                          " x ", width, " is smaller than the patch size ", patch_);
+        return {(height + 2 * pad_ - patch_) / patch_ + 1, (width + 2 * pad_ - patch_) / patch_ + 1};
+    }
+
+private:
+    void validate() const {
+        check<ConfigError>(in_ > 0 && dim_ > 0 && patch_ > 0, "rs::PatchEmbed", "in ", in_, ", dim ", dim_, ", patch ",
+                           patch_, " must be positive");
+        check<ShapeError>(static_cast<index_t>(w_.size()) == dim_ * in_ * patch_ * patch_, "rs::PatchEmbed", "weight has ",
+                          w_.size(), " values, expected [", dim_, ", ", in_, ", ", patch_, ", ", patch_, "]");
+        check<ShapeError>(static_cast<index_t>(b_.size()) == dim_, "rs::PatchEmbed", "bias has ", b_.size(),
+                          " values, expected ", dim_);
+        check<ShapeError>(gamma_.size() == beta_.size() && (gamma_.empty() || static_cast<index_t>(gamma_.size()) == dim_),
+                          "rs::PatchEmbed", "norm gamma/beta must both be [", dim_, "] or both absent");
+    }
+
+public:
     /// Conv2d weight/bias at `<conv>.weight` / `<conv>.bias` and, when `norm` is not empty,
     /// LayerNorm at `<norm>.gamma|weight` / `<norm>.beta|bias` (MindSpore or PyTorch names).
     static PatchEmbed load(const io::SafetensorsFile& f, const std::string& conv, const std::string& norm = {},
@@ -126,17 +156,24 @@ public:
     /// x: `in` channels of height x width, band-sequential (channel c at x + c * plane_stride).
     /// Writes (H / p) * (W / p) tokens to out (rows of `dim`, `out_stride` floats apart).
     void forward(const float* const* channels, index_t height, index_t width, float* out, index_t out_stride) const {
-        check<ShapeError>(height % patch_ == 0 && width % patch_ == 0 && height > 0 && width > 0, "rs::PatchEmbed",
-                          "image ", height, " x ", width, " is not a multiple of the patch size ", patch_);
-        const index_t gh = height / patch_, gw = width / patch_, N = gh * gw, K = in_ * patch_ * patch_;
+        const auto [gh, gw] = grid(height, width);
+        const index_t N = gh * gw, K = in_ * patch_ * patch_;
         float* cols = cols_.get(static_cast<std::size_t>(N * K));
         for (index_t ty = 0; ty < gh; ++ty)
             for (index_t tx = 0; tx < gw; ++tx) {
                 float* row = cols + (ty * gw + tx) * K;
                 for (index_t c = 0; c < in_; ++c)
                     for (index_t ky = 0; ky < patch_; ++ky) {
-                        const float* src = channels[c] + (ty * patch_ + ky) * width + tx * patch_;
-                        std::copy_n(src, patch_, row + (c * patch_ + ky) * patch_);
+                        float* dst = row + (c * patch_ + ky) * patch_;
+                        const index_t y = ty * patch_ + ky - pad_, x0 = tx * patch_ - pad_;
+                        if (pad_ == 0) {
+                            std::copy_n(channels[c] + y * width + x0, patch_, dst);
+                            continue;
+                        }
+                        for (index_t kx = 0; kx < patch_; ++kx) {
+                            const index_t x = x0 + kx;
+                            dst[kx] = (y >= 0 && y < height && x >= 0 && x < width) ? channels[c][y * width + x] : 0.0f;
+                        }
                     }
             }
         cpu::linear<float>(ConstMatrixRef<float>(cols, N, K), ConstMatrixRef<float>(w_.data(), dim_, K), b_.data(),
@@ -162,15 +199,14 @@ public:
         std::vector<const float*> ch;
         for (auto i : idx) ch.push_back(img.band(i).data());
         Tokens t;
-        t.grid_h = img.height() / patch_;
-        t.grid_w = img.width() / patch_;
+        std::tie(t.grid_h, t.grid_w) = grid(img.height(), img.width());
         t.tokens = Tensor(DType::f32, Shape{t.grid_h * t.grid_w, dim_});
         forward(ch.data(), img.height(), img.width(), t.tokens.data<float>(), dim_);
         return t;
     }
 
 private:
-    index_t in_ = 0, dim_ = 0, patch_ = 0;
+    index_t in_ = 0, dim_ = 0, patch_ = 0, pad_ = 0;
     std::vector<float> w_, b_, gamma_, beta_;
     float eps_ = 1e-6f;
     mutable Scratch<float> cols_;
@@ -275,42 +311,83 @@ private:
 // DOFA-style wavelength-conditioned patch embedding
 // ------------------------------------------------------------------------------------------------
 
-/// DOFA's 1-D sincos embedding of dimension `dim` (even) of positions `pos`:
-/// omega_i = 1 / 10000^(i / (dim / 2)), emb = [sin(pos * omega), cos(pos * omega)].
-inline std::vector<float> sincos_embedding(const std::vector<double>& pos, index_t dim) {
+/// DOFA's 1-D sincos embedding of dimension `dim` (even) of positions `pos`, in float32 as DOFA
+/// computes it: omega_i = 1 / 10000^(i / (dim / 2)), emb = [sin(pos * omega), cos(pos * omega)].
+inline std::vector<float> sincos_embedding(const std::vector<float>& pos, index_t dim) {
     check<ConfigError>(dim > 0 && dim % 2 == 0, "rs::sincos_embedding", "dimension ", dim, " must be even");
     const index_t h = dim / 2;
     std::vector<float> out(static_cast<std::size_t>(index_t(pos.size()) * dim));
     for (std::size_t p = 0; p < pos.size(); ++p)
         for (index_t i = 0; i < h; ++i) {
-            const double omega = 1.0 / std::pow(10000.0, double(i) / double(h));
-            const double a = pos[p] * omega;
-            out[p * static_cast<std::size_t>(dim) + static_cast<std::size_t>(i)] = static_cast<float>(std::sin(a));
-            out[p * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h + i)] = static_cast<float>(std::cos(a));
+            const float omega = 1.0f / std::pow(10000.0f, float(i) / float(h));
+            const float a = pos[p] * omega;
+            out[p * static_cast<std::size_t>(dim) + static_cast<std::size_t>(i)] = std::sin(a);
+            out[p * static_cast<std::size_t>(dim) + static_cast<std::size_t>(h + i)] = std::cos(a);
         }
     return out;
 }
 
-/// Patch embedding whose kernel is generated from the bands' wavelengths:
-///   e_c = sincos(1000 * lambda_c [um], E)                      (wavelength in nm, DOFA's scale)
-///   h_c = e_c + relu(W2 relu(W1 e_c + b1) + b2)                (DOFA's FCResLayer)
-///   K_c = Wk h_c + bk  -> [p, p, D] -> kernel[:, c] (D, p, p)  (DOFA's view + permute)
-///   bias = Wb mean_c(h_c) + bb
-///   tokens = conv2d(x, 0.01 * kernel, 0.01 * bias, stride p)    (DOFA's scaler)
+namespace detail {
+/// y[M, N] = x[M, K] W[N, K]^T + b.
+inline std::vector<float> dense(const std::vector<float>& x, index_t M, index_t K, const std::vector<float>& w,
+                                const std::vector<float>& b, index_t N) {
+    std::vector<float> y(static_cast<std::size_t>(M * N));
+    cpu::GemmWorkspace ws;
+    cpu::linear<float>(ConstMatrixRef<float>(x.data(), M, K), ConstMatrixRef<float>(w.data(), N, K),
+                       b.empty() ? nullptr : b.data(), MatrixRef<float>(y.data(), M, N), false, ws);
+    return y;
+}
+/// LayerNorm over rows of x [M, E] in place (biased variance, eps).
+inline void layer_norm_rows(std::vector<float>& x, index_t M, index_t E, const std::vector<float>& g,
+                            const std::vector<float>& b, float eps) {
+    for (index_t r = 0; r < M; ++r) {
+        float* y = x.data() + r * E;
+        double mean = 0, var = 0;
+        for (index_t d = 0; d < E; ++d) mean += y[d];
+        mean /= double(E);
+        for (index_t d = 0; d < E; ++d) var += (y[d] - mean) * (y[d] - mean);
+        const auto inv = static_cast<float>(1.0 / std::sqrt(var / double(E) + double(eps)));
+        for (index_t d = 0; d < E; ++d)
+            y[d] = (y[d] - static_cast<float>(mean)) * inv * g[static_cast<std::size_t>(d)] + b[static_cast<std::size_t>(d)];
+    }
+}
+}  // namespace detail
+
+/// Patch embedding whose kernel is generated from the bands' wavelengths (DOFA's Dynamic_MLP_OFA):
+///   e_c = sincos(1000 * lambda_c [um], E)                      (wavelength in nm, float32)
+///   h_c = e_c + relu(W2 relu(W1 e_c + b1) + b2)                (FCResLayer)
+///   with DOFA's generator (Weights::encoder present):
+///     z = TransformerEncoderLayer([weight_tokens; h_1..h_C; bias_token])   (post-norm, GELU)
+///     K_c = fc_weight(z_{T+c} + h_c),  bias = fc_bias(z_last)
+///   without it (a lighter generator): K_c = fc_weight(h_c),  bias = fc_bias(mean_c h_c)
+///   K_c -> [p, p, D] -> kernel[:, c]                            (DOFA's view + permute)
+///   tokens = conv2d(x, 0.01 * kernel, 0.01 * bias, stride p, padding)  (DOFA: padding 1)
 /// Accepts any bands whose wavelength the given sensor knows and which lie in [min_um, max_um].
 class WavelengthPatchEmbed {
 public:
+    /// One nn.TransformerEncoderLayer (norm_first = False, activation GELU, no dropout) and the
+    /// learnable tokens around the wavelength features.
+    struct Encoder {
+        index_t heads = 4, ff = 0, tokens = 0;
+        std::vector<float> in_w, in_b, out_w, out_b;  // [3E, E], [3E], [E, E], [E]
+        std::vector<float> l1_w, l1_b, l2_w, l2_b;    // [F, E], [F], [E, F], [E]
+        std::vector<float> n1_g, n1_b, n2_g, n2_b;    // [E] (eps 1e-5)
+        std::vector<float> weight_tokens, bias_token; // [T, E], [E]
+    };
     struct Weights {
         index_t wv_dim = 0, dim = 0, patch = 0;
         std::vector<float> w1, b1, w2, b2;  // [E, E], [E]
         std::vector<float> wk, bk;          // [p * p * D, E], [p * p * D]
         std::vector<float> wb, bb;          // [D, E], [D]
+        std::optional<Encoder> encoder;     // DOFA's transformer generator
     };
     WavelengthPatchEmbed() = default;
-    explicit WavelengthPatchEmbed(Weights w, double min_um = 0.35, double max_um = 15.0, float scaler = 0.01f)
-        : w_(std::move(w)), min_um_(min_um), max_um_(max_um), scaler_(scaler) {
+    explicit WavelengthPatchEmbed(Weights w, index_t padding = 0, double min_um = 0.35, double max_um = 15.0,
+                                  float scaler = 0.01f)
+        : w_(std::move(w)), pad_(padding), min_um_(min_um), max_um_(max_um), scaler_(scaler) {
         const index_t E = w_.wv_dim, D = w_.dim, p = w_.patch;
         check<ConfigError>(E > 0 && E % 2 == 0 && D > 0 && p > 0, "rs::WavelengthPatchEmbed", "bad sizes");
+        check<ConfigError>(pad_ >= 0 && pad_ < p, "rs::WavelengthPatchEmbed", "padding ", pad_, " must be in [0, ", p, ")");
         auto expect = [](const std::vector<float>& v, index_t n, const char* what) {
             check<ShapeError>(static_cast<index_t>(v.size()) == n, "rs::WavelengthPatchEmbed", what, " has ", v.size(),
                               " values, expected ", n);
@@ -319,29 +396,78 @@ public:
         expect(w_.w2, E * E, "fclayer.w2.weight"), expect(w_.b2, E, "fclayer.w2.bias");
         expect(w_.wk, p * p * D * E, "weight_generator.fc_weight.weight"), expect(w_.bk, p * p * D, "fc_weight.bias");
         expect(w_.wb, D * E, "weight_generator.fc_bias.weight"), expect(w_.bb, D, "fc_bias.bias");
+        if (w_.encoder) {
+            const Encoder& t = *w_.encoder;
+            const index_t F = t.ff, T = t.tokens;
+            check<ConfigError>(t.heads > 0 && E % t.heads == 0 && F > 0 && T > 0, "rs::WavelengthPatchEmbed",
+                               "transformer generator: heads ", t.heads, " must divide ", E, "; ff ", F, ", tokens ", T);
+            expect(t.in_w, 3 * E * E, "self_attn.in_proj_weight"), expect(t.in_b, 3 * E, "self_attn.in_proj_bias");
+            expect(t.out_w, E * E, "self_attn.out_proj.weight"), expect(t.out_b, E, "self_attn.out_proj.bias");
+            expect(t.l1_w, F * E, "linear1.weight"), expect(t.l1_b, F, "linear1.bias");
+            expect(t.l2_w, E * F, "linear2.weight"), expect(t.l2_b, E, "linear2.bias");
+            expect(t.n1_g, E, "norm1.weight"), expect(t.n1_b, E, "norm1.bias");
+            expect(t.n2_g, E, "norm2.weight"), expect(t.n2_b, E, "norm2.bias");
+            expect(t.weight_tokens, T * E, "weight_tokens"), expect(t.bias_token, E, "bias_token");
+        }
     }
-    /// <prefix>fclayer.w1.*, fclayer.w2.*, weight_generator.fc_weight.*, weight_generator.fc_bias.*;
-    /// `patch` is not stored in the weights (fc_weight's rows are p * p * D).
-    static WavelengthPatchEmbed load(const io::SafetensorsFile& f, index_t patch, const std::string& prefix = "patch_embed.") {
+    /// <prefix>fclayer.w{1,2}.*, <prefix>weight_generator.fc_weight.*, .fc_bias.* and, when
+    /// present, DOFA's <prefix>weight_generator.transformer_encoder.layers.0.* (self_attn.in_proj_*,
+    /// self_attn.out_proj.*, linear1.*, linear2.*, norm1.*, norm2.*), .weight_tokens, .bias_token
+    /// (heads: `heads`, DOFA: 4). `patch` is not stored in the weights (fc_weight's rows are
+    /// p * p * D). padding < 0: DOFA's 1 when the transformer generator is present, else 0.
+    static WavelengthPatchEmbed load(const io::SafetensorsFile& f, index_t patch, const std::string& prefix = "patch_embed.",
+                                     index_t padding = -1, index_t heads = 4) {
         Weights w;
         const Shape s1 = detail::shape_of(f, prefix + "fclayer.w1.weight");
         check<ShapeError>(s1.rank() == 2 && s1[0] == s1[1], prefix + "fclayer.w1.weight", "expected [E, E], found ", s1.str());
         const index_t E = s1[0];
-        const Shape sb = detail::shape_of(f, prefix + "weight_generator.fc_bias.weight");
-        check<ShapeError>(sb.rank() == 2 && sb[1] == E, prefix + "weight_generator.fc_bias.weight", "expected [D, ", E,
-                          "], found ", sb.str());
+        const std::string g = prefix + "weight_generator.";
+        const Shape sb = detail::shape_of(f, g + "fc_bias.weight");
+        check<ShapeError>(sb.rank() == 2 && sb[1] == E, g + "fc_bias.weight", "expected [D, ", E, "], found ", sb.str());
         const index_t D = sb[0];
         w.wv_dim = E, w.dim = D, w.patch = patch;
         w.w1 = detail::load_floats(f, prefix + "fclayer.w1.weight", Shape{E, E});
         w.b1 = detail::load_floats(f, prefix + "fclayer.w1.bias", Shape{E});
         w.w2 = detail::load_floats(f, prefix + "fclayer.w2.weight", Shape{E, E});
         w.b2 = detail::load_floats(f, prefix + "fclayer.w2.bias", Shape{E});
-        w.wk = detail::load_floats(f, prefix + "weight_generator.fc_weight.weight", Shape{patch * patch * D, E});
-        w.bk = detail::load_floats(f, prefix + "weight_generator.fc_weight.bias", Shape{patch * patch * D});
-        w.wb = detail::load_floats(f, prefix + "weight_generator.fc_bias.weight", Shape{D, E});
-        w.bb = detail::load_floats(f, prefix + "weight_generator.fc_bias.bias", Shape{D});
-        return WavelengthPatchEmbed(std::move(w));
+        w.wk = detail::load_floats(f, g + "fc_weight.weight", Shape{patch * patch * D, E});
+        w.bk = detail::load_floats(f, g + "fc_weight.bias", Shape{patch * patch * D});
+        w.wb = detail::load_floats(f, g + "fc_bias.weight", Shape{D, E});
+        w.bb = detail::load_floats(f, g + "fc_bias.bias", Shape{D});
+        const std::string t = g + "transformer_encoder.layers.0.";
+        if (f.contains(t + "self_attn.in_proj_weight")) {
+            check<ConfigError>(!f.contains(g + "transformer_encoder.layers.1.self_attn.in_proj_weight"), g,
+                               "transformer generators of more than one layer are not supported");
+            Encoder e;
+            e.heads = heads;
+            const Shape sl = detail::shape_of(f, t + "linear1.weight");
+            check<ShapeError>(sl.rank() == 2 && sl[1] == E, t + "linear1.weight", "expected [F, ", E, "], found ", sl.str());
+            e.ff = sl[0];
+            const Shape st = detail::shape_of(f, g + "weight_tokens");
+            check<ShapeError>(st.rank() == 2 && st[1] == E, g + "weight_tokens", "expected [T, ", E, "], found ", st.str());
+            e.tokens = st[0];
+            e.in_w = detail::load_floats(f, t + "self_attn.in_proj_weight", Shape{3 * E, E});
+            e.in_b = detail::load_floats(f, t + "self_attn.in_proj_bias", Shape{3 * E});
+            e.out_w = detail::load_floats(f, t + "self_attn.out_proj.weight", Shape{E, E});
+            e.out_b = detail::load_floats(f, t + "self_attn.out_proj.bias", Shape{E});
+            e.l1_w = detail::load_floats(f, t + "linear1.weight", Shape{e.ff, E});
+            e.l1_b = detail::load_floats(f, t + "linear1.bias", Shape{e.ff});
+            e.l2_w = detail::load_floats(f, t + "linear2.weight", Shape{E, e.ff});
+            e.l2_b = detail::load_floats(f, t + "linear2.bias", Shape{E});
+            e.n1_g = detail::load_floats(f, t + "norm1.weight", Shape{E});
+            e.n1_b = detail::load_floats(f, t + "norm1.bias", Shape{E});
+            e.n2_g = detail::load_floats(f, t + "norm2.weight", Shape{E});
+            e.n2_b = detail::load_floats(f, t + "norm2.bias", Shape{E});
+            e.weight_tokens = detail::load_floats(f, g + "weight_tokens", st);
+            e.bias_token = detail::load_floats(f, g + "bias_token", Shape{1, E});
+            w.encoder = std::move(e);
+        }
+        const index_t pad = padding >= 0 ? padding : (w.encoder ? 1 : 0);
+        return WavelengthPatchEmbed(std::move(w), pad);
     }
+
+    bool dofa_generator() const noexcept { return w_.encoder.has_value(); }
+    index_t padding() const noexcept { return pad_; }
 
     /// Accepted: any band of `sensor` with a wavelength in [min_um, max_um].
     std::vector<std::string> accepted_bands(const Sensor& sensor) const {
@@ -354,21 +480,30 @@ public:
     /// The generated Conv2d kernel [D, C, p, p] and bias [D] (scaled) for these wavelengths.
     std::pair<std::vector<float>, std::vector<float>> generate(const std::vector<double>& wavelengths_um) const {
         const index_t E = w_.wv_dim, D = w_.dim, p = w_.patch, C = static_cast<index_t>(wavelengths_um.size());
-        std::vector<double> nm;
-        for (double l : wavelengths_um) nm.push_back(l * 1000.0);
-        std::vector<float> e = sincos_embedding(nm, E);
-        std::vector<float> t1(static_cast<std::size_t>(C * E)), h(static_cast<std::size_t>(C * E));
-        cpu::GemmWorkspace ws;
-        cpu::linear<float>(ConstMatrixRef<float>(e.data(), C, E), ConstMatrixRef<float>(w_.w1.data(), E, E), w_.b1.data(),
-                           MatrixRef<float>(t1.data(), C, E), false, ws);
-        for (auto& v : t1) v = std::max(v, 0.0f);
-        cpu::linear<float>(ConstMatrixRef<float>(t1.data(), C, E), ConstMatrixRef<float>(w_.w2.data(), E, E), w_.b2.data(),
-                           MatrixRef<float>(h.data(), C, E), false, ws);
+        check<ConfigError>(C > 0, "rs::WavelengthPatchEmbed", "no bands");
+        std::vector<float> nm;
+        for (double l : wavelengths_um) nm.push_back(static_cast<float>(l) * 1000.0f);
+        const std::vector<float> e = sincos_embedding(nm, E);
+        std::vector<float> h = detail::dense(e, C, E, w_.w1, w_.b1, E);
+        for (auto& v : h) v = std::max(v, 0.0f);
+        h = detail::dense(h, C, E, w_.w2, w_.b2, E);
         for (std::size_t i = 0; i < h.size(); ++i) h[i] = e[i] + std::max(h[i], 0.0f);
         const index_t P = p * p * D;
-        std::vector<float> k(static_cast<std::size_t>(C * P));
-        cpu::linear<float>(ConstMatrixRef<float>(h.data(), C, E), ConstMatrixRef<float>(w_.wk.data(), P, E), w_.bk.data(),
-                           MatrixRef<float>(k.data(), C, P), false, ws);
+        std::vector<float> kin, bin;  // fc_weight and fc_bias inputs
+        if (w_.encoder) {
+            const auto z = encode(h, C);
+            const index_t T = w_.encoder->tokens;
+            kin.assign(z.begin() + T * E, z.begin() + (T + C) * E);
+            for (std::size_t i = 0; i < kin.size(); ++i) kin[i] += h[i];
+            bin.assign(z.end() - E, z.end());
+        } else {
+            kin = h;
+            bin.assign(static_cast<std::size_t>(E), 0.0f);
+            for (index_t c = 0; c < C; ++c)
+                for (index_t i = 0; i < E; ++i) bin[static_cast<std::size_t>(i)] += h[static_cast<std::size_t>(c * E + i)];
+            for (auto& v : bin) v /= float(C);
+        }
+        const std::vector<float> k = detail::dense(kin, C, E, w_.wk, w_.bk, P);
         // k[c] viewed as [p, p, D] -> kernel[d, c, ky, kx] = k[c][(ky * p + kx) * D + d]
         std::vector<float> kernel(static_cast<std::size_t>(D * C * p * p));
         for (index_t d = 0; d < D; ++d)
@@ -376,13 +511,7 @@ public:
                 for (index_t q = 0; q < p * p; ++q)
                     kernel[static_cast<std::size_t>((d * C + c) * p * p + q)] =
                         scaler_ * k[static_cast<std::size_t>(c * P + q * D + d)];
-        std::vector<float> hm(static_cast<std::size_t>(E), 0.0f);
-        for (index_t c = 0; c < C; ++c)
-            for (index_t i = 0; i < E; ++i) hm[static_cast<std::size_t>(i)] += h[static_cast<std::size_t>(c * E + i)];
-        for (auto& v : hm) v /= float(C);
-        std::vector<float> bias(static_cast<std::size_t>(D));
-        cpu::linear<float>(ConstMatrixRef<float>(hm.data(), 1, E), ConstMatrixRef<float>(w_.wb.data(), D, E), w_.bb.data(),
-                           MatrixRef<float>(bias.data(), 1, D), false, ws);
+        std::vector<float> bias = detail::dense(bin, 1, E, w_.wb, w_.bb, D);
         for (auto& v : bias) v *= scaler_;
         return {std::move(kernel), std::move(bias)};
     }
@@ -407,14 +536,59 @@ public:
                                                sensor.name(), "' with a wavelength in [", min_um_, ", ", max_um_,
                                                "] um; accepted: ", detail::join(accepted_bands(sensor))));
         auto [kernel, bias] = generate(wl);
-        const PatchEmbed pe(img.bands_count(), w_.dim, w_.patch, std::move(kernel), std::move(bias));
+        PatchEmbed pe(img.bands_count(), w_.dim, w_.patch, std::move(kernel), std::move(bias));
+        pe.set_padding(pad_);
         std::vector<index_t> idx;
         for (index_t b = 0; b < img.bands_count(); ++b) idx.push_back(b);
         return pe.forward(img, idx);
     }
 
 private:
+    /// The transformer layer over [weight_tokens; h; bias_token]: S = T + C + 1 rows of E.
+    std::vector<float> encode(const std::vector<float>& h, index_t C) const {
+        const Encoder& t = *w_.encoder;
+        const index_t E = w_.wv_dim, T = t.tokens, S = T + C + 1, H = t.heads, hd = E / H;
+        std::vector<float> x(t.weight_tokens);
+        x.insert(x.end(), h.begin(), h.end());
+        x.insert(x.end(), t.bias_token.begin(), t.bias_token.end());
+        // Self-attention (nn.MultiheadAttention: q scaled by 1/sqrt(hd) before q k^T).
+        const std::vector<float> qkv = detail::dense(x, S, E, t.in_w, t.in_b, 3 * E);
+        std::vector<float> att(static_cast<std::size_t>(S * E)), sc(static_cast<std::size_t>(S));
+        const float scale = 1.0f / std::sqrt(float(hd));
+        for (index_t hh = 0; hh < H; ++hh)
+            for (index_t i = 0; i < S; ++i) {
+                const float* q = qkv.data() + i * 3 * E + hh * hd;
+                float mx = -INFINITY;
+                for (index_t j = 0; j < S; ++j) {
+                    const float* k = qkv.data() + j * 3 * E + E + hh * hd;
+                    float d = 0;
+                    for (index_t a = 0; a < hd; ++a) d += (q[a] * scale) * k[a];
+                    sc[static_cast<std::size_t>(j)] = d;
+                    mx = std::max(mx, d);
+                }
+                double sum = 0;
+                for (auto& v : sc) v = std::exp(v - mx), sum += v;
+                float* o = att.data() + i * E + hh * hd;
+                for (index_t a = 0; a < hd; ++a) o[a] = 0;
+                for (index_t j = 0; j < S; ++j) {
+                    const float pj = static_cast<float>(sc[static_cast<std::size_t>(j)] / sum);
+                    const float* v = qkv.data() + j * 3 * E + 2 * E + hh * hd;
+                    for (index_t a = 0; a < hd; ++a) o[a] += pj * v[a];
+                }
+            }
+        std::vector<float> y = detail::dense(att, S, E, t.out_w, t.out_b, E);
+        for (std::size_t i = 0; i < y.size(); ++i) y[i] += x[i];
+        detail::layer_norm_rows(y, S, E, t.n1_g, t.n1_b, 1e-5f);
+        std::vector<float> f = detail::dense(y, S, E, t.l1_w, t.l1_b, t.ff);
+        for (auto& v : f) v = moe::Gelu::scalar(v);
+        std::vector<float> z = detail::dense(f, S, t.ff, t.l2_w, t.l2_b, E);
+        for (std::size_t i = 0; i < z.size(); ++i) z[i] += y[i];
+        detail::layer_norm_rows(z, S, E, t.n2_g, t.n2_b, 1e-5f);
+        return z;
+    }
+
     Weights w_;
+    index_t pad_ = 0;
     double min_um_ = 0.35, max_um_ = 15.0;
     float scaler_ = 0.01f;
 };

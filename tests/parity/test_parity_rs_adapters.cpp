@@ -4,7 +4,10 @@
 //   rs_ringmoe_embed   RingMoE's four per-modality patch embeddings (Conv2d 4x4 + LayerNorm),
 //                      loaded by their checkpoint names, one image per modality; the embedding is
 //                      chosen from the image's modality
-//   rs_dofa_embed      wavelength-conditioned embedding, one set of weights, two band subsets
+//   rs_dofa_embed      wavelength-conditioned embedding (MLP generator), one set of weights, two
+//                      band subsets
+//   rs_dofa_transformer  the same with DOFA's transformer generator, loaded by DOFA's names, conv
+//                      padding 1 (grids of non-multiple sizes)
 //   rs_satmae_embed    band groups + group encoding
 //   rs_resample        bilinear (align_corners=False) and nearest-exact, x2, x6 and downsampling
 // Tolerances: tokens relative Frobenius error <= 1e-5 (fp32 both sides; DOFA <= 1e-5 too: the
@@ -103,6 +106,25 @@ TEST_CASE("parity: DOFA-style wavelength-conditioned embedding, two band subsets
     // A band the sensor does not know is refused.
     Image img = image_from(f.get("__input_0__"), {"B04", "B03", "XX"}, Modality::multispectral);
     CHECK_THROWS_WITH(pe.forward(img, s2), Catch::Contains("refuses band(s) XX"));
+}
+
+TEST_CASE("parity: DOFA's transformer weight generator (DOFA names, conv padding 1)", "[parity][rs]") {
+    const auto f = open_fixture("rs_dofa_transformer");
+    const WavelengthPatchEmbed pe = WavelengthPatchEmbed::load(f, meta_int(f, "patch"), "patch_embed.");
+    REQUIRE(pe.dofa_generator());
+    CHECK(pe.padding() == meta_int(f, "padding"));
+    const Sensor s2 = sentinel2();
+    double worst = 0;
+    for (int i = 0; i < 2; ++i) {
+        const auto bands = split(meta(f, "bands_" + std::to_string(i)), ',');
+        const Image img = image_from(f.get("__input_" + std::to_string(i) + "__"), bands, Modality::multispectral);
+        worst = std::max(worst, check_tokens(pe.forward(img, s2), f.get("__output_" + std::to_string(i) + "__"),
+                                             "subset " + std::to_string(i)));
+    }
+    std::printf("parity rs_dofa_transformer max rel %.2e (4 and 10 bands, 16x16 and 13x18 px)\n", worst);
+    // A missing generator tensor is named.
+    const auto bad = edited(f, "patch_embed.weight_generator.bias_token");
+    CHECK_THROWS_WITH(WavelengthPatchEmbed::load(bad, 4, "patch_embed."), Catch::Contains("bias_token"));
 }
 
 TEST_CASE("parity: SatMAE-style band groups with group encoding", "[parity][rs]") {

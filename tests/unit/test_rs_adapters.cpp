@@ -55,6 +55,27 @@ TEST_CASE("rs adapters: a one-hot patch embedding returns the patch pixels (im2c
                     for (index_t kx = 0; kx < p; ++kx)
                         CHECK(y[(ty * 3 + tx) * D + (c * p + ky) * p + kx] == img.at(c, ty * p + ky, tx * p + kx) + 0.5f);
     CHECK_THROWS_WITH(pe.forward(Image({"a", "b"}, 5, 6), {0, 1}), Catch::Contains("not a multiple of the patch size 2"));
+
+    // Zero padding 1 (DOFA's conv): a 5 x 6 image gives a ((5 + 2 - 2) / 2 + 1) x ((6 + 2 - 2) / 2 + 1)
+    // = 3 x 4 grid; patch (ty, tx) starts at pixel (2 ty - 1, 2 tx - 1), zeros outside the image.
+    PatchEmbed padded = pe;
+    padded.set_padding(1);
+    Image odd({"a", "b"}, 5, 6);
+    for (index_t i = 0; i < static_cast<index_t>(odd.data().size()); ++i) odd.data()[static_cast<std::size_t>(i)] = float(i + 1);
+    const Tokens tp = padded.forward(odd, {0, 1});
+    REQUIRE(tp.grid_h == 3);
+    REQUIRE(tp.grid_w == 4);
+    const float* yp = tp.tokens.data<float>();
+    for (index_t ty = 0; ty < 3; ++ty)
+        for (index_t tx = 0; tx < 4; ++tx)
+            for (index_t c = 0; c < C; ++c)
+                for (index_t ky = 0; ky < p; ++ky)
+                    for (index_t kx = 0; kx < p; ++kx) {
+                        const index_t y = ty * p + ky - 1, x = tx * p + kx - 1;
+                        const float want = (y >= 0 && y < 5 && x >= 0 && x < 6) ? odd.at(c, y, x) : 0.0f;
+                        CHECK(yp[(ty * 4 + tx) * D + (c * p + ky) * p + kx] == want + 0.5f);
+                    }
+    CHECK_THROWS_AS(padded.set_padding(2), moe::ConfigError);
 }
 
 TEST_CASE("rs adapters: RingMoE embeddings are chosen by modality and refuse other bands", "[rs][adapters]") {

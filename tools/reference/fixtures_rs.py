@@ -5,6 +5,8 @@ rs_ringmoe_embed   encoder.patch_embed{0..3}.* and one input per modality:
                    __input_<m>__ [C, H, W], __output_<m>__ [N, D]; metadata bands_<m>, modality_<m>
 rs_dofa_embed      patch_embed.fclayer.*, patch_embed.weight_generator.*; two band subsets of
                    Sentinel-2 (one set of weights): __input_<i>__, __output_<i>__, bands_<i>
+rs_dofa_transformer  DOFA's transformer weight generator (patch_embed.weight_generator.
+                   transformer_encoder.layers.0.*, weight_tokens, bias_token), conv padding 1
 rs_satmae_embed    patch_embed.{g}.proj.*, group_embed; __input__ (10 S2 bands), __output__
 rs_resample        __input__ [C, H, W] and torch.nn.functional.interpolate of it:
                    __bilinear__ (align_corners=False), __nearest__ (mode "nearest-exact")
@@ -61,6 +63,23 @@ def write(w):
             extra["__output_%d__" % i] = dofa(x, [S2_WAVELENGTHS[b] for b in bs])
             meta["bands_%d" % i] = ",".join(bs)
     w.write("rs_dofa_embed", weights, extra, meta)
+
+    # DOFA's transformer generator (weight names as in DOFA's checkpoints), conv padding 1:
+    # E = 32 (4 heads), feed-forward 2048 (nn.TransformerEncoderLayer's default, as DOFA),
+    # D = 24, p = 4, 128 weight tokens; two band subsets, one of them not a multiple of p.
+    dofa = rs_adapters.WavelengthEmbed(wv_dim=32, dim=24, patch=4, generator="dofa").eval()
+    weights = {"patch_embed." + k: v.detach().clone() for k, v in dofa.state_dict().items()}
+    subsets = [["B04", "B03", "B02", "B08"], ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"]]
+    sizes = [(16, 16), (13, 18)]
+    extra, meta = {}, dict(reference="rs_adapters.WavelengthEmbed(generator='dofa')", wv_dim=32, dim=24, patch=4,
+                           heads=4, ff=2048, weight_tokens=128, padding=1, scaler="0.01")
+    with torch.no_grad():
+        for i, bs in enumerate(subsets):
+            x = image(g, len(bs), *sizes[i])
+            extra["__input_%d__" % i] = x
+            extra["__output_%d__" % i] = dofa(x, [S2_WAVELENGTHS[b] for b in bs])
+            meta["bands_%d" % i] = ",".join(bs)
+    w.write("rs_dofa_transformer", weights, extra, meta)
 
     # SatMAE-style groups on 10 S2 bands (input in ESA order, grouped by name).
     groups = [["B02", "B03", "B04", "B08"], ["B05", "B06", "B07", "B8A"], ["B11", "B12"]]
