@@ -25,6 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace moe::rs;
 
+#if MOE_RS_HAS_TIFF
 fs::path data_dir() {
     if (const char* e = std::getenv("MOE_DATA_DIR"); e && *e) return e;
     return fs::path(MOE_SOURCE_DIR) / ".." / "shared" / "data" / "rs";
@@ -34,7 +35,6 @@ fs::path ssl4eo_dir() {
     return data_dir() / "SSL4EO-S12" / "s2a" / "0000200" / "20200604T054639_20200604T054831_T43RCP";
 }
 
-#if MOE_RS_HAS_TIFF
 void eurosat(benchmark::State& st, bool preprocess) {
     if (!fs::exists(eurosat_file())) {
         st.SkipWithError("EuroSAT sample not found (set MOE_DATA_DIR)");

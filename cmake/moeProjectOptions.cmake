@@ -47,4 +47,7 @@ endif()
 find_package(TIFF QUIET)
 if(TIFF_FOUND)
   target_link_libraries(moe_extra_deps INTERFACE TIFF::TIFF)
+else()
+  # <tiffio.h> may be visible without a usable libtiff: keep rs/tiff.hpp's reader out then.
+  target_compile_definitions(moe_extra_deps INTERFACE MOE_RS_NO_TIFF)
 endif()

@@ -17,10 +17,11 @@
 // exception text; nothing is printed, no global handler is touched.
 //
 // Needs <tiffio.h> (Debian: libtiff-dev) and linking libtiff: link moe::rs_tiff. Without
-// <tiffio.h> this header declares nothing and defines MOE_RS_HAS_TIFF as 0.
+// <tiffio.h>, or with MOE_RS_NO_TIFF defined, this header declares nothing and defines
+// MOE_RS_HAS_TIFF as 0.
 #pragma once
 
-#if __has_include(<tiffio.h>)
+#if __has_include(<tiffio.h>) && !defined(MOE_RS_NO_TIFF)
 #define MOE_RS_HAS_TIFF 1
 
 #include <tiffio.h>
