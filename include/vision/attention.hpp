@@ -32,12 +32,14 @@ namespace moe::vision {
 namespace kernel {
 
 /// In place: row <- softmax(row + bias_row + mask_row) over n columns (bias/mask may be null).
+/// A template on the instruction set so that the SIMD branches are discarded without one.
+template <class A = cpu::simd_arch>
 inline void softmax_row(float* row, const float* bias, const float* mask, index_t n) noexcept {
     index_t i = 0;
     float mx = -INFINITY;
 #if !defined(MOE_NO_SIMD)
     if constexpr (cpu::kHasSimd) {
-        using B = xsimd::batch<float, cpu::simd_arch>;
+        using B = xsimd::batch<float, A>;
         constexpr index_t L = static_cast<index_t>(B::size);
         B vmx(-INFINITY);
         for (; i + L <= n; i += L) {
@@ -63,7 +65,7 @@ inline void softmax_row(float* row, const float* bias, const float* mask, index_
     i = 0;
 #if !defined(MOE_NO_SIMD)
     if constexpr (cpu::kHasSimd) {
-        using B = xsimd::batch<float, cpu::simd_arch>;
+        using B = xsimd::batch<float, A>;
         constexpr index_t L = static_cast<index_t>(B::size);
         const B vm(mx);
         B vs(0.0f);
@@ -84,7 +86,7 @@ inline void softmax_row(float* row, const float* bias, const float* mask, index_
     i = 0;
 #if !defined(MOE_NO_SIMD)
     if constexpr (cpu::kHasSimd) {
-        using B = xsimd::batch<float, cpu::simd_arch>;
+        using B = xsimd::batch<float, A>;
         constexpr index_t L = static_cast<index_t>(B::size);
         const B vi(inv);
         for (; i + L <= n; i += L) (B::load_unaligned(row + i) * vi).store_unaligned(row + i);
