@@ -18,7 +18,10 @@
 // tokens from different regions of the rolled grid (Swin's img_mask slices).
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -171,8 +174,22 @@ public:
         return norm1_.parameters() + norm2_.parameters() + attn_.parameters() + table_.numel() + ffn_parameters(ffn_);
     }
 
-    /// x [B * R * R, C] in place.
-    void forward(MatrixRef<float> x, const FfnContext& ctx = {}) {
+    /// This block with another FFN in its slot (attention, norms and geometry moved over): how a
+    /// deployment step swaps a hierarchical MoE for a pruned or folded FFN.
+    template <class Ffn2>
+    SwinBlock<Ffn2, W> with_ffn(Ffn2 ffn) && {
+        return SwinBlock<Ffn2, W>(std::move(norm1_), std::move(attn_), std::move(table_), std::move(norm2_),
+                                  std::move(ffn), R_, w_, s_, order_);
+    }
+    const LayerNorm& norm1() const noexcept { return norm1_; }
+    const LayerNorm& norm2() const noexcept { return norm2_; }
+    /// The relative-position-bias table [(2w - 1)^2, heads] as loaded.
+    const Tensor& bias_table() const noexcept { return table_; }
+    NormOrder order() const noexcept { return order_; }
+
+    /// x [B * R * R, C] in place. ffn_input, when given, receives a copy of what the FFN slot
+    /// saw ([B * R * R, C]: the calibration tokens of a deployment step).
+    void forward(MatrixRef<float> x, const FfnContext& ctx = {}, Tensor* ffn_input = nullptr) {
         const char* w = "vision::SwinBlock::forward";
         const index_t C = width(), L = R_ * R_;
         check<ShapeError>(x.cols == C && x.rows % L == 0, w, "expected [B * ", L, ", ", C, "], found [", x.rows, ", ",
@@ -209,8 +226,16 @@ public:
                          },
                          a_, b_);
         detail::residual(order_, x, norm2_, none,
-                         [&](ConstMatrixRef<float> in, MatrixRef<float> out) { ffn_forward(ffn_, in, out, ctx); }, a_,
-                         b_);
+                         [&](ConstMatrixRef<float> in, MatrixRef<float> out) {
+                             if (ffn_input) {
+                                 *ffn_input = Tensor(DType::f32, {in.rows, in.cols});
+                                 auto d = ffn_input->matrix<float>();
+                                 for (index_t r = 0; r < in.rows; ++r)
+                                     std::memcpy(d.row(r), in.row(r), static_cast<std::size_t>(in.cols) * sizeof(float));
+                             }
+                             ffn_forward(ffn_, in, out, ctx);
+                         },
+                         a_, b_);
     }
 
 private:
@@ -239,6 +264,9 @@ public:
     }
     index_t parameters() const noexcept { return reduction_.parameters() + norm_.parameters(); }
     index_t in_width() const noexcept { return reduction_.in_features() / 4; }
+    index_t resolution() const noexcept { return R_; }
+    const Linear<W>& reduction() const noexcept { return reduction_; }
+    const LayerNorm& norm() const noexcept { return norm_; }
 
     Tensor forward(ConstMatrixRef<float> x, int threads = 1) const {
         const index_t C = in_width(), L = R_ * R_, h = R_ / 2;
@@ -277,6 +305,12 @@ struct ModalityImages {
 struct SwinForward {
     std::vector<Tensor>* stage_outputs = nullptr;  ///< each stage's output before its merging [B * R_i^2, C_i]
     std::vector<Tensor>* block_outputs = nullptr;  ///< every block's output, in order
+    std::vector<Tensor>* ffn_inputs = nullptr;     ///< every block's FFN-slot input, in order
+    /// SimMIM masking: one flag per stage-0 token ([B * R_0^2], row-major over (b, y, x) in the
+    /// order of the batches; nonzero = masked) and the mask token [C_0]. A masked token's patch
+    /// embedding is replaced by the mask token, x = x (1 - m) + t m, before the first block.
+    std::span<const std::uint8_t> token_mask{};
+    const float* mask_token = nullptr;
 };
 
 template <class Ffn, WeightType W = float>
@@ -309,6 +343,50 @@ public:
     Stage& stage(index_t i) { return stages_.at(static_cast<std::size_t>(i)); }
     const Stage& stage(index_t i) const { return stages_.at(static_cast<std::size_t>(i)); }
     const PatchEmbed<W>& patch_embed(int m) const { return patch_.at(static_cast<std::size_t>(m)); }
+    const LayerNorm& norm() const noexcept { return norm_; }
+    int threads() const noexcept { return threads_; }
+    /// Blocks over all stages.
+    index_t num_blocks() const noexcept {
+        index_t n = 0;
+        for (const auto& s : stages_) n += static_cast<index_t>(s.blocks.size());
+        return n;
+    }
+
+    /// The same encoder with every FFN slot replaced: f(stage, block_in_stage, Ffn&&) -> Ffn2,
+    /// called in block order; patch embeddings (keep = the modalities to keep, in their new
+    /// order; empty = all), attention, merging and norms are moved over. The deployment chain
+    /// uses it for one-modality extraction, expert pruning and the SVD fold.
+    template <class Ffn2, class F>
+    SwinEncoder<Ffn2, W> map_ffns(F&& f, std::span<const int> keep = {}) && {
+        std::vector<PatchEmbed<W>> pe;
+        SwinConfig cfg = cfg_;
+        if (keep.empty()) {
+            pe = std::move(patch_);
+        } else {
+            cfg.in_chans.clear();
+            for (int m : keep) {
+                check<ConfigError>(m >= 0 && m < modalities(), "vision::SwinEncoder::map_ffns", "modality ", m,
+                                   " but the encoder has ", modalities());
+                cfg.in_chans.push_back(cfg_.in_chans[static_cast<std::size_t>(m)]);
+                pe.push_back(std::move(patch_[static_cast<std::size_t>(m)]));
+            }
+        }
+        std::vector<typename SwinEncoder<Ffn2, W>::Stage> st;
+        for (index_t i = 0; i < cfg_.stages(); ++i) {
+            auto& s = stages_[static_cast<std::size_t>(i)];
+            typename SwinEncoder<Ffn2, W>::Stage n;
+            for (index_t j = 0; j < static_cast<index_t>(s.blocks.size()); ++j) {
+                auto& b = s.blocks[static_cast<std::size_t>(j)];
+                Ffn2 nf = f(i, j, std::move(b.ffn()));
+                n.blocks.push_back(std::move(b).template with_ffn<Ffn2>(std::move(nf)));
+            }
+            n.downsample = std::move(s.downsample);
+            st.push_back(std::move(n));
+        }
+        SwinEncoder<Ffn2, W> out(std::move(cfg), std::move(pe), std::move(st), std::move(norm_));
+        out.set_threads(threads_);
+        return out;
+    }
     void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
     index_t parameters() const noexcept {
         index_t p = norm_.parameters();
@@ -347,15 +425,27 @@ public:
             std::memcpy(static_cast<std::byte*>(x.raw()) + off, p.raw(), p.nbytes());
             off += p.nbytes();
         }
+        if (!opt.token_mask.empty()) {
+            check<ShapeError>(static_cast<index_t>(opt.token_mask.size()) == x.dim(0), w, "token mask of ",
+                              opt.token_mask.size(), " flags for ", x.dim(0), " stage-0 tokens");
+            check<ConfigError>(opt.mask_token != nullptr, w, "a token mask needs the mask token");
+            auto xm = x.matrix<float>();
+            for (index_t t = 0; t < xm.rows; ++t)
+                if (opt.token_mask[static_cast<std::size_t>(t)])
+                    std::memcpy(xm.row(t), opt.mask_token, static_cast<std::size_t>(C0) * sizeof(float));
+        }
         if (opt.stage_outputs) opt.stage_outputs->clear();
         if (opt.block_outputs) opt.block_outputs->clear();
+        if (opt.ffn_inputs) opt.ffn_inputs->clear();
         for (index_t i = 0; i < cfg_.stages(); ++i) {
             const index_t R = cfg_.resolution(i);
             const std::vector<ModalityChunk> chunks = scale_chunks(images, R * R);
             const FfnContext ctx{chunks, threads_};
             auto& st = stages_[static_cast<std::size_t>(i)];
             for (auto& blk : st.blocks) {
-                blk.forward(x.matrix<float>(), ctx);
+                Tensor* cap = nullptr;
+                if (opt.ffn_inputs) cap = &opt.ffn_inputs->emplace_back();
+                blk.forward(x.matrix<float>(), ctx, cap);
                 if (opt.block_outputs) opt.block_outputs->push_back(Tensor::copy_of(x.view()));
             }
             if (opt.stage_outputs) opt.stage_outputs->push_back(Tensor::copy_of(x.view()));
