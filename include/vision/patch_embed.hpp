@@ -36,6 +36,9 @@ public:
     index_t patch() const noexcept { return p_; }
     index_t width() const noexcept { return proj_.out_features(); }
     index_t parameters() const noexcept { return proj_.parameters() + (norm_ ? norm_->parameters() : 0); }
+    /// The projection (weight [C, Cin * p * p], the conv weight reshaped) and the optional norm.
+    const Linear<W>& proj() const noexcept { return proj_; }
+    const std::optional<LayerNorm>& norm() const noexcept { return norm_; }
 
     /// The token grid of an H x W image.
     std::pair<index_t, index_t> grid(index_t H, index_t Wd) const noexcept { return {H / p_, Wd / p_}; }
