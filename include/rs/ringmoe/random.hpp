@@ -1,0 +1,373 @@
+// rs/ringmoe/random.hpp - deterministic random-weight checkpoints of any RingMoE configuration.
+//
+//   checkpoint_layout(cfg, opt)            every tensor the model of `cfg` loads: name (the released
+//                                          MindSpore names, as load_ringmoe reads them), shape, dtype
+//                                          and initialisation
+//   write_random_checkpoint(path, cfg, opt) a safetensors file of those tensors, written streaming
+//                                          (tensor by tensor, in chunks of 4M values: memory stays
+//                                          at a few tens of MB whatever the model size)
+//   random_checkpoint_bytes(cfg, opt)      the same file image in memory (small models, tests)
+//   random_ringmoe<W, Act>(cfg, opt)       a model built from such an in-memory image
+//
+// Initialisation, as the released code initialises its cells (ringmoe_framework init_weights:
+// TruncatedNormal(sigma = 0.02) for Linear weights, Zero for biases, One / Zero for LayerNorm
+// gamma / beta): every weight matrix (patch-embedding conv, q / k / v / proj, expert and shared
+// FFN matrices, routers, patch merging, heads) and the relative-position-bias tables are drawn from
+// a normal of std opt.std (0.02) truncated at +-2 std (MindSpore's TruncatedNormal); biases are 0,
+// LayerNorm gamma 1, beta 0. The released fine-tuning head starts from TruncatedNormal(2e-5); set
+// opt.head_std for that (default 0.02, so random-weight logits are not all ~0). The
+// relative_position_index buffers (int32) are written as the released checkpoints hold them
+// (opt.relative_position_index); the shifted-window attn_mask buffers are not (derived data).
+//
+// Values are a counter-based function of (seed, tensor name, element index): value i of a tensor
+// is the first draw |z| <= 2 of z = Box-Muller(splitmix64(key, i, attempt)), so the file is the
+// same bit for bit whatever the thread count or chunking, and two tensors never share a stream.
+//
+// Dtypes: opt.dtype = f32 writes everything in F32 (as MindSpore stores it); bf16 writes the weight
+// matrices (everything except routers) in BF16 (round to nearest even) and keeps biases, norms,
+// tables and routers in F32 (the loaders keep those in fp32 anyway). Sizes: the full model is
+// 58.8 GB in f32 / 29.5 GB in bf16, a single-modality one 26 / 13 GB, the folded 1B one 4.3 / 2.2 GB
+// (the disk must hold them; memory does not).
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "moe/core/dtype.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/io/json.hpp"
+#include "moe/io/safetensors.hpp"
+#include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/model.hpp"
+#include "vision/swin.hpp"
+
+namespace moe::rs::ringmoe {
+
+/// How a tensor of a random checkpoint is initialised.
+enum class Init : std::uint8_t {
+    trunc_normal,    ///< N(0, std^2) truncated at +-2 std
+    zeros,
+    ones,
+    position_index,  ///< the Swin-V1 relative position index of a w x w window (int32)
+};
+
+/// One tensor of a checkpoint.
+struct TensorSpec {
+    std::string name;
+    std::vector<index_t> shape;
+    DType dtype = DType::f32;
+    Init init = Init::zeros;
+    double std = 0.0;   ///< trunc_normal only
+    index_t window = 0; ///< position_index only
+    index_t numel() const noexcept {
+        index_t n = 1;
+        for (index_t d : shape) n *= d;
+        return n;
+    }
+    std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
+};
+
+/// Options of a random-weight checkpoint.
+struct RandomWeights {
+    std::uint64_t seed = 0;
+    DType dtype = DType::f32;     ///< f32 or bf16 (weight matrices; see the file comment)
+    double std = 0.02;            ///< truncated-normal std of weights, routers and bias tables
+    double head_std = 0.02;       ///< ... of the heads' weights
+    bool relative_position_index = true;  ///< write the int32 index buffers
+};
+
+namespace random_detail {
+
+inline std::uint64_t splitmix64(std::uint64_t x) noexcept {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/// The stream key of a tensor: FNV-1a of its name mixed with the seed.
+inline std::uint64_t tensor_key(std::uint64_t seed, std::string_view name) noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+    return splitmix64(h ^ splitmix64(seed));
+}
+
+/// Value i of the truncated standard normal stream `key` (|z| <= 2).
+inline double trunc_normal(std::uint64_t key, std::uint64_t i) noexcept {
+    constexpr double kTwoPi = 6.283185307179586476925286766559;
+    for (std::uint64_t a = 0;; ++a) {
+        const std::uint64_t h = splitmix64(key ^ splitmix64(i * 64 + a));
+        const double u1 = static_cast<double>((h >> 40) + 1) / 16777216.0;  // (0, 1]
+        const double u2 = static_cast<double>(h & 0xFFFFFFull) / 16777216.0;  // [0, 1)
+        const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+        if (std::abs(z) <= 2.0) return z;
+    }
+}
+
+/// Values [begin, begin + n) of tensor `s` (key from tensor_key) as fp32.
+inline void fill_values(const TensorSpec& s, std::uint64_t key, index_t begin, index_t n, float* out) {
+    switch (s.init) {
+        case Init::zeros: std::fill(out, out + n, 0.0f); return;
+        case Init::ones: std::fill(out, out + n, 1.0f); return;
+        case Init::trunc_normal: {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (n > 65536)
+#endif
+            for (index_t i = 0; i < n; ++i)
+                out[i] = static_cast<float>(trunc_normal(key, static_cast<std::uint64_t>(begin + i)) * s.std);
+            return;
+        }
+        case Init::position_index: return;  // int32: written by write_values
+    }
+}
+
+/// Streams the bytes of tensor `s` to sink(const void*, size_t) in chunks.
+template <class Sink>
+void write_values(const TensorSpec& s, std::uint64_t seed, Sink&& sink) {
+    if (s.init == Init::position_index) {
+        const auto idx = vision::relative_position_index(s.window);
+        check<ShapeError>(static_cast<index_t>(idx.size()) == s.numel() && s.dtype == DType::i32, s.name,
+                          "position index of window ", s.window, " does not fit ", s.numel(), " int32 values");
+        sink(idx.data(), idx.size() * sizeof(std::int32_t));
+        return;
+    }
+    constexpr index_t kChunk = index_t{1} << 22;
+    const std::uint64_t key = tensor_key(seed, s.name);
+    const index_t n = s.numel();
+    std::vector<float> buf(static_cast<std::size_t>(std::min(n, kChunk)));
+    std::vector<bf16> half(s.dtype == DType::bf16 ? buf.size() : 0);
+    for (index_t b = 0; b < n; b += kChunk) {
+        const index_t m = std::min(kChunk, n - b);
+        fill_values(s, key, b, m, buf.data());
+        if (s.dtype == DType::bf16) {
+            for (index_t i = 0; i < m; ++i) half[static_cast<std::size_t>(i)] = bf16(buf[static_cast<std::size_t>(i)]);
+            sink(half.data(), static_cast<std::size_t>(m) * sizeof(bf16));
+        } else {
+            sink(buf.data(), static_cast<std::size_t>(m) * sizeof(float));
+        }
+    }
+}
+
+inline int dtype_order(DType t) noexcept { return t == DType::f32 ? 0 : (t == DType::i32 ? 1 : 2); }
+
+}  // namespace random_detail
+
+/// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
+/// in the order they are written: F32, then I32, then BF16 tensors, each group by name (so
+/// every tensor is aligned to its element size).
+inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
+    const char* who = "rs::ringmoe::checkpoint_layout";
+    cfg.validate(who);
+    check<ConfigError>(opt.dtype == DType::f32 || opt.dtype == DType::bf16, who, "weights must be F32 or BF16, not ",
+                       dtype_name(opt.dtype));
+    const DType W = opt.dtype;
+    std::vector<TensorSpec> t;
+    auto w = [&](std::string n, std::vector<index_t> s, DType d = DType::f32, double sd = -1) {
+        t.push_back({std::move(n), std::move(s), d, Init::trunc_normal, sd < 0 ? opt.std : sd, 0});
+    };
+    auto z = [&](std::string n, std::vector<index_t> s) { t.push_back({std::move(n), std::move(s), DType::f32, Init::zeros, 0, 0}); };
+    auto norm = [&](const std::string& m, index_t C) {
+        t.push_back({m + "gamma", {C}, DType::f32, Init::ones, 0, 0});
+        z(m + "beta", {C});
+    };
+    const auto& s = cfg.swin;
+    const std::string e = "encoder.";
+    const index_t C0 = s.embed_dim, p = s.patch;
+    for (std::size_t m = 0; m < s.in_chans.size(); ++m) {
+        const std::string pe = e + "patch_embed" + std::to_string(m) + ".";
+        w(pe + "projection.weight", {C0, s.in_chans[m], p, p}, W);
+        z(pe + "projection.bias", {C0});
+        norm(pe + "norm.", C0);
+    }
+    const auto M = static_cast<index_t>(cfg.modalities.size());
+    for (index_t i = 0; i < s.stages(); ++i) {
+        const index_t C = s.dim(i), F = s.ffn_hidden(i), H = s.heads[static_cast<std::size_t>(i)], win = s.window_at(i);
+        const std::string L = e + "layers." + std::to_string(i) + ".";
+        for (index_t j = 0; j < s.depths[static_cast<std::size_t>(i)]; ++j) {
+            const std::string b = L + "blocks." + std::to_string(j) + ".";
+            const std::string a = b + "attn.";
+            for (const char* q : {"q.", "k.", "v.", "proj."}) {
+                w(a + q + "weight", {C, C}, W);
+                if (s.qkv_bias || std::string(q) == "proj.") z(a + q + "bias", {C});
+            }
+            w(a + "relative_position_bias.relative_position_bias_table", {(2 * win - 1) * (2 * win - 1), H});
+            if (opt.relative_position_index)
+                t.push_back({a + "relative_position_bias.relative_position_index", {win * win * win * win}, DType::i32,
+                             Init::position_index, 0, win});
+            norm(b + "norm1.", C);
+            norm(b + "norm2.", C);
+            const std::string mlp = b + "mlp.";
+            auto experts = [&](const std::string& f, index_t E) {
+                w(f + "mapping.weight", {E, C, F}, W);
+                z(f + "mapping.bias", {1, E, 1, F});
+                w(f + "projection.weight", {E, F, C}, W);
+                z(f + "projection.bias", {1, E, 1, C});
+            };
+            auto single = [&](const std::string& f) {
+                w(f + "mapping.weight", {C, F}, W);
+                z(f + "mapping.bias", {F});
+                w(f + "projection.weight", {F, C}, W);
+                z(f + "projection.bias", {C});
+            };
+            if (cfg.ffn == FfnKind::moe) {
+                for (index_t m = 0; m < M; ++m) {
+                    w(mlp + "special_router." + std::to_string(m) + ".dense.weight", {cfg.modal_experts, C});
+                    experts(mlp + "special_ffn." + std::to_string(m) + ".", cfg.modal_experts);
+                }
+                w(mlp + "cross_router.dense.weight", {cfg.collab_experts, C});
+                experts(mlp + "cross_ffn.", cfg.collab_experts);
+                single(mlp + "public_ffn.");
+            } else {
+                single(mlp);
+            }
+        }
+        if (i + 1 < s.stages()) {
+            w(L + "downsample.reduction.weight", {2 * C, 4 * C}, W);
+            norm(L + "downsample.norm.", 2 * C);
+        }
+    }
+    const index_t CL = s.dim(s.stages() - 1);
+    norm(e + "norm.", CL);
+    if (cfg.num_classes > 0) {
+        w("head.weight", {cfg.num_classes, CL}, W, opt.head_std);
+        z("head.bias", {cfg.num_classes});
+    }
+    if (cfg.seg_classes > 0) {
+        w("seg_head.weight", {cfg.seg_classes, s.dim(cfg.seg_stage_index())}, W, opt.head_std);
+        z("seg_head.bias", {cfg.seg_classes});
+    }
+    std::stable_sort(t.begin(), t.end(), [](const TensorSpec& a, const TensorSpec& b) {
+        const int ra = random_detail::dtype_order(a.dtype), rb = random_detail::dtype_order(b.dtype);
+        return ra != rb ? ra < rb : a.name < b.name;
+    });
+    return t;
+}
+
+namespace random_detail {
+
+/// The safetensors header (8-byte length prefix + JSON padded to a multiple of 8) of `layout`.
+inline std::string header(const std::vector<TensorSpec>& layout, const RingMoeConfig& cfg, const RandomWeights& opt) {
+    std::string h = "{\"__metadata__\":{";
+    auto meta = [&](const char* k, const std::string& v, bool last = false) {
+        io::json::append_string(h, k);
+        h += ':';
+        io::json::append_string(h, v);
+        if (!last) h += ',';
+    };
+    meta("format", "pt");
+    meta("moe.config", cfg.name);
+    meta("moe.dtype", std::string(dtype_name(opt.dtype)));
+    meta("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and bias "
+                                      "tables; head std ", opt.head_std, "; zero biases; LayerNorm gamma 1, beta 0"));
+    meta("moe.seed", std::to_string(opt.seed), true);
+    h += '}';
+    std::uint64_t off = 0;
+    for (const auto& s : layout) {
+        h += ',';
+        io::json::append_string(h, s.name);
+        h += ":{\"dtype\":\"";
+        h += dtype_name(s.dtype);
+        h += "\",\"shape\":[";
+        for (std::size_t i = 0; i < s.shape.size(); ++i) h += (i ? "," : "") + std::to_string(s.shape[i]);
+        h += "],\"data_offsets\":[" + std::to_string(off) + ",";
+        off += s.nbytes();
+        h += std::to_string(off) + "]}";
+    }
+    h += '}';
+    h.append((8 - h.size() % 8) % 8, ' ');
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((std::uint64_t(h.size()) >> (8 * i)) & 0xFF);
+    return out + h;
+}
+
+template <class Sink>
+void stream(const RingMoeConfig& cfg, const RandomWeights& opt, Sink&& sink) {
+    const auto layout = checkpoint_layout(cfg, opt);
+    const std::string h = header(layout, cfg, opt);
+    sink(h.data(), h.size());
+    for (const auto& s : layout) write_values(s, opt.seed, sink);
+}
+
+}  // namespace random_detail
+
+/// Bytes of the checkpoint of `cfg` (header included).
+inline std::uint64_t random_checkpoint_size(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
+    const auto layout = checkpoint_layout(cfg, opt);
+    std::uint64_t n = random_detail::header(layout, cfg, opt).size();
+    for (const auto& s : layout) n += s.nbytes();
+    return n;
+}
+
+/// The checkpoint as a file image in memory.
+inline std::vector<std::byte> random_checkpoint_bytes(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
+    std::vector<std::byte> out;
+    out.reserve(static_cast<std::size_t>(random_checkpoint_size(cfg, opt)));
+    random_detail::stream(cfg, opt, [&](const void* p, std::size_t n) {
+        const auto* b = static_cast<const std::byte*>(p);
+        out.insert(out.end(), b, b + n);
+    });
+    return out;
+}
+
+/// Writes the checkpoint to `path` streaming, atomically (a temporary file in the same
+/// directory, then rename). Throws IOError (the temporary file is removed).
+inline void write_random_checkpoint(const std::filesystem::path& path, const RingMoeConfig& cfg,
+                                    const RandomWeights& opt = {}) {
+    std::filesystem::path tmp = path;
+    tmp += moe::detail::cat(".tmp.", ::getpid(), ".", std::random_device{}());
+    const std::string name = path.string();
+    int fd = -1;
+    do {
+        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) throw IOError(name, io::detail::io_message(moe::detail::cat("cannot create ", tmp.string()), errno));
+    try {
+        random_detail::stream(cfg, opt, [&](const void* data, std::size_t n) {
+            const auto* p = static_cast<const char*>(data);
+            while (n > 0) {
+                const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
+                if (w < 0) {
+                    if (errno == EINTR) continue;
+                    throw IOError(name, io::detail::io_message("write failed", errno));
+                }
+                p += w;
+                n -= static_cast<std::size_t>(w);
+            }
+        });
+        const int rc = ::close(fd);
+        fd = -1;
+        if (rc != 0) throw IOError(name, io::detail::io_message("close failed", errno));
+        if (::rename(tmp.c_str(), path.c_str()) != 0) throw IOError(name, io::detail::io_message("rename failed", errno));
+    } catch (...) {
+        if (fd >= 0) ::close(fd);
+        ::unlink(tmp.c_str());
+        throw;
+    }
+}
+
+/// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).
+template <WeightType W = float, Activation Act = GeluTanh>
+AnyRingMoe<W, Act> random_ringmoe(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
+    RandomWeights o = opt;
+    if constexpr (std::is_same_v<W, bf16>) o.dtype = DType::bf16;
+    return load_ringmoe<W, Act>(io::SafetensorsFile::from_buffer(random_checkpoint_bytes(cfg, o), cfg.name), cfg);
+}
+
+}  // namespace moe::rs::ringmoe
