@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+"""Joins bench_ringmoe's Google Benchmark JSON with torch_ringmoe.py's JSON lines (a results
+directory of bench/run_ringmoe.sh) into the Markdown of docs/benchmarks.md ("RingMoE end to end"),
+with the issue's targets (stdlib only).
+
+    /usr/bin/python3 tools/bench/ringmoe_report.py <results dir>
+
+Times are the best repetition (the minimum; median in brackets): on a shared VM the minimum is
+the least disturbed measurement. Speed-up = PyTorch best / moe best, same name.
+"""
+
+import json
+import os
+import statistics
+import sys
+
+
+def load_ours(path):
+    with open(path) as f:
+        doc = json.load(f)
+    runs = {}
+    extra = {}
+    for b in doc["benchmarks"]:
+        if b.get("run_type") == "aggregate":
+            continue
+        name = b.get("run_name", b["name"]).replace("/real_time", "")
+        ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
+        runs.setdefault(name, []).append(ms)
+        extra[name] = dict(gflops=b.get("GFLOP/s", 0.0), params=b.get("params", 0.0))
+    return {n: dict(best=min(v), median=statistics.median(v), n=len(v), **extra[n]) for n, v in runs.items()}
+
+
+def load_torch(path):
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            out[(r["name"], r["impl"])] = dict(best=r["min_s"] * 1e3, median=r["median_s"] * 1e3)
+    return out
+
+
+def fmt(x):
+    return "-" if x is None else ("%.0f" % x if x >= 100 else "%.1f" % x)
+
+
+def main():
+    d = sys.argv[1]
+    ours = load_ours(os.path.join(d, "bench_ringmoe.json"))
+    torch = load_torch(os.path.join(d, "torch_ringmoe.jsonl"))
+    print("| benchmark | params | moe ms best (median) | images/s | GFLOP/s | torch oneDNN ms | moe / oneDNN | torch stock ms | moe / stock |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, o in ours.items():
+        t1 = torch.get((n, "torch_onednn"))
+        t2 = torch.get((n, "torch"))
+        print("| `%s` | %.3gB | %s (%s) | %.3f | %.1f | %s | %s | %s | %s |" % (
+            n, o["params"] / 1e9, fmt(o["best"]), fmt(o["median"]), 1e3 / o["best"], o["gflops"],
+            fmt(t1["best"]) if t1 else "-", ("%.2fx" % (t1["best"] / o["best"])) if t1 else "-",
+            fmt(t2["best"]) if t2 else "-", ("%.2fx" % (t2["best"] / o["best"])) if t2 else "-"))
+    key = "ringmoe/folded_1b/img:224/w:bf16/threads:2"
+    if key in ours:
+        o = ours[key]["best"]
+        print()
+        print("- 1B folded, 224, bf16, 2 threads: %.2f s per image (target <= 1.0 s): %s" %
+              (o / 1e3, "MET" if o <= 1000 else "NOT MET"))
+        t = torch.get((key, "torch_onednn"))
+        if t:
+            print("- same vs PyTorch 1.13 (oneDNN, bf16 weights): %.2fx (target >= 1.5x): %s" %
+                  (t["best"] / o, "MET" if t["best"] / o >= 1.5 else "NOT MET"))
+        f = torch.get(("ringmoe/folded_1b/img:224/w:f32/threads:2", "torch_onednn"))
+        if f:
+            print("- same vs PyTorch 1.13's fastest configuration (oneDNN, fp32 weights, 2 threads): %.2fx" % (f["best"] / o))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+#!/usr/bin/python3
+"""PyTorch 1.13 baselines of bench/bench_ringmoe.cpp, under the same benchmark names.
+
+  ringmoe/folded_1b/img:<S>/w:<w>/threads:<n>   tools/reference/vision_swin.SwinEncoder at the
+        RingMoE size (C 448, depths 2-2-18-2, heads 14-28-56-112, one optical patch embedding) with
+        a dense GELU-tanh MLP per block: the 1B folded model. S = 192 (window 12) and 224 (window 7).
+        impl "torch_onednn": every Linear as oneDNN's (torch.utils.mkldnn; bf16 = bf16 weights,
+        fp32 activations), the fastest path this PyTorch has. oneDNN's bf16 GEMM without AVX-512
+        takes about a minute per image here, so bf16 runs at --bf16-threads only (default 2), one
+        timed call after the warm-up; impl "torch": the module as it is
+        (Debian's PyTorch links the reference BLAS: about 2 GFLOP/s, minutes per image), only
+        with --stock, f32, one timed call.
+  The single-modality sub-model (6.5B parameters) is not run here: building it in PyTorch needs
+  its fp32 weights (26 GB), more than this machine's 23 GiB (bench_ringmoe runs it in bf16).
+
+    /usr/bin/python3 tools/bench/torch_ringmoe.py [--threads 1 2] [--images 192 224] [--stock]
+
+Prints one JSON object per line (tools/bench/common.py): name, impl, median / min seconds per call.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "reference"))
+
+from common import emit, measure, torch_info  # noqa: E402
+import torch_vision  # noqa: E402
+import vision_swin  # noqa: E402
+
+
+def folded_1b(image):
+    window = 7 if image == 224 else 12
+    enc = vision_swin.SwinEncoder(img=image, patch=4, in_chans=(3,), dim=448, depths=(2, 2, 18, 2),
+                                  heads=(14, 28, 56, 112), window=window, mlp_ratio=4,
+                                  mlp_factory=vision_swin.dense_mlp("tanh"))
+    return torch_vision.as_nn_linear(torch_vision.init_small(enc.eval()))
+
+
+def timed(name, fn, impl, reps, min_time):
+    with torch.no_grad():
+        med, mn, _ = measure(fn, reps=reps, min_time=min_time)
+    rec = dict(name=name, impl=impl, median_s=med, min_s=mn)
+    rec.update(torch_info(torch))
+    emit(rec)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--images", type=int, nargs="+", default=[192, 224])
+    ap.add_argument("--skip-bf16", action="store_true")
+    ap.add_argument("--bf16-threads", type=int, nargs="+", default=[2])
+    ap.add_argument("--stock", action="store_true", help="also time the stock module once (minutes)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=0.5)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dtypes = [("f32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
+    for image in args.images:
+        enc = folded_1b(image)
+        x = torch.randn(1, 3, image, image)
+        for wn, dt in dtypes:
+            m = torch_vision.onednn(enc, dt)
+            for t in (args.threads if wn == "f32" else args.bf16_threads):
+                torch.set_num_threads(t)
+                name = "ringmoe/folded_1b/img:%d/w:%s/threads:%d" % (image, wn, t)
+                timed(name, lambda: m([(x, 0)]), "torch_onednn", args.reps if wn == "f32" else 1, args.min_time)
+            del m
+        if args.stock:
+            for t in args.threads:
+                torch.set_num_threads(t)
+                timed("ringmoe/folded_1b/img:%d/w:f32/threads:%d" % (image, t), lambda: enc([(x, 0)]), "torch", 1, 0.0)
+        del enc
+
+
+if __name__ == "__main__":
+    main()
