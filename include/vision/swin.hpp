@@ -18,6 +18,7 @@
 // tokens from different regions of the rolled grid (Swin's img_mask slices).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -306,6 +307,9 @@ struct SwinForward {
     std::vector<Tensor>* stage_outputs = nullptr;  ///< each stage's output before its merging [B * R_i^2, C_i]
     std::vector<Tensor>* block_outputs = nullptr;  ///< every block's output, in order
     std::vector<Tensor>* ffn_inputs = nullptr;     ///< every block's FFN-slot input, in order
+    /// Wall-clock seconds of each part: [0] patch embeddings (+ masking), [1 + i] stage i (its
+    /// blocks and its patch merging), [1 + stages] the final norm.
+    std::vector<double>* stage_seconds = nullptr;
     /// SimMIM masking: one flag per stage-0 token ([B * R_0^2], row-major over (b, y, x) in the
     /// order of the batches; nonzero = masked) and the mask token [C_0]. A masked token's patch
     /// embedding is replaced by the mask token, x = x (1 - m) + t m, before the first block.
@@ -403,6 +407,15 @@ public:
     Tensor forward(std::span<const ModalityImages> batches, const SwinForward& opt = {}) {
         const char* w = "vision::SwinEncoder::forward";
         check<ShapeError>(!batches.empty(), w, "no images");
+        using clock = std::chrono::steady_clock;
+        auto t0 = clock::now();
+        auto lap = [&] {
+            if (!opt.stage_seconds) return;
+            const auto t = clock::now();
+            opt.stage_seconds->push_back(std::chrono::duration<double>(t - t0).count());
+            t0 = t;
+        };
+        if (opt.stage_seconds) opt.stage_seconds->clear();
         const index_t R0 = cfg_.resolution(0), C0 = cfg_.embed_dim;
         std::vector<ModalityChunk> images;
         std::vector<Tensor> parts;
@@ -437,6 +450,7 @@ public:
         if (opt.stage_outputs) opt.stage_outputs->clear();
         if (opt.block_outputs) opt.block_outputs->clear();
         if (opt.ffn_inputs) opt.ffn_inputs->clear();
+        lap();
         for (index_t i = 0; i < cfg_.stages(); ++i) {
             const index_t R = cfg_.resolution(i);
             const std::vector<ModalityChunk> chunks = scale_chunks(images, R * R);
@@ -450,8 +464,10 @@ public:
             }
             if (opt.stage_outputs) opt.stage_outputs->push_back(Tensor::copy_of(x.view()));
             if (st.downsample) x = st.downsample->forward(x.matrix<float>(), threads_);
+            lap();
         }
         norm_.forward(x.matrix<float>(), x.matrix<float>());
+        lap();
         return x;
     }
 
