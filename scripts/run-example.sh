@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The main example: examples/${MAIN_EXAMPLE}.cpp.  TODO(lead): set once it exists.
-MAIN_EXAMPLE=quickstart
+# The main example: examples/${MAIN_EXAMPLE}.cpp (RingMoE end to end on satellite imagery).
+MAIN_EXAMPLE=ringmoe
 example=${MOE_EXAMPLE:-$MAIN_EXAMPLE}
 
 if [ ! -f "examples/${example}.cpp" ]; then

@@ -285,10 +285,16 @@ inline std::string header(const std::vector<TensorSpec>& layout, const RingMoeCo
         h += ":{\"dtype\":\"";
         h += dtype_name(s.dtype);
         h += "\",\"shape\":[";
-        for (std::size_t i = 0; i < s.shape.size(); ++i) h += (i ? "," : "") + std::to_string(s.shape[i]);
-        h += "],\"data_offsets\":[" + std::to_string(off) + ",";
+        for (std::size_t i = 0; i < s.shape.size(); ++i) {
+            if (i) h += ',';
+            h += std::to_string(s.shape[i]);  // appended separately: GCC 12's -Wrestrict misfires on "lit" + string&&
+        }
+        h += "],\"data_offsets\":[";
+        h += std::to_string(off);
+        h += ',';
         off += s.nbytes();
-        h += std::to_string(off) + "]}";
+        h += std::to_string(off);
+        h += "]}";
     }
     h += '}';
     h.append((8 - h.size() % 8) % 8, ' ');
