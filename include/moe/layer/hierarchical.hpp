@@ -201,7 +201,12 @@ public:
     const Collab& collab_experts() const noexcept { return collab_experts_; }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+    /// Threads of the routing kernels and the expert GEMMs of every group (default: all OpenMP threads).
+    void set_threads(int n) noexcept {
+        threads_ = std::max(1, n);
+        collab_router_.set_threads(threads_);
+        for (auto& r : modal_routers_) r.set_threads(threads_);
+    }
 
 private:
     TopKOptions options_for(index_t k, double cf) const {
@@ -228,7 +233,10 @@ private:
     // y = collab(x) (+ shared(x)); modal branches add to it.
     void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
         collab_router_.route(x, collab_plan_);
-        collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
+        if constexpr (requires { collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_); })
+            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_);
+        else
+            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
         losses_.collab = switch_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
         if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
         losses_.modal.assign(modal_routers_.size(), 0.0);
@@ -238,7 +246,11 @@ private:
         auto& plan = modal_plans_[static_cast<std::size_t>(m)];
         auto& r = modal_routers_[static_cast<std::size_t>(m)];
         r.route(xm, plan);
-        modal_experts_[static_cast<std::size_t>(m)].forward(xm, plan, ym, Combine::add);
+        auto& experts = modal_experts_[static_cast<std::size_t>(m)];
+        if constexpr (requires { experts.forward(xm, plan, ym, Combine::add, threads_); })
+            experts.forward(xm, plan, ym, Combine::add, threads_);
+        else
+            experts.forward(xm, plan, ym, Combine::add);
         losses_.modal[static_cast<std::size_t>(m)] = switch_group_loss(r.last_logits(), plan, opt_.aux_constant);
         losses_.present[static_cast<std::size_t>(m)] = true;
     }
