@@ -261,7 +261,7 @@ void report_routing(const Model& model, const std::vector<int>& fed) {
 }
 
 void report_heads(const rm::RingMoeOutput& out, const std::vector<std::string>& labels) {
-    if (out.logits.numel() > 0) {
+    if (out.logits.raw() != nullptr) {
         const index_t B = out.logits.dim(0), K = out.logits.dim(1);
         std::printf("\nclassification head (%ld classes; untrained unless loaded): top-3 per image\n", long(K));
         for (index_t b = 0; b < B; ++b) {
@@ -281,7 +281,7 @@ void report_heads(const rm::RingMoeOutput& out, const std::vector<std::string>& 
             std::printf("\n");
         }
     }
-    if (out.segmentation.numel() > 0) {
+    if (out.segmentation.raw() != nullptr) {
         const index_t B = out.segmentation.dim(0), K = out.segmentation.dim(1), S = out.segmentation.dim(2);
         std::printf("\nsegmentation head (%ld classes, %ld x %ld per-pixel logits): argmax map, 16 x 16 sample\n",
                     long(K), long(S), long(S));
