@@ -1,0 +1,232 @@
+// ringmoe_chain: RingMoE's deployment chain on the trained tiny model (rs/ringmoe/chain.hpp).
+//
+// full (4 modalities) -> one modality -> the most-used 25% of the collaborative experts ->
+// SVD fold into one dense FFN per block. Every step writes a safetensors checkpoint, reloads it
+// into the smaller configuration and continues from the reloaded encoder; the table reports
+// parameters and the fidelity of the encoder output on held-out real crops against the
+// previous step and the single-modality model.
+//
+//   nice /usr/bin/python3 tools/reference/train_ringmoe_tiny.py      # trained weights + held-out crops
+//   /usr/bin/python3 tools/reference/ringmoe_chain_check.py          # calibration crops (training images)
+//   build/default/examples/ringmoe_chain                             # the chain, every trained modality
+//   build/default/examples/ringmoe_chain --help
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/io/safetensors.hpp"
+#include "rs/ringmoe/chain.hpp"
+#include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/model.hpp"
+#include "rs/ringmoe/random.hpp"
+
+#ifndef MOE_SOURCE_DIR
+#define MOE_SOURCE_DIR "."
+#endif
+
+namespace fs = std::filesystem;
+namespace rm = moe::rs::ringmoe;
+using moe::index_t;
+
+namespace {
+
+constexpr const char* kHelp = R"(ringmoe_chain - RingMoE's deployment chain on the tiny model
+
+usage: ringmoe_chain [options]
+
+  full (4 modalities) -> one modality -> the most-used collaborative experts (25%) -> SVD fold
+  into one dense FFN per block. Each step writes a checkpoint, reloads it into the smaller
+  configuration and reports parameters and encoder-output fidelity (cosine similarity and
+  relative error, mean over images and whole batch) against the previous step and against the
+  single-modality model.
+
+Inputs (defaults: the files tools/reference/train_ringmoe_tiny.py and
+tools/reference/ringmoe_chain_check.py write to build/ringmoe-tiny)
+  --weights PATH       trained tiny checkpoint (MindSpore names, "encoder." prefix), or
+                       "random" for random weights (rs/ringmoe/random.hpp, --seed)
+  --heldout PATH       evaluation crops: F32 [N, C, 64, 64] tensors named optical, sar_l2,
+                       multispectral (or sar-l1)
+  --calibration PATH   calibration crops, the same layout (training-like images)
+  --modality M         optical, sar-l2, multispectral, sar-l1 or all (default: all the crop
+                       files hold)
+Chain
+  --keep F             share of the collaborative experts kept (default 0.25: 1 of 4)
+  --count K            what ranks experts: any (default: every choice before capacity), kept
+  --fold-rank R        neurons kept per folded expert (default 0: F / N, N experts folded)
+  --weighting W        the weight each expert enters the fold with: sum (default), frequency,
+                       combine_weight
+  --mode M             calibration: progressive (default: each block on the inputs of the
+                       already pruned blocks) or once (all blocks on the unpruned step's inputs)
+  --batch N            images per forward call (default 8)
+  --out DIR            where the step checkpoints go (default: <weights dir>/chain)
+  --threads N          threads (default 1)
+  --seed N             seed of --weights random (default 0)
+  --details            per-block details (kept experts, fold widths, layer fidelity)
+  --help               this text
+)";
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct Args {
+    std::string weights, heldout, calibration, out, modality = "all";
+    double keep = 0.25;
+    std::string count = "any", weighting = "sum", mode = "progressive";
+    index_t fold_rank = 0, batch = 8;
+    int threads = 1;
+    std::uint64_t seed = 0;
+    bool details = false;
+};
+
+index_t to_int(const std::string& opt, const std::string& v, index_t lo) {
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < lo) throw UsageError(opt + " takes an integer >= " + std::to_string(lo) + ", not '" + v + "'");
+    return static_cast<index_t>(n);
+}
+
+Args parse(int argc, char** argv) {
+    Args a;
+    const fs::path dir = fs::path(MOE_SOURCE_DIR) / "build" / "ringmoe-tiny";
+    a.weights = (dir / "ringmoe_tiny.safetensors").string();
+    for (int i = 1; i < argc; ++i) {
+        const std::string o = argv[i];
+        if (o == "--help" || o == "-h") throw UsageError("");
+        if (o == "--details") {
+            a.details = true;
+            continue;
+        }
+        if (i + 1 >= argc) throw UsageError(o.rfind("--", 0) == 0 ? o + " needs a value" : "unknown argument '" + o + "'");
+        const std::string v = argv[++i];
+        if (o == "--weights") a.weights = v;
+        else if (o == "--heldout") a.heldout = v;
+        else if (o == "--calibration") a.calibration = v;
+        else if (o == "--modality") a.modality = v;
+        else if (o == "--out") a.out = v;
+        else if (o == "--keep") {
+            char* end = nullptr;
+            a.keep = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end != '\0' || !(a.keep > 0 && a.keep <= 1)) throw UsageError("--keep takes a share in (0, 1], not '" + v + "'");
+        } else if (o == "--count") {
+            if (v != "any" && v != "kept" && v != "first" && v != "weight") throw UsageError("unknown --count '" + v + "' (any, first, kept, weight)");
+            a.count = v;
+        } else if (o == "--weighting") {
+            if (v != "sum" && v != "frequency" && v != "combine_weight") throw UsageError("unknown --weighting '" + v + "' (sum, frequency, combine_weight)");
+            a.weighting = v;
+        } else if (o == "--mode") {
+            if (v != "progressive" && v != "once") throw UsageError("unknown --mode '" + v + "' (progressive, once)");
+            a.mode = v;
+        } else if (o == "--fold-rank") a.fold_rank = to_int(o, v, 0);
+        else if (o == "--batch") a.batch = to_int(o, v, 1);
+        else if (o == "--threads") a.threads = static_cast<int>(to_int(o, v, 1));
+        else if (o == "--seed") a.seed = static_cast<std::uint64_t>(to_int(o, v, 0));
+        else throw UsageError("unknown option '" + o + "' (--help lists them)");
+    }
+    const fs::path base = a.weights == "random" ? dir : fs::path(a.weights).parent_path();
+    if (a.heldout.empty()) a.heldout = (base / "heldout_crops.safetensors").string();
+    if (a.calibration.empty()) a.calibration = (base / "calibration_crops.safetensors").string();
+    if (a.out.empty()) a.out = (base / "chain").string();
+    return a;
+}
+
+int run(const Args& a) {
+    const rm::RingMoeConfig cfg = rm::RingMoeConfig::tiny();
+    for (const auto& [what, p] : {std::pair{"held-out crops", a.heldout}, std::pair{"calibration crops", a.calibration}})
+        if (!fs::exists(p)) {
+            std::fprintf(stderr,
+                         "ringmoe_chain: no %s at %s\n  run: nice /usr/bin/python3 tools/reference/train_ringmoe_tiny.py && "
+                         "/usr/bin/python3 tools/reference/ringmoe_chain_check.py\n",
+                         what, p.c_str());
+            return 77;
+        }
+    std::optional<moe::io::SafetensorsFile> weights;
+    if (a.weights == "random") {
+        rm::RandomWeights ro;
+        ro.seed = a.seed;
+        weights.emplace(moe::io::SafetensorsFile::from_buffer(rm::random_checkpoint_bytes(cfg, ro), "random tiny"));
+    } else {
+        if (!fs::exists(a.weights)) {
+            std::fprintf(stderr,
+                         "ringmoe_chain: no trained checkpoint at %s\n  run: nice /usr/bin/python3 "
+                         "tools/reference/train_ringmoe_tiny.py (or pass --weights random)\n",
+                         a.weights.c_str());
+            return 77;
+        }
+        weights.emplace(moe::io::SafetensorsFile::open(a.weights));
+    }
+    const auto held = moe::io::SafetensorsFile::open(a.heldout);
+    const auto cal = moe::io::SafetensorsFile::open(a.calibration);
+
+    std::vector<int> modalities;
+    if (a.modality == "all") {
+        for (int m = 0; m < cfg.num_modalities(); ++m) {
+            std::string key = cfg.modalities[static_cast<std::size_t>(m)].name;
+            for (auto& c : key) c = c == '-' ? '_' : c;
+            if (held.contains(key) && cal.contains(key)) modalities.push_back(m);
+        }
+        if (modalities.empty()) throw UsageError("the crop files hold none of optical, sar_l1, sar_l2, multispectral");
+    } else {
+        modalities.push_back(cfg.modality_index(a.modality, "--modality"));
+    }
+
+    rm::ChainOptions opt;
+    opt.prune.fraction = a.keep;
+    opt.prune.by = a.count == "kept" ? moe::CountKind::kept
+                   : a.count == "first" ? moe::CountKind::first
+                   : a.count == "weight" ? moe::CountKind::weight
+                                         : moe::CountKind::any;
+    opt.fold.rank = a.fold_rank;
+    opt.fold.weighting = a.weighting == "frequency" ? moe::FoldWeighting::frequency
+                         : a.weighting == "combine_weight" ? moe::FoldWeighting::combine_weight
+                                                           : moe::FoldWeighting::sum;
+    opt.calibration = a.mode == "once" ? rm::CalibrationMode::once : rm::CalibrationMode::progressive;
+    opt.batch = a.batch;
+    opt.threads = a.threads;
+    opt.dir = a.out;
+
+    std::printf("weights: %s\nheld-out crops: %s\ncalibration crops: %s\ncheckpoints: %s\n\n",
+                a.weights == "random" ? "random (rs/ringmoe/random.hpp)" : a.weights.c_str(), a.heldout.c_str(),
+                a.calibration.c_str(), a.out.c_str());
+    bool all_met = true;
+    for (int m : modalities) {
+        std::string key = cfg.modalities[static_cast<std::size_t>(m)].name;
+        for (auto& c : key) c = c == '-' ? '_' : c;
+        const moe::TensorView ev = held.get(key), cv = cal.get(key);
+        auto full = rm::load_ringmoe_moe(*weights, cfg);  // checked against the tiny configuration
+        opt.stem = "tiny-" + key;
+        auto res = rm::run_chain(std::move(full), cv, ev, opt);
+        const auto& rep = res.report;
+        std::printf("== %s (modality %d): %lld calibration crops, %lld held-out crops\n", key.c_str(), m,
+                    static_cast<long long>(cv.dim(0)), static_cast<long long>(ev.dim(0)));
+        std::fputs(a.details ? rep.str().c_str() : rep.table().c_str(), stdout);
+        const auto& pr = rep.step("expert_pruned");
+        const bool met = pr.vs_single->mean_cosine >= 0.9;
+        all_met = all_met && met;
+        std::printf("target: expert-pruned vs single-modality cosine >= 0.9 on held-out crops: %.4f (mean over "
+                    "images; worst image %.4f) -> %s\n\n",
+                    pr.vs_single->mean_cosine, pr.vs_single->min_cosine, met ? "met" : "NOT met");
+    }
+    return all_met ? 0 : 3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(parse(argc, argv));
+    } catch (const UsageError& e) {
+        if (std::string(e.what()).empty()) {
+            std::fputs(kHelp, stdout);
+            return 0;
+        }
+        std::fprintf(stderr, "ringmoe_chain: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ringmoe_chain: %s\n", e.what());
+        return 1;
+    }
+}
