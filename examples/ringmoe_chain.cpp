@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/chain.hpp"
 #include "rs/ringmoe/config.hpp"
@@ -56,11 +57,16 @@ Chain
   --keep F             share of the collaborative experts kept (default 0.25: 1 of 4)
   --count K            what ranks experts: any (default: every choice before capacity), kept
   --fold-rank R        neurons kept per folded expert (default 0: F / N, N experts folded)
-  --weighting W        the weight each expert enters the fold with: sum (default), frequency,
-                       combine_weight
+  --weighting W        the weight each expert enters the fold with: combine_weight (default: its
+                       mean combine weight on the calibration tokens, its expected share),
+                       frequency (routing frequency) or sum (1 each)
   --mode M             calibration: progressive (default: each block on the inputs of the
                        already pruned blocks) or once (all blocks on the unpruned step's inputs)
-  --batch N            images per forward call (default 8)
+  --batch N            calibration images per forward call (default 8)
+  --eval-batch N       evaluation images per forward call (default 1: each image on its own, as
+                       deployed; routing capacity is per call, so in a batch of similar images
+                       later images can lose tokens to a full expert and every model's output,
+                       the reference's too, depends on the batch)
   --out DIR            where the step checkpoints go (default: <weights dir>/chain)
   --threads N          threads (default 1)
   --seed N             seed of --weights random (default 0)
@@ -75,8 +81,8 @@ struct UsageError : std::runtime_error {
 struct Args {
     std::string weights, heldout, calibration, out, modality = "all";
     double keep = 0.25;
-    std::string count = "any", weighting = "sum", mode = "progressive";
-    index_t fold_rank = 0, batch = 8;
+    std::string count = "any", weighting = "combine_weight", mode = "progressive";
+    index_t fold_rank = 0, batch = 8, eval_batch = 1;
     int threads = 1;
     std::uint64_t seed = 0;
     bool details = false;
@@ -122,6 +128,7 @@ Args parse(int argc, char** argv) {
             a.mode = v;
         } else if (o == "--fold-rank") a.fold_rank = to_int(o, v, 0);
         else if (o == "--batch") a.batch = to_int(o, v, 1);
+        else if (o == "--eval-batch") a.eval_batch = to_int(o, v, 1);
         else if (o == "--threads") a.threads = static_cast<int>(to_int(o, v, 1));
         else if (o == "--seed") a.seed = static_cast<std::uint64_t>(to_int(o, v, 0));
         else throw UsageError("unknown option '" + o + "' (--help lists them)");
@@ -131,6 +138,16 @@ Args parse(int argc, char** argv) {
     if (a.calibration.empty()) a.calibration = (base / "calibration_crops.safetensors").string();
     if (a.out.empty()) a.out = (base / "chain").string();
     return a;
+}
+
+/// The source of crop n ("file@y,x") from the crop file's metadata <key>_sources, if recorded.
+std::string source_of(const moe::io::SafetensorsFile& f, const std::string& key, index_t n) {
+    const auto it = f.metadata().find(key + "_sources");
+    if (it == f.metadata().end() || n < 0) return "crop " + std::to_string(n);
+    const auto v = moe::io::json::parse(it->second, key + "_sources");
+    if (!v.is_array() || n >= static_cast<index_t>(v.as_array().size())) return "crop " + std::to_string(n);
+    const auto& e = v.as_array()[static_cast<std::size_t>(n)];
+    return e.is_string() ? e.as_string() : "crop " + std::to_string(n);
 }
 
 int run(const Args& a) {
@@ -185,6 +202,7 @@ int run(const Args& a) {
                                                            : moe::FoldWeighting::sum;
     opt.calibration = a.mode == "once" ? rm::CalibrationMode::once : rm::CalibrationMode::progressive;
     opt.batch = a.batch;
+    opt.eval_batch = a.eval_batch;
     opt.threads = a.threads;
     opt.dir = a.out;
 
@@ -198,6 +216,7 @@ int run(const Args& a) {
         const moe::TensorView ev = held.get(key), cv = cal.get(key);
         auto full = rm::load_ringmoe_moe(*weights, cfg);  // checked against the tiny configuration
         opt.stem = "tiny-" + key;
+        opt.modality = m;
         auto res = rm::run_chain(std::move(full), cv, ev, opt);
         const auto& rep = res.report;
         std::printf("== %s (modality %d): %lld calibration crops, %lld held-out crops\n", key.c_str(), m,
@@ -207,8 +226,9 @@ int run(const Args& a) {
         const bool met = pr.vs_single->mean_cosine >= 0.9;
         all_met = all_met && met;
         std::printf("target: expert-pruned vs single-modality cosine >= 0.9 on held-out crops: %.4f (mean over "
-                    "images; worst image %.4f) -> %s\n\n",
-                    pr.vs_single->mean_cosine, pr.vs_single->min_cosine, met ? "met" : "NOT met");
+                    "images; worst image %.4f: %s) -> %s\n\n",
+                    pr.vs_single->mean_cosine, pr.vs_single->min_cosine,
+                    source_of(held, key, pr.vs_single->worst_image).c_str(), met ? "met" : "NOT met");
     }
     return all_met ? 0 : 3;
 }

@@ -282,14 +282,30 @@ TEST_CASE("ringmoe chain: exact step 1, most-used collaborative expert kept, cou
     CHECK(rep.step("expert_pruned").block_matrix_parameters ==
           rr::formula_parameter_count(rr::RingMoeConfig::tiny_pruned(m)));
     {
-        // Folded: per block 4 C^2 + 2 C F with F = 6 floor(4C / 6) (sum over the 8 blocks).
+        // Folded: every expert with a nonzero weight (mean combine weight) keeps F / N neurons,
+        // N = the number of such experts (at most 4 modal + 1 collaborative + 1 shared); per
+        // block 4 C^2 + 2 C F_fold.
         const auto& sw = spec.swin;
-        index_t expect = 0;
-        for (index_t i = 0; i < sw.stages(); ++i) {
-            const index_t C = sw.dim(i), F = 6 * (4 * C / 6);
-            expect += sw.depths[static_cast<std::size_t>(i)] * (4 * C * C + 2 * C * F);
-        }
-        CHECK(rep.step("folded").block_matrix_parameters == expect);
+        const auto& s3 = rep.step("folded");
+        REQUIRE(s3.blocks.size() == 8);
+        index_t expect = 0, b = 0;
+        for (index_t i = 0; i < sw.stages(); ++i)
+            for (index_t j = 0; j < sw.depths[static_cast<std::size_t>(i)]; ++j, ++b) {
+                const index_t C = sw.dim(i), F = 4 * C;
+                index_t N = 0, width = 0;
+                for (const auto& g : s3.blocks[static_cast<std::size_t>(b)].groups)
+                    for (std::size_t e = 0; e < g.ranks.size(); ++e) N += g.weights[e] != 0.0 ? 1 : 0;
+                CHECK(N >= 3);  // the shared expert, the kept collaborative one, at least one modal
+                CHECK(N <= 6);
+                for (const auto& g : s3.blocks[static_cast<std::size_t>(b)].groups)
+                    for (std::size_t e = 0; e < g.ranks.size(); ++e) {
+                        CHECK(g.ranks[e] == (g.weights[e] != 0.0 ? F / N : 0));
+                        width += g.ranks[e];
+                    }
+                CHECK(s3.info.blocks[static_cast<std::size_t>(b)].ffn == width);
+                expect += 4 * C * C + 2 * C * width;
+            }
+        CHECK(s3.block_matrix_parameters == expect);
     }
 
     // Step 2: ceil(0.25 * 4) = 1 collaborative expert per block, the one the collaborative router
@@ -429,4 +445,33 @@ TEST_CASE("ringmoe chain: progressive and once calibration agree on the first bl
     rr::ChainOptions opt;
     opt.batch = 0;
     CHECK_THROWS_AS(rr::run_chain(spec.encoder(), cal.view(), cal.view(), opt), ConfigError);
+}
+
+TEST_CASE("ringmoe chain: encoder-output fidelity figures, hand-derived", "[ringmoe][chain]") {
+    // Two images of one 2-wide token each: r0 = (1, 1), r1 = (1, -1); y0 = (1, 1), y1 = (1, 1).
+    // Per image: cos 1 and 0, relative error 0 and ||(0, 2)|| / ||(1, -1)|| = sqrt 2.
+    // Whole batch: <y, r> = 2, ||y||^2 = ||r||^2 = 4 -> cos 0.5; ||y - r|| / ||r|| = 2 / 2 = 1.
+    // Centered on mu = (1, 0): (0, 1) vs (0, 1) -> 1, (0, 1) vs (0, -1) -> -1: mean 0;
+    // ||y - r|| / ||r - mu|| = 2 / sqrt 2. Cross-image cosine of the reference: cos(r0, r1) = 0.
+    const Tensor r = Tensor::from<float>({2, 2}, std::vector<float>{1, 1, 1, -1});
+    const Tensor y = Tensor::from<float>({2, 2}, std::vector<float>{1, 1, 1, 1});
+    const auto f = rr::compare_outputs(y, r, 2);
+    CHECK(f.images == 2);
+    CHECK(f.mean_cosine == Approx(0.5));
+    CHECK(f.min_cosine == Approx(0.0).margin(1e-15));
+    CHECK(f.worst_image == 1);
+    CHECK(f.mean_relative_error == Approx(std::sqrt(2.0) / 2));
+    CHECK(f.max_relative_error == Approx(std::sqrt(2.0)));
+    CHECK(f.batch_cosine == Approx(0.5));
+    CHECK(f.batch_relative_error == Approx(1.0));
+    CHECK(f.centered_mean_cosine == Approx(0.0).margin(1e-15));
+    CHECK(f.centered_relative_error == Approx(std::sqrt(2.0)));
+    CHECK(f.reference_cross_cosine == Approx(0.0).margin(1e-15));
+    const auto same = rr::compare_outputs(r, r, 2);
+    CHECK(same.mean_cosine == 1.0);
+    CHECK(same.batch_relative_error == 0.0);
+    CHECK(same.centered_mean_cosine == Approx(1.0));
+    CHECK_THROWS_AS(rr::compare_outputs(y, r, 3), ShapeError);
+    // The chain folds with each expert's mean combine weight by default (see ChainOptions).
+    CHECK(rr::ChainOptions{}.fold.weighting == FoldWeighting::combine_weight);
 }
