@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -177,6 +178,14 @@ int run(const Args& a) {
     }
     const auto held = moe::io::SafetensorsFile::open(a.heldout);
     const auto cal = moe::io::SafetensorsFile::open(a.calibration);
+    {
+        // Both crop sets must be standardised with the same statistics (one training run).
+        const auto hn = held.metadata().find("normalisation"), cn = cal.metadata().find("normalisation");
+        if (hn != held.metadata().end() && cn != cal.metadata().end() && hn->second != cn->second)
+            throw std::runtime_error("the calibration crops (" + a.calibration +
+                                     ") were standardised for another training run than the held-out crops: rerun "
+                                     "/usr/bin/python3 tools/reference/ringmoe_chain_check.py");
+    }
 
     std::vector<int> modalities;
     if (a.modality == "all") {
