@@ -6,6 +6,8 @@
 // double); an SVD fold at full rank of one-expert groups reproduces step 2 to fp32 rounding
 // (the fold's construction, svd_fold.hpp); parameter counts equal the counts from the shapes and
 // RingMoeConfig's (config.hpp) exact and published-formula counts.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
