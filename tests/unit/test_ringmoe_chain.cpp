@@ -477,3 +477,31 @@ TEST_CASE("ringmoe chain: encoder-output fidelity figures, hand-derived", "[ring
     // The chain folds with each expert's mean combine weight by default (see ChainOptions).
     CHECK(rr::ChainOptions{}.fold.weighting == FoldWeighting::combine_weight);
 }
+
+TEST_CASE("ringmoe chain: bf16 weights through the whole chain; counts of the full-size configurations",
+          "[ringmoe][chain]") {
+    RandomRingMoe spec;
+    spec.bf16_weights = true;
+    const Tensor cal = images(2, 4, 64, 51), eval = images(2, 4, 64, 52);
+    rr::ChainOptions opt;
+    opt.modality = 3;
+    opt.calibration = rr::CalibrationMode::once;
+    opt.batch = 2;
+    auto res = rr::run_chain(spec.encoder<bf16>(), cal.view(), eval.view(), opt);
+    INFO(res.report.str());
+    for (const char* s : {"single_modality", "expert_pruned", "folded"}) {
+        CHECK(res.report.step(s).reload_identical);
+        CHECK(res.report.step(s).info.weights == "BF16");
+        CHECK(res.report.step(s).parameters == res.report.step(s).shape_parameters);
+    }
+    CHECK(res.report.step("single_modality").vs_previous->max_relative_error == 0.0);
+    // The shapes' counts agree with RingMoeConfig's for the released sizes (no weights needed).
+    for (const auto& cfg : {rr::RingMoeConfig::full(), rr::RingMoeConfig::single_modality(0),
+                            rr::RingMoeConfig::pruned(0), rr::RingMoeConfig::folded_1b(0)}) {
+        INFO(cfg.name);
+        const auto info = rr::checkpoint_info(cfg);
+        CHECK(info.exact_parameters() == rr::exact_parameter_count(cfg));
+        CHECK(info.block_matrix_parameters() == rr::formula_parameter_count(cfg));
+    }
+    CHECK(rr::checkpoint_info(rr::RingMoeConfig::full()).block_matrix_parameters() == 14'705'983'488);
+}
