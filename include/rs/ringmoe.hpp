@@ -6,9 +6,17 @@
 //   rs/ringmoe/model.hpp    the model (patch embeddings -> Swin encoder with the hierarchical MoE
 //                           or a dense FFN in every block -> norm -> heads) and its loaders
 //   rs/ringmoe/random.hpp   deterministic random-weight checkpoints
+//   rs/ringmoe/inputs.hpp   remote-sensing images -> per-modality model inputs
+//   rs/ringmoe/simmim.hpp   the SimMIM pre-training objective
+//   rs/ringmoe/checkpoint.hpp  encoder checkpoints of any deployment step (MindSpore names)
+//   rs/ringmoe/chain.hpp    the deployment chain (one modality -> pruned -> SVD fold)
 #pragma once
 
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/heads.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/random.hpp"
+#include "rs/ringmoe/inputs.hpp"
+#include "rs/ringmoe/simmim.hpp"
+#include "rs/ringmoe/checkpoint.hpp"
+#include "rs/ringmoe/chain.hpp"

@@ -293,7 +293,7 @@ using RingMoeDense = RingMoeModel<DenseMlp<W, Act>, W>;
 template <WeightType W = float, Activation Act = GeluTanh>
 using AnyRingMoe = std::variant<RingMoe<W, Act>, RingMoeDense<W, Act>>;
 
-namespace detail {
+namespace model_detail {
 
 /// The heads `cfg` asks for, from "head.*" and "seg_head.*".
 template <WeightType W>
@@ -311,7 +311,7 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
     return {std::move(cls), std::move(seg)};
 }
 
-}  // namespace detail
+}  // namespace model_detail
 
 /// The MoE model `cfg` describes (cfg.ffn == moe) from `file`.
 template <WeightType W = float, Activation Act = GeluTanh>
@@ -320,7 +320,7 @@ RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeC
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::moe, w, "the configuration is dense (folded): use load_ringmoe_dense");
     auto enc = vision::load_ringmoe_swin<W, Act>(file, "encoder.", cfg.swin, moe_modal_config(cfg));
-    auto [cls, seg] = detail::load_heads<W>(file, cfg);
+    auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoe<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 
@@ -331,7 +331,7 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::dense, w, "the configuration has MoE blocks: use load_ringmoe_moe");
     auto enc = vision::load_ringmoe_swin_dense<W, Act>(file, "encoder.", cfg.swin);
-    auto [cls, seg] = detail::load_heads<W>(file, cfg);
+    auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoeDense<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 

@@ -20,8 +20,9 @@
 // (opt.relative_position_index); the shifted-window attn_mask buffers are not (derived data).
 //
 // Values are a counter-based function of (seed, tensor name, element index): value i of a tensor
-// is the first draw |z| <= 2 of z = Box-Muller(splitmix64(key, i, attempt)), so the file is the
-// same bit for bit whatever the thread count or chunking, and two tensors never share a stream.
+// is component i % 2 of the first fp32 Box-Muller pair splitmix64(key, i / 2, attempt) whose
+// component lies within +-2, so the file is the same bit for bit whatever the thread count or
+// chunking, and two tensors never share a stream.
 //
 // Dtypes: opt.dtype = f32 writes everything in F32 (as MindSpore stores it); bf16 writes the weight
 // matrices (everything except routers) in BF16 (round to nearest even) and keeps biases, norms,
@@ -109,15 +110,26 @@ inline std::uint64_t tensor_key(std::uint64_t seed, std::string_view name) noexc
     return splitmix64(h ^ splitmix64(seed));
 }
 
-/// Value i of the truncated standard normal stream `key` (|z| <= 2).
-inline double trunc_normal(std::uint64_t key, std::uint64_t i) noexcept {
-    constexpr double kTwoPi = 6.283185307179586476925286766559;
+/// Draw `a` of pair j of stream `key`: two standard normals (Box-Muller in fp32 from one
+/// 64-bit splitmix output: 24 bits for the radius, 24 for the angle).
+inline void normal_pair(std::uint64_t key, std::uint64_t j, std::uint64_t a, float& z0, float& z1) noexcept {
+    constexpr float kTwoPi = 6.28318530717958647692f;
+    const std::uint64_t h = splitmix64(key + (j * 64 + a) * 0xD1B54A32D192ED03ull);
+    const float u1 = static_cast<float>((h >> 40) + 1) * (1.0f / 16777216.0f);             // (0, 1]
+    const float u2 = static_cast<float>((h >> 16) & 0xFFFFFFull) * (1.0f / 16777216.0f);   // [0, 1)
+    const float r = std::sqrt(-2.0f * std::log(u1));
+    z0 = r * std::cos(kTwoPi * u2);
+    z1 = r * std::sin(kTwoPi * u2);
+}
+
+/// Value i of the truncated standard normal stream `key` (|z| <= 2): component i % 2 of the
+/// first draw of pair i / 2 whose component is within the bounds.
+inline float trunc_normal(std::uint64_t key, std::uint64_t i) noexcept {
     for (std::uint64_t a = 0;; ++a) {
-        const std::uint64_t h = splitmix64(key ^ splitmix64(i * 64 + a));
-        const double u1 = static_cast<double>((h >> 40) + 1) / 16777216.0;  // (0, 1]
-        const double u2 = static_cast<double>(h & 0xFFFFFFull) / 16777216.0;  // [0, 1)
-        const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
-        if (std::abs(z) <= 2.0) return z;
+        float z0, z1;
+        normal_pair(key, i >> 1, a, z0, z1);
+        const float z = (i & 1) ? z1 : z0;
+        if (std::abs(z) <= 2.0f) return z;
     }
 }
 
@@ -127,11 +139,21 @@ inline void fill_values(const TensorSpec& s, std::uint64_t key, index_t begin, i
         case Init::zeros: std::fill(out, out + n, 0.0f); return;
         case Init::ones: std::fill(out, out + n, 1.0f); return;
         case Init::trunc_normal: {
+            const auto sd = static_cast<float>(s.std);
+            const index_t p0 = begin >> 1, p1 = (begin + n + 1) >> 1;  // pairs covering the range
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > 262144)
 #endif
-            for (index_t i = 0; i < n; ++i)
-                out[i] = static_cast<float>(trunc_normal(key, static_cast<std::uint64_t>(begin + i)) * s.std);
+            for (index_t j = p0; j < p1; ++j) {
+                float z[2];
+                normal_pair(key, static_cast<std::uint64_t>(j), 0, z[0], z[1]);
+                for (index_t c = 0; c < 2; ++c) {
+                    const index_t i = 2 * j + c;
+                    if (i < begin || i >= begin + n) continue;
+                    const float v = std::abs(z[c]) <= 2.0f ? z[c] : trunc_normal(key, static_cast<std::uint64_t>(i));
+                    out[i - begin] = v * sd;
+                }
+            }
             return;
         }
         case Init::position_index: return;  // int32: written by write_values
@@ -274,6 +296,7 @@ inline std::string header(const std::vector<TensorSpec>& layout, const RingMoeCo
     meta("format", "pt");
     meta("moe.config", cfg.name);
     meta("moe.dtype", std::string(dtype_name(opt.dtype)));
+    meta("moe.generator", "splitmix64 + fp32 Box-Muller pairs, truncated at 2 std (rs/ringmoe/random.hpp v2)");
     meta("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and bias "
                                       "tables; head std ", opt.head_std, "; zero biases; LayerNorm gamma 1, beta 0"));
     meta("moe.seed", std::to_string(opt.seed), true);
