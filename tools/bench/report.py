@@ -23,15 +23,25 @@ RESULTS = "."
 
 
 # ------------------------------------------------------------------------------------------ io
+def read_gbench(path):
+    """A Google Benchmark JSON file (--benchmark_out_format=json) as ([(name, record), ...] in
+    file order, runs and aggregates alike, context). name is the record's run_name (else its name)
+    without a trailing /real_time or /process_time, so repetitions and aggregates of one
+    benchmark share it. Raises OSError when the file is missing (see load_gbench)."""
+    with open(path) as f:
+        data = json.load(f)
+    records = [(re.sub(r"/(real_time|process_time)$", "", b.get("run_name", b["name"])), b)
+               for b in data.get("benchmarks", [])]
+    return records, data.get("context", {})
+
+
 def load_gbench(path):
     """name -> record (median aggregate when repetitions were run, else the mean of the runs)."""
     if not os.path.exists(path):
         return {}, {}
-    with open(path) as f:
-        data = json.load(f)
+    records, context = read_gbench(path)
     runs, medians, cvs = {}, {}, {}
-    for b in data.get("benchmarks", []):
-        name = re.sub(r"/(real_time|process_time)$", "", b.get("run_name", b["name"]))
+    for name, b in records:
         if b.get("error_occurred"):
             medians[name] = {"error": b.get("error_message", "error")}
             continue
@@ -57,7 +67,7 @@ def load_gbench(path):
         if "real_time" in rec:
             scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[rec.get("time_unit", "ns")]
             rec["seconds"] = rec["real_time"] * scale
-    return out, data.get("context", {})
+    return out, context
 
 
 def load_jsonl(path):

@@ -7,23 +7,27 @@ with the issue's targets (stdlib only).
 
 Times are the best repetition (the minimum; median in brackets): on a shared VM the minimum is
 the least disturbed measurement. Speed-up = PyTorch best / moe best, same name.
+
+The files are read with report.py's readers (read_gbench, load_jsonl); report.py's load_gbench
+keeps the median aggregate only, while this table needs every repetition (the minimum).
 """
 
-import json
 import os
 import statistics
 import sys
 
+from report import load_jsonl, read_gbench
+
 
 def load_ours(path):
-    with open(path) as f:
-        doc = json.load(f)
+    """name -> best / median ms over the repetitions (aggregates skipped), their count, and the
+    GFLOP/s and params counters of the last repetition."""
+    records, _ = read_gbench(path)
     runs = {}
     extra = {}
-    for b in doc["benchmarks"]:
+    for name, b in records:
         if b.get("run_type") == "aggregate":
             continue
-        name = b.get("run_name", b["name"]).replace("/real_time", "")
         ms = b["real_time"] if b.get("time_unit") == "ms" else b["real_time"] / 1e6
         runs.setdefault(name, []).append(ms)
         extra[name] = dict(gflops=b.get("GFLOP/s", 0.0), params=b.get("params", 0.0))
@@ -31,17 +35,8 @@ def load_ours(path):
 
 
 def load_torch(path):
-    out = {}
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            r = json.loads(line)
-            out[(r["name"], r["impl"])] = dict(best=r["min_s"] * 1e3, median=r["median_s"] * 1e3)
-    return out
+    """(name, impl) -> best / median ms of torch_ringmoe.py's records ({} when the file is missing)."""
+    return {key: dict(best=r["min_s"] * 1e3, median=r["median_s"] * 1e3) for key, r in load_jsonl(path).items()}
 
 
 def fmt(x):

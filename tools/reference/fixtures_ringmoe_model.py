@@ -25,14 +25,11 @@ import torch
 
 import ringmoe_model
 import ringmoe_moe
+from safetensors_io import state_dict_tensors
 
 MARGIN = 1e-3
 IMAGES_PER_MODALITY = 2
 ROUTER_SCALE = 3.0
-
-
-def _prefixed(module):
-    return {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
 
 
 def init_model(model, g, router_scale=ROUTER_SCALE):
@@ -114,7 +111,7 @@ def case_tiny(w):
         _, _, info = blk.last_moe
         drops.append(sum(int((~r["kept"]).sum()) for r in [info["cross"]] + info["special"]))
     assert sum(drops) > 0, drops
-    weights = _prefixed(model)
+    weights = state_dict_tensors(model)
     for k in list(weights):
         if is_bf16_weight(k, weights[k]):
             weights[k] = weights[k].to(torch.bfloat16)
@@ -144,7 +141,7 @@ def case_folded(w):
              "__seg__": out["seg"].contiguous()}
     for k, b in enumerate(blocks):
         extra["__block_%d__" % k] = _flat(b)
-    w.write("ringmoe_model_folded", _prefixed(model), extra,
+    w.write("ringmoe_model_folded", state_dict_tensors(model), extra,
             dict(reference="ringmoe_model.RingMoE (tiny, ffn dense, sar-l1)", config="tiny_folded(sar-l1)",
                  num_classes=7, seg_classes=3, seg_stage=-1))
 

@@ -25,6 +25,7 @@ import torch
 
 import ringmoe_moe
 import ringmoe_simmim as rs
+from safetensors_io import state_dict_tensors
 
 MARGIN = 1e-3
 IN_CHANS = (3, 8, 3, 4)
@@ -103,7 +104,7 @@ def write(w):
         extra["__mask_%d__" % m] = masks[m].to(torch.int32).contiguous()
         extra["__rec_%d__" % m] = out["recs"][m].contiguous()
         extra["__loss_%d__" % m] = out["losses"][m].reshape(())
-    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    weights = state_dict_tensors(model)
     print("  ringmoe_simmim: input seed %d, min routing gap %.2e, losses %s, aux %.4e" % (
         161 + attempt, min(gaps), ["%.4f" % float(l) for l in out["losses"]], float(out["aux"])))
     w.write("ringmoe_simmim", weights, extra,

@@ -34,12 +34,9 @@ import torch
 import ringmoe_moe
 import vision_swin
 import vision_vit
+from safetensors_io import state_dict_tensors
 
 MARGIN = 1e-3
-
-
-def _prefixed(module, prefix):
-    return {prefix + k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
 
 
 def case_pos_resize(w):
@@ -66,7 +63,7 @@ def case_timm(w):
              "__output_48__": y48.reshape(-1, 64).contiguous()}
     for i, h in enumerate(hidden):
         extra["__hidden_%d__" % i] = h.reshape(-1, 64).contiguous()
-    w.write("vision_timm_vit", _prefixed(m, ""), extra,
+    w.write("vision_timm_vit", state_dict_tensors(m), extra,
             dict(reference="vision_vit.TimmVit", img=32, patch=8, width=64, depth=2, heads=4, mlp=128,
                  layer_scale=True))
 
@@ -82,7 +79,7 @@ def case_eva(w):
     extra = {"__images__": images, "__output__": y.reshape(-1, 64).contiguous()}
     for i, h in enumerate(hidden):
         extra["__hidden_%d__" % i] = h.reshape(-1, 64).contiguous()
-    w.write("vision_eva_vit", _prefixed(m, "visual_encoder."), extra,
+    w.write("vision_eva_vit", state_dict_tensors(m, "visual_encoder."), extra,
             dict(reference="vision_vit.TimmVit(eva=True)", img=32, patch=8, width=64, depth=2, heads=4, mlp=176))
 
 
@@ -98,7 +95,7 @@ def case_siglip(w):
              "__output_full__": y_full.reshape(-1, 48).contiguous()}
     for i, h in enumerate(hidden):
         extra["__hidden_%d__" % i] = h.reshape(-1, 48).contiguous()
-    w.write("vision_siglip", _prefixed(m, ""), extra,
+    w.write("vision_siglip", state_dict_tensors(m), extra,
             dict(reference="vision_vit.SiglipVisionModel", img=30, patch=7, width=48, depth=3, keep=2, heads=4,
                  mlp=100))
 
@@ -174,7 +171,7 @@ def case_swin_dense(w):
     extra = {"__images_0__": im0, "__images_1__": im1, "__output__": y.reshape(-1, y.shape[-1]).contiguous()}
     for k, b in enumerate(blocks):
         extra["__block_%d__" % k] = b.reshape(-1, b.shape[-1]).contiguous()
-    w.write("vision_swin_dense", _prefixed(top, ""), extra,
+    w.write("vision_swin_dense", state_dict_tensors(top), extra,
             dict(reference="vision_swin.SwinEncoder (dense MLP)", img=32, patch=4, dim=16, depths="2,2,2",
                  heads="2,4,8", window=4, in_chans="3,4", gelu="tanh"))
 
@@ -223,7 +220,7 @@ def case_swin_moe(w):
         extra["__block_%d__" % k] = b.reshape(-1, b.shape[-1]).contiguous()
     print("  vision_swin_moe: input seed %d, min routing gap %.2e, dropped per block %s" % (
         151 + attempt, min(gaps), drops))
-    w.write("vision_swin_moe", _prefixed(top, ""), extra,
+    w.write("vision_swin_moe", state_dict_tensors(top), extra,
             dict(reference="vision_swin.SwinEncoder (ringmoe_moe.MoeModal in every block)", img=32, patch=4, dim=16,
                  depths="2,2,2", heads="2,4,8", window=4, in_chans="3,8,3,4", gelu="tanh",
                  input_seed=151 + attempt, dropped_per_block=",".join(map(str, drops))))

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from safetensors_io import load_file, save_file  # noqa: E402
+from safetensors_io import load_file, save_file, state_dict_tensors  # noqa: E402
 import deepseek  # noqa: E402
 import mixtral  # noqa: E402
 import qwen2_moe  # noqa: E402
@@ -114,11 +114,6 @@ def init_linear_like(t, fan_in, g):
         t.copy_(torch.rand(t.shape, generator=g) * 2 * bound - bound)
 
 
-def prefixed(module, prefix):
-    """The module's state_dict with `prefix` prepended, as contiguous fp32 (or bf16) tensors."""
-    return {prefix + k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-
-
 def meta_str(d):
     return {k: (("true" if v else "false") if isinstance(v, bool) else str(v)) for k, v in d.items()}
 
@@ -167,7 +162,7 @@ def case_mixtral(w, name, weights_dtype, seed, T=64, d=64, F_=128, E=8, k=2):
         # The checkpoint holds bf16 weights; the expected output is computed in fp32 from them.
         block = block.to(torch.bfloat16)
     prefix = "model.layers.0.block_sparse_moe."
-    weights = prefixed(block, prefix)
+    weights = state_dict_tensors(block, prefix)
     block = block.float()
 
     def accept(x):
@@ -201,7 +196,7 @@ def case_switch(w, name, seed, T=64, d=64, F_=128, E=8, cf=1.0):
     with torch.no_grad():
         mlp.router.classifier.weight.mul_(3.0)
     prefix = "encoder.block.1.layer.1.mlp."
-    weights = prefixed(mlp, prefix)
+    weights = state_dict_tensors(mlp, prefix)
     capacity = mlp.router.expert_capacity(T)
 
     def accept(x):
@@ -270,7 +265,7 @@ def case_deepseek(w, name, seed, bias, T=64, d=64, F_=32, E=16, k=4, n_group=4, 
     with torch.no_grad():
         moe.gate.e_score_correction_bias.copy_(bias)
     prefix = "model.layers.3.mlp."
-    weights = prefixed(moe, prefix)
+    weights = state_dict_tensors(moe, prefix)
 
     def accept(x):
         group_gap, sel_gap, *_ = deepseek_decisions(moe, x)
@@ -334,7 +329,7 @@ def case_qwen2(w, name, seed, T=64, d=64, F_=64, Fs=128, E=8, k=2, norm_topk_pro
                                    num_experts=E, num_experts_per_tok=k, norm_topk_prob=norm_topk_prob)
     block = qwen2_moe.Qwen2MoeSparseMoeBlock(cfg).eval()
     prefix = "model.layers.0.mlp."
-    weights = prefixed(block, prefix)
+    weights = state_dict_tensors(block, prefix)
 
     def accept(x):
         with torch.no_grad():
@@ -364,7 +359,7 @@ def case_rs_moe(w, name, seed, T=64, d=64, E=4, k=2, n_shared=2):
     torch.manual_seed(seed)
     moe = rs_moe_token.TokenMoE(dim=d, num_experts=E, top_k=k, num_shared_experts=n_shared).eval()
     prefix = "model.layers.0.moe."
-    weights = prefixed(moe, prefix)
+    weights = state_dict_tensors(moe, prefix)
 
     def accept(x):
         with torch.no_grad():
@@ -410,7 +405,7 @@ def case_ringmoe(w, name, seed, renormalize, C=32, F_=128, M=4, Es=4, Ec=4, imag
                                renormalize=renormalize, gelu_kind="tanh").eval()
     ringmoe_moe.init_weights(mod, torch.Generator().manual_seed(seed), router_scale=router_scale)
     prefix = "encoder.layers.0.blocks.1.mlp."
-    weights = prefixed(mod, prefix)
+    weights = state_dict_tensors(mod, prefix)
     B = M * images
 
     def routings(x):

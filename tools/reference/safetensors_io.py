@@ -12,6 +12,7 @@ name), so that every tensor is aligned to its element size when the file is mapp
 section starts at 8 + N, a multiple of 8.
 
 Supported dtypes: F32, BF16 (torch.bfloat16, stored as its raw 16 bits), F16, I64, I32.
+state_dict_tensors(module, prefix) turns a module's weights into save_file's input.
 """
 
 import json
@@ -41,6 +42,13 @@ def _raw_bytes(t):
     else:
         arr = t.numpy()
     return np.ascontiguousarray(arr).astype(np_dtype, copy=False).tobytes()
+
+
+def state_dict_tensors(module, prefix=""):
+    """The module's state_dict as a dict ready for save_file: every name with `prefix` prepended,
+    every tensor detached, cloned (independent of the module's later changes) and contiguous,
+    dtypes kept. The one export loop of the fixture writers (make_fixtures.py, fixtures_*.py)."""
+    return {prefix + k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
 
 
 def save_file(tensors, path, metadata=None):
