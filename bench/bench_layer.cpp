@@ -205,7 +205,7 @@ void BM_router(benchmark::State& st, ShapeCfg c) {
 }
 
 template <class W>
-void dense_linear(moe::ConstMatrixRef<float> A, moe::ConstMatrixRef<W> Wm, const float* bias, moe::MatrixRef<float> C,
+void dense_linear(moe::ConstMatrixRef<float> A, moe::WeightMatrix<W> Wm, const float* bias, moe::MatrixRef<float> C,
                   int threads, moe::cpu::GemmWorkspace& ws) {
     if (threads <= 1) moe::cpu::linear(A, Wm, bias, C, false, ws);
     else moe::cpu::linear_parallel(A, Wm, bias, C, false, threads);

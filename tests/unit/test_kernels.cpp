@@ -185,3 +185,93 @@ TEST_CASE("bf16 and f16 conversions round to nearest even and keep specials", "[
     REQUIRE(float(f16(1e-8f)) == 0.0f);
     REQUIRE(float(f16(3e-8f)) == 0x1p-24f);  // smallest subnormal
 }
+
+namespace {
+// The same matrix stored [in, out] (MindSpore's transpose_b=False layout) must give the product
+// of the [out, in] matrix: bit for bit with the packed engine (the panels hold the same values),
+// within rounding with Eigen's.
+template <class W, class Engine>
+void check_linear_in_out() {
+    for (index_t M : {1, 4, 5, 67}) {
+        const index_t K = 131 + 256, N = 97 + 512;
+        auto A = rand_vec(static_cast<std::size_t>(M * K), 31);
+        auto Wf = rand_vec(static_cast<std::size_t>(N * K), 32);
+        auto bias = rand_vec(static_cast<std::size_t>(N), 33);
+        std::vector<W> oi(Wf.size()), io(Wf.size());
+        for (index_t n = 0; n < N; ++n)
+            for (index_t k = 0; k < K; ++k) {
+                const W v = from_float<W>(Wf[static_cast<std::size_t>(n * K + k)]);
+                oi[static_cast<std::size_t>(n * K + k)] = v;
+                io[static_cast<std::size_t>(k * N + n)] = v;
+            }
+        const auto wio = WeightMatrix<W>::in_out(io.data(), K, N);
+        REQUIRE(wio(5, 7) == oi[static_cast<std::size_t>(5 * K + 7)]);
+        std::vector<float> C1(static_cast<std::size_t>(M * N)), C2(C1.size());
+        cpu::GemmWorkspace ws;
+        cpu::linear<W, Engine>({A.data(), M, K}, {oi.data(), N, K}, bias.data(), {C1.data(), M, N}, false, ws);
+        cpu::linear<W, Engine>({A.data(), M, K}, wio, bias.data(), {C2.data(), M, N}, false, ws);
+        std::vector<double> ref(C1.size());
+        for (index_t m = 0; m < M; ++m)
+            for (index_t n = 0; n < N; ++n) {
+                double s = bias[static_cast<std::size_t>(n)];
+                for (index_t k = 0; k < K; ++k)
+                    s += double(A[static_cast<std::size_t>(m * K + k)]) * double(to_float(oi[static_cast<std::size_t>(n * K + k)]));
+                ref[static_cast<std::size_t>(m * N + n)] = s;
+            }
+        INFO("engine " << Engine::name << ", M = " << M);
+        REQUIRE(rel_err(C2, ref) < 1e-6);
+#if !defined(MOE_NO_SIMD)
+        // The packed engine: both layouts equal the packed product of the [out, in] matrix bit
+        // for bit, also on the 16-bit small-M paths (they sum in the packed kernel's order), so
+        // a split of the rows between threads cannot change a result.
+        if constexpr (std::is_same_v<Engine, cpu::PackedGemm> && cpu::kHasSimd) {
+            std::vector<float> Cp(C1.size());
+            for (index_t m = 0; m < M; ++m)
+                std::copy(bias.begin(), bias.end(), Cp.begin() + m * N);
+            std::vector<float> pack(cpu::packed_gemm_workspace());
+            cpu::packed_gemm(M, N, K, A.data(), K, oi.data(), K, Cp.data(), N, pack.data());
+            REQUIRE(C2 == Cp);
+            REQUIRE(C1 == Cp);
+        }
+#endif
+        // Output sub-ranges (what the threads take) and linear_parallel.
+        std::vector<float> C3(C1.size(), 0.0f);
+        for (index_t n0 = 0; n0 < N; n0 += 192) {
+            const index_t n1 = std::min<index_t>(N, n0 + 192);
+            cpu::linear<W, Engine>({A.data(), M, K}, wio.outputs(n0, n1), bias.data() + n0, {C3.data() + n0, M, n1 - n0, N},
+                                   false, ws);
+        }
+        std::vector<float> C4(C1.size());
+        cpu::linear_parallel<W, Engine>({A.data(), M, K}, wio, bias.data(), {C4.data(), M, N}, false, 2);
+        if constexpr (std::is_same_v<Engine, cpu::PackedGemm>) {
+            REQUIRE(C3 == C2);
+            REQUIRE(C4 == C2);
+        } else {  // Eigen's blocking depends on the column count: equal within rounding
+            REQUIRE(rel_err(C3, ref) < 1e-6);
+            REQUIRE(rel_err(C4, ref) < 1e-6);
+        }
+    }
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("linear reads [in, out] weights in place: same product as [out, in]", "[kernels][gemm]", float, bf16,
+                   f16) {
+    check_linear_in_out<TestType, cpu::PackedGemm>();
+    check_linear_in_out<TestType, cpu::EigenGemm>();
+    // A wrong input width names the stored layout.
+    std::vector<float> A(12), W(12), C(4);
+    cpu::GemmWorkspace ws;
+    REQUIRE_THROWS_WITH(cpu::linear<float>({A.data(), 2, 6}, WeightMatrix<float>::in_out(W.data(), 4, 3), nullptr,
+                                           {C.data(), 2, 3}, false, ws),
+                        Catch::Contains("[in, out]") && Catch::Contains("4 inputs"));
+}
+
+TEST_CASE("copy_as stores a weight either way", "[kernels]") {
+    const std::vector<float> v{1, 2, 3, 4, 5, 6};  // [out 2, in 3]
+    const WeightMatrix<float> oi(ConstMatrixRef<float>(v.data(), 2, 3));
+    const Tensor t = copy_as(oi, WeightLayout::in_out);
+    REQUIRE(t.shape() == Shape{3, 2});
+    REQUIRE(std::vector<float>(t.span<float>().begin(), t.span<float>().end()) == std::vector<float>{1, 4, 2, 5, 3, 6});
+    const Tensor back = copy_as(WeightMatrix<float>::in_out(t.data<float>(), 3, 2), WeightLayout::out_in);
+    REQUIRE(std::vector<float>(back.span<float>().begin(), back.span<float>().end()) == v);
+}

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -517,6 +518,36 @@ TEST_CASE("safetensors: views outlive the file object while keep_alive is held",
     CHECK(v.data<float>()[0] == 1.5f);
     CHECK(v.data<float>()[2] == 3.5f);
     hold.reset();  // unmapped now; v must not be used any more
+}
+
+TEST_CASE("Tensor::borrow reads a file's tensor in place and copies on the first write", "[safetensors][tensor]") {
+    TempPath tmp;
+    SafetensorsWriter w;
+    w.add("x", Tensor::from<float>({2, 3}, std::vector<float>{1, 2, 3, 4, 5, 6}));
+    w.write(tmp.path);
+    std::optional<SafetensorsFile> f = SafetensorsFile::open(tmp.path);
+    const void* in_file = f->get("x").raw();
+    Tensor t = Tensor::borrow(f->get("x"), f->keep_alive());
+    const Tensor& ct = t;
+    CHECK(t.borrowed());
+    CHECK(ct.raw() == in_file);                        // read in place
+    CHECK(ct.data<float>()[4] == 5.0f);
+    CHECK(ct.matrix<float>()(1, 2) == 6.0f);
+    Tensor moved = std::move(t);                       // moves keep the borrow
+    CHECK(moved.borrowed());
+    CHECK(static_cast<const Tensor&>(moved).raw() == in_file);
+    f.reset();                                         // the tensor holds the mapping
+    CHECK(static_cast<const Tensor&>(moved).data<float>()[0] == 1.0f);
+    moved.data<float>()[0] = 42.0f;                    // copy on write
+    CHECK_FALSE(moved.borrowed());
+    CHECK(moved.raw() != in_file);
+    CHECK(moved.data<float>()[0] == 42.0f);
+    CHECK(moved.data<float>()[5] == 6.0f);
+    CHECK(SafetensorsFile::open(tmp.path).get("x").data<float>()[0] == 1.0f);  // the file is untouched
+    // Only contiguous views can be borrowed.
+    const Tensor m = Tensor::from<float>({2, 2}, std::vector<float>{1, 2, 3, 4});
+    const TensorView col(m.raw(), DType::f32, Shape{2}, Shape{2});
+    REQUIRE_THROWS_AS(Tensor::borrow(col, nullptr), ShapeError);
 }
 
 TEST_CASE("safetensors: misaligned tensors are copied to aligned memory", "[safetensors]") {

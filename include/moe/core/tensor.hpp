@@ -1,7 +1,10 @@
-// moe/core/tensor.hpp - Shape, non-owning views (TensorView, MatrixRef) and the owning Tensor.
+// moe/core/tensor.hpp - Shape, non-owning views (TensorView, MatrixRef, WeightMatrix) and the
+// Tensor that owns its elements or borrows them from an mmapped file (copy on write).
 //
 // Layout conventions (the ecosystem's): row-major, strides in elements, activations are
-// [tokens, hidden], Linear weights are [out, in], stacked experts are [E, out, in].
+// [tokens, hidden], Linear weights are [out, in], stacked experts are [E, out, in]. Weights
+// stored the other way round, [in, out] (MindSpore's transpose_b=False Linears, RingMoE's
+// experts), are read in place through WeightMatrix's layout rather than transposed at load.
 #pragma once
 
 #include <algorithm>
@@ -120,6 +123,48 @@ struct MatrixRef {
 template <class T>
 using ConstMatrixRef = MatrixRef<const T>;
 
+/// How a Linear weight matrix is stored: [out, in] (torch.nn.Linear, y = x W^T) or [in, out]
+/// (MindSpore's _Linear with transpose_b=False, y = x W).
+enum class WeightLayout : std::uint8_t { out_in, in_out };
+
+inline const char* layout_name(WeightLayout l) noexcept { return l == WeightLayout::out_in ? "[out, in]" : "[in, out]"; }
+
+/// A read-only Linear weight of `out` x `in` features as it is stored: `layout` says which axis
+/// is the row, `ld` is the row stride of the stored matrix. The GEMMs read either layout in
+/// place; an [out, in] ConstMatrixRef converts implicitly.
+template <class T>
+struct WeightMatrix {
+    const T* data = nullptr;
+    index_t out = 0;
+    index_t in = 0;
+    index_t ld = 0;
+    WeightLayout layout = WeightLayout::out_in;
+
+    constexpr WeightMatrix() = default;
+    constexpr WeightMatrix(const T* d, index_t out_features, index_t in_features, index_t stride, WeightLayout l)
+        : data(d), out(out_features), in(in_features), ld(stride), layout(l) {}
+    /// An [out, in] matrix (rows = output features).
+    constexpr WeightMatrix(ConstMatrixRef<T> m) : data(m.data), out(m.rows), in(m.cols), ld(m.stride) {}
+    /// A contiguous [in, out] matrix.
+    static constexpr WeightMatrix in_out(const T* d, index_t in_features, index_t out_features) {
+        return {d, out_features, in_features, out_features, WeightLayout::in_out};
+    }
+
+    /// Element (output n, input k).
+    constexpr T operator()(index_t n, index_t k) const noexcept {
+        return layout == WeightLayout::out_in ? data[n * ld + k] : data[k * ld + n];
+    }
+    /// Output features [n0, n1) (the same storage).
+    constexpr WeightMatrix outputs(index_t n0, index_t n1) const noexcept {
+        return layout == WeightLayout::out_in ? WeightMatrix(data + n0 * ld, n1 - n0, in, ld, layout)
+                                              : WeightMatrix(data + n0, n1 - n0, in, ld, layout);
+    }
+    /// The stored matrix: [out, in] or [in, out] as `layout` says.
+    constexpr ConstMatrixRef<T> stored() const noexcept {
+        return layout == WeightLayout::out_in ? ConstMatrixRef<T>(data, out, in, ld) : ConstMatrixRef<T>(data, in, out, ld);
+    }
+};
+
 /// A non-owning, strided, dtype-tagged N-D view. Does not keep its memory alive.
 class TensorView {
 public:
@@ -196,7 +241,12 @@ struct AlignedFree {
 };
 }  // namespace detail
 
-/// An owning, contiguous, 64-byte aligned tensor.
+/// A contiguous tensor that owns its elements (64-byte aligned) or borrows them read-only from
+/// memory something else keeps alive (an mmapped safetensors file: Tensor::borrow).
+///
+/// A borrowed tensor reads in place, never copying; the first mutable access (raw(), data<T>(),
+/// span<T>(), matrix<T>() on a non-const tensor) gives it a private copy first (copy on write),
+/// so writing to a tensor never touches the memory it borrowed from. Tensors are move-only.
 class Tensor {
 public:
     Tensor() = default;
@@ -204,12 +254,41 @@ public:
     Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(shape) {
         const std::size_t n = nbytes();
         if (n > 0) {
-            buf_.reset(::operator new(n, std::align_val_t{kAlignment}));
+            buf_ = allocate(n);
             std::memset(buf_.get(), 0, n);
         }
     }
     /// Zero-initialised f32 tensor.
     explicit Tensor(Shape shape) : Tensor(DType::f32, shape) {}
+
+    Tensor(const Tensor&) = delete;
+    Tensor& operator=(const Tensor&) = delete;
+    Tensor(Tensor&& o) noexcept
+        : buf_(std::move(o.buf_)), dtype_(o.dtype_), shape_(o.shape_), borrowed_(std::exchange(o.borrowed_, false)) {}
+    Tensor& operator=(Tensor&& o) noexcept {
+        buf_ = std::move(o.buf_);
+        dtype_ = o.dtype_;
+        shape_ = o.shape_;
+        borrowed_ = std::exchange(o.borrowed_, false);
+        return *this;
+    }
+    ~Tensor() = default;
+
+    /// A tensor reading the contiguous view v in place (no copy); `keep_alive` (for example
+    /// SafetensorsFile::keep_alive()) is held until the tensor and its moves are gone. With a
+    /// null keep_alive the caller guarantees that v outlives the tensor.
+    static Tensor borrow(const TensorView& v, std::shared_ptr<const void> keep_alive) {
+        check<ShapeError>(v.contiguous(), "Tensor::borrow", "view of shape ", v.shape().str(), " with strides ",
+                          v.strides().str(), " is not contiguous (copy it with Tensor::copy_of)");
+        check<ShapeError>(!v.empty() || v.numel() == 0, "Tensor::borrow", "view of shape ", v.shape().str(),
+                          " has no data");
+        Tensor t;
+        t.dtype_ = v.dtype();
+        t.shape_ = v.shape();
+        t.buf_ = std::shared_ptr<void>(std::const_pointer_cast<void>(std::move(keep_alive)), const_cast<void*>(v.raw()));
+        t.borrowed_ = true;
+        return t;
+    }
 
     /// Copies any view (strided or not) into a new contiguous tensor of the same dtype.
     static Tensor copy_of(const TensorView& v) {
@@ -218,13 +297,13 @@ public:
         Tensor t(v.dtype(), v.shape());
         const std::size_t es = dtype_size(v.dtype());
         if (v.contiguous()) {
-            if (t.nbytes()) std::memcpy(t.raw(), v.raw(), t.nbytes());
+            if (t.nbytes()) std::memcpy(t.buf_.get(), v.raw(), t.nbytes());
             return t;
         }
         // Generic strided copy, element by element.
         const index_t n = v.numel();
         std::array<index_t, Shape::kMaxRank> idx{};
-        auto* dst = static_cast<std::byte*>(t.raw());
+        auto* dst = static_cast<std::byte*>(t.buf_.get());
         const auto* src = static_cast<const std::byte*>(v.raw());
         for (index_t i = 0; i < n; ++i) {
             index_t off = 0;
@@ -244,7 +323,7 @@ public:
         check<ShapeError>(static_cast<index_t>(values.size()) == shape.numel(), "Tensor::from", values.size(),
                           " values do not fill shape ", shape.str());
         Tensor t(dtype_v<T>, shape);
-        if (!values.empty()) std::memcpy(t.raw(), values.data(), t.nbytes());
+        if (!values.empty()) std::memcpy(t.buf_.get(), values.data(), t.nbytes());
         return t;
     }
 
@@ -254,18 +333,24 @@ public:
     index_t dim(int i) const { return shape_.dim(i); }
     index_t numel() const noexcept { return shape_.numel(); }
     std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
-    void* raw() noexcept { return buf_.get(); }
+    /// Whether the elements are read in place from borrowed memory (no copy made yet).
+    bool borrowed() const noexcept { return borrowed_; }
+    /// Mutable elements (a borrowed tensor takes its private copy first).
+    void* raw() {
+        if (borrowed_) own();
+        return buf_.get();
+    }
     const void* raw() const noexcept { return buf_.get(); }
 
     template <class T>
     T* data(std::string_view where = "Tensor::data") {
-        check<DTypeError>(dtype_v<T> == dtype_, where, "expected dtype ", dtype_name(dtype_v<T>), ", found ",
-                          dtype_name(dtype_));
-        return static_cast<T*>(buf_.get());
+        check_dtype<T>(where);
+        return static_cast<T*>(raw());
     }
     template <class T>
     const T* data(std::string_view where = "Tensor::data") const {
-        return const_cast<Tensor*>(this)->data<T>(where);
+        check_dtype<T>(where);
+        return static_cast<const T*>(buf_.get());
     }
     template <class T>
     std::span<T> span() {
@@ -287,7 +372,8 @@ public:
     }
     template <class T>
     MatrixRef<const T> matrix(std::string_view where = "Tensor::matrix") const {
-        return const_cast<Tensor*>(this)->matrix<T>(where);
+        check<ShapeError>(rank() == 2, where, "expected a 2-D tensor, found shape ", shape_.str());
+        return {data<T>(where), shape_[0], shape_[1]};
     }
 
     /// Reinterprets the shape in place; the element count must not change.
@@ -298,10 +384,51 @@ public:
     }
 
 private:
-    std::unique_ptr<void, detail::AlignedFree> buf_;
+    static std::shared_ptr<void> allocate(std::size_t n) {
+        return std::shared_ptr<void>(::operator new(n, std::align_val_t{kAlignment}), detail::AlignedFree{});
+    }
+    template <class T>
+    void check_dtype(std::string_view where) const {
+        check<DTypeError>(dtype_v<T> == dtype_, where, "expected dtype ", dtype_name(dtype_v<T>), ", found ",
+                          dtype_name(dtype_));
+    }
+    // Copy on write: replace the borrowed elements by an owned copy.
+    void own() {
+        borrowed_ = false;
+        if (!buf_) return;
+        std::shared_ptr<void> mine = allocate(std::max<std::size_t>(nbytes(), 1));
+        std::memcpy(mine.get(), buf_.get(), nbytes());
+        buf_ = std::move(mine);
+    }
+
+    std::shared_ptr<void> buf_;  // owned (AlignedFree) or an aliasing pointer into borrowed memory
     DType dtype_ = DType::f32;
     Shape shape_;
+    bool borrowed_ = false;
 };
+
+/// A contiguous copy of the weight w stored as `as` ([out, in] or [in, out]), in w's element type
+/// (a blocked transpose when the layouts differ).
+template <class W>
+Tensor copy_as(WeightMatrix<W> w, WeightLayout as) {
+    const ConstMatrixRef<W> src = w.stored();
+    const bool same = w.layout == as;
+    Tensor t(dtype_v<W>, same ? Shape{src.rows, src.cols} : Shape{src.cols, src.rows});
+    W* d = t.data<W>();
+    if (same) {
+        for (index_t r = 0; r < src.rows; ++r)
+            std::copy(src.row(r), src.row(r) + src.cols, d + r * src.cols);
+        return t;
+    }
+    constexpr index_t kBlock = 32;
+    for (index_t i0 = 0; i0 < src.rows; i0 += kBlock)
+        for (index_t j0 = 0; j0 < src.cols; j0 += kBlock) {
+            const index_t i1 = std::min(src.rows, i0 + kBlock), j1 = std::min(src.cols, j0 + kBlock);
+            for (index_t j = j0; j < j1; ++j)
+                for (index_t i = i0; i < i1; ++i) d[j * src.rows + i] = src(i, j);
+        }
+    return t;
+}
 
 /// Converts a floating-point view (f32, bf16, f16; any strides) to a new tensor of dtype `to`.
 inline Tensor convert(const TensorView& v, DType to) {
@@ -311,6 +438,7 @@ inline Tensor convert(const TensorView& v, DType to) {
     Tensor src = v.contiguous() ? Tensor() : Tensor::copy_of(v);
     const void* in = v.contiguous() ? v.raw() : src.raw();
     Tensor out(to, v.shape());
+    void* const dst = out.raw();
     const auto n = static_cast<std::size_t>(v.numel());
     auto load = [&](std::size_t i) -> float {
         switch (v.dtype()) {
@@ -322,41 +450,57 @@ inline Tensor convert(const TensorView& v, DType to) {
     for (std::size_t i = 0; i < n; ++i) {
         const float f = load(i);
         switch (to) {
-            case DType::bf16: static_cast<bf16*>(out.raw())[i] = bf16(f); break;
-            case DType::f16: static_cast<f16*>(out.raw())[i] = f16(f); break;
-            default: static_cast<float*>(out.raw())[i] = f; break;
+            case DType::bf16: static_cast<bf16*>(dst)[i] = bf16(f); break;
+            case DType::f16: static_cast<f16*>(dst)[i] = f16(f); break;
+            default: static_cast<float*>(dst)[i] = f; break;
         }
     }
     return out;
 }
 
 /// A growable, 64-byte aligned scratch buffer of T reused between calls (no shrink, no init).
-/// Components own their workspaces; nothing is global.
+/// Components own their workspaces; nothing is global. Modules that never run at the same time
+/// (the blocks of an encoder, run one after the other) can share one buffer: a.share(b) makes a
+/// use b's storage, so an encoder holds one set of activation buffers, not one per block.
 template <class T>
 class Scratch {
     static_assert(std::is_trivially_copyable_v<T>);
 
 public:
     Scratch() = default;
-    /// Copies start empty: scratch contents are never meaningful to a copy.
+    /// Copies start empty (and unshared): scratch contents are never meaningful to a copy.
     Scratch(const Scratch&) noexcept {}
-    Scratch& operator=(const Scratch&) noexcept { return *this; }
+    Scratch& operator=(const Scratch&) noexcept {
+        st_.reset();
+        return *this;
+    }
     Scratch(Scratch&&) noexcept = default;
     Scratch& operator=(Scratch&&) noexcept = default;
     ~Scratch() = default;
 
-    /// At least n elements; contents are unspecified after growth.
+    /// At least n elements; contents are unspecified after growth (and after a sharer's call).
     T* get(std::size_t n) {
-        if (n > cap_) {
-            buf_.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{kAlignment})));
-            cap_ = n;
+        if (!st_) st_ = std::make_shared<Storage>();
+        if (n > st_->cap) {
+            st_->buf.reset(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{kAlignment})));
+            st_->cap = n;
         }
-        return buf_.get();
+        return st_->buf.get();
     }
+    /// From now on this buffer is `other`'s (whichever asks for more grows it for both).
+    void share(Scratch& other) {
+        if (!other.st_) other.st_ = std::make_shared<Storage>();
+        st_ = other.st_;
+    }
+    /// Whether this and `other` use one storage.
+    bool shares_with(const Scratch& other) const noexcept { return st_ && st_ == other.st_; }
 
 private:
-    std::unique_ptr<T, detail::AlignedFree> buf_;
-    std::size_t cap_ = 0;
+    struct Storage {
+        std::unique_ptr<T, detail::AlignedFree> buf;
+        std::size_t cap = 0;
+    };
+    std::shared_ptr<Storage> st_;
 };
 
 }  // namespace moe

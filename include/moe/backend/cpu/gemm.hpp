@@ -1,6 +1,7 @@
-// moe/backend/cpu/gemm.hpp - the Linear GEMM on row-major activations and [out, in] weights.
+// moe/backend/cpu/gemm.hpp - the Linear GEMM on row-major activations and weights stored
+// [out, in] (PyTorch) or [in, out] (MindSpore's transpose_b=False), read in place either way.
 //
-//   C[M, N] (= or +=) A[M, K] . W[N, K]^T (+ bias[N])
+//   C[M, N] (= or +=) A[M, K] . W^T (+ bias[N])      W: N outputs x K inputs (WeightMatrix)
 //
 // Two engines, chosen by a policy tag (CUTLASS style):
 //   PackedGemm  moe's packed, register-blocked kernel (moe/backend/cpu/gemm_kernel.hpp): W is
@@ -11,11 +12,12 @@
 // Both accumulate in fp32 and are single-threaded: threading is decided by the caller (per
 // expert, per row tile, or by column blocks in linear_parallel), and the packed kernel sums
 // every output over k in the same order whatever the split, so results do not depend on the
-// thread count. For M = 1 .. 4 rows (decoding) with 16-bit weights a direct dot-product kernel
-// reads the weights once, halving the memory traffic.
+// thread count. For M = 1 .. 4 rows (decoding) with 16-bit weights a direct kernel reads the
+// weights once (no packing), summing in the packed kernel's order: the same bits again.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -45,18 +47,24 @@ using DefaultGemm = std::conditional_t<kHasSimd, PackedGemm, EigenGemm>;
 /// Scratch of the GEMM (packed or widened weight panels).
 struct GemmWorkspace {
     Scratch<float> panel;
+    /// Use o's buffers from now on (modules that never run at the same time).
+    void share(GemmWorkspace& o) { panel.share(o.panel); }
 };
 
 namespace detail {
 
-/// C += A . B with A [M, K] row-major (lda), B = W^T where W is [N, K] row-major (ldw), C row-major (ldc).
+/// C += A . B with A [M, K] row-major (lda), C row-major (ldc) and B = W^T where W is [N, K]
+/// row-major (out_in) or B = W where W is [K, N] row-major (in_out), row stride ldw.
+template <WeightLayout L = WeightLayout::out_in>
 inline void gemm_f32(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* W, index_t ldw,
                      float* C, index_t ldc) {
     if (M == 0 || N == 0 || K == 0) return;
     using namespace Eigen::internal;
-    // Row-major destination; lhs A row-major; rhs W^T is column-major [K, N] with stride ldw.
-    using Gemm = general_matrix_matrix_product<Eigen::Index, float, Eigen::RowMajor, false, float, Eigen::ColMajor,
-                                               false, Eigen::RowMajor, 1>;
+    // Row-major destination and lhs; the rhs [K, N] is column-major (W^T of an [N, K] matrix) or
+    // row-major (an [in, out] matrix), with stride ldw.
+    constexpr int rhs_order = L == WeightLayout::out_in ? Eigen::ColMajor : Eigen::RowMajor;
+    using Gemm = general_matrix_matrix_product<Eigen::Index, float, Eigen::RowMajor, false, float, rhs_order, false,
+                                               Eigen::RowMajor, 1>;
     gemm_blocking_space<Eigen::RowMajor, float, float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Dynamic> blocking(
         M, N, K, 1, true);
     Gemm::run(M, N, K, A, lda, W, ldw, C, 1, ldc, 1.0f, blocking, nullptr);
@@ -82,54 +90,113 @@ inline void widen(const W* src, index_t n, index_t K, index_t ld, float* dst) no
 }
 
 /// Small-M path: C[m, :] += A[m, :] . W^T reading each 16-bit weight row once for all m < M.
+/// L output rows at a time, their k-chunks transposed in registers as the packer does; the sums
+/// run in the packed kernel's order (per KC block of k, from zero, then added to C), so the
+/// results equal packed_gemm's bit for bit whatever rows the caller gives together.
 template <class W>
 inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
                          float* C, index_t ldc) noexcept {
-    for (index_t n = 0; n < N; ++n) {
-        const W* w = Wp + n * ldw;
-        float acc[4] = {0, 0, 0, 0};
-        index_t i = 0;
+    constexpr index_t KC = 256;  // the packed kernel's k block
+    index_t n = 0;
 #if !defined(MOE_NO_SIMD)
-        if constexpr (kHasSimd) {
-            using B = xsimd::batch<float, simd_arch>;
-            constexpr index_t L = static_cast<index_t>(B::size);
-            B s[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
-            alignas(64) float wf[L];
-            for (; i + L <= K; i += L) {
-                B wv;
-                if constexpr (std::is_same_v<W, bf16>) {
-                    wv = arch::load_bf16<simd_arch>(reinterpret_cast<const std::uint16_t*>(w) + i);
-                } else if constexpr (std::is_same_v<W, float>) {
-                    wv = B::load_unaligned(w + i);
-                } else {
-                    for (index_t j = 0; j < L; ++j) wf[j] = to_float(w[i + j]);
-                    wv = B::load_aligned(wf);
+    if constexpr (kHasSimd) {
+        using B = xsimd::batch<float, simd_arch>;
+        constexpr int L = static_cast<int>(B::size);
+        static_assert(gemm_detail::Blocking<simd_arch>::KC == KC);
+        for (; n + L <= N; n += L) {
+            const W* w = Wp + n * ldw;
+            for (index_t k0 = 0; k0 < K; k0 += KC) {
+                const index_t k1 = std::min(K, k0 + KC);
+                B s[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
+                index_t k = k0;
+                for (; k + L <= k1; k += L) {
+                    B t[L];
+                    static_for<L>([&](auto r) { t[r] = gemm_detail::load_row<simd_arch>(w + r * ldw + k); });
+                    arch::transpose_square<simd_arch>(t);  // t[c] = W[n .. n + L)[k + c]
+                    static_for<L>([&](auto c) {
+                        for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k + c]), t[c], s[m]);
+                    });
                 }
-                for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B::load_unaligned(A + m * lda + i), wv, s[m]);
+                for (; k < k1; ++k) {
+                    alignas(64) float col[L];
+                    for (int r = 0; r < L; ++r) col[r] = to_float(w[r * ldw + k]);
+                    const B t = B::load_aligned(col);
+                    for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k]), t, s[m]);
+                }
+                for (index_t m = 0; m < M; ++m)
+                    (B::load_unaligned(C + m * ldc + n) + s[m]).store_unaligned(C + m * ldc + n);
             }
-            for (index_t m = 0; m < M; ++m) acc[m] = xsimd::hadd(s[m]);
         }
-#endif
-        for (; i < K; ++i) {
-            const float wv = to_float(w[i]);
-            for (index_t m = 0; m < M; ++m) acc[m] += A[m * lda + i] * wv;
-        }
-        for (index_t m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
     }
+#endif
+    for (; n < N; ++n) {
+        const W* w = Wp + n * ldw;
+        for (index_t k0 = 0; k0 < K; k0 += KC) {
+            const index_t k1 = std::min(K, k0 + KC);
+            float acc[4] = {0, 0, 0, 0};
+            for (index_t k = k0; k < k1; ++k) {
+                const float wv = to_float(w[k]);
+                for (index_t m = 0; m < M; ++m) acc[m] = std::fma(A[m * lda + k], wv, acc[m]);
+            }
+            for (index_t m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
+        }
+    }
+}
+
+/// Small-M path for an [in, out] weight: C[m, n] += sum_k A[m, k] W[k, n], each weight row read
+/// once for all m < M, L outputs at a time. The sums run in the packed kernel's order (per KC
+/// block of k, from zero, then added to C), so the results equal packed_gemm's bit for bit and
+/// do not depend on how the caller splits rows between threads.
+template <class W>
+inline void gemm_small_m_in_out(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp,
+                                index_t ldw, float* C, index_t ldc) noexcept {
+    constexpr index_t KC = 256;  // the packed kernel's k block
+    index_t n = 0;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) {
+        using B = xsimd::batch<float, simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        static_assert(gemm_detail::Blocking<simd_arch>::KC == KC);
+        for (; n + L <= N; n += L)
+            for (index_t k0 = 0; k0 < K; k0 += KC) {
+                const index_t k1 = std::min(K, k0 + KC);
+                B s[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
+                for (index_t k = k0; k < k1; ++k) {
+                    const B wv = gemm_detail::load_row<simd_arch>(Wp + k * ldw + n);
+                    for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k]), wv, s[m]);
+                }
+                for (index_t m = 0; m < M; ++m)
+                    (B::load_unaligned(C + m * ldc + n) + s[m]).store_unaligned(C + m * ldc + n);
+            }
+    }
+#endif
+    for (; n < N; ++n)
+        for (index_t k0 = 0; k0 < K; k0 += KC) {
+            const index_t k1 = std::min(K, k0 + KC);
+            float acc[4] = {0, 0, 0, 0};
+            for (index_t k = k0; k < k1; ++k) {
+                const float wv = to_float(Wp[k * ldw + n]);
+                for (index_t m = 0; m < M; ++m) acc[m] = std::fma(A[m * lda + k], wv, acc[m]);
+            }
+            for (index_t m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
+        }
 }
 
 }  // namespace detail
 
-/// C (= or +=) A . W^T (+ bias). A: [M, K]; W: [N, K] ([out, in], as torch.nn.Linear stores it),
-/// f32, bf16 or f16; bias: [N] fp32 or null; C: [M, N]. Single-threaded; deterministic.
+/// C (= or +=) A . W^T (+ bias). A: [M, K]; W: N outputs x K inputs, stored [out, in] (as
+/// torch.nn.Linear) or [in, out] (WeightMatrix::layout), f32, bf16 or f16, read in place; bias:
+/// [N] fp32 or null; C: [M, N]. Single-threaded; deterministic. The packed engine gives
+/// bit-identical results for both layouts of the same matrix (M > 4, or fp32 weights).
 template <WeightType W, class Engine = DefaultGemm>
-inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
+inline void linear(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bias, MatrixRef<float> C,
                    bool accumulate, GemmWorkspace& ws) {
-    const index_t M = A.rows, K = A.cols, N = Wm.rows;
-    check<ShapeError>(Wm.cols == K, "moe::cpu::linear", "input has ", K, " features but the weight is [", N, ", ",
-                      Wm.cols, "]");
+    const index_t M = A.rows, K = A.cols, N = Wm.out;
+    check<ShapeError>(Wm.in == K, "moe::cpu::linear", "input has ", K, " features but the weight has ", Wm.in,
+                      " inputs (", N, " outputs, stored ", layout_name(Wm.layout), ")");
     check<ShapeError>(C.rows == M && C.cols == N, "moe::cpu::linear", "output is [", C.rows, ", ", C.cols,
                       "], expected [", M, ", ", N, "]");
+    const bool in_out = Wm.layout == WeightLayout::in_out;
     for (index_t m = 0; m < M; ++m) {
         float* c = C.row(m);
         if (!accumulate) {
@@ -142,39 +209,55 @@ inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* b
 #if !defined(MOE_NO_SIMD)
     if constexpr (std::is_same_v<Engine, PackedGemm> && kHasSimd) {
         if (!std::is_same_v<W, float> && M <= 4) {
-            detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride);
+            if (in_out) detail::gemm_small_m_in_out(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
+            else detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
             return;
         }
         float* pack = ws.panel.get(packed_gemm_workspace());
-        packed_gemm(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride, pack);
+        packed_gemm(M, A.data, A.stride, Wm, C.data, C.stride, pack);
         return;
     }
 #endif
     if constexpr (std::is_same_v<W, float>) {
-        detail::gemm_f32(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride);
+        if (in_out) detail::gemm_f32<WeightLayout::in_out>(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
+        else detail::gemm_f32(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
     } else {
         if (M <= 4) {
-            detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.stride, C.data, C.stride);
+            if (in_out) detail::gemm_small_m_in_out(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
+            else detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
             return;
         }
-        // Widen panels of output rows that fit in L2 (about 256 KiB of fp32) and multiply.
+        // Widen panels of output features that fit in L2 (about 256 KiB of fp32) and multiply.
         const index_t panel = std::max<index_t>(16, std::min<index_t>(N, (256 * 1024 / 4) / std::max<index_t>(K, 1)));
         float* buf = ws.panel.get(static_cast<std::size_t>(panel * K));
         for (index_t n0 = 0; n0 < N; n0 += panel) {
             const index_t nb = std::min(panel, N - n0);
-            detail::widen(Wm.data + n0 * Wm.stride, nb, K, Wm.stride, buf);
-            detail::gemm_f32(M, nb, K, A.data, A.stride, buf, K, C.data + n0, C.stride);
+            if (in_out) {  // [K, nb] block of rows of stride ld -> contiguous [K, nb]
+                for (index_t k = 0; k < K; ++k)
+                    for (index_t j = 0; j < nb; ++j) buf[k * nb + j] = to_float(Wm.data[k * Wm.ld + n0 + j]);
+                detail::gemm_f32<WeightLayout::in_out>(M, nb, K, A.data, A.stride, buf, nb, C.data + n0, C.stride);
+            } else {
+                detail::widen(Wm.data + n0 * Wm.ld, nb, K, Wm.ld, buf);
+                detail::gemm_f32(M, nb, K, A.data, A.stride, buf, K, C.data + n0, C.stride);
+            }
         }
     }
+}
+
+/// The same with an [out, in] matrix.
+template <WeightType W, class Engine = DefaultGemm>
+inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
+                   bool accumulate, GemmWorkspace& ws) {
+    linear<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, ws);
 }
 
 /// The same product split over `threads` OpenMP threads by blocks of output columns; results
 /// equal the single-threaded ones bit for bit.
 template <WeightType W, class Engine = DefaultGemm>
-inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
+inline void linear_parallel(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bias, MatrixRef<float> C,
                             bool accumulate, int threads = max_threads()) {
 #if defined(_OPENMP)
-    const index_t N = Wm.rows;
+    const index_t N = Wm.out;
     const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, N / 64)));
     if (nt <= 1) {
         GemmWorkspace ws;
@@ -192,9 +275,8 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
         GemmWorkspace ws;
         try {
             if (n0 < n1)
-                linear<W, Engine>(A, ConstMatrixRef<W>(Wm.data + n0 * Wm.stride, n1 - n0, Wm.cols, Wm.stride),
-                       bias ? bias + n0 : nullptr, MatrixRef<float>(C.data + n0, C.rows, n1 - n0, C.stride),
-                       accumulate, ws);
+                linear<W, Engine>(A, Wm.outputs(n0, n1), bias ? bias + n0 : nullptr,
+                                  MatrixRef<float>(C.data + n0, C.rows, n1 - n0, C.stride), accumulate, ws);
         } catch (...) {
 #pragma omp critical
             if (!error) error = std::current_exception();
@@ -206,6 +288,13 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
     GemmWorkspace ws;
     linear<W, Engine>(A, Wm, bias, C, accumulate, ws);
 #endif
+}
+
+/// The same with an [out, in] matrix.
+template <WeightType W, class Engine = DefaultGemm>
+inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
+                            bool accumulate, int threads = max_threads()) {
+    linear_parallel<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, threads);
 }
 
 }  // namespace moe::cpu

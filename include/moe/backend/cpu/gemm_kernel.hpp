@@ -8,7 +8,8 @@
 //       for m in steps of MR                 micro-kernel: C[MR, NR] += A[MR, kc] . Wp[kc, NR]
 //         for n-panel in steps of NR
 //
-// A is read in place (rows of activations, broadcast one element at a time); W is packed. Every
+// A is read in place (rows of activations, broadcast one element at a time); W, stored [out, in]
+// or [in, out], is packed (transposed in registers, or copied row by row). Every
 // element of C is summed over k in the same order whatever the blocking and the thread split,
 // so results are bit-identical for any number of threads.
 #pragma once
@@ -85,6 +86,33 @@ inline void pack_w(const W* Wm, index_t ldw, index_t n0, index_t nb, index_t k0,
     }
 }
 
+/// The same panels from an [in, out] (K x N, row stride ldw) weight: panel p holds
+/// Wp[k][j] = W[k0 + k][n0 + p * NR + j]. Rows of W are already panel rows: plain copies
+/// (16-bit weights widened), no transposes. The packed values equal pack_w's for the same
+/// matrix, so both layouts give bit-identical products.
+template <class A, class W>
+inline void pack_w_in_out(const W* Wm, index_t ldw, index_t n0, index_t nb, index_t k0, index_t kb, float* dst) {
+    constexpr int L = Blocking<A>::L;
+    constexpr int NR = Blocking<A>::NR;
+    for (index_t p = 0; p < nb; p += NR) {
+        const index_t cols = std::min<index_t>(NR, nb - p);
+        float* panel = dst + (p / NR) * kb * NR;
+        const W* src = Wm + k0 * ldw + n0 + p;
+        if (cols == NR) {
+            for (index_t k = 0; k < kb; ++k) {
+                load_row<A>(src + k * ldw).store_unaligned(panel + k * NR);
+                load_row<A>(src + k * ldw + L).store_unaligned(panel + k * NR + L);
+            }
+        } else {
+            for (index_t k = 0; k < kb; ++k) {
+                index_t j = 0;
+                for (; j < cols; ++j) panel[k * NR + j] = to_float(src[k * ldw + j]);
+                for (; j < NR; ++j) panel[k * NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
 /// C[rows, NR] += A[rows, kb] . Wp[kb, NR]; `cols` <= NR columns of C are stored.
 template <class A, int ROWS>
 MOE_ALWAYS_INLINE void micro_kernel(index_t kb, const float* a, index_t lda, const float* wp, float* c, index_t ldc,
@@ -130,18 +158,20 @@ MOE_ALWAYS_INLINE void micro_kernel_rows(index_t rows, index_t kb, const float* 
 
 }  // namespace gemm_detail
 
-/// C[M, N] += A[M, K] . W[N, K]^T with the packed kernel; `pack` must hold KC x NC floats
-/// (packed_gemm_workspace()). Single-threaded.
+/// C[M, N] += A[M, K] . W^T with the packed kernel, W of N outputs and K inputs stored either
+/// way (WeightMatrix::layout); `pack` must hold KC x NC floats (packed_gemm_workspace()).
+/// Single-threaded.
 template <class W>
-inline void packed_gemm(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wm, index_t ldw,
-                        float* C, index_t ldc, float* pack) {
+inline void packed_gemm(index_t M, const float* A, index_t lda, WeightMatrix<W> w, float* C, index_t ldc, float* pack) {
     using Bk = gemm_detail::Blocking<simd_arch>;
     constexpr index_t MR = Bk::MR, NR = Bk::NR;
+    const index_t N = w.out, K = w.in;
     for (index_t n0 = 0; n0 < N; n0 += Bk::NC) {
         const index_t nb = std::min(Bk::NC, N - n0);
         for (index_t k0 = 0; k0 < K; k0 += Bk::KC) {
             const index_t kb = std::min(Bk::KC, K - k0);
-            gemm_detail::pack_w<simd_arch>(Wm, ldw, n0, nb, k0, kb, pack);
+            if (w.layout == WeightLayout::out_in) gemm_detail::pack_w<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
+            else gemm_detail::pack_w_in_out<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
             for (index_t m0 = 0; m0 < M; m0 += MR) {
                 const index_t rows = std::min(MR, M - m0);
                 for (index_t p = 0; p < nb; p += NR)
@@ -150,6 +180,13 @@ inline void packed_gemm(index_t M, index_t N, index_t K, const float* A, index_t
             }
         }
     }
+}
+
+/// C[M, N] += A[M, K] . W[N, K]^T ([out, in] weights).
+template <class W>
+inline void packed_gemm(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wm, index_t ldw,
+                        float* C, index_t ldc, float* pack) {
+    packed_gemm(M, A, lda, WeightMatrix<W>(Wm, N, K, ldw, WeightLayout::out_in), C, ldc, pack);
 }
 
 /// Floats of packing space packed_gemm needs.
