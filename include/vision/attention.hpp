@@ -1,7 +1,8 @@
 // vision/attention.hpp - multi-head self-attention over sequences of n tokens.
 //
-//   qkv = x Wqkv^T + b            one fused [3C, C] weight (separate q/k/v checkpoints are fused
-//                                 at load time; a missing bias, e.g. EVA's k, is zero)
+//   qkv = x Wqkv^T + b            one fused [3C, C] weight, or three [C, C] q, k, v weights (as
+//                                 MindSpore's RingMoE stores them: read in place, each GEMM
+//                                 writing its third of the qkv rows); a missing bias (EVA's k) is zero
 //   per sequence s and head h:    S = (q_h * d^-0.5) k_h^T (+ bias[h]) (+ mask[s % n_mask])
 //                                 P = softmax(S) in fp32;  o_h = P v_h
 //   y = concat_h(o_h) Wproj^T + bproj
@@ -19,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <exception>
 #include <vector>
@@ -124,31 +126,69 @@ inline void attend_head(const float* q, const float* k, const float* v, index_t 
 
 }  // namespace kernel
 
-/// Multi-head self-attention with a fused qkv projection and an output projection.
+/// Multi-head self-attention with a fused (or split) qkv projection and an output projection.
 template <WeightType W = float>
 class Attention {
 public:
     Attention() = default;
     /// qkv: [3C, C] (+ bias [3C] or none); proj: [C, C] (+ bias [C] or none); heads divides C.
     Attention(Linear<W> qkv, Linear<W> proj, index_t heads, std::string_view what = "vision::Attention")
-        : qkv_(std::move(qkv)), proj_(std::move(proj)), heads_(heads) {
-        const index_t C = proj_.out_features();
-        check<ConfigError>(heads > 0 && C % heads == 0, what, heads, " heads do not divide width ", C);
-        check<ShapeError>(qkv_.out_features() == 3 * C && qkv_.in_features() == C, what, "expected a qkv weight [",
-                          3 * C, ", ", C, "], found [", qkv_.out_features(), ", ", qkv_.in_features(), "]");
-        check<ShapeError>(proj_.in_features() == C, what, "expected a proj weight [", C, ", ", C, "], found [",
-                          proj_.out_features(), ", ", proj_.in_features(), "]");
-        scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(C / heads)));
+        : proj_(std::move(proj)), heads_(heads) {
+        parts_[0] = std::move(qkv);
+        init(what, 3);
+    }
+    /// Separate q, k, v: [C, C] each (+ bias [C] or none), read where they are (no fusing copy).
+    Attention(Linear<W> q, Linear<W> k, Linear<W> v, Linear<W> proj, index_t heads,
+              std::string_view what = "vision::Attention")
+        : parts_{std::move(q), std::move(k), std::move(v)}, proj_(std::move(proj)), heads_(heads), split_(true) {
+        init(what, 1);
     }
 
     index_t width() const noexcept { return proj_.out_features(); }
     index_t heads() const noexcept { return heads_; }
     index_t head_dim() const noexcept { return heads_ ? width() / heads_ : 0; }
-    index_t parameters() const noexcept { return qkv_.parameters() + proj_.parameters() - constant_bias_; }
+    index_t parameters() const noexcept {
+        index_t n = proj_.parameters() - constant_bias_;
+        for (const auto& p : parts_) n += p.parameters();
+        return n;
+    }
     /// Declares `n` entries of the qkv bias constant zeros, not parameters (EVA's k bias).
     void set_constant_bias(index_t n) noexcept { constant_bias_ = n; }
-    const Linear<W>& qkv() const noexcept { return qkv_; }
+    /// Whether q, k and v are three Linears (then part(0..2)), not one fused qkv().
+    bool split() const noexcept { return split_; }
+    /// The fused qkv projection (split() == false).
+    const Linear<W>& qkv() const {
+        check<ConfigError>(!split_, "vision::Attention::qkv", "q, k and v are separate here: use part(0..2)");
+        return parts_[0];
+    }
+    /// Projection i of q, k, v: a third of the fused qkv is not a Linear of its own, so with a
+    /// fused projection only part(0) (the whole qkv) exists.
+    const Linear<W>& part(int i) const {
+        check<ConfigError>(i >= 0 && i < (split_ ? 3 : 1), "vision::Attention::part", "no projection ", i,
+                           split_ ? " (q, k, v are 0, 1, 2)" : " (the qkv projection is fused: part(0))");
+        return parts_[static_cast<std::size_t>(i)];
+    }
     const Linear<W>& proj() const noexcept { return proj_; }
+    /// Share o's activation and GEMM buffers (attentions of blocks that run one after the other).
+    void share_scratch(const Attention& o) {
+        qkv_buf_.share(o.qkv_buf_);
+        out_buf_.share(o.out_buf_);
+        const auto n = static_cast<std::size_t>(std::max({cpu::max_threads(), static_cast<int>(scratch_.size()),
+                                                          static_cast<int>(o.scratch_.size())}));
+        scratch_.resize(n);
+        if (o.scratch_.size() < n) o.scratch_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            auto &a = scratch_[i], &b = o.scratch_[i];
+            a.scores.share(b.scores);
+            a.vt.share(b.vt);
+            a.q.share(b.q);
+            a.ws.share(b.ws);
+        }
+        for (std::size_t i = 0; i < parts_.size(); ++i) parts_[i].share_scratch(o.parts_[i]);
+        proj_.share_scratch(o.proj_);
+    }
+    /// Whether this attention uses o's qkv activation buffer (share_scratch).
+    bool shares_scratch_with(const Attention& o) const noexcept { return qkv_buf_.shares_with(o.qkv_buf_); }
     /// Overrides the d^-0.5 score scale.
     void set_scale(float s) noexcept { scale_ = s; }
 
@@ -163,7 +203,11 @@ public:
         check<ShapeError>(n > 0 && rows % n == 0, w, rows, " rows are not whole sequences of ", n, " tokens");
         check<ShapeError>(mask == nullptr || n_mask > 0, w, "a mask needs n_mask > 0");
         float* qkv = qkv_buf_.get(static_cast<std::size_t>(rows * 3 * C));
-        qkv_.forward(x, MatrixRef<float>(qkv, rows, 3 * C), threads);
+        if (split_)
+            for (index_t i = 0; i < 3; ++i)
+                parts_[static_cast<std::size_t>(i)].forward(x, MatrixRef<float>(qkv + i * C, rows, C, 3 * C), threads);
+        else
+            parts_[0].forward(x, MatrixRef<float>(qkv, rows, 3 * C), threads);
         float* o = out_buf_.get(static_cast<std::size_t>(rows * C));
         const index_t seqs = rows / n, jobs = seqs * heads_;
         const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, jobs)));
@@ -200,8 +244,25 @@ public:
     }
 
 private:
-    Linear<W> qkv_, proj_;
+    // Checks the shapes: every part maps C -> `per_part` * C.
+    void init(std::string_view what, index_t per_part) {
+        const index_t C = proj_.out_features();
+        check<ConfigError>(heads_ > 0 && C % heads_ == 0, what, heads_, " heads do not divide width ", C);
+        for (int i = 0; i < (split_ ? 3 : 1); ++i) {
+            const auto& p = parts_[static_cast<std::size_t>(i)];
+            check<ShapeError>(p.out_features() == per_part * C && p.in_features() == C, what, "expected ",
+                              split_ ? "q/k/v weights" : "a qkv weight", " of ", per_part * C, " x ", C,
+                              " features, found ", p.out_features(), " x ", p.in_features());
+        }
+        check<ShapeError>(proj_.in_features() == C, what, "expected a proj weight [", C, ", ", C, "], found [",
+                          proj_.out_features(), ", ", proj_.in_features(), "]");
+        scale_ = static_cast<float>(1.0 / std::sqrt(static_cast<double>(C / heads_)));
+    }
+
+    std::array<Linear<W>, 3> parts_;  // the fused qkv in parts_[0], or q, k, v
+    Linear<W> proj_;
     index_t heads_ = 0;
+    bool split_ = false;
     float scale_ = 1.0f;
     index_t constant_bias_ = 0;
     mutable Scratch<float> qkv_buf_, out_buf_;

@@ -1,8 +1,9 @@
-// vision/common.hpp - the pieces every vision module shares: a Linear layer that owns its
-// weights ([out, in], weight type W, fp32 bias), a LayerNorm, the FFN-slot adaptor, and the
-// helpers the loaders use (tensor of an exact shape, owned copies in the wanted dtype).
+// vision/common.hpp - the pieces every vision module shares: a Linear layer that holds its
+// weights (weight type W, [out, in] as PyTorch or [in, out] as MindSpore's transpose_b=False
+// stores them, owned or borrowed from an mmapped file; fp32 bias), a LayerNorm, the FFN-slot
+// adaptor, and small helpers.
 //
-// Activations are row-major [tokens, hidden] fp32; weights are [out, in] as PyTorch stores them.
+// Activations are row-major [tokens, hidden] fp32.
 // Threads: every module takes `threads` (1 = the calling thread only); kernels split work at
 // boundaries that keep the result identical to one thread.
 #pragma once
@@ -47,28 +48,41 @@ inline bool empty(const Tensor& t) noexcept { return t.raw() == nullptr; }
 /// Elements of t, 0 for an empty tensor.
 inline index_t size_of(const Tensor& t) noexcept { return empty(t) ? 0 : t.numel(); }
 
-/// y = x W^T + b with W [out, in] of type W (fp32, bf16 or f16; fp32 accumulation), b fp32 or absent.
+/// y = x W^T + b with W (out x in, stored [out, in] or [in, out]) of type W (fp32, bf16 or f16;
+/// fp32 accumulation), b fp32 or absent. A weight tensor of dtype W is kept as given: a borrowed
+/// tensor (Tensor::borrow of an mmapped file) is read in place, never copied.
 template <WeightType W = float>
 class Linear {
 public:
     Linear() = default;
-    /// weight: [out, in] (any float dtype, converted to W); bias: [out] or an empty Tensor.
-    Linear(Tensor weight, Tensor bias, std::string_view what = "vision::Linear") {
-        check<ShapeError>(weight.rank() == 2, what, "expected a 2-D weight [out, in], found ", weight.shape().str());
+    /// weight: [out, in] ([in, out] with layout in_out; any float dtype, converted to W); bias:
+    /// [out] or an empty Tensor.
+    Linear(Tensor weight, Tensor bias, std::string_view what = "vision::Linear",
+           WeightLayout layout = WeightLayout::out_in)
+        : layout_(layout) {
+        check<ShapeError>(weight.rank() == 2, what, "expected a 2-D weight ", layout_name(layout), ", found ",
+                          weight.shape().str());
         weight_ = weight.dtype() == dtype_v<W> ? std::move(weight) : convert(weight.view(), dtype_v<W>);
         if (!empty(bias)) {
-            check<ShapeError>(bias.rank() == 1 && bias.dim(0) == weight_.dim(0), what, "expected bias shape [",
-                              weight_.dim(0), "], found ", bias.shape().str());
+            check<ShapeError>(bias.rank() == 1 && bias.dim(0) == out_features(), what, "expected bias shape [",
+                              out_features(), "], found ", bias.shape().str());
             bias_ = bias.dtype() == DType::f32 ? std::move(bias) : convert(bias.view(), DType::f32);
         }
     }
 
-    index_t in_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(1) : 0; }
-    index_t out_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(0) : 0; }
+    index_t in_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(out_axis() ^ 1) : 0; }
+    index_t out_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(out_axis()) : 0; }
     bool has_bias() const noexcept { return !empty(bias_); }
     index_t parameters() const noexcept { return size_of(weight_) + size_of(bias_); }
+    /// The weight as stored ([out, in], or [in, out] when layout() is in_out).
     const Tensor& weight() const noexcept { return weight_; }
     const Tensor& bias() const noexcept { return bias_; }
+    WeightLayout layout() const noexcept { return layout_; }
+    /// The weight as the GEMMs read it.
+    WeightMatrix<W> weight_matrix() const {
+        const ConstMatrixRef<W> m = weight_.matrix<W>("vision::Linear weight");
+        return layout_ == WeightLayout::out_in ? WeightMatrix<W>(m) : WeightMatrix<W>::in_out(m.data, m.rows, m.cols);
+    }
 
     /// y [M, out] (= or +=) x [M, in] W^T + b. With threads > 1 the output columns are cut
     /// into chunks of kChunk (a multiple of every register block) that the threads take
@@ -82,12 +96,12 @@ public:
     /// activation, fused into the parallel region).
     template <class Epilogue>
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads, bool accumulate, Epilogue&& epilogue) const {
-        const ConstMatrixRef<W> w = weight_.matrix<W>("vision::Linear weight");
+        const WeightMatrix<W> w = weight_matrix();
         const float* b = has_bias() ? bias_.data<float>() : nullptr;
-        const index_t N = w.rows;
-        check<ShapeError>(x.cols == w.cols && y.rows == x.rows && y.cols == N, "vision::Linear::forward", "input [",
-                          x.rows, ", ", x.cols, "], weight [", N, ", ", w.cols, "], output [", y.rows, ", ", y.cols,
-                          "] do not fit");
+        const index_t N = w.out;
+        check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "vision::Linear::forward", "input [",
+                          x.rows, ", ", x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [",
+                          y.rows, ", ", y.cols, "] do not fit");
         const index_t chunks = (N + kChunk - 1) / kChunk;
 #if defined(_OPENMP)
         if (threads > 1 && chunks > 1 && x.rows > 4) {
@@ -97,8 +111,8 @@ public:
             for (index_t c = 0; c < chunks; ++c) {
                 const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
                 const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
-                cpu::linear<W>(x, ConstMatrixRef<W>(w.data + n0 * w.stride, n1 - n0, w.cols, w.stride),
-                               b ? b + n0 : nullptr, yc, accumulate, tws_[static_cast<std::size_t>(omp_get_thread_num())]);
+                cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
+                               tws_[static_cast<std::size_t>(omp_get_thread_num())]);
                 epilogue(yc);
             }
             return;
@@ -111,9 +125,22 @@ public:
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
 
+    /// Use o's GEMM workspaces from now on (layers that never run at the same time).
+    void share_scratch(const Linear& o) {
+        ws_.share(o.ws_);
+        const auto n = static_cast<std::size_t>(std::max({cpu::max_threads(), static_cast<int>(tws_.size()),
+                                                          static_cast<int>(o.tws_.size())}));
+        tws_.resize(n);
+        if (o.tws_.size() < n) o.tws_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) tws_[i].share(o.tws_[i]);
+    }
+
 private:
+    int out_axis() const noexcept { return layout_ == WeightLayout::out_in ? 0 : 1; }
+
     Tensor weight_;
     Tensor bias_;
+    WeightLayout layout_ = WeightLayout::out_in;
     mutable cpu::GemmWorkspace ws_;
     mutable std::vector<cpu::GemmWorkspace> tws_;
 };

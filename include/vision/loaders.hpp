@@ -19,11 +19,15 @@
 //       norm1/norm2.{gamma, beta}, mlp.* (Moe_modal: moe::ringmoe::load_moe_modal),
 //       layers.{i}.downsample.reduction.weight [2C, 4C], layers.{i}.downsample.norm.*, norm.*
 //   load_ringmoe_swin_dense<W, Act>(...)            the same with a dense MLP per block:
-//       mlp.mapping.weight [C, F] ([in, out]), mapping.bias, mlp.projection.weight [F, C], bias
+//       mlp.mapping.weight [C, F] ([in, out]; F from the file), mapping.bias, mlp.projection.weight [F, C], bias
 //
-// Weights are copied into the module (converted to W; biases, norms, tables in fp32). A missing
-// tensor is a NotFoundError naming it; a tensor of another shape a ShapeError naming it with the
-// expected and the found shape.
+// Tensors whose dtype the module keeps (weights of type W; biases, norms, tables in fp32) are
+// borrowed from the file's mapping, not copied (Tensor::borrow: the modules hold the mapping
+// alive, and a process that loads the same file twice shares its pages); others are converted
+// once. Separate q/k/v weights stay separate (Attention's split form); MindSpore's [in, out]
+// MLP weights are read in that layout. EVA's qkv bias (cat(q_bias, 0, v_bias)) is the one copy
+// left. A missing tensor is a NotFoundError naming it; a tensor of another shape a ShapeError
+// naming it with the expected and the found shape.
 #pragma once
 
 #include <string>
@@ -47,9 +51,9 @@ inline std::string idx(const std::string& stem, index_t i, const char* rest) {
     return std::string(stem).append(std::to_string(i)).append(rest);
 }
 
-/// A copy of tensor `name`, which must have shape `s`.
+/// Tensor `name`, which must have shape `s`, borrowed from the file's mapping (no copy).
 inline Tensor get(const SafetensorsFile& f, const std::string& name, const Shape& s) {
-    return Tensor::copy_of(hf::detail::tensor(f, name, s));
+    return Tensor::borrow(hf::detail::tensor(f, name, s), f.keep_alive());
 }
 
 template <WeightType W>
@@ -86,6 +90,15 @@ inline Tensor vstack(const std::vector<Tensor>& parts) {
         d += f.numel();
     }
     return out;
+}
+
+/// A dense MindSpore MLP (expert_num 1) "<m>mapping.weight" [C, F], "<m>projection.weight"
+/// [F, C] ([in, out], read in that layout) with biases [F], [C].
+template <Activation Act, WeightType W>
+Mlp<Act, W> mindspore_mlp(const SafetensorsFile& f, const std::string& m, index_t C, index_t F) {
+    const std::string w1 = m + "mapping.weight", w2 = m + "projection.weight";
+    return Mlp<Act, W>(Linear<W>(get(f, w1, {C, F}), get(f, m + "mapping.bias", {F}), w1, WeightLayout::in_out),
+                       Linear<W>(get(f, w2, {F, C}), get(f, m + "projection.bias", {C}), w2, WeightLayout::in_out), m);
 }
 
 template <Activation Act, WeightType W>
@@ -175,13 +188,9 @@ DenseVitTanh<W> load_siglip_vision(const SafetensorsFile& f, std::string prefix 
     for (index_t i = 0; i < cfg.depth; ++i) {
         const std::string b = idx(prefix + "encoder.layers.", i, ".");
         const std::string a = b + "self_attn.";
-        std::vector<Tensor> ws, bs;
-        for (const char* n : {"q_proj.", "k_proj.", "v_proj."}) {
-            ws.push_back(get(f, a + n + "weight", {C, C}));
-            bs.push_back(get(f, a + n + "bias", {C}));
-        }
-        Linear<W> qkv(vstack(ws), vstack(bs), a + "q_proj/k_proj/v_proj");
-        Attention<W> attn(std::move(qkv), linear<W>(f, a + "out_proj.", C, C, true), cfg.heads, a);
+        Attention<W> attn(linear<W>(f, a + "q_proj.", C, C, true), linear<W>(f, a + "k_proj.", C, C, true),
+                          linear<W>(f, a + "v_proj.", C, C, true), linear<W>(f, a + "out_proj.", C, C, true),
+                          cfg.heads, a);
         blocks.emplace_back(norm(f, b + "layer_norm1.", C, cfg.eps), std::move(attn),
                             norm(f, b + "layer_norm2.", C, cfg.eps), timm_mlp<GeluTanh, W>(f, b + "mlp.", C, F),
                             NormOrder::pre, Tensor(), Tensor(), b);
@@ -223,14 +232,8 @@ SwinEncoder<Ffn, W> load_swin(const SafetensorsFile& f, std::string prefix, Swin
         for (index_t j = 0; j < cfg.depths[static_cast<std::size_t>(i)]; ++j) {
             const std::string b = idx(L + "blocks.", j, ".");
             const std::string a = b + "attn.";
-            std::vector<Tensor> ws, bs;
-            for (const char* n : {"q.", "k.", "v."}) {
-                ws.push_back(get(f, a + n + "weight", {C, C}));
-                bs.push_back(cfg.qkv_bias ? get(f, a + n + "bias", {C}) : Tensor(DType::f32, {C}));
-            }
-            Linear<W> qkv(vstack(ws), vstack(bs), a + "q/k/v");
-            Attention<W> attn(std::move(qkv), linear<W>(f, a + "proj.", C, C, true), H, a);
-            if (!cfg.qkv_bias) attn.set_constant_bias(3 * C);
+            Attention<W> attn(linear<W>(f, a + "q.", C, C, cfg.qkv_bias), linear<W>(f, a + "k.", C, C, cfg.qkv_bias),
+                              linear<W>(f, a + "v.", C, C, cfg.qkv_bias), linear<W>(f, a + "proj.", C, C, true), H, a);
             const std::string rp = a + "relative_position_bias.";
             Tensor table = get(f, rp + "relative_position_bias_table", {(2 * w - 1) * (2 * w - 1), H});
             if (f.contains(rp + "relative_position_index")) {
@@ -288,17 +291,13 @@ template <WeightType W = float, Activation Act = GeluTanh>
 DenseSwin<W, Act> load_ringmoe_swin_dense(const SafetensorsFile& f, std::string prefix = "encoder.",
                                           SwinConfig cfg = SwinConfig::ringmoe()) {
     return load_swin<Mlp<Act, W>, W>(f, std::move(prefix), std::move(cfg),
-                                     [](const SafetensorsFile& file, const std::string& mlp, index_t C, index_t F) {
-                                         using load_detail::get;
-                                         // MindSpore MLP (expert_num 1): weights [in, out].
-                                         Tensor w1 = ringmoe::transpose_last2(
-                                             hf::detail::tensor(file, mlp + "mapping.weight", {C, F}), mlp + "mapping.weight");
-                                         Tensor w2 = ringmoe::transpose_last2(
-                                             hf::detail::tensor(file, mlp + "projection.weight", {F, C}),
-                                             mlp + "projection.weight");
-                                         return Mlp<Act, W>(Linear<W>(std::move(w1), get(file, mlp + "mapping.bias", {F})),
-                                                            Linear<W>(std::move(w2), get(file, mlp + "projection.bias", {C})),
-                                                            mlp);
+                                     [](const SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
+                                         // The width F from the file (an SVD fold gives any width).
+                                         const std::string mw = mlp + "mapping.weight";
+                                         const TensorView m = hf::detail::matrix(file, mw);
+                                         check<ShapeError>(m.dim(0) == C, mw, "expected [", C, ", F] ([in, out]), found ",
+                                                           m.shape().str());
+                                         return load_detail::mindspore_mlp<Act, W>(file, mlp, C, m.dim(1));
                                      });
 }
 

@@ -105,10 +105,17 @@ void run_case(const std::string& name) {
     const int M = static_cast<int>(meta_int(f, "modalities"));
     REQUIRE(layer.modalities() == M);
     REQUIRE(layer.hidden_size() == meta_int(f, "hidden_size"));
-    // zero copy where the layout allows: routers and biases in the mapping; [E, in, out] weights
-    // transposed into owned copies, element for element
+    // zero copy: routers, biases and the [E, in, out] / [in, out] expert weights are read in
+    // the mapping (the in_out layout), and element (out j, in i) is the file's [i, j]
     CHECK(static_cast<const void*>(layer.modal_router(2).gate().weight().data) ==
           f.get(prefix + "special_router.2.dense.weight").raw());
+    CHECK(layer.modal_experts(3).fc1().layout() == moe::WeightLayout::in_out);
+    CHECK(static_cast<const void*>(layer.modal_experts(3).fc1().weight(1).data) ==
+          f.get(prefix + "special_ffn.3.mapping.weight")[1].raw());
+    CHECK(static_cast<const void*>(layer.collab_experts().fc2().weight(0).data) ==
+          f.get(prefix + "cross_ffn.projection.weight").raw());
+    CHECK(static_cast<const void*>(layer.shared().experts().fc1().weight(0).data) ==
+          f.get(prefix + "public_ffn.mapping.weight").raw());
     CHECK(layer.collab_experts().fc1().bias(1) ==
           f.get(prefix + "cross_ffn.mapping.bias").data<float>() + meta_int(f, "ffn_size"));
     {

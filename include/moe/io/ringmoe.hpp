@@ -8,9 +8,9 @@
 // under a block prefix such as "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
 //
 //   special_router.{m}.dense.weight     [E_m, C]         nn.Dense [out, in]     -> Gate (zero copy)
-//   special_ffn.{m}.mapping.weight      [E_m, C, F]      [E, in, out]           -> fc1 [E, F, C] (transposed copy)
+//   special_ffn.{m}.mapping.weight      [E_m, C, F]      [E, in, out]           -> fc1, in_out layout (zero copy)
 //   special_ffn.{m}.mapping.bias        [1, E_m, 1, F]                          -> [E, F] (zero copy)
-//   special_ffn.{m}.projection.weight   [E_m, F, C]                             -> fc2 [E, C, F] (transposed copy)
+//   special_ffn.{m}.projection.weight   [E_m, F, C]                             -> fc2, in_out layout (zero copy)
 //   special_ffn.{m}.projection.bias     [1, E_m, 1, C]
 //   cross_router.dense.weight, cross_ffn.*                    the collaborative group, likewise
 //   public_ffn.mapping.weight [C, F], .bias [F]; public_ffn.projection.weight [F, C], .bias [C]
@@ -18,9 +18,10 @@
 //
 // The number of modalities M is 1 + the largest m of "special_router.{m}." (special_ffn must
 // have the same count); the sizes C, F and the expert counts come from the shapes. MindSpore
-// stores expert weights [E, in, out] (BatchMatMul with transpose_b=False); moe's LinearStack
-// wants [E, out, in], so they are transposed once at load time into owned tensors of the file's
-// dtype (converted to W on adoption when different); biases [1, E, 1, out] are reshaped to
+// stores expert weights [E, in, out] (BatchMatMul with transpose_b=False); the LinearStacks keep
+// that layout (WeightLayout::in_out, which the GEMMs read in place), so weights whose dtype is W
+// are not copied: they stay in the file's mapping, shared by every process that maps it. A file
+// of another dtype is converted once (same layout). Biases [1, E, 1, out] are reshaped to
 // [E, out] in place. Routers are referenced in place (fp32).
 //
 // Arithmetic (the released Moe_modal / TopkRouter, dp = 1): fp32 softmax, top-1 (k), capacity
@@ -114,43 +115,25 @@ namespace detail {
 
 using hf::detail::module_prefix;
 
-/// Keeps the file mapping and the transposed copies alive together.
-struct Owners {
-    std::shared_ptr<const void> file;
-    std::vector<std::shared_ptr<const Tensor>> tensors;
-};
-
 /// One stacked MindSpore Linear of `E` experts: weight "<name>.weight" [E, in, out] and bias
-/// "<name>.bias" [1, E, 1, out] -> LinearStack [E, out, in] + [E, out].
+/// "<name>.bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
 template <WeightType W>
 LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& name, index_t E, index_t in, index_t out) {
     const std::string wn = name + ".weight", bn = name + ".bias";
     const TensorView w = hf::detail::tensor(f, wn, {E, in, out});
     const TensorView b = hf::detail::tensor(f, bn, {1, E, 1, out});
-    // Convert first (if W differs from the file's dtype), so only W-typed copies stay alive.
-    const Tensor conv = w.dtype() == dtype_v<W> ? Tensor() : convert(w, dtype_v<W>);
-    auto t = std::make_shared<const Tensor>(transpose_last2(w.dtype() == dtype_v<W> ? w : conv.view(), wn));
-    auto owners = std::make_shared<Owners>();
-    owners->file = f.keep_alive();
-    owners->tensors.push_back(t);
     const TensorView b2 = b.reshape({E, out});
-    return LinearStack<W>::from_stacked(t->view(), &b2, owners, wn);
+    return LinearStack<W>::from_stacked(w, &b2, f.keep_alive(), wn, WeightLayout::in_out);
 }
 
-/// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one [out, in].
+/// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one expert in
+/// the in_out layout, in place.
 template <WeightType W>
 LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& name, index_t in, index_t out) {
     const std::string wn = name + ".weight", bn = name + ".bias";
-    const TensorView w = hf::detail::tensor(f, wn, {in, out});
-    const TensorView b = hf::detail::tensor(f, bn, {out});
-    const Tensor conv = w.dtype() == dtype_v<W> ? Tensor() : convert(w, dtype_v<W>);
-    auto t = std::make_shared<Tensor>(transpose_last2(w.dtype() == dtype_v<W> ? w : conv.view(), wn));
-    t->reshape({1, out, in});
-    auto owners = std::make_shared<Owners>();
-    owners->file = f.keep_alive();
-    owners->tensors.push_back(t);
-    const TensorView b2 = b.reshape({1, out});
-    return LinearStack<W>::from_stacked(t->view(), &b2, owners, wn);
+    const TensorView w = hf::detail::tensor(f, wn, {in, out}).reshape({1, in, out});
+    const TensorView b = hf::detail::tensor(f, bn, {out}).reshape({1, out});
+    return LinearStack<W>::from_stacked(w, &b, f.keep_alive(), wn, WeightLayout::in_out);
 }
 
 /// A RingMoE MLP "<module>" of E experts (E > 1: stacked; E == 0: the 2-D shared layout).

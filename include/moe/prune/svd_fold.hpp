@@ -119,11 +119,12 @@ inline std::vector<index_t> select_columns(const Eigen::MatrixXd& M, index_t r, 
     return s;
 }
 
+/// The weight as a double [out, in] matrix (either stored layout).
 template <WeightType W>
-Eigen::MatrixXd to_double(ConstMatrixRef<W> m) {
-    Eigen::MatrixXd out(m.rows, m.cols);
-    for (index_t i = 0; i < m.rows; ++i)
-        for (index_t j = 0; j < m.cols; ++j) out(i, j) = static_cast<double>(to_float(m(i, j)));
+Eigen::MatrixXd to_double(WeightMatrix<W> m) {
+    Eigen::MatrixXd out(m.out, m.in);
+    for (index_t i = 0; i < m.out; ++i)
+        for (index_t j = 0; j < m.in; ++j) out(i, j) = static_cast<double>(to_float(m(i, j)));
     return out;
 }
 
@@ -167,7 +168,7 @@ public:
             folded_.push_back(std::move(info));
             return;
         }
-        const ConstMatrixRef<W2> U = x.fc1().weight(e), V = x.fc2().weight(e);
+        const WeightMatrix<W2> U = x.fc1().weight(e), V = x.fc2().weight(e);
         const float* a = x.fc1().bias(e);
         const float* o = x.fc2().bias(e);
         const Eigen::MatrixXd Vd = prune_detail::to_double(V);  // [d, F]

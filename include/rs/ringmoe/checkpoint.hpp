@@ -298,27 +298,17 @@ std::string dtype_tag() {
     else return "F16";
 }
 
-/// A [rows, cols] copy of m (dtype W).
-template <WeightType W>
-Tensor matrix_copy(ConstMatrixRef<W> m) {
-    Tensor t(dtype_v<W>, Shape{m.rows, m.cols});
-    W* d = t.data<W>();
-    for (index_t r = 0; r < m.rows; ++r) std::memcpy(d + r * m.cols, m.row(r), static_cast<std::size_t>(m.cols) * sizeof(W));
-    return t;
-}
-
-/// The MindSpore [E, in, out] weight of a LinearStack (its [E, out, in] experts transposed).
+/// The MindSpore [E, in, out] weight of a LinearStack (stored either way).
 template <WeightType W>
 Tensor stacked_weight(const LinearStack<W>& s) {
     const index_t E = s.experts(), out = s.out_features(), in = s.in_features();
-    Tensor t(dtype_v<W>, Shape{E, out, in});
+    Tensor t(dtype_v<W>, Shape{E, in, out});
     W* d = t.data<W>();
     for (index_t e = 0; e < E; ++e) {
-        const ConstMatrixRef<W> m = s.weight(e);
-        for (index_t r = 0; r < out; ++r)
-            std::memcpy(d + (e * out + r) * in, m.row(r), static_cast<std::size_t>(in) * sizeof(W));
+        const Tensor m = copy_as(s.weight(e), WeightLayout::in_out);
+        std::memcpy(d + e * in * out, m.raw(), m.nbytes());
     }
-    return moe::ringmoe::transpose_last2(t.view(), "ringmoe checkpoint");
+    return t;
 }
 
 /// Biases of a LinearStack as [1, E, 1, out] (zeros when it has none).
@@ -331,11 +321,6 @@ Tensor stacked_bias(const LinearStack<W>& s) {
     return t;
 }
 
-template <WeightType W>
-Tensor transposed(const Tensor& w, std::string_view what) {
-    return moe::ringmoe::transpose_last2(w.view(), what);
-}
-
 /// Writes tensors into a SafetensorsWriter under a prefix.
 struct Sink {
     io::SafetensorsWriter& w;
@@ -346,22 +331,23 @@ struct Sink {
         put(module + "gamma", n.gamma());
         put(module + "beta", n.beta());
     }
+    /// A transpose_b=True Linear: weight [out, in].
     template <WeightType W>
     void linear(const std::string& module, const vision::Linear<W>& l, bool bias = true) {
-        put(module + "weight", l.weight());
+        if (l.layout() == WeightLayout::out_in) put(module + "weight", l.weight());
+        else put(module + "weight", copy_as(l.weight_matrix(), WeightLayout::out_in));
         if (bias && l.has_bias()) put(module + "bias", l.bias());
     }
-    /// A MindSpore MLP of one expert (2-D [in, out] weights) from fc1 [F, C] / fc2 [C, F].
+    /// A MindSpore MLP of one expert (2-D [in, out] weights) from fc1 (C -> F) / fc2 (F -> C).
     template <WeightType W>
-    void mlp2d(const std::string& module, ConstMatrixRef<W> w1, const float* b1, ConstMatrixRef<W> w2,
-               const float* b2) {
-        const index_t F = w1.rows, C = w1.cols;
-        put(module + "mapping.weight", transposed<W>(matrix_copy(w1), module + "mapping.weight"));
+    void mlp2d(const std::string& module, WeightMatrix<W> w1, const float* b1, WeightMatrix<W> w2, const float* b2) {
+        const index_t F = w1.out, C = w1.in;
+        put(module + "mapping.weight", copy_as(w1, WeightLayout::in_out));
         Tensor tb1(DType::f32, Shape{F}), tb2(DType::f32, Shape{C});
         if (b1) std::memcpy(tb1.raw(), b1, static_cast<std::size_t>(F) * sizeof(float));
         if (b2) std::memcpy(tb2.raw(), b2, static_cast<std::size_t>(C) * sizeof(float));
         put(module + "mapping.bias", tb1);
-        put(module + "projection.weight", transposed<W>(matrix_copy(w2), module + "projection.weight"));
+        put(module + "projection.weight", copy_as(w2, WeightLayout::in_out));
         put(module + "projection.bias", tb2);
     }
     template <Activation A, WeightType W>
@@ -532,16 +518,22 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
             const std::string b = L + "blocks." + std::to_string(j) + ".";
             sink.norm(b + "norm1.", blk.norm1());
             sink.norm(b + "norm2.", blk.norm2());
-            const auto& qkv = blk.attn().qkv();
-            const Tensor& qw = qkv.weight();
-            const std::size_t es = dtype_size(qw.dtype());
+            const auto& attn = blk.attn();
             const char* names[3] = {"q.", "k.", "v."};
-            for (int q = 0; q < 3; ++q) {
-                const auto* base = static_cast<const std::byte*>(qw.raw()) + static_cast<std::size_t>(q * C * C) * es;
-                sink.put(b + "attn." + names[q] + "weight", TensorView(base, qw.dtype(), Shape{C, C}));
-                if (c.qkv_bias)
-                    sink.put(b + "attn." + names[q] + "bias",
-                             TensorView(qkv.bias().template data<float>() + q * C, DType::f32, Shape{C}));
+            if (attn.split()) {
+                for (int q = 0; q < 3; ++q) sink.linear(b + "attn." + names[q], attn.part(q), c.qkv_bias);
+            } else {  // a fused qkv [3C, C]: its thirds
+                const auto& qkv = attn.qkv();
+                check<ConfigError>(qkv.layout() == WeightLayout::out_in, w, b, "attn: a fused qkv is expected [3C, C]");
+                const Tensor& qw = qkv.weight();
+                const std::size_t es = dtype_size(qw.dtype());
+                for (int q = 0; q < 3; ++q) {
+                    const auto* base = static_cast<const std::byte*>(qw.raw()) + static_cast<std::size_t>(q * C * C) * es;
+                    sink.put(b + "attn." + names[q] + "weight", TensorView(base, qw.dtype(), Shape{C, C}));
+                    if (c.qkv_bias)
+                        sink.put(b + "attn." + names[q] + "bias",
+                                 TensorView(qkv.bias().template data<float>() + q * C, DType::f32, Shape{C}));
+                }
             }
             sink.linear(b + "attn.proj.", blk.attn().proj());
             const std::string rp = b + "attn.relative_position_bias.";
@@ -565,9 +557,9 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
                 sink.mlp2d<W>(mlp + "public_ffn.", x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
                               x.fc2().bias(0));
             } else if constexpr (ckpt_detail::is_vision_mlp<Ffn>::value) {
-                sink.mlp2d<W>(mlp, f.fc1().weight().template matrix<W>(),
+                sink.mlp2d<W>(mlp, f.fc1().weight_matrix(),
                               f.fc1().has_bias() ? f.fc1().bias().template data<float>() : nullptr,
-                              f.fc2().weight().template matrix<W>(),
+                              f.fc2().weight_matrix(),
                               f.fc2().has_bias() ? f.fc2().bias().template data<float>() : nullptr);
             } else {
                 sink.mlp2d<W>(mlp, f.fc1().weight(0), f.fc1().bias(0), f.fc2().weight(0), f.fc2().bias(0));
@@ -691,7 +683,6 @@ vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
     std::size_t block = 0;
     auto enc = vision::load_swin<vision::Mlp<Act, W>, W>(
         f, info.prefix, info.swin, [&](const io::SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
-            using vision::load_detail::get;
             const std::string mw = mlp + "mapping.weight";
             const TensorView m = moe::hf::detail::matrix(file, mw);
             check<ShapeError>(m.dim(0) == C, mw, "expected [", C, ", F], found ", m.shape().str());
@@ -699,11 +690,7 @@ vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
             check<FormatError>(F == info.blocks.at(block).ffn, file.path(), mw, " is [", C, ", ", F,
                                "], the metadata records an FFN width of ", info.blocks.at(block).ffn);
             ++block;
-            Tensor w1 = moe::ringmoe::transpose_last2(m, mw);
-            Tensor w2 = moe::ringmoe::transpose_last2(moe::hf::detail::tensor(file, mlp + "projection.weight", {F, C}),
-                                                      mlp + "projection.weight");
-            return vision::Mlp<Act, W>(vision::Linear<W>(std::move(w1), get(file, mlp + "mapping.bias", {F})),
-                                       vision::Linear<W>(std::move(w2), get(file, mlp + "projection.bias", {C})), mlp);
+            return vision::load_detail::mindspore_mlp<Act, W>(file, mlp, C, F);
         });
     return enc;
 }
