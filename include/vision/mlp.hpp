@@ -28,6 +28,12 @@ public:
     void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
     const Linear<W>& fc1() const noexcept { return fc1_; }
     const Linear<W>& fc2() const noexcept { return fc2_; }
+    /// Share o's activation and GEMM buffers (MLPs of blocks that run one after the other).
+    void share_scratch(const Mlp& o) {
+        hidden_.share(o.hidden_);
+        fc1_.share_scratch(o.fc1_);
+        fc2_.share_scratch(o.fc2_);
+    }
 
     /// y [T, C] = fc2(Act(fc1(x))).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y) const {

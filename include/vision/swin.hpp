@@ -184,6 +184,20 @@ public:
     }
     const LayerNorm& norm1() const noexcept { return norm1_; }
     const LayerNorm& norm2() const noexcept { return norm2_; }
+    /// Share o's activation buffers (window partitions, residual branches, attention, and the
+    /// FFN slot's where it can): blocks that run one after the other need one set, not one each.
+    void share_scratch(SwinBlock& o) {
+        a_.share(o.a_);
+        b_.share(o.b_);
+        win_.share(o.win_);
+        wout_.share(o.wout_);
+        attn_.share_scratch(o.attn_);
+        if constexpr (requires { ffn_.share_scratch(o.ffn_); }) ffn_.share_scratch(o.ffn_);
+    }
+    /// Whether this block uses o's buffers.
+    bool shares_scratch_with(const SwinBlock& o) const noexcept {
+        return a_.shares_with(o.a_) && attn_.shares_scratch_with(o.attn_);
+    }
     /// The relative-position-bias table [(2w - 1)^2, heads] as loaded.
     const Tensor& bias_table() const noexcept { return table_; }
     NormOrder order() const noexcept { return order_; }
@@ -340,6 +354,13 @@ public:
                               cfg_.embed_dim, " / ", cfg_.patch);
         check<ShapeError>(norm_.size() == cfg_.dim(cfg_.stages() - 1), what, "final norm over ", norm_.size(),
                           " features, last stage has ", cfg_.dim(cfg_.stages() - 1));
+        // The blocks run one after the other: one set of activation buffers serves them all.
+        block_type* first = nullptr;
+        for (auto& s : stages_)
+            for (auto& b : s.blocks) {
+                if (first) b.share_scratch(*first);
+                else first = &b;
+            }
     }
 
     const SwinConfig& config() const noexcept { return cfg_; }

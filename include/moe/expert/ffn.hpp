@@ -63,6 +63,9 @@ public:
         grouped_forward(*this, x, plan, out, combine, ws_, threads);
     }
 
+    /// Share o's scratch buffers (containers of layers that never run at the same time).
+    void share_scratch(MlpExperts& o) { ws_.share(o.ws_); }
+
     /// The experts listed, in that order (the weights are shared, not copied).
     MlpExperts select(std::span<const index_t> keep) const { return {fc1_.select(keep), fc2_.select(keep)}; }
 
@@ -120,6 +123,9 @@ public:
                  Combine combine = Combine::overwrite, int threads = cpu::max_threads()) {
         grouped_forward(*this, x, plan, out, combine, ws_, threads);
     }
+
+    /// Share o's scratch buffers (containers of layers that never run at the same time).
+    void share_scratch(GluExperts& o) { ws_.share(o.ws_); }
 
     GluExperts select(std::span<const index_t> keep) const {
         return {gate_.select(keep), up_.select(keep), down_.select(keep)};

@@ -31,6 +31,11 @@ struct ExpertScratch {
     Scratch<float> h;         ///< hidden activations [rows, ffn]
     Scratch<float> h2;        ///< second hidden buffer (GLU up projection)
     cpu::GemmWorkspace gemm;  ///< widened weight panels
+    void share(ExpertScratch& o) {
+        h.share(o.h);
+        h2.share(o.h2);
+        gemm.share(o.gemm);
+    }
 };
 
 /// Buffers of grouped execution, owned by the expert container.
@@ -40,6 +45,14 @@ struct GroupedWorkspace {
     ExpertScratch& thread(int i) {
         if (static_cast<int>(threads.size()) <= i) threads.resize(static_cast<std::size_t>(i) + 1);
         return threads[static_cast<std::size_t>(i)];
+    }
+    /// Use o's buffers from now on (expert containers of layers that run one after the other);
+    /// per-thread buffers are shared for up to cpu::max_threads() threads.
+    void share(GroupedWorkspace& o) {
+        xp.share(o.xp);
+        yp.share(o.yp);
+        const int n = std::max({cpu::max_threads(), static_cast<int>(threads.size()), static_cast<int>(o.threads.size())});
+        for (int i = 0; i < n; ++i) thread(i).share(o.thread(i));
     }
 };
 

@@ -202,6 +202,21 @@ public:
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
     /// Threads of the routing kernels and the expert GEMMs of every group (default: all OpenMP threads).
+    /// Share o's scratch buffers (activations and expert workspaces, group by group): for layers
+    /// that never run at the same time, such as the blocks of one encoder. Routing results
+    /// (plans, logits, losses) stay each layer's own.
+    void share_scratch(HierarchicalMoE& o) {
+        xg_.share(o.xg_);
+        yg_.share(o.yg_);
+        auto experts = [](auto& a, auto& b) {
+            if constexpr (requires { a.share_scratch(b); }) a.share_scratch(b);
+        };
+        for (std::size_t m = 0; m < std::min(modal_experts_.size(), o.modal_experts_.size()); ++m)
+            experts(modal_experts_[m], o.modal_experts_[m]);
+        experts(collab_experts_, o.collab_experts_);
+        if constexpr (Shared::enabled) experts(shared_, o.shared_);
+    }
+
     void set_threads(int n) noexcept {
         threads_ = std::max(1, n);
         collab_router_.set_threads(threads_);

@@ -40,6 +40,10 @@ public:
     X& experts() noexcept { return x_; }
     index_t hidden_size() const noexcept { return x_.hidden_size(); }
     index_t parameters() const noexcept { return x_.parameters() + static_cast<index_t>(gate_.size()); }
+    /// Share o's expert scratch (layers that never run at the same time).
+    void share_scratch(SharedExperts& o) {
+        if constexpr (requires { x_.share_scratch(o.x_); }) x_.share_scratch(o.x_);
+    }
 
     /// out += sum_e expert_e(x) (times sigmoid(x . g) with a gate).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> out, int threads = cpu::max_threads()) {
