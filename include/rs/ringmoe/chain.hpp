@@ -50,6 +50,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -272,9 +273,9 @@ vision::Mlp<Act, W> to_mlp(const DenseFfn<Act, W>& d, std::string_view what) {
         return t;
     };
     const index_t C = d.hidden_size(), F = d.ffn_size();
-    return vision::Mlp<Act, W>(vision::Linear<W>(ckpt_detail::matrix_copy(d.fc1().weight(0)), bias(d.fc1().bias(0), F)),
-                               vision::Linear<W>(ckpt_detail::matrix_copy(d.fc2().weight(0)), bias(d.fc2().bias(0), C)),
-                               what);
+    auto weight = [](WeightMatrix<W> m) { return copy_as(m, WeightLayout::out_in); };
+    return vision::Mlp<Act, W>(vision::Linear<W>(weight(d.fc1().weight(0)), bias(d.fc1().bias(0), F)),
+                               vision::Linear<W>(weight(d.fc2().weight(0)), bias(d.fc2().bias(0), C)), what);
 }
 
 /// An FFN slot that holds either the hierarchical MoE or its fold (for progressive folding).
@@ -601,6 +602,25 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/// What every step does after building its encoder `mem` in memory: write the checkpoint,
+/// reload it with load(file), check that the reload encodes the evaluation images bit for bit
+/// as `mem` did, and fill the row (metadata, counts, time since t0). Returns the reloaded
+/// encoder, its output and the open checkpoint (the next step starts from it); `mem` is gone.
+template <class Mem, class Load>
+auto checkpoint_step(ChainStep& row, Mem mem, const std::vector<int>& source, Load&& load,
+                     const TensorView& evaluation, const ChainOptions& opt, std::chrono::steady_clock::time_point t0) {
+    row.info = describe(mem, row.name, source);
+    io::SafetensorsFile file = write_and_open(mem, row.info, opt, row);
+    auto enc = load(file);
+    enc.set_threads(opt.threads);
+    row.reloaded = true;
+    row.seconds = seconds_since(t0);
+    Tensor y = encode(enc, evaluation, 0, opt.eval_batch);
+    row.reload_identical = bit_identical(encode(mem, evaluation, 0, opt.eval_batch), y);
+    count(row, enc);
+    return std::tuple{std::move(enc), std::move(y), std::move(file)};
+}
+
 }  // namespace chain_detail
 
 /// The deployment chain (see the file comment) on a full encoder. calibration / evaluation:
@@ -642,21 +662,13 @@ ChainResult<W, Act> run_chain(vision::RingMoeSwin<W, Act> full, const TensorView
     rep.steps.push_back(std::move(s0));
 
     // 1. one modality.
+    const auto load_moe = [](const io::SafetensorsFile& f) { return load_moe_encoder<W, Act>(f); };
     auto t0 = clock::now();
     ChainStep s1;
     s1.name = "single_modality";
-    std::vector<int> source{rep.steps.front().info.source_modalities.at(static_cast<std::size_t>(m))};
-    auto single_mem = extract_modality(std::move(full), m, &s1.blocks);
-    s1.info = describe(single_mem, s1.name, source);
-    const auto f1 = chain_detail::write_and_open(single_mem, s1.info, opt, s1);
-    auto single = load_moe_encoder<W, Act>(f1);
-    single.set_threads(opt.threads);
-    s1.reloaded = true;
-    s1.seconds = seconds_since(t0);
-    const Tensor y1 = encode(single, evaluation, 0, E);
-    s1.reload_identical = bit_identical(encode(single_mem, evaluation, 0, E), y1);
-    { auto drop = std::move(single_mem); }
-    chain_detail::count(s1, single);
+    const std::vector<int> source{rep.steps.front().info.source_modalities.at(static_cast<std::size_t>(m))};
+    auto [single, y1, f1] = chain_detail::checkpoint_step(s1, extract_modality(std::move(full), m, &s1.blocks), source,
+                                                          load_moe, evaluation, opt, t0);
     s1.vs_previous = compare_outputs(y1, y0, N);
     s1.vs_single = compare_outputs(y1, y1, N);
     rep.steps.push_back(std::move(s1));
@@ -667,17 +679,9 @@ ChainResult<W, Act> run_chain(vision::RingMoeSwin<W, Act> full, const TensorView
     s2.name = "expert_pruned";
     auto work = load_moe_encoder<W, Act>(f1);
     work.set_threads(opt.threads);
-    auto pruned_mem = prune_collaborative(std::move(work), calibration, opt.prune, opt.calibration, B, &s2.blocks);
-    s2.info = describe(pruned_mem, s2.name, source);
-    const auto f2 = chain_detail::write_and_open(pruned_mem, s2.info, opt, s2);
-    auto pruned = load_moe_encoder<W, Act>(f2);
-    pruned.set_threads(opt.threads);
-    s2.reloaded = true;
-    s2.seconds = seconds_since(t0);
-    const Tensor y2 = encode(pruned, evaluation, 0, E);
-    s2.reload_identical = bit_identical(encode(pruned_mem, evaluation, 0, E), y2);
-    { auto drop = std::move(pruned_mem); }
-    chain_detail::count(s2, pruned);
+    auto [pruned, y2, f2] = chain_detail::checkpoint_step(
+        s2, prune_collaborative(std::move(work), calibration, opt.prune, opt.calibration, B, &s2.blocks), source,
+        load_moe, evaluation, opt, t0);
     s2.vs_previous = compare_outputs(y2, y1, N);
     s2.vs_single = s2.vs_previous;
     rep.steps.push_back(std::move(s2));
@@ -688,17 +692,9 @@ ChainResult<W, Act> run_chain(vision::RingMoeSwin<W, Act> full, const TensorView
     s3.name = "folded";
     auto work2 = load_moe_encoder<W, Act>(f2);
     work2.set_threads(opt.threads);
-    auto folded_mem = fold_experts(std::move(work2), calibration, opt.fold, opt.calibration, B, &s3.blocks);
-    s3.info = describe(folded_mem, s3.name, source);
-    const auto f3 = chain_detail::write_and_open(folded_mem, s3.info, opt, s3);
-    auto folded = load_dense_encoder<W, Act>(f3);
-    folded.set_threads(opt.threads);
-    s3.reloaded = true;
-    s3.seconds = seconds_since(t0);
-    const Tensor y3 = encode(folded, evaluation, 0, E);
-    s3.reload_identical = bit_identical(encode(folded_mem, evaluation, 0, E), y3);
-    { auto drop = std::move(folded_mem); }
-    chain_detail::count(s3, folded);
+    auto [folded, y3, f3] = chain_detail::checkpoint_step(
+        s3, fold_experts(std::move(work2), calibration, opt.fold, opt.calibration, B, &s3.blocks), source,
+        [](const io::SafetensorsFile& f) { return load_dense_encoder<W, Act>(f); }, evaluation, opt, t0);
     s3.vs_previous = compare_outputs(y3, y2, N);
     s3.vs_single = compare_outputs(y3, y1, N);
     rep.steps.push_back(std::move(s3));
