@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
@@ -201,6 +202,19 @@ double peak_rss_mib() {
     return double(u.ru_maxrss) / 1024.0;
 }
 
+/// "RssAnon:" or "RssFile:" of /proc/self/status in MiB (-1 where there is none): private memory
+/// versus file pages mapped in place (the weights, when they are read from the checkpoint).
+double status_mib(const char* key) {
+    std::ifstream f("/proc/self/status");
+    std::string k;
+    for (std::string line; std::getline(f, line);) {
+        std::istringstream is(line);
+        double v = 0;
+        if (is >> k >> v && k == key) return v / 1024.0;
+    }
+    return -1;
+}
+
 fs::path cache_dir(const Args& a) {
     if (!a.cache.empty()) return a.cache;
     const char* t = std::getenv("TMPDIR");
@@ -377,7 +391,9 @@ int run(const Args& a, const rm::RingMoeConfig& cfg) {
         } else {
             const fs::path dir = cache_dir(a);
             fs::create_directories(dir);
-            const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_", a.dtype, "_seed", a.seed, ".safetensors");
+            // Named by everything that shapes its content (configuration, heads, dtype, seed).
+            const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
+                                                         "_", a.dtype, "_seed", a.seed, ".safetensors");
             if (!fs::exists(file)) {
                 std::printf("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
                             file.string().c_str());
@@ -433,6 +449,9 @@ int run(const Args& a, const rm::RingMoeConfig& cfg) {
             std::printf("\nfeatures: [%ld, %ld] (%ld images x %ld^2 tokens); peak resident memory %.0f MiB\n",
                         long(out.features.dim(0)), long(out.features.dim(1)), long(B),
                         long(cfg.swin.resolution(cfg.swin.stages() - 1)), peak_rss_mib());
+            if (const double file = status_mib("RssFile:"), anon = status_mib("RssAnon:"); file >= 0 && anon >= 0)
+                std::printf("resident now: %.0f MiB mapped from files (weights read in place), %.0f MiB private\n",
+                            file, anon);
             return 0;
         },
         any);
