@@ -58,28 +58,34 @@ SEED = 4242
 
 
 class OneDnnMLP(nn.Module):
-    """A ringmoe_moe.MLP whose experts run as MkldnnLinear pairs (weights [out, in], fp32)."""
+    """A ringmoe_moe.MLP whose experts run as MkldnnLinear pairs (weights [out, in], fp32 or
+    bf16 with fp32 activations)."""
 
-    def __init__(self, mlp):
+    def __init__(self, mlp, dtype=torch.float32):
         super().__init__()
         self.gelu_kind = mlp.gelu_kind
         E = mlp.mapping.expert_num
         maps, projs = [], []
         for e in range(E):
-            maps.append(self._linear(mlp.mapping, e))
-            projs.append(self._linear(mlp.projection, e))
+            maps.append(self._linear(mlp.mapping, e, dtype))
+            projs.append(self._linear(mlp.projection, e, dtype))
         self.maps = nn.ModuleList(maps)
         self.projs = nn.ModuleList(projs)
 
     @staticmethod
-    def _linear(lin, e):
+    def _linear(lin, e, dtype):
         w = lin.weight[e] if lin.expert_num > 1 else lin.weight  # [in, out]
         b = lin.bias[0, e, 0] if lin.expert_num > 1 else lin.bias
         m = nn.Linear(w.shape[0], w.shape[1])
         with torch.no_grad():
             m.weight.copy_(w.t())
             m.bias.copy_(b)
-        return torch.utils.mkldnn.to_mkldnn(m)
+        lin = torch.utils.mkldnn.MkldnnLinear(m, dtype)  # copies the weights into oneDNN tensors
+        # Something in torch.jit keeps `m` alive (1.13): release its dense weights explicitly, or
+        # every converted expert costs its fp32 copy too.
+        m.weight.data = torch.empty(0)
+        m.bias.data = torch.empty(0)
+        return lin
 
     def expert(self, x, e=0):
         return self.projs[e](ringmoe_moe.gelu(self.maps[e](x), self.gelu_kind))
@@ -88,12 +94,12 @@ class OneDnnMLP(nn.Module):
         return self.expert(x, 0)
 
 
-def to_onednn(mod):
+def to_onednn(mod, dtype=torch.float32):
     """Replaces mod's expert MLPs (in place) by OneDnnMLP; the routers stay as they are."""
     for m in range(len(mod.special_ffn)):
-        mod.special_ffn[m] = OneDnnMLP(mod.special_ffn[m])
-    mod.cross_ffn = OneDnnMLP(mod.cross_ffn)
-    mod.public_ffn = OneDnnMLP(mod.public_ffn)
+        mod.special_ffn[m] = OneDnnMLP(mod.special_ffn[m], dtype)
+    mod.cross_ffn = OneDnnMLP(mod.cross_ffn, dtype)
+    mod.public_ffn = OneDnnMLP(mod.public_ffn, dtype)
     return mod
 
 
