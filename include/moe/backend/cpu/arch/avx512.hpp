@@ -1,7 +1,8 @@
 // moe/backend/cpu/arch/avx512.hpp - AVX-512F overloads (16 lanes).
 //
-// Compiled whenever the target enables AVX-512F. The development machine does not expose
-// AVX-512, so these overloads are compile-checked there and exercised only on AVX-512 hosts.
+// Compiled whenever the target enables AVX-512F (-march=native on an AVX-512 CPU, or the
+// avx512-compile preset). The test suite exercises them on an AVX-512 host (the development
+// machine since 2026-12-03; before that, an AVX2-only one compiled them without running them).
 #pragma once
 
 #include "moe/backend/cpu/arch/generic.hpp"
