@@ -275,3 +275,25 @@ TEST_CASE("copy_as stores a weight either way", "[kernels]") {
     const Tensor back = copy_as(WeightMatrix<float>::in_out(t.data<float>(), 3, 2), WeightLayout::out_in);
     REQUIRE(std::vector<float>(back.span<float>().begin(), back.span<float>().end()) == v);
 }
+
+TEST_CASE("multiply-add: SIMD lanes and the scalar twin round alike, once on FMA targets", "[kernels][simd]") {
+    // x * x = 1 + 2^-11 + 2^-24 needs 25 bits: a separate multiply rounds the 2^-24 away (a tie,
+    // to even), a fused multiply-add keeps it.
+    const float x = 1.0f + std::ldexp(1.0f, -12), z = -(1.0f + std::ldexp(1.0f, -11));
+    const float fused = std::ldexp(1.0f, -24);
+    const float scalar = cpu::madd(x, x, z);
+#if defined(__FMA__) || defined(MOE_NO_SIMD)
+    CHECK(scalar == fused);
+#else
+    CHECK(scalar == 0.0f);
+#endif
+#if !defined(MOE_NO_SIMD)
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        alignas(64) float out[B::size];
+        cpu::arch::fmadd<cpu::simd_arch>(B(x), B(x), B(z)).store_aligned(out);
+        INFO("instruction set " << cpu::simd_name());
+        for (float v : out) CHECK(v == scalar);
+    }
+#endif
+}

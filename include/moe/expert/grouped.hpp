@@ -15,6 +15,7 @@
 #include <exception>
 #include <vector>
 
+#include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
@@ -159,10 +160,11 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
                 constexpr index_t L = static_cast<index_t>(B::size);
                 const B wb(w);
                 for (; i + L <= d; i += L)
-                    xsimd::fma(wb, B::load_unaligned(y + i), B::load_unaligned(o + i)).store_unaligned(o + i);
+                    cpu::arch::fmadd<cpu::simd_arch>(wb, B::load_unaligned(y + i), B::load_unaligned(o + i))
+                        .store_unaligned(o + i);
             }
 #endif
-            for (; i < d; ++i) o[i] += w * y[i];
+            for (; i < d; ++i) o[i] = cpu::madd(w, y[i], o[i]);
         }
     });
 }

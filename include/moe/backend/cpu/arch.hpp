@@ -29,6 +29,13 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return gather<A>(base, idx, A{});
 }
 
+/// x * y + z per lane, fused wherever the target has FMA (see madd() for the scalar twin).
+template <class A>
+inline xsimd::batch<float, A> fmadd(const xsimd::batch<float, A>& x, const xsimd::batch<float, A>& y,
+                                    const xsimd::batch<float, A>& z) noexcept {
+    return fmadd<A>(x, y, z, A{});
+}
+
 /// L consecutive bf16 values (as raw bits) widened to fp32.
 template <class A>
 inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p) noexcept {

@@ -114,14 +114,14 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
                     static_for<L>([&](auto r) { t[r] = gemm_detail::load_row<simd_arch>(w + r * ldw + k); });
                     arch::transpose_square<simd_arch>(t);  // t[c] = W[n .. n + L)[k + c]
                     static_for<L>([&](auto c) {
-                        for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k + c]), t[c], s[m]);
+                        for (index_t m = 0; m < M; ++m) s[m] = arch::fmadd<simd_arch>(B(A[m * lda + k + c]), t[c], s[m]);
                     });
                 }
                 for (; k < k1; ++k) {
                     alignas(64) float col[L];
                     for (int r = 0; r < L; ++r) col[r] = to_float(w[r * ldw + k]);
                     const B t = B::load_aligned(col);
-                    for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k]), t, s[m]);
+                    for (index_t m = 0; m < M; ++m) s[m] = arch::fmadd<simd_arch>(B(A[m * lda + k]), t, s[m]);
                 }
                 for (index_t m = 0; m < M; ++m)
                     (B::load_unaligned(C + m * ldc + n) + s[m]).store_unaligned(C + m * ldc + n);
@@ -136,7 +136,7 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
             float acc[4] = {0, 0, 0, 0};
             for (index_t k = k0; k < k1; ++k) {
                 const float wv = to_float(w[k]);
-                for (index_t m = 0; m < M; ++m) acc[m] = std::fma(A[m * lda + k], wv, acc[m]);
+                for (index_t m = 0; m < M; ++m) acc[m] = madd(A[m * lda + k], wv, acc[m]);
             }
             for (index_t m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
         }
@@ -163,7 +163,7 @@ inline void gemm_small_m_in_out(index_t M, index_t N, index_t K, const float* A,
                 B s[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
                 for (index_t k = k0; k < k1; ++k) {
                     const B wv = gemm_detail::load_row<simd_arch>(Wp + k * ldw + n);
-                    for (index_t m = 0; m < M; ++m) s[m] = xsimd::fma(B(A[m * lda + k]), wv, s[m]);
+                    for (index_t m = 0; m < M; ++m) s[m] = arch::fmadd<simd_arch>(B(A[m * lda + k]), wv, s[m]);
                 }
                 for (index_t m = 0; m < M; ++m)
                     (B::load_unaligned(C + m * ldc + n) + s[m]).store_unaligned(C + m * ldc + n);
@@ -176,7 +176,7 @@ inline void gemm_small_m_in_out(index_t M, index_t N, index_t K, const float* A,
             float acc[4] = {0, 0, 0, 0};
             for (index_t k = k0; k < k1; ++k) {
                 const float wv = to_float(Wp[k * ldw + n]);
-                for (index_t m = 0; m < M; ++m) acc[m] = std::fma(A[m * lda + k], wv, acc[m]);
+                for (index_t m = 0; m < M; ++m) acc[m] = madd(A[m * lda + k], wv, acc[m]);
             }
             for (index_t m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
         }

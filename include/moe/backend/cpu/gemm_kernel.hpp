@@ -126,8 +126,8 @@ MOE_ALWAYS_INLINE void micro_kernel(index_t kb, const float* a, index_t lda, con
         const B w1 = B::load_unaligned(wp + k * 2 * L + L);
         static_for<ROWS>([&](auto i) {
             const B ai(a[i * lda + k]);
-            acc0[i] = xsimd::fma(ai, w0, acc0[i]);
-            acc1[i] = xsimd::fma(ai, w1, acc1[i]);
+            acc0[i] = arch::fmadd<A>(ai, w0, acc0[i]);
+            acc1[i] = arch::fmadd<A>(ai, w1, acc1[i]);
         });
     }
     if (cols == 2 * L) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
@@ -33,7 +34,7 @@ inline void moments(const float* x, index_t n, float shift, double& sum, double&
             for (; i <= stop; i += L) {
                 const B v = B::load_unaligned(x + i) - sh;
                 s += v;
-                q = xsimd::fma(v, v, q);
+                q = arch::fmadd<simd_arch>(v, v, q);
             }
             sum += static_cast<double>(xsimd::hadd(s));
             sumsq += static_cast<double>(xsimd::hadd(q));

@@ -3,11 +3,12 @@
 // The instruction set is chosen at compile time from the target flags (-mavx2 -mfma,
 // -mavx512f ..., or -march=native), as xsimd does: `simd_arch` is the best one enabled.
 // Kernels are written once against xsimd batches; the few steps xsimd does not offer
-// (register transposes) have one overload per instruction set in moe/backend/cpu/arch/,
+// (register transposes, a fused multiply-add on AVX-512) have one overload per instruction set in moe/backend/cpu/arch/,
 // with a generic fallback through memory. Defining MOE_NO_SIMD, or compiling for a target
 // xsimd does not know, selects the scalar code paths.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -39,6 +40,18 @@ struct no_simd {};
 using simd_arch = no_simd;
 inline constexpr bool kHasSimd = false;
 #endif
+
+/// Scalar twin of the kernels' SIMD multiply-add (arch::fmadd): fused on an FMA target (and in
+/// scalar-only builds), a multiply then an add where the SIMD lanes do the same, so a scalar
+/// tail of a kernel gives the bits its SIMD lanes would.
+MOE_ALWAYS_INLINE float madd(float a, float b, float c) noexcept {
+#if defined(__FMA__) || defined(MOE_NO_SIMD)
+    return std::fma(a, b, c);
+#else
+    if constexpr (kHasSimd) return a * b + c;
+    else return std::fma(a, b, c);
+#endif
+}
 
 namespace detail {
 template <class F, int... I>

@@ -61,6 +61,14 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return _mm512_i32gather_ps(idx, base, 4);
 }
 
+/// Fused: xsimd 8.1 has no AVX-512 fma and falls back to x * y + z, which GCC contracts into
+/// one instruction (-ffp-contract=fast) but clang does not (two roundings, two instructions).
+template <class A>
+inline xsimd::batch<float, A> fmadd(const xsimd::batch<float, A>& x, const xsimd::batch<float, A>& y,
+                                    const xsimd::batch<float, A>& z, xsimd::avx512f) noexcept {
+    return _mm512_fmadd_ps(x, y, z);
+}
+
 template <class A>
 inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::avx512f) noexcept {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));

@@ -64,6 +64,14 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
     return xsimd::batch<float, A>::load_aligned(v);
 }
 
+/// x * y + z per lane: xsimd's fma (one fused instruction on FMA3 targets; a multiply and an add
+/// without FMA hardware, where the scalar tails use the same two steps, see madd()).
+template <class A>
+inline xsimd::batch<float, A> fmadd(const xsimd::batch<float, A>& x, const xsimd::batch<float, A>& y,
+                                    const xsimd::batch<float, A>& z, xsimd::generic) noexcept {
+    return xsimd::fma(x, y, z);
+}
+
 /// L consecutive bf16 values widened to fp32 (exact: bf16 is the upper half of an fp32).
 template <class A>
 inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::generic) noexcept {
