@@ -10,7 +10,7 @@ packages=(
   g++ cmake ninja-build
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
   nlohmann-json3-dev libtiff-dev
-  python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile
+  python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile python3-gdal
 )
 for arg in "$@"; do
   case "$arg" in

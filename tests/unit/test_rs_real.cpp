@@ -71,7 +71,7 @@ std::map<std::string, std::vector<std::string>> python_stats() {
     }
     for (const auto& line : split(text, '\n')) {
         auto f = split(line, '|');
-        if (f.size() == 13) out[f[0]] = f;
+        if (f.size() == 13 || (f.size() == 2 && f[1] == "unreadable")) out[f[0]] = f;
     }
     return out;
 }
@@ -114,6 +114,10 @@ TEST_CASE("rs real data: every file is read or refused with a clear reason; valu
         if (py.empty()) continue;
         REQUIRE(it != py.end());
         const auto& f = it->second;
+        if (f.size() == 2) {  // e.g. LZW with tifffile but neither imagecodecs nor GDAL
+            WARN(rel << ": Python could not read it (install python3-gdal): values not compared");
+            continue;
+        }
         INFO("python (" << f[12] << "): " << f[1] << " x " << f[2] << " x " << f[3] << " " << f[4] << " sum " << f[5]);
         CHECK(img.bands_count() == std::stoll(f[1]));
         CHECK(img.height() == std::stoll(f[2]));
