@@ -1,0 +1,150 @@
+// bench/bench_gemm.cpp - the packed GEMM at RingMoE's shapes, beside this core's arithmetic peak
+// and Eigen's GEMM in the same run; one thread.
+//
+//   peak/fma_f32                           12 independent chains of fp32 FMAs on full SIMD
+//                                          registers: the fp32 FMA peak of one core
+//   peak/dpbf16                            the same with vdpbf16ps (bf16 pairs summed into fp32;
+//                                          only where the target has AVX-512 BF16)
+//   gemm/<engine>/w:<w>/<layout>/M:<M>/K:<K>/N:<N>
+//                                          C[M, N] += A[M, K] . W^T with moe::cpu::packed_gemm
+//                                          (engine "packed"; fp32 or bf16 weights, [out, in] or
+//                                          [in, out]) or Eigen's general_matrix_matrix_product
+//                                          (engine "eigen", fp32 only), the engines cpu::linear
+//                                          chooses from
+// Shapes: the FFN GEMMs of the 1B folded RingMoE at 224 px, one image: stage 0 (3136 tokens,
+// C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336).
+// Counter GFLOP/s = 2 M K N per call (or the FMAs of the peak loops); compare with peak/*.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/gemm_kernel.hpp"
+#include "moe/backend/cpu/simd.hpp"
+
+#if defined(__AVX512BF16__) && !defined(MOE_NO_SIMD)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using moe::index_t;
+
+#if !defined(MOE_NO_SIMD)
+/// kChains independent FMA chains; each iteration issues kChains FMAs of B::size lanes.
+void BM_peak_fma(benchmark::State& st) {
+    using B = xsimd::batch<float, moe::cpu::simd_arch>;
+    constexpr int kChains = 12;
+    B acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = B(1.0f + 0.001f * float(i));
+    const B a(0.999999f), c(1e-7f);
+    constexpr long kIters = 1 << 20;
+    for (auto _ : st) {
+        for (long it = 0; it < kIters; ++it)
+            for (int i = 0; i < kChains; ++i) acc[i] = xsimd::fma(acc[i], a, c);
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * kChains * double(B::size) * kIters * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+    st.SetLabel(moe::cpu::simd_name());
+}
+BENCHMARK(BM_peak_fma)->Name("peak/fma_f32")->UseRealTime();
+#endif
+
+#if defined(__AVX512BF16__) && !defined(MOE_NO_SIMD)
+void BM_peak_dpbf16(benchmark::State& st) {
+    constexpr int kChains = 12;
+    __m512 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(float(i));
+    const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3f80);
+    constexpr long kIters = 1 << 20;
+    for (auto _ : st) {
+        for (long it = 0; it < kIters; ++it)
+            for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    // 16 lanes x 2 products x (multiply + add) per instruction.
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * kChains * 32.0 * kIters * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_peak_dpbf16)->Name("peak/dpbf16")->UseRealTime();
+#endif
+
+struct Shape {
+    index_t M, K, N;
+};
+constexpr Shape kShapes[] = {{3136, 448, 1792}, {196, 1792, 7168}, {49, 3584, 14336}};
+
+template <class W>
+std::vector<W> random_weights(index_t n, std::mt19937& g) {
+    std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+    std::vector<W> w(static_cast<std::size_t>(n));
+    for (auto& v : w) v = W(u(g));
+    return w;
+}
+
+void set_flops(benchmark::State& st, Shape s) {
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(s.M) * double(s.K) * double(s.N) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+#if !defined(MOE_NO_SIMD)
+template <class W>
+void BM_packed(benchmark::State& st, Shape s, moe::WeightLayout layout) {
+    std::mt19937 g(7);
+    const auto A = random_weights<float>(s.M * s.K, g);
+    const auto w = random_weights<W>(s.N * s.K, g);
+    std::vector<float> C(static_cast<std::size_t>(s.M * s.N), 0.0f);
+    std::vector<float> pack(moe::cpu::packed_gemm_workspace());
+    const moe::WeightMatrix<W> wm(w.data(), s.N, s.K, layout == moe::WeightLayout::out_in ? s.K : s.N, layout);
+    for (auto _ : st) {
+        moe::cpu::packed_gemm(s.M, A.data(), s.K, wm, C.data(), s.N, pack.data());
+        benchmark::DoNotOptimize(C.data());
+        benchmark::ClobberMemory();
+    }
+    set_flops(st, s);
+}
+#endif
+
+template <moe::WeightLayout L>
+void BM_eigen(benchmark::State& st, Shape s) {
+    std::mt19937 g(7);
+    const auto A = random_weights<float>(s.M * s.K, g);
+    const auto w = random_weights<float>(s.N * s.K, g);
+    std::vector<float> C(static_cast<std::size_t>(s.M * s.N), 0.0f);
+    for (auto _ : st) {
+        moe::cpu::detail::gemm_f32<L>(s.M, s.N, s.K, A.data(), s.K, w.data(), L == moe::WeightLayout::out_in ? s.K : s.N,
+                                      C.data(), s.N);
+        benchmark::DoNotOptimize(C.data());
+        benchmark::ClobberMemory();
+    }
+    set_flops(st, s);
+}
+
+std::string shape_name(Shape s) {
+    return "/M:" + std::to_string(s.M) + "/K:" + std::to_string(s.K) + "/N:" + std::to_string(s.N);
+}
+
+const int registered = [] {
+    for (const Shape s : kShapes) {
+#if !defined(MOE_NO_SIMD)
+        for (const auto layout : {moe::WeightLayout::out_in, moe::WeightLayout::in_out}) {
+            const std::string lay = layout == moe::WeightLayout::out_in ? "/out_in" : "/in_out";
+            benchmark::RegisterBenchmark(("gemm/packed/w:f32" + lay + shape_name(s)).c_str(),
+                                         [s, layout](benchmark::State& st) { BM_packed<float>(st, s, layout); })
+                ->UseRealTime();
+            benchmark::RegisterBenchmark(("gemm/packed/w:bf16" + lay + shape_name(s)).c_str(),
+                                         [s, layout](benchmark::State& st) { BM_packed<moe::bf16>(st, s, layout); })
+                ->UseRealTime();
+        }
+#endif
+        benchmark::RegisterBenchmark(("gemm/eigen/w:f32/out_in" + shape_name(s)).c_str(),
+                                     [s](benchmark::State& st) { BM_eigen<moe::WeightLayout::out_in>(st, s); })
+            ->UseRealTime();
+    }
+    return 0;
+}();
+
+}  // namespace
