@@ -60,19 +60,7 @@ def single_modality_bf16(image):
     enc = vision_swin.SwinEncoder(img=image, patch=4, in_chans=(3,), dim=448, depths=(2, 2, 18, 2),
                                   heads=(14, 28, 56, 112), window=window, mlp_ratio=4, mlp_factory=factory)
     enc = torch_vision.as_nn_linear(torch_vision.init_small(enc.eval()))  # the rest: attention, mergings
-
-    def rec(mod):  # in place (torch_vision.onednn deep-copies, which would double the memory)
-        for name, child in list(mod.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(mod, name, torch.utils.mkldnn.MkldnnLinear(child, torch.bfloat16))
-                child.weight.data = torch.empty(0)  # torch.jit keeps `child` alive: drop its fp32 copy
-                if child.bias is not None:
-                    child.bias.data = torch.empty(0)
-            else:
-                rec(child)
-        return mod
-
-    return rec(enc)
+    return torch_vision.onednn(enc, torch.bfloat16, copy_first=False)
 
 
 def timed(name, fn, impl, reps, min_time):

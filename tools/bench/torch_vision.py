@@ -48,11 +48,12 @@ def run(name, fn, args, impl, reps=None):
     emit(rec)
 
 
-def onednn(module, dtype):
+def onednn(module, dtype, copy_first=True):
     """Every nn.Linear as oneDNN's (torch.utils.mkldnn.MkldnnLinear) with weights in dtype; the
     patch-embedding conv too in fp32 (MkldnnConv2d has no bf16 path in 1.13: it stays a plain,
-    fp32 conv there, 0.3 % of the FLOPs)."""
-    m = copy.deepcopy(module)
+    fp32 conv there, 0.3 % of the FLOPs). copy_first=False converts `module` in place (for
+    models whose weights do not fit in memory twice)."""
+    m = copy.deepcopy(module) if copy_first else module
     if dtype == torch.float32:
         return torch.utils.mkldnn.to_mkldnn(m)
 
@@ -60,6 +61,10 @@ def onednn(module, dtype):
         for name, child in list(mod.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(mod, name, torch.utils.mkldnn.MkldnnLinear(child, dtype))
+                # torch.jit keeps `child` alive (1.13): drop its fp32 weights, now copied.
+                child.weight.data = torch.empty(0)
+                if child.bias is not None:
+                    child.bias.data = torch.empty(0)
             else:
                 rec(child)
         return mod

@@ -3,8 +3,8 @@
 // The instruction set is chosen at compile time from the target flags (-mavx2 -mfma,
 // -mavx512f ..., or -march=native), as xsimd does: `simd_arch` is the best one enabled.
 // Kernels are written once against xsimd batches; the few steps xsimd does not offer
-// (register transposes, a fused multiply-add on AVX-512) have one overload per instruction set in moe/backend/cpu/arch/,
-// with a generic fallback through memory. Defining MOE_NO_SIMD, or compiling for a target
+// (register transposes, a fused multiply-add on AVX-512) have one overload per instruction
+// set in moe/backend/cpu/arch/, with a generic fallback. Defining MOE_NO_SIMD, or compiling for a target
 // xsimd does not know, selects the scalar code paths.
 #pragma once
 
