@@ -46,6 +46,7 @@ import torch.nn as nn  # noqa: E402
 import torch.utils.mkldnn  # noqa: E402,F401
 
 import ringmoe_moe  # noqa: E402
+import torch_vision  # noqa: E402
 from common import emit, measure, torch_info  # noqa: E402
 
 SHAPES = [
@@ -80,12 +81,7 @@ class OneDnnMLP(nn.Module):
         with torch.no_grad():
             m.weight.copy_(w.t())
             m.bias.copy_(b)
-        lin = torch.utils.mkldnn.MkldnnLinear(m, dtype)  # copies the weights into oneDNN tensors
-        # Something in torch.jit keeps `m` alive (1.13): release its dense weights explicitly, or
-        # every converted expert costs its fp32 copy too.
-        m.weight.data = torch.empty(0)
-        m.bias.data = torch.empty(0)
-        return lin
+        return torch_vision.mkldnn_linear(m, dtype)
 
     def expert(self, x, e=0):
         return self.projs[e](ringmoe_moe.gelu(self.maps[e](x), self.gelu_kind))

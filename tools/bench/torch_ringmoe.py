@@ -39,28 +39,30 @@ import torch_vision  # noqa: E402
 import vision_swin  # noqa: E402
 
 
-def folded_1b(image):
+def encoder(image, mlp_factory):
+    """The RingMoE-size Swin encoder (one optical patch embedding) at `image` px, each block's MLP
+    from mlp_factory, weights N(0, 0.02), Linears as nn.Linear."""
     window = 7 if image == 224 else 12
     enc = vision_swin.SwinEncoder(img=image, patch=4, in_chans=(3,), dim=448, depths=(2, 2, 18, 2),
-                                  heads=(14, 28, 56, 112), window=window, mlp_ratio=4,
-                                  mlp_factory=vision_swin.dense_mlp("tanh"))
+                                  heads=(14, 28, 56, 112), window=window, mlp_ratio=4, mlp_factory=mlp_factory)
     return torch_vision.as_nn_linear(torch_vision.init_small(enc.eval()))
+
+
+def folded_1b(image):
+    return encoder(image, vision_swin.dense_mlp("tanh"))
 
 
 def single_modality_bf16(image):
     """The single-modality sub-model with bf16 oneDNN weights, built without ever holding all its
     fp32 weights: the MLP factory converts each block's MoE as it is created."""
-    window = 7 if image == 224 else 12
-
     def factory(i, C, F_):
         moe = ringmoe_moe.MoeModal(hidden=C, ffn_hidden=F_, modal_num=1, specific_expert_num=4, cross_expert_num=4,
                                    expert_num=8, num_experts_chosen=1, capacity_factor=1.2, gelu_kind="tanh").eval()
         return torch_hierarchical.to_onednn(torch_vision.init_small(moe), torch.bfloat16)
 
-    enc = vision_swin.SwinEncoder(img=image, patch=4, in_chans=(3,), dim=448, depths=(2, 2, 18, 2),
-                                  heads=(14, 28, 56, 112), window=window, mlp_ratio=4, mlp_factory=factory)
-    enc = torch_vision.as_nn_linear(torch_vision.init_small(enc.eval()))  # the rest: attention, mergings
-    return torch_vision.onednn(enc, torch.bfloat16, copy_first=False)
+    # init_small over the whole encoder touches only what is still dense (the converted experts are
+    # oneDNN buffers, not parameters): attention, mergings, norms, routers.
+    return torch_vision.onednn(encoder(image, factory), torch.bfloat16, copy_first=False)
 
 
 def timed(name, fn, impl, reps, min_time):

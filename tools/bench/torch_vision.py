@@ -48,6 +48,17 @@ def run(name, fn, args, impl, reps=None):
     emit(rec)
 
 
+def mkldnn_linear(linear, dtype):
+    """torch.utils.mkldnn.MkldnnLinear(linear, dtype), then `linear`'s dense weights released:
+    MkldnnLinear copies them, but torch.jit keeps `linear` alive (1.13), which would otherwise
+    cost every converted layer its fp32 copy too."""
+    m = torch.utils.mkldnn.MkldnnLinear(linear, dtype)
+    linear.weight.data = torch.empty(0)
+    if linear.bias is not None:
+        linear.bias.data = torch.empty(0)
+    return m
+
+
 def onednn(module, dtype, copy_first=True):
     """Every nn.Linear as oneDNN's (torch.utils.mkldnn.MkldnnLinear) with weights in dtype; the
     patch-embedding conv too in fp32 (MkldnnConv2d has no bf16 path in 1.13: it stays a plain,
@@ -60,11 +71,7 @@ def onednn(module, dtype, copy_first=True):
     def rec(mod):
         for name, child in list(mod.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(mod, name, torch.utils.mkldnn.MkldnnLinear(child, dtype))
-                # torch.jit keeps `child` alive (1.13): drop its fp32 weights, now copied.
-                child.weight.data = torch.empty(0)
-                if child.bias is not None:
-                    child.bias.data = torch.empty(0)
+                setattr(mod, name, mkldnn_linear(child, dtype))
             else:
                 rec(child)
         return mod
