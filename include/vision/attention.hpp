@@ -19,6 +19,9 @@
 // on the thread count.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -270,3 +273,5 @@ private:
 };
 
 }  // namespace moe::vision
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -10,6 +10,9 @@
 // count. Any type with `expert_forward(e, x_block, y_block, scratch)` can use it.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -170,3 +173,5 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
 }
 
 }  // namespace moe
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -47,6 +47,9 @@
 // of experts folded (RingMoE's d_ffn / N); the hidden width is the sum of the ranks.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -431,3 +434,5 @@ private:
 };
 
 }  // namespace moe
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -6,6 +6,9 @@
 // GLU-style experts use glu<Act>(gate, up, n): gate <- Act(gate) * up (SwiGLU for Act = Silu).
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <cmath>
 #include <cstdint>
 
@@ -123,3 +126,5 @@ inline void glu(float* gate, const float* up, index_t n) noexcept {
 
 }  // namespace cpu
 }  // namespace moe
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -2,6 +2,9 @@
 // set under arch/), and entry points that pick the best overload for an architecture A.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include "moe/backend/cpu/arch/generic.hpp"
 #include "moe/backend/cpu/arch/sse.hpp"
 #include "moe/backend/cpu/arch/avx.hpp"
@@ -44,3 +47,5 @@ inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p) noexcept {
 
 }  // namespace moe::cpu::arch
 #endif
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -16,6 +16,9 @@
 // weights once (no packing), summing in the packed kernel's order: the same bits again.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -298,3 +301,5 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
 }
 
 }  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP

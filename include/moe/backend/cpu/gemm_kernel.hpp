@@ -14,6 +14,9 @@
 // so results are bit-identical for any number of threads.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -197,3 +200,5 @@ constexpr std::size_t packed_gemm_workspace() {
 #endif
 
 }  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP

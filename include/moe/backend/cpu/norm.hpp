@@ -5,6 +5,9 @@
 // Statistics are accumulated in double so the result does not depend on the SIMD width.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <cmath>
 
@@ -110,3 +113,5 @@ inline void rms_norm(ConstMatrixRef<float> x, MatrixRef<float> y, const float* w
 }
 
 }  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -19,6 +19,9 @@
 // Ties between equal scores go to the lower expert index (as torch.topk on CPU does).
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <algorithm>
 #include <bit>
 #include <cfloat>
@@ -326,7 +329,7 @@ inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t
         if (j < k) {
             const I bits = xsimd::bitwise_cast<I>(acc[j]);
             const I code = bits & cmask;
-            const I idx = xsimd::select(bits < I(0), code, cmask - code);
+            const I idx = arch::select_by_sign<A>(acc[j], code, cmask - code);
             idxf[j] = xsimd::bitwise_cast<B>(idx);
             const B val = arch::gather<A>(rows, row_off + idx);
             if constexpr (j == 0) vmax = val;
@@ -500,3 +503,5 @@ inline void topk_route(ConstMatrixRef<float> logits, const TopKSpec& spec, std::
 }
 
 }  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -8,6 +8,9 @@
 // xsimd does not know, selects the scalar code paths.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -85,3 +88,5 @@ inline int max_threads() noexcept {
 }
 
 }  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -1,6 +1,9 @@
 // moe/backend/cpu/arch/avx.hpp - AVX / AVX2 overloads (8 lanes).
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include "moe/backend/cpu/arch/generic.hpp"
 
 #if !defined(MOE_NO_SIMD) && defined(__AVX__)
@@ -69,3 +72,5 @@ inline xsimd::batch<float, A> gather(const float* base, const xsimd::batch<std::
 
 }  // namespace moe::cpu::arch
 #endif
+
+MOE_SIMD_DIAGNOSTICS_POP

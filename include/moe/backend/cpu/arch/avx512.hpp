@@ -5,6 +5,9 @@
 // machine since 2026-12-03; before that, an AVX2-only one compiled them without running them).
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include "moe/backend/cpu/arch/generic.hpp"
 
 #if !defined(MOE_NO_SIMD) && defined(__AVX512F__)
@@ -77,3 +80,5 @@ inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::avx512f) 
 
 }  // namespace moe::cpu::arch
 #endif
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -5,6 +5,9 @@
 // what it does better. This file holds the `xsimd::generic` versions, correct for any width.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include "moe/backend/cpu/simd.hpp"
 
 #if !defined(MOE_NO_SIMD)
@@ -48,8 +51,11 @@ inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>
                                                     const xsimd::batch<std::int32_t, A>& if_neg,
                                                     const xsimd::batch<std::int32_t, A>& if_pos,
                                                     xsimd::generic) noexcept {
+    // An arithmetic shift makes the sign a full-lane mask: no integer xsimd::select, whose
+    // xsimd 8.1 AVX-512BW overload does not compile at -O0.
     using I = xsimd::batch<std::int32_t, A>;
-    return xsimd::select(xsimd::bitwise_cast<I>(x) < I(0), if_neg, if_pos);
+    const I neg = xsimd::bitwise_cast<I>(x) >> 31;
+    return (if_neg & neg) | xsimd::bitwise_andnot(if_pos, neg);
 }
 
 /// out[i] = base[idx[i]].
@@ -83,3 +89,5 @@ inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::generic) 
 
 }  // namespace moe::cpu::arch
 #endif
+
+MOE_SIMD_DIAGNOSTICS_POP

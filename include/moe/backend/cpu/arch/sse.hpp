@@ -1,6 +1,9 @@
 // moe/backend/cpu/arch/sse.hpp - SSE2 / SSE4.1 overloads (4 lanes).
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
 #include "moe/backend/cpu/arch/generic.hpp"
 
 #if !defined(MOE_NO_SIMD) && defined(__SSE2__)
@@ -43,3 +46,5 @@ inline xsimd::batch<float, A> load_bf16(const std::uint16_t* p, xsimd::sse4_1) n
 
 }  // namespace moe::cpu::arch
 #endif
+
+MOE_SIMD_DIAGNOSTICS_POP
