@@ -9,12 +9,15 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -45,6 +48,29 @@ inline std::string_view sample_type_name(SampleType t) noexcept {
     }
 }
 
+namespace detail {
+/// `s` in ASCII lower case: the key under which band names compare (iequals' equivalence).
+inline std::string lower_name(std::string_view s) {
+    std::string out(s);
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+/// Index of the first name equal (case-insensitively) to an earlier one, or npos when all are
+/// unique. O(n log n) whatever the names (a sort, no hashing an adversary could flood).
+inline std::size_t first_duplicate_name(const std::vector<std::string>& names) {
+    std::vector<std::pair<std::string, std::size_t>> keyed;
+    keyed.reserve(names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) keyed.emplace_back(lower_name(names[i]), i);
+    std::sort(keyed.begin(), keyed.end());
+    // In a run of equal keys the indices ascend; the run's second index is its first repeat.
+    std::size_t first = std::string::npos;
+    for (std::size_t k = 1; k < keyed.size(); ++k)
+        if (keyed[k].first == keyed[k - 1].first && (k < 2 || keyed[k - 2].first != keyed[k].first))
+            first = std::min(first, keyed[k].second);
+    return first;
+}
+}  // namespace detail
+
 /// A multi-band image: float32 [bands, height, width] with band names, a per-band validity mask,
 /// the modality, the georeferencing and where it came from.
 class Image {
@@ -55,10 +81,8 @@ public:
         : names_(std::move(bands)), h_(height), w_(width), modality_(modality) {
         check<ShapeError>(height > 0 && width > 0, "rs::Image", "size ", height, " x ", width, " is empty");
         check<ShapeError>(!names_.empty(), "rs::Image", "an image needs at least one band");
-        for (std::size_t i = 0; i < names_.size(); ++i)
-            for (std::size_t j = 0; j < i; ++j)
-                check<ConfigError>(!detail::iequals(names_[i], names_[j]), "rs::Image", "band '", names_[i],
-                                   "' appears twice");
+        if (const std::size_t i = detail::first_duplicate_name(names_); i != std::string::npos)
+            throw ConfigError("rs::Image", moe::detail::cat("band '", names_[i], "' appears twice"));
         data_.assign(static_cast<std::size_t>(bands_count() * h_ * w_), 0.0f);
     }
 
@@ -159,9 +183,12 @@ public:
     /// A new image holding `names` in that order (matched case-insensitively); NotFoundError names
     /// the first missing band. Mask, modality, georeferencing and source are kept.
     Image select(const std::vector<std::string>& names) const {
+        // One index of this image's bands, so that selecting m of n bands is O(n + m), not O(n m).
+        const auto index = name_index();
         Image out(names, h_, w_, modality_);
         for (std::size_t i = 0; i < names.size(); ++i) {
-            const index_t src = index_of(names[i]);
+            const auto it = index.find(detail::lower_name(names[i]));
+            const index_t src = it != index.end() ? it->second : index_of(names[i]);  // index_of throws NotFoundError
             out.names_[i] = names_[static_cast<std::size_t>(src)];
             std::copy_n(band(src).begin(), pixels(), out.band(static_cast<index_t>(i)).begin());
             if (has_mask()) {
@@ -187,8 +214,10 @@ public:
     void append(const Image& other) {
         check<ShapeError>(other.h_ == h_ && other.w_ == w_, "rs::Image::append", "cannot append a ", other.h_, " x ",
                           other.w_, " image to a ", h_, " x ", w_, " one (resample it first)");
+        const auto index = name_index();  // O(n + m) rather than a scan per appended band
         for (const auto& n : other.names_)
-            check<ConfigError>(!find(n), "rs::Image::append", "band '", n, "' is already present");
+            check<ConfigError>(index.find(detail::lower_name(n)) == index.end(), "rs::Image::append", "band '", n,
+                               "' is already present");
         const bool mask_needed = has_mask() || other.has_mask();
         if (mask_needed && mask_.empty()) mask_.assign(data_.size(), 1);
         data_.insert(data_.end(), other.data_.begin(), other.data_.end());
@@ -216,6 +245,14 @@ public:
     }
 
 private:
+    /// Lower-cased band name -> index (the first band of that name).
+    std::unordered_map<std::string, index_t> name_index() const {
+        std::unordered_map<std::string, index_t> m;
+        m.reserve(names_.size());
+        for (std::size_t i = 0; i < names_.size(); ++i)
+            m.emplace(detail::lower_name(names_[i]), static_cast<index_t>(i));
+        return m;
+    }
     void check_band(index_t b) const {
         check<ShapeError>(b >= 0 && b < bands_count(), "rs::Image", "band index ", b, " out of range for ",
                           bands_count(), " bands");

@@ -13,6 +13,10 @@
 //
 // Every failure is a moe::FormatError (corrupt, truncated, unsupported), NotFoundError (missing
 // file or band) or IOError (the OS refused), whose message names the file and says what is wrong.
+// What a header claims is checked against the file before anything is allocated: every strip or
+// tile to decode must have bytes in the file, and (for the codecs whose best ratio is known: none,
+// PackBits, LZW, Deflate, LZMA, ZSTD) no more samples than that ratio makes of them; so the work
+// is close to linear in the file's size (at most max_bytes for LERC, WebP, JPEG, ...).
 // libtiff's own messages go to a per-handle handler (TIFFOpenOptions) and end up in the
 // exception text; nothing is printed, no global handler is touched.
 //
@@ -40,6 +44,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -59,7 +64,8 @@ struct TiffReadOptions {
     std::vector<std::string> output_bands;
     Modality modality = Modality::unknown;
     /// Refuse images whose decoded float32 pixels would exceed this many bytes (protects against
-    /// hostile headers claiming huge sizes).
+    /// hostile headers claiming huge sizes). The strips/tiles decoded for them may hold at most
+    /// 4 x max(max_bytes, 16 MiB) bytes, which only blocks much larger than the image exceed.
     std::size_t max_bytes = std::size_t{1} << 31;
     /// Mark pixels equal to the GDAL nodata value invalid.
     bool apply_nodata = true;
@@ -159,6 +165,7 @@ public:
                                      &tiff_mem_write, &tiff_mem_seek, &tiff_mem_close, &tiff_mem_size,
                                      &tiff_mem_map, &tiff_mem_unmap, opts.get()));
         if (!tif_) fail("cannot open the TIFF");
+        size_ = mem_.size;
     }
     /// Opens a file (libtiff maps it into memory).
     TiffHandle(const std::filesystem::path& path, std::size_t max_alloc) : name_(path.string()) {
@@ -182,9 +189,12 @@ public:
         TIFFOpenOptionsSetMaxSingleMemAlloc(opts.get(), static_cast<tmsize_t>(max_alloc));
         tif_.reset(TIFFOpenExt(name_.c_str(), "r", opts.get()));
         if (!tif_) fail("cannot open the TIFF");
+        size_ = static_cast<std::uint64_t>(TIFFGetSizeProc(tif_.get())(TIFFClientdata(tif_.get())));
     }
     TIFF* get() const noexcept { return tif_.get(); }
     const std::string& name() const noexcept { return name_; }
+    /// The file's size in bytes.
+    std::uint64_t size() const noexcept { return size_; }
     [[noreturn]] void fail(const std::string& what) const {
         std::string m = what;
         if (!msg_.errors.empty()) m.append(" (libtiff: ").append(msg_.errors).append(")");
@@ -195,6 +205,7 @@ private:
     TiffMemory mem_;
     TiffMessages msg_;
     std::string name_;
+    std::uint64_t size_ = 0;
     std::unique_ptr<TIFF, TiffCloser> tif_;
 };
 
@@ -287,6 +298,25 @@ inline std::string compression_name(std::uint16_t c) {
     return std::string("compression ").append(std::to_string(c));
 }
 
+/// The most bytes that one byte of a `compression` stream can decode to (an upper bound for any
+/// stream, with a margin of at least 4 over the format's true maximum), or 0 when no such bound
+/// is known here: JPEG (arithmetic coding), LERC and WebP (a constant block costs a few bytes
+/// whatever its size) and the rest; for those only TiffReadOptions::max_bytes bounds a claim.
+inline std::uint64_t max_expansion(std::uint16_t compression) noexcept {
+    switch (compression) {
+        case COMPRESSION_NONE: return 1;  // the samples themselves
+        case COMPRESSION_PACKBITS: return 256;  // a 2-byte run codes at most 128 bytes: 64
+        // Every code (>= 9 bits) adds a table entry and the k-th entry's string has <= k + 1
+        // bytes; a 12-bit code names < 3840 bytes: < 2600 per compressed byte (~1700 on average).
+        case COMPRESSION_LZW: return 8192;
+        case COMPRESSION_ADOBE_DEFLATE:
+        case COMPRESSION_DEFLATE: return 4096;  // 258 bytes per match of >= 2 bits: 1032
+        case COMPRESSION_LZMA: return 65536;  // >= 14 range-coded decisions per 273-byte match: ~7100
+        case COMPRESSION_ZSTD: return 131072;  // >= 4 bytes (an RLE block) per 128 KiB block: 32768
+        default: return 0;
+    }
+}
+
 template <class T>
 inline void scatter_samples(const unsigned char* src, index_t count, index_t stride, float* dst) {
     for (index_t i = 0; i < count; ++i) {
@@ -320,6 +350,11 @@ inline TiffInfo read_tiff_info(const std::filesystem::path& path) {
 
 /// Reads the first image of an in-memory TIFF; `name` is used in messages and as the source.
 namespace detail {
+// libtiff's own allocations (directory, one strip or tile) are capped too, at least 16 MiB.
+inline std::size_t libtiff_alloc_cap(const TiffReadOptions& opt) {
+    return std::max<std::size_t>(opt.max_bytes, std::size_t{1} << 24);
+}
+
 inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
     const std::string& name = h.name();
     TIFF* tif = h.get();
@@ -358,45 +393,129 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
         check<ShapeError>(static_cast<index_t>(opt.band_names.size()) == S, name, opt.band_names.size(),
                           " band names given for a file with ", S, " bands");
 
+    // Layout. What the header claims is bounded by the file before anything is allocated or any
+    // loop runs over bands or blocks (a 757-byte file may claim 55553 bands of 16 x 16 tiles).
+    const bool separate = info.planar_config == PLANARCONFIG_SEPARATE && S > 1;
+    const index_t planes = separate ? S : 1;
+    const index_t spp_in_block = separate ? 1 : S;  // samples per pixel inside one strip/tile
+    index_t bw = W, bh = 0;                          // block (tile or strip) width and height
+    if (info.tiled) {
+        bw = info.tile_width, bh = info.tile_height;
+        check<FormatError>(bw > 0 && bh > 0 && bw % 16 == 0 && bh % 16 == 0, name, "invalid tile size ", bw, " x ",
+                           bh, " (must be positive multiples of 16)");
+    } else {
+        bh = info.rows_per_strip;
+        if (bh <= 0 || bh > H) bh = H;
+    }
+    const index_t across = (W + bw - 1) / bw, down = (H + bh - 1) / bh, per_plane = across * down;
+    const std::uint64_t file_size = h.size();
+    const std::uint64_t expansion = detail::max_expansion(info.compression);
+    const char* const block_kind = info.tiled ? "tile" : "strip";
+    {
+        // Every block must decode from bytes of the file: one block's samples cannot exceed what
+        // the codec's best ratio makes of the whole file (blocks may share bytes, so only one).
+        const tmsize_t bsize = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
+        if (bsize <= 0) h.fail(moe::detail::cat("invalid ", block_kind, " size"));
+        const auto b = static_cast<std::uint64_t>(bsize);
+        if (expansion != 0 && (b + expansion - 1) / expansion > file_size)  // b > expansion * file_size
+            throw FormatError(name, moe::detail::cat(
+                "SamplesPerPixel ", S, ", ", bw, " x ", bh, " ", block_kind, "s of ", bps, "-bit samples: one ",
+                block_kind, " decodes to ", b, " bytes, more than ", detail::compression_name(info.compression),
+                " can expand the whole ", file_size, "-byte file to (at most ", expansion, ":1, ",
+                expansion * file_size, " bytes); corrupt or hostile header"));
+        const std::uint64_t listed = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
+        // (per_plane * planes <= W * H * S: no overflow after the max_bytes check above.)
+        const auto needed = static_cast<std::uint64_t>(per_plane * planes);
+        check<FormatError>(needed <= listed, name, "the file lists ", listed, " ", block_kind, "s, the layout (",
+                           planes, " plane(s) of ", across, " x ", down, " ", block_kind, "s) needs ", needed);
+    }
+
     std::vector<std::string> names = opt.band_names;
-    if (names.empty())
+    if (names.empty()) {
+        names.reserve(static_cast<std::size_t>(S));
         for (index_t b = 0; b < S; ++b) names.push_back(std::string("band").append(std::to_string(b + 1)));
+    } else if (const std::size_t d = first_duplicate_name(names); d != std::string::npos) {
+        throw ConfigError(name, moe::detail::cat("band '", names[d], "' appears twice in the band names given"));
+    }
     // dest[file band] = output band, or -1 when not asked for.
     std::vector<index_t> dest(static_cast<std::size_t>(S));
     if (opt.output_bands.empty()) {
         for (index_t b = 0; b < S; ++b) dest[static_cast<std::size_t>(b)] = b;
     } else {
         std::fill(dest.begin(), dest.end(), index_t{-1});
-        for (std::size_t o = 0; o < opt.output_bands.size(); ++o) {
-            std::size_t k = names.size();
-            for (std::size_t j = 0; j < names.size(); ++j)
-                if (iequals(names[j], opt.output_bands[o])) k = j;
-            if (k == names.size())
-                throw NotFoundError(name, std::string("no band '").append(opt.output_bands[o]).append("'; the file's bands are ").append(join(names)));
-            dest[k] = static_cast<index_t>(o);
-        }
+        std::unordered_map<std::string, std::size_t> index;  // lower-cased name -> file band
+        index.reserve(names.size());
+        for (std::size_t j = 0; j < names.size(); ++j) index.emplace(lower_name(names[j]), j);
         std::vector<std::string> out_names;
-        for (const auto& o : opt.output_bands) {
-            for (const auto& n : names)
-                if (iequals(n, o)) out_names.push_back(n);
+        for (std::size_t o = 0; o < opt.output_bands.size(); ++o) {
+            const auto it = index.find(lower_name(opt.output_bands[o]));
+            if (it == index.end()) {
+                // At most 64 names in the message (a file may have 65535 bands).
+                std::vector<std::string> shown(names.begin(), names.begin() + std::min<std::ptrdiff_t>(64, S));
+                if (names.size() > shown.size()) shown.push_back(moe::detail::cat("... (", names.size(), " bands)"));
+                throw NotFoundError(name, std::string("no band '").append(opt.output_bands[o]).append(
+                                              "'; the file's bands are ").append(join(shown)));
+            }
+            dest[it->second] = static_cast<index_t>(o);
+            out_names.push_back(names[it->second]);
         }
         names = std::move(out_names);
     }
+
+    // Every block that will be decoded: listed, with bytes in the file, within the codec's ratio
+    // of them; and all of them together within a multiple of the reader's limit (only blocks far
+    // larger than the image, e.g. 4096 x 4096 tiles on a 1 x 1 image, can exceed that).
+    {
+        const std::uint64_t listed = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
+        const std::uint64_t tile_bytes = info.tiled ? static_cast<std::uint64_t>(TIFFTileSize(tif)) : 0;
+        const std::uint64_t cap = libtiff_alloc_cap(opt);
+        const std::uint64_t work_limit = cap > UINT64_MAX / 4 ? UINT64_MAX : 4 * cap;
+        std::uint64_t work = 0;
+        for (index_t p = 0; p < planes; ++p) {
+            if (separate && dest[static_cast<std::size_t>(p)] < 0) continue;
+            for (index_t i = 0; i < per_plane; ++i) {
+                const index_t bx = i % across, by = i / across;
+                const std::uint64_t block =
+                    info.tiled ? TIFFComputeTile(tif, static_cast<std::uint32_t>(bx * bw),
+                                                 static_cast<std::uint32_t>(by * bh), 0, static_cast<std::uint16_t>(p))
+                               : static_cast<std::uint64_t>(p * per_plane + i);
+                check<FormatError>(block < listed, name, block_kind, " ", block, " (plane ", p,
+                                   ") is not listed: the file has ", listed, " ", block_kind, "s");
+                const std::uint64_t decoded =
+                    info.tiled ? tile_bytes
+                               : static_cast<std::uint64_t>(std::min(bh, H - by * bh) * W * spp_in_block) *
+                                     bytes_per_sample;
+                const auto strile = static_cast<std::uint32_t>(block);
+                const std::uint64_t offset = TIFFGetStrileOffset(tif, strile);
+                const std::uint64_t count = TIFFGetStrileByteCount(tif, strile);
+                const std::uint64_t present = offset < file_size ? std::min(count, file_size - offset) : 0;
+                if (present == 0)
+                    throw FormatError(name, moe::detail::cat(block_kind, " ", block, " (plane ", p, ") has no data: ",
+                                                             count, " bytes at offset ", offset, " of a ", file_size,
+                                                             "-byte file (", info.tiled ? "Tile" : "Strip",
+                                                             "ByteCounts)"));
+                if (expansion != 0 && (decoded + expansion - 1) / expansion > present)  // decoded > expansion * present
+                    throw FormatError(name, moe::detail::cat(
+                        block_kind, " ", block, " (plane ", p, ") decodes to ", decoded, " bytes from ", present,
+                        " bytes of ", detail::compression_name(info.compression), " data, which expands at most ",
+                        expansion, ":1 (SamplesPerPixel ", S, "); corrupt or hostile header"));
+                work += decoded;
+                check<FormatError>(work <= work_limit, name, "the ", block_kind, "s to decode hold more than ",
+                                   work_limit, " bytes (4 x the reader's limit of ", cap,
+                                   ") for an image of ", W, " x ", H, " x ", S, " samples");
+            }
+        }
+    }
+
     Image img(std::move(names), H, W, opt.modality);
     img.set_source(name);
     img.set_source_type(st);
     img.geo() = info.geo;
     img.set_nodata(info.nodata);
-
-    const bool separate = info.planar_config == PLANARCONFIG_SEPARATE && S > 1;
-    const index_t planes = separate ? S : 1;
-    const index_t spp_in_block = separate ? 1 : S;  // samples per pixel inside one strip/tile
     float* out = img.data().data();
 
     if (info.tiled) {
-        const index_t tw = info.tile_width, th = info.tile_height;
-        check<FormatError>(tw > 0 && th > 0 && tw % 16 == 0 && th % 16 == 0, name, "invalid tile size ", tw, " x ",
-                           th, " (must be positive multiples of 16)");
+        const index_t tw = bw, th = bh;
         const tmsize_t tsize = TIFFTileSize(tif);
         if (tsize <= 0) h.fail("invalid tile size");
         const std::size_t need = static_cast<std::size_t>(tw * th * spp_in_block) * bytes_per_sample;
@@ -404,10 +523,10 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
         std::unique_ptr<void, detail::TiffBufFree> buf(_TIFFmalloc(tsize));
         check<IOError>(buf != nullptr, name, "out of memory for a ", tsize, "-byte tile");
         const auto* tb = static_cast<const unsigned char*>(buf.get());
-        for (index_t p = 0; p < planes; ++p)
+        for (index_t p = 0; p < planes; ++p) {
+            if (separate && dest[static_cast<std::size_t>(p)] < 0) continue;
             for (index_t ty = 0; ty < H; ty += th)
                 for (index_t tx = 0; tx < W; tx += tw) {
-                    if (separate && dest[static_cast<std::size_t>(p)] < 0) continue;
                     const ttile_t tile = TIFFComputeTile(tif, static_cast<std::uint32_t>(tx),
                                                          static_cast<std::uint32_t>(ty), 0,
                                                          static_cast<std::uint16_t>(p));
@@ -428,13 +547,9 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
                         }
                     }
                 }
+        }
     } else {
-        index_t rps = info.rows_per_strip;
-        if (rps <= 0 || rps > H) rps = H;
-        const index_t strips_per_plane = (H + rps - 1) / rps;
-        check<FormatError>(static_cast<index_t>(TIFFNumberOfStrips(tif)) >= strips_per_plane * planes, name,
-                           "the file lists ", TIFFNumberOfStrips(tif), " strips, the layout needs ",
-                           strips_per_plane * planes);
+        const index_t rps = bh, strips_per_plane = per_plane;  // listed: checked above
         const tmsize_t ssize = TIFFStripSize(tif);
         if (ssize <= 0) h.fail("invalid strip size");
         std::unique_ptr<void, detail::TiffBufFree> buf(_TIFFmalloc(ssize));
@@ -466,10 +581,6 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
     }
     if (opt.apply_nodata && info.nodata) img.mask_value(static_cast<float>(*info.nodata));
     return img;
-}
-// libtiff's own allocations (directory, one strip or tile) are capped too, at least 16 MiB.
-inline std::size_t libtiff_alloc_cap(const TiffReadOptions& opt) {
-    return std::max<std::size_t>(opt.max_bytes, std::size_t{1} << 24);
 }
 }  // namespace detail
 

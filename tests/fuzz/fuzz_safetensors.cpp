@@ -10,10 +10,10 @@
 // Build and run (clang; from the repository root):
 //   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 //       -Iinclude tests/fuzz/fuzz_safetensors.cpp -o /tmp/fuzz_st
-//   mkdir -p /tmp/fuzz_corpus      # seed it with a few small valid .safetensors files, e.g.
-//                                  # written by SafetensorsWriter or safetensors.torch.save_file
-//   /tmp/fuzz_st -max_total_time=60 -max_len=4096 /tmp/fuzz_corpus
-// Seeds: any small valid files; the keywords (dtype, shape, data_offsets, F32, ...) come from them.
+//   mkdir -p /tmp/fuzz_corpus      # new inputs go here; the checked-in seeds are read only
+//   /tmp/fuzz_st -max_total_time=60 -timeout=2 -max_len=4096 /tmp/fuzz_corpus tests/fuzz/corpus/safetensors
+// Seeds: tests/fuzz/corpus/safetensors/, written by tests/fuzz/make_safetensors_seeds.py (valid
+// files of every dtype and near-valid ones); the keywords (dtype, shape, F32, ...) come from them.
 // A crash leaves crash-<sha1> in the working directory; replay it with /tmp/fuzz_st crash-<sha1>.
 #include <cstddef>
 #include <cstdint>

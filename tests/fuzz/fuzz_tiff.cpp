@@ -12,8 +12,9 @@
 // Build and run (clang; from the repository root):
 //   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 //       -Iinclude tests/fuzz/fuzz_tiff.cpp -ltiff -o /tmp/fuzz_tiff
-//   /tmp/fuzz_tiff -max_total_time=60 -max_len=8192 /tmp/fuzz_tiff_corpus tests/fuzz/corpus/tiff
-// Seeds: tests/fuzz/corpus/tiff/ (tiny files of each layout, written with libtiff).
+//   /tmp/fuzz_tiff -max_total_time=60 -timeout=2 -max_len=8192 /tmp/fuzz_tiff_corpus tests/fuzz/corpus/tiff
+// Seeds: tests/fuzz/corpus/tiff/ (tiny files of each layout: seed0-11 written with libtiff,
+// seed12- by tests/fuzz/make_tiff_seeds.py; regression-* are inputs that once misbehaved).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

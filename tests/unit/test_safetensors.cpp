@@ -17,6 +17,8 @@
 
 #include "moe/io.hpp"
 
+namespace moe_test_safetensors {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 using moe::io::SafetensorsFile;
 using moe::io::SafetensorsWriter;
@@ -665,6 +667,22 @@ TEST_CASE("safetensors: open() errors name the file", "[safetensors]") {
     REQUIRE_THROWS_WITH(SafetensorsFile::open(fs::temp_directory_path()), Catch::Contains("not a regular file"));
 }
 
+TEST_CASE("safetensors: open() of a file shorter than 8 bytes names the file and its real size", "[safetensors]") {
+    // open() used to say "0 bytes" for every short file; from_buffer() always gave the real size.
+    TempPath tmp;
+    for (const std::size_t n : {std::size_t{0}, std::size_t{3}, std::size_t{7}}) {
+        CAPTURE(n);
+        write_file(tmp.path, zeros(n));
+        REQUIRE(fs::file_size(tmp.path) == n);
+        const std::string want = tmp.str() + ": file is " + std::to_string(n) +
+                                 " bytes, shorter than the 8-byte header length that starts a safetensors file";
+        REQUIRE_THROWS_AS(SafetensorsFile::open(tmp.path), moe::FormatError);
+        REQUIRE_THROWS_WITH(SafetensorsFile::open(tmp.path), Catch::Equals(want));
+        // The same message as for the same bytes in memory, apart from the name.
+        REQUIRE_THROWS_WITH(SafetensorsFile::from_buffer(zeros(n), tmp.str()), Catch::Equals(want));
+    }
+}
+
 // =============================================================================================
 // safetensors: every format violation has its own message
 // =============================================================================================
@@ -797,6 +815,96 @@ TEST_CASE("safetensors: data section violations", "[safetensors]") {
 }
 
 // =============================================================================================
+// Hostile sizes: every parser is close to linear in its input and bounded in its recursion
+// =============================================================================================
+
+TEST_CASE("json: the DOM never nests deeper than kMaxDomDepth, whatever max_depth allows", "[json]") {
+    const auto nested = [](std::size_t n) { return std::string(n, '[') + std::string(n, ']'); };
+    json::Options o;
+    o.max_depth = 10'000'000;
+    REQUIRE(json::kMaxDomDepth == 1024);
+    REQUIRE_NOTHROW(json::parse(nested(1024), "t", o));
+    REQUIRE_THROWS_WITH(json::parse(nested(1025), "t", o),
+                        Catch::Contains("at byte 1024: nesting deeper than 1024 levels (the limit of json::Value)"));
+    // A million levels: refused, not a stack overflow (the DOM recurses once per level).
+    REQUIRE_THROWS_AS(json::parse(std::string(1'000'000, '['), "t", o), moe::FormatError);
+    REQUIRE_THROWS_AS(json::parse(std::string(500'000, '{') , "t", o), moe::FormatError);
+    std::string objects;
+    for (int i = 0; i < 2000; ++i) objects += "{\"a\":";
+    REQUIRE_THROWS_WITH(json::parse(objects, "t", o), Catch::Contains("nesting deeper than 1024 levels"));
+    // The pull parser keeps its own stack: it walks deeper documents when allowed to.
+    const std::string deep = nested(200'000);
+    json::Reader r(deep, "t", o);
+    for (int i = 0; i < 200'000; ++i) r.begin_array();
+    CHECK(r.depth() == 200'000);
+    for (int i = 0; i < 200'000; ++i) REQUIRE_FALSE(r.next_element());
+    REQUIRE_NOTHROW(r.finish());
+}
+
+TEST_CASE("json: many keys and long strings cost near-linear time", "[json]") {
+    std::string doc = "{";
+    for (int i = 0; i < 50'000; ++i) doc += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":" + std::to_string(i);
+    const json::Value v = json::parse(doc + "}");
+    REQUIRE(v.as_object().size() == 50'000);
+    CHECK(v.as_object().back().key == "k49999");
+    REQUIRE_THROWS_WITH(json::parse(doc + ",\"k12345\":0}"), Catch::Contains("duplicate key 'k12345'"));
+    const std::string big(4'000'000, 'x');  // a 4 MB string, and one of escapes
+    CHECK(json::parse("\"" + big + "\"").as_string().size() == big.size());
+    std::string esc = "\"";
+    for (int i = 0; i < 200'000; ++i) esc += "\\u00e9";
+    CHECK(json::parse(esc + "\"").as_string().size() == 400'000);
+    // Errors inside a long string quote a bounded excerpt.
+    try {
+        json::parse("\"" + big + "\x01\"");
+        FAIL("no exception");
+    } catch (const moe::FormatError& e) {
+        CHECK(std::string(e.what()).size() < 300);
+    }
+}
+
+TEST_CASE("safetensors: headers of many tensors parse in n log n; overlaps and duplicates found", "[safetensors]") {
+    // 30000 one-byte tensors listed in reverse offset order (the coverage check sorts them).
+    const int n = 30'000;
+    const auto header = [&](int overlap_at, int duplicate_at) {
+        std::string h = "{\"__metadata__\":{\"format\":\"pt\"}";
+        for (int i = n - 1; i >= 0; --i) {
+            const int begin = i == overlap_at ? i - 1 : i;
+            const std::string name = "model.layers." + std::to_string(i == duplicate_at ? 7 : i) + ".w";
+            h += ",\"" + name + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" + std::to_string(begin) + "," +
+                 std::to_string(begin + 1) + "]}";
+        }
+        return h + "}";
+    };
+    const auto f = load(file_image(header(-1, -1), zeros(n)));
+    REQUIRE(f.size() == static_cast<std::size_t>(n));
+    CHECK(f.info("model.layers.29999.w").begin == 29'999);
+    REQUIRE_THROWS_WITH(f.get("model.layers.29999.x"), Catch::Contains("did you mean 'model.layers.29999.w'"));
+    REQUIRE_FORMAT_ERROR(file_image(header(24'321, -1), zeros(n)),
+                         "tensor 'model.layers.24321.w' (bytes [24320, 24321)) overlaps tensor 'model.layers.24320.w'");
+    REQUIRE_FORMAT_ERROR(file_image(header(-1, 12'345), zeros(n)), "duplicate tensor name 'model.layers.7.w'");
+}
+
+TEST_CASE("safetensors: an empty tensor with huge other dimensions parses; get() refuses overflowing ones",
+          "[safetensors]") {
+    // The format only bounds the element count (0 here); moe's counts and strides are signed
+    // 64-bit, so the non-zero dimensions' bytes must fit index_t.
+    const auto f = load(file_image(
+        R"({"a":{"dtype":"U8","shape":[2,4611686018427387904,0],"data_offsets":[0,0]},)"
+        R"("b":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]},)"
+        R"("c":{"dtype":"U8","shape":[0,2147483648,2147483648],"data_offsets":[0,0]},)"
+        R"("d":{"dtype":"F64","shape":[1152921504606846976,0],"data_offsets":[0,0]}})"));
+    REQUIRE(f.size() == 4);
+    REQUIRE_THROWS_AS(f.get("a"), moe::ShapeError);
+    REQUIRE_THROWS_WITH(f.get("a"), Catch::Contains("tensor 'a' has shape [2, 4611686018427387904, 0], whose non-zero "
+                                                    "dimensions hold more than 9223372036854775807 U8 elements"));
+    REQUIRE_THROWS_AS(f.get("b"), moe::ShapeError);
+    REQUIRE_THROWS_WITH(f.get("d"), Catch::Contains("more than 1152921504606846975 F64 elements"));
+    const auto c = f.get("c");
+    CHECK(c.numel() == 0);
+    CHECK(c.shape()[2] == 2147483648);
+}
+
+// =============================================================================================
 // safetensors: random corruption never crashes
 // =============================================================================================
 
@@ -865,3 +973,5 @@ TEST_CASE("safetensors: random corruption yields a valid file or moe::Error, nev
     CHECK(parsed > 0);
     CHECK(rejected > 0);
 }
+
+}  // namespace moe_test_safetensors

@@ -7,11 +7,12 @@
 //   * json::Value / json::parse - a small DOM built on the Reader, for tests and generic use.
 //
 // Strictness (what is rejected, each with a moe::FormatError naming the byte offset):
-//   trailing characters after the value, nesting deeper than Options::max_depth (64), control
-//   characters (< 0x20) inside strings, invalid UTF-8, invalid escapes, lone surrogates,
-//   leading zeros, '+' signs, trailing commas, NaN/Infinity, duplicate keys in one object (the
-//   DOM rejects them itself; Reader users see every key and are expected to check), integers
-//   that do not fit in 64 bits. Whitespace is exactly space, tab, LF and CR.
+//   trailing characters after the value, nesting deeper than Options::max_depth (64; the DOM
+//   never deeper than kMaxDomDepth), control characters (< 0x20) inside strings, invalid UTF-8,
+//   invalid escapes, lone surrogates, leading zeros, '+' signs, trailing commas, NaN/Infinity,
+//   duplicate keys in one object (the DOM rejects them itself; Reader users see every key and
+//   are expected to check), integers that do not fit in 64 bits. Whitespace is exactly space,
+//   tab, LF and CR.
 // \uXXXX escapes (including surrogate pairs) are decoded to UTF-8.
 #pragma once
 
@@ -20,10 +21,10 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,9 @@ namespace moe::io::json {
 
 /// Default maximum nesting depth of arrays and objects.
 inline constexpr std::size_t kDefaultMaxDepth = 64;
+/// Deepest nesting the DOM (Reader::read_value, parse) builds, whatever Options::max_depth says:
+/// it recurses once per level, so this bounds its stack use (the pull parser has no such limit).
+inline constexpr std::size_t kMaxDomDepth = 1024;
 
 /// How a Reader reports and limits.
 struct Options {
@@ -603,6 +607,8 @@ inline const Value* Value::find(std::string_view key) const noexcept {
 
 inline Value Reader::read_value() {
     const Type t = peek();
+    if ((t == Type::array || t == Type::object) && stack_.size() >= kMaxDomDepth)
+        fail(::moe::detail::cat("nesting deeper than ", kMaxDomDepth, " levels (the limit of json::Value)"));
     Value v;
     v.type_ = t;
     v.offset_ = pos_;
@@ -624,7 +630,7 @@ inline Value Reader::read_value() {
             break;
         case Type::object: {
             begin_object();
-            std::unordered_set<std::string> seen;
+            std::set<std::string, std::less<>> seen;  // O(log n) per key whatever the keys (no hash flooding)
             std::string key;
             while (next_key(key)) {
                 if (!seen.insert(key).second) fail_at(key_offset_, ::moe::detail::cat("duplicate key '", printable(key), "'"));

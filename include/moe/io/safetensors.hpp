@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <cstddef>
@@ -404,7 +405,12 @@ public:
         if (static_cast<std::uint64_t>(st.st_size) > std::numeric_limits<std::size_t>::max())
             throw IOError(name, "file too large to map");
         const auto size = static_cast<std::size_t>(st.st_size);
-        if (size < 8) (void)parse_header(std::span<const std::byte>(), name);  // throws "shorter than ..."
+        if (size < 8) {
+            // mmap refuses 0 bytes; parse_header checks only the size here and throws "file is
+            // <size> bytes, shorter than ...", so a zeroed stand-in of the real size is enough.
+            const std::array<std::byte, 8> none{};
+            (void)parse_header(std::span<const std::byte>(none.data(), size), name);
+        }
         void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) throw IOError(name, detail::io_message("cannot mmap", errno));
         std::shared_ptr<const void> mapping(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
@@ -457,8 +463,8 @@ public:
 
     /// A view of tensor `name`, valid while this file, a copy of it, or keep_alive() lives.
     /// Throws NotFoundError (unknown name, with suggestions), DTypeError (dtype recognised but
-    /// not supported, e.g. F8_E4M3), ShapeError (rank above Shape::kMaxRank) or FormatError
-    /// (a BOOL byte other than 0/1).
+    /// not supported, e.g. F8_E4M3), ShapeError (rank above Shape::kMaxRank, or an empty tensor
+    /// whose other dimensions multiply past index_t) or FormatError (a BOOL byte other than 0/1).
     TensorView get(std::string_view name) const {
         const TensorInfo& ti = lookup(name);
         using detail::quote_name;
@@ -471,6 +477,19 @@ public:
                                                  " (shape ", shape_str(ti.shape), "); moe tensors have at most ",
                                                  Shape::kMaxRank, " dimensions"));
         const DType dt = *ti.dtype;
+        // An empty tensor's other dimensions may be huge ([0, 2^62, 4] is valid in the format):
+        // its non-zero dimensions must multiply to a byte count that fits index_t, or the element
+        // counts and strides moe computes from the shape would overflow.
+        {
+            const auto limit = static_cast<std::uint64_t>(std::numeric_limits<index_t>::max()) / dtype_size(dt);
+            std::uint64_t prod = 1;
+            for (const index_t d : ti.shape)
+                if (d != 0 && (!detail::checked_mul(prod, static_cast<std::uint64_t>(d), prod) || prod > limit))
+                    throw ShapeError(path(), detail::cat("tensor ", quote_name(name), " has shape ", shape_str(ti.shape),
+                                                         ", whose non-zero dimensions hold more than ", limit, " ",
+                                                         ti.dtype_name, " elements (moe's counts and strides are ",
+                                                         "64-bit signed)"));
+        }
         const Shape shape(ti.shape.begin(), ti.shape.end());
         const std::byte* p = address(ti);
         if (dt == DType::boolean)
