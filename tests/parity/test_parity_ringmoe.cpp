@@ -3,15 +3,24 @@
 // released convention; ringmoe_moe_rawprob: raw-probability combine). 4 modalities x 48 tokens,
 // 4 modal + 4 collaborative experts + 1 shared, top-1, capacity factor 1.2, tanh GELU; experts
 // overflow their capacity in the collaborative group and in several modalities.
+// ringmoe_moe_k2 / ringmoe_moe_k2_rawprob: the same layer at k = 2 (num_experts_chosen = 2),
+// capacity factor 0.6: the released TopkRouter's rule (CapacityPriority::sequential: all first
+// choices before any second choice; a token whose first choice is dropped asks the same expert
+// again and is dropped again; weights renormalised over the KEPT choices, w / (sum + 1e-9)).
+// In the collaborative group and in at least two modalities some first choices are dropped and
+// some tokens keep their first choice but lose their second (their weight is exactly 1).
 //
 // Tolerances:
 //   layer output, router logits       relative Frobenius error <= 1e-5 (fp32 on both sides)
-//   expert ids (every group)          exact
-//   kept mask, dropped-token count,   exact (capacity in token order)
+//   expert ids (every group, choice)  exact
+//   kept mask, dropped-choice count,  exact (capacity in the released order)
 //   per-expert kept counts, capacity
-//   combine weights                   renormalised: exactly 1 (kept) / 0 (dropped);
+//   combine weights                   k = 1 renormalised: exactly 1 (kept) / 0 (dropped);
+//                                     k = 2 renormalised: |dw| <= 1e-6 (the two sides' fp32
+//                                     softmax may differ in the last bits), and exactly 1 for a
+//                                     token that keeps only its first choice, 0 when dropped;
 //                                     raw probability: |dw| <= 1e-6
-//   group losses mean_e(f_e P_e) c^2  relative error <= 1e-5
+//   group losses sum_j mean_e(f_je P_je) c^2   relative error <= 1e-5
 //   layer loss 0.001 (L_c + mean L_m) relative error <= 1e-5
 #include <catch2/catch.hpp>
 
@@ -23,16 +32,21 @@
 #include "moe/io/ringmoe.hpp"
 #include "parity_util.hpp"
 
+namespace moe_test_parity_ringmoe {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 namespace {
 
 struct GroupReport {
     double logits_rel = 0, loss_rel = 0, max_weight_err = 0;
-    index_t dropped = 0;
+    index_t dropped = 0;        ///< dropped choices
+    index_t first_dropped = 0;  ///< tokens whose first choice was dropped
+    index_t only_first = 0;     ///< tokens that keep their first choice and lose a later one
 };
 
 /// Compares one routed group (its plan, router logits and loss) with the fixture's __<tag>_*__.
+/// __<tag>_kept__ is [T] at k = 1 and [T, k] for k > 1; ids and weights are [T, k].
 GroupReport check_group(const std::string& tag, const moe::RoutingPlan& plan, moe::ConstMatrixRef<float> logits,
                         double loss, const SafetensorsFile& f, bool renormalize) {
     INFO("group " << tag);
@@ -41,10 +55,15 @@ GroupReport check_group(const std::string& tag, const moe::RoutingPlan& plan, mo
     const moe::TensorView w = f.get("__" + tag + "_weights__");
     const moe::TensorView kept = f.get("__" + tag + "_kept__");
     const moe::TensorView counts = f.get("__" + tag + "_counts__");
-    const index_t T = ids.dim(0), E = counts.dim(0);
+    const index_t T = ids.dim(0), E = counts.dim(0), k = ids.dim(1);
+    REQUIRE(ids.rank() == 2);
+    REQUIRE(w.dim(0) == T);
+    REQUIRE(w.dim(1) == k);
+    REQUIRE(kept.dim(0) == T);
+    REQUIRE((kept.rank() == 1 ? index_t{1} : kept.dim(1)) == k);
     REQUIRE(plan.num_tokens == T);
     REQUIRE(plan.num_experts == E);
-    REQUIRE(plan.k == 1);
+    REQUIRE(plan.k == k);
     plan.validate();
     CHECK(plan.capacity == meta_int(f, tag + "_capacity"));
 
@@ -53,24 +72,45 @@ GroupReport check_group(const std::string& tag, const moe::RoutingPlan& plan, mo
 
     index_t id_mismatch = 0, kept_mismatch = 0, w_mismatch = 0;
     for (index_t t = 0; t < T; ++t) {
-        const auto c = static_cast<std::size_t>(t);
-        if (plan.expert_ids[c] != ids.data<std::int32_t>()[t]) {
-            ++id_mismatch;
-            UNSCOPED_INFO("token " << t << ": expert " << plan.expert_ids[c] << ", reference "
-                                   << ids.data<std::int32_t>()[t]);
+        bool lost_later = false;
+        for (index_t j = 0; j < k; ++j) {
+            const auto c = static_cast<std::size_t>(t * k + j);
+            const std::int32_t id_ref = ids.data<std::int32_t>()[c];
+            if (plan.expert_ids[c] != id_ref) {
+                ++id_mismatch;
+                UNSCOPED_INFO("token " << t << ", choice " << j << ": expert " << plan.expert_ids[c] << ", reference "
+                                       << id_ref);
+            }
+            const bool k_got = plan.token_to_slot[c] >= 0, k_ref = kept.data<std::int32_t>()[c] != 0;
+            if (k_got != k_ref) {
+                ++kept_mismatch;
+                UNSCOPED_INFO("token " << t << ", choice " << j << ": kept " << k_got << ", reference " << k_ref);
+            }
+            if (!k_ref) {
+                ++g.dropped;
+                if (j == 0) ++g.first_dropped;
+                lost_later = lost_later || j > 0;
+            }
+            const float w_got = k_got ? plan.weights[c] : 0.0f, w_ref = w.data<float>()[c];
+            const double err = std::abs(double(w_got) - double(w_ref));
+            g.max_weight_err = std::max(g.max_weight_err, err);
+            // exact where the reference is exact: renormalised top-1, and 0 for dropped choices
+            const bool exact = (renormalize && k == 1) || !k_ref;
+            if (exact ? w_got != w_ref : err > 1e-6) {
+                ++w_mismatch;
+                UNSCOPED_INFO("token " << t << ", choice " << j << ": weight " << w_got << ", reference " << w_ref);
+            }
         }
-        const bool k_got = plan.token_to_slot[c] >= 0, k_ref = kept.data<std::int32_t>()[t] != 0;
-        if (k_got != k_ref) {
-            ++kept_mismatch;
-            UNSCOPED_INFO("token " << t << ": kept " << k_got << ", reference " << k_ref);
-        }
-        if (!k_ref) ++g.dropped;
-        const float w_got = k_got ? plan.weights[c] : 0.0f, w_ref = w.data<float>()[t];
-        const double err = std::abs(double(w_got) - double(w_ref));
-        g.max_weight_err = std::max(g.max_weight_err, err);
-        if (renormalize ? w_got != w_ref : err > 1e-6) {
-            ++w_mismatch;
-            UNSCOPED_INFO("token " << t << ": weight " << w_got << ", reference " << w_ref);
+        const auto c0 = static_cast<std::size_t>(t * k);
+        if (k > 1 && lost_later && plan.token_to_slot[c0] >= 0) {
+            bool only = true;
+            for (index_t j = 1; j < k; ++j) only = only && plan.token_to_slot[c0 + static_cast<std::size_t>(j)] < 0;
+            if (only) {
+                ++g.only_first;
+                // it keeps all its weight on its first choice: exactly 1, not p1 / (p1 + p2)
+                if (renormalize) CHECK(plan.weights[c0] == 1.0f);
+                if (renormalize) CHECK(w.data<float>()[c0] == 1.0f);
+            }
         }
     }
     CHECK(id_mismatch == 0);
@@ -146,12 +186,18 @@ void run_case(const std::string& name) {
     CHECK(rep.output_rel <= 1e-5);
 
     const auto& L = layer.losses();
+    const index_t k = meta_int(f, "k");
     index_t dropped = 0;
     GroupReport g = check_group("cross", layer.collab_plan(), layer.collab_router().last_logits(), L.collab, f,
                                 renormalize);
     double worst_loss = g.loss_rel, worst_logits = g.logits_rel;
     dropped += g.dropped;
     rep.max_weight_err = g.max_weight_err;
+    if (k > 1) {  // the fixture's draw: both kinds of drop in the collaborative group ...
+        CHECK(g.first_dropped > 0);
+        CHECK(g.only_first > 0);
+    }
+    int modal_first = 0, modal_only_first = 0;
     for (int m = 0; m < M; ++m) {
         REQUIRE(L.present[static_cast<std::size_t>(m)]);
         g = check_group("special_" + std::to_string(m), layer.modal_plan(m), layer.modal_router(m).last_logits(),
@@ -160,8 +206,14 @@ void run_case(const std::string& name) {
         worst_logits = std::max(worst_logits, g.logits_rel);
         rep.max_weight_err = std::max(rep.max_weight_err, g.max_weight_err);
         dropped += g.dropped;
+        modal_first += g.first_dropped > 0;
+        modal_only_first += g.only_first > 0;
     }
     CHECK(dropped > 0);  // the fixture overflows some experts
+    if (k > 1) {  // ... and in at least two modalities
+        CHECK(modal_first >= 2);
+        CHECK(modal_only_first >= 2);
+    }
     rep.logits_rel = worst_logits;
     rep.z_rel = worst_loss;  // printed as "z rel": the worst group-loss error
     const double aux_ref = double(*f.get("__aux_loss__").data<float>());
@@ -171,13 +223,14 @@ void run_case(const std::string& name) {
 
     // The per-token modality form of forward gives the same result (it gathers each modality's
     // rows and adds w * expert(x) to the output afterwards instead of accumulating in place: with
-    // raw-probability weights the last bit may differ).
+    // weights other than 1, raw probabilities or k > 1, the last bit may differ).
     std::vector<std::int32_t> ids(static_cast<std::size_t>(x.dim(0)));
     for (const auto& c : chunks) std::fill(ids.begin() + c.begin, ids.begin() + c.end, c.modality);
     moe::Tensor y2(moe::DType::f32, x.shape());
     layer.forward(x.matrix<float>(), std::span<const std::int32_t>(ids), y2.matrix<float>());
     CHECK(rel_error(y2.matrix<float>(), y.matrix<float>()) <= 1e-6);
-    if (renormalize) CHECK(std::equal(y.span<float>().begin(), y.span<float>().end(), y2.span<float>().begin()));
+    if (renormalize && k == 1)
+        CHECK(std::equal(y.span<float>().begin(), y.span<float>().end(), y2.span<float>().begin()));
 
     std::printf("parity %-18s output rel %.2e  logits rel %.2e (worst group)  max |dw| %.2e  group loss rel %.2e "
                 "(worst)  layer aux rel %.2e  dropped %lld\n",
@@ -191,6 +244,15 @@ TEST_CASE("parity: RingMoE Moe_modal, renormalised top-1 (released)", "[parity][
 
 TEST_CASE("parity: RingMoE Moe_modal, raw-probability combine", "[parity][ringmoe]") {
     run_case("ringmoe_moe_rawprob");
+}
+
+TEST_CASE("parity: RingMoE Moe_modal, k = 2, renormalised over the kept choices (released TopkRouter)",
+          "[parity][ringmoe]") {
+    run_case("ringmoe_moe_k2");
+}
+
+TEST_CASE("parity: RingMoE Moe_modal, k = 2, raw-probability combine", "[parity][ringmoe]") {
+    run_case("ringmoe_moe_k2_rawprob");
 }
 
 TEST_CASE("ringmoe loader: missing and mis-shaped tensors are named", "[parity][ringmoe][errors]") {
@@ -223,3 +285,5 @@ TEST_CASE("ringmoe loader: missing and mis-shaped tensors are named", "[parity][
     require_throws_mentioning<moe::ShapeError>([&] { (void)moe::ringmoe::load_moe_modal(edited(f, sw, sw, &w3), p); },
                                                {sw, "[4, 128, 32]", "[4, 32, 128]"});
 }
+
+}  // namespace moe_test_parity_ringmoe

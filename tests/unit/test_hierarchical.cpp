@@ -11,6 +11,8 @@
 #include "moe/layer/hierarchical.hpp"
 #include "moe/moe.hpp"
 
+namespace moe_test_hierarchical {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 
 namespace {
@@ -159,3 +161,162 @@ TEST_CASE("group aux loss is mean_e(f_e P_e) c^2 and the layer loss weights it",
     REQUIRE(L.total == Approx(0.001 * (L.collab + L.modal[1])));
     REQUIRE(L.modal[1] == Approx(switch_group_loss(h.modal_router(1).last_logits(), h.modal_plan(1), 8.0)));
 }
+
+TEST_CASE("sequential routing through TopKRouter: hand-derived plan, weights and per-step loss", "[hierarchical]") {
+    // Hand-derived (the released TopkRouter, k = 2): T = 2 tokens, E = 2 experts, both with
+    // p = (.75, .25); capacity ceil(2 * 2 * 0.5 / 2) = 1.
+    //   round 0: t0 -> 0 kept, t1 -> 0 dropped (full)
+    //   round 1: t0 -> 1 kept; t1 asks expert 0 again (its choice 0 was dropped): dropped
+    //   weights: t0 (.75, .25) / (1 + 1e-9) = (.75, .25); t1 (0, 0)
+    //   loss, c = 8: step 0: f = (1, 0), P = (.75, .25) -> mean_e(f P) = .375
+    //                step 1: f = (.5, .5); p_1(t0) = (0, .25) / .25 = (0, 1), p_1(t1) = (.75, .25)
+    //                        (t1 kept nothing) -> P = (.375, .625) -> mean_e(f P) = .25
+    //                (.375 + .25) * 64 = 40   (the first-choice Switch loss: .375 * 64 = 24)
+    const float l[] = {std::log(3.0f), 0.0f, std::log(3.0f), 0.0f};
+    TopKOptions o;
+    o.k = 2;
+    o.capacity_factor = 0.5;
+    o.priority = CapacityPriority::sequential;
+    o.renormalize_after_capacity = true;
+    o.renorm_eps = 1e-9f;
+    TopKRouter<SoftmaxScores> r(Gate::random(2, 1, 0), o);
+    RoutingPlan p;
+    r.route_logits({l, 2, 2}, p);
+    p.validate();
+    REQUIRE(p.capacity == 1);
+    REQUIRE(p.expert_ids == std::vector<std::int32_t>{0, 1, 0, 0});
+    REQUIRE(p.token_to_slot[2] < 0);
+    REQUIRE(p.token_to_slot[3] < 0);
+    REQUIRE(p.dropped == std::vector<std::int32_t>{2, 3});
+    REQUIRE(p.weights[0] == Approx(0.75));
+    REQUIRE(p.weights[1] == Approx(0.25));
+    REQUIRE(p.weights[2] == 0.0f);
+    REQUIRE(p.weights[3] == 0.0f);
+    REQUIRE(sequential_group_loss({l, 2, 2}, p, 8.0) == Approx(40.0));
+    REQUIRE(switch_group_loss({l, 2, 2}, p, 8.0) == Approx(24.0));
+
+    // T = 4, E = 3, k = 2, capacity ceil(2 * 4 * 0.75 / 3) = 2, p = softmax(log p):
+    //   t0 (.5, .2, .3)  t1 (.6, .15, .25)  t2 (.45, .4, .15)  t3 (.2, .1, .7)
+    //   round 0: t0 -> 0, t1 -> 0 kept; t2 -> 0 dropped; t3 -> 2 kept
+    //   round 1: t0 -> 2 kept; t1 -> 2 dropped; t2 -> 0 again, dropped (expert 1 had room);
+    //            t3 -> 0 dropped
+    //   weights: t0 (.625, .375); t1, t3 (1, 0): only their first choice is kept; t2 (0, 0)
+    //   step 0: f = (3, 0, 1) / 4, P = (1.75, .85, 1.4) / 4 -> mean_e(f P) = .415625 / 3
+    //   step 1: p_1 normalised: t0 (0, .4, .6), t1 (0, .375, .625), t2 (.45, .4, .15), t3 (2/3, 1/3, 0)
+    //           f = (2, 0, 2) / 4, P = (1.116667, 1.508333, 1.375) / 4 -> mean_e(f P) = .311458 / 3
+    //   loss = (.415625 + .3114583) / 3 * 64 = 15.5111 (the reference MoeModal.route gives 15.511112)
+    const float l4[] = {std::log(.5f), std::log(.2f),  std::log(.3f),  std::log(.6f), std::log(.15f), std::log(.25f),
+                        std::log(.45f), std::log(.4f), std::log(.15f), std::log(.2f), std::log(.1f),  std::log(.7f)};
+    o.k = 2;
+    o.capacity_factor = 0.75;
+    TopKRouter<SoftmaxScores> r3(Gate::random(3, 1, 0), o);
+    r3.route_logits({l4, 4, 3}, p);
+    p.validate();
+    REQUIRE(p.capacity == 2);
+    REQUIRE(p.expert_ids == std::vector<std::int32_t>{0, 2, 0, 2, 0, 0, 2, 0});
+    REQUIRE(p.dropped == std::vector<std::int32_t>{3, 4, 5, 7});
+    REQUIRE(p.counts == std::vector<std::int32_t>{2, 0, 2});
+    REQUIRE(p.weights[0] == Approx(0.625).epsilon(1e-6));
+    REQUIRE(p.weights[1] == Approx(0.375).epsilon(1e-6));
+    REQUIRE(p.weights[2] == 1.0f);  // t1 lost its second choice: 1, not .6 / .85
+    REQUIRE(p.weights[6] == 1.0f);
+    for (int c : {3, 4, 5, 7}) REQUIRE(p.weights[static_cast<std::size_t>(c)] == 0.0f);
+    REQUIRE(sequential_group_loss({l4, 4, 3}, p, 8.0) == Approx(64.0 * (0.415625 + 0.31145833) / 3.0).epsilon(1e-6));
+
+    // Without renormalize the weights are the raw probabilities (renormalize_after_capacity has no effect).
+    o.renormalize = false;
+    TopKRouter<SoftmaxScores> raw(Gate::random(3, 1, 0), o);
+    raw.route_logits({l4, 4, 3}, p);
+    REQUIRE(p.weights[2] == Approx(0.6).epsilon(1e-6));
+    REQUIRE(p.weights[3] == Approx(0.25).epsilon(1e-6));
+    REQUIRE(p.weights[5] == Approx(0.45).epsilon(1e-6));  // rewritten to expert 0 with its probability
+
+    // At k = 1 the per-step loss is the Switch loss (up to the 1e-9 in its denominator).
+    o.k = 1;
+    o.renormalize = true;
+    TopKRouter<SoftmaxScores> r1(Gate::random(3, 1, 0), o);
+    r1.route_logits({l4, 4, 3}, p);
+    REQUIRE(sequential_group_loss({l4, 4, 3}, p, 8.0) == Approx(switch_group_loss({l4, 4, 3}, p, 8.0)).epsilon(1e-8));
+    for (float w : p.slot_weights) REQUIRE(w == 1.0f);
+    REQUIRE_THROWS_WITH(sequential_group_loss({l4, 3, 4}, p, 8.0),
+                        Catch::Contains("[3, 4]") && Catch::Contains("4 tokens to 3 experts"));
+    REQUIRE_THROWS_WITH(switch_group_loss({l4, 3, 4}, p, 8.0),
+                        Catch::Contains("[3, 4]") && Catch::Contains("4 tokens to 3 experts"));
+}
+
+TEST_CASE("hierarchical layer at k = 2 routes every group by the released TopkRouter rule", "[hierarchical]") {
+    const index_t d = 16, F = 32, per = 30;
+    for (bool renorm : {true, false}) {
+        std::vector<Gate> gates;
+        std::vector<X> experts;
+        for (int m = 0; m < 2; ++m) {
+            gates.push_back(Gate::random(4, d, 700 + m));
+            experts.push_back(X::random(4, d, F, 710 + m));
+        }
+        HierarchicalOptions ho;
+        ho.k_modal = ho.k_collab = 2;
+        ho.capacity_factor_modal = ho.capacity_factor_collab = 0.6;
+        ho.renormalize = renorm;
+        H h(std::move(gates), std::move(experts), Gate::random(4, d, 720), X::random(4, d, F, 721),
+            SharedExperts<X>(X::random(1, d, F, 722)), ho);
+        const index_t T = 2 * per;
+        auto x = randn(static_cast<std::size_t>(T * d), 9);
+        std::vector<ModalityChunk> chunks{{0, per, 0}, {per, T, 1}};
+        std::vector<float> y(x.size());
+        h.forward({x.data(), T, d}, chunks, {y.data(), T, d});
+        INFO("renormalize = " << renorm);
+        // every group's plan is TopKRouter's with the sequential rule
+        TopKOptions o;
+        o.k = 2;
+        o.capacity_factor = 0.6;
+        o.renormalize = renorm;
+        o.priority = CapacityPriority::sequential;
+        o.renormalize_after_capacity = true;
+        o.renorm_eps = 1e-9f;
+        auto same_plan = [&](const Gate& g, const float* xs, index_t n, const RoutingPlan& got) {
+            TopKRouter<SoftmaxScores> r(g, o);
+            RoutingPlan want;
+            r.route({xs, n, d}, want);
+            got.validate();
+            REQUIRE(got.expert_ids == want.expert_ids);
+            REQUIRE(got.token_to_slot == want.token_to_slot);
+            REQUIRE(got.weights == want.weights);
+            REQUIRE(got.dropped == want.dropped);
+            return sequential_group_loss(r.last_logits(), want, 8.0);
+        };
+        const double lc = same_plan(h.collab_router().gate(), x.data(), T, h.collab_plan());
+        const double l0 = same_plan(h.modal_router(0).gate(), x.data(), per, h.modal_plan(0));
+        const double l1 = same_plan(h.modal_router(1).gate(), x.data() + per * d, per, h.modal_plan(1));
+        const auto& L = h.losses();
+        REQUIRE(L.collab == lc);
+        REQUIRE(L.modal[0] == l0);
+        REQUIRE(L.modal[1] == l1);
+        REQUIRE(L.total == Approx(0.001 * (lc + (l0 + l1) / 2)));
+        // capacity 0.6 drops choices; some token keeps its first choice only (weight 1 when renormalised)
+        REQUIRE_FALSE(h.collab_plan().dropped.empty());
+        index_t only_first = 0;
+        const auto& p = h.collab_plan();
+        for (index_t t = 0; t < T; ++t) {
+            const auto c = static_cast<std::size_t>(2 * t);
+            if (p.token_to_slot[c] >= 0 && p.token_to_slot[c + 1] < 0) {
+                ++only_first;
+                if (renorm) REQUIRE(p.weights[c] == 1.0f);
+            }
+        }
+        REQUIRE(only_first > 0);
+    }
+}
+
+TEST_CASE("hierarchical layer: a collaborative router that does not fit its experts names both sizes",
+          "[hierarchical]") {
+    std::vector<Gate> gates;
+    std::vector<X> experts;
+    gates.push_back(Gate::random(4, 8, 1));
+    experts.push_back(X::random(4, 8, 16, 2));
+    REQUIRE_THROWS_WITH(H(std::move(gates), std::move(experts), Gate::random(3, 8, 3), X::random(4, 8, 16, 4),
+                          SharedExperts<X>(X::random(1, 8, 16, 5)), HierarchicalOptions{}),
+                        Catch::Contains("router over 3 experts taking 8 features") &&
+                            Catch::Contains("expert set holds 4 experts taking 8"));
+}
+
+}  // namespace moe_test_hierarchical

@@ -11,6 +11,8 @@
 
 #include "moe/moe.hpp"
 
+namespace moe_test_layer {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 
 namespace {
@@ -232,3 +234,115 @@ TEST_CASE("load-balancing loss and z-loss match their definitions", "[router]") 
     // logsumexp = log(4) for both tokens
     REQUIRE(z_loss({l, 2, 2}) == Approx(std::log(4.0) * std::log(4.0)));
 }
+
+// --- the concepts' minimal types: exactly the required members, nothing optional -------------
+
+namespace {
+
+// Expert e maps x to (e + 1) * x + e. Exactly ExpertSet's members: no threads argument, no
+// share_scratch, no expert_forward.
+class AffineExperts {
+public:
+    AffineExperts(index_t experts, index_t hidden) : E_(experts), d_(hidden) {}
+    index_t num_experts() const { return E_; }
+    index_t hidden_size() const { return d_; }
+    index_t parameters() const { return 0; }
+    void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out, Combine combine) {
+        check<ShapeError>(x.cols == d_ && out.rows == x.rows && out.cols == d_ && plan.num_tokens == x.rows &&
+                              plan.num_experts == E_,
+                          "AffineExperts", "shapes disagree");
+        for (index_t t = 0; t < x.rows; ++t) {
+            if (combine == Combine::overwrite)
+                for (index_t i = 0; i < d_; ++i) out(t, i) = 0.0f;
+            for (index_t j = 0; j < plan.k; ++j) {
+                const auto c = static_cast<std::size_t>(t * plan.k + j);
+                if (plan.token_to_slot[c] < 0) continue;  // dropped or empty
+                const auto e = static_cast<float>(plan.expert_ids[c]);
+                for (index_t i = 0; i < d_; ++i) out(t, i) += plan.weights[c] * ((e + 1) * x(t, i) + e);
+            }
+        }
+    }
+
+private:
+    index_t E_, d_;
+};
+
+// Token t goes to expert t % E with weight 1. Exactly Router's members (no parameters()).
+class ModuloRouter {
+public:
+    ModuloRouter(index_t experts, index_t hidden) : E_(experts), d_(hidden) {}
+    index_t num_experts() const { return E_; }
+    index_t hidden_size() const { return d_; }
+    void route(ConstMatrixRef<float> x, RoutingPlan& plan) {
+        plan.reset(x.rows, E_, 1);
+        for (index_t t = 0; t < x.rows; ++t) {
+            plan.expert_ids[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(t % E_);
+            plan.weights[static_cast<std::size_t>(t)] = 1.0f;
+        }
+        plan.finalize();
+    }
+
+private:
+    index_t E_, d_;
+};
+
+static_assert(ExpertSet<AffineExperts> && !ThreadedExpertSet<AffineExperts> && !ScratchSharing<AffineExperts>);
+static_assert(Router<ModuloRouter>);
+static_assert(ThreadedExpertSet<MlpExperts<Gelu>> && ScratchSharing<MlpExperts<Gelu>>);
+static_assert(ThreadedExpertSet<GluExperts<Silu, bf16>> && ScratchSharing<GluExperts<Silu, bf16>>);
+
+}  // namespace
+
+TEST_CASE("a minimal ExpertSet and Router work in MoELayer, SharedExperts and HierarchicalMoE", "[layer][concepts]") {
+    // Two tokens, d = 2: x0 = (2, 1), x1 = (0, 3).
+    const std::vector<float> x = {2, 1, 0, 3};
+    std::vector<float> y(4, -1.0f);
+
+    SECTION("MoELayer with shared experts") {
+        // routed: t0 -> expert 0 (x), t1 -> expert 1 (2x + 1); shared: both of its 2 experts,
+        // x + (2x + 1) = 3x + 1. t0: (2, 1) + (7, 4) = (9, 5); t1: (1, 7) + (1, 10) = (2, 17).
+        MoELayer layer(ModuloRouter(2, 2), AffineExperts(2, 2), SharedExperts<AffineExperts>(AffineExperts(2, 2)));
+        layer.set_threads(2);
+        layer.forward({x.data(), 2, 2}, {y.data(), 2, 2});
+        REQUIRE(y == std::vector<float>{9, 5, 2, 17});
+        REQUIRE(layer.parameters() == 0);
+        auto other = layer.shared();
+        layer.shared().share_scratch(other);  // no share_scratch in AffineExperts: nothing to share
+    }
+    SECTION("SharedExperts with a gate") {
+        // gate g = (1, -1): t0 sigmoid(1), t1 sigmoid(-3), times the sum of experts 0..2:
+        // x + (2x + 1) + (3x + 2) = 6x + 3.
+        SharedExperts<AffineExperts> shared(AffineExperts(3, 2), {1.0f, -1.0f});
+        std::fill(y.begin(), y.end(), 0.0f);
+        shared.forward({x.data(), 2, 2}, {y.data(), 2, 2}, 2);
+        const double s0 = 1 / (1 + std::exp(-1.0)), s1 = 1 / (1 + std::exp(3.0));
+        REQUIRE(y[0] == Approx(s0 * 15));
+        REQUIRE(y[1] == Approx(s0 * 9));
+        REQUIRE(y[2] == Approx(s1 * 3));
+        REQUIRE(y[3] == Approx(s1 * 21));
+    }
+    SECTION("HierarchicalMoE") {
+        // modal gate = identity: t0 (logits 2, 1) -> expert 0, t1 (0, 3) -> expert 1;
+        // collab gate = swap: t0 -> expert 1, t1 -> expert 0; top-1 weights are 1.
+        // shared: one expert (x). t0: (2, 1) + (5, 3) + (2, 1) = (9, 5);
+        // t1: (1, 7) + (0, 3) + (0, 3) = (1, 13).
+        using H = HierarchicalMoE<AffineExperts, AffineExperts, SharedExperts<AffineExperts>>;
+        const float id[] = {1, 0, 0, 1}, swap[] = {0, 1, 1, 0};
+        std::vector<Gate> gates{Gate::from_values(2, 2, id)};
+        std::vector<AffineExperts> modal{AffineExperts(2, 2)};
+        H h(std::move(gates), std::move(modal), Gate::from_values(2, 2, swap), AffineExperts(2, 2),
+            SharedExperts<AffineExperts>(AffineExperts(1, 2)), HierarchicalOptions{});
+        h.set_threads(2);
+        const std::int32_t ids[] = {0, 0};
+        h.forward({x.data(), 2, 2}, std::span<const std::int32_t>(ids), {y.data(), 2, 2});
+        REQUIRE(y == std::vector<float>{9, 5, 1, 13});
+        const ModalityChunk chunk{0, 2, 0};
+        std::fill(y.begin(), y.end(), -1.0f);
+        h.forward({x.data(), 2, 2}, std::span<const ModalityChunk>(&chunk, 1), {y.data(), 2, 2});
+        REQUIRE(y == std::vector<float>{9, 5, 1, 13});
+        H other = h;
+        h.share_scratch(other);
+    }
+}
+
+}  // namespace moe_test_layer

@@ -20,13 +20,15 @@ real checkpoint names (with a realistic prefix), and:
                                     (E * sum_e f_e P_e, f over the k choices, before capacity)
     __z_loss__         F32 []       softmax routers: mean_t logsumexp(logits_t)^2
 
-RingMoE cases (ringmoe_moe, ringmoe_moe_rawprob; tools/reference/ringmoe_moe.py) hold
-__input__ / __output__ [B*N, C] (the batch flattened, modality chunks in order), __aux_loss__
-(the layer's 0.001 * (L_cross + mean_m L_special_m)) and, per routed group <g> = cross,
-special_0 .. special_{M-1}: __<g>_logits__ F32 [T_g, E], __<g>_expert_ids__ I32 [T_g, 1] (argmax),
-__<g>_weights__ F32 [T_g, 1] (combine weight, 0 when dropped), __<g>_kept__ I32 [T_g],
-__<g>_counts__ I32 [E] (kept per expert), __<g>_group_loss__ F32 [] (mean_e(f_e P_e) * 8^2);
-metadata <g>_capacity, <g>_dropped. The RSUniVLM case (rsunivlm_gmoe) holds
+RingMoE cases (ringmoe_moe, ringmoe_moe_rawprob: k = 1; ringmoe_moe_k2, ringmoe_moe_k2_rawprob:
+k = 2, capacity factor 0.9; tools/reference/ringmoe_moe.py) hold __input__ / __output__ [B*N, C]
+(the batch flattened, modality chunks in order), __aux_loss__ (the layer's
+0.001 * (L_cross + mean_m L_special_m)) and, per routed group <g> = cross, special_0 ..
+special_{M-1}: __<g>_logits__ F32 [T_g, E], __<g>_expert_ids__ I32 [T_g, k] (TopkRouter's
+argmax per round), __<g>_weights__ F32 [T_g, k] (combine weight, 0 when dropped), __<g>_kept__
+I32 [T_g] at k = 1, [T_g, k] for k > 1, __<g>_counts__ I32 [E] (kept per expert),
+__<g>_group_loss__ F32 [] (sum_j mean_e(f_je P_je) * 8^2); metadata <g>_capacity, <g>_dropped
+(dropped choices). The RSUniVLM case (rsunivlm_gmoe) holds
 __request_offsets__ I32 [R + 1], __request_experts__ I32 [R] and the prompts as prompt_<r>.
 
 The "__metadata__" map records the case's configuration (prefix, k, E, shapes, capacity factor,
@@ -385,23 +387,80 @@ def case_rs_moe(w, name, seed, T=64, d=64, E=4, k=2, n_shared=2):
 
 
 def ringmoe_group_tensors(tag, r):
-    """The __<tag>_*__ tensors of one RingMoE routed group (routing dict of MoeModal.route)."""
+    """The __<tag>_*__ tensors of one RingMoE routed group (routing dict of MoeModal.route).
+    kept is [T] at k = 1 (the original format) and [T, k] for k > 1."""
+    k = r["kept"].shape[1]
     return {
         "__%s_logits__" % tag: r["logits"],
         "__%s_expert_ids__" % tag: r["expert_ids"].to(torch.int32),
         "__%s_weights__" % tag: r["weights"],
-        "__%s_kept__" % tag: r["kept"][:, 0].to(torch.int32),
+        "__%s_kept__" % tag: (r["kept"][:, 0] if k == 1 else r["kept"]).to(torch.int32),
         "__%s_counts__" % tag: r["counts"].to(torch.int32),
         "__%s_group_loss__" % tag: r["loss"].reshape(()),
     }
 
 
+def ringmoe_old_rule(mod, x):
+    """What moe computed before it followed the released TopkRouter at k > 1: top-k by
+    probability, weights renormalised over the top-k BEFORE capacity (or raw), capacity in token
+    order with a token's choices together, Switch loss from first choices only. Returns
+    (y [B, N, C], aux) for Moe_modal's forward on x [B, N, C]."""
+    B, N, C = x.shape
+
+    def group(router, ffn, xg):
+        T = xg.shape[0]
+        logits = router(xg)
+        E = logits.shape[1]
+        prob = F.softmax(logits, dim=-1)
+        vals, ids = torch.topk(prob, mod.k, dim=-1)
+        weights = vals / vals.sum(-1, keepdim=True) if mod.renormalize else vals
+        capacity = ringmoe_moe.expert_capacity(mod.k, T, mod.capacity_factor, E)
+        kept = torch.zeros(T, mod.k, dtype=torch.bool)
+        count = [0] * E
+        for t in range(T):
+            for j in range(mod.k):
+                e = int(ids[t, j])
+                if count[e] < capacity:
+                    kept[t, j] = True
+                    count[e] += 1
+        y = mod._combine_loop(ffn, xg, dict(logits=logits, expert_ids=ids, kept=kept, weights=weights))
+        f = F.one_hot(ids[:, 0], E).to(prob.dtype).mean(0)
+        loss = torch.mean(f * prob.mean(0)) * mod.expert_num * mod.expert_num
+        return y, loss
+
+    flat = x.reshape(-1, C)
+    y, loss = group(mod.cross_router, mod.cross_ffn, flat)
+    aux = mod.aux_loss_factor * loss
+    y = y + mod.public_ffn(flat)
+    b = B // mod.modal_num
+    special, special_aux = [], torch.zeros(())
+    for m in range(mod.modal_num):
+        ym, lm = group(mod.special_router[m], mod.special_ffn[m], x[m * b:(m + 1) * b].reshape(-1, C))
+        special.append(ym)
+        special_aux = special_aux + mod.aux_loss_factor * lm
+    return (torch.cat(special, 0) + y).reshape(B, N, C), aux + special_aux / mod.modal_num
+
+
+def ringmoe_drop_pattern(r):
+    """(first choices dropped, tokens that keep their first choice but lose their second) of one
+    routed group; the second is 0 at k = 1."""
+    kept = r["kept"]
+    first = int((~kept[:, 0]).sum())
+    keep1_lose2 = int((kept[:, 0] & ~kept[:, 1]).sum()) if kept.shape[1] > 1 else 0
+    return first, keep1_lose2
+
+
 def case_ringmoe(w, name, seed, renormalize, C=32, F_=128, M=4, Es=4, Ec=4, images=2, N=24, cf=1.2,
-                 router_scale=3.0):
+                 router_scale=3.0, k=1):
     """RingMoE's Moe_modal: M modalities x `images` images of N tokens each (48 tokens per
-    modality), 4 modal + 4 collaborative experts + 1 shared, top-1, capacity factor 1.2."""
+    modality), 4 modal + 4 collaborative experts + 1 shared, top-k (num_experts_chosen), capacity
+    factor cf. At k > 1 the input is drawn so that, in the collaborative group and in at least
+    two modalities, some first choices are dropped (so the token's second choice asks the same
+    expert and is dropped too) and some tokens keep their first choice but lose their second
+    (renormalised weight exactly 1, not p1 / (p1 + p2)); and the layer's output and aux loss must
+    differ from ringmoe_old_rule's."""
     mod = ringmoe_moe.MoeModal(hidden=C, ffn_hidden=F_, modal_num=M, specific_expert_num=Es, cross_expert_num=Ec,
-                               expert_num=8, num_experts_chosen=1, capacity_factor=cf, aux_loss_factor=0.001,
+                               expert_num=8, num_experts_chosen=k, capacity_factor=cf, aux_loss_factor=0.001,
                                renormalize=renormalize, gelu_kind="tanh").eval()
     ringmoe_moe.init_weights(mod, torch.Generator().manual_seed(seed), router_scale=router_scale)
     prefix = "encoder.layers.0.blocks.1.mlp."
@@ -420,8 +479,14 @@ def case_ringmoe(w, name, seed, renormalize, C=32, F_=128, M=4, Es=4, Ec=4, imag
     def accept(x2d):
         x = x2d.reshape(B, N, C)
         groups = routings(x)
-        if min(min_sorted_gap(r["logits"], 0, 1) for _, r in groups) <= MARGIN:
+        if min(min_sorted_gap(r["logits"], 0, min(k, r["logits"].shape[1] - 1)) for _, r in groups) <= MARGIN:
             return False
+        if k > 1:
+            pat = [ringmoe_drop_pattern(r) for _, r in groups]
+            # first choices dropped, and first kept / second dropped, in the collaborative group
+            # and in at least two modalities each
+            return (pat[0][0] > 0 and pat[0][1] > 0 and sum(p[0] > 0 for p in pat[1:]) >= 2
+                    and sum(p[1] > 0 for p in pat[1:]) >= 2)
         drops = [int((~r["kept"]).sum()) for _, r in groups]
         under = [int((r["counts"] < r["capacity"]).sum()) for _, r in groups]
         # overflow in the collaborative group and in at least two modalities; spare room somewhere
@@ -444,25 +509,49 @@ def case_ringmoe(w, name, seed, renormalize, C=32, F_=128, M=4, Es=4, Ec=4, imag
     assert float(aux_dense) == float(aux)
     gelu_gap = float((y_erf - y).norm() / y.norm())
     assert gelu_gap > 1e-4, gelu_gap
+    old_gap = aux_old_gap = None
+    if k > 1:
+        # The fixture must catch the rule moe used before (token-order capacity, weights
+        # renormalised before capacity, first-choice loss): both output and loss differ.
+        with torch.no_grad():
+            y_old, aux_old = ringmoe_old_rule(mod, x)
+        old_gap = float((y_old - y).norm() / y.norm())
+        aux_old_gap = abs(float(aux_old) - float(aux)) / abs(float(aux))
+        assert old_gap > 1e-3 and aux_old_gap > 1e-2, (old_gap, aux_old_gap)
     groups = [("cross", info["cross"])] + [("special_%d" % m, r) for m, r in enumerate(info["special"])]
     extra = {"__input__": x2d, "__output__": y.reshape(B * N, C), "__aux_loss__": aux.reshape(())}
     meta = dict(reference="ringmoe_moe", upstream="RingMoE Moe_modal / TopkRouter / MLP (MindSpore), dp = 1",
                 prefix=prefix, modalities=M, images_per_modality=images, batch=B, tokens_per_image=N,
-                tokens=B * N, hidden_size=C, ffn_size=F_, specific_expert_num=Es, cross_expert_num=Ec, k=1,
+                tokens=B * N, hidden_size=C, ffn_size=F_, specific_expert_num=Es, cross_expert_num=Ec, k=k,
                 capacity_factor=cf, renormalize=renormalize, gelu="tanh", aux_constant=8, aux_loss_factor=0.001,
                 seed=seed, input_seed=used_seed, weights_dtype="f32", gelu_erf_rel_gap="%.3e" % gelu_gap)
+    if k > 1:
+        meta.update(old_rule_output_rel_gap="%.3e" % old_gap, old_rule_aux_rel_gap="%.3e" % aux_old_gap)
     for tag, r in groups:
         extra.update(ringmoe_group_tensors(tag, r))
-        dropped = int((~r["kept"]).sum())
+        dropped = int((~r["kept"]).sum())  # dropped choices
         meta["%s_capacity" % tag] = r["capacity"]
         meta["%s_dropped" % tag] = dropped
-        if renormalize:  # the released convention: kept top-1 tokens weigh exactly 1, dropped ones 0
-            assert torch.equal(r["weights"][:, 0], r["kept"][:, 0].float()), tag
+        kept = r["kept"]
+        if renormalize and k == 1:  # the released convention: kept top-1 tokens weigh exactly 1, dropped ones 0
+            assert torch.equal(r["weights"][:, 0], kept[:, 0].float()), tag
+        elif renormalize:  # a token that keeps only its first choice weighs exactly 1 there
+            only_first = kept[:, 0] & ~kept[:, 1:].any(1)
+            assert torch.equal(r["weights"][only_first, 0], torch.ones(int(only_first.sum()))), tag
+            assert torch.equal(r["weights"][~kept], torch.zeros(int((~kept).sum()))), tag
         else:
-            assert torch.equal(r["weights"][:, 0], torch.where(r["kept"][:, 0], r["gate"][:, 0],
-                                                               torch.zeros(())))
+            assert torch.equal(r["weights"], torch.where(kept, r["gate"], torch.zeros(())))
+        if k > 1:
+            # a dropped choice makes the token's later choices ask the same expert (dropped too)
+            for j in range(1, k):
+                again = ~kept[:, j - 1]
+                assert torch.equal(r["expert_ids"][again, j], r["expert_ids"][again, j - 1]), tag
+                assert not bool(kept[again, j].any()), tag
     print("  %s: capacity %s, dropped %s (cross, special 0..%d)" % (
         name, [r["capacity"] for _, r in groups], [int((~r["kept"]).sum()) for _, r in groups], M - 1))
+    if k > 1:
+        print("  %s: (first choices dropped, first kept + second dropped) %s; old rule: output rel gap %.3e, "
+              "aux rel gap %.3e" % (name, [ringmoe_drop_pattern(r) for _, r in groups], old_gap, aux_old_gap))
     w.write(name, weights, extra, meta)
 
 
@@ -532,6 +621,12 @@ def main(argv=None):
     case_rs_moe(w, "rs_moe_token", seed=8)
     case_ringmoe(w, "ringmoe_moe", seed=9, renormalize=True)
     case_ringmoe(w, "ringmoe_moe_rawprob", seed=10, renormalize=False)
+    # k = 2 (num_experts_chosen = 2), capacity factor 0.6 (capacity 15 of 48 tokens per modal
+    # expert, 58 of 192 per collaborative one; with these balanced routers a first choice
+    # overflows only below about 0.7): the released TopkRouter's sequential capacity,
+    # repeat-after-drop and renormalisation over the kept choices all matter.
+    case_ringmoe(w, "ringmoe_moe_k2", seed=12, renormalize=True, k=2, cf=0.6)
+    case_ringmoe(w, "ringmoe_moe_k2_rawprob", seed=13, renormalize=False, k=2, cf=0.6)
     case_rsunivlm(w, "rsunivlm_gmoe", seed=11)
 
     # Further families live in their own modules, tools/reference/fixtures_<family>.py, each

@@ -30,10 +30,12 @@ Forward, x [B, N, C] (B images of N tokens; the batch is ordered by modality, B 
              in order) goes through special_router.{m} / special_ffn.{m} (one routed group each);
   * output = special + cross + public (MindSpore's order of the additions).
 
-A routed group of T tokens and E experts (TopkRouter.construct, k = num_experts_chosen = 1):
+A routed group of T tokens and E experts (TopkRouter.construct, k = num_experts_chosen: 1 in
+RingMoE's configuration, any k here; moe's CapacityPriority::sequential):
     logits   = x_fp32 @ W^T;  prob = softmax(logits)                     (fp32)
-    for each choice j < k (k = 1 in RingMoE):
-        prob     = prob * (1 - chosen so far)
+    for each choice j < k, every token's choice j before any token's choice j + 1:
+        prob     = prob * (1 - experts KEPT so far)   (a dropped choice is not masked, so the
+                   token's later choices ask the same full expert and are dropped too)
         e_j      = argmax(prob)  (ties: the lower index),  gate_j = prob[e_j]
         mask_j   = one_hot(e_j)                                         BEFORE capacity
         loss    += mean_e(mean_t(mask_j) * mean_t(prob / (sum(prob) + 1e-9))) * c * c

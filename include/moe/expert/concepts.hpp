@@ -1,4 +1,12 @@
-// moe/expert/concepts.hpp - the ExpertSet contract.
+// moe/expert/concepts.hpp - the ExpertSet contract and its optional capabilities.
+//
+//   ExpertSet<X>          what MoELayer, SharedExperts and HierarchicalMoE require
+//   ThreadedExpertSet<X>  optional: forward(x, plan, out, combine, threads) (used when present)
+//   ScratchSharing<X>     optional: share_scratch(other) (used by the layers' share_scratch)
+//
+// The layers use an optional capability only through these concepts (`if constexpr`), so a
+// container with exactly ExpertSet's members works everywhere an ExpertSet is accepted.
+// docs/usage.md, "Writing an expert container", and examples/custom_experts.cpp show one.
 #pragma once
 
 #include <concepts>
@@ -19,14 +27,39 @@ namespace moe {
 ///    dropped and empty choices contribute nothing; tokens without kept choices get 0 (or keep
 ///    their value under Combine::add);
 ///  * results do not depend on the number of threads;
-///  * parameters() is the count of stored weights and biases.
+///  * parameters() is the count of stored weights and biases;
+///  * it is move-constructible (layers hold their expert sets by value).
 template <class X>
-concept ExpertSet = requires(X& x, const X& cx, ConstMatrixRef<float> in, const RoutingPlan& plan,
+concept ExpertSet = std::move_constructible<X> &&
+                    requires(X& x, const X& cx, ConstMatrixRef<float> in, const RoutingPlan& plan,
                              MatrixRef<float> out, Combine combine) {
-    { cx.num_experts() } -> std::convertible_to<index_t>;
-    { cx.hidden_size() } -> std::convertible_to<index_t>;
-    { cx.parameters() } -> std::convertible_to<index_t>;
-    x.forward(in, plan, out, combine);
+                        { cx.num_experts() } -> std::convertible_to<index_t>;
+                        { cx.hidden_size() } -> std::convertible_to<index_t>;
+                        { cx.parameters() } -> std::convertible_to<index_t>;
+                        x.forward(in, plan, out, combine);
+                    };
+
+/// An ExpertSet whose forward also takes a thread count. Optional: MoELayer, SharedExperts and
+/// HierarchicalMoE pass their set_threads() value when X has it and call the four-argument
+/// forward otherwise.
+///
+/// Promises:
+///  * forward(x, plan, out, combine, threads) with threads >= 1 computes exactly what
+///    forward(x, plan, out, combine) computes (bit for bit, whatever `threads` is), using at
+///    most `threads` threads.
+template <class X>
+concept ThreadedExpertSet = ExpertSet<X> && requires(X& x, ConstMatrixRef<float> in, const RoutingPlan& plan,
+                                                     MatrixRef<float> out, Combine combine, int threads) {
+    x.forward(in, plan, out, combine, threads);
 };
+
+/// A type (expert container, shared experts) that can use another object's scratch buffers.
+/// Optional: the layers' share_scratch(o) forwards to it when present and does nothing otherwise.
+///
+/// Promises:
+///  * after a.share_scratch(b), a and b use one set of scratch buffers (so they must never run
+///    at the same time); results do not change, and neither object's weights are touched.
+template <class X>
+concept ScratchSharing = requires(X& a, X& b) { a.share_scratch(b); };
 
 }  // namespace moe

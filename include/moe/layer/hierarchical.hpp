@@ -9,20 +9,36 @@
 //
 // Each routed group has its own k and capacity, ceil(k * tokens_in_group * cf / experts_in_group):
 // a modality's capacity counts only that modality's tokens; overflow is dropped from that group
-// only (the token still gets the other branches). The combine weight is the renormalised top-k
-// weight (the released code: top-1 weights are exactly 1) or the raw gate probability.
+// only (the token still gets the other branches).
 //
-// Auxiliary loss per routed group, as MindSpore's MoE computes it (Switch style):
-//   L_group = mean_e(f_e * P_e) * c^2
-// with f_e the fraction of the group's tokens whose first choice is e (before capacity), P_e
-// the group's mean router probability and c a configuration constant (8 in RingMoE). The
-// layer's loss is weight * (L_collab + mean over present modalities of L_modal).
+// Routing in each group is the released MindSpore TopkRouter's, for any k
+// (CapacityPriority::sequential): round j = 0 .. k-1 routes every token's choice j, in token
+// order, before round j + 1; choice j is the argmax of prob * (1 - experts the token KEEPS so
+// far), ties to the lower index. So while a token's choices are kept, choice j is its j-th best
+// expert; once one is dropped by capacity, every later choice asks that same (full) expert and
+// is dropped too. An expert keeps the first `capacity` choices that ask it in this order.
+// Combine weight of choice j, with g_j the softmax probability of its expert:
+//   renormalize = true (released):  w_j = g_j kept_j / (sum_i g_i kept_i + 1e-9)   (fp32)
+//                                   (a top-1 token, or one that keeps only its first choice,
+//                                   weighs exactly 1 whenever g >= 2^-5, e.g. E <= 32)
+//   renormalize = false:            w_j = g_j kept_j   (the raw probability)
+// i.e. TopKOptions{priority = sequential, renormalize_after_capacity, renorm_eps = 1e-9}.
+//
+// Auxiliary loss per routed group, as MindSpore's TopkRouter computes it (sequential_group_loss):
+//   L_group = sum_j mean_e(f_je * P_je) * c^2
+// with f_je the fraction of the group's tokens whose choice j is e (before capacity), P_je the
+// mean over tokens of p_j / (sum_e p_j + 1e-9), p_j = prob * (1 - experts kept by choices
+// before j), and c a configuration constant (8 in RingMoE); at k = 1 this is the Switch loss
+// mean_e(f_e * P_e) * c^2 (switch_group_loss). The layer's loss is
+// weight * (L_collab + mean over present modalities of L_modal).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -46,7 +62,8 @@ struct ModalityChunk {
 /// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
 inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
     check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, "switch_group_loss",
-                      "logits and plan disagree");
+                      "logits and plan disagree: logits are [", logits.rows, ", ", logits.cols, "], the plan routes ",
+                      plan.num_tokens, " tokens to ", plan.num_experts, " experts");
     const index_t T = plan.num_tokens, E = plan.num_experts;
     if (T == 0) return 0.0;
     const auto P = mean_router_probs(logits);
@@ -60,14 +77,55 @@ inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan&
     return s / double(E) * c * c;
 }
 
+/// MindSpore TopkRouter's group loss for a plan routed with CapacityPriority::sequential (any k):
+///   sum_j mean_e(f_je * P_je) * c^2,
+/// f_je = fraction of tokens whose choice j is e (before capacity; a choice after a dropped one
+/// names the dropped expert again), P_je = mean_t p_j[t, e] / (sum_e p_j[t, e] + 1e-9) with
+/// p_j = softmax(logits) * (1 - the experts the token kept in choices 0 .. j-1). Computed in
+/// double. At k = 1 it is switch_group_loss times 1 / (1 + 1e-9).
+inline double sequential_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
+    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, "sequential_group_loss",
+                      "logits and plan disagree: logits are [", logits.rows, ", ", logits.cols, "], the plan routes ",
+                      plan.num_tokens, " tokens to ", plan.num_experts, " experts");
+    const index_t T = plan.num_tokens, E = plan.num_experts, k = plan.k;
+    if (T == 0 || k == 0) return 0.0;
+    const auto Es = static_cast<std::size_t>(E), ks = static_cast<std::size_t>(k);
+    std::vector<double> f(ks * Es, 0.0), P(ks * Es, 0.0), prob(Es);
+    std::vector<char> masked(Es);
+    for (index_t t = 0; t < T; ++t) {
+        const float* r = logits.row(t);
+        double m = -INFINITY, z = 0;
+        for (std::size_t e = 0; e < Es; ++e) m = std::max(m, double(r[e]));
+        for (std::size_t e = 0; e < Es; ++e) z += prob[e] = std::exp(double(r[e]) - m);
+        for (std::size_t e = 0; e < Es; ++e) prob[e] /= z;
+        std::fill(masked.begin(), masked.end(), char(0));
+        for (std::size_t j = 0; j < ks; ++j) {
+            const std::size_t ch = static_cast<std::size_t>(t) * ks + j;
+            double sum = 0;
+            for (std::size_t e = 0; e < Es; ++e)
+                if (!masked[e]) sum += prob[e];
+            const double inv = 1.0 / (sum + 1e-9);
+            for (std::size_t e = 0; e < Es; ++e)
+                if (!masked[e]) P[j * Es + e] += prob[e] * inv;
+            const std::int32_t ej = plan.expert_ids[ch];
+            if (ej < 0) continue;
+            f[j * Es + static_cast<std::size_t>(ej)] += 1.0;
+            if (plan.token_to_slot[ch] >= 0) masked[static_cast<std::size_t>(ej)] = 1;
+        }
+    }
+    double s = 0;
+    for (std::size_t i = 0; i < ks * Es; ++i) s += f[i] * P[i];
+    return s / (double(T) * double(T) * double(E)) * c * c;
+}
+
 /// Run-time configuration of a hierarchical layer.
 struct HierarchicalOptions {
     index_t k_modal = 1;             ///< experts per token in the modality's group
     index_t k_collab = 1;            ///< experts per token in the collaborative group
     double capacity_factor_modal = 1.2;
     double capacity_factor_collab = 1.2;
-    bool renormalize = true;         ///< combine with renormalised weights (top-1: exactly 1) or raw probabilities
-    double aux_constant = 8.0;       ///< c in mean_e(f_e P_e) * c^2
+    bool renormalize = true;         ///< weights renormalised over the kept choices (top-1: 1), or raw probabilities
+    double aux_constant = 8.0;       ///< c in sum_j mean_e(f_je P_je) * c^2
     double aux_weight = 0.001;       ///< weight of the layer's auxiliary loss
 };
 
@@ -105,7 +163,9 @@ public:
             modal_routers_.emplace_back(std::move(modal_gates[m]), options_for(opt_.k_modal, opt_.capacity_factor_modal));
         }
         check<ShapeError>(collab_gate.experts() == collab_experts_.num_experts() && collab_gate.hidden() == d_, w,
-                          "collaborative router and experts disagree");
+                          "collaborative router and experts disagree: router over ", collab_gate.experts(),
+                          " experts taking ", collab_gate.hidden(), " features, expert set holds ",
+                          collab_experts_.num_experts(), " experts taking ", d_);
         collab_router_ = router_type(std::move(collab_gate), options_for(opt_.k_collab, opt_.capacity_factor_collab));
         if constexpr (Shared::enabled)
             check<ShapeError>(shared_.hidden_size() == d_, w, "shared experts take ", shared_.hidden_size(),
@@ -209,7 +269,7 @@ public:
         xg_.share(o.xg_);
         yg_.share(o.yg_);
         auto experts = [](auto& a, auto& b) {
-            if constexpr (requires { a.share_scratch(b); }) a.share_scratch(b);
+            if constexpr (ScratchSharing<std::remove_cvref_t<decltype(a)>>) a.share_scratch(b);
         };
         for (std::size_t m = 0; m < std::min(modal_experts_.size(), o.modal_experts_.size()); ++m)
             experts(modal_experts_[m], o.modal_experts_[m]);
@@ -229,7 +289,9 @@ private:
         o.k = k;
         o.renormalize = opt_.renormalize;
         o.capacity_factor = cf;
-        o.priority = CapacityPriority::token_order;
+        o.priority = CapacityPriority::sequential;  // MindSpore TopkRouter (see the file comment)
+        o.renormalize_after_capacity = true;
+        o.renorm_eps = 1e-9f;
         return o;
     }
     void check_io(ConstMatrixRef<float> x, MatrixRef<float> y, const char* w) const {
@@ -248,11 +310,11 @@ private:
     // y = collab(x) (+ shared(x)); modal branches add to it.
     void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
         collab_router_.route(x, collab_plan_);
-        if constexpr (requires { collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_); })
+        if constexpr (ThreadedExpertSet<Collab>)
             collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_);
         else
             collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
-        losses_.collab = switch_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
+        losses_.collab = sequential_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
         if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
         losses_.modal.assign(modal_routers_.size(), 0.0);
         losses_.present.assign(modal_routers_.size(), false);
@@ -262,11 +324,11 @@ private:
         auto& r = modal_routers_[static_cast<std::size_t>(m)];
         r.route(xm, plan);
         auto& experts = modal_experts_[static_cast<std::size_t>(m)];
-        if constexpr (requires { experts.forward(xm, plan, ym, Combine::add, threads_); })
+        if constexpr (ThreadedExpertSet<Modal>)
             experts.forward(xm, plan, ym, Combine::add, threads_);
         else
             experts.forward(xm, plan, ym, Combine::add);
-        losses_.modal[static_cast<std::size_t>(m)] = switch_group_loss(r.last_logits(), plan, opt_.aux_constant);
+        losses_.modal[static_cast<std::size_t>(m)] = sequential_group_loss(r.last_logits(), plan, opt_.aux_constant);
         losses_.present[static_cast<std::size_t>(m)] = true;
     }
     void run_gathered(int m, ConstMatrixRef<float> x, const std::vector<std::int32_t>& rows, MatrixRef<float> y) {

@@ -53,10 +53,11 @@ public:
         check<ShapeError>(y.rows == x.rows && y.cols == x.cols, "MoELayer::forward", "output is [", y.rows, ", ",
                           y.cols, "], expected [", x.rows, ", ", x.cols, "]");
         router_.route(x, plan_);
-        if constexpr (requires { experts_.forward(x, plan_, y, Combine::overwrite, threads_); })
-            experts_.forward(x, plan_, y, Combine::overwrite, threads_);
+        const RoutingPlan& plan = plan_;
+        if constexpr (ThreadedExpertSet<X>)
+            experts_.forward(x, plan, y, Combine::overwrite, threads_);
         else
-            experts_.forward(x, plan_, y, Combine::overwrite);
+            experts_.forward(x, plan, y, Combine::overwrite);
         if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
     }
     /// Convenience: a new [T, d] tensor.

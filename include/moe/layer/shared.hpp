@@ -42,10 +42,11 @@ public:
     index_t parameters() const noexcept { return x_.parameters() + static_cast<index_t>(gate_.size()); }
     /// Share o's expert scratch (layers that never run at the same time).
     void share_scratch(SharedExperts& o) {
-        if constexpr (requires { x_.share_scratch(o.x_); }) x_.share_scratch(o.x_);
+        if constexpr (ScratchSharing<X>) x_.share_scratch(o.x_);
     }
 
-    /// out += sum_e expert_e(x) (times sigmoid(x . g) with a gate).
+    /// out += sum_e expert_e(x) (times sigmoid(x . g) with a gate). `threads` reaches the experts
+    /// when X is a ThreadedExpertSet.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> out, int threads = cpu::max_threads()) {
         const index_t T = x.rows, E = x_.num_experts();
         if (plan_.num_tokens != T || plan_.num_experts != E || plan_.k != E) {
@@ -63,7 +64,11 @@ public:
             for (index_t e = 0; e < E; ++e) plan_.weights[static_cast<std::size_t>(t * E + e)] = w;
         }
         plan_.finalize();
-        x_.forward(x, plan_, out, Combine::add, threads);
+        const RoutingPlan& plan = plan_;
+        if constexpr (ThreadedExpertSet<X>)
+            x_.forward(x, plan, out, Combine::add, threads);
+        else
+            x_.forward(x, plan, out, Combine::add);
     }
 
 private:

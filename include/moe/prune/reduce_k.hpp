@@ -3,8 +3,10 @@
 // ReduceK{k} returns the same layer (same weights, shared) whose routed groups choose at most k
 // experts per token: k_new = min(k_old, k) for the router of a MoELayer and for both routed
 // groups of a HierarchicalMoE. Nothing is removed; the active parameters per token fall. With
-// renormalised weights the kept choices are reweighted to sum to 1 (top-1: weight 1); with raw
-// probabilities the remaining choices keep their weights. Capacity follows the new k.
+// renormalised weights the kept choices are reweighted to sum to 1 (top-1: weight 1; a
+// HierarchicalMoE renormalises over the choices kept after capacity, as at any k); with raw
+// probabilities the remaining choices keep their weights. Capacity follows the new k, and a
+// HierarchicalMoE keeps its routing rule (CapacityPriority::sequential) and per-step loss.
 #pragma once
 
 #include <algorithm>

@@ -30,6 +30,13 @@ enum class CapacityPriority : std::uint8_t {
     token_order,
     /// All first choices (in token order) before any second choice, and so on (GShard).
     choice_rank,
+    /// MindSpore TopkRouter (RingMoE at k > 1): round j routes each token's j-th choice among
+    /// experts not already keeping it, all tokens of round j (in token order) before round j + 1.
+    /// A choice dropped by capacity makes the token's later choices ask the same expert, so they
+    /// are dropped too: finalize() rewrites their expert_ids (and weights) to those of the
+    /// dropped choice and lists them in `dropped`. A token whose earlier choices were all kept
+    /// keeps its router's j-th best. Without capacity, or at k = 1, the same as token_order.
+    sequential,
 };
 
 /// Per-expert capacity as Switch/GShard/RingMoE compute it: ceil(k * tokens * factor / experts).
@@ -92,6 +99,8 @@ struct RoutingPlan {
 
     /// Builds the expert-major view from expert_ids/weights: counts, offsets, both permutation
     /// maps, load; applies `cap` (0 = unlimited) with the given priority and records drops.
+    /// With CapacityPriority::sequential the choices after a token's first dropped one are
+    /// rewritten to its expert (and weight) before `load` is counted (see the enum).
     void finalize(index_t cap = 0, CapacityPriority priority = CapacityPriority::token_order) {
         check<ConfigError>(cap >= 0, "RoutingPlan::finalize", "negative capacity ", cap);
         capacity = cap;
@@ -124,6 +133,27 @@ struct RoutingPlan {
             for (index_t j = 0; j < k; ++j)
                 for (index_t t = 0; t < num_tokens; ++t) consider(static_cast<std::size_t>(t * k + j));
             std::sort(dropped.begin(), dropped.end());
+        } else if (cap > 0 && priority == CapacityPriority::sequential && k > 1) {
+            // first_drop[t]: token t's first dropped choice (t * k + j), or -1 while all are kept.
+            // Once an expert drops a choice it is full for the rest of the call (kept counts
+            // only grow), so the rewritten later choices are dropped by consider() as well.
+            std::vector<std::int32_t> first_drop(static_cast<std::size_t>(num_tokens), -1);
+            for (index_t j = 0; j < k; ++j)
+                for (index_t t = 0; t < num_tokens; ++t) {
+                    const auto c = static_cast<std::size_t>(t * k + j);
+                    const std::int32_t d = first_drop[static_cast<std::size_t>(t)];
+                    if (d >= 0 && expert_ids[c] >= 0) {
+                        --load[static_cast<std::size_t>(expert_ids[c])];
+                        expert_ids[c] = expert_ids[static_cast<std::size_t>(d)];
+                        weights[c] = weights[static_cast<std::size_t>(d)];
+                        ++load[static_cast<std::size_t>(expert_ids[c])];
+                    }
+                    const std::size_t before = dropped.size();
+                    consider(c);
+                    if (d < 0 && dropped.size() > before)
+                        first_drop[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(c);
+                }
+            std::sort(dropped.begin(), dropped.end());
         } else {
             for (std::size_t c = 0; c < n; ++c) consider(c);
         }
@@ -141,6 +171,30 @@ struct RoutingPlan {
             token_to_slot[c] = s;
             slot_to_token[static_cast<std::size_t>(s)] = static_cast<std::int32_t>(c / static_cast<std::size_t>(k));
             slot_weights[static_cast<std::size_t>(s)] = weights[c];
+        }
+    }
+
+    /// Renormalises the combine weights over each token's choices KEPT after capacity (the
+    /// MindSpore TopkRouter's combine): w_c = w_c / (sum + eps) * scale for a kept choice, with
+    /// sum the fp32 sum of the token's kept weights in choice order; dropped and empty choices
+    /// get weight 0 (so do kept ones when sum + eps is 0). slot_weights follow. Call after
+    /// finalize(); a token that keeps one choice gets w / (w + eps) (exactly 1 in fp32 when
+    /// eps < half an ulp of w).
+    void renormalize_kept(float eps = 0.0f, float scale = 1.0f) {
+        check<ConfigError>(eps >= 0.0f && std::isfinite(eps) && std::isfinite(scale), "RoutingPlan::renormalize_kept",
+                           "eps must be finite and >= 0 and scale finite, got eps ", eps, ", scale ", scale);
+        const auto K = static_cast<std::size_t>(k);
+        for (std::size_t t = 0; t < static_cast<std::size_t>(num_tokens); ++t) {
+            float sum = 0.0f;
+            for (std::size_t j = 0; j < K; ++j)
+                if (token_to_slot[t * K + j] >= 0) sum += weights[t * K + j];
+            const float denom = sum + eps;
+            for (std::size_t j = 0; j < K; ++j) {
+                const std::size_t c = t * K + j;
+                const std::int32_t s = token_to_slot[c];
+                weights[c] = s >= 0 && denom > 0.0f ? weights[c] / denom * scale : 0.0f;
+                if (s >= 0) slot_weights[static_cast<std::size_t>(s)] = weights[c];
+            }
         }
     }
 

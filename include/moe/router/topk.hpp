@@ -11,9 +11,12 @@
 // Everything but the score function is run-time configuration (TopKOptions); k can change
 // between calls with set_k. Capacity (capacity_factor > 0) keeps at most
 // ceil(k * T * factor / E) tokens per expert and drops the rest in the chosen priority order.
+// The MindSpore TopkRouter (RingMoE) is priority = sequential with renormalize_after_capacity
+// and renorm_eps = 1e-9: weights renormalised over the choices that survived capacity.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <span>
 #include <utility>
@@ -43,6 +46,11 @@ struct TopKOptions {
     bool renormalize = true;               ///< chosen weights sum to 1 (then times scale)
     float scale = 1.0f;                    ///< routed_scaling_factor
     float renorm_eps = 0.0f;               ///< added to the renormalisation denominator
+    /// With renormalize: divide by the sum over the choices KEPT after capacity (+ renorm_eps),
+    /// then times scale, and give dropped choices weight 0 (MindSpore TopkRouter; see
+    /// RoutingPlan::renormalize_kept), instead of over the top-k before capacity. The kernel then
+    /// returns the raw scores. No effect without renormalize.
+    bool renormalize_after_capacity = false;
     double capacity_factor = 0.0;          ///< > 0: per-expert capacity ceil(k * T * cf / E)
     CapacityPriority priority = CapacityPriority::token_order;
     std::vector<float> selection_bias;     ///< [E] added to scores for the choice only (empty: none)
@@ -99,6 +107,7 @@ public:
         plan.reset(T, num_experts(), opt_.k);
         cpu::topk_route(logits, spec(), plan.expert_ids.data(), plan.weights.data(), ws_, threads_);
         plan.finalize(expert_capacity(T, num_experts(), opt_.k, opt_.capacity_factor), opt_.priority);
+        if (renormalizes_after_capacity()) plan.renormalize_kept(opt_.renorm_eps, opt_.scale);
     }
 
     /// The logits of the last route() call, [T, E].
@@ -107,13 +116,14 @@ public:
         return {logits_.get(0), last_rows_, num_experts()};
     }
 
-    /// The kernel specification these options give.
+    /// The kernel specification these options give (raw scores, scale 1, when the weights are
+    /// renormalised after capacity).
     cpu::TopKSpec spec() const {
         cpu::TopKSpec s;
         s.k = opt_.k;
         s.scoring = Scores::scoring;
-        s.renormalize = opt_.renormalize;
-        s.scale = opt_.scale;
+        s.renormalize = opt_.renormalize && !renormalizes_after_capacity();
+        s.scale = renormalizes_after_capacity() ? 1.0f : opt_.scale;
         s.renorm_eps = opt_.renorm_eps;
         s.bias = opt_.selection_bias;
         s.groups = opt_.groups;
@@ -140,9 +150,13 @@ public:
     }
 
 private:
+    bool renormalizes_after_capacity() const noexcept { return opt_.renormalize && opt_.renormalize_after_capacity; }
     void validate() const {
         check<ConfigError>(opt_.capacity_factor >= 0, "TopKRouter", "capacity factor must be >= 0, got ",
                            opt_.capacity_factor);
+        check<ConfigError>(
+            !renormalizes_after_capacity() || (opt_.renorm_eps >= 0.0f && std::isfinite(opt_.renorm_eps)),
+            "TopKRouter", "renorm_eps must be finite and >= 0, got ", opt_.renorm_eps);
         spec().validate(num_experts(), "TopKRouter");
     }
 
