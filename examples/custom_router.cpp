@@ -43,7 +43,8 @@ int main() {
     layer.forward({x.data(), T, d}, {y.data(), T, d});
 
     const moe::RoutingPlan& plan = layer.plan();
-    std::printf("hash routing of %lld tokens over %lld experts:\n", static_cast<long long>(T), static_cast<long long>(E));
+    std::printf("moe (%s): hash routing of %lld tokens over %lld experts:\n", moe::cpu::simd_name(),
+                static_cast<long long>(T), static_cast<long long>(E));
     for (moe::index_t e = 0; e < E; ++e)
         std::printf("  expert %lld: %d tokens (slots %d..%d)\n", static_cast<long long>(e), plan.counts[static_cast<std::size_t>(e)],
                     plan.offsets[static_cast<std::size_t>(e)], plan.offsets[static_cast<std::size_t>(e) + 1] - 1);

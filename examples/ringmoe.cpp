@@ -8,20 +8,24 @@
 //
 //   build/default/examples/ringmoe --help
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "moe/backend/cpu/simd.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/inputs.hpp"
 #include "rs/ringmoe/model.hpp"
@@ -49,30 +53,44 @@ Model
                        folded-1b        one dense FFN per block (1.06B: 4.3 GB fp32)
                        tiny-single-modality, tiny-pruned, tiny-folded: the same steps at tiny size
   --modality M         the modality of the single-modality, pruned and folded configurations:
-                       optical (default), sar-l1, sar-l2, multispectral
+                       optical (default), sar-l1, sar-l2, multispectral; an error with tiny and
+                       full, which take every modality (--modalities picks the ones fed)
   --image-size N       input size in pixels: 192 (the released size; default for full-size
                        configurations) or 224 (window 7 instead of 12), 64 for tiny ones
   --weights SRC        random (default: deterministic random weights, written once to a
                        safetensors file in --cache and memory-mapped from there) or the path of a
                        checkpoint with the released MindSpore names (rs/ringmoe/model.hpp)
   --dtype T            f32 (default) or bf16 weights (activations are always fp32)
-  --seed N             seed of the random weights (default 0)
+  --seed N             seed of the random weights (default 0; --weights random only)
   --cache DIR          where random-weight checkpoints are kept (default $TMPDIR or /tmp, in
-                       moe-ringmoe/)
+                       moe-ringmoe/); created if missing, must be writable. Only the full-size
+                       configurations use it: the tiny ones keep their random weights in memory
   --classes N          classes of the classification head (default 10; 0: no head)
   --seg-classes N      classes of the segmentation head (default 6; 0: no head)
 
 Input
-  --data DIR           the real samples (default )" MOE_DATA_DIR R"(, or $MOE_DATA_DIR)
-  --synthetic          use the synthesised scene even when the samples are there
-  --modalities LIST    the modalities to feed, comma-separated (default: every modality of the
-                       configuration); one batch per modality, all in one forward call
-  --images N           images per modality (default 1; at most what the folder holds)
+  --data DIR           the real samples (default $MOE_DATA_DIR, else )" MOE_DATA_DIR R"(:
+                       where that default folder is absent, the synthesised scene, and the
+                       output's "input:" line says so). A folder named by --data or
+                       $MOE_DATA_DIR must exist: no silent fallback
+  --synthetic          use the synthesised scene even when the samples are there (not with --data)
+  --modalities LIST    the modalities to feed, comma-separated, each once (default: every
+                       modality of the configuration); one batch per modality, all in one
+                       forward call
+  --images N           images per modality (default 1, at most 64), always exactly N: the
+                       synthesised scene gives any number (scene k drawn with seed k); the
+                       samples give at most what the folder holds of each modality (an error
+                       beyond; SAR-L1, synthesised there too, gives any number)
 
 Run
   --threads N          threads (default 1)
   --repeat N           forward calls; timings are of the fastest (default 1)
   --help               this text
+
+Options take their value as the next argument or after '=' (--images=2). Exit status: 0 done,
+2 a bad invocation (an unknown option, a missing or malformed value, a path that does not
+exist, options that contradict each other: "ringmoe: <option> '<value>': <what is wrong>" on
+stderr, before any model work), 1 any other failure.
 
 The output: where each image came from, the model and its parameter count, per-stage times,
 for MoE configurations every block's expert load per modality (one character per expert:
@@ -94,8 +112,13 @@ struct Args {
     fs::path data;
     bool synthetic = false;
     std::vector<std::string> modalities;
+    std::string modalities_arg;  // --modalities as given, for messages
     index_t images = 1;
     int threads = 1, repeat = 1;
+    // Where --data came from: "--data", "$MOE_DATA_DIR" or empty (the built-in default, which
+    // may be absent: then the synthesised scene, said so in the output).
+    std::string data_from;
+    bool modality_given = false, seed_given = false, cache_given = false;
 };
 
 struct UsageError : std::runtime_error {
@@ -116,49 +139,88 @@ long long parse_int(const std::string& opt, const std::string& v, long long lo, 
     return x;
 }
 
-std::vector<std::string> split(const std::string& s) {
+constexpr const char* kModalityNames = "optical, sar-l1, sar-l2, multispectral";
+
+/// --modalities LIST: comma-separated names, none empty (names are checked against the
+/// configuration in fed_modalities()).
+std::vector<std::string> split_modalities(const std::string& s) {
+    if (s.empty())
+        throw UsageError(std::string("--modalities '': no modality named; give a comma-separated list of ") + kModalityNames +
+                         " (or leave --modalities out to feed every modality of the configuration)");
     std::vector<std::string> out;
     std::size_t a = 0;
     while (a <= s.size()) {
         const std::size_t b = std::min(s.find(',', a), s.size());
-        if (b > a) out.push_back(s.substr(a, b - a));
+        if (b == a)
+            throw UsageError("--modalities '" + s + "': empty name at character " + std::to_string(a + 1) +
+                             " (names are separated by single commas)");
+        out.push_back(s.substr(a, b - a));
         a = b + 1;
     }
     return out;
 }
 
+/// One of the four names (or an alias rs::ringmoe::RingMoeConfig accepts)?
+bool is_modality(const std::string& v) {
+    const std::string c = rm::RingMoeConfig::canonical_modality(v);
+    return c == "optical" || c == "sar-l1" || c == "sar-l2" || c == "multispectral";
+}
+
+/// --modality M: a modality name.
+std::string check_modality(const std::string& v) {
+    if (!is_modality(v))
+        throw UsageError("--modality '" + v + "': not a modality; one of " + kModalityNames);
+    return v;
+}
+
 Args parse(int argc, char** argv) {
     Args a;
-    if (const char* e = std::getenv("MOE_DATA_DIR"); e && *e) a.data = e;
+    if (const char* e = std::getenv("MOE_DATA_DIR"); e && *e) a.data = e, a.data_from = "$MOE_DATA_DIR";
     else a.data = MOE_DATA_DIR;
     for (int i = 1; i < argc; ++i) {
-        std::string opt = argv[i], val;
-        const bool has_eq = opt.find('=') != std::string::npos;
+        const std::string arg = argv[i];
+        std::string opt = arg, val;
+        const bool has_eq = opt.rfind("--", 0) == 0 && opt.find('=') != std::string::npos;
         if (has_eq) val = opt.substr(opt.find('=') + 1), opt = opt.substr(0, opt.find('='));
         auto value = [&]() -> std::string {
             if (has_eq) return val;
             if (i + 1 >= argc) throw UsageError(opt + " needs a value (see --help)");
+            const std::string v = argv[i + 1];
+            if (v.size() > 2 && v.rfind("--", 0) == 0)
+                throw UsageError(opt + " needs a value, got the option '" + v + "' (write " + opt + "=" + v +
+                                 " if that is the value)");
             return argv[++i];
         };
-        if (opt == "--help" || opt == "-h") throw UsageError("");
-        else if (opt == "--config") a.config = value();
-        else if (opt == "--modality") a.modality = value();
+        auto path = [&](const char* what) {
+            std::string v = value();
+            if (v.empty()) throw UsageError(opt + " '': needs " + what);
+            return v;
+        };
+        auto flag = [&] {
+            if (has_eq) throw UsageError(opt + " takes no value, got '" + arg + "'");
+        };
+        if (opt == "--help" || opt == "-h") {
+            flag();
+            throw UsageError("");
+        } else if (opt == "--config") a.config = value();
+        else if (opt == "--modality") a.modality = check_modality(value()), a.modality_given = true;
         else if (opt == "--image-size") a.image = parse_int(opt, value(), 32, 4096);
-        else if (opt == "--weights") a.weights = value();
+        else if (opt == "--weights") a.weights = path("'random' or the path of a checkpoint");
         else if (opt == "--dtype") {
             a.dtype = value();
             if (a.dtype != "f32" && a.dtype != "bf16") throw UsageError("--dtype is f32 or bf16, got '" + a.dtype + "'");
-        } else if (opt == "--seed") a.seed = static_cast<std::uint64_t>(parse_int(opt, value(), 0, 1LL << 62));
-        else if (opt == "--cache") a.cache = value();
+        } else if (opt == "--seed") a.seed = static_cast<std::uint64_t>(parse_int(opt, value(), 0, 1LL << 62)), a.seed_given = true;
+        else if (opt == "--cache") a.cache = path("a directory"), a.cache_given = true;
         else if (opt == "--classes") a.classes = parse_int(opt, value(), 0, 100000);
         else if (opt == "--seg-classes") a.seg_classes = parse_int(opt, value(), 0, 1000);
-        else if (opt == "--data") a.data = value();
-        else if (opt == "--synthetic") a.synthetic = true;
-        else if (opt == "--modalities") a.modalities = split(value());
+        else if (opt == "--data") a.data = path("a directory"), a.data_from = "--data";
+        else if (opt == "--synthetic") flag(), a.synthetic = true;
+        else if (opt == "--modalities") a.modalities_arg = value(), a.modalities = split_modalities(a.modalities_arg);
         else if (opt == "--images") a.images = parse_int(opt, value(), 1, 64);
         else if (opt == "--threads") a.threads = static_cast<int>(parse_int(opt, value(), 1, 256));
         else if (opt == "--repeat") a.repeat = static_cast<int>(parse_int(opt, value(), 1, 1000));
-        else throw UsageError("unknown option '" + opt + "' (see --help)");
+        else if (opt.rfind("-", 0) == 0) throw UsageError("unknown option '" + opt + "' (see --help)");
+        else throw UsageError("unexpected argument '" + arg + "': ringmoe takes only options (see --help)");
     }
     return a;
 }
@@ -166,24 +228,108 @@ Args parse(int argc, char** argv) {
 rm::RingMoeConfig make_config(const Args& a) {
     const bool tiny = a.config.rfind("tiny", 0) == 0;
     const index_t image = a.image ? a.image : (tiny ? 64 : 192);
-    rm::RingMoeConfig c;
-    if (a.config == "tiny") c = rm::RingMoeConfig::tiny();
-    else if (a.config == "tiny-single-modality") c = rm::RingMoeConfig::tiny_single_modality(a.modality);
-    else if (a.config == "tiny-pruned") c = rm::RingMoeConfig::tiny_pruned(a.modality);
-    else if (a.config == "tiny-folded") c = rm::RingMoeConfig::tiny_folded(a.modality);
-    else if (a.config == "full") c = rm::RingMoeConfig::full(image);
-    else if (a.config == "single-modality") c = rm::RingMoeConfig::single_modality(a.modality, image);
-    else if (a.config == "pruned") c = rm::RingMoeConfig::pruned(a.modality, image);
-    else if (a.config == "folded-1b") c = rm::RingMoeConfig::folded_1b(a.modality, image);
-    else
+    const bool all_modalities = a.config == "tiny" || a.config == "full";
+    const bool one_modality = a.config == "tiny-single-modality" || a.config == "tiny-pruned" ||
+                              a.config == "tiny-folded" || a.config == "single-modality" || a.config == "pruned" ||
+                              a.config == "folded-1b";
+    if (!all_modalities && !one_modality)
         throw UsageError("unknown --config '" + a.config +
                          "': tiny, full, single-modality, pruned, folded-1b, tiny-single-modality, tiny-pruned, "
                          "tiny-folded");
-    if (tiny && image != c.swin.image_size) c = c.with_image(image);
-    c.num_classes = a.classes;
-    c.seg_classes = a.seg_classes;
-    c.validate("ringmoe --config " + a.config);
-    return c;
+    if (all_modalities && a.modality_given)
+        throw UsageError("--modality '" + a.modality + "' applies only to the single-modality configurations "
+                         "(single-modality, pruned, folded-1b and their tiny- versions); --config " + a.config +
+                         " takes every modality: pick the ones to feed with --modalities");
+    try {
+        rm::RingMoeConfig c;
+        if (a.config == "tiny") c = rm::RingMoeConfig::tiny();
+        else if (a.config == "tiny-single-modality") c = rm::RingMoeConfig::tiny_single_modality(a.modality);
+        else if (a.config == "tiny-pruned") c = rm::RingMoeConfig::tiny_pruned(a.modality);
+        else if (a.config == "tiny-folded") c = rm::RingMoeConfig::tiny_folded(a.modality);
+        else if (a.config == "full") c = rm::RingMoeConfig::full(image);
+        else if (a.config == "single-modality") c = rm::RingMoeConfig::single_modality(a.modality, image);
+        else if (a.config == "pruned") c = rm::RingMoeConfig::pruned(a.modality, image);
+        else c = rm::RingMoeConfig::folded_1b(a.modality, image);
+        if (tiny && image != c.swin.image_size) c = c.with_image(image);
+        c.num_classes = a.classes;
+        c.seg_classes = a.seg_classes;
+        c.validate("ringmoe --config " + a.config);
+        return c;
+    } catch (const moe::ConfigError& e) {
+        // Every option that shapes the configuration comes from the command line: a usage error.
+        throw UsageError(moe::detail::cat("--config ", a.config, a.image ? " with --image-size " : "",
+                                          a.image ? std::to_string(a.image) : std::string(), ": ", e.what()));
+    }
+}
+
+/// The indices of the modalities to feed: every one of the configuration, or --modalities
+/// (each known to the configuration, none twice).
+std::vector<int> fed_modalities(const Args& a, const rm::RingMoeConfig& cfg) {
+    std::vector<int> fed;
+    if (a.modalities.empty()) {
+        for (int m = 0; m < cfg.num_modalities(); ++m) fed.push_back(m);
+        return fed;
+    }
+    for (const auto& k : a.modalities) {
+        int m = -1;
+        try {
+            m = cfg.modality_index(k, "ringmoe --modalities");
+        } catch (const moe::ConfigError&) {
+            const std::string why = is_modality(k) ? "--config " + a.config + " has no modality '" + k + "'"
+                                                   : "'" + k + "' is not a modality";
+            throw UsageError("--modalities '" + a.modalities_arg + "': " + why + "; " + cfg.describe_modalities());
+        }
+        if (std::find(fed.begin(), fed.end(), m) != fed.end())
+            throw UsageError("--modalities '" + a.modalities_arg + "': " + cfg.modalities[static_cast<std::size_t>(m)].name +
+                             " is named twice");
+        fed.push_back(m);
+    }
+    return fed;
+}
+
+/// The paths given on the command line, checked before any work: --data (or $MOE_DATA_DIR)
+/// must be a directory, --weights an existing file, --cache a directory that can be created
+/// and written to; options that the others make meaningless are refused.
+void check_paths(const Args& a) {
+    if (a.synthetic && a.data_from == "--data")
+        throw UsageError("--data '" + a.data.string() +
+                         "' and --synthetic exclude each other: --synthetic reads no samples (leave one out)");
+    if (!a.synthetic && !a.data_from.empty()) {
+#if MOE_RS_HAS_TIFF
+        std::error_code ec;
+        const auto st = fs::status(a.data, ec);
+        const std::string hint = a.data_from == "--data" ? "" : " (unset MOE_DATA_DIR to use the default)";
+        if (!fs::exists(st))
+            throw UsageError(a.data_from + " '" + a.data.string() + "': no such directory" + hint);
+        if (!fs::is_directory(st))
+            throw UsageError(a.data_from + " '" + a.data.string() + "': not a directory" + hint);
+#else
+        if (a.data_from == "--data")
+            throw UsageError("--data '" + a.data.string() +
+                             "': this build cannot read the samples (built without libtiff: install libtiff-dev and "
+                             "rebuild), leave --data out to run on the synthesised scene");
+#endif
+    }
+    if (a.weights != "random") {
+        std::error_code ec;
+        const auto st = fs::status(a.weights, ec);
+        if (!fs::exists(st))
+            throw UsageError("--weights '" + a.weights + "': no such file (the path of a checkpoint, or random)");
+        if (fs::is_directory(st)) throw UsageError("--weights '" + a.weights + "': a directory, not a checkpoint file");
+        if (a.seed_given)
+            throw UsageError(moe::detail::cat("--seed ", a.seed, " applies only to --weights random; --weights '",
+                                              a.weights, "' loads its weights from the file"));
+    }
+    if (a.cache_given) {
+        const std::string d = a.cache.string();
+        std::error_code ec;
+        if (fs::exists(a.cache, ec) && !fs::is_directory(a.cache, ec))
+            throw UsageError("--cache '" + d + "': exists and is not a directory");
+        fs::create_directories(a.cache, ec);
+        if (ec) throw UsageError("--cache '" + d + "': cannot create the directory: " + ec.message());
+        if (::access(a.cache.c_str(), W_OK | X_OK) != 0)
+            throw UsageError("--cache '" + d + "': cannot write in the directory: " + std::strerror(errno));
+    }
 }
 
 double available_gib() {
@@ -325,54 +471,79 @@ void report_heads(const rm::RingMoeOutput& out, const std::vector<std::string>& 
 }
 
 template <moe::WeightType W>
-int run(const Args& a, const rm::RingMoeConfig& cfg) {
+int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed) {
     // ---- input images, per modality of the configuration -------------------------------------
     const index_t S = cfg.swin.image_size;
-    std::vector<rm::Scene> scenes;
+    std::vector<rm::Scene> scenes;  // the samples (empty: the synthesised scene only)
     std::string origin;
 #if MOE_RS_HAS_TIFF
-    if (!a.synthetic && fs::is_directory(a.data)) {
+    // An explicit --data or $MOE_DATA_DIR is a directory (check_paths); the default may be absent.
+    const bool real = !a.synthetic && fs::is_directory(a.data);
+    if (real) {
         scenes = rm::sample_scenes(a.data, S);
         origin = "real samples from " + a.data.string();
     } else {
         origin = a.synthetic ? "the synthesised scene (--synthetic)"
-                             : "the synthesised scene (no sample folder at " + a.data.string() + ")";
-        scenes = rm::synthetic_scenes(S);
+                             : "the synthesised scene (no sample folder at " + a.data.string() + "; --data DIR names one)";
     }
 #else
+    const bool real = false;
     origin = "the synthesised scene (built without libtiff)";
-    scenes = rm::synthetic_scenes(S);
 #endif
-    std::vector<int> fed;
-    if (a.modalities.empty())
-        for (int m = 0; m < cfg.num_modalities(); ++m) fed.push_back(m);
-    else
-        for (const auto& k : a.modalities) fed.push_back(cfg.modality_index(k, "ringmoe --modalities"));
+    // synth[k]: the synthesised scene drawn with seed k + 1 (made on demand), so that --images N
+    // gets N different images per modality.
+    std::vector<std::vector<rm::Scene>> synth;
+    auto synthesised = [&](moe::rs::RingModality m, std::size_t k) {
+        while (synth.size() <= k) synth.push_back(rm::synthetic_scenes(S, static_cast<unsigned>(synth.size() + 1)));
+        for (const auto& sc : synth[k])
+            if (sc.modality == m) return sc;
+        throw std::logic_error("ringmoe: rs::ringmoe::synthetic_scenes made no scene of every modality");
+    };
     std::vector<moe::Tensor> batches;
     std::vector<moe::vision::ModalityImages> inputs;
     std::vector<std::string> labels;
-    std::printf("input: %s, %ld x %ld pixels\n", origin.c_str(), long(S), long(S));
+    std::string listing;  // printed once every modality has its images (or --images is refused)
     for (int m : fed) {
+        const std::string& name = cfg.modalities[static_cast<std::size_t>(m)].name;
         const auto rmod = static_cast<moe::rs::RingModality>(cfg.modalities[static_cast<std::size_t>(m)].source);
-        std::vector<moe::Tensor> xs;
+        std::vector<rm::Scene> picked;
         for (const auto& sc : scenes)
-            if (sc.modality == rmod && static_cast<index_t>(xs.size()) < a.images) {
-                xs.push_back(rm::to_model_input(sc.image, rmod, S));
-                const bool synth = sc.source.rfind("synthesised", 0) == 0;
-                labels.push_back(cfg.modalities[static_cast<std::size_t>(m)].name + ": " +
-                                 (synth ? std::string("synthesised") : fs::path(sc.source).filename().string()));
-                std::printf("  %-14s %s\n", cfg.modalities[static_cast<std::size_t>(m)].name.c_str(), sc.source.c_str());
-            }
-        if (xs.empty()) throw moe::NotFoundError("ringmoe", "no image of modality " + cfg.modalities[static_cast<std::size_t>(m)].name);
+            if (sc.modality == rmod && static_cast<index_t>(picked.size()) < a.images) picked.push_back(sc);
+        const auto is_synth = [](const rm::Scene& sc) { return sc.source.rfind("synthesised", 0) == 0; };
+        if (static_cast<index_t>(picked.size()) < a.images) {
+            // From the samples: only a modality the folder itself synthesises (SAR-L1) takes more
+            // synthesised scenes; the others would mix real and synthetic images unasked.
+            if (real && picked.empty())
+                throw UsageError("the samples at " + a.data.string() + " hold no " + name + " image: leave " + name +
+                                 " out with --modalities, or use --synthetic");
+            if (real && !std::all_of(picked.begin(), picked.end(), is_synth))
+                throw UsageError(moe::detail::cat(
+                    "--images ", a.images, ": the samples at ", a.data.string(), " hold ", picked.size(), " ", name,
+                    " image", picked.size() == 1 ? "" : "s", "; ask for at most ", picked.size(), ", leave ", name,
+                    " out with --modalities, or use --synthetic (any number of synthesised images)"));
+            while (static_cast<index_t>(picked.size()) < a.images) picked.push_back(synthesised(rmod, picked.size()));
+        }
+        std::vector<moe::Tensor> xs;
+        for (std::size_t k = 0; k < picked.size(); ++k) {
+            const auto& sc = picked[k];
+            xs.push_back(rm::to_model_input(sc.image, rmod, S));
+            // Several synthesised images of a modality are told apart by their number.
+            const std::string which = is_synth(sc) && a.images > 1 ? moe::detail::cat(" #", k + 1) : std::string();
+            labels.push_back(name + ": " + (is_synth(sc) ? "synthesised" + which : fs::path(sc.source).filename().string()));
+            std::string head = "  " + name;  // "  %-14s "
+            head.resize(std::max<std::size_t>(head.size(), 16), ' ');
+            listing += head + " " + sc.source + which + "\n";
+        }
         batches.push_back(rm::stack_inputs(xs));
     }
+    std::printf("input: %s, %ld x %ld pixels\n%s", origin.c_str(), long(S), long(S), listing.c_str());
     for (std::size_t i = 0; i < fed.size(); ++i) inputs.push_back({batches[i].view(), fed[i]});
 
     // ---- the model ------------------------------------------------------------------------------
     const double need_gib = double(rm::exact_parameter_count(cfg)) * double(sizeof(W)) / (1024.0 * 1024 * 1024);
     const double avail = available_gib();
-    std::printf("\nmodel: %s, %s weights, %d thread%s\n", cfg.name.c_str(), a.dtype.c_str(), a.threads,
-                a.threads > 1 ? "s" : "");
+    std::printf("\nmodel: %s, %s weights, %d thread%s, SIMD path %s\n", cfg.name.c_str(), a.dtype.c_str(), a.threads,
+                a.threads > 1 ? "s" : "", moe::cpu::simd_name());
     std::printf("  parameters: %.4gB (exact), %.4gB by the published formula; weights need about %.1f GiB, %.1f GiB available\n",
                 double(rm::exact_parameter_count(cfg)) / 1e9, double(rm::formula_parameter_count(cfg)) / 1e9, need_gib, avail);
     if (avail > 0 && need_gib > 0.9 * avail)
@@ -389,8 +560,12 @@ int run(const Args& a, const rm::RingMoeConfig& cfg) {
             any = rm::random_ringmoe<W, moe::GeluTanh>(cfg, rw);
             std::printf("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
         } else {
-            const fs::path dir = cache_dir(a);
-            fs::create_directories(dir);
+            const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
+            std::error_code ec;
+            fs::create_directories(dir, ec);
+            if (ec)
+                throw moe::IOError("ringmoe", "cannot create the random-weight cache directory '" + dir.string() +
+                                                  "': " + ec.message() + " (name another with --cache DIR)");
             // Named by everything that shapes its content (configuration, heads, dtype, seed).
             const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
                                                          "_", a.dtype, "_seed", a.seed, ".safetensors");
@@ -405,7 +580,6 @@ int run(const Args& a, const rm::RingMoeConfig& cfg) {
                         file.string().c_str());
         }
     } else {
-        moe::check<moe::NotFoundError>(fs::exists(a.weights), "ringmoe --weights", "no checkpoint at '", a.weights, "'");
         any = rm::load_ringmoe<W, moe::GeluTanh>(fs::path(a.weights), cfg);
         std::printf("  weights: %s\n", a.weights.c_str());
     }
@@ -461,9 +635,12 @@ int run(const Args& a, const rm::RingMoeConfig& cfg) {
 
 int main(int argc, char** argv) {
     try {
+        // Every check of the command line comes before any work: a bad invocation costs nothing.
         const Args a = parse(argc, argv);
         const rm::RingMoeConfig cfg = make_config(a);
-        return a.dtype == "bf16" ? run<moe::bf16>(a, cfg) : run<float>(a, cfg);
+        const std::vector<int> fed = fed_modalities(a, cfg);
+        check_paths(a);
+        return a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed) : run<float>(a, cfg, fed);
     } catch (const UsageError& e) {
         if (std::string(e.what()).empty()) {
             std::fputs(kHelp, stdout);

@@ -10,14 +10,21 @@
 //   /usr/bin/python3 tools/reference/ringmoe_chain_check.py          # calibration crops (training images)
 //   build/default/examples/ringmoe_chain                             # the chain, every trained modality
 //   build/default/examples/ringmoe_chain --help
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "moe/backend/cpu/simd.hpp"
 #include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/chain.hpp"
@@ -56,7 +63,8 @@ tools/reference/ringmoe_chain_check.py write to build/ringmoe-tiny)
                        files hold)
 Chain
   --keep F             share of the collaborative experts kept (default 0.25: 1 of 4)
-  --count K            what ranks experts: any (default: every choice before capacity), kept
+  --count K            what ranks experts: any (default: every choice before capacity), kept,
+                       first or weight (moe::CountKind)
   --fold-rank R        neurons kept per folded expert (default 0: F / N, N experts folded)
   --weighting W        the weight each expert enters the fold with: combine_weight (default: its
                        mean combine weight on the calibration tokens, its expected share),
@@ -68,16 +76,29 @@ Chain
                        deployed; routing capacity is per call, so in a batch of similar images
                        later images can lose tokens to a full expert and every model's output,
                        the reference's too, depends on the batch)
-  --out DIR            where the step checkpoints go (default: <weights dir>/chain)
+  --out DIR            where the step checkpoints go (default: <weights dir>/chain); created if
+                       missing, must be writable
   --threads N          threads (default 1)
-  --seed N             seed of --weights random (default 0)
+  --seed N             seed of --weights random (default 0; --weights random only)
   --details            per-block details (kept experts, fold widths, layer fidelity)
   --help               this text
+
+Options take their value as the next argument or after '=' (--keep=0.5). Exit status: 0 the
+target is met, 3 it is not, 2 a bad invocation (an unknown option, a missing or malformed value,
+an --out directory that cannot be made, options that contradict each other: "ringmoe_chain:
+<option> '<value>': <what is wrong>" on stderr), 77 an input file (--weights, --heldout,
+--calibration, given or default) does not exist: the training scripts above write them (the
+test suite reports 77 as skipped), 1 any other failure.
 )";
 
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+/// Exit status of a run whose input file (trained checkpoint, crops) does not exist yet: ctest
+/// reports it as skipped (tests/CMakeLists.txt runs this example on what a smoke training run
+/// writes, which is skipped without torch).
+constexpr int kMissingInput = 77;
 
 struct Args {
     std::string weights, heldout, calibration, out, modality = "all";
@@ -87,37 +108,77 @@ struct Args {
     int threads = 1;
     std::uint64_t seed = 0;
     bool details = false;
+    bool weights_given = false, heldout_given = false, calibration_given = false, out_given = false, seed_given = false;
 };
 
-index_t to_int(const std::string& opt, const std::string& v, index_t lo) {
-    char* end = nullptr;
-    const long long n = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || n < lo) throw UsageError(opt + " takes an integer >= " + std::to_string(lo) + ", not '" + v + "'");
+index_t to_int(const std::string& opt, const std::string& v, long long lo, long long hi) {
+    std::size_t pos = 0;
+    long long n = 0;
+    try {
+        if (!v.empty() && !std::isspace(static_cast<unsigned char>(v[0]))) n = std::stoll(v, &pos);
+    } catch (...) {
+        pos = 0;
+    }
+    if (v.empty() || pos != v.size()) throw UsageError(opt + " takes an integer, not '" + v + "'");
+    if (n < lo || n > hi)
+        throw UsageError(opt + " takes an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], not " + v);
     return static_cast<index_t>(n);
+}
+
+bool is_modality(const std::string& v) {
+    const std::string c = rm::RingMoeConfig::canonical_modality(v);
+    return c == "optical" || c == "sar-l1" || c == "sar-l2" || c == "multispectral";
 }
 
 Args parse(int argc, char** argv) {
     Args a;
     const fs::path dir = fs::path(MOE_SOURCE_DIR) / "build" / "ringmoe-tiny";
     a.weights = (dir / "ringmoe_tiny.safetensors").string();
+    static const char* const kWithValue[] = {"--weights", "--heldout", "--calibration", "--modality", "--out", "--keep",
+                                             "--count", "--weighting", "--mode", "--fold-rank", "--batch", "--eval-batch",
+                                             "--threads", "--seed"};
     for (int i = 1; i < argc; ++i) {
-        const std::string o = argv[i];
-        if (o == "--help" || o == "-h") throw UsageError("");
-        if (o == "--details") {
-            a.details = true;
-            continue;
+        const std::string arg = argv[i];
+        std::string o = arg, val;
+        const bool has_eq = o.rfind("--", 0) == 0 && o.find('=') != std::string::npos;
+        if (has_eq) val = o.substr(o.find('=') + 1), o = o.substr(0, o.find('='));
+        if (o == "--help" || o == "-h" || o == "--details") {
+            if (has_eq) throw UsageError(o + " takes no value, got '" + arg + "'");
+            if (o == "--details") {
+                a.details = true;
+                continue;
+            }
+            throw UsageError("");
         }
-        if (i + 1 >= argc) throw UsageError(o.rfind("--", 0) == 0 ? o + " needs a value" : "unknown argument '" + o + "'");
-        const std::string v = argv[++i];
-        if (o == "--weights") a.weights = v;
-        else if (o == "--heldout") a.heldout = v;
-        else if (o == "--calibration") a.calibration = v;
-        else if (o == "--modality") a.modality = v;
-        else if (o == "--out") a.out = v;
+        if (std::find(std::begin(kWithValue), std::end(kWithValue), o) == std::end(kWithValue))
+            throw UsageError(o.rfind("-", 0) == 0 ? "unknown option '" + o + "' (--help lists them)"
+                                                  : "unexpected argument '" + arg + "': ringmoe_chain takes only options (--help lists them)");
+        std::string v = val;
+        if (!has_eq) {
+            if (i + 1 >= argc) throw UsageError(o + " needs a value (--help lists them)");
+            v = argv[++i];
+            if (v.size() > 2 && v.rfind("--", 0) == 0)
+                throw UsageError(o + " needs a value, got the option '" + v + "' (write " + o + "=" + v +
+                                 " if that is the value)");
+        }
+        auto path = [&](bool& given) {
+            if (v.empty()) throw UsageError(o + " '': needs a path");
+            given = true;
+            return v;
+        };
+        if (o == "--weights") a.weights = path(a.weights_given);
+        else if (o == "--heldout") a.heldout = path(a.heldout_given);
+        else if (o == "--calibration") a.calibration = path(a.calibration_given);
+        else if (o == "--modality") {
+            if (v != "all" && !is_modality(v))
+                throw UsageError("--modality '" + v + "': not a modality; one of optical, sar-l2, multispectral, sar-l1 or all");
+            a.modality = v;
+        } else if (o == "--out") a.out = path(a.out_given);
         else if (o == "--keep") {
             char* end = nullptr;
-            a.keep = std::strtod(v.c_str(), &end);
-            if (v.empty() || *end != '\0' || !(a.keep > 0 && a.keep <= 1)) throw UsageError("--keep takes a share in (0, 1], not '" + v + "'");
+            a.keep = v.empty() || std::isspace(static_cast<unsigned char>(v[0])) ? 0.0 : std::strtod(v.c_str(), &end);
+            if (v.empty() || end == nullptr || *end != '\0' || !(a.keep > 0 && a.keep <= 1))
+                throw UsageError("--keep takes a share in (0, 1], not '" + v + "'");
         } else if (o == "--count") {
             if (v != "any" && v != "kept" && v != "first" && v != "weight") throw UsageError("unknown --count '" + v + "' (any, first, kept, weight)");
             a.count = v;
@@ -127,13 +188,15 @@ Args parse(int argc, char** argv) {
         } else if (o == "--mode") {
             if (v != "progressive" && v != "once") throw UsageError("unknown --mode '" + v + "' (progressive, once)");
             a.mode = v;
-        } else if (o == "--fold-rank") a.fold_rank = to_int(o, v, 0);
-        else if (o == "--batch") a.batch = to_int(o, v, 1);
-        else if (o == "--eval-batch") a.eval_batch = to_int(o, v, 1);
-        else if (o == "--threads") a.threads = static_cast<int>(to_int(o, v, 1));
-        else if (o == "--seed") a.seed = static_cast<std::uint64_t>(to_int(o, v, 0));
-        else throw UsageError("unknown option '" + o + "' (--help lists them)");
+        } else if (o == "--fold-rank") a.fold_rank = to_int(o, v, 0, 1 << 20);
+        else if (o == "--batch") a.batch = to_int(o, v, 1, 4096);
+        else if (o == "--eval-batch") a.eval_batch = to_int(o, v, 1, 4096);
+        else if (o == "--threads") a.threads = static_cast<int>(to_int(o, v, 1, 256));
+        else a.seed = static_cast<std::uint64_t>(to_int(o, v, 0, 1LL << 62)), a.seed_given = true;  // --seed
     }
+    if (a.seed_given && a.weights != "random")
+        throw UsageError("--seed " + std::to_string(a.seed) + " applies only to --weights random; --weights '" + a.weights +
+                         "' loads its weights from the file");
     const fs::path base = a.weights == "random" ? dir : fs::path(a.weights).parent_path();
     if (a.heldout.empty()) a.heldout = (base / "heldout_crops.safetensors").string();
     if (a.calibration.empty()) a.calibration = (base / "calibration_crops.safetensors").string();
@@ -151,31 +214,54 @@ std::string source_of(const moe::io::SafetensorsFile& f, const std::string& key,
     return e.is_string() ? e.as_string() : "crop " + std::to_string(n);
 }
 
+/// The input files exist (else kMissingInput, with what to run) and --out can be made and
+/// written to (else a UsageError for an explicit --out); before any work.
+int check_paths(const Args& a) {
+    struct Input {
+        const char *option, *what;
+        const std::string& path;
+        bool given;
+    };
+    std::vector<Input> inputs;
+    if (a.weights != "random") inputs.push_back({"--weights", "trained checkpoint", a.weights, a.weights_given});
+    inputs.push_back({"--heldout", "held-out crops", a.heldout, a.heldout_given});
+    inputs.push_back({"--calibration", "calibration crops", a.calibration, a.calibration_given});
+    for (const auto& in : inputs) {
+        std::error_code ec;
+        const auto st = fs::status(in.path, ec);
+        if (fs::exists(st) && fs::is_directory(st)) throw UsageError(std::string(in.option) + " '" + in.path + "': a directory, not a file");
+        if (fs::exists(st)) continue;
+        const bool weights = std::string(in.option) == "--weights";
+        std::fprintf(stderr, "ringmoe_chain: %s '%s': no such file (%s%s)\n", in.option, in.path.c_str(),
+                     in.given ? "the " : "the default path of the ", in.what);
+        if (in.given)
+            std::fprintf(stderr, "  tools/reference/train_ringmoe_tiny.py --out DIR writes DIR/ringmoe_tiny.safetensors and "
+                                 "DIR/heldout_crops.safetensors, tools/reference/ringmoe_chain_check.py --out DIR "
+                                 "DIR/calibration_crops.safetensors%s\n",
+                         weights ? "; or pass --weights random" : "");
+        else
+            std::fprintf(stderr, "  run: %s\n",
+                         weights ? "nice /usr/bin/python3 tools/reference/train_ringmoe_tiny.py, or pass --weights random"
+                                 : "nice /usr/bin/python3 tools/reference/train_ringmoe_tiny.py && "
+                                   "/usr/bin/python3 tools/reference/ringmoe_chain_check.py");
+        return kMissingInput;
+    }
+    // An explicit --out is the caller's to fix (a usage error); the default one is an I/O failure.
+    auto fail = [&](const std::string& why) {
+        if (a.out_given) throw UsageError("--out '" + a.out + "': " + why);
+        throw moe::IOError("ringmoe_chain", "the checkpoint directory '" + a.out + "' (the default; --out DIR names another): " + why);
+    };
+    std::error_code ec;
+    if (fs::exists(a.out, ec) && !fs::is_directory(a.out, ec)) fail("exists and is not a directory");
+    fs::create_directories(a.out, ec);
+    if (ec) fail("cannot create the directory: " + ec.message());
+    if (::access(a.out.c_str(), W_OK | X_OK) != 0) fail(std::string("cannot write in the directory: ") + std::strerror(errno));
+    return 0;
+}
+
 int run(const Args& a) {
     const rm::RingMoeConfig cfg = rm::RingMoeConfig::tiny();
-    for (const auto& [what, p] : {std::pair{"held-out crops", a.heldout}, std::pair{"calibration crops", a.calibration}})
-        if (!fs::exists(p)) {
-            std::fprintf(stderr,
-                         "ringmoe_chain: no %s at %s\n  run: nice /usr/bin/python3 tools/reference/train_ringmoe_tiny.py && "
-                         "/usr/bin/python3 tools/reference/ringmoe_chain_check.py\n",
-                         what, p.c_str());
-            return 77;
-        }
-    std::optional<moe::io::SafetensorsFile> weights;
-    if (a.weights == "random") {
-        rm::RandomWeights ro;
-        ro.seed = a.seed;
-        weights.emplace(moe::io::SafetensorsFile::from_buffer(rm::random_checkpoint_bytes(cfg, ro), "random tiny"));
-    } else {
-        if (!fs::exists(a.weights)) {
-            std::fprintf(stderr,
-                         "ringmoe_chain: no trained checkpoint at %s\n  run: nice /usr/bin/python3 "
-                         "tools/reference/train_ringmoe_tiny.py (or pass --weights random)\n",
-                         a.weights.c_str());
-            return 77;
-        }
-        weights.emplace(moe::io::SafetensorsFile::open(a.weights));
-    }
+    if (const int rc = check_paths(a); rc != 0) return rc;
     const auto held = moe::io::SafetensorsFile::open(a.heldout);
     const auto cal = moe::io::SafetensorsFile::open(a.calibration);
     {
@@ -194,9 +280,27 @@ int run(const Args& a) {
             for (auto& c : key) c = c == '-' ? '_' : c;
             if (held.contains(key) && cal.contains(key)) modalities.push_back(m);
         }
-        if (modalities.empty()) throw UsageError("the crop files hold none of optical, sar_l1, sar_l2, multispectral");
+        if (modalities.empty())
+            throw moe::FormatError("ringmoe_chain", "the crop files " + a.heldout + " and " + a.calibration +
+                                                        " have no modality in common (tensors optical, sar_l1, sar_l2, multispectral)");
     } else {
-        modalities.push_back(cfg.modality_index(a.modality, "--modality"));
+        const int m = cfg.modality_index(a.modality, "--modality");
+        std::string key = cfg.modalities[static_cast<std::size_t>(m)].name;
+        for (auto& c : key) c = c == '-' ? '_' : c;
+        for (const auto* f : {&held, &cal})
+            if (!f->contains(key))
+                throw UsageError("--modality '" + a.modality + "': the crop file " + f->path() + " has no tensor '" + key +
+                                 "' (--modality all takes the modalities both crop files hold)");
+        modalities.push_back(m);
+    }
+    // The weights last: every check of the command line (and of the crop files) comes first.
+    std::optional<moe::io::SafetensorsFile> weights;
+    if (a.weights == "random") {
+        rm::RandomWeights ro;
+        ro.seed = a.seed;
+        weights.emplace(moe::io::SafetensorsFile::from_buffer(rm::random_checkpoint_bytes(cfg, ro), "random tiny"));
+    } else {
+        weights.emplace(moe::io::SafetensorsFile::open(a.weights));
     }
 
     rm::ChainOptions opt;
@@ -215,6 +319,7 @@ int run(const Args& a) {
     opt.threads = a.threads;
     opt.dir = a.out;
 
+    std::printf("ringmoe_chain (moe %s)\n", moe::cpu::simd_name());
     std::printf("weights: %s\nheld-out crops: %s\ncalibration crops: %s\ncheckpoints: %s\n\n",
                 a.weights == "random" ? "random (rs/ringmoe/random.hpp)" : a.weights.c_str(), a.heldout.c_str(),
                 a.calibration.c_str(), a.out.c_str());

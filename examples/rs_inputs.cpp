@@ -8,13 +8,17 @@
 // synthesised scene (rs/synth.hpp) and says so.
 //
 //   build/<preset>/examples/rs_inputs [data dir]
+//   build/<preset>/examples/rs_inputs --help
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "moe/backend/cpu/simd.hpp"
 #include "rs/rs.hpp"
 
 #ifndef MOE_DATA_DIR
@@ -26,6 +30,85 @@ using moe::index_t;
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr const char* kHelp = R"(rs_inputs - from real remote-sensing files to encoder tokens
+
+usage: rs_inputs [DATA_DIR]
+
+Reads every sample folder of DATA_DIR (default $MOE_DATA_DIR, else )" MOE_DATA_DIR R"(),
+prints each image's bands and value ranges after the usual preprocessing and the token grid
+each adapter (RingMoE, DOFA, SatMAE; random weights) makes of it. Where the default folder is
+absent it runs on the synthesised scene and says so; a folder named by DATA_DIR or
+$MOE_DATA_DIR must exist and hold the layout of the samples (EuroSAT_MS, EuroSAT_RGB,
+BigEarthNet, SSL4EO-S12, UCMerced_LandUse, HySpecNet-11k).
+
+  --help               this text
+
+Exit status: 0 done, 2 a bad invocation (an unknown option, more than one DATA_DIR, a folder
+that does not exist or lacks a sample folder: "rs_inputs: <what> '<value>': <what is wrong>" on
+stderr), 1 any other failure.
+)";
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// The sub-folders run_real() reads.
+constexpr const char* kSampleDirs[] = {
+    "EuroSAT_MS/AnnualCrop", "EuroSAT_MS/Pasture", "EuroSAT_MS/SeaLake", "EuroSAT_RGB/Pasture", "BigEarthNet",
+    "SSL4EO-S12/s2a/0000200", "SSL4EO-S12/s2c/0000200", "SSL4EO-S12/s1/0000200", "UCMerced_LandUse/Images/airplane",
+    "UCMerced_LandUse/Images/forest", "HySpecNet-11k"};
+
+/// The data folder: DATA_DIR, else $MOE_DATA_DIR, else the built-in default. `from` says which
+/// ("DATA_DIR", "$MOE_DATA_DIR" or empty for the default, which may be absent).
+struct DataDir {
+    fs::path root;
+    std::string from;
+};
+
+DataDir parse(int argc, char** argv) {
+    DataDir d{fs::path(MOE_DATA_DIR), ""};
+    if (const char* e = std::getenv("MOE_DATA_DIR"); e && *e) d = {fs::path(e), "$MOE_DATA_DIR"};
+    bool positional = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--help" || arg == "-h") throw UsageError("");
+        if (arg.size() > 1 && arg[0] == '-') throw UsageError("unknown option '" + arg + "' (see --help)");
+        if (positional)
+            throw UsageError("unexpected argument '" + arg + "': one DATA_DIR at most (DATA_DIR '" + d.root.string() +
+                             "' came first)");
+        if (arg.empty()) throw UsageError("DATA_DIR '': needs a directory");
+        d = {fs::path(arg), "DATA_DIR"};
+        positional = true;
+    }
+    return d;
+}
+
+/// A folder named by DATA_DIR or $MOE_DATA_DIR exists; any folder read holds every sample folder.
+void check_data_dir(const DataDir& d) {
+    const std::string where = (d.from.empty() ? std::string("the default data folder") : d.from) + " '" + d.root.string() + "'";
+    const std::string hint = d.from == "$MOE_DATA_DIR" ? " (unset MOE_DATA_DIR to use the default)" : "";
+    std::error_code ec;
+    const auto st = fs::status(d.root, ec);
+    if (!fs::exists(st)) {
+        if (d.from.empty()) return;  // the default may be absent: the synthesised scene, said so
+        throw UsageError(where + ": no such directory" + hint);
+    }
+    if (!fs::is_directory(st)) throw UsageError(where + ": not a directory" + hint);
+#if MOE_RS_HAS_TIFF
+    for (const char* sub : kSampleDirs)
+        if (!fs::is_directory(d.root / sub, ec)) {
+            const std::string what = where + ": no " + sub + "/ in it (rs_inputs reads the layout of " MOE_DATA_DIR
+                                     ", see its README)" + hint;
+            if (d.from.empty()) throw std::runtime_error(what);  // not the caller's doing
+            throw UsageError(what);
+        }
+#else
+    if (!d.from.empty())
+        throw UsageError(where + ": this build cannot read the samples (built without libtiff: install libtiff-dev "
+                         "and rebuild); leave it out to run on the synthesised scene");
+#endif
+}
 
 constexpr index_t kDim = 32, kPatch = 8;
 
@@ -223,12 +306,14 @@ void run_synthetic(const Adapters& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    fs::path root = argc > 1 ? fs::path(argv[1]) : fs::path(MOE_DATA_DIR);
-    if (const char* e = std::getenv("MOE_DATA_DIR"); argc <= 1 && e && *e) root = e;
-    const Adapters adapters;
     try {
+        const DataDir data = parse(argc, argv);
+        check_data_dir(data);
+        const Adapters adapters;
+        std::printf("rs_inputs (moe %s)\n", moe::cpu::simd_name());
 #if MOE_RS_HAS_TIFF
-        if (fs::is_directory(root)) {
+        const fs::path& root = data.root;
+        if (fs::is_directory(root)) {  // an explicit DATA_DIR or $MOE_DATA_DIR is one (check_data_dir)
             std::printf("rs_inputs: real samples from %s\n", root.string().c_str());
             run_real(root, adapters);
         } else {
@@ -246,7 +331,14 @@ int main(int argc, char** argv) {
         power_to_db(span);
         print_image("span (dB), RingMoE's SAR-L1 reconstruction target", span);
         print_tokens("RingMoE SAR-L1", adapters.ring.forward(cx));
-    } catch (const moe::Error& e) {
+    } catch (const UsageError& e) {
+        if (std::string(e.what()).empty()) {
+            std::fputs(kHelp, stdout);
+            return 0;
+        }
+        std::fprintf(stderr, "rs_inputs: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
         std::fprintf(stderr, "rs_inputs: %s\n", e.what());
         return 1;
     }

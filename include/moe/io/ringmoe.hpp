@@ -1,8 +1,11 @@
-// moe/io/ringmoe.hpp - the hierarchical MoE of RingMoE (MindSpore names) and the G-MoE FFN of
-// RSUniVLM (Hugging Face names), built from checkpoints by their real parameter names.
+// moe/io/ringmoe.hpp - the hierarchical MoE of RingMoE (MindSpore names), built from a
+// checkpoint by its real parameter names.
 //
 //   ringmoe::load_moe_modal<W, Act>(file, prefix, config)    Moe_modal -> HierarchicalMoE
-//   rsunivlm::load_gmoe_ffn<W>(file, prefix)                  Qwen2GMoEDecoderLayer.mlp -> MoELayer
+//   ringmoe::modality_chunks(batch, tokens_per_image, M)     the released batch layout
+//
+// RSUniVLM's G-MoE loader (rsunivlm::load_gmoe_ffn) is in moe/io/rsunivlm.hpp, which this
+// header still includes for code written when both lived here.
 //
 // RingMoE (/work/shared/docs/weight-names.md, section 1; tools/reference/ringmoe_moe.py), names
 // under a block prefix such as "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
@@ -24,21 +27,20 @@
 // of another dtype is converted once (same layout). Biases [1, E, 1, out] are reshaped to
 // [E, out] in place. Routers are referenced in place (fp32).
 //
-// Arithmetic (the released Moe_modal / TopkRouter, dp = 1): fp32 softmax, top-1 (k), capacity
-// ceil(k * tokens_in_group * cf / E_group) per group in token order, over-capacity tokens get 0
-// from that group; combine weight renormalised (top-1: exactly 1; config.renormalize = false:
-// the raw probability); expert FFN = Act(x W1 + b1) W2 + b2 with Act = GeluTanh (MindSpore
-// nn.GELU() defaults to approximate=True; Act = Gelu for the erf form); y = modal + collab +
-// shared. Auxiliary losses: per group mean_e(f_e P_e) * c^2 with c = moe_config.expert_num (8),
-// layer = 0.001 * (L_collab + mean_m L_modal_m) (HierarchicalMoE::losses()). The released code
+// Arithmetic (the released Moe_modal / TopkRouter, dp = 1): fp32 softmax, top-k (k =
+// num_experts_chosen, 1 as released), capacity ceil(k * tokens_in_group * cf / E_group) per
+// group; over-capacity choices get 0 from that group. For k > 1 the TopkRouter routes round by
+// round: all first choices in token order, then all second choices, and a token whose choice
+// was dropped asks the same expert again (dropped again) (CapacityPriority::sequential). Combine
+// weight renormalised over the token's KEPT choices, g / (sum + 1e-9) (top-1: exactly 1;
+// config.renormalize = false: the raw probability); expert FFN = Act(x W1 + b1) W2 + b2 with
+// Act = GeluTanh (MindSpore nn.GELU() defaults to approximate=True; Act = Gelu for the erf
+// form); y = modal + collab + shared. Auxiliary losses: per group
+// sum_j mean_e(f_je P_je) * c^2 over the routing rounds (k = 1: mean_e(f_e P_e) * c^2) with
+// c = moe_config.expert_num (8), layer = 0.001 * (L_collab + mean_m L_modal_m)
+// (HierarchicalMoE::losses(); see moe/layer/hierarchical.hpp). The released code
 // splits each group's tokens into data-parallel groups of their own capacity; these layers
 // compute one group (dp = 1), as a single device does.
-//
-// RSUniVLM G-MoE (weight-names.md, section 3; tools/reference/rsunivlm_gmoe.py), under
-// "model.layers.{l}.mlp.": {g}.gate_proj.weight [I, H], {g}.up_proj.weight [I, H],
-// {g}.down_proj.weight [H, I], g = 0.. (3 experts, no bias): SiLU-GLU experts referenced in
-// place, routed by a GranularityRouter (no parameters; [SEG] -> 2, [VG]/[REF] -> 1, else 0).
-// Describe each batch with layer.router().set_requests(offsets, prompts) before forward().
 //
 // Errors: a missing tensor throws NotFoundError naming it; a tensor of the wrong shape
 // ShapeError naming it (expected and found shapes); a non-float tensor DTypeError; no modality
@@ -60,12 +62,12 @@
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
 #include "moe/io/hf.hpp"
+#include "moe/io/rsunivlm.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/router/gate.hpp"
-#include "moe/router/granularity.hpp"
 
 namespace moe::ringmoe {
 
@@ -78,10 +80,10 @@ using MoeModal = HierarchicalMoE<MlpExperts<Act, W>, MlpExperts<Act, W>, SharedE
 
 /// moe_config of the released configuration (pretrain_simmim_swinv2_giant_p4_w12_aircas_192_200ep_moe_mm.yaml).
 struct MoeModalConfig {
-    index_t num_experts_chosen = 1;  ///< k of every routed group
+    index_t num_experts_chosen = 1;  ///< k of every routed group (k > 1: TopkRouter's sequential rule)
     double capacity_factor = 1.2;
-    bool renormalize = true;         ///< the released combine (top-1: weight 1); false: raw probability
-    double expert_num = 8;           ///< moe_config.expert_num: the c of mean_e(f_e P_e) * c^2
+    bool renormalize = true;         ///< released: renormalised over the kept choices (top-1: 1); false: raw probability
+    double expert_num = 8;           ///< moe_config.expert_num: the c of sum_j mean_e(f_je P_je) * c^2
     double aux_loss_factor = 0.001;
 };
 
@@ -210,27 +212,3 @@ inline std::vector<ModalityChunk> modality_chunks(index_t batch, index_t tokens_
 }
 
 }  // namespace moe::ringmoe
-
-namespace moe::rsunivlm {
-
-using io::SafetensorsFile;
-
-/// RSUniVLM's G-MoE FFN: three Qwen2MLP (SiLU-GLU, no bias) experts, one per request by the
-/// task tag of its prompt.
-template <WeightType W = float>
-using GMoEFFN = MoELayer<GranularityRouter, GluExperts<Silu, W>>;
-
-/// Qwen2GMoEDecoderLayer.mlp under `prefix` (e.g. "model.layers.3.mlp."): {g}.gate_proj.weight
-/// [I, H], {g}.up_proj.weight [I, H], {g}.down_proj.weight [H, I] for g = 0.. (the count is
-/// discovered; RSUniVLM has 3), with the released tag rule (GranularityRouter's default).
-template <WeightType W = float>
-GMoEFFN<W> load_gmoe_ffn(const SafetensorsFile& file, std::string prefix) {
-    prefix = hf::detail::module_prefix(std::move(prefix));
-    const index_t E = hf::detail::expert_count(file, prefix, prefix + "0.gate_proj.weight");
-    const index_t H = hf::detail::matrix(file, prefix + "0.gate_proj.weight").dim(1);
-    auto experts = hf::detail::glu_experts<W>(file, prefix, E, H, ".gate_proj.weight", ".up_proj.weight",
-                                              ".down_proj.weight");
-    return GMoEFFN<W>(GranularityRouter(H, E), std::move(experts));
-}
-
-}  // namespace moe::rsunivlm
