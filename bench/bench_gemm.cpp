@@ -147,4 +147,10 @@ const int registered = [] {
     return 0;
 }();
 
+// Which SIMD path these figures come from, in the context header of every run.
+const bool simd_context_added = [] {
+    benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
+    return true;
+}();
+
 }  // namespace

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "moe/backend/cpu/simd.hpp"
 #include "rs/radiometry.hpp"
 #include "rs/tiff.hpp"
 
@@ -85,5 +86,11 @@ BENCHMARK_CAPTURE(eurosat, preprocess, true)->Name("rs/eurosat/preprocess")->Uni
 BENCHMARK_CAPTURE(ssl4eo, read, false)->Name("rs/ssl4eo_l2a/read")->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_CAPTURE(ssl4eo, preprocess, true)->Name("rs/ssl4eo_l2a/preprocess")->Unit(benchmark::kMicrosecond)->UseRealTime();
 #endif
+
+// Which SIMD path these figures come from, in the context header of every run.
+const bool simd_context_added = [] {
+    benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
+    return true;
+}();
 
 }  // namespace

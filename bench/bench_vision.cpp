@@ -149,4 +149,10 @@ int register_all() {
 }
 const int registered = register_all();
 
+// Which SIMD path these figures come from, in the context header of every run.
+const bool simd_context_added = [] {
+    benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
+    return true;
+}();
+
 }  // namespace

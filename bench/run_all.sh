@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run_all.sh - the C++ benchmarks and the PyTorch baselines in one run, then the report.
 #
-#   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_EXAMPLES=OFF
-#   bench/run_all.sh [BUILD_DIR]            # default build/bench
+#   cmake --preset default
+#   bench/run_all.sh [BUILD_DIR]            # default build/default
 #
 # It first (re)builds the two benchmark targets in BUILD_DIR (cmake --build -j2; a no-op when
 # up to date, so the binaries always match the working tree), then runs bench_routing,
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${1:-$ROOT/build/bench}"
+BUILD="${1:-$ROOT/build/default}"
 BIN="$BUILD/bench"
 OUT="${MOE_BENCH_OUT:-$BUILD/results/$(date +%Y%m%d-%H%M%S)}"
 REPS="${MOE_BENCH_REPS:-5}"

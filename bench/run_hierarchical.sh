@@ -2,8 +2,8 @@
 # bench/run_hierarchical.sh - RingMoE's hierarchical MoE layer: bench_hierarchical (moe) and
 # tools/bench/torch_hierarchical.py (the PyTorch reference) in one run, then the ratios.
 #
-#   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_EXAMPLES=OFF
-#   bench/run_hierarchical.sh [BUILD_DIR]        # default build/bench
+#   cmake --preset default
+#   bench/run_hierarchical.sh [BUILD_DIR]        # default build/default
 #
 # It (re)builds moe_bench_bench_hierarchical in BUILD_DIR (a no-op when up to date), runs it
 # (MOE_BENCH_REPS repetitions, every repetition kept), then torch_hierarchical.py (the stock
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${1:-$ROOT/build/bench}"
+BUILD="${1:-$ROOT/build/default}"
 BIN="$BUILD/bench/bench_hierarchical"
 OUT="${MOE_BENCH_OUT:-$BUILD/results/hier-$(date +%Y%m%d-%H%M%S)}"
 REPS="${MOE_BENCH_REPS:-5}"

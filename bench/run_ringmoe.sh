@@ -3,8 +3,8 @@
 # tools/bench/torch_ringmoe.py (PyTorch 1.13, tools/reference/vision_swin.py) in one run, then
 # the Markdown report (tools/bench/ringmoe_report.py) with the issue's targets.
 #
-#   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_EXAMPLES=OFF
-#   bench/run_ringmoe.sh [BUILD_DIR]            # default build/bench; about 20 minutes
+#   cmake --preset default
+#   bench/run_ringmoe.sh [BUILD_DIR]            # default build/default; about 20 minutes
 #
 # The single-modality model needs about 13 GB of memory (bf16 weights); the 1B folded one 4 GB
 # (fp32). Run it on an otherwise idle machine: the load before each step is recorded.
@@ -13,7 +13,7 @@
 # MOE_BENCH_NO_BUILD=1, PYTHON (default /usr/bin/python3).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${1:-$ROOT/build/bench}"
+BUILD="${1:-$ROOT/build/default}"
 OUT="${MOE_BENCH_OUT:-$BUILD/results/ringmoe-$(date -u +%Y%m%d-%H%M%S)}"
 PY="${PYTHON:-/usr/bin/python3}"
 mkdir -p "$OUT"

@@ -3,10 +3,10 @@
 # GDAL Python bindings (tools/bench/gdal_read.py), one after the other in the same run, then the
 # ratio per benchmark (GDAL median / moe median; > 1: moe is faster).
 #
-#   bench/run_rs.sh [BUILD_DIR]     (default build/bench; builds moe_bench_bench_rs first)
+#   bench/run_rs.sh [BUILD_DIR]     (default build/default; builds moe_bench_bench_rs first)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${1:-$ROOT/build/bench}"
+BUILD="${1:-$ROOT/build/default}"
 PY="${PYTHON:-/usr/bin/python3}"
 OUT="$(mktemp -d)"
 cmake --build "$BUILD" -j2 --target moe_bench_bench_rs >&2

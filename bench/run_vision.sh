@@ -1,10 +1,10 @@
 #!/bin/sh
 # Vision encoder benchmarks: bench_vision (moe) and tools/bench/torch_vision.py (PyTorch 1.13)
 # in the same run, then the Markdown report (docs/benchmarks.md, "Vision encoders").
-#   bench/run_vision.sh <build dir>      e.g. build/bench (configured with -DCMAKE_BUILD_TYPE=Release)
+#   bench/run_vision.sh <build dir>      default build/default (cmake --preset default)
 # Environment: MOE_BENCH_REPS (default 3), MOE_BENCH_TORCH_ARGS (e.g. --skip-stock).
 set -eu
-BUILD=${1:-build/bench}
+BUILD=${1:-build/default}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${MOE_BENCH_OUT:-$BUILD/results/vision-$(date -u +%Y%m%dT%H%M%S)}
 mkdir -p "$OUT"

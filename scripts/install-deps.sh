@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build
+  g++ cmake ninja-build ccache
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
   nlohmann-json3-dev libtiff-dev
   python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile python3-gdal

@@ -17,6 +17,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_deepseek {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 namespace {
@@ -80,3 +82,5 @@ TEST_CASE("parity: DeepSeek-V3 MoE: masked experts (0.0) beat negative biased sc
     }
     CHECK(differ == plan.num_tokens);
 }
+
+}  // namespace moe_test_parity_deepseek

@@ -9,6 +9,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_hf_errors {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 TEST_CASE("hf loaders: a missing tensor names the full tensor name", "[parity][hf][errors]") {
@@ -110,3 +112,5 @@ TEST_CASE("hf loaders: the layer keeps the mapping alive after the file object i
     const moe::Tensor y = layer->forward(x);
     CHECK(rel_error(y.matrix<float>(), y_ref.matrix<float>()) <= 1e-5);
 }
+
+}  // namespace moe_test_parity_hf_errors

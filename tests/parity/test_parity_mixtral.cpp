@@ -15,6 +15,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_mixtral {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 namespace {
@@ -69,3 +71,5 @@ TEST_CASE("parity: Mixtral: fp32 checkpoint narrowed to bf16 stays close", "[par
     INFO("relative error " << err);
     CHECK(err < 3e-2);
 }
+
+}  // namespace moe_test_parity_mixtral

@@ -10,6 +10,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_qwen2_moe {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 TEST_CASE("parity: Qwen2-MoE sparse block with gated shared expert", "[parity][qwen2]") {
@@ -26,3 +28,5 @@ TEST_CASE("parity: Qwen2-MoE sparse block with gated shared expert", "[parity][q
     check_losses(layer, f, 1e-5, rep);
     rep.print();
 }
+
+}  // namespace moe_test_parity_qwen2_moe

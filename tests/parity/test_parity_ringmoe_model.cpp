@@ -23,6 +23,8 @@
 #include "parity_util.hpp"
 #include "rs/ringmoe.hpp"
 
+namespace moe_test_parity_ringmoe_model {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 using moe::Tensor;
 using moe::TensorView;
@@ -213,3 +215,5 @@ TEST_CASE("ringmoe model loader: missing or mis-shaped tensors and a checkpoint 
     require_throws_mentioning<moe::ShapeError>([&] { (void)rr::load_ringmoe_moe<float>(f, pruned); },
                                                {"collaborative experts", "configuration 2"});
 }
+
+}  // namespace moe_test_parity_ringmoe_model

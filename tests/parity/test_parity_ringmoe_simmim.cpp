@@ -22,6 +22,8 @@
 #include "rs/ringmoe/simmim.hpp"
 #include "vision/loaders.hpp"
 
+namespace moe_test_parity_ringmoe_simmim {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 using moe::Tensor;
 using moe::TensorView;
@@ -188,3 +190,5 @@ TEST_CASE("ringmoe simmim: bad input and missing weights name what and where", "
         [&] { (void)rr::load_simmim_head<float>(head_only(f, "", "decoder_0.weight", &bad), cfg); },
         {"decoder_0.weight", "[3072, 256, 1, 1]", "[3072, 255]"});
 }
+
+}  // namespace moe_test_parity_ringmoe_simmim

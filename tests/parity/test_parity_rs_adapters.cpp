@@ -24,6 +24,8 @@
 #include "parity_util.hpp"
 #include "rs/adapters.hpp"
 
+namespace moe_test_parity_rs_adapters {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 using namespace moe::rs;
 
@@ -162,3 +164,5 @@ TEST_CASE("parity: resampling vs torch interpolate (bilinear, nearest-exact)", "
         }
     std::printf("parity rs_resample        max |diff| %.2e (values ~1e3)\n", worst);
 }
+
+}  // namespace moe_test_parity_rs_adapters

@@ -11,6 +11,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_rs_moe {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 TEST_CASE("parity: RS-MoE token MoE with shared experts", "[parity][rs_moe]") {
@@ -30,3 +32,5 @@ TEST_CASE("parity: RS-MoE token MoE with shared experts", "[parity][rs_moe]") {
     check_losses(layer, f, 1e-5, rep);
     rep.print();
 }
+
+}  // namespace moe_test_parity_rs_moe

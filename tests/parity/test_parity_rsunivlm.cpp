@@ -17,6 +17,8 @@
 #include "moe/io/ringmoe.hpp"
 #include "parity_util.hpp"
 
+namespace moe_test_parity_rsunivlm {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 TEST_CASE("parity: RSUniVLM G-MoE FFN, one expert per request by granularity", "[parity][rsunivlm]") {
@@ -81,3 +83,5 @@ TEST_CASE("rsunivlm loader: missing and mis-shaped tensors are named", "[parity]
     require_throws_mentioning<moe::ShapeError>([&] { (void)moe::rsunivlm::load_gmoe_ffn(edited(f, dn, dn, &wt), p); },
                                                {dn, "[64, 160]", "[160, 64]"});
 }
+
+}  // namespace moe_test_parity_rsunivlm

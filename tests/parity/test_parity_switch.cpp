@@ -11,6 +11,8 @@
 
 #include "parity_util.hpp"
 
+namespace moe_test_parity_switch {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 
 TEST_CASE("parity: Switch top-1 with capacity (dropped tokens give zero)", "[parity][switch]") {
@@ -52,3 +54,5 @@ TEST_CASE("parity: Switch top-1 with capacity (dropped tokens give zero)", "[par
     }
     rep.print();
 }
+
+}  // namespace moe_test_parity_switch

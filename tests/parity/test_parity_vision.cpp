@@ -22,6 +22,8 @@
 #include "parity_util.hpp"
 #include "vision/vision.hpp"
 
+namespace moe_test_parity_vision {  // this file's names (unity builds merge test files)
+
 using namespace moe_test;
 using moe::Tensor;
 using moe::TensorView;
@@ -319,3 +321,5 @@ TEST_CASE("vision loaders: a missing or mis-shaped tensor names the tensor and b
         [&] { (void)vis::load_eva_vit<float>(edited(e, "visual_encoder.blocks.0.attn.v_bias"), "visual_encoder.", ecfg); },
         {"visual_encoder.blocks.0.attn.v_bias"});
 }
+
+}  // namespace moe_test_parity_vision

@@ -9,6 +9,8 @@
 #include "moe/backend/cpu.hpp"
 #include "moe/core.hpp"
 
+namespace moe_test_kernels {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 
 namespace {
@@ -297,3 +299,5 @@ TEST_CASE("multiply-add: SIMD lanes and the scalar twin round alike, once on FMA
     }
 #endif
 }
+
+}  // namespace moe_test_kernels

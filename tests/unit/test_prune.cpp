@@ -13,6 +13,8 @@
 #include "moe/moe.hpp"
 #include "moe/prune.hpp"
 
+namespace moe_test_prune {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 
 namespace {
@@ -701,3 +703,5 @@ TEST_CASE("prune: bad settings and inputs are reported", "[prune][errors]") {
     none.collaborative = false;
     CHECK_THROWS_AS(none.apply(hier, hier_calibration(2, d, 1, 10, 1304)), ConfigError);
 }
+
+}  // namespace moe_test_prune

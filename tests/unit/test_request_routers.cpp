@@ -10,6 +10,8 @@
 #include "moe/router/granularity.hpp"
 #include "moe/router/instruction.hpp"
 
+namespace moe_test_request_routers {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 
 namespace {
@@ -163,3 +165,5 @@ TEST_CASE("heterogeneous experts dispatch at compile time; aggregators combine",
     const Tensor best = experts.forward(routing, {ctx.data(), 1, 2}, pick);
     REQUIRE(best.shape() == Shape{1, 3});
 }
+
+}  // namespace moe_test_request_routers

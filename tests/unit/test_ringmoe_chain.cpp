@@ -23,6 +23,8 @@
 #include "rs/ringmoe/config.hpp"
 #include "vision/loaders.hpp"
 
+namespace moe_test_ringmoe_chain {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 namespace rr = moe::rs::ringmoe;
 namespace vis = moe::vision;
@@ -507,3 +509,5 @@ TEST_CASE("ringmoe chain: bf16 weights through the whole chain; counts of the fu
     }
     CHECK(rr::checkpoint_info(rr::RingMoeConfig::full()).block_matrix_parameters() == 14'705'983'488);
 }
+
+}  // namespace moe_test_ringmoe_chain

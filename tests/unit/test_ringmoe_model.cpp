@@ -17,6 +17,8 @@
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe.hpp"
 
+namespace moe_test_ringmoe_model {  // this file's names (unity builds merge test files)
+
 using moe::index_t;
 using moe::Tensor;
 namespace rr = moe::rs::ringmoe;
@@ -335,3 +337,5 @@ TEST_CASE("ringmoe loader: a missing tensor is named", "[ringmoe]") {
     with_head.num_classes = 5;
     throws_mentioning<moe::NotFoundError>([&] { (void)rr::load_ringmoe<float>(full, with_head); }, {"'head."});
 }
+
+}  // namespace moe_test_ringmoe_model

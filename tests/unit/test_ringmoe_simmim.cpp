@@ -10,6 +10,8 @@
 
 #include "rs/ringmoe/simmim.hpp"
 
+namespace moe_test_ringmoe_simmim {  // this file's names (unity builds merge test files)
+
 namespace rr = moe::rs::ringmoe;
 using moe::DType;
 using moe::index_t;
@@ -186,3 +188,5 @@ TEST_CASE("simmim decoder: 1x1 conv then DepthToSpace in the released DCR layout
                     moe::ShapeError);
     CHECK_THROWS_AS(dec.forward(z.matrix<float>(), 3), moe::ShapeError);
 }
+
+}  // namespace moe_test_ringmoe_simmim

@@ -11,6 +11,8 @@
 
 #include "moe/backend/cpu/routing.hpp"
 
+namespace moe_test_routing_kernel {  // this file's names (unity builds merge test files)
+
 using namespace moe;
 using cpu::Scoring;
 using cpu::TopKSpec;
@@ -234,3 +236,5 @@ TEST_CASE("threaded routing equals single-threaded routing", "[routing]") {
     REQUIRE(a == b);
     REQUIRE(wa == wb);
 }
+
+}  // namespace moe_test_routing_kernel

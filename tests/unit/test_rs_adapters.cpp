@@ -7,6 +7,8 @@
 
 #include "rs/adapters.hpp"
 
+namespace moe_test_rs_adapters {  // this file's names (unity builds merge test files)
+
 using namespace moe::rs;
 using moe::index_t;
 
@@ -184,3 +186,5 @@ TEST_CASE("rs adapters: band groups are independent and group-major", "[rs][adap
     CHECK_THROWS_WITH(sat.forward(with_b01), Catch::Contains("refuses B01"));
     CHECK_THROWS_WITH(sat.forward(img.select({"B02"})), Catch::Contains("missing B03"));
 }
+
+}  // namespace moe_test_rs_adapters

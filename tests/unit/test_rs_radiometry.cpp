@@ -5,6 +5,8 @@
 
 #include "rs/radiometry.hpp"
 
+namespace moe_test_rs_radiometry {  // this file's names (unity builds merge test files)
+
 using namespace moe::rs;
 
 TEST_CASE("rs radiometry: processing baseline from metadata and product names", "[rs][radiometry]") {
@@ -157,3 +159,5 @@ TEST_CASE("rs radiometry: quad-pol amplitude, intensity and span", "[rs][radiome
     Image missing({"HH_re", "HH_im"}, 1, 1);
     CHECK_THROWS_WITH(quadpol_span(missing), Catch::Contains("no band 'HV_re'"));
 }
+
+}  // namespace moe_test_rs_radiometry

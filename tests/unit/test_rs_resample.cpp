@@ -3,6 +3,8 @@
 
 #include "rs/image.hpp"
 
+namespace moe_test_rs_resample {  // this file's names (unity builds merge test files)
+
 using namespace moe::rs;
 
 TEST_CASE("rs resample: 2x2 -> 4x4 bilinear with pixel centres and edge clamp, by hand", "[rs][resample]") {
@@ -71,3 +73,5 @@ TEST_CASE("rs image: select, reorder, append, errors", "[rs][image]") {
     CHECK_THROWS_AS(copy.append(Image({"Y"}, 3, 3)), moe::ShapeError);
     CHECK_THROWS_AS(Image({"a", "A"}, 1, 1), moe::ConfigError);
 }
+
+}  // namespace moe_test_rs_resample

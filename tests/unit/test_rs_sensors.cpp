@@ -3,6 +3,8 @@
 
 #include "rs/sensors.hpp"
 
+namespace moe_test_rs_sensors {  // this file's names (unity builds merge test files)
+
 using namespace moe::rs;
 
 TEST_CASE("rs sensors: Sentinel-2 bands, wavelengths and resolutions", "[rs][sensors]") {
@@ -84,3 +86,5 @@ TEST_CASE("rs sensors: a user-owned registry with user sensors", "[rs][sensors]"
     CHECK_THROWS_AS(Sensor("x", Modality::sar, {{"A", 1, 0, {}}, {"a", 2, 0, {}}}), moe::ConfigError);
     CHECK_THROWS_AS(Sensor("x", Modality::sar, {}), moe::ConfigError);
 }
+
+}  // namespace moe_test_rs_sensors

@@ -4,6 +4,8 @@
 #include "rs/radiometry.hpp"
 #include "rs/synth.hpp"
 
+namespace moe_test_rs_synth {  // this file's names (unity builds merge test files)
+
 using namespace moe::rs;
 
 TEST_CASE("rs synth: spectra and scene are physically plausible and deterministic", "[rs][synth]") {
@@ -30,3 +32,5 @@ TEST_CASE("rs synth: spectra and scene are physically plausible and deterministi
     CHECK(synth_s1_db(16).band_names() == std::vector<std::string>{"VV", "VH"});
     CHECK(band_ranges(synth_rgb(16))[0].max <= 255.0f);
 }
+
+}  // namespace moe_test_rs_synth

@@ -15,6 +15,8 @@
 #include "moe/router/topk.hpp"
 #include "vision/vision.hpp"
 
+namespace moe_test_vision {  // this file's names (unity builds merge test files)
+
 using moe::index_t;
 using moe::Tensor;
 namespace vis = moe::vision;
@@ -317,3 +319,5 @@ TEST_CASE("vision: full-size ViT-B/16 and a RingMoE stage-0 block built with ran
     blk.forward(x.matrix<float>(), ctx);
     CHECK(std::count_if(x.span<float>().begin(), x.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
 }
+
+}  // namespace moe_test_vision
