@@ -20,6 +20,9 @@ import os
 import struct
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from seedlib import write_seeds  # noqa: E402
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "safetensors")
 
 # dtype -> (struct format of one element, size in bytes, reference order: larger rank first)
@@ -134,14 +137,7 @@ def seeds():
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, blob in sorted(seeds().items()):
-        assert len(blob) < 4096, (name, len(blob))
-        path = os.path.join(OUT, name)
-        with open(path, "wb") as f:
-            f.write(blob)
-        print(f"{len(blob):5d}  {os.path.relpath(path)}")
-    return 0
+    return write_seeds(OUT, seeds())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ import struct
 import sys
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from seedlib import write_seeds  # noqa: E402
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "tiff")
 
 SHORT, LONG, ASCII, DOUBLE, LONG8 = 3, 4, 2, 12, 16
@@ -181,14 +184,7 @@ def seeds():
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name, blob in sorted(seeds().items()):
-        assert len(blob) < 4096, (name, len(blob))
-        path = os.path.join(OUT, name)
-        with open(path, "wb") as f:
-            f.write(blob)
-        print(f"{len(blob):5d}  {os.path.relpath(path)}")
-    return 0
+    return write_seeds(OUT, seeds())
 
 
 if __name__ == "__main__":
