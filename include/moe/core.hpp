@@ -1,6 +1,7 @@
-// moe/core.hpp - errors, dtypes, shapes, views and tensors.
+// moe/core.hpp - errors, dtypes, shapes, views and tensors, the routing plan.
 #pragma once
 
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"

@@ -11,7 +11,6 @@
 #pragma once
 
 #include "moe/prune/calibration.hpp"
-#include "moe/prune/dense_ffn.hpp"
 #include "moe/prune/frequency.hpp"
 #include "moe/prune/modality.hpp"
 #include "moe/prune/reduce_k.hpp"

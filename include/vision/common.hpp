@@ -22,9 +22,9 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
-#include "moe/layer/hierarchical.hpp"
 
 namespace moe::vision {
 

@@ -3,7 +3,7 @@
 
 #include "moe/backend/cpu/routing.hpp"
 #include "moe/backend/cuda/spec.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 void cpu_route(const float* logits, int T, int E, const moe::cuda::RouteSpec& spec, const float* bias_host,
                std::int32_t* ids, float* w) {

@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe_test_plan {  // this file's names (unity builds merge test files)
 

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "moe/expert/heterogeneous.hpp"
 #include "moe/moe.hpp"
 #include "moe/router/granularity.hpp"
 #include "moe/router/instruction.hpp"

@@ -14,7 +14,7 @@
 
 #include "moe/backend/cpu/routing.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

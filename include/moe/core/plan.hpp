@@ -1,7 +1,8 @@
-// moe/router/plan.hpp - RoutingPlan: the one structure between routing and compute.
+// moe/core/plan.hpp - RoutingPlan: the one structure between routing and compute.
 //
 // Every router fills a RoutingPlan; every expert container consumes one; the CUDA backend mirrors
-// it field for field (moe/backend/cuda/plan.cuh). It holds two views of the same assignment:
+// it field for field (DevicePlan in moe/backend/cuda/routing.cuh). It sits on the core floor, below
+// the backends, routers and experts that all speak it. It holds two views of the same assignment:
 //
 //   token-major  [T, k]  expert_ids, weights, token_to_slot   (choice c = t * k + j)
 //   expert-major [S]     slot_to_token, slot_weights          (slots of expert e are
@@ -23,6 +24,13 @@
 #include "moe/core/tensor.hpp"
 
 namespace moe {
+
+/// A contiguous run of tokens [begin, end) of one modality: how multi-modal batches tell the
+/// layers (HierarchicalMoE) and encoders (vision/, rs/) which tokens belong to which modality.
+struct ModalityChunk {
+    index_t begin = 0, end = 0;
+    int modality = 0;
+};
 
 /// Which assignments keep their place when an expert is over capacity.
 enum class CapacityPriority : std::uint8_t {

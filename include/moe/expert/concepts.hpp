@@ -13,7 +13,7 @@
 
 #include "moe/core/tensor.hpp"
 #include "moe/expert/grouped.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

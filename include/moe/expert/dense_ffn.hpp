@@ -1,4 +1,4 @@
-// moe/prune/dense_ffn.hpp - DenseFfn<Act, W>: an ordinary FFN  y = W2 Act(W1 x + b1) + b2.
+// moe/expert/dense_ffn.hpp - DenseFfn<Act, W>: an ordinary FFN  y = W2 Act(W1 x + b1) + b2.
 //
 // The dense feed-forward block that an SVD fold produces (and that a dense model's FFN slot
 // holds): fc1 [F, d] + bias [F], fc2 [d, F] + bias [d], weights of type W (fp32 accumulation),

@@ -17,7 +17,7 @@
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/expert/grouped.hpp"
 #include "moe/expert/linear_stack.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

@@ -23,7 +23,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

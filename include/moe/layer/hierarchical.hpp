@@ -48,16 +48,10 @@
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/router/losses.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/router/topk.hpp"
 
 namespace moe {
-
-/// A contiguous run of tokens [begin, end) of one modality.
-struct ModalityChunk {
-    index_t begin = 0, end = 0;
-    int modality = 0;
-};
 
 /// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
 inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {

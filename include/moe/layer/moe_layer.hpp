@@ -15,7 +15,7 @@
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/router/concepts.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

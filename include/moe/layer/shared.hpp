@@ -15,7 +15,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

@@ -24,7 +24,7 @@
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/prune/calibration.hpp"
-#include "moe/prune/dense_ffn.hpp"
+#include "moe/expert/dense_ffn.hpp"
 #include "moe/prune/stats.hpp"
 
 namespace moe {

@@ -28,7 +28,7 @@
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/prune/calibration.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

@@ -69,7 +69,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/layer/moe_layer.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/prune/calibration.hpp"
-#include "moe/prune/dense_ffn.hpp"
+#include "moe/expert/dense_ffn.hpp"
 #include "moe/prune/report.hpp"
 #include "moe/prune/stats.hpp"
 

@@ -4,7 +4,7 @@
 #include <concepts>
 
 #include "moe/core/tensor.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

@@ -12,7 +12,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/router/plan.hpp"
+#include "moe/core/plan.hpp"
 
 namespace moe {
 

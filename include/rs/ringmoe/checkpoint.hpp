@@ -58,7 +58,7 @@
 #include "moe/io/hf.hpp"
 #include "moe/io/ringmoe.hpp"
 #include "moe/io/safetensors.hpp"
-#include "moe/prune/dense_ffn.hpp"
+#include "moe/expert/dense_ffn.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "vision/loaders.hpp"
 #include "vision/mlp.hpp"

@@ -1,6 +1,6 @@
 // moe/backend/cuda/routing.cuh - the fused routing kernel and the routing plan on the GPU.
 //
-// Mirrors moe/backend/cpu/routing.hpp and moe/router/plan.hpp: the same specification
+// Mirrors moe/backend/cpu/routing.hpp and moe/core/plan.hpp: the same specification
 // (RouteSpec is TopKSpec with device pointers), the same rule (scores -> optional selection bias
 // -> optional group-limited masking -> top-k with ties to the lower expert index -> weights) and
 // the same plan layout (DevicePlan holds the RoutingPlan arrays in device memory). Only nvcc

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Checks that no public header includes a header on a higher floor (docs/architecture.md).
+
+Floors, lowest first (a header may include headers of its own floor or lower ones):
+  0 core      moe/core/, moe/core.hpp
+  1 backend   moe/backend/, moe/backend.hpp
+  2 router    moe/router/, moe/router.hpp
+  3 expert    moe/expert/, moe/expert.hpp
+  4 layer     moe/layer/, moe/layer.hpp
+  5 io        moe/io/ (formats and checkpoint access), moe/io.hpp
+  6 prune     moe/prune/, moe/prune.hpp
+  7 umbrella  moe/moe.hpp
+  8 vision    vision/
+  9 rs        rs/
+Usage: check_floors.py [INCLUDE_DIR]   (default: include/ beside this script's repository)
+Exit 0 when every include goes down or sideways, 1 with one line per violation otherwise.
+"""
+import os
+import re
+import sys
+
+FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", "moe/backend.hpp"]),
+          ("router", ["moe/router/", "moe/router.hpp"]), ("expert", ["moe/expert/", "moe/expert.hpp"]),
+          ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
+          ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
+          ("vision", ["vision/"]), ("rs", ["rs/"])]
+
+
+def floor_of(rel):
+    for i, (name, prefixes) in enumerate(FLOORS):
+        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in prefixes):
+            return i
+    return None
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "include")
+    root = os.path.normpath(root)
+    inc = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]')
+    bad, unknown, n = [], [], 0
+    for d, _, files in os.walk(root):
+        for f in sorted(files):
+            if not f.endswith((".hpp", ".cuh")):
+                continue
+            path = os.path.join(d, f)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            fl = floor_of(rel)
+            if fl is None:
+                unknown.append(rel)
+                continue
+            n += 1
+            with open(path, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    m = inc.match(line)
+                    if not m:
+                        continue
+                    target = m.group(1)
+                    if not os.path.exists(os.path.join(root, target)):
+                        continue  # a system or third-party header
+                    tf = floor_of(target)
+                    if tf is not None and tf > fl:
+                        bad.append("%s:%d: %s (floor %s) includes %s (floor %s, higher)" % (
+                            rel, lineno, rel, FLOORS[fl][0], target, FLOORS[tf][0]))
+    for u in unknown:
+        bad.append("%s: on no floor: place it in one of the floors' folders (tools/check_floors.py)" % u)
+    for b in bad:
+        print(b)
+    print("check_floors: %d headers, %d violation(s)" % (n, len(bad)))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
