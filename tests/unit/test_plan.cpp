@@ -65,18 +65,27 @@ TEST_CASE("expert_capacity is ceil(k T cf / E); empty positions are ignored", "[
     REQUIRE(p.token_to_slot == std::vector<std::int32_t>{1, -1, -1, 0});
 }
 
+/// p.reset(T, E, k), then each token's k choices: k distinct experts in random order, with
+/// weights 1/2, 1/3, ... (best first).
+void random_distinct_choices(RoutingPlan& p, index_t T, index_t E, index_t k, std::mt19937& rng) {
+    p.reset(T, E, k);
+    std::vector<std::int32_t> e(static_cast<std::size_t>(E));
+    for (index_t t = 0; t < T; ++t) {
+        for (index_t i = 0; i < E; ++i) e[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
+        std::shuffle(e.begin(), e.end(), rng);
+        for (index_t j = 0; j < k; ++j) {
+            p.expert_ids[static_cast<std::size_t>(t * k + j)] = e[static_cast<std::size_t>(j)];
+            p.weights[static_cast<std::size_t>(t * k + j)] = 1.0f / float(j + 2);
+        }
+    }
+}
+
 TEST_CASE("random plans satisfy every invariant", "[plan]") {
     std::mt19937 rng(1);
     for (int it = 0; it < 200; ++it) {
         const index_t T = rng() % 50, E = 1 + rng() % 9, k = 1 + rng() % E;
         RoutingPlan p;
-        p.reset(T, E, k);
-        for (index_t t = 0; t < T; ++t) {
-            std::vector<std::int32_t> e(static_cast<std::size_t>(E));
-            for (index_t i = 0; i < E; ++i) e[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
-            std::shuffle(e.begin(), e.end(), rng);
-            for (index_t j = 0; j < k; ++j) p.expert_ids[static_cast<std::size_t>(t * k + j)] = e[static_cast<std::size_t>(j)];
-        }
+        random_distinct_choices(p, T, E, k, rng);
         p.finalize(rng() % 4 == 0 ? 0 : 1 + rng() % 5, rng() % 2 ? CapacityPriority::token_order : CapacityPriority::choice_rank);
         REQUIRE_NOTHROW(p.validate());
     }
@@ -147,16 +156,7 @@ TEST_CASE("sequential capacity: without capacity or at k = 1 it is token order; 
         const index_t T = rng() % 40, E = 1 + rng() % 6, k = 1 + rng() % E;
         const index_t cap = rng() % 3 == 0 ? 0 : 1 + rng() % 6;
         RoutingPlan p;
-        p.reset(T, E, k);
-        for (index_t t = 0; t < T; ++t) {
-            std::vector<std::int32_t> e(static_cast<std::size_t>(E));
-            for (index_t i = 0; i < E; ++i) e[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i);
-            std::shuffle(e.begin(), e.end(), rng);
-            for (index_t j = 0; j < k; ++j) {
-                p.expert_ids[static_cast<std::size_t>(t * k + j)] = e[static_cast<std::size_t>(j)];
-                p.weights[static_cast<std::size_t>(t * k + j)] = 1.0f / float(j + 2);
-            }
-        }
+        random_distinct_choices(p, T, E, k, rng);
         RoutingPlan a = p, b = p;
         a.finalize(cap, CapacityPriority::sequential);
         REQUIRE_NOTHROW(a.validate());
