@@ -55,6 +55,14 @@ inline std::string lower_name(std::string_view s) {
     for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return out;
 }
+/// Lower-cased name -> index of the first name with that key: case-insensitive lookups in O(1)
+/// each instead of a scan of every name (band selection, appending, the TIFF reader).
+inline std::unordered_map<std::string, std::size_t> lower_name_index(const std::vector<std::string>& names) {
+    std::unordered_map<std::string, std::size_t> m;
+    m.reserve(names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) m.emplace(lower_name(names[i]), i);
+    return m;
+}
 /// Index of the first name equal (case-insensitively) to an earlier one, or npos when all are
 /// unique. O(n log n) whatever the names (a sort, no hashing an adversary could flood).
 inline std::size_t first_duplicate_name(const std::vector<std::string>& names) {
@@ -184,11 +192,12 @@ public:
     /// the first missing band. Mask, modality, georeferencing and source are kept.
     Image select(const std::vector<std::string>& names) const {
         // One index of this image's bands, so that selecting m of n bands is O(n + m), not O(n m).
-        const auto index = name_index();
+        const auto index = detail::lower_name_index(names_);
         Image out(names, h_, w_, modality_);
         for (std::size_t i = 0; i < names.size(); ++i) {
             const auto it = index.find(detail::lower_name(names[i]));
-            const index_t src = it != index.end() ? it->second : index_of(names[i]);  // index_of throws NotFoundError
+            const index_t src = it != index.end() ? static_cast<index_t>(it->second)
+                                                  : index_of(names[i]);  // index_of throws NotFoundError
             out.names_[i] = names_[static_cast<std::size_t>(src)];
             std::copy_n(band(src).begin(), pixels(), out.band(static_cast<index_t>(i)).begin());
             if (has_mask()) {
@@ -214,7 +223,7 @@ public:
     void append(const Image& other) {
         check<ShapeError>(other.h_ == h_ && other.w_ == w_, "rs::Image::append", "cannot append a ", other.h_, " x ",
                           other.w_, " image to a ", h_, " x ", w_, " one (resample it first)");
-        const auto index = name_index();  // O(n + m) rather than a scan per appended band
+        const auto index = detail::lower_name_index(names_);  // O(n + m) rather than a scan per appended band
         for (const auto& n : other.names_)
             check<ConfigError>(index.find(detail::lower_name(n)) == index.end(), "rs::Image::append", "band '", n,
                                "' is already present");
@@ -245,14 +254,6 @@ public:
     }
 
 private:
-    /// Lower-cased band name -> index (the first band of that name).
-    std::unordered_map<std::string, index_t> name_index() const {
-        std::unordered_map<std::string, index_t> m;
-        m.reserve(names_.size());
-        for (std::size_t i = 0; i < names_.size(); ++i)
-            m.emplace(detail::lower_name(names_[i]), static_cast<index_t>(i));
-        return m;
-    }
     void check_band(index_t b) const {
         check<ShapeError>(b >= 0 && b < bands_count(), "rs::Image", "band index ", b, " out of range for ",
                           bands_count(), " bands");

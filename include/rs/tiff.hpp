@@ -44,7 +44,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "moe/core/error.hpp"
@@ -411,11 +410,13 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
     const std::uint64_t file_size = h.size();
     const std::uint64_t expansion = detail::max_expansion(info.compression);
     const char* const block_kind = info.tiled ? "tile" : "strip";
+    // Bytes of one decoded strip or tile (the read buffer's size) and the blocks the file lists.
+    const tmsize_t bsize = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
+    if (bsize <= 0) h.fail(moe::detail::cat("invalid ", block_kind, " size"));
+    const std::uint64_t listed = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
     {
         // Every block must decode from bytes of the file: one block's samples cannot exceed what
         // the codec's best ratio makes of the whole file (blocks may share bytes, so only one).
-        const tmsize_t bsize = info.tiled ? TIFFTileSize(tif) : TIFFStripSize(tif);
-        if (bsize <= 0) h.fail(moe::detail::cat("invalid ", block_kind, " size"));
         const auto b = static_cast<std::uint64_t>(bsize);
         if (expansion != 0 && (b + expansion - 1) / expansion > file_size)  // b > expansion * file_size
             throw FormatError(name, moe::detail::cat(
@@ -423,7 +424,6 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
                 block_kind, " decodes to ", b, " bytes, more than ", detail::compression_name(info.compression),
                 " can expand the whole ", file_size, "-byte file to (at most ", expansion, ":1, ",
                 expansion * file_size, " bytes); corrupt or hostile header"));
-        const std::uint64_t listed = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
         // (per_plane * planes <= W * H * S: no overflow after the max_bytes check above.)
         const auto needed = static_cast<std::uint64_t>(per_plane * planes);
         check<FormatError>(needed <= listed, name, "the file lists ", listed, " ", block_kind, "s, the layout (",
@@ -443,9 +443,7 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
         for (index_t b = 0; b < S; ++b) dest[static_cast<std::size_t>(b)] = b;
     } else {
         std::fill(dest.begin(), dest.end(), index_t{-1});
-        std::unordered_map<std::string, std::size_t> index;  // lower-cased name -> file band
-        index.reserve(names.size());
-        for (std::size_t j = 0; j < names.size(); ++j) index.emplace(lower_name(names[j]), j);
+        const auto index = lower_name_index(names);  // lower-cased name -> file band
         std::vector<std::string> out_names;
         for (std::size_t o = 0; o < opt.output_bands.size(); ++o) {
             const auto it = index.find(lower_name(opt.output_bands[o]));
@@ -466,8 +464,7 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
     // of them; and all of them together within a multiple of the reader's limit (only blocks far
     // larger than the image, e.g. 4096 x 4096 tiles on a 1 x 1 image, can exceed that).
     {
-        const std::uint64_t listed = info.tiled ? TIFFNumberOfTiles(tif) : TIFFNumberOfStrips(tif);
-        const std::uint64_t tile_bytes = info.tiled ? static_cast<std::uint64_t>(TIFFTileSize(tif)) : 0;
+        const std::uint64_t tile_bytes = info.tiled ? static_cast<std::uint64_t>(bsize) : 0;
         const std::uint64_t cap = libtiff_alloc_cap(opt);
         const std::uint64_t work_limit = cap > UINT64_MAX / 4 ? UINT64_MAX : 4 * cap;
         std::uint64_t work = 0;
@@ -516,8 +513,7 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
 
     if (info.tiled) {
         const index_t tw = bw, th = bh;
-        const tmsize_t tsize = TIFFTileSize(tif);
-        if (tsize <= 0) h.fail("invalid tile size");
+        const tmsize_t tsize = bsize;
         const std::size_t need = static_cast<std::size_t>(tw * th * spp_in_block) * bytes_per_sample;
         check<FormatError>(static_cast<std::size_t>(tsize) >= need, name, "tile size ", tsize, " bytes < ", need);
         std::unique_ptr<void, detail::TiffBufFree> buf(_TIFFmalloc(tsize));
@@ -550,8 +546,7 @@ inline Image read_tiff_handle(const TiffHandle& h, const TiffReadOptions& opt) {
         }
     } else {
         const index_t rps = bh, strips_per_plane = per_plane;  // listed: checked above
-        const tmsize_t ssize = TIFFStripSize(tif);
-        if (ssize <= 0) h.fail("invalid strip size");
+        const tmsize_t ssize = bsize;
         std::unique_ptr<void, detail::TiffBufFree> buf(_TIFFmalloc(ssize));
         check<IOError>(buf != nullptr, name, "out of memory for a ", ssize, "-byte strip");
         const auto* sb = static_cast<const unsigned char*>(buf.get());

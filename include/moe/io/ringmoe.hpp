@@ -4,8 +4,7 @@
 //   ringmoe::load_moe_modal<W, Act>(file, prefix, config)    Moe_modal -> HierarchicalMoE
 //   ringmoe::modality_chunks(batch, tokens_per_image, M)     the released batch layout
 //
-// RSUniVLM's G-MoE loader (rsunivlm::load_gmoe_ffn) is in moe/io/rsunivlm.hpp, which this
-// header still includes for code written when both lived here.
+// RSUniVLM's G-MoE loader (rsunivlm::load_gmoe_ffn) is in moe/io/rsunivlm.hpp.
 //
 // RingMoE (/work/shared/docs/weight-names.md, section 1; tools/reference/ringmoe_moe.py), names
 // under a block prefix such as "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
@@ -62,7 +61,6 @@
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
 #include "moe/io/hf.hpp"
-#include "moe/io/rsunivlm.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"

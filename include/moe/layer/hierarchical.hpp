@@ -53,11 +53,18 @@
 
 namespace moe {
 
-/// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
-inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
-    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, "switch_group_loss",
+namespace detail {
+/// The group losses take the logits the plan was routed from: [T, E] for T tokens, E experts.
+inline void check_logits_fit_plan(ConstMatrixRef<float> logits, const RoutingPlan& plan, const char* who) {
+    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, who,
                       "logits and plan disagree: logits are [", logits.rows, ", ", logits.cols, "], the plan routes ",
                       plan.num_tokens, " tokens to ", plan.num_experts, " experts");
+}
+}  // namespace detail
+
+/// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
+inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
+    detail::check_logits_fit_plan(logits, plan, "switch_group_loss");
     const index_t T = plan.num_tokens, E = plan.num_experts;
     if (T == 0) return 0.0;
     const auto P = mean_router_probs(logits);
@@ -78,9 +85,7 @@ inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan&
 /// p_j = softmax(logits) * (1 - the experts the token kept in choices 0 .. j-1). Computed in
 /// double. At k = 1 it is switch_group_loss times 1 / (1 + 1e-9).
 inline double sequential_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
-    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, "sequential_group_loss",
-                      "logits and plan disagree: logits are [", logits.rows, ", ", logits.cols, "], the plan routes ",
-                      plan.num_tokens, " tokens to ", plan.num_experts, " experts");
+    detail::check_logits_fit_plan(logits, plan, "sequential_group_loss");
     const index_t T = plan.num_tokens, E = plan.num_experts, k = plan.k;
     if (T == 0 || k == 0) return 0.0;
     const auto Es = static_cast<std::size_t>(E), ks = static_cast<std::size_t>(k);
