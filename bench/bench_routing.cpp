@@ -100,9 +100,9 @@ void set_counters(benchmark::State& st, moe::index_t T, moe::index_t E) {
 void BM_route_fused(benchmark::State& st, moe::index_t T, moe::index_t E, moe::index_t k) {
     const float* L = logits_for(E);
     const moe::ConstMatrixRef<float> m(L, T, E);
-    moe::cpu::TopKSpec spec;
+    moe::RouteRule spec;
     spec.k = k;
-    spec.scoring = moe::cpu::Scoring::softmax;
+    spec.scoring = moe::Scoring::softmax;
     spec.renormalize = true;
     std::vector<std::int32_t> ids(static_cast<std::size_t>(T * k));
     std::vector<float> w(static_cast<std::size_t>(T * k));

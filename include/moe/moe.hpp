@@ -3,7 +3,6 @@
 // Not included: moe/prune.hpp (pruning), vision/ and rs/ (vision encoders, remote sensing).
 #pragma once
 
-#include "moe/backend/backend.hpp"
 #include "moe/backend/cpu.hpp"
 #include "moe/core.hpp"
 #include "moe/expert.hpp"

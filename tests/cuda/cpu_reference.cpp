@@ -1,23 +1,15 @@
 // The CPU side of the CUDA tests: the same spec through moe::cpu::topk_route and RoutingPlan.
+#include <span>
 #include <vector>
 
 #include "moe/backend/cpu/routing.hpp"
-#include "moe/backend/cuda/spec.hpp"
+#include "moe/backend/rule.hpp"
 #include "moe/core/plan.hpp"
 
-void cpu_route(const float* logits, int T, int E, const moe::cuda::RouteSpec& spec, const float* bias_host,
+void cpu_route(const float* logits, int T, int E, const moe::RouteRule& spec, const float* bias_host,
                std::int32_t* ids, float* w) {
-    moe::cpu::TopKSpec s;
-    s.k = spec.k;
-    s.scoring = spec.scoring == moe::cuda::Scoring::softmax ? moe::cpu::Scoring::softmax : moe::cpu::Scoring::sigmoid;
-    s.renormalize = spec.renormalize;
-    s.scale = spec.scale;
-    s.renorm_eps = spec.renorm_eps;
-    if (bias_host) s.bias = std::span<const float>(bias_host, static_cast<std::size_t>(E));
-    s.groups = spec.groups;
-    s.topk_groups = spec.topk_groups;
-    s.group_score = spec.group_top2_sum ? moe::cpu::GroupScore::top2_sum : moe::cpu::GroupScore::max;
-    s.group_mask_value = spec.group_mask_value;
+    moe::RouteRule s = spec;  // the same rule, with the bias in host memory
+    s.bias = bias_host ? std::span<const float>(bias_host, static_cast<std::size_t>(E)) : std::span<const float>{};
     moe::cpu::RouteWorkspace ws;
     moe::cpu::topk_route(moe::ConstMatrixRef<float>(logits, T, E), s, ids, w, ws, 1);
 }

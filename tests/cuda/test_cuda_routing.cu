@@ -3,12 +3,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "moe/backend/cuda/routing.cuh"
 
 // Defined in cpu_reference.cpp: the CPU kernel and plan for the same spec.
-void cpu_route(const float* logits, int T, int E, const moe::cuda::RouteSpec& spec, const float* bias_host,
+void cpu_route(const float* logits, int T, int E, const moe::RouteRule& spec, const float* bias_host,
                std::int32_t* ids, float* w);
 void cpu_plan(const std::int32_t* ids, const float* w, int T, int E, int k, int capacity, std::vector<std::int32_t>& counts,
               std::vector<std::int32_t>& slot_to_token, std::vector<std::int32_t>& token_to_slot);
@@ -36,14 +37,14 @@ std::vector<T> to_host(const T* d, std::size_t n) {
     return h;
 }
 
-void run_case(int T, int E, moe::cuda::RouteSpec spec, const std::vector<float>& bias) {
+void run_case(int T, int E, moe::RouteRule spec, const std::vector<float>& bias) {
     std::mt19937 rng(T * 7 + E);
     std::normal_distribution<float> nd;
     std::vector<float> logits(static_cast<std::size_t>(T) * E);
     for (auto& v : logits) v = nd(rng);
     float* d_logits = to_device(logits);
     float* d_bias = bias.empty() ? nullptr : to_device(bias);
-    spec.bias = d_bias;
+    if (d_bias) spec.bias = std::span<const float>(d_bias, static_cast<std::size_t>(E));  // device memory
     std::vector<std::int32_t> ids_ref(static_cast<std::size_t>(T) * spec.k);
     std::vector<float> w_ref(ids_ref.size());
     cpu_route(logits.data(), T, E, spec, bias.empty() ? nullptr : bias.data(), ids_ref.data(), w_ref.data());
@@ -57,7 +58,7 @@ void run_case(int T, int E, moe::cuda::RouteSpec spec, const std::vector<float>&
         expect(std::abs(w[i] - w_ref[i]) <= 1e-6f + 1e-5f * std::abs(w_ref[i]), "weight", int(i), 0);
     }
     // the plan, with and without capacity
-    for (int capacity : {0, (T * spec.k) / E}) {
+    for (int capacity : {0, static_cast<int>(T * spec.k / E)}) {
         moe::cuda::DevicePlan p;
         p.num_tokens = T;
         p.num_experts = E;
@@ -97,7 +98,7 @@ int main() {
         std::printf("no CUDA device: CUDA tests skipped\n");
         return 77;
     }
-    moe::cuda::RouteSpec s;
+    moe::RouteRule s;
     for (auto [E, k] : {std::pair{8, 2}, {64, 8}, {256, 8}, {6, 6}}) {
         s.k = k;
         run_case(1000, E, s, {});
@@ -105,9 +106,9 @@ int main() {
     s.renormalize = false;
     run_case(333, 64, s, {});
     // DeepSeek-V3 style
-    moe::cuda::RouteSpec d;
+    moe::RouteRule d;
     d.k = 8;
-    d.scoring = moe::cuda::Scoring::sigmoid;
+    d.scoring = moe::Scoring::sigmoid;
     d.groups = 8;
     d.topk_groups = 4;
     d.scale = 2.5f;

@@ -14,8 +14,8 @@
 namespace moe_test_routing_kernel {  // this file's names (unity builds merge test files)
 
 using namespace moe;
-using cpu::Scoring;
-using cpu::TopKSpec;
+using moe::Scoring;
+using moe::RouteRule;
 
 namespace {
 
@@ -25,7 +25,7 @@ struct Expected {
 };
 
 // Independent reference in double precision: the textbook definition.
-Expected reference_route(const std::vector<float>& logits, index_t T, index_t E, const TopKSpec& s) {
+Expected reference_route(const std::vector<float>& logits, index_t T, index_t E, const RouteRule& s) {
     Expected out;
     for (index_t t = 0; t < T; ++t) {
         const float* l = logits.data() + t * E;
@@ -46,7 +46,7 @@ Expected reference_route(const std::vector<float>& logits, index_t T, index_t E,
             for (index_t g = 0; g < s.groups; ++g) {
                 std::vector<double> v(sel.begin() + g * gs, sel.begin() + (g + 1) * gs);
                 std::sort(v.rbegin(), v.rend());
-                gscore[g] = s.group_score == cpu::GroupScore::max || gs == 1 ? v[0] : v[0] + v[1];
+                gscore[g] = s.group_score == GroupScore::max || gs == 1 ? v[0] : v[0] + v[1];
             }
             std::vector<index_t> go(static_cast<std::size_t>(s.groups));
             std::iota(go.begin(), go.end(), 0);
@@ -70,7 +70,7 @@ Expected reference_route(const std::vector<float>& logits, index_t T, index_t E,
     return out;
 }
 
-void compare(const std::vector<float>& logits, index_t T, index_t E, const TopKSpec& s, double tol = 2e-6) {
+void compare(const std::vector<float>& logits, index_t T, index_t E, const RouteRule& s, double tol = 2e-6) {
     std::vector<std::int32_t> ids(static_cast<std::size_t>(T * s.k));
     std::vector<float> w(ids.size());
     cpu::RouteWorkspace ws;
@@ -97,7 +97,7 @@ TEST_CASE("fused top-k routing equals the textbook definition on random logits",
     for (auto [E, k] : std::vector<std::pair<index_t, index_t>>{
              {8, 2}, {8, 1}, {64, 8}, {128, 8}, {256, 8}, {6, 2}, {13, 3}, {9, 8}, {8, 8}, {3, 3}, {64, 5}, {32, 4}, {1, 1}}) {
         for (bool renorm : {true, false}) {
-            TopKSpec s;
+            RouteRule s;
             s.k = k;
             s.renormalize = renorm;
             s.scale = renorm ? 1.0f : 2.5f;
@@ -107,7 +107,7 @@ TEST_CASE("fused top-k routing equals the textbook definition on random logits",
 }
 
 TEST_CASE("ties go to the lower expert index", "[routing]") {
-    TopKSpec s;
+    RouteRule s;
     s.k = 2;
     // all equal: experts 0 and 1
     std::vector<float> l(8 * 16, 0.5f);
@@ -141,7 +141,7 @@ TEST_CASE("values that differ only in their lowest mantissa bits are ordered exa
             l[static_cast<std::size_t>(t * E + e)] = (t % 2 ? -1.0f : 1.0f) * std::bit_cast<float>(bits);
         }
     for (index_t k : {1, 2, 4, 8}) {
-        TopKSpec s;
+        RouteRule s;
         s.k = k;
         compare(l, T, E, s);
     }
@@ -152,7 +152,7 @@ TEST_CASE("-inf logits are allowed and never chosen before finite ones; NaN and 
     auto l = randn(static_cast<std::size_t>(T * E), 3);
     for (index_t t = 0; t < T; ++t)
         for (index_t e = 0; e < E; e += 2) l[static_cast<std::size_t>(t * E + e)] = -INFINITY;
-    TopKSpec s;
+    RouteRule s;
     s.k = 4;
     compare(l, T, E, s);
 
@@ -175,7 +175,7 @@ TEST_CASE("k larger than the expert count and other bad specs are rejected", "[r
     std::vector<std::int32_t> ids(64);
     std::vector<float> w(64);
     cpu::RouteWorkspace ws;
-    TopKSpec s;
+    RouteRule s;
     s.k = 9;
     REQUIRE_THROWS_WITH(cpu::topk_route(ConstMatrixRef<float>(l.data(), 4, 8), s, ids.data(), w.data(), ws),
                         Catch::Contains("k = 9") && Catch::Contains("expert count"));
@@ -194,7 +194,7 @@ TEST_CASE("sigmoid scores with selection bias and group-limited choice (DeepSeek
     const index_t E = 64, T = 33;
     auto l = randn(static_cast<std::size_t>(T * E), 11, 2.0f);
     auto bias = randn(static_cast<std::size_t>(E), 12, 0.3f);
-    TopKSpec s;
+    RouteRule s;
     s.k = 8;
     s.scoring = Scoring::sigmoid;
     s.bias = bias;
@@ -202,7 +202,7 @@ TEST_CASE("sigmoid scores with selection bias and group-limited choice (DeepSeek
     s.topk_groups = 4;
     s.scale = 2.5f;
     compare(l, T, E, s);
-    s.group_score = cpu::GroupScore::max;
+    s.group_score = GroupScore::max;
     compare(l, T, E, s);
     s.renormalize = false;
     compare(l, T, E, s);
@@ -217,7 +217,7 @@ TEST_CASE("softmax with selection bias chooses by probability plus bias", "[rout
     auto l = randn(static_cast<std::size_t>(T * E), 21);
     std::vector<float> bias(static_cast<std::size_t>(E), 0.0f);
     bias[15] = 1.0f;  // expert 15 always chosen first
-    TopKSpec s;
+    RouteRule s;
     s.k = 2;
     s.bias = bias;
     compare(l, T, E, s);
@@ -226,7 +226,7 @@ TEST_CASE("softmax with selection bias chooses by probability plus bias", "[rout
 TEST_CASE("threaded routing equals single-threaded routing", "[routing]") {
     const index_t E = 64, T = 5000;
     auto l = randn(static_cast<std::size_t>(T * E), 5);
-    TopKSpec s;
+    RouteRule s;
     s.k = 8;
     std::vector<std::int32_t> a(static_cast<std::size_t>(T * 8)), b(a.size());
     std::vector<float> wa(a.size()), wb(a.size());

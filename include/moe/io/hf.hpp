@@ -272,7 +272,7 @@ DeepSeekV3MoE<W> load_deepseek_v3_moe(const SafetensorsFile& file, std::string p
     o.selection_bias = detail::floats(file, prefix + "gate.e_score_correction_bias", {E});
     o.groups = config.n_group;
     o.topk_groups = config.topk_group;
-    o.group_score = cpu::GroupScore::top2_sum;
+    o.group_score = GroupScore::top2_sum;
     return {TopKRouter<SigmoidScores>(std::move(g), std::move(o)),
             detail::glu_experts<W>(file, stem, E, d, ".gate_proj.weight", ".up_proj.weight", ".down_proj.weight"),
             SharedExperts<GluExperts<Silu, W>>(detail::glu_single<W>(file, prefix + "shared_experts.", d))};

@@ -32,11 +32,11 @@ namespace moe {
 
 /// Score-function tags for TopKRouter.
 struct SoftmaxScores {
-    static constexpr cpu::Scoring scoring = cpu::Scoring::softmax;
+    static constexpr Scoring scoring = Scoring::softmax;
     static constexpr const char* name = "softmax";
 };
 struct SigmoidScores {
-    static constexpr cpu::Scoring scoring = cpu::Scoring::sigmoid;
+    static constexpr Scoring scoring = Scoring::sigmoid;
     static constexpr const char* name = "sigmoid";
 };
 
@@ -56,7 +56,7 @@ struct TopKOptions {
     std::vector<float> selection_bias;     ///< [E] added to scores for the choice only (empty: none)
     index_t groups = 1;                    ///< group-limited routing: E experts in this many groups
     index_t topk_groups = 1;               ///< groups a token may use
-    cpu::GroupScore group_score = cpu::GroupScore::top2_sum;
+    GroupScore group_score = GroupScore::top2_sum;
     /// Score given to the experts of groups not kept, before the top-k (-inf: never chosen;
     /// Hugging Face's DeepseekV3TopkRouter uses 0.0, so masked experts can beat negative biased scores).
     float group_mask_value = -std::numeric_limits<float>::infinity();
@@ -105,7 +105,7 @@ public:
                           " columns for ", num_experts(), " experts");
         const index_t T = logits.rows;
         plan.reset(T, num_experts(), opt_.k);
-        cpu::topk_route(logits, spec(), plan.expert_ids.data(), plan.weights.data(), ws_, threads_);
+        cpu::topk_route(logits, rule(), plan.expert_ids.data(), plan.weights.data(), ws_, threads_);
         plan.finalize(expert_capacity(T, num_experts(), opt_.k, opt_.capacity_factor), opt_.priority);
         if (renormalizes_after_capacity()) plan.renormalize_kept(opt_.renorm_eps, opt_.scale);
     }
@@ -118,8 +118,8 @@ public:
 
     /// The kernel specification these options give (raw scores, scale 1, when the weights are
     /// renormalised after capacity).
-    cpu::TopKSpec spec() const {
-        cpu::TopKSpec s;
+    RouteRule rule() const {
+        RouteRule s;
         s.k = opt_.k;
         s.scoring = Scores::scoring;
         s.renormalize = opt_.renormalize && !renormalizes_after_capacity();
@@ -157,7 +157,7 @@ private:
         check<ConfigError>(
             !renormalizes_after_capacity() || (opt_.renorm_eps >= 0.0f && std::isfinite(opt_.renorm_eps)),
             "TopKRouter", "renorm_eps must be finite and >= 0, got ", opt_.renorm_eps);
-        spec().validate(num_experts(), "TopKRouter");
+        rule().validate(num_experts(), "TopKRouter");
     }
 
     Gate gate_;
@@ -210,7 +210,7 @@ inline TopKRouter<SigmoidScores> deepseek_v3_router(Gate gate, std::vector<float
     o.selection_bias = std::move(bias);
     o.groups = groups;
     o.topk_groups = topk_groups;
-    o.group_score = cpu::GroupScore::top2_sum;
+    o.group_score = GroupScore::top2_sum;
     return {std::move(gate), std::move(o)};
 }
 

@@ -36,51 +36,11 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 
 #include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/simd.hpp"
+#include "moe/backend/rule.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 
 namespace moe::cpu {
-
-/// How logits become scores.
-enum class Scoring : std::uint8_t {
-    softmax,  ///< p = softmax(logits) in fp32 (Mixtral, Qwen-MoE, Switch, RingMoE)
-    sigmoid,  ///< s = sigmoid(logits) (DeepSeek-V3)
-};
-
-/// How a group is scored for group-limited routing.
-enum class GroupScore : std::uint8_t {
-    max,       ///< the best score in the group (DeepSeek-V2 "group_limited_greedy")
-    top2_sum,  ///< the sum of the two best scores (DeepSeek-V3 "noaux_tc")
-};
-
-/// What the fused kernel computes for every token.
-struct TopKSpec {
-    index_t k = 1;                       ///< experts per token, 1 <= k <= E
-    Scoring scoring = Scoring::softmax;  ///< score function
-    bool renormalize = true;             ///< chosen weights divided by their sum (x scale)
-    float scale = 1.0f;                  ///< multiplies every weight (routed_scaling_factor)
-    float renorm_eps = 0.0f;             ///< added to the denominator of the renormalisation
-    std::span<const float> bias;         ///< selection bias [E]: changes the choice, not the weight
-    index_t groups = 1;                  ///< group-limited routing: E experts in `groups` groups
-    index_t topk_groups = 1;             ///< groups a token may choose from
-    GroupScore group_score = GroupScore::top2_sum;
-    float group_mask_value = -std::numeric_limits<float>::infinity();  ///< score of masked experts
-
-    /// Throws ConfigError unless the spec is usable with E experts.
-    void validate(index_t E, std::string_view where = "TopKSpec") const {
-        check<ConfigError>(E > 0, where, "expert count must be positive, got ", E);
-        check<ConfigError>(k >= 1 && k <= E, where, "k = ", k, " must be in [1, ", E, "] (the expert count)");
-        check<ConfigError>(bias.empty() || static_cast<index_t>(bias.size()) == E, where, "bias has ", bias.size(),
-                           " entries for ", E, " experts");
-        check<ConfigError>(groups >= 1 && E % groups == 0, where, "E = ", E, " is not divisible into ", groups,
-                           " groups");
-        check<ConfigError>(topk_groups >= 1 && topk_groups <= groups, where, "topk_groups = ", topk_groups,
-                           " must be in [1, ", groups, "]");
-        check<ConfigError>(groups == 1 || topk_groups * (E / groups) >= k, where, "topk_groups = ", topk_groups,
-                           " groups of ", E / groups, " experts cannot supply k = ", k);
-        check<ConfigError>(std::isfinite(scale), where, "scale must be finite");
-    }
-};
 
 /// Scratch memory of the routing kernel; reuse one per thread to avoid allocations.
 struct RouteWorkspace {
@@ -96,7 +56,7 @@ struct RouteWorkspace {
         float* top;
         std::int32_t* order;
     };
-    Row row_scratch(index_t E, const TopKSpec& spec) {
+    Row row_scratch(index_t E, const RouteRule& spec) {
         return {row.get(static_cast<std::size_t>(E)), top.get(static_cast<std::size_t>(spec.k)),
                 order.get(static_cast<std::size_t>(std::max(spec.k, spec.groups)))};
     }
@@ -115,7 +75,7 @@ namespace detail {
 /// Routes one token exactly: writes k expert ids (best first) and weights.
 /// `scores` is scratch of at least E floats, `top` of at least k floats, `order` of at least
 /// max(k, groups) ints.
-inline void route_row_exact(const float* logits, index_t E, const TopKSpec& spec, index_t token,
+inline void route_row_exact(const float* logits, index_t E, const RouteRule& spec, index_t token,
                             std::int32_t* ids, float* w, float* scores, float* top, std::int32_t* order) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     // 1. validity and the row max (kept for the weights)
@@ -258,7 +218,7 @@ MOE_ALWAYS_INLINE void merge_top(B* acc, const B* b, B& D) noexcept {
 template <class A, int M>
     requires(M <= static_cast<int>(xsimd::batch<float, A>::size))
 inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t E, index_t E_pad,
-                                      const TopKSpec& spec, std::int32_t* ids, float* w, float* keys,
+                                      const RouteRule& spec, std::int32_t* ids, float* w, float* keys,
                                       bool prefetch_next) {
     using B = xsimd::batch<float, A>;
     using I = xsimd::batch<std::int32_t, A>;
@@ -377,7 +337,7 @@ inline std::uint32_t route_block_simd(const float* rows, index_t stride, index_t
 
 template <class A, int M>
     requires(M <= static_cast<int>(xsimd::batch<float, A>::size))
-inline void route_range_simd(ConstMatrixRef<float> logits, const TopKSpec& spec, index_t t_begin, index_t t_end,
+inline void route_range_simd(ConstMatrixRef<float> logits, const RouteRule& spec, index_t t_begin, index_t t_end,
                              std::int32_t* ids, float* w, RouteWorkspace& ws) {
     using B = xsimd::batch<float, A>;
     constexpr index_t L = static_cast<index_t>(B::size);
@@ -431,7 +391,7 @@ inline constexpr index_t kRouteLanes = [] {
 
 /// True when topk_route takes the SIMD path for this spec: softmax scores without bias or
 /// groups, k <= min(8, lanes), E <= 1024.
-inline bool topk_route_is_vectorised(const TopKSpec& spec, index_t E) noexcept {
+inline bool topk_route_is_vectorised(const RouteRule& spec, index_t E) noexcept {
     return kHasSimd && spec.scoring == Scoring::softmax && spec.bias.empty() && spec.groups == 1 &&
            spec.k <= std::min<index_t>(8, kRouteLanes) && E <= 1024;
 }
@@ -440,7 +400,7 @@ inline bool topk_route_is_vectorised(const TopKSpec& spec, index_t E) noexcept {
 namespace detail {
 /// route_range_simd for the compiled instruction set when M fits its lanes (else never called).
 template <int M>
-inline void route_range_dispatch(ConstMatrixRef<float> logits, const TopKSpec& spec, index_t b, index_t e,
+inline void route_range_dispatch(ConstMatrixRef<float> logits, const RouteRule& spec, index_t b, index_t e,
                                  std::int32_t* ids, float* w, RouteWorkspace& ws) {
     if constexpr (M <= kRouteLanes) route_range_simd<simd_arch, M>(logits, spec, b, e, ids, w, ws);
 }
@@ -451,7 +411,7 @@ inline void route_range_dispatch(ConstMatrixRef<float> logits, const TopKSpec& s
 /// first) and weights[T * k]. Throws ValueError on a NaN or +inf logit (naming the token and
 /// expert) and ConfigError on a spec that does not fit E. Uses OpenMP threads when enabled and
 /// `threads` > 1 (default: all available).
-inline void topk_route(ConstMatrixRef<float> logits, const TopKSpec& spec, std::int32_t* ids, float* weights,
+inline void topk_route(ConstMatrixRef<float> logits, const RouteRule& spec, std::int32_t* ids, float* weights,
                        RouteWorkspace& ws, int threads = max_threads()) {
     const index_t T = logits.rows, E = logits.cols;
     spec.validate(E, "moe::cpu::topk_route");

@@ -1,7 +1,7 @@
 // moe/backend/cuda/routing.cuh - the fused routing kernel and the routing plan on the GPU.
 //
-// Mirrors moe/backend/cpu/routing.hpp and moe/core/plan.hpp: the same specification
-// (RouteSpec is TopKSpec with device pointers), the same rule (scores -> optional selection bias
+// Mirrors moe/backend/cpu/routing.hpp and moe/core/plan.hpp: the same rule (moe::RouteRule,
+// moe/backend/rule.hpp, with its bias in device memory) (scores -> optional selection bias
 // -> optional group-limited masking -> top-k with ties to the lower expert index -> weights) and
 // the same plan layout (DevicePlan holds the RoutingPlan arrays in device memory). Only nvcc
 // compiles this header; the CPU side never includes it.
@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/backend/cuda/spec.hpp"
+#include "moe/backend/rule.hpp"
 #include "moe/core/error.hpp"
 
 namespace moe::cuda {
@@ -63,8 +63,8 @@ namespace kernel {
 
 /// One warp per token. Selection scores live in shared memory; k rounds of warp argmax pick
 /// the experts. `bad` receives 1 + token of the first NaN/+inf logit found (0: none).
-__global__ void topk_route_kernel(const float* __restrict__ logits, int T, int E, RouteSpec spec,
-                                  std::int32_t* __restrict__ ids, float* __restrict__ weights, int* bad) {
+__global__ void topk_route_kernel(const float* __restrict__ logits, int T, int E, RouteRule spec,
+                                  const float* __restrict__ bias, std::int32_t* __restrict__ ids, float* __restrict__ weights, int* bad) {
     __shared__ float sel_all[kWarpsPerBlock][kMaxExperts];
     __shared__ float gscore_all[kWarpsPerBlock][32];
     const int lane = threadIdx.x & 31;
@@ -92,10 +92,10 @@ __global__ void topk_route_kernel(const float* __restrict__ logits, int T, int E
     for (int e = lane; e < E; e += 32) {
         const float l = row[e];
         float s;
-        if (softmax) s = spec.bias ? expf(l - m) / total + spec.bias[e] : l;
+        if (softmax) s = bias ? expf(l - m) / total + bias[e] : l;
         else {
             s = 1.0f / (1.0f + expf(-l));
-            if (spec.bias) s += spec.bias[e];
+            if (bias) s += bias[e];
         }
         sel[e] = s;
     }
@@ -114,7 +114,7 @@ __global__ void topk_route_kernel(const float* __restrict__ logits, int T, int E
                     b2 = s;
                 }
             }
-            gscore_all[w][lane] = (spec.group_top2_sum && gs > 1) ? b1 + b2 : b1;
+            gscore_all[w][lane] = (spec.group_score == GroupScore::top2_sum && gs > 1) ? b1 + b2 : b1;
         }
         __syncwarp();
         unsigned keep = 0;
@@ -211,9 +211,10 @@ __global__ void plan_kernel(const std::int32_t* __restrict__ ids, const float* _
 /// Routes logits [T, E] (device, row-major) into ids/weights [T, k] (device).
 /// Throws ConfigError for a spec that does not fit, ValueError for a NaN or +inf logit (naming
 /// the token), IOError for CUDA failures.
-inline void route_topk(const float* logits, int T, int E, const RouteSpec& spec, std::int32_t* ids, float* weights,
+inline void route_topk(const float* logits, int T, int E, const RouteRule& spec, std::int32_t* ids, float* weights,
                        cudaStream_t stream = nullptr) {
     const char* where = "moe::cuda::route_topk";
+    spec.validate(E, where);
     check<ConfigError>(E >= 1 && E <= kMaxExperts, where, "expert count ", E, " out of range [1, ", kMaxExperts, "]");
     check<ConfigError>(spec.k >= 1 && spec.k <= E && spec.k <= kMaxK, where, "k = ", spec.k, " must be in [1, ",
                        E < kMaxK ? E : kMaxK, "] (the expert count)");
@@ -225,7 +226,8 @@ inline void route_topk(const float* logits, int T, int E, const RouteSpec& spec,
     check_cuda(cudaMallocAsync(&bad, sizeof(int), stream), "cudaMallocAsync");
     check_cuda(cudaMemsetAsync(bad, 0, sizeof(int), stream), "cudaMemsetAsync");
     const int blocks = (T + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    kernel::topk_route_kernel<<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(logits, T, E, spec, ids, weights, bad);
+    kernel::topk_route_kernel<<<blocks, 32 * kWarpsPerBlock, 0, stream>>>(logits, T, E, spec, spec.bias.data(), ids,
+                                                                          weights, bad);
     check_cuda(cudaGetLastError(), "topk_route_kernel launch");
     int h_bad = 0;
     check_cuda(cudaMemcpyAsync(&h_bad, bad, sizeof(int), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
@@ -272,19 +274,5 @@ inline int build_plan(const std::int32_t* ids, const float* weights, DevicePlan&
     check_cuda(cudaStreamSynchronize(stream), "plan_kernel");
     return slots;
 }
-
-}  // namespace moe::cuda
-
-namespace moe::cuda {
-
-/// The CUDA backend tag (see moe/backend/backend.hpp).
-struct CudaBackend {
-    struct memory_space {};
-    static constexpr const char* name() noexcept { return "cuda"; }
-    static void route(const float* logits, int T, int E, const RouteSpec& spec, std::int32_t* ids, float* weights,
-                      cudaStream_t stream = nullptr) {
-        route_topk(logits, T, E, spec, ids, weights, stream);
-    }
-};
 
 }  // namespace moe::cuda
