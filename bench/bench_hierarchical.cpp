@@ -36,7 +36,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "moe/moe.hpp"
 
 namespace {

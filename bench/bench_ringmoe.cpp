@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "moe/moe.hpp"
 #include "vision/loaders.hpp"
 #include "vision/vision.hpp"

@@ -34,9 +34,9 @@
 #include <utility>
 #include <vector>
 
-#include "moe/io/hf.hpp"
-#include "moe/io/ringmoe.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "vision/swin.hpp"
 #include "vision/vit.hpp"
 
@@ -46,14 +46,14 @@ using io::SafetensorsFile;
 
 namespace load_detail {
 
-inline std::string pre(std::string p) { return hf::detail::module_prefix(std::move(p)); }
+inline std::string pre(std::string p) { return io::module_prefix(std::move(p)); }
 inline std::string idx(const std::string& stem, index_t i, const char* rest) {
     return std::string(stem).append(std::to_string(i)).append(rest);
 }
 
 /// Tensor `name`, which must have shape `s`, borrowed from the file's mapping (no copy).
 inline Tensor get(const SafetensorsFile& f, const std::string& name, const Shape& s) {
-    return Tensor::borrow(hf::detail::tensor(f, name, s), f.keep_alive());
+    return Tensor::borrow(io::tensor(f, name, s), f.keep_alive());
 }
 
 template <WeightType W>
@@ -209,7 +209,7 @@ SwinEncoder<Ffn, W> load_swin(const SafetensorsFile& f, std::string prefix, Swin
     cfg.validate(prefix);
     const index_t C0 = cfg.embed_dim, p = cfg.patch;
     // Per-modality patch embeddings patch_embed{m}; a single "patch_embed." when there are none.
-    const index_t M = hf::detail::count_indexed(f, prefix + "patch_embed");
+    const index_t M = io::count_indexed(f, prefix + "patch_embed");
     std::vector<PatchEmbed<W>> embeds;
     auto embed = [&](const std::string& m, index_t cin) {
         embeds.emplace_back(conv_patch<W>(f, m + "projection.", C0, cin, p), cin, p,
@@ -294,7 +294,7 @@ DenseSwin<W, Act> load_ringmoe_swin_dense(const SafetensorsFile& f, std::string 
                                      [](const SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
                                          // The width F from the file (an SVD fold gives any width).
                                          const std::string mw = mlp + "mapping.weight";
-                                         const TensorView m = hf::detail::matrix(file, mw);
+                                         const TensorView m = io::matrix(file, mw);
                                          check<ShapeError>(m.dim(0) == C, mw, "expected [", C, ", F] ([in, out]), found ",
                                                            m.shape().str());
                                          return load_detail::mindspore_mlp<Act, W>(file, mlp, C, m.dim(1));

@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "parity_util.hpp"
 
 namespace moe_test_parity_ringmoe {  // this file's names (unity builds merge test files)

@@ -57,8 +57,8 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/ringmoe.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "moe/prune/calibration.hpp"
 #include "moe/prune/frequency.hpp"
 #include "moe/prune/modality.hpp"

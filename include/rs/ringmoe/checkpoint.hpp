@@ -12,7 +12,7 @@
 //   load_dense_encoder<W, Act>(file) -> vision::DenseSwin<W, Act>    (FFN width from the file)
 //   CheckpointInfo::exact_parameters() / block_matrix_parameters()   parameter counts from the shapes
 //
-// Names (prefix "encoder." by default; vision/loaders.hpp and moe/io/ringmoe.hpp document them):
+// Names (prefix "encoder." by default; vision/loaders.hpp and moe/loaders/ringmoe.hpp document them):
 //   patch_embed{m}.projection.{weight [C, Cin_m, p, p], bias}, patch_embed{m}.norm.{gamma, beta}
 //   layers.{i}.blocks.{j}.norm1/norm2.{gamma, beta}, attn.{q,k,v,proj}.{weight [out, in], bias},
 //   attn.relative_position_bias.relative_position_bias_table [(2w-1)^2, H] (and the Swin-V1
@@ -55,10 +55,10 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/hf.hpp"
-#include "moe/io/ringmoe.hpp"
-#include "moe/io/safetensors.hpp"
 #include "moe/expert/dense_ffn.hpp"
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "vision/loaders.hpp"
 #include "vision/mlp.hpp"
@@ -498,7 +498,7 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
     }
     io::SafetensorsWriter out;
     for (const auto& [k, v] : checkpoint_metadata(info)) out.add_metadata(k, v);
-    ckpt_detail::Sink sink{out, moe::hf::detail::module_prefix(info.prefix)};
+    ckpt_detail::Sink sink{out, io::module_prefix(info.prefix)};
     const auto& c = enc.config();
     const index_t C0 = c.embed_dim, p = c.patch;
     for (int m = 0; m < enc.modalities(); ++m) {
@@ -684,7 +684,7 @@ vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
     auto enc = vision::load_swin<vision::Mlp<Act, W>, W>(
         f, info.prefix, info.swin, [&](const io::SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
             const std::string mw = mlp + "mapping.weight";
-            const TensorView m = moe::hf::detail::matrix(file, mw);
+            const TensorView m = io::matrix(file, mw);
             check<ShapeError>(m.dim(0) == C, mw, "expected [", C, ", F], found ", m.shape().str());
             const index_t F = m.dim(1);
             check<FormatError>(F == info.blocks.at(block).ffn, file.path(), mw, " is [", C, ", ", F,

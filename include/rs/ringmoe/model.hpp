@@ -35,8 +35,8 @@
 #include <variant>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/loaders/ringmoe.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/heads.hpp"
 #include "vision/loaders.hpp"
