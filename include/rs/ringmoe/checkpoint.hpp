@@ -1,5 +1,5 @@
 // rs/ringmoe/checkpoint.hpp - RingMoE encoder checkpoints: write an encoder back to safetensors in
-// the MindSpore names that vision::load_ringmoe_swin reads, with metadata recording the
+// the MindSpore names that load_ringmoe_swin (encoder.hpp) reads, with metadata recording the
 // configuration, and load it back into the configuration the metadata describes.
 //
 //   CheckpointInfo                 what the metadata records: the SwinConfig, the MoE options, the
@@ -8,11 +8,11 @@
 //   describe(encoder, step)        the CheckpointInfo of an encoder in memory
 //   checkpoint_writer(encoder, info) / save_encoder(encoder, path, info)   safetensors in MindSpore names
 //   read_checkpoint_info(file)     parses (and checks) the metadata
-//   load_moe_encoder<W, Act>(file)   -> vision::RingMoeSwin<W, Act>  (any modality / expert counts)
-//   load_dense_encoder<W, Act>(file) -> vision::DenseSwin<W, Act>    (FFN width from the file)
+//   load_moe_encoder<W, Act>(file)   -> RingMoeSwin<W, Act>  (any modality / expert counts)
+//   load_dense_encoder<W, Act>(file) -> DenseSwin<W, Act>    (FFN width from the file)
 //   CheckpointInfo::exact_parameters() / block_matrix_parameters()   parameter counts from the shapes
 //
-// Names (prefix "encoder." by default; vision/loaders.hpp and moe/loaders/ringmoe.hpp document them):
+// Names (prefix "encoder." by default; encoder.hpp and moe_modal.hpp document them):
 //   patch_embed{m}.projection.{weight [C, Cin_m, p, p], bias}, patch_embed{m}.norm.{gamma, beta}
 //   layers.{i}.blocks.{j}.norm1/norm2.{gamma, beta}, attn.{q,k,v,proj}.{weight [out, in], bias},
 //   attn.relative_position_bias.relative_position_bias_table [(2w-1)^2, H] (and the Swin-V1
@@ -58,8 +58,9 @@
 #include "moe/expert/dense_ffn.hpp"
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
-#include "moe/loaders/ringmoe.hpp"
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/encoder.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
 #include "vision/loaders.hpp"
 #include "vision/mlp.hpp"
 #include "vision/swin.hpp"
@@ -83,7 +84,7 @@ struct CheckpointInfo {
     std::string prefix = "encoder.";
     FfnKind ffn = FfnKind::moe;
     vision::SwinConfig swin;
-    moe::ringmoe::MoeModalConfig moe;    ///< routing options (MoE only)
+    MoeModalConfig moe;    ///< routing options (MoE only)
     std::vector<BlockFfnShape> blocks;   ///< in block order over all stages
     std::vector<int> source_modalities;  ///< original modality id of each patch embedding
     std::string weights = "F32";         ///< dtype of the weight matrices ("F32", "BF16", "F16")
@@ -206,7 +207,7 @@ namespace ckpt_detail {
 template <class T>
 struct is_moe_modal : std::false_type {};
 template <Activation A, WeightType W>
-struct is_moe_modal<moe::ringmoe::MoeModal<W, A>> : std::true_type {};
+struct is_moe_modal<MoeModal<W, A>> : std::true_type {};
 template <class T>
 struct is_vision_mlp : std::false_type {};
 template <Activation A, WeightType W>
@@ -367,12 +368,12 @@ struct Sink {
     }
 };
 
-inline moe::ringmoe::MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_view where) {
+inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_view where) {
     check<ConfigError>(o.k_modal == o.k_collab && o.capacity_factor_modal == o.capacity_factor_collab, where,
                        "modal and collaborative groups route with different k or capacity factor (k ", o.k_modal,
                        " / ", o.k_collab, ", cf ", o.capacity_factor_modal, " / ", o.capacity_factor_collab,
                        "); Moe_modal has one moe_config");
-    moe::ringmoe::MoeModalConfig c;
+    MoeModalConfig c;
     c.num_experts_chosen = o.k_modal;
     c.capacity_factor = o.capacity_factor_modal;
     c.renormalize = o.renormalize;
@@ -390,7 +391,7 @@ template <class Ffn, WeightType W>
 CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step = "full",
                         std::vector<int> source_modalities = {}) {
     static_assert(ckpt_detail::is_moe_modal<Ffn>::value || ckpt_detail::is_dense<Ffn>::value,
-                  "ringmoe checkpoints hold moe::ringmoe::MoeModal, vision::Mlp or DenseFfn FFN slots");
+                  "ringmoe checkpoints hold rs::ringmoe::MoeModal, vision::Mlp or DenseFfn FFN slots");
     const char* w = "ringmoe::describe";
     CheckpointInfo info;
     info.step = std::move(step);
@@ -663,25 +664,25 @@ void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& 
 /// The hierarchical-MoE encoder of a checkpoint written by save_encoder: configuration and
 /// routing options from the metadata, expert counts from the tensors (checked against it).
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
+RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::moe, f.path(), "the checkpoint holds dense FFNs (step '", info.step,
                        "'); use load_dense_encoder");
-    auto enc = vision::load_ringmoe_swin<W, Act>(f, info.prefix, info.swin, info.moe);
+    auto enc = load_ringmoe_swin<W, Act>(f, info.prefix, info.swin, info.moe);
     ckpt_detail::check_loaded(enc, info, f.path());
     return enc;
 }
 
 /// The dense encoder of a checkpoint written by save_encoder. Unlike
-/// vision::load_ringmoe_swin_dense (F = mlp_ratio * C), every block's FFN width comes from its
+/// load_ringmoe_swin_dense (F = mlp_ratio * C), every block's FFN width comes from its
 /// mapping.weight [C, F] (an SVD fold gives sum-of-ranks widths) and is checked against the metadata.
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
+DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::dense, f.path(), "the checkpoint holds MoE FFN slots (step '", info.step,
                        "'); use load_moe_encoder");
     std::size_t block = 0;
-    auto enc = vision::load_swin<vision::Mlp<Act, W>, W>(
+    auto enc = load_swin<vision::Mlp<Act, W>, W>(
         f, info.prefix, info.swin, [&](const io::SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
             const std::string mw = mlp + "mapping.weight";
             const TensorView m = io::matrix(file, mw);
@@ -690,18 +691,18 @@ vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
             check<FormatError>(F == info.blocks.at(block).ffn, file.path(), mw, " is [", C, ", ", F,
                                "], the metadata records an FFN width of ", info.blocks.at(block).ffn);
             ++block;
-            return vision::load_detail::mindspore_mlp<Act, W>(file, mlp, C, F);
+            return load_mindspore_mlp<Act, W>(file, mlp, C, F);
         });
     return enc;
 }
 
 /// Opens `path` and loads it (load_moe_encoder / load_dense_encoder).
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::RingMoeSwin<W, Act> load_moe_encoder(const std::filesystem::path& path) {
+RingMoeSwin<W, Act> load_moe_encoder(const std::filesystem::path& path) {
     return load_moe_encoder<W, Act>(io::SafetensorsFile::open(path));
 }
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::DenseSwin<W, Act> load_dense_encoder(const std::filesystem::path& path) {
+DenseSwin<W, Act> load_dense_encoder(const std::filesystem::path& path) {
     return load_dense_encoder<W, Act>(io::SafetensorsFile::open(path));
 }
 

@@ -1,4 +1,4 @@
-// moe/loaders/ringmoe.hpp - the hierarchical MoE of RingMoE (MindSpore names), built from a
+// rs/ringmoe/moe_modal.hpp - the hierarchical MoE of RingMoE (MindSpore names), built from a
 // checkpoint by its real parameter names.
 //
 //   ringmoe::load_moe_modal<W, Act>(file, prefix, config)    Moe_modal -> HierarchicalMoE
@@ -68,7 +68,7 @@
 #include "moe/loaders/parts.hpp"
 #include "moe/router/gate.hpp"
 
-namespace moe::ringmoe {
+namespace moe::rs::ringmoe {
 
 using io::SafetensorsFile;
 
@@ -112,7 +112,7 @@ inline Tensor transpose_last2(const TensorView& v, std::string_view what) {
     return out;
 }
 
-namespace detail {
+namespace modal_detail {
 
 /// One stacked MindSpore Linear of `E` experts: weight "<name>.weight" [E, in, out] and bias
 /// "<name>.bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
@@ -149,7 +149,7 @@ inline Gate router(const SafetensorsFile& f, const std::string& module, index_t 
     return loaders::gate(f, n, w.dim(0), C);
 }
 
-}  // namespace detail
+}  // namespace modal_detail
 
 /// RingMoE's Moe_modal under `prefix` (e.g. "encoder.layers.0.blocks.1.mlp."), as a
 /// HierarchicalMoE with M modal groups (M discovered from special_router.{m}), the
@@ -179,14 +179,14 @@ MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix,
     std::vector<MlpExperts<Act, W>> modal;
     for (index_t m = 0; m < M; ++m) {
         const std::string r = rstem + std::to_string(m) + ".";
-        Gate g = detail::router(file, r, C);
+        Gate g = modal_detail::router(file, r, C);
         const index_t Em = g.experts();
-        modal.push_back(detail::mlp<W, Act>(file, fstem + std::to_string(m) + ".", Em, C, F));
+        modal.push_back(modal_detail::mlp<W, Act>(file, fstem + std::to_string(m) + ".", Em, C, F));
         gates.push_back(std::move(g));
     }
     Gate cg = loaders::gate(file, cr, Ec, C);
-    MlpExperts<Act, W> collab = detail::mlp<W, Act>(file, prefix + "cross_ffn.", Ec, C, F);
-    SharedExperts<MlpExperts<Act, W>> shared(detail::mlp<W, Act>(file, prefix + "public_ffn.", 0, C, F));
+    MlpExperts<Act, W> collab = modal_detail::mlp<W, Act>(file, prefix + "cross_ffn.", Ec, C, F);
+    SharedExperts<MlpExperts<Act, W>> shared(modal_detail::mlp<W, Act>(file, prefix + "public_ffn.", 0, C, F));
 
     HierarchicalOptions o;
     o.k_modal = o.k_collab = config.num_experts_chosen;
@@ -208,4 +208,4 @@ inline std::vector<ModalityChunk> modality_chunks(index_t batch, index_t tokens_
     return c;
 }
 
-}  // namespace moe::ringmoe
+}  // namespace moe::rs::ringmoe
