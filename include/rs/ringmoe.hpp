@@ -2,6 +2,7 @@
 //
 //   rs/ringmoe/config.hpp   configurations (full, single-modality, pruned, folded, tiny),
 //                           swin_config() and parameter counts
+//   rs/ringmoe/names.hpp    the tensor names (one table for every reader and writer)
 //   rs/ringmoe/moe_modal.hpp  the hierarchical MoE (Moe_modal) built from a checkpoint
 //   rs/ringmoe/encoder.hpp  the Swin encoder built from a checkpoint (RingMoeSwin, DenseSwin)
 //   rs/ringmoe/heads.hpp    classification and segmentation heads
@@ -15,6 +16,7 @@
 #pragma once
 
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "rs/ringmoe/moe_modal.hpp"
 #include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/heads.hpp"

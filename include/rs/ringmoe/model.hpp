@@ -40,6 +40,7 @@
 #include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/heads.hpp"
 #include "rs/ringmoe/moe_modal.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "vision/loaders.hpp"
 #include "vision/swin.hpp"
 
@@ -304,10 +305,12 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
     std::optional<SegmentationHead<W>> seg;
     const auto& s = cfg.swin;
     if (cfg.num_classes > 0)
-        cls.emplace(vision::load_linear<W>(f, "head.", cfg.num_classes, s.dim(s.stages() - 1), true), "head.");
+        cls.emplace(vision::load_linear<W>(f, names::kHead, cfg.num_classes, s.dim(s.stages() - 1), true),
+                    names::kHead);
     if (cfg.seg_classes > 0) {
         const index_t st = cfg.seg_stage_index();
-        seg.emplace(vision::load_linear<W>(f, "seg_head.", cfg.seg_classes, s.dim(st), true), st, "seg_head.");
+        seg.emplace(vision::load_linear<W>(f, names::kSegHead, cfg.seg_classes, s.dim(st), true), st,
+                    names::kSegHead);
     }
     return {std::move(cls), std::move(seg)};
 }
@@ -320,7 +323,7 @@ RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeC
     const std::string w = "rs::ringmoe::load_ringmoe_moe (" + cfg.name + ")";
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::moe, w, "the configuration is dense (folded): use load_ringmoe_dense");
-    auto enc = load_ringmoe_swin<W, Act>(file, "encoder.", cfg.swin, moe_modal_config(cfg));
+    auto enc = load_ringmoe_swin<W, Act>(file, names::kEncoder, cfg.swin, moe_modal_config(cfg));
     auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoe<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
@@ -331,7 +334,7 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
     const std::string w = "rs::ringmoe::load_ringmoe_dense (" + cfg.name + ")";
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::dense, w, "the configuration has MoE blocks: use load_ringmoe_moe");
-    auto enc = load_ringmoe_swin_dense<W, Act>(file, "encoder.", cfg.swin);
+    auto enc = load_ringmoe_swin_dense<W, Act>(file, names::kEncoder, cfg.swin);
     auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoeDense<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }

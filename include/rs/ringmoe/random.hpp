@@ -57,6 +57,7 @@
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/model.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "vision/swin.hpp"
 
 namespace moe::rs::ringmoe {
@@ -206,74 +207,81 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
     };
     auto z = [&](std::string n, std::vector<index_t> s) { t.push_back({std::move(n), std::move(s), DType::f32, Init::zeros, 0, 0}); };
     auto norm = [&](const std::string& m, index_t C) {
-        t.push_back({m + "gamma", {C}, DType::f32, Init::ones, 0, 0});
-        z(m + "beta", {C});
+        t.push_back({m + names::kGamma, {C}, DType::f32, Init::ones, 0, 0});
+        z(m + names::kBeta, {C});
     };
+    auto weight = [](const std::string& m) { return m + names::kWeight; };
+    auto bias = [](const std::string& m) { return m + names::kBias; };
     const auto& s = cfg.swin;
-    const std::string e = "encoder.";
+    const std::string e = names::kEncoder;
     const index_t C0 = s.embed_dim, p = s.patch;
     for (std::size_t m = 0; m < s.in_chans.size(); ++m) {
-        const std::string pe = e + "patch_embed" + std::to_string(m) + ".";
-        w(pe + "projection.weight", {C0, s.in_chans[m], p, p}, W);
-        z(pe + "projection.bias", {C0});
-        norm(pe + "norm.", C0);
+        const std::string pe = names::patch_embed(e, static_cast<index_t>(m)), proj = names::patch_projection(pe);
+        w(weight(proj), {C0, s.in_chans[m], p, p}, W);
+        z(bias(proj), {C0});
+        norm(names::patch_norm(pe), C0);
     }
     const auto M = static_cast<index_t>(cfg.modalities.size());
     for (index_t i = 0; i < s.stages(); ++i) {
         const index_t C = s.dim(i), F = s.ffn_hidden(i), H = s.heads[static_cast<std::size_t>(i)], win = s.window_at(i);
-        const std::string L = e + "layers." + std::to_string(i) + ".";
+        const std::string L = names::layer(e, i);
         for (index_t j = 0; j < s.depths[static_cast<std::size_t>(i)]; ++j) {
-            const std::string b = L + "blocks." + std::to_string(j) + ".";
-            const std::string a = b + "attn.";
-            for (const char* q : {"q.", "k.", "v.", "proj."}) {
-                w(a + q + "weight", {C, C}, W);
-                if (s.qkv_bias || std::string(q) == "proj.") z(a + q + "bias", {C});
+            const std::string b = names::block(L, j);
+            const std::string a = names::attn(b);
+            for (int q = 0; q < 4; ++q) {  // q, k, v, proj
+                const std::string l = names::attn_linear(a, q);
+                w(weight(l), {C, C}, W);
+                if (s.qkv_bias || q == 3) z(bias(l), {C});
             }
-            w(a + "relative_position_bias.relative_position_bias_table", {(2 * win - 1) * (2 * win - 1), H});
+            w(names::position_bias_table(a), {(2 * win - 1) * (2 * win - 1), H});
             if (opt.relative_position_index)
-                t.push_back({a + "relative_position_bias.relative_position_index", {win * win * win * win}, DType::i32,
-                             Init::position_index, 0, win});
-            norm(b + "norm1.", C);
-            norm(b + "norm2.", C);
-            const std::string mlp = b + "mlp.";
+                t.push_back(
+                    {names::position_index(a), {win * win * win * win}, DType::i32, Init::position_index, 0, win});
+            norm(names::norm1(b), C);
+            norm(names::norm2(b), C);
+            const std::string mlp = names::mlp(b);
             auto experts = [&](const std::string& f, index_t E) {
-                w(f + "mapping.weight", {E, C, F}, W);
-                z(f + "mapping.bias", {1, E, 1, F});
-                w(f + "projection.weight", {E, F, C}, W);
-                z(f + "projection.bias", {1, E, 1, C});
+                const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
+                w(weight(fc1), {E, C, F}, W);
+                z(bias(fc1), {1, E, 1, F});
+                w(weight(fc2), {E, F, C}, W);
+                z(bias(fc2), {1, E, 1, C});
             };
             auto single = [&](const std::string& f) {
-                w(f + "mapping.weight", {C, F}, W);
-                z(f + "mapping.bias", {F});
-                w(f + "projection.weight", {F, C}, W);
-                z(f + "projection.bias", {C});
+                const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
+                w(weight(fc1), {C, F}, W);
+                z(bias(fc1), {F});
+                w(weight(fc2), {F, C}, W);
+                z(bias(fc2), {C});
             };
             if (cfg.ffn == FfnKind::moe) {
                 for (index_t m = 0; m < M; ++m) {
-                    w(mlp + "special_router." + std::to_string(m) + ".dense.weight", {cfg.modal_experts, C});
-                    experts(mlp + "special_ffn." + std::to_string(m) + ".", cfg.modal_experts);
+                    w(names::router_weight(names::special_router(mlp, m)), {cfg.modal_experts, C});
+                    experts(names::special_ffn(mlp, m), cfg.modal_experts);
                 }
-                w(mlp + "cross_router.dense.weight", {cfg.collab_experts, C});
-                experts(mlp + "cross_ffn.", cfg.collab_experts);
-                single(mlp + "public_ffn.");
+                w(names::router_weight(names::cross_router(mlp)), {cfg.collab_experts, C});
+                experts(names::cross_ffn(mlp), cfg.collab_experts);
+                single(names::public_ffn(mlp));
             } else {
                 single(mlp);
             }
         }
         if (i + 1 < s.stages()) {
-            w(L + "downsample.reduction.weight", {2 * C, 4 * C}, W);
-            norm(L + "downsample.norm.", 2 * C);
+            const std::string d = names::downsample(L);
+            w(weight(names::reduction(d)), {2 * C, 4 * C}, W);
+            norm(names::downsample_norm(d), 2 * C);
         }
     }
     const index_t CL = s.dim(s.stages() - 1);
-    norm(e + "norm.", CL);
+    norm(names::final_norm(e), CL);
+    const std::string head = names::kHead, seg_head = names::kSegHead;
     if (cfg.num_classes > 0) {
-        w("head.weight", {cfg.num_classes, CL}, W, opt.head_std);
-        z("head.bias", {cfg.num_classes});
+        w(weight(head), {cfg.num_classes, CL}, W, opt.head_std);
+        z(bias(head), {cfg.num_classes});
     }
     if (cfg.seg_classes > 0) {
-        w("seg_head.weight", {cfg.seg_classes, s.dim(cfg.seg_stage_index())}, W, opt.head_std);
-        z("seg_head.bias", {cfg.seg_classes});
+        w(weight(seg_head), {cfg.seg_classes, s.dim(cfg.seg_stage_index())}, W, opt.head_std);
+        z(bias(seg_head), {cfg.seg_classes});
     }
     std::stable_sort(t.begin(), t.end(), [](const TensorSpec& a, const TensorSpec& b) {
         const int ra = random_detail::dtype_order(a.dtype), rb = random_detail::dtype_order(b.dtype);
