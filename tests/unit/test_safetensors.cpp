@@ -974,6 +974,65 @@ TEST_CASE("safetensors: random corruption yields a valid file or moe::Error, nev
     CHECK(rejected > 0);
 }
 
+TEST_CASE("safetensors: streamed tensors give the same file as copied ones; a wrong byte count fails",
+          "[safetensors]") {
+    // Expectation: the file add() writes for the same data (independent of the producer path).
+    std::vector<float> a(1000);
+    for (std::size_t k = 0; k < a.size(); ++k) a[k] = static_cast<float>(k) * 0.5f - 3.0f;
+    const std::vector<std::int32_t> ix{4, -1, 7};
+    SafetensorsWriter copied;
+    copied.add_metadata("k", "v");
+    copied.add("z.a", Tensor::from<float>({10, 100}, a));
+    copied.add("b.ix", Tensor::from<std::int32_t>({3}, ix));
+    const auto expected = copied.to_bytes();
+
+    SafetensorsWriter streamed;
+    streamed.add_metadata("k", "v");
+    int calls = 0;
+    streamed.add_streamed("z.a", DType::f32, {10, 100}, [&](const SafetensorsWriter::ByteSink& sink) {
+        ++calls;
+        for (std::size_t at = 0; at < a.size(); at += 64)  // in chunks, the last one short
+            sink(a.data() + at, std::min<std::size_t>(64, a.size() - at) * sizeof(float));
+    });
+    streamed.add_streamed("b.ix", DType::i32, {3}, [&](const SafetensorsWriter::ByteSink& sink) {
+        sink(ix.data(), ix.size() * sizeof(std::int32_t));
+    });
+    CHECK(streamed.file_size() == expected.size());
+    CHECK(streamed.to_bytes() == expected);
+    std::vector<std::byte> via_sink;
+    streamed.stream([&](const void* p, std::size_t n) {
+        const auto* b = static_cast<const std::byte*>(p);
+        via_sink.insert(via_sink.end(), b, b + n);
+    });
+    CHECK(via_sink == expected);
+    TempPath tmp;
+    streamed.write(tmp.path);
+    CHECK(read_file(tmp.path) == expected);
+    CHECK(calls == 3);  // once per to_bytes / stream / write
+
+    REQUIRE_THROWS_AS(streamed.add_streamed("b.ix", DType::i32, {3}, [](const auto&) {}), ConfigError);
+    REQUIRE_THROWS_AS(streamed.add_streamed("n", DType::i32, {3}, nullptr), ConfigError);
+
+    // A producer that writes too few or too many bytes: FormatError naming the tensor, and
+    // write() leaves neither the file nor a temporary file behind.
+    for (const std::size_t n : {8u, 16u}) {
+        SafetensorsWriter bad;
+        bad.add_streamed("short", DType::f32, {3}, [n](const SafetensorsWriter::ByteSink& sink) {
+            const std::vector<std::byte> zero(n);
+            sink(zero.data(), n);
+        });
+        REQUIRE_THROWS_AS(bad.to_bytes(), FormatError);
+        REQUIRE_THROWS_WITH(bad.to_bytes(), Catch::Contains("'short'") && Catch::Contains("12"));
+        TempPath t2;
+        REQUIRE_THROWS_AS(bad.write(t2.path), FormatError);
+        CHECK_FALSE(fs::exists(t2.path));
+        std::size_t leftovers = 0;
+        for (const auto& e : fs::directory_iterator(t2.path.parent_path()))
+            if (e.path().filename().string().rfind(t2.path.filename().string() + ".tmp.", 0) == 0) ++leftovers;
+        CHECK(leftovers == 0);
+    }
+}
+
 TEST_CASE("checkpoint: tensors by name with dtype and shape checks, indexed counts, borrow or convert",
           "[safetensors][checkpoint]") {
     // Values k / 4 are exact in bf16, so a converted tensor must hold them exactly.

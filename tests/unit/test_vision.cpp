@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "moe/expert/ffn.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/router/topk.hpp"
 #include "rs/ringmoe/config.hpp"

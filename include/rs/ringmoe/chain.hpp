@@ -279,6 +279,13 @@ vision::Mlp<Act, W> to_mlp(const DenseFfn<Act, W>& d, std::string_view what) {
                                vision::Linear<W>(weight(d.fc2().weight(0)), bias(d.fc2().bias(0), C)), what);
 }
 
+// GCC 12 reports a false -Wmaybe-uninitialized in the inlined destructor of `dense` (a
+// std::optional<vision::Mlp>'s shared_ptr) inside SwinEncoder::map_ffns, depending on inlining
+// decisions elsewhere in the translation unit; the pragma covers the destructor's inlining site.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// An FFN slot that holds either the hierarchical MoE or its fold (for progressive folding).
 template <WeightType W, Activation Act>
 struct FoldSlot {
@@ -295,6 +302,9 @@ struct FoldSlot {
     }
     index_t parameters() const { return dense ? dense->parameters() : moe->parameters(); }
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 template <WeightType W, Activation Act>
 void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where) {

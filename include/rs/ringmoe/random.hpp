@@ -4,8 +4,9 @@
 //                                          MindSpore names, as load_ringmoe reads them), shape, dtype
 //                                          and initialisation
 //   write_random_checkpoint(path, cfg, opt) a safetensors file of those tensors, written streaming
-//                                          (tensor by tensor, in chunks of 4M values: memory stays
-//                                          at a few tens of MB whatever the model size)
+//                                          by io::SafetensorsWriter (add_streamed: tensor by tensor,
+//                                          in chunks of 4M values: memory stays at a few tens of MB
+//                                          whatever the model size)
 //   random_checkpoint_bytes(cfg, opt)      the same file image in memory (small models, tests)
 //   random_ringmoe<W, Act>(cfg, opt)       a model built from such an in-memory image
 //
@@ -31,16 +32,11 @@
 // (the disk must hold them; memory does not).
 #pragma once
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -53,7 +49,6 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/model.hpp"
@@ -193,8 +188,8 @@ inline int dtype_order(DType t) noexcept { return t == DType::f32 ? 0 : (t == DT
 }  // namespace random_detail
 
 /// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
-/// in the order they are written: F32, then I32, then BF16 tensors, each group by name (so
-/// every tensor is aligned to its element size).
+/// in the order their data is written: F32, then I32, then BF16 tensors, each group by name
+/// (SafetensorsWriter's order, so every tensor is aligned to its element size).
 inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
     const char* who = "rs::ringmoe::checkpoint_layout";
     cfg.validate(who);
@@ -292,111 +287,50 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
 
 namespace random_detail {
 
-/// The safetensors header (8-byte length prefix + JSON padded to a multiple of 8) of `layout`.
-inline std::string header(const std::vector<TensorSpec>& layout, const RingMoeConfig& cfg, const RandomWeights& opt) {
-    std::string h = "{\"__metadata__\":{";
-    auto meta = [&](const char* k, const std::string& v, bool last = false) {
-        io::json::append_string(h, k);
-        h += ':';
-        io::json::append_string(h, v);
-        if (!last) h += ',';
-    };
-    meta("format", "pt");
-    meta("moe.config", cfg.name);
-    meta("moe.dtype", std::string(dtype_name(opt.dtype)));
-    meta("moe.generator", "splitmix64 + fp32 Box-Muller pairs, truncated at 2 std (rs/ringmoe/random.hpp v2)");
-    meta("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and bias "
-                                      "tables; head std ", opt.head_std, "; zero biases; LayerNorm gamma 1, beta 0"));
-    meta("moe.seed", std::to_string(opt.seed), true);
-    h += '}';
-    std::uint64_t off = 0;
-    for (const auto& s : layout) {
-        h += ',';
-        io::json::append_string(h, s.name);
-        h += ":{\"dtype\":\"";
-        h += dtype_name(s.dtype);
-        h += "\",\"shape\":[";
-        for (std::size_t i = 0; i < s.shape.size(); ++i) {
-            if (i) h += ',';
-            h += std::to_string(s.shape[i]);  // appended separately: GCC 12's -Wrestrict misfires on "lit" + string&&
-        }
-        h += "],\"data_offsets\":[";
-        h += std::to_string(off);
-        h += ',';
-        off += s.nbytes();
-        h += std::to_string(off);
-        h += "]}";
+/// The checkpoint of `cfg` as a streaming SafetensorsWriter: the metadata, and every tensor of
+/// checkpoint_layout() with write_values as its producer (values are made when the file is
+/// written, chunk by chunk).
+inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeights& opt) {
+    io::SafetensorsWriter w;
+    w.add_metadata("format", "pt");
+    w.add_metadata("moe.config", cfg.name);
+    w.add_metadata("moe.dtype", std::string(dtype_name(opt.dtype)));
+    w.add_metadata("moe.generator",
+                   "splitmix64 + fp32 Box-Muller pairs, truncated at 2 std (rs/ringmoe/random.hpp v2)");
+    w.add_metadata("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and "
+                                                "bias tables; head std ", opt.head_std,
+                                                "; zero biases; LayerNorm gamma 1, beta 0"));
+    w.add_metadata("moe.seed", std::to_string(opt.seed));
+    for (auto& s : checkpoint_layout(cfg, opt)) {
+        const Shape shape(s.shape.begin(), s.shape.end());
+        const DType dtype = s.dtype;
+        std::string name = s.name;
+        w.add_streamed(std::move(name), dtype, shape,
+                       [spec = std::move(s), seed = opt.seed](const io::SafetensorsWriter::ByteSink& sink) {
+                           write_values(spec, seed, sink);
+                       });
     }
-    h += '}';
-    h.append((8 - h.size() % 8) % 8, ' ');
-    std::string out(8, '\0');
-    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((std::uint64_t(h.size()) >> (8 * i)) & 0xFF);
-    return out + h;
-}
-
-template <class Sink>
-void stream(const RingMoeConfig& cfg, const RandomWeights& opt, Sink&& sink) {
-    const auto layout = checkpoint_layout(cfg, opt);
-    const std::string h = header(layout, cfg, opt);
-    sink(h.data(), h.size());
-    for (const auto& s : layout) write_values(s, opt.seed, sink);
+    return w;
 }
 
 }  // namespace random_detail
 
 /// Bytes of the checkpoint of `cfg` (header included).
 inline std::uint64_t random_checkpoint_size(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    const auto layout = checkpoint_layout(cfg, opt);
-    std::uint64_t n = random_detail::header(layout, cfg, opt).size();
-    for (const auto& s : layout) n += s.nbytes();
-    return n;
+    return random_detail::writer(cfg, opt).file_size();
 }
 
 /// The checkpoint as a file image in memory.
 inline std::vector<std::byte> random_checkpoint_bytes(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    std::vector<std::byte> out;
-    out.reserve(static_cast<std::size_t>(random_checkpoint_size(cfg, opt)));
-    random_detail::stream(cfg, opt, [&](const void* p, std::size_t n) {
-        const auto* b = static_cast<const std::byte*>(p);
-        out.insert(out.end(), b, b + n);
-    });
-    return out;
+    return random_detail::writer(cfg, opt).to_bytes();
 }
 
-/// Writes the checkpoint to `path` streaming, atomically (a temporary file in the same
-/// directory, then rename). Throws IOError (the temporary file is removed).
+/// Writes the checkpoint to `path` streaming, atomically (io::SafetensorsWriter::write: a
+/// temporary file in the same directory, fsync, then rename). Throws IOError (the temporary
+/// file is removed).
 inline void write_random_checkpoint(const std::filesystem::path& path, const RingMoeConfig& cfg,
                                     const RandomWeights& opt = {}) {
-    std::filesystem::path tmp = path;
-    tmp += moe::detail::cat(".tmp.", ::getpid(), ".", std::random_device{}());
-    const std::string name = path.string();
-    int fd = -1;
-    do {
-        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) throw IOError(name, io::detail::io_message(moe::detail::cat("cannot create ", tmp.string()), errno));
-    try {
-        random_detail::stream(cfg, opt, [&](const void* data, std::size_t n) {
-            const auto* p = static_cast<const char*>(data);
-            while (n > 0) {
-                const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
-                if (w < 0) {
-                    if (errno == EINTR) continue;
-                    throw IOError(name, io::detail::io_message("write failed", errno));
-                }
-                p += w;
-                n -= static_cast<std::size_t>(w);
-            }
-        });
-        const int rc = ::close(fd);
-        fd = -1;
-        if (rc != 0) throw IOError(name, io::detail::io_message("close failed", errno));
-        if (::rename(tmp.c_str(), path.c_str()) != 0) throw IOError(name, io::detail::io_message("rename failed", errno));
-    } catch (...) {
-        if (fd >= 0) ::close(fd);
-        ::unlink(tmp.c_str());
-        throw;
-    }
+    random_detail::writer(cfg, opt).write(path);
 }
 
 /// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).
