@@ -7,7 +7,7 @@
 // Every layer: 4 modal experts per modality (16), 4 collaborative experts, 1 shared expert, all
 // GELU (tanh) MLPs C -> F -> C with biases; top-1, capacity factor 1.2 per routed group
 // (capacity ceil(tokens_in_group * 1.2 / 4)), renormalised combine (weight 1), as
-// moe::ringmoe::load_moe_modal builds it. Weights uniform +-1/sqrt(fan_in), routers likewise,
+// moe::rs::ringmoe::load_moe_modal builds it. Weights uniform +-1/sqrt(fan_in), routers likewise,
 // input N(0, 1) (fixed seeds): routing is near-balanced and a few tokens overflow.
 //
 // Benchmarks:
@@ -36,8 +36,8 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
 #include "moe/moe.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
 
 namespace {
 
@@ -85,7 +85,7 @@ struct Fixture {
         std::mt19937_64 rng(kSeed + 99);
         std::normal_distribution<float> n(0.0f, 1.0f);
         for (float& v : x.span<float>()) v = n(rng);
-        chunks = moe::ringmoe::modality_chunks(c.modalities * c.images_per_modality, c.tokens_per_image, c.modalities);
+        chunks = moe::rs::ringmoe::modality_chunks(c.modalities * c.images_per_modality, c.tokens_per_image, c.modalities);
     }
 
     void set_threads(int n) {

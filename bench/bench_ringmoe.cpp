@@ -27,8 +27,9 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
 #include "moe/moe.hpp"
+#include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
 #include "vision/loaders.hpp"
 #include "vision/vision.hpp"
 
@@ -59,7 +60,7 @@ vis::LayerNorm ln(index_t C, std::mt19937_64& g) {
 }
 
 vis::SwinConfig config(index_t image) {
-    vis::SwinConfig c = vis::SwinConfig::ringmoe();
+    vis::SwinConfig c = moe::rs::ringmoe::swin_config();
     c.image_size = image;
     c.window = image == 224 ? 7 : 12;
     c.in_chans = {3};
@@ -155,7 +156,7 @@ void BM_folded(benchmark::State& st, index_t image, int threads) {
 
 template <moe::WeightType W>
 void BM_single(benchmark::State& st, index_t image, int threads) {
-    using Layer = moe::ringmoe::MoeModal<W, moe::GeluTanh>;
+    using Layer = moe::rs::ringmoe::MoeModal<W, moe::GeluTanh>;
     using Experts = moe::MlpExperts<moe::GeluTanh, W>;
     using Enc = vis::SwinEncoder<Layer, W>;
     const auto cfg = config(image);

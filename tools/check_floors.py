@@ -7,11 +7,12 @@ Floors, lowest first (a header may include headers of its own floor or lower one
   2 router    moe/router/, moe/router.hpp
   3 expert    moe/expert/, moe/expert.hpp
   4 layer     moe/layer/, moe/layer.hpp
-  5 io        moe/io/ (formats and checkpoint access), moe/io.hpp
-  6 prune     moe/prune/, moe/prune.hpp
-  7 umbrella  moe/moe.hpp
-  8 vision    vision/
-  9 rs        rs/
+  5 io        moe/io/ (formats and checkpoint access by tensor name), moe/io.hpp
+  6 loaders   moe/loaders/ (MoE layers built from checkpoints), moe/loaders.hpp
+  7 prune     moe/prune/, moe/prune.hpp
+  8 umbrella  moe/moe.hpp
+  9 vision    vision/
+ 10 rs        rs/
 Usage: check_floors.py [INCLUDE_DIR]   (default: include/ beside this script's repository)
 Exit 0 when every include goes down or sideways, 1 with one line per violation otherwise.
 """
@@ -22,7 +23,7 @@ import sys
 FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", "moe/backend.hpp"]),
           ("router", ["moe/router/", "moe/router.hpp"]), ("expert", ["moe/expert/", "moe/expert.hpp"]),
           ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
-          ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
+          ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
           ("vision", ["vision/"]), ("rs", ["rs/"])]
 
 

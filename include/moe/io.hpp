@@ -1,5 +1,7 @@
-// moe/io.hpp - umbrella header of the I/O layer: the strict JSON reader and safetensors files.
+// moe/io.hpp - umbrella header of the I/O layer: the strict JSON reader, safetensors files and
+// checkpoint access by tensor name (moe/io/checkpoint.hpp).
 #pragma once
 
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"

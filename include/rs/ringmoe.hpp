@@ -1,7 +1,10 @@
 // rs/ringmoe.hpp - RingMoE end to end: every header under include/rs/ringmoe/.
 //
-//   rs/ringmoe/config.hpp   configurations (full, single-modality, pruned, folded, tiny) and
-//                           parameter counts
+//   rs/ringmoe/config.hpp   configurations (full, single-modality, pruned, folded, tiny),
+//                           swin_config() and parameter counts
+//   rs/ringmoe/names.hpp    the tensor names (one table for every reader and writer)
+//   rs/ringmoe/moe_modal.hpp  the hierarchical MoE (Moe_modal) built from a checkpoint
+//   rs/ringmoe/encoder.hpp  the Swin encoder built from a checkpoint (RingMoeSwin, DenseSwin)
 //   rs/ringmoe/heads.hpp    classification and segmentation heads
 //   rs/ringmoe/model.hpp    the model (patch embeddings -> Swin encoder with the hierarchical MoE
 //                           or a dense FFN in every block -> norm -> heads) and its loaders
@@ -13,6 +16,9 @@
 #pragma once
 
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/names.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/heads.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/random.hpp"

@@ -1,7 +1,8 @@
 // vision/swin.hpp - the hierarchical Swin encoder as RingMoE uses it.
 //
-//   SwinConfig                  run-time sizes; ringmoe() (C 448, depths [2, 2, 18, 2], heads
-//                               [14, 28, 56, 112], window 12, 192 input, 4 modalities)
+//   SwinConfig                  run-time sizes; the defaults are RingMoE's encoder (C 448, depths
+//                               [2, 2, 18, 2], heads [14, 28, 56, 112], window 12, 192 input, 4
+//                               modalities; rs::ringmoe::swin_config())
 //   SwinBlock<Ffn, W>           window attention with a learned relative-position-bias table
 //                               (Swin-V1), shifted windows with the -100 mask; residual order
 //                               res_post (Swin-V2, RingMoE: x + LN(attn(x)), x + LN(ffn(x))) or pre
@@ -48,9 +49,6 @@ struct SwinConfig {
     float merge_eps = 1e-4f;   ///< patch-merging norm (RingMoE: 1e-4)
     float final_eps = 1e-6f;
     NormOrder order = NormOrder::res_post;
-
-    /// RingMoE's encoder (pretrain_simmim_swinv2_giant_p4_w12_aircas_192_200ep_moe_mm.yaml).
-    static SwinConfig ringmoe() { return {}; }
 
     index_t stages() const noexcept { return static_cast<index_t>(depths.size()); }
     index_t dim(index_t i) const noexcept { return embed_dim << i; }

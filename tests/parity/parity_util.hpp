@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "fixture_dir.hpp"
-#include "moe/io/hf.hpp"
+#include "moe/loaders/hf.hpp"
 #include "moe/router/losses.hpp"
 
 namespace moe_test {

@@ -1,4 +1,4 @@
-// Parity: moe::ringmoe::load_moe_modal (HierarchicalMoE) vs. RingMoE's MindSpore Moe_modal as
+// Parity: moe::rs::ringmoe::load_moe_modal (HierarchicalMoE) vs. RingMoE's MindSpore Moe_modal as
 // tools/reference/ringmoe_moe.py computes it (fixtures ringmoe_moe: renormalised combine, the
 // released convention; ringmoe_moe_rawprob: raw-probability combine). 4 modalities x 48 tokens,
 // 4 modal + 4 collaborative experts + 1 shared, top-1, capacity factor 1.2, tanh GELU; experts
@@ -29,8 +29,8 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
 #include "parity_util.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
 
 namespace moe_test_parity_ringmoe {  // this file's names (unity builds merge test files)
 
@@ -134,13 +134,13 @@ void run_case(const std::string& name) {
     const std::string prefix = meta(f, "prefix");
     const bool renormalize = meta_bool(f, "renormalize");
     REQUIRE(meta(f, "gelu") == "tanh");
-    moe::ringmoe::MoeModalConfig cfg;
+    moe::rs::ringmoe::MoeModalConfig cfg;
     cfg.num_experts_chosen = meta_int(f, "k");
     cfg.capacity_factor = meta_double(f, "capacity_factor");
     cfg.renormalize = renormalize;
     cfg.expert_num = meta_double(f, "aux_constant");
     cfg.aux_loss_factor = meta_double(f, "aux_loss_factor");
-    auto layer = moe::ringmoe::load_moe_modal<float>(f, prefix, cfg);
+    auto layer = moe::rs::ringmoe::load_moe_modal<float>(f, prefix, cfg);
 
     const int M = static_cast<int>(meta_int(f, "modalities"));
     REQUIRE(layer.modalities() == M);
@@ -176,7 +176,7 @@ void run_case(const std::string& name) {
     const moe::TensorView x = f.get("__input__");
     const moe::TensorView y_ref = f.get("__output__");
     const auto chunks =
-        moe::ringmoe::modality_chunks(meta_int(f, "batch"), meta_int(f, "tokens_per_image"), M);
+        moe::rs::ringmoe::modality_chunks(meta_int(f, "batch"), meta_int(f, "tokens_per_image"), M);
     moe::Tensor y(moe::DType::f32, x.shape());
     layer.forward(x.matrix<float>(), chunks, y.matrix<float>());
 
@@ -263,26 +263,26 @@ TEST_CASE("ringmoe loader: missing and mis-shaped tensors are named", "[parity][
           p + "cross_router.dense.weight", p + "public_ffn.mapping.bias", p + "public_ffn.projection.weight"}) {
         INFO("dropped " << name);
         const auto g = edited(f, name);
-        require_throws_mentioning<moe::NotFoundError>([&] { (void)moe::ringmoe::load_moe_modal(g, p); },
+        require_throws_mentioning<moe::NotFoundError>([&] { (void)moe::rs::ringmoe::load_moe_modal(g, p); },
                                                       {"'" + name + "'"});
     }
     // a wrong prefix: no modality under it
     require_throws_mentioning<moe::NotFoundError>(
-        [&] { (void)moe::ringmoe::load_moe_modal(f, "encoder.layers.0.blocks.0.mlp"); },
+        [&] { (void)moe::rs::ringmoe::load_moe_modal(f, "encoder.layers.0.blocks.0.mlp"); },
         {"encoder.layers.0.blocks.0.mlp.special_router.0.dense.weight"});
 
     // mis-shaped: a bias stored [E, out] instead of [1, E, 1, out]; a transposed ([out, in]) weight
     const std::string bias = p + "cross_ffn.mapping.bias";
     const moe::Tensor b2 = zeros(4, 128);
     require_throws_mentioning<moe::ShapeError>(
-        [&] { (void)moe::ringmoe::load_moe_modal(edited(f, bias, bias, &b2), p); }, {bias, "[1, 4, 1, 128]", "[4, 128]"});
+        [&] { (void)moe::rs::ringmoe::load_moe_modal(edited(f, bias, bias, &b2), p); }, {bias, "[1, 4, 1, 128]", "[4, 128]"});
     const std::string pw = p + "public_ffn.mapping.weight";
     const moe::Tensor wt = zeros(128, 32);
-    require_throws_mentioning<moe::ShapeError>([&] { (void)moe::ringmoe::load_moe_modal(edited(f, pw, pw, &wt), p); },
+    require_throws_mentioning<moe::ShapeError>([&] { (void)moe::rs::ringmoe::load_moe_modal(edited(f, pw, pw, &wt), p); },
                                                {pw, "[32, 128]", "[128, 32]"});
     const std::string sw = p + "special_ffn.1.projection.weight";
     moe::Tensor w3(moe::DType::f32, {4, 32, 128});
-    require_throws_mentioning<moe::ShapeError>([&] { (void)moe::ringmoe::load_moe_modal(edited(f, sw, sw, &w3), p); },
+    require_throws_mentioning<moe::ShapeError>([&] { (void)moe::rs::ringmoe::load_moe_modal(edited(f, sw, sw, &w3), p); },
                                                {sw, "[4, 128, 32]", "[4, 32, 128]"});
 }
 

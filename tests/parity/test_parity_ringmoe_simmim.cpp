@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "parity_util.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/simmim.hpp"
 #include "vision/loaders.hpp"
 
@@ -100,7 +101,7 @@ TEST_CASE("ringmoe simmim: reconstructions, per-modality losses, aux and total m
           "[parity][ringmoe][simmim]") {
     const auto f = open_fixture("ringmoe_simmim");
     const auto cfg = tiny();
-    auto enc = vis::load_ringmoe_swin<float>(f, "encoder.", cfg);
+    auto enc = rr::load_ringmoe_swin<float>(f, "encoder.", cfg);
     const auto head = rr::load_simmim_head<float>(f, cfg);
     REQUIRE(head.decoders.size() == 4);
     CHECK(head.parameters() == 32 + 1024 * (3 + 8 + 3 + 4) * (256 + 1));
@@ -145,7 +146,7 @@ TEST_CASE("ringmoe simmim: reconstructions, per-modality losses, aux and total m
 TEST_CASE("ringmoe simmim: bad input and missing weights name what and where", "[parity][ringmoe][simmim]") {
     const auto f = open_fixture("ringmoe_simmim");
     const auto cfg = tiny();
-    auto enc = vis::load_ringmoe_swin<float>(f, "encoder.", cfg);
+    auto enc = rr::load_ringmoe_swin<float>(f, "encoder.", cfg);
     const auto head = rr::load_simmim_head<float>(f, cfg);
     Inputs in = inputs(f);
     auto run = [&](std::vector<rr::SimMimBatch> b) {

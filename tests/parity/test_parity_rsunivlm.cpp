@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/io/rsunivlm.hpp"
+#include "moe/loaders/rsunivlm.hpp"
 #include "parity_util.hpp"
 
 namespace moe_test_parity_rsunivlm {  // this file's names (unity builds merge test files)

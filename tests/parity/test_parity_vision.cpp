@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "parity_util.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "vision/vision.hpp"
 
 namespace moe_test_parity_vision {  // this file's names (unity builds merge test files)
@@ -28,6 +29,7 @@ using namespace moe_test;
 using moe::Tensor;
 using moe::TensorView;
 namespace vis = moe::vision;
+namespace rr = moe::rs::ringmoe;
 
 namespace {
 
@@ -214,7 +216,7 @@ TEST_CASE("vision parity: RingMoE Swin, dense MLP (shift + mask, window = resolu
           "[parity][vision]") {
     const auto f = open_fixture("vision_swin_dense");
     const auto cfg = small_swin({3, 4});
-    auto enc = vis::load_ringmoe_swin_dense<float>(f, "encoder.", cfg);
+    auto enc = rr::load_ringmoe_swin_dense<float>(f, "encoder.", cfg);
     CHECK(enc.parameters() == vis::swin_parameter_count(cfg));
     CHECK(enc.stage(0).blocks[1].shift() == 2);
     CHECK(enc.stage(1).blocks[1].shift() == 0);
@@ -239,7 +241,7 @@ TEST_CASE("vision parity: RingMoE Swin, dense MLP (shift + mask, window = resolu
 TEST_CASE("vision parity: RingMoE Swin with the hierarchical MoE (Moe_modal) in every block", "[parity][vision]") {
     const auto f = open_fixture("vision_swin_moe");
     const auto cfg = small_swin({3, 8, 3, 4});
-    auto enc = vis::load_ringmoe_swin<float>(f, "encoder.", cfg);
+    auto enc = rr::load_ringmoe_swin<float>(f, "encoder.", cfg);
     CHECK(enc.modalities() == 4);
     std::vector<vis::ModalityImages> batches;
     for (int m = 0; m < 4; ++m) batches.push_back({f.get("__images_" + std::to_string(m) + "__"), m});
@@ -301,7 +303,7 @@ TEST_CASE("vision loaders: a missing or mis-shaped tensor names the tensor and b
     const Tensor badt = zeros(48, 2);
     require_throws_mentioning<moe::ShapeError>(
         [&] {
-            (void)vis::load_ringmoe_swin_dense<float>(
+            (void)rr::load_ringmoe_swin_dense<float>(
                 edited(w, "", "encoder.layers.0.blocks.0.attn.relative_position_bias.relative_position_bias_table",
                        &badt),
                 "encoder.", small_swin({3, 4}));
@@ -309,7 +311,7 @@ TEST_CASE("vision loaders: a missing or mis-shaped tensor names the tensor and b
         {"relative_position_bias_table", "[49, 2]", "[48, 2]"});
     require_throws_mentioning<moe::NotFoundError>(
         [&] {
-            (void)vis::load_ringmoe_swin_dense<float>(edited(w, "encoder.layers.1.downsample.reduction.weight"),
+            (void)rr::load_ringmoe_swin_dense<float>(edited(w, "encoder.layers.1.downsample.reduction.weight"),
                                                       "encoder.", small_swin({3, 4}));
         },
         {"encoder.layers.1.downsample.reduction.weight"});

@@ -21,6 +21,7 @@
 #include "rs/ringmoe/chain.hpp"
 #include "rs/ringmoe/checkpoint.hpp"
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "vision/loaders.hpp"
 
 namespace moe_test_ringmoe_chain {  // this file's names (unity builds merge test files)
@@ -109,8 +110,8 @@ struct RandomRingMoe {
         return io::SafetensorsFile::from_buffer(w.to_bytes(), "random-ringmoe");
     }
     template <WeightType W = float>
-    vis::RingMoeSwin<W> encoder() const {
-        return vis::load_ringmoe_swin<W>(file(), "encoder.", swin);
+    rr::RingMoeSwin<W> encoder() const {
+        return rr::load_ringmoe_swin<W>(file(), "encoder.", swin);
     }
 };
 
@@ -172,7 +173,7 @@ TEST_CASE("ringmoe checkpoint: full, single-modality, pruned and folded encoders
         const Tensor yb = re.forward(std::span<const vis::ModalityImages>(batch, 4));
         CHECK(rr::bit_identical(ya, yb));
         // The plain vision loader reads the same file (the names are the released ones).
-        auto plain = vis::load_ringmoe_swin(f, "encoder.", sw);
+        auto plain = rr::load_ringmoe_swin(f, "encoder.", sw);
         same_outputs(full, plain, sar_imgs, 1, 1);
     }
     SECTION("bf16 weights stay bf16 and reload bit for bit") {
@@ -221,7 +222,7 @@ TEST_CASE("ringmoe checkpoint: full, single-modality, pruned and folded encoders
         // The vision loader (no metadata) takes each block's width from its mapping.weight too.
         auto cfg1 = sw;
         cfg1.in_chans = {8};
-        auto d_vis = vis::load_ringmoe_swin_dense(f3, "encoder.", cfg1);
+        auto d_vis = rr::load_ringmoe_swin_dense(f3, "encoder.", cfg1);
         CHECK(d_vis.stage(3).blocks.at(1).ffn().ffn_size() == 6 * (1024 / 6));
         same_outputs(dense, d_vis, sar_imgs, 0, 0);
         // Loading the wrong kind, or a file without the metadata, is a FormatError.

@@ -974,4 +974,117 @@ TEST_CASE("safetensors: random corruption yields a valid file or moe::Error, nev
     CHECK(rejected > 0);
 }
 
+TEST_CASE("safetensors: streamed tensors give the same file as copied ones; a wrong byte count fails",
+          "[safetensors]") {
+    // Expectation: the file add() writes for the same data (independent of the producer path).
+    std::vector<float> a(1000);
+    for (std::size_t k = 0; k < a.size(); ++k) a[k] = static_cast<float>(k) * 0.5f - 3.0f;
+    const std::vector<std::int32_t> ix{4, -1, 7};
+    SafetensorsWriter copied;
+    copied.add_metadata("k", "v");
+    copied.add("z.a", Tensor::from<float>({10, 100}, a));
+    copied.add("b.ix", Tensor::from<std::int32_t>({3}, ix));
+    const auto expected = copied.to_bytes();
+
+    SafetensorsWriter streamed;
+    streamed.add_metadata("k", "v");
+    int calls = 0;
+    streamed.add_streamed("z.a", DType::f32, {10, 100}, [&](const SafetensorsWriter::ByteSink& sink) {
+        ++calls;
+        for (std::size_t at = 0; at < a.size(); at += 64)  // in chunks, the last one short
+            sink(a.data() + at, std::min<std::size_t>(64, a.size() - at) * sizeof(float));
+    });
+    streamed.add_streamed("b.ix", DType::i32, {3}, [&](const SafetensorsWriter::ByteSink& sink) {
+        sink(ix.data(), ix.size() * sizeof(std::int32_t));
+    });
+    CHECK(streamed.file_size() == expected.size());
+    CHECK(streamed.to_bytes() == expected);
+    std::vector<std::byte> via_sink;
+    streamed.stream([&](const void* p, std::size_t n) {
+        const auto* b = static_cast<const std::byte*>(p);
+        via_sink.insert(via_sink.end(), b, b + n);
+    });
+    CHECK(via_sink == expected);
+    TempPath tmp;
+    streamed.write(tmp.path);
+    CHECK(read_file(tmp.path) == expected);
+    CHECK(calls == 3);  // once per to_bytes / stream / write
+
+    REQUIRE_THROWS_AS(streamed.add_streamed("b.ix", DType::i32, {3}, [](const auto&) {}), ConfigError);
+    REQUIRE_THROWS_AS(streamed.add_streamed("n", DType::i32, {3}, nullptr), ConfigError);
+
+    // A producer that writes too few or too many bytes: FormatError naming the tensor, and
+    // write() leaves neither the file nor a temporary file behind.
+    for (const std::size_t n : {8u, 16u}) {
+        SafetensorsWriter bad;
+        bad.add_streamed("short", DType::f32, {3}, [n](const SafetensorsWriter::ByteSink& sink) {
+            const std::vector<std::byte> zero(n);
+            sink(zero.data(), n);
+        });
+        REQUIRE_THROWS_AS(bad.to_bytes(), FormatError);
+        REQUIRE_THROWS_WITH(bad.to_bytes(), Catch::Contains("'short'") && Catch::Contains("12"));
+        TempPath t2;
+        REQUIRE_THROWS_AS(bad.write(t2.path), FormatError);
+        CHECK_FALSE(fs::exists(t2.path));
+        std::size_t leftovers = 0;
+        for (const auto& e : fs::directory_iterator(t2.path.parent_path()))
+            if (e.path().filename().string().rfind(t2.path.filename().string() + ".tmp.", 0) == 0) ++leftovers;
+        CHECK(leftovers == 0);
+    }
+}
+
+TEST_CASE("checkpoint: tensors by name with dtype and shape checks, indexed counts, borrow or convert",
+          "[safetensors][checkpoint]") {
+    // Values k / 4 are exact in bf16, so a converted tensor must hold them exactly.
+    std::vector<float> v(6);
+    for (std::size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(k) / 4.0f;
+    const Tensor w32 = Tensor::from<float>({2, 3}, v);
+    SafetensorsWriter w;
+    w.add("m.experts.0.w", w32.view());
+    w.add("m.experts.3.w", w32.view());
+    w.add("m.experts.x.w", w32.view());      // not an index: ignored by the counts
+    w.add("m.experts.7", w32.view());        // no '.' after the index: ignored
+    w.add("m.bf", convert(w32.view(), DType::bf16));
+    w.add("m.vec", Tensor::from<float>({3}, std::vector<float>{1, 2, 3}));
+    w.add("m.idx", Tensor(DType::i64, {2}));
+    const auto f = SafetensorsFile::from_buffer(w.to_bytes(), "ckpt");
+
+    CHECK(io::module_prefix("a.b") == "a.b.");
+    CHECK(io::module_prefix("a.b.") == "a.b.");
+    CHECK(io::module_prefix("").empty());
+    CHECK(io::count_indexed(f, "m.experts.") == 4);  // 1 + the largest index, 3
+    CHECK(io::count_indexed(f, "m.other.") == 0);
+    CHECK(io::require_indexed(f, "m.experts.", "m.experts.0.w") == 4);
+    REQUIRE_THROWS_AS(io::require_indexed(f, "m.other.", "m.other.0.w"), NotFoundError);
+    REQUIRE_THROWS_WITH(io::require_indexed(f, "m.other.", "m.other.0.w"), Catch::Contains("'m.other.0.w'"));
+
+    CHECK(io::is_float(DType::bf16));
+    CHECK_FALSE(io::is_float(DType::i64));
+    CHECK(io::tensor(f, "m.experts.0.w", {2, 3}).raw() == f.get("m.experts.0.w").raw());
+    REQUIRE_THROWS_AS(io::tensor(f, "m.experts.0.w", {3, 2}), ShapeError);
+    REQUIRE_THROWS_WITH(io::tensor(f, "m.experts.0.w", {3, 2}),
+                        Catch::Contains("expected shape [3, 2], found [2, 3]") && Catch::Contains("m.experts.0.w"));
+    REQUIRE_THROWS_AS(io::float_tensor(f, "m.idx"), DTypeError);
+    REQUIRE_THROWS_AS(io::tensor(f, "m.experts.0.ww", {2, 3}), NotFoundError);
+    REQUIRE_THROWS_WITH(io::tensor(f, "m.experts.0.ww", {2, 3}), Catch::Contains("did you mean 'm.experts.0.w'"));
+    CHECK(io::matrix(f, "m.bf").dim(1) == 3);
+    REQUIRE_THROWS_AS(io::matrix(f, "m.vec"), ShapeError);
+    CHECK(io::floats(f, "m.bf", {2, 3}) == v);
+
+    // borrow: the file's bytes in place, whatever the dtype; borrow_or_convert: in place only
+    // when the dtype matches, else a converted copy with the same values.
+    const Tensor b = io::borrow(f, "m.bf", {2, 3});
+    CHECK(b.borrowed());
+    CHECK(b.dtype() == DType::bf16);
+    CHECK(b.raw() == f.get("m.bf").raw());
+    const Tensor same = io::borrow_or_convert(f, "m.experts.3.w", {2, 3}, DType::f32);
+    CHECK(same.borrowed());
+    CHECK(same.raw() == f.get("m.experts.3.w").raw());
+    const Tensor conv = io::borrow_or_convert(f, "m.bf", {2, 3}, DType::f32);
+    CHECK_FALSE(conv.borrowed());
+    REQUIRE(conv.dtype() == DType::f32);
+    for (std::size_t k = 0; k < v.size(); ++k) CHECK(conv.data<float>()[k] == v[k]);
+    REQUIRE_THROWS_AS(io::borrow_or_convert(f, "m.bf", {3, 2}, DType::f32), ShapeError);
+}
+
 }  // namespace moe_test_safetensors

@@ -11,8 +11,10 @@
 #include <random>
 #include <vector>
 
+#include "moe/expert/ffn.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/router/topk.hpp"
+#include "rs/ringmoe/config.hpp"
 #include "vision/vision.hpp"
 
 namespace moe_test_vision {  // this file's names (unity builds merge test files)
@@ -98,7 +100,7 @@ TEST_CASE("vision: parameter counts of the full-size configurations", "[vision]"
     // RingMoE's dense Swin ("Swin-1B"): the block Linear weights are 12 * sum_i depth_i C_i^2 =
     // 12 * 85,499,904 = 1.026B (the "about 1.03B"); with biases, norms, bias tables, the 4
     // patch embeddings and the patch mergings the encoder holds 1,061,023,460.
-    const auto sw = vis::SwinConfig::ringmoe();
+    const auto sw = moe::rs::ringmoe::swin_config();
     sw.validate();
     index_t sum = 0;
     for (index_t i = 0; i < sw.stages(); ++i) sum += sw.depths[static_cast<std::size_t>(i)] * sw.dim(i) * sw.dim(i);
@@ -108,7 +110,7 @@ TEST_CASE("vision: parameter counts of the full-size configurations", "[vision]"
 }
 
 TEST_CASE("vision: RingMoE Swin stage geometry (window clipping, shift, mask, bias table)", "[vision]") {
-    const auto c = vis::SwinConfig::ringmoe();
+    const auto c = moe::rs::ringmoe::swin_config();
     const index_t res[4] = {48, 24, 12, 6}, win[4] = {12, 12, 12, 6}, shift[4] = {6, 6, 0, 0};
     for (index_t i = 0; i < 4; ++i) {
         CHECK(c.resolution(i) == res[i]);
@@ -137,7 +139,7 @@ TEST_CASE("vision: RingMoE Swin stage geometry (window clipping, shift, mask, bi
     CHECK(nz15 == 144 * 144 - 4 * 36 * 36);
     CHECK_THROWS_AS(
         [] {
-            auto bad = vis::SwinConfig::ringmoe();
+            auto bad = moe::rs::ringmoe::swin_config();
             bad.image_size = 200;
             bad.validate();
         }(),
@@ -304,7 +306,7 @@ TEST_CASE("vision: full-size ViT-B/16 and a RingMoE stage-0 block built with ran
     CHECK(std::count_if(y.span<float>().begin(), y.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
 
     // RingMoE stage 0 at full size: C 448, 14 heads of 32, 48 x 48 tokens, window 12, shift 6.
-    const auto sw = vis::SwinConfig::ringmoe();
+    const auto sw = moe::rs::ringmoe::swin_config();
     const index_t C0 = sw.dim(0), F0 = sw.ffn_hidden(0), R = sw.resolution(0), w = sw.window_at(0);
     using SMlp = vis::Mlp<moe::GeluTanh, moe::bf16>;
     vis::SwinBlock<SMlp, moe::bf16> blk(norm(C0), vis::Attention<moe::bf16>(lin(3 * C0, C0, true), lin(C0, C0, true), 14),

@@ -34,7 +34,7 @@ of each held-out image (256 and 264: 4 x 4, 120: 2 x 2 at offsets 0 and 56, 64: 
 
 Outputs in --out:
   ringmoe_tiny.safetensors   the trained model in RingMoE's MindSpore names (the layout of the
-                             parity fixtures): encoder.* (vision::load_ringmoe_swin with the tiny
+                             parity fixtures): encoder.* (rs::ringmoe::load_ringmoe_swin with the tiny
                              SwinConfig), encoder.mask_token, decoder_{m}.* (load_simmim_head);
                              metadata: configuration, normalisation statistics, steps, seed
   heldout_crops.safetensors  normalised held-out crops per modality, F32 [N, C, 64, 64] named

@@ -1,4 +1,5 @@
-// moe/io/safetensors.hpp - zero-copy, validating reader and an atomic writer for .safetensors.
+// moe/io/safetensors.hpp - zero-copy, validating reader and an atomic (optionally streaming)
+// writer for .safetensors.
 //
 // File layout (https://github.com/huggingface/safetensors):
 //   [8 bytes: N, little-endian u64][N bytes: JSON header][data section]
@@ -37,6 +38,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -571,24 +573,42 @@ private:
 };
 
 /// Builds a safetensors file. add() copies the tensor's data at once (strided views are
-/// compacted), so the source may die before write(). Layout, as the Rust/Python reference:
+/// compacted), so the source may die before write(); add_streamed() records a producer that
+/// writes the tensor's bytes only when the file is written (to_bytes, write, stream), chunk by
+/// chunk, so a file larger than memory streams to disk. Layout, as the Rust/Python reference:
 /// the header JSON is compact, "__metadata__" first, then tensors by name (byte-wise); it is
 /// padded with spaces to a multiple of 8 bytes; the data section holds the tensors sorted by
 /// descending dtype (the reference's order: U64 I64 F64 F32 U32 I32 BF16 F16 U16 I16 I8 U8
 /// BOOL) then by name, so every tensor is aligned to its element size.
 class SafetensorsWriter {
 public:
+    /// Receives bytes of the file in order: sink(data, n).
+    using ByteSink = std::function<void(const void*, std::size_t)>;
+    /// Produces one streamed tensor: calls the sink, in order, with exactly its bytes.
+    using Producer = std::function<void(const ByteSink&)>;
+
     /// Adds a tensor (copied now). Throws ConfigError on a duplicate or reserved name
     /// ("__metadata__"), a name that is not valid UTF-8, or a view without data.
     SafetensorsWriter& add(std::string name, const TensorView& tensor) {
-        check_name(name, "tensor name");
-        check<ConfigError>(name != "__metadata__", "SafetensorsWriter::add", "'__metadata__' is reserved");
-        if (tensors_.find(name) != tensors_.end())
-            throw ConfigError("SafetensorsWriter::add", detail::cat("duplicate tensor name ", detail::quote_name(name)));
+        check_new_name(name, "SafetensorsWriter::add");
         if (tensor.raw() == nullptr && tensor.nbytes() != 0)
             throw ConfigError("SafetensorsWriter::add",
                               detail::cat("tensor ", detail::quote_name(name), " is a view without data"));
-        tensors_.emplace(std::move(name), Tensor::copy_of(tensor));
+        Tensor t = Tensor::copy_of(tensor);
+        const DType dt = t.dtype();
+        const Shape sh = t.shape();
+        tensors_.emplace(std::move(name), Stored{std::move(t), dt, sh, {}});
+        return *this;
+    }
+    /// Adds a tensor of `dtype` and `shape` whose bytes produce(sink) writes when the file is
+    /// written (possibly several times: once per to_bytes / write / stream call). It must call
+    /// the sink with exactly numel * dtype_size bytes; another count is a FormatError naming the
+    /// tensor (and write() removes its temporary file). Same name rules as add().
+    SafetensorsWriter& add_streamed(std::string name, DType dtype, const Shape& shape, Producer produce) {
+        check_new_name(name, "SafetensorsWriter::add_streamed");
+        check<ConfigError>(static_cast<bool>(produce), "SafetensorsWriter::add_streamed", "tensor ",
+                           detail::quote_name(name), " has no producer");
+        tensors_.emplace(std::move(name), Stored{Tensor(), dtype, shape, std::move(produce)});
         return *this;
     }
     /// Adds a "__metadata__" entry. Throws ConfigError on a duplicate key or invalid UTF-8.
@@ -605,20 +625,26 @@ public:
     std::size_t size() const noexcept { return tensors_.size(); }
     bool contains(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
 
+    /// Bytes of the file (length prefix, header and data).
+    std::uint64_t file_size() const {
+        const Layout l = layout();
+        return 8 + l.header.size() + l.data_size;
+    }
+
     /// The complete file image.
     std::vector<std::byte> to_bytes() const {
         const Layout l = layout();
-        std::vector<std::byte> out(8 + l.header.size() + static_cast<std::size_t>(l.data_size));
-        put_prefix(out.data(), l.header.size());
-        std::memcpy(out.data() + 8, l.header.data(), l.header.size());
-        std::size_t at = 8 + l.header.size();
-        for (const auto* kv : l.order) {
-            const std::size_t n = kv->second.nbytes();
-            if (n) std::memcpy(out.data() + at, kv->second.raw(), n);
-            at += n;
-        }
+        std::vector<std::byte> out;
+        out.reserve(8 + l.header.size() + static_cast<std::size_t>(l.data_size));
+        emit(l, [&](const void* p, std::size_t n) {
+            const auto* b = static_cast<const std::byte*>(p);
+            out.insert(out.end(), b, b + n);
+        });
         return out;
     }
+
+    /// The file's bytes, in order, to sink(data, n) (streamed tensors chunk by chunk).
+    void stream(const ByteSink& sink) const { emit(layout(), sink); }
 
     /// Writes the file atomically: to a temporary file in the same directory, fsync, rename.
     /// Throws IOError (the temporary file is removed).
@@ -633,11 +659,7 @@ public:
         } while (fd < 0 && errno == EINTR);
         if (fd < 0) throw IOError(name, detail::io_message(detail::cat("cannot create ", tmp.string()), errno));
         try {
-            std::byte prefix[8];
-            put_prefix(prefix, l.header.size());
-            write_all(fd, prefix, 8, name);
-            write_all(fd, l.header.data(), l.header.size(), name);
-            for (const auto* kv : l.order) write_all(fd, kv->second.raw(), kv->second.nbytes(), name);
+            emit(l, [&](const void* p, std::size_t n) { write_all(fd, p, n, name); });
             if (::fsync(fd) != 0) throw IOError(name, detail::io_message("fsync failed", errno));
             const int rc = ::close(fd);
             fd = -1;
@@ -654,7 +676,20 @@ public:
     std::string header_json() const { return layout().header; }
 
 private:
-    using Entry = std::pair<const std::string, Tensor>;
+    /// A tensor: its data (add) or its producer (add_streamed).
+    struct Stored {
+        Tensor data;
+        DType type;
+        Shape dims;
+        Producer produce;
+        DType dtype() const noexcept { return type; }
+        int rank() const noexcept { return dims.rank(); }
+        const Shape& shape() const noexcept { return dims; }
+        std::size_t nbytes() const noexcept {
+            return produce ? static_cast<std::size_t>(dims.numel()) * dtype_size(type) : data.nbytes();
+        }
+    };
+    using Entry = std::pair<const std::string, Stored>;
     struct Layout {
         std::string header;
         std::vector<const Entry*> order;  // data-section order
@@ -679,6 +714,41 @@ private:
             case DType::u64: return 12;
         }
         return 0;
+    }
+
+    void check_new_name(const std::string& name, const char* where) const {
+        check_name(name, "tensor name");
+        check<ConfigError>(name != "__metadata__", where, "'__metadata__' is reserved");
+        if (tensors_.find(name) != tensors_.end())
+            throw ConfigError(where, detail::cat("duplicate tensor name ", detail::quote_name(name)));
+    }
+
+    /// Length prefix, header, then every tensor's bytes in data-section order.
+    static void emit(const Layout& l, const ByteSink& sink) {
+        std::byte prefix[8];
+        put_prefix(prefix, l.header.size());
+        sink(prefix, 8);
+        sink(l.header.data(), l.header.size());
+        for (const Entry* e : l.order) {
+            const Stored& t = e->second;
+            if (!t.produce) {
+                if (t.nbytes()) sink(t.data.raw(), t.nbytes());
+                continue;
+            }
+            std::size_t produced = 0;
+            t.produce([&](const void* p, std::size_t n) {
+                produced += n;
+                if (produced > t.nbytes())
+                    throw FormatError("SafetensorsWriter",
+                                      detail::cat("streamed tensor ", detail::quote_name(e->first),
+                                                  " produced more than its ", t.nbytes(), " bytes"));
+                if (n) sink(p, n);
+            });
+            if (produced != t.nbytes())
+                throw FormatError("SafetensorsWriter", detail::cat("streamed tensor ", detail::quote_name(e->first),
+                                                                   " produced ", produced, " bytes, expected ",
+                                                                   t.nbytes()));
+        }
     }
 
     static void check_name(std::string_view s, std::string_view what) {
@@ -755,7 +825,7 @@ private:
         return l;
     }
 
-    std::map<std::string, Tensor, std::less<>> tensors_;
+    std::map<std::string, Stored, std::less<>> tensors_;
     std::map<std::string, std::string> metadata_;
 };
 

@@ -57,7 +57,6 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/ringmoe.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/prune/calibration.hpp"
 #include "moe/prune/frequency.hpp"
@@ -65,7 +64,9 @@
 #include "moe/prune/report.hpp"
 #include "moe/prune/svd_fold.hpp"
 #include "rs/ringmoe/checkpoint.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/model.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
 #include "vision/loaders.hpp"
 #include "vision/mlp.hpp"
 #include "vision/swin.hpp"
@@ -278,10 +279,17 @@ vision::Mlp<Act, W> to_mlp(const DenseFfn<Act, W>& d, std::string_view what) {
                                vision::Linear<W>(weight(d.fc2().weight(0)), bias(d.fc2().bias(0), C)), what);
 }
 
+// GCC 12 reports a false -Wmaybe-uninitialized in the inlined destructor of `dense` (a
+// std::optional<vision::Mlp>'s shared_ptr) inside SwinEncoder::map_ffns, depending on inlining
+// decisions elsewhere in the translation unit; the pragma covers the destructor's inlining site.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// An FFN slot that holds either the hierarchical MoE or its fold (for progressive folding).
 template <WeightType W, Activation Act>
 struct FoldSlot {
-    std::optional<moe::ringmoe::MoeModal<W, Act>> moe;
+    std::optional<MoeModal<W, Act>> moe;
     std::optional<vision::Mlp<Act, W>> dense;
 
     void forward(ConstMatrixRef<float> x, std::span<const ModalityChunk> chunks, MatrixRef<float> y) {
@@ -294,9 +302,12 @@ struct FoldSlot {
     }
     index_t parameters() const { return dense ? dense->parameters() : moe->parameters(); }
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 template <WeightType W, Activation Act>
-void require_one_modality(const vision::RingMoeSwin<W, Act>& enc, std::string_view where) {
+void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where) {
     check<ConfigError>(enc.modalities() == 1, where, "the encoder has ", enc.modalities(),
                        " modalities; extract one first (extract_modality)");
 }
@@ -306,7 +317,7 @@ void require_one_modality(const vision::RingMoeSwin<W, Act>& enc, std::string_vi
 /// Step 1: modality m's sub-model: ExtractModality{m} in every block, patch embedding m only
 /// (it becomes modality 0). Exact on modality m's images. `reports` receives one per block.
 template <WeightType W, Activation Act>
-vision::RingMoeSwin<W, Act> extract_modality(vision::RingMoeSwin<W, Act>&& enc, int m,
+RingMoeSwin<W, Act> extract_modality(RingMoeSwin<W, Act>&& enc, int m,
                                              std::vector<PruneReport>* reports = nullptr) {
     check<ConfigError>(m >= 0 && m < enc.modalities(), "ringmoe::extract_modality", "modality ", m,
                        " but the encoder has ", enc.modalities());
@@ -314,8 +325,8 @@ vision::RingMoeSwin<W, Act> extract_modality(vision::RingMoeSwin<W, Act>&& enc, 
     const Calibration none;
     if (reports) reports->clear();
     const int keep[1] = {m};
-    return std::move(enc).template map_ffns<moe::ringmoe::MoeModal<W, Act>>(
-        [&](index_t, index_t, moe::ringmoe::MoeModal<W, Act>&& layer) {
+    return std::move(enc).template map_ffns<MoeModal<W, Act>>(
+        [&](index_t, index_t, MoeModal<W, Act>&& layer) {
             auto p = policy.apply(layer, none);
             if (reports) reports->push_back(std::move(p.report));
             return std::move(p.layer);
@@ -326,7 +337,7 @@ vision::RingMoeSwin<W, Act> extract_modality(vision::RingMoeSwin<W, Act>&& enc, 
 /// Step 2: KeepMostFrequent in every block of a one-modality encoder, counted on the block's
 /// FFN inputs from `calibration` images [N, C_in, S, S] (see CalibrationMode).
 template <WeightType W, Activation Act>
-vision::RingMoeSwin<W, Act> prune_collaborative(vision::RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
+RingMoeSwin<W, Act> prune_collaborative(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                                 const KeepMostFrequent& policy = {},
                                                 CalibrationMode mode = CalibrationMode::progressive,
                                                 index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
@@ -356,7 +367,7 @@ vision::RingMoeSwin<W, Act> prune_collaborative(vision::RingMoeSwin<W, Act>&& en
 /// `calibration` images (see CalibrationMode); the result is a plain dense Swin.
 template <WeightType W, Activation Act, class FoldFor>
     requires std::is_invocable_r_v<SvdFold, FoldFor&, index_t, index_t>
-vision::DenseSwin<W, Act> fold_experts(vision::RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
+DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                        FoldFor&& fold_for, CalibrationMode mode = CalibrationMode::progressive,
                                        index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
     const char* w = "ringmoe::fold_experts";
@@ -365,7 +376,7 @@ vision::DenseSwin<W, Act> fold_experts(vision::RingMoeSwin<W, Act>&& enc, const 
     chain_detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
     if (reports) reports->clear();
     using Slot = chain_detail::FoldSlot<W, Act>;
-    auto hybrid = std::move(enc).template map_ffns<Slot>([](index_t, index_t, moe::ringmoe::MoeModal<W, Act>&& l) {
+    auto hybrid = std::move(enc).template map_ffns<Slot>([](index_t, index_t, MoeModal<W, Act>&& l) {
         Slot s;
         s.moe.emplace(std::move(l));
         return s;
@@ -393,7 +404,7 @@ vision::DenseSwin<W, Act> fold_experts(vision::RingMoeSwin<W, Act>&& enc, const 
 
 /// The same with one SvdFold for every block (rank 0: F / N per expert).
 template <WeightType W, Activation Act>
-vision::DenseSwin<W, Act> fold_experts(vision::RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
+DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                        const SvdFold& fold = {}, CalibrationMode mode = CalibrationMode::progressive,
                                        index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
     return fold_experts(std::move(enc), calibration, [&](index_t, index_t) { return fold; }, mode, batch, reports);
@@ -548,9 +559,9 @@ struct ChainReport {
 template <WeightType W, Activation Act>
 struct ChainResult {
     ChainReport report;
-    vision::RingMoeSwin<W, Act> single;
-    vision::RingMoeSwin<W, Act> pruned;
-    vision::DenseSwin<W, Act> folded;
+    RingMoeSwin<W, Act> single;
+    RingMoeSwin<W, Act> pruned;
+    DenseSwin<W, Act> folded;
 };
 
 namespace chain_detail {
@@ -628,7 +639,7 @@ auto checkpoint_step(ChainStep& row, Mem mem, const std::vector<int>& source, Lo
 /// deployment data; the evaluation images held out). Every step's checkpoint is written to
 /// opt.dir (or kept in memory) and the next step starts from the reloaded encoder.
 template <WeightType W, Activation Act>
-ChainResult<W, Act> run_chain(vision::RingMoeSwin<W, Act> full, const TensorView& calibration,
+ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibration,
                               const TensorView& evaluation, const ChainOptions& opt = {}) {
     const char* w = "ringmoe::run_chain";
     const int m = opt.modality;

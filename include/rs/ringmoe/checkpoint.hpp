@@ -1,5 +1,5 @@
 // rs/ringmoe/checkpoint.hpp - RingMoE encoder checkpoints: write an encoder back to safetensors in
-// the MindSpore names that vision::load_ringmoe_swin reads, with metadata recording the
+// the MindSpore names that load_ringmoe_swin (encoder.hpp) reads, with metadata recording the
 // configuration, and load it back into the configuration the metadata describes.
 //
 //   CheckpointInfo                 what the metadata records: the SwinConfig, the MoE options, the
@@ -8,11 +8,11 @@
 //   describe(encoder, step)        the CheckpointInfo of an encoder in memory
 //   checkpoint_writer(encoder, info) / save_encoder(encoder, path, info)   safetensors in MindSpore names
 //   read_checkpoint_info(file)     parses (and checks) the metadata
-//   load_moe_encoder<W, Act>(file)   -> vision::RingMoeSwin<W, Act>  (any modality / expert counts)
-//   load_dense_encoder<W, Act>(file) -> vision::DenseSwin<W, Act>    (FFN width from the file)
+//   load_moe_encoder<W, Act>(file)   -> RingMoeSwin<W, Act>  (any modality / expert counts)
+//   load_dense_encoder<W, Act>(file) -> DenseSwin<W, Act>    (FFN width from the file)
 //   CheckpointInfo::exact_parameters() / block_matrix_parameters()   parameter counts from the shapes
 //
-// Names (prefix "encoder." by default; vision/loaders.hpp and moe/io/ringmoe.hpp document them):
+// Names (prefix "encoder." by default; spelled by names.hpp, which documents them):
 //   patch_embed{m}.projection.{weight [C, Cin_m, p, p], bias}, patch_embed{m}.norm.{gamma, beta}
 //   layers.{i}.blocks.{j}.norm1/norm2.{gamma, beta}, attn.{q,k,v,proj}.{weight [out, in], bias},
 //   attn.relative_position_bias.relative_position_bias_table [(2w-1)^2, H] (and the Swin-V1
@@ -55,11 +55,13 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/hf.hpp"
-#include "moe/io/ringmoe.hpp"
-#include "moe/io/safetensors.hpp"
 #include "moe/expert/dense_ffn.hpp"
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/encoder.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "vision/loaders.hpp"
 #include "vision/mlp.hpp"
 #include "vision/swin.hpp"
@@ -80,10 +82,10 @@ struct BlockFfnShape {
 /// The configuration a checkpoint records (see the file comment).
 struct CheckpointInfo {
     std::string step = "full";           ///< deployment step ("full", "single_modality", ...)
-    std::string prefix = "encoder.";
+    std::string prefix = names::kEncoder;
     FfnKind ffn = FfnKind::moe;
     vision::SwinConfig swin;
-    moe::ringmoe::MoeModalConfig moe;    ///< routing options (MoE only)
+    MoeModalConfig moe;    ///< routing options (MoE only)
     std::vector<BlockFfnShape> blocks;   ///< in block order over all stages
     std::vector<int> source_modalities;  ///< original modality id of each patch embedding
     std::string weights = "F32";         ///< dtype of the weight matrices ("F32", "BF16", "F16")
@@ -206,7 +208,7 @@ namespace ckpt_detail {
 template <class T>
 struct is_moe_modal : std::false_type {};
 template <Activation A, WeightType W>
-struct is_moe_modal<moe::ringmoe::MoeModal<W, A>> : std::true_type {};
+struct is_moe_modal<MoeModal<W, A>> : std::true_type {};
 template <class T>
 struct is_vision_mlp : std::false_type {};
 template <Activation A, WeightType W>
@@ -328,34 +330,36 @@ struct Sink {
     void put(const std::string& name, const TensorView& t) { w.add(prefix + name, t); }
     void put(const std::string& name, const Tensor& t) { w.add(prefix + name, t.view()); }
     void norm(const std::string& module, const vision::LayerNorm& n) {
-        put(module + "gamma", n.gamma());
-        put(module + "beta", n.beta());
+        put(module + names::kGamma, n.gamma());
+        put(module + names::kBeta, n.beta());
     }
     /// A transpose_b=True Linear: weight [out, in].
     template <WeightType W>
     void linear(const std::string& module, const vision::Linear<W>& l, bool bias = true) {
-        if (l.layout() == WeightLayout::out_in) put(module + "weight", l.weight());
-        else put(module + "weight", copy_as(l.weight_matrix(), WeightLayout::out_in));
-        if (bias && l.has_bias()) put(module + "bias", l.bias());
+        if (l.layout() == WeightLayout::out_in) put(module + names::kWeight, l.weight());
+        else put(module + names::kWeight, copy_as(l.weight_matrix(), WeightLayout::out_in));
+        if (bias && l.has_bias()) put(module + names::kBias, l.bias());
     }
     /// A MindSpore MLP of one expert (2-D [in, out] weights) from fc1 (C -> F) / fc2 (F -> C).
     template <WeightType W>
     void mlp2d(const std::string& module, WeightMatrix<W> w1, const float* b1, WeightMatrix<W> w2, const float* b2) {
         const index_t F = w1.out, C = w1.in;
-        put(module + "mapping.weight", copy_as(w1, WeightLayout::in_out));
+        const std::string fc1 = names::mapping(module), fc2 = names::projection(module);
+        put(fc1 + names::kWeight, copy_as(w1, WeightLayout::in_out));
         Tensor tb1(DType::f32, Shape{F}), tb2(DType::f32, Shape{C});
         if (b1) std::memcpy(tb1.raw(), b1, static_cast<std::size_t>(F) * sizeof(float));
         if (b2) std::memcpy(tb2.raw(), b2, static_cast<std::size_t>(C) * sizeof(float));
-        put(module + "mapping.bias", tb1);
-        put(module + "projection.weight", copy_as(w2, WeightLayout::in_out));
-        put(module + "projection.bias", tb2);
+        put(fc1 + names::kBias, tb1);
+        put(fc2 + names::kWeight, copy_as(w2, WeightLayout::in_out));
+        put(fc2 + names::kBias, tb2);
     }
     template <Activation A, WeightType W>
     void experts(const std::string& module, const MlpExperts<A, W>& x) {
-        put(module + "mapping.weight", stacked_weight(x.fc1()));
-        put(module + "mapping.bias", stacked_bias(x.fc1()));
-        put(module + "projection.weight", stacked_weight(x.fc2()));
-        put(module + "projection.bias", stacked_bias(x.fc2()));
+        const std::string fc1 = names::mapping(module), fc2 = names::projection(module);
+        put(fc1 + names::kWeight, stacked_weight(x.fc1()));
+        put(fc1 + names::kBias, stacked_bias(x.fc1()));
+        put(fc2 + names::kWeight, stacked_weight(x.fc2()));
+        put(fc2 + names::kBias, stacked_bias(x.fc2()));
     }
     void router(const std::string& module, const Gate& g) {
         check<ConfigError>(g.bias() == nullptr, module, "a router with a bias has no MindSpore name (dense.weight only)");
@@ -363,16 +367,16 @@ struct Sink {
         const auto m = g.weight();
         for (index_t r = 0; r < m.rows; ++r)
             std::memcpy(t.data<float>() + r * m.cols, m.row(r), static_cast<std::size_t>(m.cols) * sizeof(float));
-        put(module + "dense.weight", t);
+        put(names::router_weight(module), t);
     }
 };
 
-inline moe::ringmoe::MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_view where) {
+inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_view where) {
     check<ConfigError>(o.k_modal == o.k_collab && o.capacity_factor_modal == o.capacity_factor_collab, where,
                        "modal and collaborative groups route with different k or capacity factor (k ", o.k_modal,
                        " / ", o.k_collab, ", cf ", o.capacity_factor_modal, " / ", o.capacity_factor_collab,
                        "); Moe_modal has one moe_config");
-    moe::ringmoe::MoeModalConfig c;
+    MoeModalConfig c;
     c.num_experts_chosen = o.k_modal;
     c.capacity_factor = o.capacity_factor_modal;
     c.renormalize = o.renormalize;
@@ -390,7 +394,7 @@ template <class Ffn, WeightType W>
 CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step = "full",
                         std::vector<int> source_modalities = {}) {
     static_assert(ckpt_detail::is_moe_modal<Ffn>::value || ckpt_detail::is_dense<Ffn>::value,
-                  "ringmoe checkpoints hold moe::ringmoe::MoeModal, vision::Mlp or DenseFfn FFN slots");
+                  "ringmoe checkpoints hold rs::ringmoe::MoeModal, vision::Mlp or DenseFfn FFN slots");
     const char* w = "ringmoe::describe";
     CheckpointInfo info;
     info.step = std::move(step);
@@ -498,30 +502,29 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
     }
     io::SafetensorsWriter out;
     for (const auto& [k, v] : checkpoint_metadata(info)) out.add_metadata(k, v);
-    ckpt_detail::Sink sink{out, moe::hf::detail::module_prefix(info.prefix)};
+    ckpt_detail::Sink sink{out, io::module_prefix(info.prefix)};
     const auto& c = enc.config();
     const index_t C0 = c.embed_dim, p = c.patch;
     for (int m = 0; m < enc.modalities(); ++m) {
         const auto& pe = enc.patch_embed(m);
-        const std::string mod = "patch_embed" + std::to_string(m) + ".";
+        const std::string mod = names::patch_embed("", m), proj = names::patch_projection(mod);
         check<ConfigError>(pe.norm().has_value(), w, mod, ": RingMoE's patch embedding has a norm");
-        sink.put(mod + "projection.weight", pe.proj().weight().view().reshape({C0, pe.in_chans(), p, p}));
-        sink.put(mod + "projection.bias", pe.proj().bias());
-        sink.norm(mod + "norm.", *pe.norm());
+        sink.put(proj + names::kWeight, pe.proj().weight().view().reshape({C0, pe.in_chans(), p, p}));
+        sink.put(proj + names::kBias, pe.proj().bias());
+        sink.norm(names::patch_norm(mod), *pe.norm());
     }
     for (index_t i = 0; i < c.stages(); ++i) {
         const auto& st = enc.stage(i);
         const index_t C = c.dim(i);
-        const std::string L = "layers." + std::to_string(i) + ".";
+        const std::string L = names::layer("", i);
         for (std::size_t j = 0; j < st.blocks.size(); ++j) {
             const auto& blk = st.blocks[j];
-            const std::string b = L + "blocks." + std::to_string(j) + ".";
-            sink.norm(b + "norm1.", blk.norm1());
-            sink.norm(b + "norm2.", blk.norm2());
+            const std::string b = names::block(L, static_cast<index_t>(j)), a = names::attn(b);
+            sink.norm(names::norm1(b), blk.norm1());
+            sink.norm(names::norm2(b), blk.norm2());
             const auto& attn = blk.attn();
-            const char* names[3] = {"q.", "k.", "v."};
             if (attn.split()) {
-                for (int q = 0; q < 3; ++q) sink.linear(b + "attn." + names[q], attn.part(q), c.qkv_bias);
+                for (int q = 0; q < 3; ++q) sink.linear(names::attn_linear(a, q), attn.part(q), c.qkv_bias);
             } else {  // a fused qkv [3C, C]: its thirds
                 const auto& qkv = attn.qkv();
                 check<ConfigError>(qkv.layout() == WeightLayout::out_in, w, b, "attn: a fused qkv is expected [3C, C]");
@@ -529,32 +532,31 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
                 const std::size_t es = dtype_size(qw.dtype());
                 for (int q = 0; q < 3; ++q) {
                     const auto* base = static_cast<const std::byte*>(qw.raw()) + static_cast<std::size_t>(q * C * C) * es;
-                    sink.put(b + "attn." + names[q] + "weight", TensorView(base, qw.dtype(), Shape{C, C}));
+                    sink.put(names::attn_linear(a, q) + names::kWeight, TensorView(base, qw.dtype(), Shape{C, C}));
                     if (c.qkv_bias)
-                        sink.put(b + "attn." + names[q] + "bias",
+                        sink.put(names::attn_linear(a, q) + names::kBias,
                                  TensorView(qkv.bias().template data<float>() + q * C, DType::f32, Shape{C}));
                 }
             }
-            sink.linear(b + "attn.proj.", blk.attn().proj());
-            const std::string rp = b + "attn.relative_position_bias.";
-            sink.put(rp + "relative_position_bias_table", blk.bias_table());
+            sink.linear(names::attn_linear(a, 3), blk.attn().proj());
+            sink.put(names::position_bias_table(a), blk.bias_table());
             const auto idx = vision::relative_position_index(blk.window());
             const index_t n = blk.window() * blk.window();
-            sink.put(rp + "relative_position_index", TensorView(idx.data(), DType::i32, Shape{n, n}));
+            sink.put(names::position_index(a), TensorView(idx.data(), DType::i32, Shape{n, n}));
             const Ffn& f = blk.ffn();
-            const std::string mlp = b + "mlp.";
+            const std::string mlp = names::mlp(b);
             if constexpr (ckpt_detail::is_moe_modal<Ffn>::value) {
                 for (int m = 0; m < f.modalities(); ++m) {
-                    sink.router(mlp + "special_router." + std::to_string(m) + ".", f.modal_router(m).gate());
-                    sink.experts(mlp + "special_ffn." + std::to_string(m) + ".", f.modal_experts(m));
+                    sink.router(names::special_router(mlp, m), f.modal_router(m).gate());
+                    sink.experts(names::special_ffn(mlp, m), f.modal_experts(m));
                 }
-                sink.router(mlp + "cross_router.", f.collab_router().gate());
-                sink.experts(mlp + "cross_ffn.", f.collab_experts());
+                sink.router(names::cross_router(mlp), f.collab_router().gate());
+                sink.experts(names::cross_ffn(mlp), f.collab_experts());
                 const auto& sh = f.shared();
                 check<ConfigError>(sh.parameters() == sh.experts().parameters(), w, mlp,
                                    ": gated shared experts have no MindSpore name");
                 const auto& x = sh.experts();
-                sink.mlp2d<W>(mlp + "public_ffn.", x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
+                sink.mlp2d<W>(names::public_ffn(mlp), x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
                               x.fc2().bias(0));
             } else if constexpr (ckpt_detail::is_vision_mlp<Ffn>::value) {
                 sink.mlp2d<W>(mlp, f.fc1().weight_matrix(),
@@ -566,12 +568,12 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
             }
         }
         if (st.downsample) {
-            const std::string d = L + "downsample.";
-            sink.linear(d + "reduction.", st.downsample->reduction(), false);
-            sink.norm(d + "norm.", st.downsample->norm());
+            const std::string d = names::downsample(L);
+            sink.linear(names::reduction(d), st.downsample->reduction(), false);
+            sink.norm(names::downsample_norm(d), st.downsample->norm());
         }
     }
-    sink.norm("norm.", enc.norm());
+    sink.norm(names::final_norm(""), enc.norm());
     return out;
 }
 
@@ -663,45 +665,45 @@ void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& 
 /// The hierarchical-MoE encoder of a checkpoint written by save_encoder: configuration and
 /// routing options from the metadata, expert counts from the tensors (checked against it).
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
+RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::moe, f.path(), "the checkpoint holds dense FFNs (step '", info.step,
                        "'); use load_dense_encoder");
-    auto enc = vision::load_ringmoe_swin<W, Act>(f, info.prefix, info.swin, info.moe);
+    auto enc = load_ringmoe_swin<W, Act>(f, info.prefix, info.swin, info.moe);
     ckpt_detail::check_loaded(enc, info, f.path());
     return enc;
 }
 
 /// The dense encoder of a checkpoint written by save_encoder. Unlike
-/// vision::load_ringmoe_swin_dense (F = mlp_ratio * C), every block's FFN width comes from its
+/// load_ringmoe_swin_dense (F = mlp_ratio * C), every block's FFN width comes from its
 /// mapping.weight [C, F] (an SVD fold gives sum-of-ranks widths) and is checked against the metadata.
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
+DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::dense, f.path(), "the checkpoint holds MoE FFN slots (step '", info.step,
                        "'); use load_moe_encoder");
     std::size_t block = 0;
-    auto enc = vision::load_swin<vision::Mlp<Act, W>, W>(
+    auto enc = load_swin<vision::Mlp<Act, W>, W>(
         f, info.prefix, info.swin, [&](const io::SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
-            const std::string mw = mlp + "mapping.weight";
-            const TensorView m = moe::hf::detail::matrix(file, mw);
+            const std::string mw = names::mapping(mlp) + names::kWeight;
+            const TensorView m = io::matrix(file, mw);
             check<ShapeError>(m.dim(0) == C, mw, "expected [", C, ", F], found ", m.shape().str());
             const index_t F = m.dim(1);
             check<FormatError>(F == info.blocks.at(block).ffn, file.path(), mw, " is [", C, ", ", F,
                                "], the metadata records an FFN width of ", info.blocks.at(block).ffn);
             ++block;
-            return vision::load_detail::mindspore_mlp<Act, W>(file, mlp, C, F);
+            return load_mindspore_mlp<Act, W>(file, mlp, C, F);
         });
     return enc;
 }
 
 /// Opens `path` and loads it (load_moe_encoder / load_dense_encoder).
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::RingMoeSwin<W, Act> load_moe_encoder(const std::filesystem::path& path) {
+RingMoeSwin<W, Act> load_moe_encoder(const std::filesystem::path& path) {
     return load_moe_encoder<W, Act>(io::SafetensorsFile::open(path));
 }
 template <WeightType W = float, Activation Act = GeluTanh>
-vision::DenseSwin<W, Act> load_dense_encoder(const std::filesystem::path& path) {
+DenseSwin<W, Act> load_dense_encoder(const std::filesystem::path& path) {
     return load_dense_encoder<W, Act>(io::SafetensorsFile::open(path));
 }
 

@@ -6,6 +6,7 @@
 //                               experts, k, capacity factor) or one dense FFN (the folded model),
 //                               and the optional heads (classes of the classification head, classes
 //                               and source stage of the segmentation head).
+//   swin_config()               the released encoder geometry (a vision::SwinConfig)
 //   Named configurations        full()                the released 14.7B model (C 448, depths
 //                                                      2-2-18-2, heads 14-28-56-112, window 12, 192 px,
 //                                                      4 modalities x 4 modal + 4 collab + 1 shared,
@@ -72,12 +73,16 @@ inline std::vector<ModalitySpec> released_modalities() {
     return {{"optical", 3, 0}, {"sar-l1", 8, 1}, {"sar-l2", 3, 2}, {"multispectral", 4, 3}};
 }
 
+/// RingMoE's encoder geometry (pretrain_simmim_swinv2_giant_p4_w12_aircas_192_200ep_moe_mm.yaml):
+/// C 448, depths [2, 2, 18, 2], heads [14, 28, 56, 112], window 12, 192 input, 4 modalities.
+inline vision::SwinConfig swin_config() { return {}; }
+
 struct RingMoeConfig {
     std::string name = "full";
     /// Encoder geometry; swin.in_chans mirrors `modalities` (validate() checks it). The FFN
     /// hidden width of every expert, and of the dense FFN of a folded model, is
     /// swin.ffn_hidden(i) = mlp_ratio * C_i.
-    vision::SwinConfig swin = vision::SwinConfig::ringmoe();
+    vision::SwinConfig swin = swin_config();
     std::vector<ModalitySpec> modalities = released_modalities();
     FfnKind ffn = FfnKind::moe;
     index_t modal_experts = 4;   ///< per modality (moe)

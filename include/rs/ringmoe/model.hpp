@@ -17,7 +17,7 @@
 //   map_ffns<Ffn2>(f, cfg2)     the same model with every FFN slot rebuilt (deployment steps).
 //   load_ringmoe_moe / load_ringmoe_dense / load_ringmoe
 //                               a model from a safetensors checkpoint by the released MindSpore
-//                               names ("encoder." + vision/loaders.hpp's names, "head.*",
+//                               names ("encoder." + encoder.hpp's names, "head.*",
 //                               "seg_head.*"), checked against the configuration.
 //
 // Errors: an unknown modality (index or name) is a ConfigError listing the model's modalities; images
@@ -35,25 +35,27 @@
 #include <variant>
 #include <vector>
 
-#include "moe/io/ringmoe.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/heads.hpp"
+#include "rs/ringmoe/moe_modal.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "vision/loaders.hpp"
 #include "vision/swin.hpp"
 
 namespace moe::rs::ringmoe {
 
-/// The hierarchical MoE of every block (moe::ringmoe::MoeModal: modal + collaborative + shared).
+/// The hierarchical MoE of every block (MoeModal, moe_modal.hpp: modal + collaborative + shared).
 template <WeightType W = float, Activation Act = GeluTanh>
-using MoeFfn = ::moe::ringmoe::MoeModal<W, Act>;
+using MoeFfn = MoeModal<W, Act>;
 /// The dense FFN of the folded model.
 template <WeightType W = float, Activation Act = GeluTanh>
 using DenseMlp = vision::Mlp<Act, W>;
 
 /// moe_config of the hierarchical layer for `cfg`.
-inline ::moe::ringmoe::MoeModalConfig moe_modal_config(const RingMoeConfig& cfg) {
-    ::moe::ringmoe::MoeModalConfig m;
+inline MoeModalConfig moe_modal_config(const RingMoeConfig& cfg) {
+    MoeModalConfig m;
     m.num_experts_chosen = cfg.k;
     m.capacity_factor = cfg.capacity_factor;
     m.expert_num = cfg.expert_num;
@@ -303,10 +305,12 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
     std::optional<SegmentationHead<W>> seg;
     const auto& s = cfg.swin;
     if (cfg.num_classes > 0)
-        cls.emplace(vision::load_detail::linear<W>(f, "head.", cfg.num_classes, s.dim(s.stages() - 1), true), "head.");
+        cls.emplace(vision::load_linear<W>(f, names::kHead, cfg.num_classes, s.dim(s.stages() - 1), true),
+                    names::kHead);
     if (cfg.seg_classes > 0) {
         const index_t st = cfg.seg_stage_index();
-        seg.emplace(vision::load_detail::linear<W>(f, "seg_head.", cfg.seg_classes, s.dim(st), true), st, "seg_head.");
+        seg.emplace(vision::load_linear<W>(f, names::kSegHead, cfg.seg_classes, s.dim(st), true), st,
+                    names::kSegHead);
     }
     return {std::move(cls), std::move(seg)};
 }
@@ -319,7 +323,7 @@ RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeC
     const std::string w = "rs::ringmoe::load_ringmoe_moe (" + cfg.name + ")";
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::moe, w, "the configuration is dense (folded): use load_ringmoe_dense");
-    auto enc = vision::load_ringmoe_swin<W, Act>(file, "encoder.", cfg.swin, moe_modal_config(cfg));
+    auto enc = load_ringmoe_swin<W, Act>(file, names::kEncoder, cfg.swin, moe_modal_config(cfg));
     auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoe<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
@@ -330,7 +334,7 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
     const std::string w = "rs::ringmoe::load_ringmoe_dense (" + cfg.name + ")";
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::dense, w, "the configuration has MoE blocks: use load_ringmoe_moe");
-    auto enc = vision::load_ringmoe_swin_dense<W, Act>(file, "encoder.", cfg.swin);
+    auto enc = load_ringmoe_swin_dense<W, Act>(file, names::kEncoder, cfg.swin);
     auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
     return RingMoeDense<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }

@@ -4,8 +4,9 @@
 //                                          MindSpore names, as load_ringmoe reads them), shape, dtype
 //                                          and initialisation
 //   write_random_checkpoint(path, cfg, opt) a safetensors file of those tensors, written streaming
-//                                          (tensor by tensor, in chunks of 4M values: memory stays
-//                                          at a few tens of MB whatever the model size)
+//                                          by io::SafetensorsWriter (add_streamed: tensor by tensor,
+//                                          in chunks of 4M values: memory stays at a few tens of MB
+//                                          whatever the model size)
 //   random_checkpoint_bytes(cfg, opt)      the same file image in memory (small models, tests)
 //   random_ringmoe<W, Act>(cfg, opt)       a model built from such an in-memory image
 //
@@ -31,16 +32,11 @@
 // (the disk must hold them; memory does not).
 #pragma once
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -53,10 +49,10 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/model.hpp"
+#include "rs/ringmoe/names.hpp"
 #include "vision/swin.hpp"
 
 namespace moe::rs::ringmoe {
@@ -192,8 +188,8 @@ inline int dtype_order(DType t) noexcept { return t == DType::f32 ? 0 : (t == DT
 }  // namespace random_detail
 
 /// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
-/// in the order they are written: F32, then I32, then BF16 tensors, each group by name (so
-/// every tensor is aligned to its element size).
+/// in the order their data is written: F32, then I32, then BF16 tensors, each group by name
+/// (SafetensorsWriter's order, so every tensor is aligned to its element size).
 inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
     const char* who = "rs::ringmoe::checkpoint_layout";
     cfg.validate(who);
@@ -206,74 +202,81 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
     };
     auto z = [&](std::string n, std::vector<index_t> s) { t.push_back({std::move(n), std::move(s), DType::f32, Init::zeros, 0, 0}); };
     auto norm = [&](const std::string& m, index_t C) {
-        t.push_back({m + "gamma", {C}, DType::f32, Init::ones, 0, 0});
-        z(m + "beta", {C});
+        t.push_back({m + names::kGamma, {C}, DType::f32, Init::ones, 0, 0});
+        z(m + names::kBeta, {C});
     };
+    auto weight = [](const std::string& m) { return m + names::kWeight; };
+    auto bias = [](const std::string& m) { return m + names::kBias; };
     const auto& s = cfg.swin;
-    const std::string e = "encoder.";
+    const std::string e = names::kEncoder;
     const index_t C0 = s.embed_dim, p = s.patch;
     for (std::size_t m = 0; m < s.in_chans.size(); ++m) {
-        const std::string pe = e + "patch_embed" + std::to_string(m) + ".";
-        w(pe + "projection.weight", {C0, s.in_chans[m], p, p}, W);
-        z(pe + "projection.bias", {C0});
-        norm(pe + "norm.", C0);
+        const std::string pe = names::patch_embed(e, static_cast<index_t>(m)), proj = names::patch_projection(pe);
+        w(weight(proj), {C0, s.in_chans[m], p, p}, W);
+        z(bias(proj), {C0});
+        norm(names::patch_norm(pe), C0);
     }
     const auto M = static_cast<index_t>(cfg.modalities.size());
     for (index_t i = 0; i < s.stages(); ++i) {
         const index_t C = s.dim(i), F = s.ffn_hidden(i), H = s.heads[static_cast<std::size_t>(i)], win = s.window_at(i);
-        const std::string L = e + "layers." + std::to_string(i) + ".";
+        const std::string L = names::layer(e, i);
         for (index_t j = 0; j < s.depths[static_cast<std::size_t>(i)]; ++j) {
-            const std::string b = L + "blocks." + std::to_string(j) + ".";
-            const std::string a = b + "attn.";
-            for (const char* q : {"q.", "k.", "v.", "proj."}) {
-                w(a + q + "weight", {C, C}, W);
-                if (s.qkv_bias || std::string(q) == "proj.") z(a + q + "bias", {C});
+            const std::string b = names::block(L, j);
+            const std::string a = names::attn(b);
+            for (int q = 0; q < 4; ++q) {  // q, k, v, proj
+                const std::string l = names::attn_linear(a, q);
+                w(weight(l), {C, C}, W);
+                if (s.qkv_bias || q == 3) z(bias(l), {C});
             }
-            w(a + "relative_position_bias.relative_position_bias_table", {(2 * win - 1) * (2 * win - 1), H});
+            w(names::position_bias_table(a), {(2 * win - 1) * (2 * win - 1), H});
             if (opt.relative_position_index)
-                t.push_back({a + "relative_position_bias.relative_position_index", {win * win * win * win}, DType::i32,
-                             Init::position_index, 0, win});
-            norm(b + "norm1.", C);
-            norm(b + "norm2.", C);
-            const std::string mlp = b + "mlp.";
+                t.push_back(
+                    {names::position_index(a), {win * win * win * win}, DType::i32, Init::position_index, 0, win});
+            norm(names::norm1(b), C);
+            norm(names::norm2(b), C);
+            const std::string mlp = names::mlp(b);
             auto experts = [&](const std::string& f, index_t E) {
-                w(f + "mapping.weight", {E, C, F}, W);
-                z(f + "mapping.bias", {1, E, 1, F});
-                w(f + "projection.weight", {E, F, C}, W);
-                z(f + "projection.bias", {1, E, 1, C});
+                const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
+                w(weight(fc1), {E, C, F}, W);
+                z(bias(fc1), {1, E, 1, F});
+                w(weight(fc2), {E, F, C}, W);
+                z(bias(fc2), {1, E, 1, C});
             };
             auto single = [&](const std::string& f) {
-                w(f + "mapping.weight", {C, F}, W);
-                z(f + "mapping.bias", {F});
-                w(f + "projection.weight", {F, C}, W);
-                z(f + "projection.bias", {C});
+                const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
+                w(weight(fc1), {C, F}, W);
+                z(bias(fc1), {F});
+                w(weight(fc2), {F, C}, W);
+                z(bias(fc2), {C});
             };
             if (cfg.ffn == FfnKind::moe) {
                 for (index_t m = 0; m < M; ++m) {
-                    w(mlp + "special_router." + std::to_string(m) + ".dense.weight", {cfg.modal_experts, C});
-                    experts(mlp + "special_ffn." + std::to_string(m) + ".", cfg.modal_experts);
+                    w(names::router_weight(names::special_router(mlp, m)), {cfg.modal_experts, C});
+                    experts(names::special_ffn(mlp, m), cfg.modal_experts);
                 }
-                w(mlp + "cross_router.dense.weight", {cfg.collab_experts, C});
-                experts(mlp + "cross_ffn.", cfg.collab_experts);
-                single(mlp + "public_ffn.");
+                w(names::router_weight(names::cross_router(mlp)), {cfg.collab_experts, C});
+                experts(names::cross_ffn(mlp), cfg.collab_experts);
+                single(names::public_ffn(mlp));
             } else {
                 single(mlp);
             }
         }
         if (i + 1 < s.stages()) {
-            w(L + "downsample.reduction.weight", {2 * C, 4 * C}, W);
-            norm(L + "downsample.norm.", 2 * C);
+            const std::string d = names::downsample(L);
+            w(weight(names::reduction(d)), {2 * C, 4 * C}, W);
+            norm(names::downsample_norm(d), 2 * C);
         }
     }
     const index_t CL = s.dim(s.stages() - 1);
-    norm(e + "norm.", CL);
+    norm(names::final_norm(e), CL);
+    const std::string head = names::kHead, seg_head = names::kSegHead;
     if (cfg.num_classes > 0) {
-        w("head.weight", {cfg.num_classes, CL}, W, opt.head_std);
-        z("head.bias", {cfg.num_classes});
+        w(weight(head), {cfg.num_classes, CL}, W, opt.head_std);
+        z(bias(head), {cfg.num_classes});
     }
     if (cfg.seg_classes > 0) {
-        w("seg_head.weight", {cfg.seg_classes, s.dim(cfg.seg_stage_index())}, W, opt.head_std);
-        z("seg_head.bias", {cfg.seg_classes});
+        w(weight(seg_head), {cfg.seg_classes, s.dim(cfg.seg_stage_index())}, W, opt.head_std);
+        z(bias(seg_head), {cfg.seg_classes});
     }
     std::stable_sort(t.begin(), t.end(), [](const TensorSpec& a, const TensorSpec& b) {
         const int ra = random_detail::dtype_order(a.dtype), rb = random_detail::dtype_order(b.dtype);
@@ -284,111 +287,50 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
 
 namespace random_detail {
 
-/// The safetensors header (8-byte length prefix + JSON padded to a multiple of 8) of `layout`.
-inline std::string header(const std::vector<TensorSpec>& layout, const RingMoeConfig& cfg, const RandomWeights& opt) {
-    std::string h = "{\"__metadata__\":{";
-    auto meta = [&](const char* k, const std::string& v, bool last = false) {
-        io::json::append_string(h, k);
-        h += ':';
-        io::json::append_string(h, v);
-        if (!last) h += ',';
-    };
-    meta("format", "pt");
-    meta("moe.config", cfg.name);
-    meta("moe.dtype", std::string(dtype_name(opt.dtype)));
-    meta("moe.generator", "splitmix64 + fp32 Box-Muller pairs, truncated at 2 std (rs/ringmoe/random.hpp v2)");
-    meta("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and bias "
-                                      "tables; head std ", opt.head_std, "; zero biases; LayerNorm gamma 1, beta 0"));
-    meta("moe.seed", std::to_string(opt.seed), true);
-    h += '}';
-    std::uint64_t off = 0;
-    for (const auto& s : layout) {
-        h += ',';
-        io::json::append_string(h, s.name);
-        h += ":{\"dtype\":\"";
-        h += dtype_name(s.dtype);
-        h += "\",\"shape\":[";
-        for (std::size_t i = 0; i < s.shape.size(); ++i) {
-            if (i) h += ',';
-            h += std::to_string(s.shape[i]);  // appended separately: GCC 12's -Wrestrict misfires on "lit" + string&&
-        }
-        h += "],\"data_offsets\":[";
-        h += std::to_string(off);
-        h += ',';
-        off += s.nbytes();
-        h += std::to_string(off);
-        h += "]}";
+/// The checkpoint of `cfg` as a streaming SafetensorsWriter: the metadata, and every tensor of
+/// checkpoint_layout() with write_values as its producer (values are made when the file is
+/// written, chunk by chunk).
+inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeights& opt) {
+    io::SafetensorsWriter w;
+    w.add_metadata("format", "pt");
+    w.add_metadata("moe.config", cfg.name);
+    w.add_metadata("moe.dtype", std::string(dtype_name(opt.dtype)));
+    w.add_metadata("moe.generator",
+                   "splitmix64 + fp32 Box-Muller pairs, truncated at 2 std (rs/ringmoe/random.hpp v2)");
+    w.add_metadata("moe.init", moe::detail::cat("random: trunc_normal(std ", opt.std, ", +-2 std) weights, routers and "
+                                                "bias tables; head std ", opt.head_std,
+                                                "; zero biases; LayerNorm gamma 1, beta 0"));
+    w.add_metadata("moe.seed", std::to_string(opt.seed));
+    for (auto& s : checkpoint_layout(cfg, opt)) {
+        const Shape shape(s.shape.begin(), s.shape.end());
+        const DType dtype = s.dtype;
+        std::string name = s.name;
+        w.add_streamed(std::move(name), dtype, shape,
+                       [spec = std::move(s), seed = opt.seed](const io::SafetensorsWriter::ByteSink& sink) {
+                           write_values(spec, seed, sink);
+                       });
     }
-    h += '}';
-    h.append((8 - h.size() % 8) % 8, ' ');
-    std::string out(8, '\0');
-    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((std::uint64_t(h.size()) >> (8 * i)) & 0xFF);
-    return out + h;
-}
-
-template <class Sink>
-void stream(const RingMoeConfig& cfg, const RandomWeights& opt, Sink&& sink) {
-    const auto layout = checkpoint_layout(cfg, opt);
-    const std::string h = header(layout, cfg, opt);
-    sink(h.data(), h.size());
-    for (const auto& s : layout) write_values(s, opt.seed, sink);
+    return w;
 }
 
 }  // namespace random_detail
 
 /// Bytes of the checkpoint of `cfg` (header included).
 inline std::uint64_t random_checkpoint_size(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    const auto layout = checkpoint_layout(cfg, opt);
-    std::uint64_t n = random_detail::header(layout, cfg, opt).size();
-    for (const auto& s : layout) n += s.nbytes();
-    return n;
+    return random_detail::writer(cfg, opt).file_size();
 }
 
 /// The checkpoint as a file image in memory.
 inline std::vector<std::byte> random_checkpoint_bytes(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    std::vector<std::byte> out;
-    out.reserve(static_cast<std::size_t>(random_checkpoint_size(cfg, opt)));
-    random_detail::stream(cfg, opt, [&](const void* p, std::size_t n) {
-        const auto* b = static_cast<const std::byte*>(p);
-        out.insert(out.end(), b, b + n);
-    });
-    return out;
+    return random_detail::writer(cfg, opt).to_bytes();
 }
 
-/// Writes the checkpoint to `path` streaming, atomically (a temporary file in the same
-/// directory, then rename). Throws IOError (the temporary file is removed).
+/// Writes the checkpoint to `path` streaming, atomically (io::SafetensorsWriter::write: a
+/// temporary file in the same directory, fsync, then rename). Throws IOError (the temporary
+/// file is removed).
 inline void write_random_checkpoint(const std::filesystem::path& path, const RingMoeConfig& cfg,
                                     const RandomWeights& opt = {}) {
-    std::filesystem::path tmp = path;
-    tmp += moe::detail::cat(".tmp.", ::getpid(), ".", std::random_device{}());
-    const std::string name = path.string();
-    int fd = -1;
-    do {
-        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) throw IOError(name, io::detail::io_message(moe::detail::cat("cannot create ", tmp.string()), errno));
-    try {
-        random_detail::stream(cfg, opt, [&](const void* data, std::size_t n) {
-            const auto* p = static_cast<const char*>(data);
-            while (n > 0) {
-                const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
-                if (w < 0) {
-                    if (errno == EINTR) continue;
-                    throw IOError(name, io::detail::io_message("write failed", errno));
-                }
-                p += w;
-                n -= static_cast<std::size_t>(w);
-            }
-        });
-        const int rc = ::close(fd);
-        fd = -1;
-        if (rc != 0) throw IOError(name, io::detail::io_message("close failed", errno));
-        if (::rename(tmp.c_str(), path.c_str()) != 0) throw IOError(name, io::detail::io_message("rename failed", errno));
-    } catch (...) {
-        if (fd >= 0) ::close(fd);
-        ::unlink(tmp.c_str());
-        throw;
-    }
+    random_detail::writer(cfg, opt).write(path);
 }
 
 /// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).

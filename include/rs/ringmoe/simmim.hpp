@@ -45,7 +45,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
-#include "moe/io/hf.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/image.hpp"
 #include "rs/radiometry.hpp"
@@ -241,14 +241,14 @@ SimMimHead<W> load_simmim_head(const io::SafetensorsFile& f, const vision::SwinC
     SimMimHead<W> head;
     head.config = cfg;
     const index_t C0 = enc.embed_dim, CL = enc.dim(enc.stages() - 1), s = cfg.encoder_stride;
-    head.mask_token = Tensor::copy_of(hf::detail::tensor(f, encoder_prefix + "mask_token", {1, 1, C0}));
+    head.mask_token = Tensor::copy_of(io::tensor(f, encoder_prefix + "mask_token", {1, 1, C0}));
     head.mask_token.reshape({C0});
     for (std::size_t m = 0; m < enc.in_chans.size(); ++m) {
         const std::string d = decoder_prefix + "decoder_" + std::to_string(m) + ".";
         const index_t cin = enc.in_chans[m];
-        Tensor w = Tensor::copy_of(hf::detail::tensor(f, d + "weight", {s * s * cin, CL, 1, 1}));
+        Tensor w = Tensor::copy_of(io::tensor(f, d + "weight", {s * s * cin, CL, 1, 1}));
         w.reshape({s * s * cin, CL});
-        Tensor b = Tensor::copy_of(hf::detail::tensor(f, d + "bias", {s * s * cin}));
+        Tensor b = Tensor::copy_of(io::tensor(f, d + "bias", {s * s * cin}));
         head.decoders.emplace_back(vision::Linear<W>(std::move(w), std::move(b), d + "weight"), cin, s, d);
     }
     return head;

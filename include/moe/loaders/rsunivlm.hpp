@@ -1,9 +1,9 @@
-// moe/io/rsunivlm.hpp - the G-MoE FFN of RSUniVLM (Hugging Face names), built from a checkpoint
+// moe/loaders/rsunivlm.hpp - the G-MoE FFN of RSUniVLM (Hugging Face names), built from a checkpoint
 // by its real parameter names.
 //
 //   rsunivlm::load_gmoe_ffn<W>(file, prefix)     Qwen2GMoEDecoderLayer.mlp -> MoELayer (GMoEFFN<W>)
 //
-// Names (weight-names.md, section 3; tools/reference/rsunivlm_gmoe.py), under
+// Names (../shared/docs/weight-names.md, section 3; tools/reference/rsunivlm_gmoe.py), under
 // "model.layers.{l}.mlp.": {g}.gate_proj.weight [I, H], {g}.up_proj.weight [I, H],
 // {g}.down_proj.weight [H, I], g = 0.. (3 experts, no bias): SiLU-GLU experts referenced in
 // place (fp32 weights when W = float; another stored dtype is converted once), routed by a
@@ -22,9 +22,10 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/ffn.hpp"
-#include "moe/io/hf.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/loaders/parts.hpp"
 #include "moe/router/granularity.hpp"
 
 namespace moe::rsunivlm {
@@ -41,11 +42,11 @@ using GMoEFFN = MoELayer<GranularityRouter, GluExperts<Silu, W>>;
 /// discovered; RSUniVLM has 3), with the released tag rule (GranularityRouter's default).
 template <WeightType W = float>
 GMoEFFN<W> load_gmoe_ffn(const SafetensorsFile& file, std::string prefix) {
-    prefix = hf::detail::module_prefix(std::move(prefix));
-    const index_t E = hf::detail::expert_count(file, prefix, prefix + "0.gate_proj.weight");
-    const index_t H = hf::detail::matrix(file, prefix + "0.gate_proj.weight").dim(1);
-    auto experts = hf::detail::glu_experts<W>(file, prefix, E, H, ".gate_proj.weight", ".up_proj.weight",
-                                              ".down_proj.weight");
+    prefix = io::module_prefix(std::move(prefix));
+    const index_t E = io::require_indexed(file, prefix, prefix + "0.gate_proj.weight");
+    const index_t H = io::matrix(file, prefix + "0.gate_proj.weight").dim(1);
+    auto experts = loaders::glu_experts<W>(file, prefix, E, H, ".gate_proj.weight", ".up_proj.weight",
+                                           ".down_proj.weight");
     return GMoEFFN<W>(GranularityRouter(H, E), std::move(experts));
 }
 

@@ -1,13 +1,14 @@
-// moe/io/ringmoe.hpp - the hierarchical MoE of RingMoE (MindSpore names), built from a
+// rs/ringmoe/moe_modal.hpp - the hierarchical MoE of RingMoE (MindSpore names), built from a
 // checkpoint by its real parameter names.
 //
 //   ringmoe::load_moe_modal<W, Act>(file, prefix, config)    Moe_modal -> HierarchicalMoE
 //   ringmoe::modality_chunks(batch, tokens_per_image, M)     the released batch layout
 //
-// RSUniVLM's G-MoE loader (rsunivlm::load_gmoe_ffn) is in moe/io/rsunivlm.hpp.
+// RSUniVLM's G-MoE loader (rsunivlm::load_gmoe_ffn) is in moe/loaders/rsunivlm.hpp.
 //
-// RingMoE (/work/shared/docs/weight-names.md, section 1; tools/reference/ringmoe_moe.py), names
-// under a block prefix such as "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
+// RingMoE (../shared/docs/weight-names.md, section 1; tools/reference/ringmoe_moe.py), names
+// (spelled by rs/ringmoe/names.hpp) under a block prefix such as
+// "encoder.layers.0.blocks.1.mlp." (a missing final '.' is added):
 //
 //   special_router.{m}.dense.weight     [E_m, C]         nn.Dense [out, in]     -> Gate (zero copy)
 //   special_ffn.{m}.mapping.weight      [E_m, C, F]      [E, in, out]           -> fc1, in_out layout (zero copy)
@@ -60,14 +61,16 @@
 #include "moe/core/tensor.hpp"
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
-#include "moe/io/hf.hpp"
+#include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/layer/shared.hpp"
+#include "moe/loaders/parts.hpp"
 #include "moe/router/gate.hpp"
+#include "rs/ringmoe/names.hpp"
 
-namespace moe::ringmoe {
+namespace moe::rs::ringmoe {
 
 using io::SafetensorsFile;
 
@@ -111,17 +114,15 @@ inline Tensor transpose_last2(const TensorView& v, std::string_view what) {
     return out;
 }
 
-namespace detail {
+namespace modal_detail {
 
-using hf::detail::module_prefix;
-
-/// One stacked MindSpore Linear of `E` experts: weight "<name>.weight" [E, in, out] and bias
-/// "<name>.bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
+/// One stacked MindSpore Linear of `E` experts: weight "<module>weight" [E, in, out] and bias
+/// "<module>bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
 template <WeightType W>
-LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& name, index_t E, index_t in, index_t out) {
-    const std::string wn = name + ".weight", bn = name + ".bias";
-    const TensorView w = hf::detail::tensor(f, wn, {E, in, out});
-    const TensorView b = hf::detail::tensor(f, bn, {1, E, 1, out});
+LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& module, index_t E, index_t in, index_t out) {
+    const std::string wn = module + names::kWeight, bn = module + names::kBias;
+    const TensorView w = io::tensor(f, wn, {E, in, out});
+    const TensorView b = io::tensor(f, bn, {1, E, 1, out});
     const TensorView b2 = b.reshape({E, out});
     return LinearStack<W>::from_stacked(w, &b2, f.keep_alive(), wn, WeightLayout::in_out);
 }
@@ -129,48 +130,51 @@ LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& name,
 /// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one expert in
 /// the in_out layout, in place.
 template <WeightType W>
-LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& name, index_t in, index_t out) {
-    const std::string wn = name + ".weight", bn = name + ".bias";
-    const TensorView w = hf::detail::tensor(f, wn, {in, out}).reshape({1, in, out});
-    const TensorView b = hf::detail::tensor(f, bn, {out}).reshape({1, out});
+LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& module, index_t in, index_t out) {
+    const std::string wn = module + names::kWeight, bn = module + names::kBias;
+    const TensorView w = io::tensor(f, wn, {in, out}).reshape({1, in, out});
+    const TensorView b = io::tensor(f, bn, {out}).reshape({1, out});
     return LinearStack<W>::from_stacked(w, &b, f.keep_alive(), wn, WeightLayout::in_out);
 }
 
 /// A RingMoE MLP "<module>" of E experts (E > 1: stacked; E == 0: the 2-D shared layout).
 template <WeightType W, Activation Act>
 MlpExperts<Act, W> mlp(const SafetensorsFile& f, const std::string& module, index_t E, index_t C, index_t F) {
-    if (E == 0) return {single_linear<W>(f, module + "mapping", C, F), single_linear<W>(f, module + "projection", F, C)};
-    return {stacked_linear<W>(f, module + "mapping", E, C, F), stacked_linear<W>(f, module + "projection", E, F, C)};
+    const std::string fc1 = names::mapping(module), fc2 = names::projection(module);
+    if (E == 0) return {single_linear<W>(f, fc1, C, F), single_linear<W>(f, fc2, F, C)};
+    return {stacked_linear<W>(f, fc1, E, C, F), stacked_linear<W>(f, fc2, E, F, C)};
 }
 
 /// The router "<module>dense.weight" [E, C] (E from the tensor), in place when fp32.
 inline Gate router(const SafetensorsFile& f, const std::string& module, index_t C) {
-    const std::string n = module + "dense.weight";
-    const TensorView w = hf::detail::matrix(f, n);
-    return hf::detail::gate(f, n, w.dim(0), C);
+    const std::string n = names::router_weight(module);
+    const TensorView w = io::matrix(f, n);
+    return loaders::gate(f, n, w.dim(0), C);
 }
 
-}  // namespace detail
+}  // namespace modal_detail
 
 /// RingMoE's Moe_modal under `prefix` (e.g. "encoder.layers.0.blocks.1.mlp."), as a
 /// HierarchicalMoE with M modal groups (M discovered from special_router.{m}), the
 /// collaborative group and the shared expert. See the file comment for names and arithmetic.
 template <WeightType W = float, Activation Act = GeluTanh>
 MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix, const MoeModalConfig& config = {}) {
-    prefix = detail::module_prefix(std::move(prefix));
-    const std::string rstem = prefix + "special_router.", fstem = prefix + "special_ffn.";
-    const index_t M = hf::detail::count_indexed(file, rstem);
+    prefix = io::module_prefix(std::move(prefix));
+    const std::string rstem = names::special_router_stem(prefix), fstem = names::special_ffn_stem(prefix);
+    const index_t M = io::count_indexed(file, rstem);
     if (M == 0)
-        throw NotFoundError(file.path(), moe::detail::cat("no tensor named '", rstem, "0.dense.weight' (no modality found under '",
-                                                          rstem, "'; the file has ", file.size(), " tensors)"));
-    const index_t Mf = hf::detail::count_indexed(file, fstem);
+        throw NotFoundError(file.path(), moe::detail::cat("no tensor named '",
+                                                          names::router_weight(names::special_router(prefix, 0)),
+                                                          "' (no modality found under '", rstem, "'; the file has ",
+                                                          file.size(), " tensors)"));
+    const index_t Mf = io::count_indexed(file, fstem);
     check<ShapeError>(Mf == M, fstem, "expected ", M, " modal expert sets (as special_router.{m}), found ", Mf);
 
-    const std::string cr = prefix + "cross_router.dense.weight";
-    const TensorView crw = hf::detail::matrix(file, cr);
+    const std::string cr = names::router_weight(names::cross_router(prefix));
+    const TensorView crw = io::matrix(file, cr);
     const index_t C = crw.dim(1), Ec = crw.dim(0);
-    const std::string cmap = prefix + "cross_ffn.mapping.weight";
-    const TensorView cm = hf::detail::float_tensor(file, cmap);
+    const std::string cmap = names::mapping(names::cross_ffn(prefix)) + names::kWeight;
+    const TensorView cm = io::float_tensor(file, cmap);
     check<ShapeError>(cm.rank() == 3 && cm.dim(0) == Ec && cm.dim(1) == C && cm.dim(2) > 0, cmap,
                       "expected shape [", Ec, ", ", C, ", F] ([E, in, out]), found ", cm.shape().str(), " in ",
                       file.path());
@@ -179,15 +183,14 @@ MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix,
     std::vector<Gate> gates;
     std::vector<MlpExperts<Act, W>> modal;
     for (index_t m = 0; m < M; ++m) {
-        const std::string r = rstem + std::to_string(m) + ".";
-        Gate g = detail::router(file, r, C);
+        Gate g = modal_detail::router(file, names::special_router(prefix, m), C);
         const index_t Em = g.experts();
-        modal.push_back(detail::mlp<W, Act>(file, fstem + std::to_string(m) + ".", Em, C, F));
+        modal.push_back(modal_detail::mlp<W, Act>(file, names::special_ffn(prefix, m), Em, C, F));
         gates.push_back(std::move(g));
     }
-    Gate cg = hf::detail::gate(file, cr, Ec, C);
-    MlpExperts<Act, W> collab = detail::mlp<W, Act>(file, prefix + "cross_ffn.", Ec, C, F);
-    SharedExperts<MlpExperts<Act, W>> shared(detail::mlp<W, Act>(file, prefix + "public_ffn.", 0, C, F));
+    Gate cg = loaders::gate(file, cr, Ec, C);
+    MlpExperts<Act, W> collab = modal_detail::mlp<W, Act>(file, names::cross_ffn(prefix), Ec, C, F);
+    SharedExperts<MlpExperts<Act, W>> shared(modal_detail::mlp<W, Act>(file, names::public_ffn(prefix), 0, C, F));
 
     HierarchicalOptions o;
     o.k_modal = o.k_collab = config.num_experts_chosen;
@@ -209,4 +212,4 @@ inline std::vector<ModalityChunk> modality_chunks(index_t batch, index_t tokens_
     return c;
 }
 
-}  // namespace moe::ringmoe
+}  // namespace moe::rs::ringmoe

@@ -1,0 +1,104 @@
+// moe/loaders/parts.hpp - the parts of a model loader: routers and expert stacks built from a
+// checkpoint's tensors by name (namespace moe::loaders).
+//
+//   gate(file, weight_name, E, d, bias_name = nullptr)        Gate [E, d] (+ bias [E])
+//   linear_stack<W>(file, E, out, in, name(i), bias(i), what) E linear maps [out, in] (+ biases [out])
+//   linear_stack<W>(file, E, out, in, stem, suffix)           ... named stem + "<i>" + suffix, no bias
+//   glu_experts<W>(file, stem, E, d, gate_sfx, up_sfx, down_sfx)
+//                                                             SiLU-GLU experts stem + "<i>" + suffix
+//   glu_single<W>(file, module, d)                            one SiLU-GLU MLP
+//                                                             "<module>{gate,up,down}_proj.weight"
+//   gelu_mlp_experts<W>(file, stem, E, d)                     GELU MLP experts "<stem><i>.fc1/fc2.*"
+//
+// Tensors are read through moe/io/checkpoint.hpp (NotFoundError with suggestions, DTypeError,
+// ShapeError naming the tensor). Zero copy: weights whose dtype is W, and router weights in
+// fp32, are referenced in the file's mapping (the modules hold file.keep_alive()); any other
+// float dtype is converted once.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "moe/backend/cpu/activation.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/tensor.hpp"
+#include "moe/expert/ffn.hpp"
+#include "moe/expert/linear_stack.hpp"
+#include "moe/io/checkpoint.hpp"
+#include "moe/io/safetensors.hpp"
+#include "moe/router/gate.hpp"
+
+namespace moe::loaders {
+
+using io::SafetensorsFile;
+
+/// The router gate `weight_name` [E, d] (+ optional bias), referenced in place when fp32.
+inline Gate gate(const SafetensorsFile& f, const std::string& weight_name, index_t E, index_t d,
+                 const std::string* bias_name = nullptr) {
+    const TensorView w = io::tensor(f, weight_name, {E, d});
+    if (bias_name) {
+        const TensorView b = io::tensor(f, *bias_name, {E});
+        return Gate(w, &b, f.keep_alive(), weight_name);
+    }
+    return Gate(w, nullptr, f.keep_alive(), weight_name);
+}
+
+/// E linear maps named name(i) (each [out, in]) and, if bias(i) is non-empty, their biases [out].
+template <WeightType W, class NameFn, class BiasFn>
+LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, index_t in, NameFn name, BiasFn bias,
+                            const std::string& what) {
+    std::vector<TensorView> ws, bs;
+    ws.reserve(static_cast<std::size_t>(E));
+    for (index_t i = 0; i < E; ++i) {
+        ws.push_back(io::tensor(f, name(i), {out, in}));
+        const std::string b = bias(i);
+        if (!b.empty()) bs.push_back(io::tensor(f, b, {out}));
+    }
+    return LinearStack<W>::from_list(ws, bs, f.keep_alive(), what);
+}
+
+template <WeightType W>
+LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, index_t in,
+                            const std::string& stem, const std::string& suffix) {
+    return linear_stack<W>(
+        f, E, out, in, [&](index_t i) { return stem + std::to_string(i) + suffix; },
+        [](index_t) { return std::string(); }, stem + "*" + suffix);
+}
+
+/// SiLU-GLU experts "<stem><i>.{gate,up,down}_proj.weight" (names given by the three suffixes).
+template <WeightType W>
+GluExperts<Silu, W> glu_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d,
+                                const std::string& gate_sfx, const std::string& up_sfx, const std::string& down_sfx) {
+    const index_t F = io::matrix(f, stem + "0" + gate_sfx).dim(0);
+    return {linear_stack<W>(f, E, F, d, stem, gate_sfx), linear_stack<W>(f, E, F, d, stem, up_sfx),
+            linear_stack<W>(f, E, d, F, stem, down_sfx)};
+}
+
+/// One SiLU-GLU MLP "<module>{gate,up,down}_proj.weight" as a one-expert set.
+template <WeightType W>
+GluExperts<Silu, W> glu_single(const SafetensorsFile& f, const std::string& module, index_t d) {
+    const std::string g = module + "gate_proj.weight", u = module + "up_proj.weight", dn = module + "down_proj.weight";
+    const index_t F = io::matrix(f, g).dim(0);
+    auto one = [&](const std::string& n, index_t out, index_t in) {
+        const std::vector<TensorView> ws{io::tensor(f, n, {out, in})};
+        return LinearStack<W>::from_list(ws, {}, f.keep_alive(), n);
+    };
+    return {one(g, F, d), one(u, F, d), one(dn, d, F)};
+}
+
+/// GELU MLP experts "<stem><i>.fc1.{weight,bias}", "<stem><i>.fc2.{weight,bias}"; the biases are
+/// used when "<stem>0.fc1.bias" exists and are then required for every expert.
+template <WeightType W>
+MlpExperts<Gelu, W> gelu_mlp_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d) {
+    const index_t F = io::matrix(f, stem + "0.fc1.weight").dim(0);
+    const bool b1 = f.contains(stem + "0.fc1.bias"), b2 = f.contains(stem + "0.fc2.bias");
+    auto name = [&](const char* sfx) { return [&stem, sfx](index_t i) { return stem + std::to_string(i) + sfx; }; };
+    auto bias = [&](bool on, const char* sfx) {
+        return [&stem, on, sfx](index_t i) { return on ? stem + std::to_string(i) + sfx : std::string(); };
+    };
+    return {linear_stack<W>(f, E, F, d, name(".fc1.weight"), bias(b1, ".fc1.bias"), stem + "*.fc1"),
+            linear_stack<W>(f, E, d, F, name(".fc2.weight"), bias(b2, ".fc2.bias"), stem + "*.fc2")};
+}
+
+}  // namespace moe::loaders
