@@ -53,6 +53,7 @@
 #include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
+#include "moe/layer/concepts.hpp"
 #include "moe/layer/routed_group.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/router/concepts.hpp"
