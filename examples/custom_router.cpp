@@ -1,7 +1,8 @@
 // A user-defined router in a few dozen lines: hash routing (Roller et al., 2021, "Hash Layers
 // For Large Sparse Models"). Each token goes to one expert fixed by a hash of its position in
 // the sequence — no learned gate. Any type with num_experts(), hidden_size() and
-// route(x, plan) satisfies moe::Router and plugs into MoELayer unchanged.
+// route(x, plan) satisfies moe::Router and plugs into MoELayer unchanged (and into RingMoE's
+// HierarchicalMoE: examples/custom_router_hierarchical.cpp).
 #include <cstdio>
 #include <random>
 #include <vector>

@@ -1,5 +1,6 @@
 // The hierarchical (RingMoE) layer: composition of its three branches, per-group capacity,
-// modality given per token or per chunk, combine conventions, aux losses, bad modalities.
+// modality given per token or per chunk, combine conventions, aux losses, bad modalities, a
+// user-defined router in both routed groups, the constructors from routers and groups.
 // Expectations are built from independently tested parts (TopKRouter, MlpExperts) run on the
 // sub-batches by hand, and from hand-derived values.
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 
 #include "moe/layer/hierarchical.hpp"
 #include "moe/moe.hpp"
+#include "moe/prune/modality.hpp"
 
 namespace moe_test_hierarchical {  // this file's names (unity builds merge test files)
 
@@ -317,6 +319,175 @@ TEST_CASE("hierarchical layer: a collaborative router that does not fit its expe
                           SharedExperts<X>(X::random(1, 8, 16, 5)), HierarchicalOptions{}),
                         Catch::Contains("router over 3 experts taking 8 features") &&
                             Catch::Contains("expert set holds 4 experts taking 8"));
+}
+
+
+namespace {
+// A user-defined router (no gate, no logits): token t's k choices are the k largest of its first
+// E features (ties to the lower index), each weighted 1 / k; no capacity. It satisfies Router
+// and nothing else (no k(), no last_logits(), no parameters(), no set_threads()).
+class FeatureRouter {
+public:
+    FeatureRouter(index_t experts, index_t hidden, index_t k) : E_(experts), d_(hidden), k_(k) {}
+    index_t num_experts() const { return E_; }
+    index_t hidden_size() const { return d_; }
+    void route(ConstMatrixRef<float> x, RoutingPlan& plan) const {
+        check<ShapeError>(x.cols == d_, "FeatureRouter", "input has ", x.cols, " features, expected ", d_);
+        plan.reset(x.rows, E_, k_);
+        std::vector<bool> taken(static_cast<std::size_t>(E_));
+        for (index_t t = 0; t < x.rows; ++t) {
+            std::fill(taken.begin(), taken.end(), false);
+            for (index_t j = 0; j < k_; ++j) {
+                index_t best = -1;
+                for (index_t e = 0; e < E_; ++e)
+                    if (!taken[static_cast<std::size_t>(e)] && (best < 0 || x(t, e) > x(t, best))) best = e;
+                taken[static_cast<std::size_t>(best)] = true;
+                plan.expert_ids[static_cast<std::size_t>(t * k_ + j)] = static_cast<std::int32_t>(best);
+                plan.weights[static_cast<std::size_t>(t * k_ + j)] = 1.0f / static_cast<float>(k_);
+            }
+        }
+        plan.finalize();
+    }
+
+private:
+    index_t E_, d_, k_;
+};
+static_assert(Router<FeatureRouter> && !TopKRouterLike<FeatureRouter> && !LogitRouter<FeatureRouter> &&
+              !ThreadedRouter<FeatureRouter> && !CountsParameters<FeatureRouter>);
+static_assert(LogitRouter<TopKRouter<SoftmaxScores>> && ThreadedRouter<TopKRouter<SoftmaxScores>> &&
+              CountsParameters<TopKRouter<SoftmaxScores>> && TopKOptionsRouter<TopKRouter<SigmoidScores>>);
+static_assert(ModalityAware<H> && !ModalityAware<MoELayer<TopKRouter<SoftmaxScores>, X>>);
+
+// expert e of xs on one token, from the weights in double: W2 act(W1 x + b1) + b2.
+std::vector<double> dense_expert(const X& xs, index_t e, const float* x) {
+    const index_t d = xs.hidden_size(), F = xs.ffn_size();
+    const auto W1 = xs.fc1().weight(e), W2 = xs.fc2().weight(e);
+    const float *b1 = xs.fc1().bias(e), *b2 = xs.fc2().bias(e);
+    std::vector<double> h(static_cast<std::size_t>(F)), y(static_cast<std::size_t>(d));
+    for (index_t f = 0; f < F; ++f) {
+        double a = b1 ? b1[f] : 0.0;
+        for (index_t i = 0; i < d; ++i) a += double(to_float(W1(f, i))) * x[i];
+        h[static_cast<std::size_t>(f)] = GeluTanh::scalar(static_cast<float>(a));
+    }
+    for (index_t i = 0; i < d; ++i) {
+        double a = b2 ? b2[i] : 0.0;
+        for (index_t f = 0; f < F; ++f) a += double(to_float(W2(i, f))) * h[static_cast<std::size_t>(f)];
+        y[static_cast<std::size_t>(i)] = a;
+    }
+    return y;
+}
+// The k largest of the first E features, by sorting (ties to the lower index).
+std::vector<index_t> top_features(const float* x, index_t E, index_t k) {
+    std::vector<index_t> ids(static_cast<std::size_t>(E));
+    for (index_t e = 0; e < E; ++e) ids[static_cast<std::size_t>(e)] = e;
+    std::stable_sort(ids.begin(), ids.end(), [&](index_t a, index_t b) { return x[a] > x[b]; });
+    ids.resize(static_cast<std::size_t>(k));
+    return ids;
+}
+}  // namespace
+
+TEST_CASE("hierarchical layer: a user-defined router runs the modal and collaborative groups", "[hierarchical][concepts]") {
+    // Two modalities with 4 experts, top-2 each; a collaborative group of 3 experts, top-1; one
+    // shared expert. Expected: for every token, (1/2) sum of its modality's two chosen experts +
+    // its collaborative expert + the shared expert, each computed densely from the weights.
+    using HF = HierarchicalMoE<X, X, SharedExperts<X>, FeatureRouter>;
+    const index_t d = 16, F = 24, T = 30;
+    std::vector<FeatureRouter> routers{FeatureRouter(4, d, 2), FeatureRouter(4, d, 2)};
+    std::vector<X> modal{X::random(4, d, F, 51), X::random(4, d, F, 52)};
+    HF h(std::move(routers), std::move(modal), FeatureRouter(3, d, 1), X::random(3, d, F, 53),
+         SharedExperts<X>(X::random(1, d, F, 54)));
+    REQUIRE(h.modalities() == 2);
+    REQUIRE(h.parameters() == 2 * X::random(4, d, F, 1).parameters() + X::random(3, d, F, 1).parameters() +
+                                  X::random(1, d, F, 1).parameters());  // a router without parameters() counts 0
+
+    const auto x = randn(static_cast<std::size_t>(T * d), 55);
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(T));
+    for (index_t t = 0; t < T; ++t) ids[static_cast<std::size_t>(t)] = static_cast<std::int32_t>((t * 7 / 3) % 2);
+    std::vector<float> y(x.size(), -1.0f);
+    h.forward({x.data(), T, d}, std::span<const std::int32_t>(ids), {y.data(), T, d});
+
+    std::vector<index_t> seen(2, 0);
+    for (index_t t = 0; t < T; ++t) {
+        const float* xt = x.data() + t * d;
+        const int m = ids[static_cast<std::size_t>(t)];
+        std::vector<double> want = dense_expert(h.shared().experts(), 0, xt);
+        for (index_t e : top_features(xt, 4, 2)) {
+            const auto ye = dense_expert(h.modal_experts(m), e, xt);
+            for (index_t i = 0; i < d; ++i) want[static_cast<std::size_t>(i)] += 0.5 * ye[static_cast<std::size_t>(i)];
+        }
+        const index_t c = top_features(xt, 3, 1)[0];
+        const auto yc = dense_expert(h.collab_experts(), c, xt);
+        for (index_t i = 0; i < d; ++i) want[static_cast<std::size_t>(i)] += yc[static_cast<std::size_t>(i)];
+        for (index_t i = 0; i < d; ++i)
+            REQUIRE(y[static_cast<std::size_t>(t * d + i)] == Approx(want[static_cast<std::size_t>(i)]).epsilon(1e-4).margin(1e-5));
+        // The plans are the router's: modality m's over its own tokens, in order.
+        const auto& pm = h.modal_plan(m);
+        const auto j = seen[static_cast<std::size_t>(m)]++;
+        const auto top = top_features(xt, 4, 2);
+        REQUIRE(pm.expert_ids[static_cast<std::size_t>(2 * j)] == top[0]);
+        REQUIRE(pm.expert_ids[static_cast<std::size_t>(2 * j + 1)] == top[1]);
+        REQUIRE(h.collab_plan().expert_ids[static_cast<std::size_t>(t)] == c);
+    }
+    REQUIRE(h.modal_plan(0).num_tokens == seen[0]);
+    REQUIRE(h.modal_plan(1).num_tokens == seen[1]);
+    // No logits (not a LogitRouter): every group loss is 0.
+    REQUIRE(h.losses().total == 0.0);
+    REQUIRE(h.losses().collab == 0.0);
+
+    // The same tokens given as one chunk of modality 0 (modality 1 absent): the same outputs for
+    // modality 0's tokens (up to the rounding of adding the gathered modal branch), and
+    // modality 1's plan is empty.
+    std::vector<float> y0(x.size());
+    const ModalityChunk all0{0, T, 0};
+    h.forward({x.data(), T, d}, std::span<const ModalityChunk>(&all0, 1), {y0.data(), T, d});
+    REQUIRE(h.modal_plan(1).num_tokens == 0);
+    REQUIRE(h.modal_plan(0).num_tokens == T);
+    for (index_t t = 0; t < T; ++t)
+        if (ids[static_cast<std::size_t>(t)] == 0)
+            for (index_t i = 0; i < d; ++i)
+                REQUIRE(y0[static_cast<std::size_t>(t * d + i)] ==
+                        Approx(y[static_cast<std::size_t>(t * d + i)]).epsilon(1e-6).margin(1e-7));
+
+    // Pruning that needs no router capability works with it too: one modality's sub-model,
+    // bit-identical on that modality's tokens.
+    Calibration cal;
+    cal.add({x.data(), T, d}, std::span<const std::int32_t>(ids));
+    const auto one = ExtractModality{1}.apply(h, cal);
+    REQUIRE(one.layer.modalities() == 1);
+    REQUIRE(one.report.fidelity.relative_error == 0.0);
+}
+
+TEST_CASE("hierarchical layer: built from routers or groups, it computes what the gate constructor builds",
+          "[hierarchical]") {
+    const index_t d = 16, F = 32, T = 48;
+    H a = make(d, F, 2, true);
+    std::vector<TopKRouter<SoftmaxScores>> routers{a.modal_router(0), a.modal_router(1)};
+    std::vector<X> experts{a.modal_experts(0), a.modal_experts(1)};
+    H b(std::move(routers), std::move(experts), a.collab_router(), a.collab_experts(), a.shared(),
+        a.loss_options());
+    std::vector<H::modal_group_type> groups{a.modal_group(0), a.modal_group(1)};
+    H c(std::move(groups), a.collab_group(), a.shared(), a.loss_options());
+    const auto x = randn(static_cast<std::size_t>(T * d), 61);
+    const std::vector<ModalityChunk> chunks{{0, 20, 0}, {20, T, 1}};
+    std::vector<float> ya(x.size()), yb(x.size()), yc(x.size());
+    a.forward({x.data(), T, d}, chunks, {ya.data(), T, d});
+    b.forward({x.data(), T, d}, chunks, {yb.data(), T, d});
+    c.forward({x.data(), T, d}, chunks, {yc.data(), T, d});
+    REQUIRE(ya == yb);
+    REQUIRE(ya == yc);
+    REQUIRE(a.losses().total > 0.0);
+    REQUIRE(a.losses().total == b.losses().total);
+    REQUIRE(a.losses().total == c.losses().total);
+    REQUIRE(a.losses().collab == a.collab_group().loss());
+    // options() reads the routers back.
+    REQUIRE(c.options().k_modal == 1);
+    REQUIRE(c.options().capacity_factor_collab == 1.2);
+    // A modal router with another k: one HierarchicalOptions cannot describe the layer.
+    std::vector<H::modal_group_type> g2{a.modal_group(0), a.modal_group(1)};
+    g2[1].router().set_k(2);
+    H e(std::move(g2), a.collab_group(), a.shared(), a.loss_options());
+    REQUIRE_THROWS_WITH(e.options(), Catch::Contains("modality 1 routes with k 2"));
+    REQUIRE_THROWS_AS(H({}, a.collab_group(), a.shared()), ConfigError);
 }
 
 }  // namespace moe_test_hierarchical

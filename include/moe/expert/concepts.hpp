@@ -1,6 +1,6 @@
 // moe/expert/concepts.hpp - the ExpertSet contract and its optional capabilities.
 //
-//   ExpertSet<X>          what MoELayer, SharedExperts and HierarchicalMoE require
+//   ExpertSet<X>          what RoutedGroup, MoELayer, SharedExperts and HierarchicalMoE require
 //   ThreadedExpertSet<X>  optional: forward(x, plan, out, combine, threads) (used when present)
 //   ScratchSharing<X>     optional: share_scratch(other) (used by the layers' share_scratch)
 //

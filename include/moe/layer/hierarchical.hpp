@@ -7,6 +7,12 @@
 //   collab   one router shared by all modalities over one pool of collaborative experts;
 //   shared   always-on shared experts (weight 1).
 //
+// Each branch is a RoutedGroup (moe/layer/routed_group.hpp) of router type R, a template
+// parameter (default TopKRouter<SoftmaxScores>): any moe::Router fits, so a custom router runs in
+// RingMoE's modal and collaborative groups (examples/custom_router_hierarchical.cpp). The
+// constructor from Gates + HierarchicalOptions builds R from TopKOptions (TopKOptionsRouter) with
+// the MindSpore routing below; the constructors from routers or groups take them as they are.
+//
 // Each routed group has its own k and capacity, ceil(k * tokens_in_group * cf / experts_in_group):
 // a modality's capacity counts only that modality's tokens; overflow is dropped from that group
 // only (the token still gets the other branches).
@@ -30,7 +36,8 @@
 // mean over tokens of p_j / (sum_e p_j + 1e-9), p_j = prob * (1 - experts kept by choices
 // before j), and c a configuration constant (8 in RingMoE); at k = 1 this is the Switch loss
 // mean_e(f_e * P_e) * c^2 (switch_group_loss). The layer's loss is
-// weight * (L_collab + mean over present modalities of L_modal).
+// weight * (L_collab + mean over present modalities of L_modal). A group whose router does not
+// keep its logits (no last_logits(): not a LogitRouter) has L_group = 0.
 #pragma once
 
 #include <algorithm>
@@ -38,84 +45,22 @@
 #include <cstring>
 #include <span>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
+#include "moe/layer/concepts.hpp"
+#include "moe/layer/routed_group.hpp"
 #include "moe/layer/shared.hpp"
+#include "moe/router/concepts.hpp"
 #include "moe/router/losses.hpp"
-#include "moe/core/plan.hpp"
 #include "moe/router/topk.hpp"
 
 namespace moe {
-
-namespace detail {
-/// The group losses take the logits the plan was routed from: [T, E] for T tokens, E experts.
-inline void check_logits_fit_plan(ConstMatrixRef<float> logits, const RoutingPlan& plan, const char* who) {
-    check<ShapeError>(logits.rows == plan.num_tokens && logits.cols == plan.num_experts, who,
-                      "logits and plan disagree: logits are [", logits.rows, ", ", logits.cols, "], the plan routes ",
-                      plan.num_tokens, " tokens to ", plan.num_experts, " experts");
-}
-}  // namespace detail
-
-/// Switch-style group loss: mean_e(f_e * P_e) * c^2, f_e from first choices before capacity.
-inline double switch_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
-    detail::check_logits_fit_plan(logits, plan, "switch_group_loss");
-    const index_t T = plan.num_tokens, E = plan.num_experts;
-    if (T == 0) return 0.0;
-    const auto P = mean_router_probs(logits);
-    std::vector<double> f(static_cast<std::size_t>(E), 0.0);
-    for (index_t t = 0; t < T; ++t) {
-        const auto e = plan.expert_ids[static_cast<std::size_t>(t * plan.k)];
-        if (e >= 0) f[static_cast<std::size_t>(e)] += 1.0 / double(T);
-    }
-    double s = 0;
-    for (index_t e = 0; e < E; ++e) s += f[static_cast<std::size_t>(e)] * P[static_cast<std::size_t>(e)];
-    return s / double(E) * c * c;
-}
-
-/// MindSpore TopkRouter's group loss for a plan routed with CapacityPriority::sequential (any k):
-///   sum_j mean_e(f_je * P_je) * c^2,
-/// f_je = fraction of tokens whose choice j is e (before capacity; a choice after a dropped one
-/// names the dropped expert again), P_je = mean_t p_j[t, e] / (sum_e p_j[t, e] + 1e-9) with
-/// p_j = softmax(logits) * (1 - the experts the token kept in choices 0 .. j-1). Computed in
-/// double. At k = 1 it is switch_group_loss times 1 / (1 + 1e-9).
-inline double sequential_group_loss(ConstMatrixRef<float> logits, const RoutingPlan& plan, double c) {
-    detail::check_logits_fit_plan(logits, plan, "sequential_group_loss");
-    const index_t T = plan.num_tokens, E = plan.num_experts, k = plan.k;
-    if (T == 0 || k == 0) return 0.0;
-    const auto Es = static_cast<std::size_t>(E), ks = static_cast<std::size_t>(k);
-    std::vector<double> f(ks * Es, 0.0), P(ks * Es, 0.0), prob(Es);
-    std::vector<char> masked(Es);
-    for (index_t t = 0; t < T; ++t) {
-        const float* r = logits.row(t);
-        double m = -INFINITY, z = 0;
-        for (std::size_t e = 0; e < Es; ++e) m = std::max(m, double(r[e]));
-        for (std::size_t e = 0; e < Es; ++e) z += prob[e] = std::exp(double(r[e]) - m);
-        for (std::size_t e = 0; e < Es; ++e) prob[e] /= z;
-        std::fill(masked.begin(), masked.end(), char(0));
-        for (std::size_t j = 0; j < ks; ++j) {
-            const std::size_t ch = static_cast<std::size_t>(t) * ks + j;
-            double sum = 0;
-            for (std::size_t e = 0; e < Es; ++e)
-                if (!masked[e]) sum += prob[e];
-            const double inv = 1.0 / (sum + 1e-9);
-            for (std::size_t e = 0; e < Es; ++e)
-                if (!masked[e]) P[j * Es + e] += prob[e] * inv;
-            const std::int32_t ej = plan.expert_ids[ch];
-            if (ej < 0) continue;
-            f[j * Es + static_cast<std::size_t>(ej)] += 1.0;
-            if (plan.token_to_slot[ch] >= 0) masked[static_cast<std::size_t>(ej)] = 1;
-        }
-    }
-    double s = 0;
-    for (std::size_t i = 0; i < ks * Es; ++i) s += f[i] * P[i];
-    return s / (double(T) * double(T) * double(E)) * c * c;
-}
 
 /// Run-time configuration of a hierarchical layer.
 struct HierarchicalOptions {
@@ -128,6 +73,13 @@ struct HierarchicalOptions {
     double aux_weight = 0.001;       ///< weight of the layer's auxiliary loss
 };
 
+/// The auxiliary-loss settings of a hierarchical layer (the loss part of HierarchicalOptions,
+/// which a layer built from routers or groups takes alone).
+struct HierarchicalLossOptions {
+    double aux_constant = 8.0;  ///< c in sum_j mean_e(f_je P_je) * c^2 (each group's loss constant; 0: no loss)
+    double aux_weight = 0.001;  ///< weight of the layer's auxiliary loss
+};
+
 /// The auxiliary losses of the last forward call.
 struct HierarchicalLosses {
     std::vector<double> modal;       ///< per modality (0 for a modality absent from the batch)
@@ -136,49 +88,93 @@ struct HierarchicalLosses {
     double total = 0.0;              ///< aux_weight * (collab + mean of present modal losses)
 };
 
-template <ExpertSet Modal, ExpertSet Collab, class Shared = NoSharedExperts, class Scores = SoftmaxScores>
+template <ExpertSet Modal, ExpertSet Collab, class Shared = NoSharedExperts, Router R = TopKRouter<SoftmaxScores>>
 class HierarchicalMoE {
 public:
-    using router_type = TopKRouter<Scores>;
+    using router_type = R;
+    using modal_group_type = RoutedGroup<R, Modal>;
+    using collab_group_type = RoutedGroup<R, Collab>;
 
     HierarchicalMoE() = default;
     /// modal_gates[m] / modal_experts[m]: modality m's router and experts; collab_gate /
-    /// collab_experts: the collaborative group; shared: always-on experts.
+    /// collab_experts: the collaborative group; shared: always-on experts. The routers are
+    /// R(gate, TopKOptions) with the MindSpore routing of the file comment and `options`' k,
+    /// capacity factors and renormalize.
     HierarchicalMoE(std::vector<Gate> modal_gates, std::vector<Modal> modal_experts, Gate collab_gate,
                     Collab collab_experts, Shared shared, HierarchicalOptions options)
-        : modal_experts_(std::move(modal_experts)), collab_experts_(std::move(collab_experts)),
-          shared_(std::move(shared)), opt_(options) {
+        requires TopKOptionsRouter<R>
+        : HierarchicalMoE(routers_of(std::move(modal_gates), options, options.k_modal, options.capacity_factor_modal),
+                          std::move(modal_experts),
+                          R(std::move(collab_gate),
+                            topk_options(options, options.k_collab, options.capacity_factor_collab)),
+                          std::move(collab_experts), std::move(shared),
+                          HierarchicalLossOptions{options.aux_constant, options.aux_weight}) {}
+
+    /// The same with routers as they are: modal_routers[m] routes modality m's tokens over
+    /// modal_experts[m], collab_router all tokens over collab_experts.
+    HierarchicalMoE(std::vector<R> modal_routers, std::vector<Modal> modal_experts, R collab_router,
+                    Collab collab_experts, Shared shared = {}, HierarchicalLossOptions loss = {})
+        : HierarchicalMoE(groups_of(std::move(modal_routers), std::move(modal_experts)),
+                          collab_group_type(std::move(collab_router), std::move(collab_experts),
+                                            "HierarchicalMoE collaborative group"),
+                          std::move(shared), loss) {}
+
+    /// The same from routed groups (e.g. ones a pruning policy made). Every group's loss
+    /// constant becomes loss.aux_constant.
+    HierarchicalMoE(std::vector<modal_group_type> modal, collab_group_type collab, Shared shared = {},
+                    HierarchicalLossOptions loss = {})
+        : modal_(std::move(modal)), collab_(std::move(collab)), shared_(std::move(shared)), loss_opt_(loss) {
         const char* w = "HierarchicalMoE";
-        check<ConfigError>(!modal_gates.empty(), w, "at least one modality is needed");
-        check<ShapeError>(modal_gates.size() == modal_experts_.size(), w, modal_gates.size(), " modal routers but ",
-                          modal_experts_.size(), " modal expert sets");
-        d_ = collab_experts_.hidden_size();
-        for (std::size_t m = 0; m < modal_gates.size(); ++m) {
-            check<ShapeError>(modal_gates[m].experts() == modal_experts_[m].num_experts(), w, "modality ", m,
-                              ": router over ", modal_gates[m].experts(), " experts, expert set holds ",
-                              modal_experts_[m].num_experts());
-            check<ShapeError>(modal_gates[m].hidden() == d_ && modal_experts_[m].hidden_size() == d_, w, "modality ",
-                              m, " does not take ", d_, " features");
-            modal_routers_.emplace_back(std::move(modal_gates[m]), options_for(opt_.k_modal, opt_.capacity_factor_modal));
+        check<ConfigError>(!modal_.empty(), w, "at least one modality is needed");
+        check<ConfigError>(std::isfinite(loss.aux_weight), w, "aux_weight must be finite, got ", loss.aux_weight);
+        d_ = collab_.hidden_size();
+        for (std::size_t m = 0; m < modal_.size(); ++m) {
+            check<ShapeError>(modal_[m].hidden_size() == d_, w, "modality ", m, " does not take ", d_, " features");
+            modal_[m].set_loss_constant(loss.aux_constant);
         }
-        check<ShapeError>(collab_gate.experts() == collab_experts_.num_experts() && collab_gate.hidden() == d_, w,
-                          "collaborative router and experts disagree: router over ", collab_gate.experts(),
-                          " experts taking ", collab_gate.hidden(), " features, expert set holds ",
-                          collab_experts_.num_experts(), " experts taking ", d_);
-        collab_router_ = router_type(std::move(collab_gate), options_for(opt_.k_collab, opt_.capacity_factor_collab));
+        collab_.set_loss_constant(loss.aux_constant);
         if constexpr (Shared::enabled)
             check<ShapeError>(shared_.hidden_size() == d_, w, "shared experts take ", shared_.hidden_size(),
                               " features, expected ", d_);
-        modal_plans_.resize(modal_routers_.size());
     }
 
     index_t hidden_size() const noexcept { return d_; }
-    int modalities() const noexcept { return static_cast<int>(modal_routers_.size()); }
-    const HierarchicalOptions& options() const noexcept { return opt_; }
+    int modalities() const noexcept { return static_cast<int>(modal_.size()); }
+    /// The routing and loss settings, read from the routers (TopKOptionsRouter). ConfigError
+    /// when the modal routers differ in k, capacity factor or renormalize, or a modal router
+    /// and the collaborative one differ in renormalize (read modal_router(m).options() then).
+    HierarchicalOptions options() const
+        requires TopKOptionsRouter<R>
+    {
+        HierarchicalOptions o;
+        o.aux_constant = loss_opt_.aux_constant;
+        o.aux_weight = loss_opt_.aux_weight;
+        if (modal_.empty()) return o;
+        const TopKOptions& c = collab_.router().options();
+        const TopKOptions& m0 = modal_[0].router().options();
+        for (std::size_t m = 0; m < modal_.size(); ++m) {
+            const TopKOptions& mo = modal_[m].router().options();
+            check<ConfigError>(mo.k == m0.k && mo.capacity_factor == m0.capacity_factor &&
+                                   mo.renormalize == c.renormalize,
+                               "HierarchicalMoE::options", "modality ", m, " routes with k ", mo.k,
+                               ", capacity factor ", mo.capacity_factor, ", renormalize ", mo.renormalize,
+                               " (modality 0: k ", m0.k, ", capacity factor ", m0.capacity_factor,
+                               "; collaborative: renormalize ", c.renormalize,
+                               "): one HierarchicalOptions cannot describe it; read modal_router(m).options()");
+        }
+        o.k_modal = m0.k;
+        o.k_collab = c.k;
+        o.capacity_factor_modal = m0.capacity_factor;
+        o.capacity_factor_collab = c.capacity_factor;
+        o.renormalize = c.renormalize;
+        return o;
+    }
+    /// The auxiliary-loss settings.
+    const HierarchicalLossOptions& loss_options() const noexcept { return loss_opt_; }
+    /// Every group's experts and routers (CountsParameters) and the shared experts.
     index_t parameters() const noexcept {
-        index_t p = collab_router_.parameters() + collab_experts_.parameters() + shared_.parameters();
-        for (std::size_t m = 0; m < modal_routers_.size(); ++m)
-            p += modal_routers_[m].parameters() + modal_experts_[m].parameters();
+        index_t p = collab_.parameters() + shared_.parameters();
+        for (const auto& g : modal_) p += g.parameters();
         return p;
     }
 
@@ -246,52 +242,73 @@ public:
     }
 
     /// The plans of the last call: modality m's (over its own tokens, in order) and the collaborative one.
-    const RoutingPlan& modal_plan(int m) const { return modal_plans_.at(static_cast<std::size_t>(m)); }
-    const RoutingPlan& collab_plan() const noexcept { return collab_plan_; }
+    const RoutingPlan& modal_plan(int m) const { return modal_group(m).plan(); }
+    const RoutingPlan& collab_plan() const noexcept { return collab_.plan(); }
     const HierarchicalLosses& losses() const noexcept { return losses_; }
 
-    router_type& modal_router(int m) { return modal_routers_.at(static_cast<std::size_t>(m)); }
-    const router_type& modal_router(int m) const { return modal_routers_.at(static_cast<std::size_t>(m)); }
-    Modal& modal_experts(int m) { return modal_experts_.at(static_cast<std::size_t>(m)); }
-    const Modal& modal_experts(int m) const { return modal_experts_.at(static_cast<std::size_t>(m)); }
-    router_type& collab_router() noexcept { return collab_router_; }
-    const router_type& collab_router() const noexcept { return collab_router_; }
-    Collab& collab_experts() noexcept { return collab_experts_; }
-    const Collab& collab_experts() const noexcept { return collab_experts_; }
+    /// Modality m's routed group (router, experts, plan, loss); std::out_of_range for an unknown m.
+    modal_group_type& modal_group(int m) { return modal_.at(static_cast<std::size_t>(m)); }
+    const modal_group_type& modal_group(int m) const { return modal_.at(static_cast<std::size_t>(m)); }
+    /// The collaborative routed group.
+    collab_group_type& collab_group() noexcept { return collab_; }
+    const collab_group_type& collab_group() const noexcept { return collab_; }
+    R& modal_router(int m) { return modal_group(m).router(); }
+    const R& modal_router(int m) const { return modal_group(m).router(); }
+    Modal& modal_experts(int m) { return modal_group(m).experts(); }
+    const Modal& modal_experts(int m) const { return modal_group(m).experts(); }
+    R& collab_router() noexcept { return collab_.router(); }
+    const R& collab_router() const noexcept { return collab_.router(); }
+    Collab& collab_experts() noexcept { return collab_.experts(); }
+    const Collab& collab_experts() const noexcept { return collab_.experts(); }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    /// Threads of the routing kernels and the expert GEMMs of every group (default: all OpenMP threads).
     /// Share o's scratch buffers (activations and expert workspaces, group by group): for layers
     /// that never run at the same time, such as the blocks of one encoder. Routing results
     /// (plans, logits, losses) stay each layer's own.
     void share_scratch(HierarchicalMoE& o) {
         xg_.share(o.xg_);
         yg_.share(o.yg_);
-        auto experts = [](auto& a, auto& b) {
-            if constexpr (ScratchSharing<std::remove_cvref_t<decltype(a)>>) a.share_scratch(b);
-        };
-        for (std::size_t m = 0; m < std::min(modal_experts_.size(), o.modal_experts_.size()); ++m)
-            experts(modal_experts_[m], o.modal_experts_[m]);
-        experts(collab_experts_, o.collab_experts_);
-        if constexpr (Shared::enabled) experts(shared_, o.shared_);
+        for (std::size_t m = 0; m < std::min(modal_.size(), o.modal_.size()); ++m) modal_[m].share_scratch(o.modal_[m]);
+        collab_.share_scratch(o.collab_);
+        if constexpr (ScratchSharing<Shared>) shared_.share_scratch(o.shared_);
     }
 
+    /// Threads of the routing (ThreadedRouter) and the expert GEMMs of every group and of the
+    /// shared experts (default: all OpenMP threads). Results do not depend on it.
     void set_threads(int n) noexcept {
         threads_ = std::max(1, n);
-        collab_router_.set_threads(threads_);
-        for (auto& r : modal_routers_) r.set_threads(threads_);
+        collab_.set_threads(threads_);
+        for (auto& g : modal_) g.set_threads(threads_);
     }
 
 private:
-    TopKOptions options_for(index_t k, double cf) const {
+    static TopKOptions topk_options(const HierarchicalOptions& opt, index_t k, double cf) {
         TopKOptions o;
         o.k = k;
-        o.renormalize = opt_.renormalize;
+        o.renormalize = opt.renormalize;
         o.capacity_factor = cf;
         o.priority = CapacityPriority::sequential;  // MindSpore TopkRouter (see the file comment)
         o.renormalize_after_capacity = true;
         o.renorm_eps = 1e-9f;
         return o;
+    }
+    static std::vector<R> routers_of(std::vector<Gate> gates, const HierarchicalOptions& opt, index_t k, double cf) {
+        std::vector<R> routers;
+        routers.reserve(gates.size());
+        for (auto& g : gates) routers.emplace_back(std::move(g), topk_options(opt, k, cf));
+        return routers;
+    }
+    static std::vector<modal_group_type> groups_of(std::vector<R> routers, std::vector<Modal> experts) {
+        const char* w = "HierarchicalMoE";
+        check<ConfigError>(!routers.empty(), w, "at least one modality is needed");
+        check<ShapeError>(routers.size() == experts.size(), w, routers.size(), " modal routers but ", experts.size(),
+                          " modal expert sets");
+        std::vector<modal_group_type> groups;
+        groups.reserve(routers.size());
+        for (std::size_t m = 0; m < routers.size(); ++m)
+            groups.emplace_back(std::move(routers[m]), std::move(experts[m]),
+                                detail::cat("HierarchicalMoE modality ", m));
+        return groups;
     }
     void check_io(ConstMatrixRef<float> x, MatrixRef<float> y, const char* w) const {
         check<ShapeError>(x.cols == d_, w, "input has ", x.cols, " features, expected ", d_);
@@ -308,26 +325,16 @@ private:
     }
     // y = collab(x) (+ shared(x)); modal branches add to it.
     void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
-        collab_router_.route(x, collab_plan_);
-        if constexpr (ThreadedExpertSet<Collab>)
-            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_);
-        else
-            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
-        losses_.collab = sequential_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
+        collab_.forward(x, y, Combine::overwrite);
+        losses_.collab = collab_.loss();
         if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
-        losses_.modal.assign(modal_routers_.size(), 0.0);
-        losses_.present.assign(modal_routers_.size(), false);
+        losses_.modal.assign(modal_.size(), 0.0);
+        losses_.present.assign(modal_.size(), false);
     }
     void run_modal(int m, ConstMatrixRef<float> xm, MatrixRef<float> ym) {
-        auto& plan = modal_plans_[static_cast<std::size_t>(m)];
-        auto& r = modal_routers_[static_cast<std::size_t>(m)];
-        r.route(xm, plan);
-        auto& experts = modal_experts_[static_cast<std::size_t>(m)];
-        if constexpr (ThreadedExpertSet<Modal>)
-            experts.forward(xm, plan, ym, Combine::add, threads_);
-        else
-            experts.forward(xm, plan, ym, Combine::add);
-        losses_.modal[static_cast<std::size_t>(m)] = sequential_group_loss(r.last_logits(), plan, opt_.aux_constant);
+        auto& g = modal_[static_cast<std::size_t>(m)];
+        g.forward(xm, ym, Combine::add);
+        losses_.modal[static_cast<std::size_t>(m)] = g.loss();
         losses_.present[static_cast<std::size_t>(m)] = true;
     }
     void run_gathered(int m, ConstMatrixRef<float> x, const std::vector<std::int32_t>& rows, MatrixRef<float> y) {
@@ -344,11 +351,7 @@ private:
             for (index_t j = 0; j < d_; ++j) o[j] += s[j];
         }
     }
-    void mark_absent(int m) {
-        modal_plans_[static_cast<std::size_t>(m)].reset(0, modal_routers_[static_cast<std::size_t>(m)].num_experts(),
-                                                        opt_.k_modal);
-        modal_plans_[static_cast<std::size_t>(m)].finalize();
-    }
+    void mark_absent(int m) { modal_[static_cast<std::size_t>(m)].clear(); }
     void finish_losses() {
         double sum = 0;
         int n = 0;
@@ -357,18 +360,14 @@ private:
                 sum += losses_.modal[m];
                 ++n;
             }
-        losses_.total = opt_.aux_weight * (losses_.collab + (n ? sum / n : 0.0));
+        losses_.total = loss_opt_.aux_weight * (losses_.collab + (n ? sum / n : 0.0));
     }
 
-    std::vector<router_type> modal_routers_;
-    std::vector<Modal> modal_experts_;
-    router_type collab_router_;
-    Collab collab_experts_;
+    std::vector<modal_group_type> modal_;
+    collab_group_type collab_;
     Shared shared_;
-    HierarchicalOptions opt_;
+    HierarchicalLossOptions loss_opt_;
     index_t d_ = 0;
-    std::vector<RoutingPlan> modal_plans_;
-    RoutingPlan collab_plan_;
     HierarchicalLosses losses_;
     Scratch<float> xg_, yg_;
     int threads_ = cpu::max_threads();

@@ -2,20 +2,21 @@
 //
 //   y = sum_j w(t, j) * expert_{e(t, j)}(x_t)  +  shared(x_t)
 //
-// The three parts are template parameters (compile-time structure); their sizes come from the
-// weights they were built from (run-time sizes). The RoutingPlan of the last call is kept for
-// inspection (per-expert load, dropped tokens).
+// One RoutedGroup (moe/layer/routed_group.hpp) plus shared experts. The three parts are template
+// parameters (compile-time structure); their sizes come from the weights they were built from
+// (run-time sizes). The RoutingPlan of the last call is kept for inspection (per-expert load,
+// dropped tokens). The group computes no auxiliary loss (its loss constant is 0).
 #pragma once
 
 #include <utility>
 
-#include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
+#include "moe/layer/routed_group.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/router/concepts.hpp"
-#include "moe/core/plan.hpp"
 
 namespace moe {
 
@@ -25,26 +26,22 @@ public:
     using router_type = R;
     using experts_type = X;
     using shared_type = Shared;
+    using group_type = RoutedGroup<R, X>;
 
     MoELayer() = default;
     MoELayer(R router, X experts, Shared shared = {})
-        : router_(std::move(router)), experts_(std::move(experts)), shared_(std::move(shared)) {
-        check<ShapeError>(router_.num_experts() == experts_.num_experts(), "MoELayer", "router has ",
-                          router_.num_experts(), " experts, the expert set ", experts_.num_experts());
-        check<ShapeError>(router_.hidden_size() == experts_.hidden_size(), "MoELayer", "router takes ",
-                          router_.hidden_size(), " features, the experts ", experts_.hidden_size());
+        : MoELayer(group_type(std::move(router), std::move(experts), "MoELayer"), std::move(shared)) {}
+    /// From a routed group (e.g. one a pruning policy made).
+    explicit MoELayer(RoutedGroup<R, X> group, Shared shared = {}) : group_(std::move(group)), shared_(std::move(shared)) {
         if constexpr (Shared::enabled)
-            check<ShapeError>(shared_.hidden_size() == experts_.hidden_size(), "MoELayer", "shared experts take ",
-                              shared_.hidden_size(), " features, the routed experts ", experts_.hidden_size());
+            check<ShapeError>(shared_.hidden_size() == group_.hidden_size(), "MoELayer", "shared experts take ",
+                              shared_.hidden_size(), " features, the routed experts ", group_.hidden_size());
     }
 
-    index_t hidden_size() const noexcept { return experts_.hidden_size(); }
-    index_t num_experts() const noexcept { return experts_.num_experts(); }
-    index_t parameters() const noexcept {
-        index_t p = experts_.parameters() + shared_.parameters();
-        if constexpr (requires { router_.parameters(); }) p += router_.parameters();
-        return p;
-    }
+    index_t hidden_size() const noexcept { return group_.hidden_size(); }
+    index_t num_experts() const noexcept { return group_.num_experts(); }
+    /// Routed experts + router (CountsParameters; 0 for a router without) + shared experts.
+    index_t parameters() const noexcept { return group_.parameters() + shared_.parameters(); }
 
     /// y [T, d] = MoE(x [T, d]). y must not alias x.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y) {
@@ -52,13 +49,8 @@ public:
                           hidden_size());
         check<ShapeError>(y.rows == x.rows && y.cols == x.cols, "MoELayer::forward", "output is [", y.rows, ", ",
                           y.cols, "], expected [", x.rows, ", ", x.cols, "]");
-        router_.route(x, plan_);
-        const RoutingPlan& plan = plan_;
-        if constexpr (ThreadedExpertSet<X>)
-            experts_.forward(x, plan, y, Combine::overwrite, threads_);
-        else
-            experts_.forward(x, plan, y, Combine::overwrite);
-        if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
+        group_.forward(x, y, Combine::overwrite);
+        if constexpr (Shared::enabled) shared_.forward(x, y, group_.threads());
     }
     /// Convenience: a new [T, d] tensor.
     Tensor forward(const Tensor& x) {
@@ -68,21 +60,23 @@ public:
     }
 
     /// The plan of the last forward call.
-    const RoutingPlan& plan() const noexcept { return plan_; }
-    R& router() noexcept { return router_; }
-    const R& router() const noexcept { return router_; }
-    X& experts() noexcept { return experts_; }
-    const X& experts() const noexcept { return experts_; }
+    const RoutingPlan& plan() const noexcept { return group_.plan(); }
+    R& router() noexcept { return group_.router(); }
+    const R& router() const noexcept { return group_.router(); }
+    X& experts() noexcept { return group_.experts(); }
+    const X& experts() const noexcept { return group_.experts(); }
+    /// The routed group (router, experts, plan).
+    group_type& group() noexcept { return group_; }
+    const group_type& group() const noexcept { return group_; }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Threads of the routing (ThreadedRouter), the expert GEMMs (ThreadedExpertSet) and the
+    /// shared experts (default: all OpenMP threads). Results do not depend on it.
+    void set_threads(int n) noexcept { group_.set_threads(n); }
 
 private:
-    R router_;
-    X experts_;
+    group_type group_;
     Shared shared_;
-    RoutingPlan plan_;
-    int threads_ = cpu::max_threads();
 };
 
 }  // namespace moe

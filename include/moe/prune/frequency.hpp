@@ -9,8 +9,9 @@
 // the kept experts; ties still go to the lower original index because the order is kept).
 // Renormalised weights over kept choices are unchanged; raw softmax probabilities are
 // renormalised over the kept experts only (the softmax runs over fewer logits).
-// If fewer experts than k remain, k is lowered to the number kept (noted in the report).
-// Capacity is recomputed by the router from the smaller expert count.
+// If fewer experts than k remain, k is lowered to the number kept (noted in the report), group by
+// group. Capacity is recomputed by the router from the smaller expert count. The policy is
+// written once per RoutedGroup (apply_group); the layer overloads apply it to their groups.
 //
 // RingMoE (deployment chain, step 2): keep the top 25% of the collaborative experts per layer,
 // counted on the calibration data of the deployed modality.
@@ -27,9 +28,12 @@
 #include "moe/core/error.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/layer/routed_group.hpp"
 #include "moe/prune/calibration.hpp"
 #include "moe/prune/report.hpp"
 #include "moe/prune/stats.hpp"
+#include "moe/router/concepts.hpp"
+#include "moe/router/topk.hpp"
 
 namespace moe {
 
@@ -70,47 +74,52 @@ struct KeepMostFrequent {
         return detail::cat("KeepMostFrequent(fraction ", fraction, ", by ", kinds[static_cast<int>(by)], ")");
     }
 
+    /// One routed group, ranked by `stats` (its counts on the calibration tokens): keeps the
+    /// most frequent experts and re-indexes router and experts to them (see the file comment).
+    /// Records the change in `rep` as group `name`, with a note when k falls or group-limited
+    /// routing (TopKOptions::groups > 1) is dropped.
+    template <Router R, ExpertSet X>
+        requires Selectable<R> && Selectable<X>
+    RoutedGroup<R, X> apply_group(const RoutedGroup<R, X>& group, const GroupStats& stats, const std::string& name,
+                                  PruneReport& rep) const {
+        check<ShapeError>(stats.experts == group.num_experts(), "KeepMostFrequent", name, ": statistics of ",
+                          stats.experts, " experts for a group of ", group.num_experts());
+        auto keep = most_frequent(stats, fraction, by);
+        RoutedGroup<R, X> out(group.router().select(keep), group.experts().select(keep), "KeepMostFrequent");
+        GroupChange g = prune_detail::group_change(name, group, out, std::move(keep));
+        if (g.k_after < g.k_before)
+            rep.notes.push_back(detail::cat(name, ": k lowered from ", g.k_before, " to ", g.k_after, ": only ",
+                                            g.experts_after, " experts remain"));
+        if constexpr (TopKOptionsRouter<R>)
+            if (group.router().options().groups > 1)
+                rep.notes.push_back(name + ": group-limited routing dropped: the pruned router routes over all kept experts");
+        rep.groups.push_back(std::move(g));
+        return out;
+    }
+
     /// MoELayer: prunes the routed experts; shared experts stay.
     template <Router R, ExpertSet X, class S>
         requires Selectable<R> && Selectable<X>
     Pruned<MoELayer<R, X, S>> apply(const MoELayer<R, X, S>& layer, const Calibration& cal) const {
-        const char* w = "KeepMostFrequent";
-        const index_t E = layer.num_experts();
-        const index_t n = keep_count(E, fraction, w);
+        keep_count(layer.num_experts(), fraction, "KeepMostFrequent");
         check_calibration(layer.hidden_size(), cal);
         RoutingStats stats;
         collect(stats, "", layer, cal);
-        const auto keep = most_frequent(stats.at({"", "routed", -1}), fraction, by);
-        MoELayer<R, X, S> out(layer.router().select(keep), layer.experts().select(keep), layer.shared());
-
         PruneReport rep;
         rep.policy = name();
-        GroupChange g{"routed", E, n, keep, prune_detail::complement(keep, E), {}, {}, {}, 0, 0};
-        if constexpr (requires { layer.router().k(); }) {
-            g.k_before = layer.router().k();
-            g.k_after = out.router().k();
-            if (g.k_after < g.k_before)
-                rep.notes.push_back(detail::cat("k lowered from ", g.k_before, " to ", g.k_after, ": only ", n,
-                                                " experts remain"));
-        }
-        if constexpr (requires { layer.router().options().groups; })
-            if (layer.router().options().groups > 1)
-                rep.notes.push_back("group-limited routing dropped: the pruned router routes over all kept experts");
-        rep.groups.push_back(std::move(g));
-        finish(rep, layer, out, cal);
+        MoELayer<R, X, S> out(apply_group(layer.group(), stats.at({"", "routed", -1}), "routed", rep), layer.shared());
+        prune_detail::finish_report(rep, layer, out, cal, "KeepMostFrequent");
         return {std::move(out), std::move(rep)};
     }
 
     /// HierarchicalMoE: prunes the collaborative group (counted on all calibration tokens) and,
     /// with `modal`, each modality's experts (counted on that modality's tokens).
-    template <ExpertSet M, ExpertSet C, class S, class Sc>
-        requires Selectable<M> && Selectable<C>
-    Pruned<HierarchicalMoE<M, C, S, Sc>> apply(const HierarchicalMoE<M, C, S, Sc>& layer,
-                                               const Calibration& cal) const {
+    template <ExpertSet M, ExpertSet C, class S, Router R>
+        requires Selectable<M> && Selectable<C> && Selectable<R>
+    Pruned<HierarchicalMoE<M, C, S, R>> apply(const HierarchicalMoE<M, C, S, R>& layer, const Calibration& cal) const {
         const char* w = "KeepMostFrequent";
-        using H = HierarchicalMoE<M, C, S, Sc>;
-        const auto& cr = layer.collab_router();
-        keep_count(cr.num_experts(), fraction, w);
+        using H = HierarchicalMoE<M, C, S, R>;
+        keep_count(layer.collab_router().num_experts(), fraction, w);
         check<ConfigError>(collaborative || modal, w, "nothing to prune: neither collaborative nor modal is set");
         check_calibration(layer.hidden_size(), cal);
         RoutingStats stats;
@@ -118,54 +127,21 @@ struct KeepMostFrequent {
 
         PruneReport rep;
         rep.policy = name() + (collaborative ? " collaborative" : "") + (modal ? " modal" : "");
-        HierarchicalOptions opt = layer.options();
-
-        std::vector<Gate> gates;
-        std::vector<M> experts;
-        index_t min_modal = -1;
+        std::vector<typename H::modal_group_type> groups;
         for (int m = 0; m < layer.modalities(); ++m) {
-            const auto& r = layer.modal_router(m);
-            const index_t Em = r.num_experts();
             if (!modal) {
-                gates.push_back(r.gate());
-                experts.push_back(layer.modal_experts(m));
-                min_modal = min_modal < 0 ? Em : std::min(min_modal, Em);
+                groups.push_back(layer.modal_group(m));
                 continue;
             }
             const StatsKey key{"", "modal", m};
             check<ConfigError>(stats.contains(key), w, "modality ", m,
                                " has no calibration tokens to rank its experts by");
-            const auto keep = most_frequent(stats.at(key), fraction, by);
-            gates.push_back(r.gate().select(keep));
-            experts.push_back(layer.modal_experts(m).select(keep));
-            const auto n = static_cast<index_t>(keep.size());
-            min_modal = min_modal < 0 ? n : std::min(min_modal, n);
-            rep.groups.push_back({"modal[" + std::to_string(m) + "]", Em, n, keep,
-                                  prune_detail::complement(keep, Em), {}, {}, {}, opt.k_modal,
-                                  std::min(opt.k_modal, n)});
+            groups.push_back(apply_group(layer.modal_group(m), stats.at(key), "modal[" + std::to_string(m) + "]", rep));
         }
-        const index_t Ec = cr.num_experts();
-        Gate cgate = cr.gate();
-        C cexperts = layer.collab_experts();
-        index_t nc = Ec;
-        if (collaborative) {
-            const auto keep = most_frequent(stats.at({"", "collab", -1}), fraction, by);
-            nc = static_cast<index_t>(keep.size());
-            cgate = cr.gate().select(keep);
-            cexperts = layer.collab_experts().select(keep);
-            rep.groups.push_back({"collab", Ec, nc, keep, prune_detail::complement(keep, Ec), {}, {}, {},
-                                  opt.k_collab, std::min(opt.k_collab, nc)});
-        }
-        if (opt.k_collab > nc) {
-            rep.notes.push_back(detail::cat("collaborative k lowered from ", opt.k_collab, " to ", nc));
-            opt.k_collab = nc;
-        }
-        if (opt.k_modal > min_modal) {
-            rep.notes.push_back(detail::cat("modal k lowered from ", opt.k_modal, " to ", min_modal));
-            opt.k_modal = min_modal;
-        }
-        H out(std::move(gates), std::move(experts), std::move(cgate), std::move(cexperts), layer.shared(), opt);
-        finish(rep, layer, out, cal);
+        auto collab = collaborative ? apply_group(layer.collab_group(), stats.at({"", "collab", -1}), "collab", rep)
+                                    : layer.collab_group();
+        H out(std::move(groups), std::move(collab), layer.shared(), layer.loss_options());
+        prune_detail::finish_report(rep, layer, out, cal, w);
         return {std::move(out), std::move(rep)};
     }
 
@@ -173,14 +149,6 @@ private:
     static void check_calibration(index_t d, const Calibration& cal) {
         cal.expect_hidden(d, "KeepMostFrequent");
         check<ConfigError>(!cal.empty(), "KeepMostFrequent", "no calibration tokens to count the routing on");
-    }
-    template <class L>
-    static void finish(PruneReport& rep, const L& before, const L& after, const Calibration& cal) {
-        rep.parameters_before = before.parameters();
-        rep.parameters_after = after.parameters();
-        rep.active_parameters_before = active_parameters(before);
-        rep.active_parameters_after = active_parameters(after);
-        rep.fidelity = prune_detail::compare(before, after, cal, "KeepMostFrequent");
     }
 };
 

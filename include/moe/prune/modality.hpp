@@ -1,8 +1,8 @@
 // moe/prune/modality.hpp - modality extraction: one modality's sub-model of a hierarchical layer.
 //
 // ExtractModality{m} turns a HierarchicalMoE with M modalities into one with a single modality
-// (id 0): modality m's router and experts, the whole collaborative group and the shared
-// experts, with the same options. Nothing else changes, so on modality m's tokens the new layer
+// (id 0): modality m's routed group (router and experts), the whole collaborative group and the
+// shared experts, with the same loss options; any router type. Nothing else changes, so on modality m's tokens the new layer
 // computes exactly what the original computes on a batch of those tokens (same plans, same
 // arithmetic: bit for bit). Its fidelity is measured on the calibration tokens of modality m
 // (the original layer run on them with id m, the new one with id 0); calibration batches must
@@ -28,21 +28,18 @@ struct ExtractModality {
 
     std::string name() const { return detail::cat("ExtractModality(", modality, ")"); }
 
-    template <ExpertSet M, ExpertSet C, class S, class Sc>
-    Pruned<HierarchicalMoE<M, C, S, Sc>> apply(const HierarchicalMoE<M, C, S, Sc>& layer,
-                                               const Calibration& cal) const {
+    template <ExpertSet M, ExpertSet C, class S, Router R>
+    Pruned<HierarchicalMoE<M, C, S, R>> apply(const HierarchicalMoE<M, C, S, R>& layer, const Calibration& cal) const {
         const char* w = "ExtractModality";
-        using H = HierarchicalMoE<M, C, S, Sc>;
+        using H = HierarchicalMoE<M, C, S, R>;
         const int Mn = layer.modalities();
         check<ConfigError>(modality >= 0 && modality < Mn, w, "modality ", modality,
                            " does not exist; the layer knows modalities 0..", Mn - 1);
         cal.expect_hidden(layer.hidden_size(), w);
         check<ConfigError>(cal.tagged() || Mn == 1, w, "calibration batches need modality ids");
 
-        std::vector<Gate> gates{layer.modal_router(modality).gate()};
-        std::vector<M> experts{layer.modal_experts(modality)};
-        H out(std::move(gates), std::move(experts), layer.collab_router().gate(), layer.collab_experts(),
-              layer.shared(), layer.options());
+        std::vector<typename H::modal_group_type> groups{layer.modal_group(modality)};
+        H out(std::move(groups), layer.collab_group(), layer.shared(), layer.loss_options());
 
         PruneReport rep;
         rep.policy = name();
@@ -50,10 +47,7 @@ struct ExtractModality {
         for (int m = 0; m < Mn; ++m)
             if (m != modality) removed.push_back(m);
         rep.groups.push_back({"modalities", Mn, 1, {modality}, removed, {}, {}, {}, 0, 0});
-        rep.parameters_before = layer.parameters();
-        rep.parameters_after = out.parameters();
-        rep.active_parameters_before = active_parameters(layer);
-        rep.active_parameters_after = active_parameters(out);
+        prune_detail::count_parameters(rep, layer, out);
 
         // Fidelity on modality m's tokens: original with id m, extracted with id 0.
         H ref = layer, cand = out;

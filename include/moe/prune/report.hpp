@@ -6,6 +6,10 @@
 //   Fidelity      relative error and cosine similarity of the new layer's output against the
 //                 unpruned layer's output
 //   PruningPolicy a type whose apply(layer, calibration) returns a Pruned<...>
+//
+// The policies are written once per RoutedGroup (apply_group) and their layer overloads apply
+// them to the layer's groups; prune_detail::finish_report fills the parameter counts and the
+// fidelity of every report.
 #pragma once
 
 #include <algorithm>
@@ -21,11 +25,14 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/layer/concepts.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/layer/routed_group.hpp"
 #include "moe/prune/calibration.hpp"
 #include "moe/expert/dense_ffn.hpp"
 #include "moe/prune/stats.hpp"
+#include "moe/router/concepts.hpp"
 
 namespace moe {
 
@@ -183,31 +190,29 @@ concept PruningPolicy = requires(const P& p, const L& layer, const Calibration& 
 
 // --- parameter counts ------------------------------------------------------------------------
 
-/// Parameters a token uses: router gates, k / E of each routed group's experts (the experts of a
-/// group have equal sizes), the shared experts. For a HierarchicalMoE the modal part is the
-/// largest over modalities. A router without k counts all its experts.
-template <Router R, ExpertSet X, class S>
-index_t active_parameters(const MoELayer<R, X, S>& l) {
-    index_t p = l.shared().parameters();
-    if constexpr (requires { l.router().parameters(); }) p += l.router().parameters();
-    if constexpr (requires { l.router().k(); })
-        p += l.experts().parameters() / l.num_experts() * std::min<index_t>(l.router().k(), l.num_experts());
+/// Parameters a token uses: router gates (CountsParameters), k / E of each routed group's
+/// experts (the experts of a group have equal sizes), the shared experts. For a HierarchicalMoE
+/// the modal part is the largest over modalities. A router without k (not TopKRouterLike)
+/// counts all its experts.
+template <Router R, ExpertSet X>
+index_t active_parameters(const RoutedGroup<R, X>& g) {
+    index_t p = 0;
+    if constexpr (CountsParameters<R>) p += static_cast<index_t>(g.router().parameters());
+    if constexpr (TopKRouterLike<R>)
+        p += g.experts().parameters() / g.num_experts() * std::min<index_t>(g.router().k(), g.num_experts());
     else
-        p += l.experts().parameters();
+        p += g.experts().parameters();
     return p;
 }
-template <ExpertSet M, ExpertSet C, class S, class Sc>
-index_t active_parameters(const HierarchicalMoE<M, C, S, Sc>& l) {
-    const auto& cr = l.collab_router();
-    index_t p = l.shared().parameters() + cr.parameters() +
-                l.collab_experts().parameters() / cr.num_experts() * std::min(cr.k(), cr.num_experts());
+template <Router R, ExpertSet X, class S>
+index_t active_parameters(const MoELayer<R, X, S>& l) {
+    return l.shared().parameters() + active_parameters(l.group());
+}
+template <ExpertSet M, ExpertSet C, class S, Router R>
+index_t active_parameters(const HierarchicalMoE<M, C, S, R>& l) {
     index_t modal = 0;
-    for (int m = 0; m < l.modalities(); ++m) {
-        const auto& r = l.modal_router(m);
-        modal = std::max(modal, r.parameters() + l.modal_experts(m).parameters() / r.num_experts() *
-                                                     std::min(r.k(), r.num_experts()));
-    }
-    return p + modal;
+    for (int m = 0; m < l.modalities(); ++m) modal = std::max(modal, active_parameters(l.modal_group(m)));
+    return l.shared().parameters() + active_parameters(l.collab_group()) + modal;
 }
 template <Activation A, WeightType W>
 index_t active_parameters(const DenseFfn<A, W>& l) {
@@ -218,10 +223,10 @@ index_t active_parameters(const DenseFfn<A, W>& l) {
 
 namespace prune_detail {
 
-/// y = layer(batch): forward(x, y), or forward(x, modality ids, y) for hierarchical layers.
+/// y = layer(batch): forward(x, y), or forward(x, modality ids, y) for ModalityAware layers.
 template <class L>
 void run(L& layer, const CalibrationBatch& b, MatrixRef<float> y, std::string_view where) {
-    if constexpr (requires { layer.modalities(); }) {
+    if constexpr (ModalityAware<L>) {
         const auto ids = modality_ids(b, layer.modalities(), where);
         layer.forward(b.matrix(), std::span<const std::int32_t>(ids), y);
     } else {
@@ -256,6 +261,44 @@ inline std::vector<index_t> iota(index_t n) {
     std::vector<index_t> v(static_cast<std::size_t>(n));
     for (index_t i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
     return v;
+}
+
+/// The report's parameter counts: stored (parameters()) and active (active_parameters()) of the
+/// layer before and after.
+template <class L1, class L2>
+void count_parameters(PruneReport& rep, const L1& before, const L2& after) {
+    rep.parameters_before = before.parameters();
+    rep.parameters_after = after.parameters();
+    rep.active_parameters_before = active_parameters(before);
+    rep.active_parameters_after = active_parameters(after);
+}
+
+/// Finishes a report: count_parameters, then the fidelity of `after` against `before` on every
+/// calibration batch.
+template <class L1, class L2>
+void finish_report(PruneReport& rep, const L1& before, const L2& after, const Calibration& cal,
+                   std::string_view where) {
+    count_parameters(rep, before, after);
+    rep.fidelity = compare(before, after, cal, where);
+}
+
+/// What a policy did to one routed group named `name`: `kept` of before's experts (original
+/// ids, ascending) remain as after's; k before / after are the routers' (TopKRouterLike; 0
+/// otherwise).
+template <Router R, ExpertSet X>
+GroupChange group_change(std::string name, const RoutedGroup<R, X>& before, const RoutedGroup<R, X>& after,
+                         std::vector<index_t> kept) {
+    GroupChange g;
+    g.group = std::move(name);
+    g.experts_before = before.num_experts();
+    g.experts_after = after.num_experts();
+    g.removed = complement(kept, before.num_experts());
+    g.kept = std::move(kept);
+    if constexpr (TopKRouterLike<R>) {
+        g.k_before = before.router().k();
+        g.k_after = after.router().k();
+    }
+    return g;
 }
 
 }  // namespace prune_detail

@@ -221,14 +221,14 @@ void collect(RoutingStats& stats, std::string_view layer_name, const MoELayer<R,
 /// modality (modality m's tokens through its router, as forward gathers them), group "collab"
 /// over all tokens (modality -1) and group "collab" per modality (the collaborative choices of
 /// that modality's tokens, from the same plan).
-template <ExpertSet M, ExpertSet C, class S, class Sc>
-void collect(RoutingStats& stats, std::string_view layer_name, const HierarchicalMoE<M, C, S, Sc>& layer,
+template <ExpertSet M, ExpertSet C, class S, Router R>
+void collect(RoutingStats& stats, std::string_view layer_name, const HierarchicalMoE<M, C, S, R>& layer,
              const Calibration& cal) {
     const char* w = "moe::collect";
     cal.expect_hidden(layer.hidden_size(), w);
     const std::string name(layer_name);
     auto collab = layer.collab_router();
-    std::vector<typename HierarchicalMoE<M, C, S, Sc>::router_type> modal;
+    std::vector<R> modal;
     for (int m = 0; m < layer.modalities(); ++m) modal.push_back(layer.modal_router(m));
     RoutingPlan plan;
     for (const auto& b : cal.batches()) {

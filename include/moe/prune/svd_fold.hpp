@@ -67,11 +67,13 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/expert/ffn.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
+#include "moe/layer/routed_group.hpp"
 #include "moe/layer/shared.hpp"
 #include "moe/prune/calibration.hpp"
 #include "moe/expert/dense_ffn.hpp"
 #include "moe/prune/report.hpp"
 #include "moe/prune/stats.hpp"
+#include "moe/router/concepts.hpp"
 
 namespace moe {
 
@@ -310,41 +312,51 @@ struct SvdFold {
                            refit_bias ? "" : ", no bias refit", ")");
     }
 
+    /// One routed group of MLP experts: adds each expert as a fold term of group `name` with
+    /// weight `weights[e]` (weights_of), and the group's k (TopKRouterLike; 0 otherwise) to `ks`.
+    template <Router R, Activation A, WeightType W, WeightType W2>
+    void apply_group(const RoutedGroup<R, MlpExperts<A, W2>>& group, const std::string& name,
+                     const std::vector<double>& weights, std::vector<prune_detail::FoldTerm<A, W>>& terms,
+                     std::vector<std::pair<std::string, index_t>>& ks) const {
+        prune_detail::push_terms(terms, group.experts(), name, weights);
+        index_t k = 0;
+        if constexpr (TopKRouterLike<R>) k = group.router().k();
+        ks.emplace_back(name, k);
+    }
+
     /// MoELayer with MLP experts (and ungated MLP shared experts, weight 1).
     template <Router R, Activation A, WeightType W, class S>
         requires prune_detail::foldable_shared<S, A>::value
     Pruned<DenseFfn<A, W>> apply(const MoELayer<R, MlpExperts<A, W>, S>& layer, const Calibration& cal) const {
         check_settings(layer.hidden_size(), cal);
         std::vector<prune_detail::FoldTerm<A, W>> terms;
+        std::vector<std::pair<std::string, index_t>> ks;
         RoutingStats stats;
         if (weighting != FoldWeighting::sum) collect(stats, "", layer, cal);
-        prune_detail::push_terms(terms, layer.experts(), "routed",
-                                 weights_of(stats, {"", "routed", -1}, layer.num_experts()));
+        apply_group(layer.group(), "routed", weights_of(stats, {"", "routed", -1}, layer.num_experts()), terms, ks);
         prune_detail::push_shared(terms, layer.shared());
-        index_t k = 0;
-        if constexpr (requires { layer.router().k(); }) k = layer.router().k();
-        return fold(layer, terms, cal, {{"routed", k}});
+        return fold(layer, terms, cal, ks);
     }
 
     /// One-modality HierarchicalMoE (apply ExtractModality first): modal, collaborative and
     /// shared experts all fold into one FFN.
-    template <Activation A, WeightType W, WeightType W2, class S, class Sc>
+    template <Activation A, WeightType W, WeightType W2, class S, Router R>
         requires prune_detail::foldable_shared<S, A>::value
-    Pruned<DenseFfn<A, W>> apply(const HierarchicalMoE<MlpExperts<A, W>, MlpExperts<A, W2>, S, Sc>& layer,
+    Pruned<DenseFfn<A, W>> apply(const HierarchicalMoE<MlpExperts<A, W>, MlpExperts<A, W2>, S, R>& layer,
                                  const Calibration& cal) const {
         check<ConfigError>(layer.modalities() == 1, "SvdFold", "the layer has ", layer.modalities(),
                            " modalities; fold a one-modality layer (apply ExtractModality first)");
         check_settings(layer.hidden_size(), cal);
         std::vector<prune_detail::FoldTerm<A, W>> terms;
+        std::vector<std::pair<std::string, index_t>> ks;
         RoutingStats stats;
         if (weighting != FoldWeighting::sum) collect(stats, "", layer, cal);
-        const auto& mx = layer.modal_experts(0);
-        const auto& cx = layer.collab_experts();
-        prune_detail::push_terms(terms, mx, "modal[0]", weights_of(stats, {"", "modal", 0}, mx.num_experts()));
-        prune_detail::push_terms(terms, cx, "collab", weights_of(stats, {"", "collab", -1}, cx.num_experts()));
+        const auto& mg = layer.modal_group(0);
+        const auto& cg = layer.collab_group();
+        apply_group(mg, "modal[0]", weights_of(stats, {"", "modal", 0}, mg.num_experts()), terms, ks);
+        apply_group(cg, "collab", weights_of(stats, {"", "collab", -1}, cg.num_experts()), terms, ks);
         prune_detail::push_shared(terms, layer.shared());
-        return fold(layer, terms, cal,
-                    {{"modal[0]", layer.options().k_modal}, {"collab", layer.options().k_collab}});
+        return fold(layer, terms, cal, ks);
     }
 
 private:
@@ -371,7 +383,7 @@ private:
 
     template <class L, Activation A, WeightType W>
     Pruned<DenseFfn<A, W>> fold(const L& layer, const std::vector<prune_detail::FoldTerm<A, W>>& terms,
-                                const Calibration& cal, std::vector<std::pair<std::string, index_t>> ks) const {
+                                const Calibration& cal, const std::vector<std::pair<std::string, index_t>>& ks) const {
         const index_t d = layer.hidden_size();
         index_t N = 0;
         for (const auto& t : terms) N += t.weight != 0.0 ? 1 : 0;
@@ -404,11 +416,7 @@ private:
             if (f.rank == 0)
                 rep.notes.push_back(detail::cat(f.group, " expert ", f.expert, " left out: weight 0 on the calibration tokens"));
         }
-        rep.parameters_before = layer.parameters();
-        rep.parameters_after = dense.parameters();
-        rep.active_parameters_before = active_parameters(layer);
-        rep.active_parameters_after = dense.parameters();
-        rep.fidelity = prune_detail::compare(layer, dense, cal, "SvdFold");
+        prune_detail::finish_report(rep, layer, dense, cal, "SvdFold");
         // The fold's own target: sum_e c_e expert_e(x) over the calibration tokens.
         if (X.dim(0) > 0) {
             const index_t n = X.dim(0);

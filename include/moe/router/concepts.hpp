@@ -1,4 +1,14 @@
-// moe/router/concepts.hpp - the Router contract.
+// moe/router/concepts.hpp - the Router contract and its optional capabilities.
+//
+//   Router<R>            what MoELayer, RoutedGroup and HierarchicalMoE require
+//   TopKRouterLike<R>    k() / set_k(k)                     (ReduceK, the pruning reports)
+//   LogitRouter<R>       last_logits()                      (the routed group's auxiliary loss)
+//   ThreadedRouter<R>    set_threads(n)                     (the layers' set_threads)
+//   CountsParameters<T>  parameters()                       (parameter counts of layers and reports)
+//
+// Code uses an optional capability only through these concepts, so a router with exactly
+// Router's members works everywhere a Router is accepted, and one whose member drifts from the
+// signature a concept names loses that capability visibly (static_assert it next to the type).
 #pragma once
 
 #include <concepts>
@@ -20,9 +30,9 @@ namespace moe {
 ///    ValueError naming the token;
 ///  * it is move-constructible (MoELayer holds its router by value).
 ///
-/// Optional (used when present): parameters(), the count of the router's weights, which
-/// MoELayer::parameters() adds. moe/prune copies routers and layers (collect(), the policies),
-/// and its policies state what else they need (Selectable, TopKRouterLike).
+/// Optional capabilities (used when present): CountsParameters, LogitRouter, ThreadedRouter,
+/// TopKRouterLike, below. moe/prune copies routers and layers (collect(), the policies), and its
+/// policies state what else they need (Selectable, TopKRouterLike).
 template <class R>
 concept Router = std::move_constructible<R> &&
                  requires(R& r, const R& cr, ConstMatrixRef<float> x, RoutingPlan& plan) {
@@ -37,5 +47,39 @@ concept TopKRouterLike = Router<R> && requires(R& r, const R& cr, index_t k) {
     { cr.k() } -> std::convertible_to<index_t>;
     r.set_k(k);
 };
+
+/// Something whose stored weights can be counted (routers, expert sets, layers, FFN slots).
+/// Optional for routers: a router without it counts 0 in the layers' parameters().
+///
+/// Promises:
+///  * parameters() is the count of its stored weights and biases (a router: its gate's), and
+///    does not change unless the object is rebuilt.
+template <class T>
+concept CountsParameters = requires(const T& t) {
+    { t.parameters() } -> std::convertible_to<index_t>;
+};
+
+/// A router that keeps the logits it routed from. Optional: a RoutedGroup computes its
+/// auxiliary loss (sequential_group_loss, moe/layer/routed_group.hpp) from them; a router
+/// without it gives the group a loss of 0.
+///
+/// Promises:
+///  * after route(x, plan) with x: [T, d], last_logits() is [T, E]: row t holds the scores
+///    whose softmax is token t's routing distribution (what the plan's choices were made from),
+///    valid until the next route() call;
+///  * before the first route() call it throws (moe::Error).
+template <class R>
+concept LogitRouter = Router<R> && requires(const R& cr) {
+    { cr.last_logits() } -> std::convertible_to<ConstMatrixRef<float>>;
+};
+
+/// A router whose routing may run on several threads. Optional: the layers' set_threads(n)
+/// passes n on when the router has it.
+///
+/// Promises:
+///  * set_threads(n) with n >= 1 limits later route() calls to n threads; the plans do not
+///    depend on n (bit for bit).
+template <class R>
+concept ThreadedRouter = Router<R> && requires(R& r, int n) { r.set_threads(n); };
 
 }  // namespace moe

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <limits>
 #include <span>
 #include <utility>
@@ -25,6 +26,7 @@
 #include "moe/backend/cpu/routing.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/router/concepts.hpp"
 #include "moe/router/gate.hpp"
 #include "moe/core/plan.hpp"
 
@@ -168,6 +170,19 @@ private:
     cpu::RouteWorkspace ws_;
     int threads_ = cpu::max_threads();
 };
+
+/// A router configured by TopKOptions (TopKRouter<Scores> for every Scores): built from a gate
+/// and the options, and reporting them. HierarchicalMoE builds its routers from gates this way
+/// and describes them by options().
+///
+/// Promises:
+///  * R(gate, options) routes with gate's logits as `options` say (ConfigError for options it
+///    cannot honour), and options() returns them (k as set_k last set it).
+template <class R>
+concept TopKOptionsRouter = TopKRouterLike<R> && std::constructible_from<R, Gate, TopKOptions> &&
+                            requires(const R& cr) {
+                                { cr.options() } -> std::convertible_to<const TopKOptions&>;
+                            };
 
 /// Mixtral / Qwen-MoE: softmax, top-k, renormalised (or not).
 inline TopKRouter<SoftmaxScores> softmax_topk_router(Gate gate, index_t k, bool renormalize = true) {

@@ -1,0 +1,33 @@
+// moe/layer/concepts.hpp - optional capabilities of layers (FFN slots).
+//
+//   ModalityAware<L>   forward(x, modality ids, y) / forward(x, chunks, y) and modalities()
+//                      (HierarchicalMoE; moe/prune runs such layers with the calibration
+//                      batches' modality ids)
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <span>
+
+#include "moe/core/plan.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe {
+
+/// A layer that routes each token by its modality, given with the data.
+///
+/// Promises:
+///  * modalities() == M >= 1 never changes after construction;
+///  * forward(x, ids, y) with x, y: [T, d] and one id in [0, M) per token (ConfigError naming the
+///    token otherwise) sets y to the layer's output, each token treated as its modality's;
+///  * forward(x, chunks, y) computes the same for modalities given as contiguous chunks that cover
+///    [0, T) in order (ShapeError otherwise).
+template <class L>
+concept ModalityAware = requires(L& l, const L& cl, ConstMatrixRef<float> x, std::span<const std::int32_t> ids,
+                                 std::span<const ModalityChunk> chunks, MatrixRef<float> y) {
+    { cl.modalities() } -> std::convertible_to<int>;
+    l.forward(x, ids, y);
+    l.forward(x, chunks, y);
+};
+
+}  // namespace moe
