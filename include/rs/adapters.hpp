@@ -1,7 +1,7 @@
 // rs/adapters.hpp - turning an rs::Image into encoder tokens.
 //
 //  PatchEmbed            Conv2d(C, D, kernel = stride = p) (+ LayerNorm): the ViT / Swin patch
-//                        embedding, as an im2col + moe::cpu::linear.
+//                        embedding (vision::PatchEmbed) on an image's bands.
 //  ModalityPatchEmbed    RingMoE: one patch embedding per modality (optical RGB 3 channels,
 //                        SAR-L1 complex quad-pol 8, SAR-L2 amplitude replicated to 3,
 //                        multispectral 4), each with its own weights, chosen by the image's
@@ -31,11 +31,14 @@
 
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/norm.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/image.hpp"
 #include "rs/sensors.hpp"
+#include "vision/common.hpp"
+#include "vision/patch_embed.hpp"
 
 namespace moe::rs {
 
@@ -85,132 +88,112 @@ inline std::vector<index_t> require_bands(const Image& img, const std::vector<st
 }
 }  // namespace detail
 
-/// Conv2d(in, dim, kernel = stride = patch) with bias, optionally followed by LayerNorm(dim).
+/// Conv2d(in, dim, kernel = stride = patch) with bias, optionally followed by LayerNorm(dim), on
+/// an image's bands: vision::PatchEmbed (fp32 weights) with the band handling of rs/.
 class PatchEmbed {
 public:
     PatchEmbed() = default;
     /// weight [dim, in, p, p] (Conv2d layout), bias [dim]; gamma/beta [dim] or empty (no norm).
     PatchEmbed(index_t in, index_t dim, index_t patch, std::vector<float> weight, std::vector<float> bias,
-               std::vector<float> gamma = {}, std::vector<float> beta = {}, float eps = 1e-6f)
-        : in_(in), dim_(dim), patch_(patch), w_(std::move(weight)), b_(std::move(bias)), gamma_(std::move(gamma)),
-          beta_(std::move(beta)), eps_(eps) {
-        validate();
+               std::vector<float> gamma = {}, std::vector<float> beta = {}, float eps = 1e-6f) {
+        const char* w = "rs::PatchEmbed";
+        check<ConfigError>(in > 0 && dim > 0 && patch > 0, w, "in ", in, ", dim ", dim, ", patch ", patch,
+                           " must be positive");
+        check<ShapeError>(static_cast<index_t>(weight.size()) == dim * in * patch * patch, w, "weight has ",
+                          weight.size(), " values, expected [", dim, ", ", in, ", ", patch, ", ", patch, "]");
+        check<ShapeError>(static_cast<index_t>(bias.size()) == dim, w, "bias has ", bias.size(), " values, expected ",
+                          dim);
+        check<ShapeError>(gamma.size() == beta.size() && (gamma.empty() || static_cast<index_t>(gamma.size()) == dim),
+                          w, "norm gamma/beta must both be [", dim, "] or both absent");
+        std::optional<vision::LayerNorm> norm;
+        if (!gamma.empty())
+            norm.emplace(Tensor::from<float>({dim}, gamma), Tensor::from<float>({dim}, beta), eps, w);
+        pe_ = vision::PatchEmbed<float>(
+            vision::Linear<float>(Tensor::from<float>({dim, in * patch * patch}, weight), Tensor::from<float>({dim}, bias),
+                                  w),
+            in, patch, std::move(norm), w);
     }
+    /// An embedding built elsewhere (e.g. borrowing a checkpoint's weights).
+    explicit PatchEmbed(vision::PatchEmbed<float> pe) : pe_(std::move(pe)) {}
+
     /// Zero padding on every side before the convolution (DOFA's conv uses 1): the grid is then
     /// ((H + 2 pad - p) / p + 1) x ((W + 2 pad - p) / p + 1), any H, W >= p - 2 pad.
     PatchEmbed& set_padding(index_t pad) {
-        check<ConfigError>(pad >= 0 && pad < patch_, "rs::PatchEmbed", "padding ", pad, " must be in [0, ", patch_, ")");
-        pad_ = pad;
+        check<ConfigError>(pad >= 0 && pad < patch(), "rs::PatchEmbed", "padding ", pad, " must be in [0, ", patch(),
+                           ")");
+        pe_.set_padding(pad);
         return *this;
     }
-    index_t padding() const noexcept { return pad_; }
+    index_t padding() const noexcept { return pe_.padding(); }
     /// The token grid of a height x width input.
     std::pair<index_t, index_t> grid(index_t height, index_t width) const {
-        if (pad_ == 0) {
-            check<ShapeError>(height % patch_ == 0 && width % patch_ == 0 && height > 0 && width > 0, "rs::PatchEmbed",
-                              "image ", height, " x ", width, " is not a multiple of the patch size ", patch_);
-            return {height / patch_, width / patch_};
-        }
-        check<ShapeError>(height + 2 * pad_ >= patch_ && width + 2 * pad_ >= patch_, "rs::PatchEmbed", "image ", height,
-                          " x ", width, " is smaller than the patch size ", patch_);
-        return {(height + 2 * pad_ - patch_) / patch_ + 1, (width + 2 * pad_ - patch_) / patch_ + 1};
+        const index_t p = patch(), pad = padding();
+        if (pad == 0)
+            check<ShapeError>(height % p == 0 && width % p == 0 && height > 0 && width > 0, "rs::PatchEmbed", "image ",
+                              height, " x ", width, " is not a multiple of the patch size ", p);
+        else
+            check<ShapeError>(height + 2 * pad >= p && width + 2 * pad >= p, "rs::PatchEmbed", "image ", height, " x ",
+                              width, " is smaller than the patch size ", p);
+        return pe_.grid(height, width);
     }
 
-private:
-    void validate() const {
-        check<ConfigError>(in_ > 0 && dim_ > 0 && patch_ > 0, "rs::PatchEmbed", "in ", in_, ", dim ", dim_, ", patch ",
-                           patch_, " must be positive");
-        check<ShapeError>(static_cast<index_t>(w_.size()) == dim_ * in_ * patch_ * patch_, "rs::PatchEmbed", "weight has ",
-                          w_.size(), " values, expected [", dim_, ", ", in_, ", ", patch_, ", ", patch_, "]");
-        check<ShapeError>(static_cast<index_t>(b_.size()) == dim_, "rs::PatchEmbed", "bias has ", b_.size(),
-                          " values, expected ", dim_);
-        check<ShapeError>(gamma_.size() == beta_.size() && (gamma_.empty() || static_cast<index_t>(gamma_.size()) == dim_),
-                          "rs::PatchEmbed", "norm gamma/beta must both be [", dim_, "] or both absent");
-    }
-
-public:
     /// Conv2d weight/bias at `<conv>.weight` / `<conv>.bias` and, when `norm` is not empty,
     /// LayerNorm at `<norm>.gamma|weight` / `<norm>.beta|bias` (MindSpore or PyTorch names).
+    /// fp32 weights are read in place from the mapping; other dtypes are converted once.
     static PatchEmbed load(const io::SafetensorsFile& f, const std::string& conv, const std::string& norm = {},
                            float eps = 1e-6f) {
-        const Shape ws = detail::shape_of(f, conv + ".weight");
+        const TensorView wv = f.get(conv + ".weight");
+        const Shape ws = wv.shape();
         check<ShapeError>(ws.rank() == 4 && ws[2] == ws[3], conv + ".weight",
                           "expected a Conv2d weight [out, in, p, p], found ", ws.str(), " in ", f.path());
         const index_t D = ws[0], C = ws[1], p = ws[2];
-        auto w = detail::load_floats(f, conv + ".weight", ws);
-        auto b = detail::load_floats(f, conv + ".bias", Shape{D});
-        std::vector<float> g, be;
+        const TensorView bv = f.get(conv + ".bias");
+        check<ShapeError>(bv.shape() == Shape{D}, conv + ".bias", "expected shape ", Shape{D}.str(), ", found ",
+                          bv.shape().str(), " in ", f.path());
+        vision::Linear<float> proj(wv.reshape({D, C * p * p}), &bv, f.keep_alive(), conv + ".weight");
+        std::optional<vision::LayerNorm> ln;
         if (!norm.empty()) {
             const bool ms = f.contains(norm + ".gamma");
-            g = detail::load_floats(f, norm + (ms ? ".gamma" : ".weight"), Shape{D});
-            be = detail::load_floats(f, norm + (ms ? ".beta" : ".bias"), Shape{D});
+            auto param = [&](const std::string& name) {
+                const TensorView v = f.get(name);
+                check<ShapeError>(v.shape() == Shape{D}, name, "expected shape ", Shape{D}.str(), ", found ",
+                                  v.shape().str(), " in ", f.path());
+                return Tensor::borrow(v, f.keep_alive());
+            };
+            ln.emplace(param(norm + (ms ? ".gamma" : ".weight")), param(norm + (ms ? ".beta" : ".bias")), eps, norm);
         }
-        return PatchEmbed(C, D, p, std::move(w), std::move(b), std::move(g), std::move(be), eps);
+        return PatchEmbed(vision::PatchEmbed<float>(std::move(proj), C, p, std::move(ln), conv));
     }
 
-    index_t in_channels() const noexcept { return in_; }
-    index_t dim() const noexcept { return dim_; }
-    index_t patch() const noexcept { return patch_; }
-    bool has_norm() const noexcept { return !gamma_.empty(); }
+    index_t in_channels() const noexcept { return pe_.in_chans(); }
+    index_t dim() const noexcept { return pe_.width(); }
+    index_t patch() const noexcept { return pe_.patch(); }
+    bool has_norm() const noexcept { return pe_.norm().has_value(); }
+    /// The embedding (projection, norm, padding).
+    const vision::PatchEmbed<float>& embed() const noexcept { return pe_; }
 
     /// x: `in` channels of height x width, band-sequential (channel c at x + c * plane_stride).
-    /// Writes (H / p) * (W / p) tokens to out (rows of `dim`, `out_stride` floats apart).
+    /// Writes the grid(height, width) tokens to out (rows of `dim`, `out_stride` floats apart).
     void forward(const float* const* channels, index_t height, index_t width, float* out, index_t out_stride) const {
         const auto [gh, gw] = grid(height, width);
-        const index_t N = gh * gw, K = in_ * patch_ * patch_;
-        float* cols = cols_.get(static_cast<std::size_t>(N * K));
-        for (index_t ty = 0; ty < gh; ++ty)
-            for (index_t tx = 0; tx < gw; ++tx) {
-                float* row = cols + (ty * gw + tx) * K;
-                for (index_t c = 0; c < in_; ++c)
-                    for (index_t ky = 0; ky < patch_; ++ky) {
-                        float* dst = row + (c * patch_ + ky) * patch_;
-                        const index_t y = ty * patch_ + ky - pad_, x0 = tx * patch_ - pad_;
-                        if (pad_ == 0) {
-                            std::copy_n(channels[c] + y * width + x0, patch_, dst);
-                            continue;
-                        }
-                        for (index_t kx = 0; kx < patch_; ++kx) {
-                            const index_t x = x0 + kx;
-                            dst[kx] = (y >= 0 && y < height && x >= 0 && x < width) ? channels[c][y * width + x] : 0.0f;
-                        }
-                    }
-            }
-        cpu::linear<float>(ConstMatrixRef<float>(cols, N, K), ConstMatrixRef<float>(w_.data(), dim_, K), b_.data(),
-                           MatrixRef<float>(out, N, dim_, out_stride), false, ws_);
-        if (gamma_.empty()) return;
-        for (index_t t = 0; t < N; ++t) {
-            float* y = out + t * out_stride;
-            double mean = 0, var = 0;
-            for (index_t d = 0; d < dim_; ++d) mean += y[d];
-            mean /= double(dim_);
-            for (index_t d = 0; d < dim_; ++d) var += (y[d] - mean) * (y[d] - mean);
-            const auto inv = static_cast<float>(1.0 / std::sqrt(var / double(dim_) + double(eps_)));
-            const auto m = static_cast<float>(mean);
-            for (index_t d = 0; d < dim_; ++d)
-                y[d] = (y[d] - m) * inv * gamma_[static_cast<std::size_t>(d)] + beta_[static_cast<std::size_t>(d)];
-        }
+        pe_.forward_planes(channels, height, width, MatrixRef<float>(out, gh * gw, dim(), out_stride));
     }
 
     /// Tokens of the image channels `idx` (in that order).
     Tokens forward(const Image& img, const std::vector<index_t>& idx) const {
-        check<ShapeError>(static_cast<index_t>(idx.size()) == in_, "rs::PatchEmbed", "expects ", in_,
-                          " channels, given ", idx.size());
+        check<ShapeError>(static_cast<index_t>(idx.size()) == in_channels(), "rs::PatchEmbed", "expects ",
+                          in_channels(), " channels, given ", idx.size());
         std::vector<const float*> ch;
         for (auto i : idx) ch.push_back(img.band(i).data());
         Tokens t;
         std::tie(t.grid_h, t.grid_w) = grid(img.height(), img.width());
-        t.tokens = Tensor(DType::f32, Shape{t.grid_h * t.grid_w, dim_});
-        forward(ch.data(), img.height(), img.width(), t.tokens.data<float>(), dim_);
+        t.tokens = Tensor(DType::f32, Shape{t.grid_h * t.grid_w, dim()});
+        forward(ch.data(), img.height(), img.width(), t.tokens.data<float>(), dim());
         return t;
     }
 
 private:
-    index_t in_ = 0, dim_ = 0, patch_ = 0, pad_ = 0;
-    std::vector<float> w_, b_, gamma_, beta_;
-    float eps_ = 1e-6f;
-    mutable Scratch<float> cols_;
-    mutable cpu::GemmWorkspace ws_;
+    vision::PatchEmbed<float> pe_;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -337,19 +320,11 @@ inline std::vector<float> dense(const std::vector<float>& x, index_t M, index_t 
                        b.empty() ? nullptr : b.data(), MatrixRef<float>(y.data(), M, N), false, ws);
     return y;
 }
-/// LayerNorm over rows of x [M, E] in place (biased variance, eps).
+/// LayerNorm over rows of x [M, E] in place (cpu::layer_norm).
 inline void layer_norm_rows(std::vector<float>& x, index_t M, index_t E, const std::vector<float>& g,
                             const std::vector<float>& b, float eps) {
-    for (index_t r = 0; r < M; ++r) {
-        float* y = x.data() + r * E;
-        double mean = 0, var = 0;
-        for (index_t d = 0; d < E; ++d) mean += y[d];
-        mean /= double(E);
-        for (index_t d = 0; d < E; ++d) var += (y[d] - mean) * (y[d] - mean);
-        const auto inv = static_cast<float>(1.0 / std::sqrt(var / double(E) + double(eps)));
-        for (index_t d = 0; d < E; ++d)
-            y[d] = (y[d] - static_cast<float>(mean)) * inv * g[static_cast<std::size_t>(d)] + b[static_cast<std::size_t>(d)];
-    }
+    const MatrixRef<float> m(x.data(), M, E);
+    cpu::layer_norm(m, m, g.data(), b.data(), eps);
 }
 }  // namespace detail
 

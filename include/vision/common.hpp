@@ -1,5 +1,5 @@
-// vision/common.hpp - the pieces every vision module shares: a Linear layer that holds its
-// weights (weight type W, [out, in] as PyTorch or [in, out] as MindSpore's transpose_b=False
+// vision/common.hpp - the pieces every vision module shares: Linear (the library's weight holder,
+// cpu::Linear: weight type W, [out, in] as PyTorch or [in, out] as MindSpore's transpose_b=False
 // stores them, owned or borrowed from an mmapped file; fp32 bias), a LayerNorm, the FFN-slot
 // adaptor, and small helpers.
 //
@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/norm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
@@ -49,126 +51,44 @@ inline bool empty(const Tensor& t) noexcept { return t.raw() == nullptr; }
 inline index_t size_of(const Tensor& t) noexcept { return empty(t) ? 0 : t.numel(); }
 
 /// y = x W^T + b with W (out x in, stored [out, in] or [in, out]) of type W (fp32, bf16 or f16;
-/// fp32 accumulation), b fp32 or absent. A weight tensor of dtype W is kept as given: a borrowed
-/// tensor (Tensor::borrow of an mmapped file) is read in place, never copied.
+/// fp32 accumulation), b fp32 or absent: the library's one weight holder (cpu::Linear, one
+/// matrix). A weight tensor of dtype W is kept as given: a borrowed tensor (Tensor::borrow of an
+/// mmapped file) is read in place, never copied; other dtypes are converted once.
 template <WeightType W = float>
-class Linear {
-public:
-    Linear() = default;
-    /// weight: [out, in] ([in, out] with layout in_out; any float dtype, converted to W); bias:
-    /// [out] or an empty Tensor.
-    Linear(Tensor weight, Tensor bias, std::string_view what = "vision::Linear",
-           WeightLayout layout = WeightLayout::out_in)
-        : layout_(layout) {
-        check<ShapeError>(weight.rank() == 2, what, "expected a 2-D weight ", layout_name(layout), ", found ",
-                          weight.shape().str());
-        weight_ = weight.dtype() == dtype_v<W> ? std::move(weight) : convert(weight.view(), dtype_v<W>);
-        if (!empty(bias)) {
-            check<ShapeError>(bias.rank() == 1 && bias.dim(0) == out_features(), what, "expected bias shape [",
-                              out_features(), "], found ", bias.shape().str());
-            bias_ = bias.dtype() == DType::f32 ? std::move(bias) : convert(bias.view(), DType::f32);
-        }
-    }
+using Linear = cpu::Linear<W>;
 
-    index_t in_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(out_axis() ^ 1) : 0; }
-    index_t out_features() const noexcept { return weight_.rank() == 2 ? weight_.dim(out_axis()) : 0; }
-    bool has_bias() const noexcept { return !empty(bias_); }
-    index_t parameters() const noexcept { return size_of(weight_) + size_of(bias_); }
-    /// The weight as stored ([out, in], or [in, out] when layout() is in_out).
-    const Tensor& weight() const noexcept { return weight_; }
-    const Tensor& bias() const noexcept { return bias_; }
-    WeightLayout layout() const noexcept { return layout_; }
-    /// The weight as the GEMMs read it.
-    WeightMatrix<W> weight_matrix() const {
-        const ConstMatrixRef<W> m = weight_.matrix<W>("vision::Linear weight");
-        return layout_ == WeightLayout::out_in ? WeightMatrix<W>(m) : WeightMatrix<W>::in_out(m.data, m.rows, m.cols);
-    }
-
-    /// y [M, out] (= or +=) x [M, in] W^T + b. With threads > 1 the output columns are cut
-    /// into chunks of kChunk (a multiple of every register block) that the threads take
-    /// dynamically, so a thread the OS preempts does not hold the others up; every output
-    /// element is computed by the same kernel path whatever the split (bit-identical results).
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
-        forward(x, y, threads, accumulate, [](MatrixRef<float>) {});
-    }
-
-    /// The same, then epilogue(block) on every finished block of output columns (e.g. the
-    /// activation, fused into the parallel region).
-    template <class Epilogue>
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads, bool accumulate, Epilogue&& epilogue) const {
-        const WeightMatrix<W> w = weight_matrix();
-        const float* b = has_bias() ? bias_.data<float>() : nullptr;
-        const index_t N = w.out;
-        check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "vision::Linear::forward", "input [",
-                          x.rows, ", ", x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [",
-                          y.rows, ", ", y.cols, "] do not fit");
-        const index_t chunks = (N + kChunk - 1) / kChunk;
-#if defined(_OPENMP)
-        if (threads > 1 && chunks > 1 && x.rows > 4) {
-            const int nt = static_cast<int>(std::min<index_t>(threads, chunks));
-            if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (index_t c = 0; c < chunks; ++c) {
-                const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
-                const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
-                cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
-                               tws_[static_cast<std::size_t>(omp_get_thread_num())]);
-                epilogue(yc);
-            }
-            return;
-        }
-#endif
-        (void)threads;
-        cpu::linear<W>(x, w, b, y, accumulate, ws_);
-        epilogue(y);
-    }
-
-    static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
-
-    /// Use o's GEMM workspaces from now on (layers that never run at the same time).
-    void share_scratch(const Linear& o) {
-        ws_.share(o.ws_);
-        const auto n = static_cast<std::size_t>(std::max({cpu::max_threads(), static_cast<int>(tws_.size()),
-                                                          static_cast<int>(o.tws_.size())}));
-        tws_.resize(n);
-        if (o.tws_.size() < n) o.tws_.resize(n);
-        for (std::size_t i = 0; i < n; ++i) tws_[i].share(o.tws_[i]);
-    }
-
-private:
-    int out_axis() const noexcept { return layout_ == WeightLayout::out_in ? 0 : 1; }
-
-    Tensor weight_;
-    Tensor bias_;
-    WeightLayout layout_ = WeightLayout::out_in;
-    mutable cpu::GemmWorkspace ws_;
-    mutable std::vector<cpu::GemmWorkspace> tws_;
-};
-
-/// LayerNorm over the last axis with affine gamma/beta (fp32).
+/// LayerNorm over the last axis with affine gamma/beta (fp32). Copies share the (read-only)
+/// parameters.
 class LayerNorm {
 public:
     LayerNorm() = default;
     LayerNorm(Tensor gamma, Tensor beta, float eps, std::string_view what = "vision::LayerNorm") : eps_(eps) {
         check<ShapeError>(gamma.rank() == 1 && beta.shape() == gamma.shape(), what, "expected gamma and beta of one "
                           "shape [C], found ", gamma.shape().str(), " and ", beta.shape().str());
-        gamma_ = gamma.dtype() == DType::f32 ? std::move(gamma) : convert(gamma.view(), DType::f32);
-        beta_ = beta.dtype() == DType::f32 ? std::move(beta) : convert(beta.view(), DType::f32);
+        gamma_ = std::make_shared<const Tensor>(gamma.dtype() == DType::f32 ? std::move(gamma)
+                                                                            : convert(gamma.view(), DType::f32));
+        beta_ = std::make_shared<const Tensor>(beta.dtype() == DType::f32 ? std::move(beta)
+                                                                          : convert(beta.view(), DType::f32));
     }
-    index_t size() const noexcept { return size_of(gamma_); }
+    index_t size() const noexcept { return gamma_ ? size_of(*gamma_) : 0; }
     float eps() const noexcept { return eps_; }
-    index_t parameters() const noexcept { return size_of(gamma_) + size_of(beta_); }
-    const Tensor& gamma() const noexcept { return gamma_; }
-    const Tensor& beta() const noexcept { return beta_; }
+    index_t parameters() const noexcept { return 2 * size(); }
+    const Tensor& gamma() const { return params("gamma", gamma_); }
+    const Tensor& beta() const { return params("beta", beta_); }
     /// y = LN(x) row by row (y may alias x).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y) const {
         check<ShapeError>(x.cols == size(), "vision::LayerNorm", "input has ", x.cols, " features, the norm ",
                           size());
-        cpu::layer_norm(x, y, gamma_.data<float>(), beta_.data<float>(), eps_);
+        cpu::layer_norm(x, y, gamma_ ? gamma_->data<float>() : nullptr, beta_ ? beta_->data<float>() : nullptr, eps_);
     }
 
 private:
-    Tensor gamma_, beta_;
+    static const Tensor& params(const char* which, const std::shared_ptr<const Tensor>& t) {
+        check<ConfigError>(t != nullptr, "vision::LayerNorm", "no ", which, " (a default-constructed norm)");
+        return *t;
+    }
+
+    std::shared_ptr<const Tensor> gamma_, beta_;
     float eps_ = 1e-6f;
 };
 

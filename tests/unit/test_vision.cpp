@@ -158,8 +158,8 @@ TEST_CASE("vision: attention kernel matches a scalar reference (bias, mask, thre
 
     // Scalar reference in double.
     std::vector<double> qkv(static_cast<std::size_t>(T * 3 * C)), o(static_cast<std::size_t>(T * C));
-    const float* W = attn.qkv().weight().data<float>();
-    const float* B = attn.qkv().bias().data<float>();
+    const float* W = attn.qkv().weight().data;
+    const float* B = attn.qkv().bias();
     const float* X = x.data<float>();
     for (index_t t = 0; t < T; ++t)
         for (index_t j = 0; j < 3 * C; ++j) {
@@ -191,8 +191,8 @@ TEST_CASE("vision: attention kernel matches a scalar reference (bias, mask, thre
                     o[static_cast<std::size_t>((sq * n + a) * C + h * d + c)] = s;
                 }
             }
-    const float* PW = attn.proj().weight().data<float>();
-    const float* PB = attn.proj().bias().data<float>();
+    const float* PW = attn.proj().weight().data;
+    const float* PB = attn.proj().bias();
     double err = 0;
     for (index_t t = 0; t < T; ++t)
         for (index_t j = 0; j < C; ++j) {

@@ -52,9 +52,9 @@ public:
     void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s) const {
         const index_t n = x.rows, F = ffn_size();
         MatrixRef<float> h(s.h.get(static_cast<std::size_t>(std::max<index_t>(n * F, 1))), n, F);
-        cpu::linear(x, fc1_.weight(e), fc1_.bias(e), h, false, s.gemm);
+        fc1_.apply(e, x, h, s.gemm);
         Act::apply(h.data, n * F);
-        cpu::linear(ConstMatrixRef<float>(h), fc2_.weight(e), fc2_.bias(e), y, false, s.gemm);
+        fc2_.apply(e, ConstMatrixRef<float>(h), y, s.gemm);
     }
 
     /// out (+)= sum over each token's kept choices of weight * expert(x).
@@ -113,10 +113,10 @@ public:
         const index_t n = x.rows, F = ffn_size();
         const auto sz = static_cast<std::size_t>(std::max<index_t>(n * F, 1));
         MatrixRef<float> g(s.h.get(sz), n, F), u(s.h2.get(sz), n, F);
-        cpu::linear(x, gate_.weight(e), nullptr, g, false, s.gemm);
-        cpu::linear(x, up_.weight(e), nullptr, u, false, s.gemm);
+        gate_.apply(e, x, g, s.gemm);
+        up_.apply(e, x, u, s.gemm);
         cpu::glu<Act>(g.data, u.data, n * F);
-        cpu::linear(ConstMatrixRef<float>(g), down_.weight(e), nullptr, y, false, s.gemm);
+        down_.apply(e, ConstMatrixRef<float>(g), y, s.gemm);
     }
 
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,

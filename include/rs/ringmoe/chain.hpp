@@ -265,46 +265,14 @@ auto& block_at(Enc& enc, index_t b) {
     throw ConfigError("ringmoe chain", moe::detail::cat("block index out of range (", enc.num_blocks(), " blocks)"));
 }
 
-/// A folded FFN as the dense encoder's FFN type (weights copied, dtype W kept).
+/// A zero FFN of width 1 over C features: holds a block's FFN slot in the dense encoder until
+/// the block is folded (its output is never calibrated on: block b's FFN inputs depend only on
+/// blocks 0..b-1 and block b's attention).
 template <Activation Act, WeightType W>
-vision::Mlp<Act, W> to_mlp(const DenseFfn<Act, W>& d, std::string_view what) {
-    auto bias = [](const float* b, index_t n) {
-        Tensor t(DType::f32, Shape{n});
-        if (b) std::memcpy(t.raw(), b, static_cast<std::size_t>(n) * sizeof(float));
-        return t;
-    };
-    const index_t C = d.hidden_size(), F = d.ffn_size();
-    auto weight = [](WeightMatrix<W> m) { return copy_as(m, WeightLayout::out_in); };
-    return vision::Mlp<Act, W>(vision::Linear<W>(weight(d.fc1().weight(0)), bias(d.fc1().bias(0), F)),
-                               vision::Linear<W>(weight(d.fc2().weight(0)), bias(d.fc2().bias(0), C)), what);
+DenseFfn<Act, W> placeholder_ffn(index_t C) {
+    const std::vector<float> zeros(static_cast<std::size_t>(C), 0.0f);
+    return DenseFfn<Act, W>::from_values(C, 1, zeros, {}, zeros, {});
 }
-
-// GCC 12 reports a false -Wmaybe-uninitialized in the inlined destructor of `dense` (a
-// std::optional<vision::Mlp>'s shared_ptr) inside SwinEncoder::map_ffns, depending on inlining
-// decisions elsewhere in the translation unit; the pragma covers the destructor's inlining site.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-/// An FFN slot that holds either the hierarchical MoE or its fold (for progressive folding).
-template <WeightType W, Activation Act>
-struct FoldSlot {
-    std::optional<MoeModal<W, Act>> moe;
-    std::optional<vision::Mlp<Act, W>> dense;
-
-    void forward(ConstMatrixRef<float> x, std::span<const ModalityChunk> chunks, MatrixRef<float> y) {
-        if (dense) dense->forward(x, y);
-        else moe->forward(x, chunks, y);
-    }
-    void set_threads(int n) {
-        if (dense) dense->set_threads(n);
-        if (moe) moe->set_threads(n);
-    }
-    index_t parameters() const { return dense ? dense->parameters() : moe->parameters(); }
-};
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 template <WeightType W, Activation Act>
 void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where) {
@@ -375,31 +343,36 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
     check<ConfigError>(batch > 0, w, "batch must be positive, got ", batch);
     chain_detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
     if (reports) reports->clear();
-    using Slot = chain_detail::FoldSlot<W, Act>;
-    auto hybrid = std::move(enc).template map_ffns<Slot>([](index_t, index_t, MoeModal<W, Act>&& l) {
-        Slot s;
-        s.moe.emplace(std::move(l));
-        return s;
-    });
+    // The dense encoder with a placeholder in every FFN slot; the MoE layers wait aside, each
+    // folded in turn and put into its slot (progressive: calibrated on the dense encoder, whose
+    // blocks 0..b-1 are folded by then).
     std::vector<Calibration> once;
-    if (mode == CalibrationMode::once) once = chain_detail::block_inputs(hybrid, calibration, 0, batch);
+    if (mode == CalibrationMode::once) once = chain_detail::block_inputs(enc, calibration, 0, batch);
+    std::vector<std::optional<moe::ringmoe::MoeModal<W, Act>>> moes;
+    auto dense = std::move(enc).template map_ffns<vision::Mlp<Act, W>>(
+        [&](index_t, index_t, moe::ringmoe::MoeModal<W, Act>&& l) {
+            const index_t C = l.hidden_size();
+            moes.emplace_back(std::move(l));
+            return chain_detail::placeholder_ffn<Act, W>(C);
+        });
     index_t b = 0;
-    for (index_t i = 0; i < hybrid.config().stages(); ++i)
-        for (index_t j = 0; j < static_cast<index_t>(hybrid.stage(i).blocks.size()); ++j, ++b) {
+    for (index_t i = 0; i < dense.config().stages(); ++i)
+        for (index_t j = 0; j < static_cast<index_t>(dense.stage(i).blocks.size()); ++j, ++b) {
             Calibration cal =
                 mode == CalibrationMode::once
                     ? std::move(once[static_cast<std::size_t>(b)])
-                    : std::move(chain_detail::block_inputs(hybrid, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
-            auto& slot = hybrid.stage(i).blocks[static_cast<std::size_t>(j)].ffn();
+                    : std::move(chain_detail::block_inputs(dense, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
+            auto& layer = moes[static_cast<std::size_t>(b)];
             const SvdFold fold = fold_for(i, j);
-            slot.moe->set_threads(hybrid.threads());
-            auto p = fold.apply(*slot.moe, cal);
-            slot.dense.emplace(chain_detail::to_mlp(p.layer, "folded FFN"));
-            slot.moe.reset();
+            layer->set_threads(dense.threads());
+            auto p = fold.apply(*layer, cal);
+            dense.stage(i).blocks[static_cast<std::size_t>(j)].ffn() = std::move(p.layer);
+            layer.reset();
             if (reports) reports->push_back(std::move(p.report));
         }
-    return std::move(hybrid).template map_ffns<vision::Mlp<Act, W>>(
-        [](index_t, index_t, Slot&& s) { return std::move(*s.dense); });
+    // Rebuilt once more so that the folded FFNs share their scratch as an encoder's do.
+    return std::move(dense).template map_ffns<vision::Mlp<Act, W>>(
+        [](index_t, index_t, vision::Mlp<Act, W>&& f) { return std::move(f); });
 }
 
 /// The same with one SvdFold for every block (rank 0: F / N per expert).

@@ -210,15 +210,9 @@ struct is_moe_modal : std::false_type {};
 template <Activation A, WeightType W>
 struct is_moe_modal<MoeModal<W, A>> : std::true_type {};
 template <class T>
-struct is_vision_mlp : std::false_type {};
-template <Activation A, WeightType W>
-struct is_vision_mlp<vision::Mlp<A, W>> : std::true_type {};
-template <class T>
 struct is_dense : std::false_type {};
 template <Activation A, WeightType W>
-struct is_dense<vision::Mlp<A, W>> : std::true_type {};
-template <Activation A, WeightType W>
-struct is_dense<DenseFfn<A, W>> : std::true_type {};
+struct is_dense<DenseFfn<A, W>> : std::true_type {};  // = vision::Mlp<A, W>
 
 inline std::string join(const std::vector<index_t>& v, char sep = ',') {
     std::string s;
@@ -336,9 +330,9 @@ struct Sink {
     /// A transpose_b=True Linear: weight [out, in].
     template <WeightType W>
     void linear(const std::string& module, const vision::Linear<W>& l, bool bias = true) {
-        if (l.layout() == WeightLayout::out_in) put(module + names::kWeight, l.weight());
-        else put(module + names::kWeight, copy_as(l.weight_matrix(), WeightLayout::out_in));
-        if (bias && l.has_bias()) put(module + names::kBias, l.bias());
+        if (l.layout() == WeightLayout::out_in) put(module + names::kWeight, l.weight_view());
+        else put(module + names::kWeight, copy_as(l.weight(), WeightLayout::out_in));
+        if (bias && l.has_bias()) put(module + names::kBias, l.bias_view());
     }
     /// A MindSpore MLP of one expert (2-D [in, out] weights) from fc1 (C -> F) / fc2 (F -> C).
     template <WeightType W>
@@ -388,13 +382,13 @@ inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_vi
 }  // namespace ckpt_detail
 
 /// The CheckpointInfo of an encoder whose FFN slots hold RingMoE's hierarchical MoE or a dense
-/// FFN (vision::Mlp or DenseFfn). source_modalities: the original modality of each patch
+/// FFN (DenseFfn, alias vision::Mlp). source_modalities: the original modality of each patch
 /// embedding (default 0, 1, ...).
 template <class Ffn, WeightType W>
 CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step = "full",
                         std::vector<int> source_modalities = {}) {
     static_assert(ckpt_detail::is_moe_modal<Ffn>::value || ckpt_detail::is_dense<Ffn>::value,
-                  "ringmoe checkpoints hold rs::ringmoe::MoeModal, vision::Mlp or DenseFfn FFN slots");
+                  "ringmoe checkpoints hold rs::ringmoe::MoeModal or DenseFfn (vision::Mlp) FFN slots");
     const char* w = "ringmoe::describe";
     CheckpointInfo info;
     info.step = std::move(step);
@@ -509,8 +503,8 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
         const auto& pe = enc.patch_embed(m);
         const std::string mod = names::patch_embed("", m), proj = names::patch_projection(mod);
         check<ConfigError>(pe.norm().has_value(), w, mod, ": RingMoE's patch embedding has a norm");
-        sink.put(proj + names::kWeight, pe.proj().weight().view().reshape({C0, pe.in_chans(), p, p}));
-        sink.put(proj + names::kBias, pe.proj().bias());
+        sink.put(proj + names::kWeight, pe.proj().weight_view().reshape({C0, pe.in_chans(), p, p}));
+        sink.put(proj + names::kBias, pe.proj().bias_view());
         sink.norm(names::patch_norm(mod), *pe.norm());
     }
     for (index_t i = 0; i < c.stages(); ++i) {
@@ -528,14 +522,14 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
             } else {  // a fused qkv [3C, C]: its thirds
                 const auto& qkv = attn.qkv();
                 check<ConfigError>(qkv.layout() == WeightLayout::out_in, w, b, "attn: a fused qkv is expected [3C, C]");
-                const Tensor& qw = qkv.weight();
+                const TensorView qw = qkv.weight_view();
                 const std::size_t es = dtype_size(qw.dtype());
                 for (int q = 0; q < 3; ++q) {
                     const auto* base = static_cast<const std::byte*>(qw.raw()) + static_cast<std::size_t>(q * C * C) * es;
                     sink.put(names::attn_linear(a, q) + names::kWeight, TensorView(base, qw.dtype(), Shape{C, C}));
                     if (c.qkv_bias)
                         sink.put(names::attn_linear(a, q) + names::kBias,
-                                 TensorView(qkv.bias().template data<float>() + q * C, DType::f32, Shape{C}));
+                                 TensorView(qkv.bias() + q * C, DType::f32, Shape{C}));
                 }
             }
             sink.linear(names::attn_linear(a, 3), blk.attn().proj());
@@ -558,13 +552,8 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
                 const auto& x = sh.experts();
                 sink.mlp2d<W>(names::public_ffn(mlp), x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
                               x.fc2().bias(0));
-            } else if constexpr (ckpt_detail::is_vision_mlp<Ffn>::value) {
-                sink.mlp2d<W>(mlp, f.fc1().weight_matrix(),
-                              f.fc1().has_bias() ? f.fc1().bias().template data<float>() : nullptr,
-                              f.fc2().weight_matrix(),
-                              f.fc2().has_bias() ? f.fc2().bias().template data<float>() : nullptr);
-            } else {
-                sink.mlp2d<W>(mlp, f.fc1().weight(0), f.fc1().bias(0), f.fc2().weight(0), f.fc2().bias(0));
+            } else {  // DenseFfn (vision::Mlp)
+                sink.mlp2d<W>(mlp, f.fc1().weight(), f.fc1().bias(), f.fc2().weight(), f.fc2().bias());
             }
         }
         if (st.downsample) {

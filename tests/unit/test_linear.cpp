@@ -1,0 +1,178 @@
+// cpu::Linear, the one weight holder: borrow or convert, both layouts, stacks, selections and
+// the threaded forward, each against a double-precision product written here from y = x W^T + b.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "moe/moe.hpp"
+#include "vision/vision.hpp"
+
+namespace moe_test_linear {  // this file's names (unity builds merge test files)
+
+using namespace moe;
+
+namespace {
+
+std::vector<float> randn(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d;
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+// y [M, N] = x [M, K] w^T + b in double, w given [N, K] row-major.
+std::vector<double> reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                              index_t M, index_t N, index_t K) {
+    std::vector<double> y(static_cast<std::size_t>(M * N));
+    for (index_t m = 0; m < M; ++m)
+        for (index_t n = 0; n < N; ++n) {
+            double s = b.empty() ? 0.0 : b[static_cast<std::size_t>(n)];
+            for (index_t k = 0; k < K; ++k)
+                s += double(x[static_cast<std::size_t>(m * K + k)]) * double(w[static_cast<std::size_t>(n * K + k)]);
+            y[static_cast<std::size_t>(m * N + n)] = s;
+        }
+    return y;
+}
+
+// w [N, K] -> [K, N].
+std::vector<float> transposed(const std::vector<float>& w, index_t N, index_t K) {
+    std::vector<float> t(w.size());
+    for (index_t n = 0; n < N; ++n)
+        for (index_t k = 0; k < K; ++k) t[static_cast<std::size_t>(k * N + n)] = w[static_cast<std::size_t>(n * K + k)];
+    return t;
+}
+
+}  // namespace
+
+TEST_CASE("cpu::Linear reads a weight of its dtype in place and converts others once", "[linear]") {
+    const index_t N = 6, K = 5;
+    const auto w = randn(static_cast<std::size_t>(N * K), 1), b = randn(static_cast<std::size_t>(N), 2);
+    auto tw = std::make_shared<Tensor>(Tensor::from<float>({N, K}, w));
+    const Tensor tb = Tensor::from<float>({N}, b);
+    const TensorView bv = tb.view();
+
+    const cpu::Linear<float> in_place(tw->view(), &bv, tw, "w");
+    CHECK(in_place.weight().data == std::as_const(*tw).data<float>());
+    CHECK(in_place.bias() == tb.data<float>());
+    CHECK(in_place.count() == 1);
+    CHECK(in_place.parameters() == N * K + N);
+
+    // A borrowed Tensor moved in stays borrowed: no copy.
+    const cpu::Linear<float> borrowed(Tensor::borrow(tw->view(), tw), Tensor(), "w");
+    CHECK(borrowed.weight().data == std::as_const(*tw).data<float>());
+    CHECK_FALSE(borrowed.has_bias());
+
+    // bf16 holder of an f32 weight: converted once (round to nearest even), the source untouched.
+    const cpu::Linear<bf16> conv(tw->view(), &bv, tw, "w");
+    CHECK(static_cast<const void*>(conv.weight().data) != static_cast<const void*>(std::as_const(*tw).data<float>()));
+    for (index_t n = 0; n < N; ++n)
+        for (index_t k = 0; k < K; ++k)
+            CHECK(to_float(conv.weight()(n, k)) == to_float(from_float<bf16>(w[static_cast<std::size_t>(n * K + k)])));
+    CHECK(conv.bias() == tb.data<float>());  // the fp32 bias stays in place
+
+    // The views give the stored matrices back.
+    CHECK(in_place.weight_view().shape() == Shape{N, K});
+    CHECK(in_place.bias_view().raw() == tb.data<float>());
+    CHECK(borrowed.bias_view().empty());
+
+    CHECK_THROWS_AS(cpu::Linear<float>(Tensor::from<float>({N * K}, w), Tensor(), "w"), ShapeError);
+    CHECK_THROWS_AS(cpu::Linear<float>(Tensor::from<float>({N, K}, w), Tensor::from<float>({N - 1}, {b.data(), 5}), "w"),
+                    ShapeError);
+    const Tensor ints(DType::i32, Shape{N, K});
+    CHECK_THROWS_AS(cpu::Linear<float>(ints.view(), nullptr, nullptr, "w"), DTypeError);
+}
+
+TEST_CASE("cpu::Linear: both layouts, stacks and selections compute x W^T + b", "[linear]") {
+    const index_t E = 3, N = 7, K = 9, M = 5;
+    std::vector<std::vector<float>> wts, bs;
+    std::vector<float> stacked_oi, stacked_io, bias_all;
+    for (index_t e = 0; e < E; ++e) {
+        wts.push_back(randn(static_cast<std::size_t>(N * K), 10u + unsigned(e)));
+        bs.push_back(randn(static_cast<std::size_t>(N), 20u + unsigned(e)));
+        stacked_oi.insert(stacked_oi.end(), wts.back().begin(), wts.back().end());
+        const auto t = transposed(wts.back(), N, K);
+        stacked_io.insert(stacked_io.end(), t.begin(), t.end());
+        bias_all.insert(bias_all.end(), bs.back().begin(), bs.back().end());
+    }
+    auto toi = std::make_shared<Tensor>(Tensor::from<float>({E, N, K}, stacked_oi));
+    auto tio = std::make_shared<Tensor>(Tensor::from<float>({E, K, N}, stacked_io));
+    auto tb = std::make_shared<Tensor>(Tensor::from<float>({E, N}, bias_all));
+    const TensorView bv = tb->view();
+    const auto oi = cpu::Linear<float>::from_stacked(toi->view(), &bv, toi, "oi");
+    const auto io = cpu::Linear<float>::from_stacked(tio->view(), &bv, tio, "io", WeightLayout::in_out);
+    REQUIRE(oi.count() == E);
+    REQUIRE(io.layout() == WeightLayout::in_out);
+    REQUIRE((io.out_features() == N && io.in_features() == K));
+
+    const auto x = randn(static_cast<std::size_t>(M * K), 30);
+    cpu::GemmWorkspace ws;
+    for (index_t e = 0; e < E; ++e) {
+        const auto ref = reference(x, wts[static_cast<std::size_t>(e)], bs[static_cast<std::size_t>(e)], M, N, K);
+        std::vector<float> y1(static_cast<std::size_t>(M * N)), y2(y1.size());
+        oi.apply(e, {x.data(), M, K}, {y1.data(), M, N}, ws);
+        io.apply(e, {x.data(), M, K}, {y2.data(), M, N}, ws);
+        for (std::size_t i = 0; i < y1.size(); ++i) REQUIRE(y1[i] == Approx(ref[i]).margin(1e-4));
+        CHECK(y1 == y2);  // the packed kernel reads either layout in the same order (M > 4)
+    }
+
+    // select keeps (shares) the matrices listed; select_outputs keeps one matrix's output rows.
+    const index_t keep[2] = {2, 0};
+    const auto sel = io.select(keep);
+    REQUIRE(sel.count() == 2);
+    CHECK(sel.weight(0).data == io.weight(2).data);
+    CHECK(sel.bias(1) == io.bias(0));
+    CHECK_THROWS_AS(io.select(std::vector<index_t>{E}), ConfigError);
+
+    const index_t rows[3] = {6, 1, 3};
+    for (const auto* l : {&oi, &io}) {
+        const auto one = l->select(std::vector<index_t>{1}).select_outputs(rows);
+        REQUIRE((one.out_features() == 3 && one.in_features() == K && one.layout() == l->layout()));
+        std::vector<float> y(static_cast<std::size_t>(M * 3));
+        one.apply(0, {x.data(), M, K}, {y.data(), M, 3}, ws);
+        const auto ref = reference(x, wts[1], bs[1], M, N, K);
+        for (index_t m = 0; m < M; ++m)
+            for (index_t j = 0; j < 3; ++j)
+                REQUIRE(y[static_cast<std::size_t>(m * 3 + j)] ==
+                        Approx(ref[static_cast<std::size_t>(m * N + rows[j])]).margin(1e-4));
+    }
+    CHECK_THROWS_AS(oi.select_outputs(rows), ConfigError);  // three matrices: whose rows?
+}
+
+TEST_CASE("cpu::Linear::forward: threads split the output columns, bit for bit", "[linear][threads]") {
+    const index_t N = 3 * cpu::Linear<bf16>::kChunk + 40, K = 64, M = 37;
+    auto l = cpu::Linear<bf16>::random(1, N, K, true, 5);
+    const auto x = randn(static_cast<std::size_t>(M * K), 6);
+    std::vector<float> y1(static_cast<std::size_t>(M * N)), y2(y1.size(), 2.0f), y3(y1.size(), 2.0f);
+    l.forward({x.data(), M, K}, {y1.data(), M, N}, 1);
+    l.forward({x.data(), M, K}, {y2.data(), M, N}, 3);
+    CHECK(y1 == y2);
+    l.forward({x.data(), M, K}, {y3.data(), M, N}, 2, /*accumulate=*/true);
+    for (std::size_t i = 0; i < y1.size(); ++i) REQUIRE(y3[i] == Approx(y1[i] + 2.0f).margin(1e-5));
+    // Against the definition, on the bf16 values the Linear holds.
+    std::vector<float> w(static_cast<std::size_t>(N * K)), b(l.bias(), l.bias() + N);
+    for (index_t n = 0; n < N; ++n)
+        for (index_t k = 0; k < K; ++k) w[static_cast<std::size_t>(n * K + k)] = to_float(l.weight()(n, k));
+    const auto ref = reference(x, w, b, M, N, K);
+    for (std::size_t i = 0; i < y1.size(); ++i) REQUIRE(y1[i] == Approx(ref[i]).margin(1e-4));
+    CHECK_THROWS_AS(l.forward({x.data(), M, K - 1}, {y1.data(), M, N}), ShapeError);
+}
+
+TEST_CASE("Gate, LinearStack, vision::Linear and vision::Mlp are the one Linear and the one dense FFN", "[linear]") {
+    STATIC_REQUIRE(std::is_same_v<LinearStack<bf16>, cpu::Linear<bf16>>);
+    STATIC_REQUIRE(std::is_same_v<vision::Linear<f16>, cpu::Linear<f16>>);
+    STATIC_REQUIRE(std::is_same_v<vision::Mlp<GeluTanh, bf16>, DenseFfn<GeluTanh, bf16>>);
+    const auto g = Gate::random(4, 8, 7);
+    const auto l = cpu::Linear<float>::random(1, 4, 8, false, 7);  // the same draws
+    for (index_t e = 0; e < 4; ++e)
+        for (index_t i = 0; i < 8; ++i) CHECK(g.weight()(e, i) == l.weight()(e, i));
+    CHECK(g.linear().out_features() == 4);
+    CHECK(g.select(std::vector<index_t>{3, 1}).weight()(0, 5) == g.weight()(3, 5));
+}
+
+}  // namespace moe_test_linear
