@@ -348,9 +348,9 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
     // blocks 0..b-1 are folded by then).
     std::vector<Calibration> once;
     if (mode == CalibrationMode::once) once = chain_detail::block_inputs(enc, calibration, 0, batch);
-    std::vector<std::optional<moe::ringmoe::MoeModal<W, Act>>> moes;
+    std::vector<std::optional<MoeModal<W, Act>>> moes;
     auto dense = std::move(enc).template map_ffns<vision::Mlp<Act, W>>(
-        [&](index_t, index_t, moe::ringmoe::MoeModal<W, Act>&& l) {
+        [&](index_t, index_t, MoeModal<W, Act>&& l) {
             const index_t C = l.hidden_size();
             moes.emplace_back(std::move(l));
             return chain_detail::placeholder_ffn<Act, W>(C);
