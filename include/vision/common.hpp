@@ -4,8 +4,9 @@
 // adaptor, and small helpers.
 //
 // Activations are row-major [tokens, hidden] fp32.
-// Threads: every module takes `threads` (1 = the calling thread only); kernels split work at
-// boundaries that keep the result identical to one thread.
+// Threads: every module runs on a moe::Exec (moe/core/parallel.hpp; set_exec, default
+// Exec::serial() = the calling thread only); kernels split work at boundaries that keep the
+// result identical to one thread.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
@@ -84,41 +86,39 @@ public:
         return layout_ == WeightLayout::out_in ? WeightMatrix<W>(m) : WeightMatrix<W>::in_out(m.data, m.rows, m.cols);
     }
 
-    /// y [M, out] (= or +=) x [M, in] W^T + b. With threads > 1 the output columns are cut
+    /// y [M, out] (= or +=) x [M, in] W^T + b. With ex.threads() > 1 the output columns are cut
     /// into chunks of kChunk (a multiple of every register block) that the threads take
-    /// dynamically, so a thread the OS preempts does not hold the others up; every output
-    /// element is computed by the same kernel path whatever the split (bit-identical results).
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
-        forward(x, y, threads, accumulate, [](MatrixRef<float>) {});
+    /// dynamically (moe::parallel_chunks), so a thread the OS preempts does not hold the others
+    /// up; every output element is computed by the same kernel path whatever the split
+    /// (bit-identical results).
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex = Exec::serial(),
+                 bool accumulate = false) const {
+        forward(x, y, ex, accumulate, [](MatrixRef<float>) {});
     }
 
     /// The same, then epilogue(block) on every finished block of output columns (e.g. the
-    /// activation, fused into the parallel region).
+    /// activation, fused into the parallel region). An exception from the GEMM or the epilogue on
+    /// any thread reaches the caller.
     template <class Epilogue>
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads, bool accumulate, Epilogue&& epilogue) const {
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
+                 Epilogue&& epilogue) const {
         const WeightMatrix<W> w = weight_matrix();
         const float* b = has_bias() ? bias_.data<float>() : nullptr;
         const index_t N = w.out;
         check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "vision::Linear::forward", "input [",
                           x.rows, ", ", x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [",
                           y.rows, ", ", y.cols, "] do not fit");
-        const index_t chunks = (N + kChunk - 1) / kChunk;
-#if defined(_OPENMP)
-        if (threads > 1 && chunks > 1 && x.rows > 4) {
-            const int nt = static_cast<int>(std::min<index_t>(threads, chunks));
+        const int nt = parallel_workers(ex, N, kChunk);
+        if (nt > 1 && x.rows > 4) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (index_t c = 0; c < chunks; ++c) {
-                const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
+            parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
                 const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
                 cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
-                               tws_[static_cast<std::size_t>(omp_get_thread_num())]);
+                               tws_[static_cast<std::size_t>(worker)]);
                 epilogue(yc);
-            }
+            });
             return;
         }
-#endif
-        (void)threads;
         cpu::linear<W>(x, w, b, y, accumulate, ws_);
         epilogue(y);
     }
@@ -128,7 +128,7 @@ public:
     /// Use o's GEMM workspaces from now on (layers that never run at the same time).
     void share_scratch(const Linear& o) {
         ws_.share(o.ws_);
-        const auto n = static_cast<std::size_t>(std::max({cpu::max_threads(), static_cast<int>(tws_.size()),
+        const auto n = static_cast<std::size_t>(std::max({max_threads(), static_cast<int>(tws_.size()),
                                                           static_cast<int>(o.tws_.size())}));
         tws_.resize(n);
         if (o.tws_.size() < n) o.tws_.resize(n);
@@ -173,17 +173,18 @@ private:
 };
 
 /// What a block's FFN slot may need beyond its input: the modality of each token range (for
-/// HierarchicalMoE), and the thread count.
+/// HierarchicalMoE), and where it runs.
 struct FfnContext {
     std::span<const ModalityChunk> chunks;  ///< token ranges of one modality each, in order
-    int threads = 1;
+    Exec exec = Exec::serial();             ///< the block's execution context
 };
 
 /// Runs any FFN-slot type: a dense Mlp, a MoELayer (forward(x, y)), or a modality-aware layer
-/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks.
+/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks. An ExecAware
+/// slot runs on ctx.exec.
 template <class Ffn>
 void ffn_forward(Ffn& ffn, ConstMatrixRef<float> x, MatrixRef<float> y, const FfnContext& ctx) {
-    if constexpr (requires { ffn.set_threads(ctx.threads); }) ffn.set_threads(ctx.threads);
+    if constexpr (ExecAware<Ffn>) ffn.set_exec(ctx.exec);
     if constexpr (requires { ffn.forward(x, ctx.chunks, y); }) {
         check<ConfigError>(!ctx.chunks.empty(), "vision FFN slot",
                            "this FFN routes by modality: give the modality of every image (ModalityChunk list)");

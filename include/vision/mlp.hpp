@@ -25,7 +25,8 @@ public:
     index_t hidden_size() const noexcept { return fc1_.in_features(); }
     index_t ffn_size() const noexcept { return fc1_.out_features(); }
     index_t parameters() const noexcept { return fc1_.parameters() + fc2_.parameters(); }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Where the two GEMMs run (default Exec::serial()).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
     const Linear<W>& fc1() const noexcept { return fc1_; }
     const Linear<W>& fc2() const noexcept { return fc2_; }
     /// Share o's activation and GEMM buffers (MLPs of blocks that run one after the other).
@@ -41,15 +42,15 @@ public:
         float* h = hidden_.get(static_cast<std::size_t>(T * F));
         MatrixRef<float> hm(h, T, F);
         // The activation runs on each finished block of fc1's output inside the parallel region.
-        fc1_.forward(x, hm, threads_, false, [](MatrixRef<float> blk) {
+        fc1_.forward(x, hm, exec_, false, [](MatrixRef<float> blk) {
             for (index_t r = 0; r < blk.rows; ++r) Act::apply(blk.row(r), blk.cols);
         });
-        fc2_.forward(hm, y, threads_);
+        fc2_.forward(hm, y, exec_);
     }
 
 private:
     Linear<W> fc1_, fc2_;
-    int threads_ = 1;
+    Exec exec_ = Exec::serial();
     mutable Scratch<float> hidden_;
 };
 

@@ -44,7 +44,7 @@ public:
     std::pair<index_t, index_t> grid(index_t H, index_t Wd) const noexcept { return {H / p_, Wd / p_}; }
 
     /// tokens [B * gh * gw, C] of images [B, Cin, H, W].
-    Tensor forward(const TensorView& images, int threads = 1) const {
+    Tensor forward(const TensorView& images, const Exec& ex = Exec::serial()) const {
         const char* w = "vision::PatchEmbed::forward";
         check<ShapeError>(images.rank() == 4 && images.dim(1) == cin_, w, "expected images [B, ", cin_,
                           ", H, W], found ", images.shape().str());
@@ -68,7 +68,7 @@ public:
                         }
                 }
         Tensor out(DType::f32, {T, width()});
-        proj_.forward(ConstMatrixRef<float>(cols, T, K), out.matrix<float>(), threads);
+        proj_.forward(ConstMatrixRef<float>(cols, T, K), out.matrix<float>(), ex);
         if (norm_) norm_->forward(out.matrix<float>(), out.matrix<float>());
         return out;
     }

@@ -19,7 +19,7 @@ void cpu_route(const float* logits, int T, int E, const moe::cuda::RouteSpec& sp
     s.group_score = spec.group_top2_sum ? moe::cpu::GroupScore::top2_sum : moe::cpu::GroupScore::max;
     s.group_mask_value = spec.group_mask_value;
     moe::cpu::RouteWorkspace ws;
-    moe::cpu::topk_route(moe::ConstMatrixRef<float>(logits, T, E), s, ids, w, ws, 1);
+    moe::cpu::topk_route(moe::ConstMatrixRef<float>(logits, T, E), s, ids, w, ws, moe::Exec(1));
 }
 
 void cpu_plan(const std::int32_t* ids, const float* w, int T, int E, int k, int capacity, std::vector<std::int32_t>& counts,

@@ -655,10 +655,10 @@ TEST_CASE("prune: DenseFfn is an ordinary FFN", "[prune][dense]") {
     const auto x = randn(static_cast<std::size_t>(T * d), 1300);
     const auto ref = expert_sum(f.experts(), x, d);
     std::vector<float> y(x.size()), y2(x.size(), 1.0f);
-    f.set_threads(1);
+    f.set_exec(Exec(1));
     f.forward({x.data(), T, d}, {y.data(), T, d});
     CHECK(y == ref);
-    f.set_threads(2);
+    f.set_exec(Exec(2));
     f.forward({x.data(), T, d}, {y2.data(), T, d}, Combine::add);
     for (std::size_t i = 0; i < y.size(); ++i) REQUIRE(y2[i] == Approx(y[i] + 1.0f).margin(1e-6));
     CHECK_THROWS_AS(f.forward({x.data(), T, d - 1}, {y.data(), T, d}), ShapeError);

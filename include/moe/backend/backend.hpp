@@ -13,8 +13,9 @@
 #include <cstdint>
 
 #include "moe/backend/cpu/routing.hpp"
-#include "moe/core/tensor.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/tensor.hpp"
 
 namespace moe {
 
@@ -35,8 +36,8 @@ struct CpuBackend {
     static constexpr const char* name() noexcept { return "cpu"; }
 
     static void route(ConstMatrixRef<float> logits, const cpu::TopKSpec& spec, std::int32_t* ids, float* weights,
-                      cpu::RouteWorkspace& ws, int threads = cpu::max_threads()) {
-        cpu::topk_route(logits, spec, ids, weights, ws, threads);
+                      cpu::RouteWorkspace& ws, const Exec& ex = Exec{}) {
+        cpu::topk_route(logits, spec, ids, weights, ws, ex);
     }
 };
 

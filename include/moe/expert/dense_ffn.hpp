@@ -15,6 +15,7 @@
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
@@ -66,7 +67,7 @@ public:
     const MlpExperts<Act, W>& experts() const noexcept { return x_; }
 
     /// y [T, d] = FFN(x [T, d]) (Combine::add: y +=). y must not alias x. The GEMMs are split
-    /// over `threads` by output columns; results do not depend on the thread count.
+    /// over exec()'s threads by output columns; results do not depend on the thread count.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, Combine combine = Combine::overwrite) {
         const char* w = "DenseFfn::forward";
         const index_t d = hidden_size(), F = ffn_size(), T = x.rows;
@@ -75,10 +76,10 @@ public:
                           d, "]");
         if (T == 0) return;
         MatrixRef<float> h(h_.get(static_cast<std::size_t>(T * F)), T, F);
-        cpu::linear_parallel(x, fc1().weight(0), fc1().bias(0), h, false, threads_);
+        cpu::linear_parallel(x, fc1().weight(0), fc1().bias(0), h, false, exec_);
         Act::apply(h.data, T * F);
         cpu::linear_parallel(ConstMatrixRef<float>(h), fc2().weight(0), fc2().bias(0), y, combine == Combine::add,
-                             threads_);
+                             exec_);
     }
     /// Convenience: a new [T, d] tensor.
     Tensor forward(const Tensor& x) {
@@ -86,7 +87,9 @@ public:
         forward(x.matrix<float>("DenseFfn::forward input"), y.matrix<float>());
         return y;
     }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Where the GEMMs run (default Exec{}: all OpenMP threads).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
+    const Exec& exec() const noexcept { return exec_; }
 
 private:
     static LinearStack<W> stack(index_t out, index_t in, std::span<const float> w, std::span<const float> b,
@@ -104,7 +107,7 @@ private:
 
     MlpExperts<Act, W> x_;
     Scratch<float> h_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 }  // namespace moe

@@ -42,8 +42,8 @@
 #include <utility>
 #include <vector>
 
-#include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/shared.hpp"
@@ -260,7 +260,6 @@ public:
     const Collab& collab_experts() const noexcept { return collab_experts_; }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    /// Threads of the routing kernels and the expert GEMMs of every group (default: all OpenMP threads).
     /// Share o's scratch buffers (activations and expert workspaces, group by group): for layers
     /// that never run at the same time, such as the blocks of one encoder. Routing results
     /// (plans, logits, losses) stay each layer's own.
@@ -276,11 +275,14 @@ public:
         if constexpr (Shared::enabled) experts(shared_, o.shared_);
     }
 
-    void set_threads(int n) noexcept {
-        threads_ = std::max(1, n);
-        collab_router_.set_threads(threads_);
-        for (auto& r : modal_routers_) r.set_threads(threads_);
+    /// Where the routing kernels and the expert GEMMs of every group run (default Exec{}: all
+    /// OpenMP threads); results do not depend on it.
+    void set_exec(const Exec& ex) noexcept {
+        exec_ = ex;
+        collab_router_.set_exec(ex);
+        for (auto& r : modal_routers_) r.set_exec(ex);
     }
+    const Exec& exec() const noexcept { return exec_; }
 
 private:
     TopKOptions options_for(index_t k, double cf) const {
@@ -310,11 +312,11 @@ private:
     void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
         collab_router_.route(x, collab_plan_);
         if constexpr (ThreadedExpertSet<Collab>)
-            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, threads_);
+            collab_experts_.forward(x, collab_plan_, y, Combine::overwrite, exec_);
         else
             collab_experts_.forward(x, collab_plan_, y, Combine::overwrite);
         losses_.collab = sequential_group_loss(collab_router_.last_logits(), collab_plan_, opt_.aux_constant);
-        if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
+        if constexpr (Shared::enabled) shared_.forward(x, y, exec_);
         losses_.modal.assign(modal_routers_.size(), 0.0);
         losses_.present.assign(modal_routers_.size(), false);
     }
@@ -324,7 +326,7 @@ private:
         r.route(xm, plan);
         auto& experts = modal_experts_[static_cast<std::size_t>(m)];
         if constexpr (ThreadedExpertSet<Modal>)
-            experts.forward(xm, plan, ym, Combine::add, threads_);
+            experts.forward(xm, plan, ym, Combine::add, exec_);
         else
             experts.forward(xm, plan, ym, Combine::add);
         losses_.modal[static_cast<std::size_t>(m)] = sequential_group_loss(r.last_logits(), plan, opt_.aux_constant);
@@ -371,7 +373,7 @@ private:
     RoutingPlan collab_plan_;
     HierarchicalLosses losses_;
     Scratch<float> xg_, yg_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 }  // namespace moe

@@ -9,8 +9,8 @@
 
 #include <utility>
 
-#include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/shared.hpp"
@@ -55,10 +55,10 @@ public:
         router_.route(x, plan_);
         const RoutingPlan& plan = plan_;
         if constexpr (ThreadedExpertSet<X>)
-            experts_.forward(x, plan, y, Combine::overwrite, threads_);
+            experts_.forward(x, plan, y, Combine::overwrite, exec_);
         else
             experts_.forward(x, plan, y, Combine::overwrite);
-        if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
+        if constexpr (Shared::enabled) shared_.forward(x, y, exec_);
     }
     /// Convenience: a new [T, d] tensor.
     Tensor forward(const Tensor& x) {
@@ -75,14 +75,20 @@ public:
     const X& experts() const noexcept { return experts_; }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Where the router (when ExecAware), the experts and the shared experts run (default Exec{}:
+    /// all OpenMP threads); results do not depend on it.
+    void set_exec(const Exec& ex) noexcept {
+        exec_ = ex;
+        if constexpr (ExecAware<R>) router_.set_exec(ex);
+    }
+    const Exec& exec() const noexcept { return exec_; }
 
 private:
     R router_;
     X experts_;
     Shared shared_;
     RoutingPlan plan_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 }  // namespace moe
