@@ -12,8 +12,8 @@
 //
 // Benchmarks:
 //   hier/moe/<shape>/threads:<n>   HierarchicalMoE::forward(x, chunks, y), n = 1, 2 (OpenMP
-//                                  threads: omp_set_num_threads(n) plus set_threads(n) on the
-//                                  layer and its five routers)
+//                                  threads: omp_set_num_threads(n) plus set_exec(Exec(n)) on the
+//                                  layer, which passes it to its five routers)
 //
 // Counters (over wall-clock time):
 //   tokens/s
@@ -90,9 +90,7 @@ struct Fixture {
 
     void set_threads(int n) {
         omp_set_num_threads(n);
-        layer.set_threads(n);
-        layer.collab_router().set_threads(n);
-        for (int m = 0; m < layer.modalities(); ++m) layer.modal_router(m).set_threads(n);
+        layer.set_exec(moe::Exec(n));
     }
 
     double kept_fraction() const {
@@ -145,7 +143,7 @@ const bool registered = [] {
                 ->UseRealTime()
                 ->Unit(benchmark::kMillisecond);
     benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
-    benchmark::AddCustomContext("moe.max_threads", std::to_string(moe::cpu::max_threads()));
+    benchmark::AddCustomContext("moe.max_threads", std::to_string(moe::max_threads()));
     benchmark::AddCustomContext("moe.flops", "useful expert FLOPs only: 3 FFNs per token (modal, collaborative, "
                                              "shared) x 2 GEMMs x 2*C*F, nominal (dropped tokens counted); routers, "
                                              "activations, biases, permutation not counted");

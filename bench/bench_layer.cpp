@@ -87,8 +87,7 @@ struct Fixture {
         layer = Layer(moe::softmax_topk_router(moe::Gate::random(c.E, c.d, kSeed + 7), c.k), std::move(experts));
         x = random_normal(c.T, c.d, kSeed + 11);
         y = moe::Tensor(moe::DType::f32, moe::Shape{c.T, c.d});
-        layer.set_threads(1);
-        layer.router().set_threads(1);
+        layer.set_exec(moe::Exec(1));  // the router's too
         layer.forward(x.matrix<float>(), y.matrix<float>());
         plan = layer.plan();
         // the permuted rows, as grouped execution builds them
@@ -105,10 +104,7 @@ struct Fixture {
         out = moe::Tensor(moe::DType::f32, moe::Shape{c.T * c.k, c.d});
     }
 
-    void set_threads(int n) {
-        layer.set_threads(n);
-        layer.router().set_threads(n);
-    }
+    void set_threads(int n) { layer.set_exec(moe::Exec(n)); }
 };
 
 template <class X>
@@ -161,7 +157,7 @@ void BM_experts(benchmark::State& st, ShapeCfg c, int threads) {
     const auto x = f.x.template matrix<float>();
     auto y = f.y.template matrix<float>();
     for (auto _ : st) {
-        f.layer.experts().forward(x, f.plan, y, moe::Combine::overwrite, threads);
+        f.layer.experts().forward(x, f.plan, y, moe::Combine::overwrite, moe::Exec(threads));
         benchmark::DoNotOptimize(y.data);
         benchmark::ClobberMemory();
     }
@@ -191,7 +187,7 @@ template <class X>
 void BM_router(benchmark::State& st, ShapeCfg c) {
     auto& f = fixture<X>(c);
     auto& router = f.layer.router();
-    router.set_threads(1);
+    router.set_exec(moe::Exec(1));
     moe::RoutingPlan plan;
     const auto x = f.x.template matrix<float>();
     for (auto _ : st) {
@@ -208,7 +204,7 @@ template <class W>
 void dense_linear(moe::ConstMatrixRef<float> A, moe::WeightMatrix<W> Wm, const float* bias, moe::MatrixRef<float> C,
                   int threads, moe::cpu::GemmWorkspace& ws) {
     if (threads <= 1) moe::cpu::linear(A, Wm, bias, C, false, ws);
-    else moe::cpu::linear_parallel(A, Wm, bias, C, false, threads);
+    else moe::cpu::linear_parallel(A, Wm, bias, C, false, moe::Exec(threads));
 }
 
 template <class X>
@@ -261,7 +257,7 @@ const bool registered = [] {
     register_shape<GeluExperts>(kGeluMlp);
     register_shape<SwiGluExperts>(kSwiGlu);
     benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
-    benchmark::AddCustomContext("moe.max_threads", std::to_string(moe::cpu::max_threads()));
+    benchmark::AddCustomContext("moe.max_threads", std::to_string(moe::max_threads()));
     benchmark::AddCustomContext("moe.flops", "useful expert FLOPs only: 2*T*k*(2*d*F) GELU-MLP, 2*T*k*(3*d*F) "
                                              "SwiGLU; router GEMM not counted");
     return true;

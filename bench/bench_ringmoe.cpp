@@ -126,7 +126,7 @@ Enc& get(const std::string& key, const std::function<Enc()>& make) {
 
 template <class Enc>
 void run(benchmark::State& st, Enc& enc, const vis::SwinConfig& cfg, int threads, double ffns) {
-    enc.set_threads(threads);
+    enc.set_exec(moe::Exec(threads));
 #if defined(_OPENMP)
     omp_set_num_threads(threads);
 #endif

@@ -110,7 +110,7 @@ void BM_route_fused(benchmark::State& st, moe::index_t T, moe::index_t E, moe::i
 
     // Once: the fused kernel must agree with the naive reference on the first tokens.
     {
-        moe::cpu::topk_route(m, spec, ids.data(), w.data(), ws, 1);
+        moe::cpu::topk_route(m, spec, ids.data(), w.data(), ws, moe::Exec(1));
         const moe::index_t n = std::min<moe::index_t>(T, 256);
         std::vector<std::int32_t> rid(static_cast<std::size_t>(n * k));
         std::vector<float> rw(static_cast<std::size_t>(n * k)), p;
@@ -123,7 +123,7 @@ void BM_route_fused(benchmark::State& st, moe::index_t T, moe::index_t E, moe::i
             }
     }
     for (auto _ : st) {
-        moe::cpu::topk_route(m, spec, ids.data(), w.data(), ws, 1);
+        moe::cpu::topk_route(m, spec, ids.data(), w.data(), ws, moe::Exec(1));
         benchmark::DoNotOptimize(ids.data());
         benchmark::DoNotOptimize(w.data());
         benchmark::ClobberMemory();

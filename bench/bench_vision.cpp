@@ -73,7 +73,7 @@ template <moe::WeightType W>
 void BM_vit(benchmark::State& st, index_t B, int threads) {
     std::mt19937 g(1);
     auto vit = vit_b16<W>(g);
-    vit.set_threads(threads);
+    vit.set_exec(moe::Exec(threads));
     const Tensor img = rnd({B, 3, 224, 224}, g, 1.0f);
     for (auto _ : st) {
         Tensor y = vit.forward(img);
@@ -91,7 +91,7 @@ void BM_siglip_block(benchmark::State& st, int threads) {
     const Tensor x0 = rnd({T, C}, g, 1.0f);
     Tensor x(moe::DType::f32, {T, C});
     vis::FfnContext ctx;
-    ctx.threads = threads;
+    ctx.exec = moe::Exec(threads);
     for (auto _ : st) {
         std::memcpy(x.raw(), x0.raw(), x.nbytes());
         blk.forward(x.matrix<float>(), T, ctx);
@@ -115,11 +115,11 @@ void BM_swin_stage(benchmark::State& st, int threads) {
     const Tensor x0 = rnd({R * R, C}, g, 1.0f);
     Tensor x(moe::DType::f32, {R * R, C});
     vis::FfnContext ctx;
-    ctx.threads = threads;
+    ctx.exec = moe::Exec(threads);
     for (auto _ : st) {
         std::memcpy(x.raw(), x0.raw(), x.nbytes());
         for (auto& b : blocks) b.forward(x.matrix<float>(), ctx);
-        Tensor y = merge.forward(x.matrix<float>(), threads);
+        Tensor y = merge.forward(x.matrix<float>(), moe::Exec(threads));
         benchmark::DoNotOptimize(y.raw());
     }
     const double T = R * R;

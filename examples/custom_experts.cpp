@@ -2,9 +2,9 @@
 // expert_e(x) = B_e A_e x with A_e [r, d], B_e [d, r]. Any type with num_experts(), hidden_size(),
 // parameters() and forward(x, plan, out, combine) satisfies moe::ExpertSet and plugs into
 // MoELayer unchanged. This one only says what one expert does to a block of rows
-// (expert_forward); moe::grouped_forward gathers each expert's tokens, runs the blocks on
-// `threads` threads and combines the weighted outputs. The `threads` argument makes it a
-// moe::ThreadedExpertSet, so layer.set_threads(n) reaches it.
+// (expert_forward); moe::grouped_forward gathers each expert's tokens, runs the blocks on the
+// threads of a moe::Exec and combines the weighted outputs. The Exec argument makes it a
+// moe::ThreadedExpertSet, so layer.set_exec(moe::Exec(n)) reaches it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -37,14 +37,14 @@ public:
     }
     // out (=, or += with Combine::add) the sum over each token's kept choices of weight * expert(x).
     void forward(moe::ConstMatrixRef<float> x, const moe::RoutingPlan& plan, moe::MatrixRef<float> out,
-                 moe::Combine combine, int threads = moe::cpu::max_threads()) {
-        moe::grouped_forward(*this, x, plan, out, combine, ws_, threads);
+                 moe::Combine combine, const moe::Exec& ex = moe::Exec{}) {
+        moe::grouped_forward(*this, x, plan, out, combine, ws_, ex);
     }
 
 private:
     moe::index_t E_, d_, r_;
     std::vector<float> a_, b_;
-    moe::GroupedWorkspace ws_;  // permuted activations and per-thread scratch, reused across calls
+    moe::GroupedWorkspace ws_;  // permuted activations and per-worker scratch, reused across calls
 };
 static_assert(moe::ExpertSet<LowRankExperts> && moe::ThreadedExpertSet<LowRankExperts>);
 

@@ -587,7 +587,7 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
 
     return std::visit(
         [&](auto& model) {
-            model.set_threads(a.threads);
+            model.set_exec(moe::Exec(a.threads));
 #if defined(_OPENMP)
             omp_set_num_threads(a.threads);
 #endif

@@ -316,7 +316,7 @@ int run(const Args& a) {
     opt.calibration = a.mode == "once" ? rm::CalibrationMode::once : rm::CalibrationMode::progressive;
     opt.batch = a.batch;
     opt.eval_batch = a.eval_batch;
-    opt.threads = a.threads;
+    opt.exec = moe::Exec(a.threads);
     opt.dir = a.out;
 
     std::printf("ringmoe_chain (moe %s)\n", moe::cpu::simd_name());

@@ -25,7 +25,6 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <exception>
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
@@ -176,7 +175,7 @@ public:
     void share_scratch(const Attention& o) {
         qkv_buf_.share(o.qkv_buf_);
         out_buf_.share(o.out_buf_);
-        const auto n = static_cast<std::size_t>(std::max({cpu::max_threads(), static_cast<int>(scratch_.size()),
+        const auto n = static_cast<std::size_t>(std::max({max_threads(), static_cast<int>(scratch_.size()),
                                                           static_cast<int>(o.scratch_.size())}));
         scratch_.resize(n);
         if (o.scratch_.size() < n) o.scratch_.resize(n);
@@ -198,7 +197,7 @@ public:
     /// y [rows, C] = attention over the rows / n sequences of n rows of x [rows, C].
     /// bias: [heads, n, n] or null; mask: [n_mask, n, n] (sequence s uses mask s % n_mask) or null.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, index_t n, const float* bias = nullptr,
-                 const float* mask = nullptr, index_t n_mask = 0, int threads = 1) const {
+                 const float* mask = nullptr, index_t n_mask = 0, const Exec& ex = Exec::serial()) const {
         const char* w = "vision::Attention::forward";
         const index_t C = width(), rows = x.rows, d = head_dim();
         check<ShapeError>(x.cols == C && y.cols == C && y.rows == rows, w, "expected input and output [T, ", C,
@@ -208,12 +207,13 @@ public:
         float* qkv = qkv_buf_.get(static_cast<std::size_t>(rows * 3 * C));
         if (split_)
             for (index_t i = 0; i < 3; ++i)
-                parts_[static_cast<std::size_t>(i)].forward(x, MatrixRef<float>(qkv + i * C, rows, C, 3 * C), threads);
+                parts_[static_cast<std::size_t>(i)].forward(x, MatrixRef<float>(qkv + i * C, rows, C, 3 * C), ex);
         else
-            parts_[0].forward(x, MatrixRef<float>(qkv, rows, 3 * C), threads);
+            parts_[0].forward(x, MatrixRef<float>(qkv, rows, 3 * C), ex);
         float* o = out_buf_.get(static_cast<std::size_t>(rows * C));
         const index_t seqs = rows / n, jobs = seqs * heads_;
-        const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, jobs)));
+        // One task per (sequence, head), taken dynamically; each worker has its own scratch.
+        const int nt = parallel_workers(ex, jobs, 1);
         if (static_cast<int>(scratch_.size()) < nt) scratch_.resize(static_cast<std::size_t>(nt));
         auto job = [&](index_t j, kernel::HeadScratch& s) {
             const index_t sq = j / heads_, h = j % heads_;
@@ -221,29 +221,10 @@ public:
             kernel::attend_head(base, base + C, base + 2 * C, 3 * C, n, d, scale_, bias ? bias + h * n * n : nullptr,
                                 mask ? mask + (sq % n_mask) * n * n : nullptr, o + sq * n * C + h * d, C, s);
         };
-#if defined(_OPENMP)
-        if (nt > 1) {
-            std::exception_ptr error;
-#pragma omp parallel num_threads(nt)
-            {
-                auto& s = scratch_[static_cast<std::size_t>(omp_get_thread_num())];
-#pragma omp for schedule(dynamic, 1)
-                for (index_t j = 0; j < jobs; ++j) {
-                    try {
-                        job(j, s);
-                    } catch (...) {
-#pragma omp critical
-                        if (!error) error = std::current_exception();
-                    }
-                }
-            }
-            if (error) std::rethrow_exception(error);
-        } else
-#endif
-        {
-            for (index_t j = 0; j < jobs; ++j) job(j, scratch_[0]);
-        }
-        proj_.forward(ConstMatrixRef<float>(o, rows, C), y, threads);
+        parallel_chunks(ex, jobs, 1, [&](index_t b, index_t e, int worker) {
+            for (index_t j = b; j < e; ++j) job(j, scratch_[static_cast<std::size_t>(worker)]);
+        });
+        proj_.forward(ConstMatrixRef<float>(o, rows, C), y, ex);
     }
 
 private:

@@ -94,7 +94,7 @@ public:
                           width());
         detail::residual(order_, x, norm1_, ls1_,
                          [&](ConstMatrixRef<float> in, MatrixRef<float> out) {
-                             attn_.forward(in, out, tokens, nullptr, nullptr, 0, ctx.threads);
+                             attn_.forward(in, out, tokens, nullptr, nullptr, 0, ctx.exec);
                          },
                          a_, b_);
         detail::residual(order_, x, norm2_, ls2_,

@@ -4,8 +4,9 @@
 // adaptor, and small helpers.
 //
 // Activations are row-major [tokens, hidden] fp32.
-// Threads: every module takes `threads` (1 = the calling thread only); kernels split work at
-// boundaries that keep the result identical to one thread.
+// Threads: every module runs on a moe::Exec (moe/core/parallel.hpp; set_exec, default
+// Exec::serial() = the calling thread only); kernels split work at boundaries that keep the
+// result identical to one thread.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
@@ -93,17 +95,18 @@ private:
 };
 
 /// What a block's FFN slot may need beyond its input: the modality of each token range (for
-/// HierarchicalMoE), and the thread count.
+/// HierarchicalMoE), and where it runs.
 struct FfnContext {
     std::span<const ModalityChunk> chunks;  ///< token ranges of one modality each, in order
-    int threads = 1;
+    Exec exec = Exec::serial();             ///< the block's execution context
 };
 
 /// Runs any FFN-slot type: a dense Mlp, a MoELayer (forward(x, y)), or a modality-aware layer
-/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks.
+/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks. An ExecAware
+/// slot runs on ctx.exec.
 template <class Ffn>
 void ffn_forward(Ffn& ffn, ConstMatrixRef<float> x, MatrixRef<float> y, const FfnContext& ctx) {
-    if constexpr (requires { ffn.set_threads(ctx.threads); }) ffn.set_threads(ctx.threads);
+    if constexpr (ExecAware<Ffn>) ffn.set_exec(ctx.exec);
     if constexpr (requires { ffn.forward(x, ctx.chunks, y); }) {
         check<ConfigError>(!ctx.chunks.empty(), "vision FFN slot",
                            "this FFN routes by modality: give the modality of every image (ModalityChunk list)");

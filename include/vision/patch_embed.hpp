@@ -60,7 +60,7 @@ public:
     }
 
     /// tokens [B * gh * gw, C] of images [B, Cin, H, W].
-    Tensor forward(const TensorView& images, int threads = 1) const {
+    Tensor forward(const TensorView& images, const Exec& ex = Exec::serial()) const {
         const char* w = "vision::PatchEmbed::forward";
         check<ShapeError>(images.rank() == 4 && images.dim(1) == cin_, w, "expected images [B, ", cin_,
                           ", H, W], found ", images.shape().str());
@@ -79,21 +79,21 @@ public:
             unfold(planes.data(), H, Wd, cols + b * gh * gw * K);
         }
         Tensor out(DType::f32, {T, width()});
-        project(ConstMatrixRef<float>(cols, T, K), out.matrix<float>(), threads);
+        project(ConstMatrixRef<float>(cols, T, K), out.matrix<float>(), ex);
         return out;
     }
 
     /// The tokens of one image given as in_chans() planes of H x W floats (channel c at
     /// channels[c]) into out [gh * gw, C] (any row stride). The pixels are not checked.
     void forward_planes(const float* const* channels, index_t H, index_t Wd, MatrixRef<float> out,
-                        int threads = 1) const {
+                        const Exec& ex = Exec::serial()) const {
         const auto [gh, gw] = grid(H, Wd);
         const index_t T = gh * gw, K = cin_ * p_ * p_;
         check<ShapeError>(out.rows == T && out.cols == width(), "vision::PatchEmbed::forward_planes", "output is [",
                           out.rows, ", ", out.cols, "], expected [", T, ", ", width(), "]");
         float* cols = cols_.get(static_cast<std::size_t>(T * K));
         unfold(channels, H, Wd, cols);
-        project(ConstMatrixRef<float>(cols, T, K), out, threads);
+        project(ConstMatrixRef<float>(cols, T, K), out, ex);
     }
 
 private:
@@ -121,8 +121,8 @@ private:
             }
     }
     // tokens = cols . W^T + b, then the norm.
-    void project(ConstMatrixRef<float> cols, MatrixRef<float> out, int threads) const {
-        proj_.forward(cols, out, threads);
+    void project(ConstMatrixRef<float> cols, MatrixRef<float> out, const Exec& ex) const {
+        proj_.forward(cols, out, ex);
         if (norm_) norm_->forward(out, out);
     }
 

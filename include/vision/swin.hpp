@@ -228,7 +228,7 @@ public:
                                                          static_cast<std::size_t>(C) * sizeof(float));
                              attn_.forward(ConstMatrixRef<float>(win, x.rows, C), MatrixRef<float>(wout, x.rows, C), n,
                                            bias_.data<float>(), s_ > 0 ? mask_.data<float>() : nullptr, nw * nw,
-                                           ctx.threads);
+                                           ctx.exec);
                              for (index_t b = 0; b < B; ++b)
                                  for (index_t wy = 0; wy < nw; ++wy)
                                      for (index_t wx = 0; wx < nw; ++wx)
@@ -281,7 +281,7 @@ public:
     const Linear<W>& reduction() const noexcept { return reduction_; }
     const LayerNorm& norm() const noexcept { return norm_; }
 
-    Tensor forward(ConstMatrixRef<float> x, int threads = 1) const {
+    Tensor forward(ConstMatrixRef<float> x, const Exec& ex = Exec::serial()) const {
         const index_t C = in_width(), L = R_ * R_, h = R_ / 2;
         check<ShapeError>(x.cols == C && x.rows % L == 0, "vision::PatchMerging::forward", "expected [B * ", L, ", ",
                           C, "], found [", x.rows, ", ", x.cols, "]");
@@ -296,7 +296,7 @@ public:
                                     x.row(b * L + (2 * i + dy[q]) * R_ + 2 * j + dx[q]),
                                     static_cast<std::size_t>(C) * sizeof(float));
         Tensor out(DType::f32, {T, 2 * C});
-        reduction_.forward(ConstMatrixRef<float>(cat, T, 4 * C), out.matrix<float>(), threads);
+        reduction_.forward(ConstMatrixRef<float>(cat, T, 4 * C), out.matrix<float>(), ex);
         norm_.forward(out.matrix<float>(), out.matrix<float>());
         return out;
     }
@@ -367,7 +367,8 @@ public:
     const Stage& stage(index_t i) const { return stages_.at(static_cast<std::size_t>(i)); }
     const PatchEmbed<W>& patch_embed(int m) const { return patch_.at(static_cast<std::size_t>(m)); }
     const LayerNorm& norm() const noexcept { return norm_; }
-    int threads() const noexcept { return threads_; }
+    /// Where the encoder runs (set_exec; default Exec::serial()).
+    const Exec& exec() const noexcept { return exec_; }
     /// Blocks over all stages.
     index_t num_blocks() const noexcept {
         index_t n = 0;
@@ -407,10 +408,11 @@ public:
             st.push_back(std::move(n));
         }
         SwinEncoder<Ffn2, W> out(std::move(cfg), std::move(pe), std::move(st), std::move(norm_));
-        out.set_threads(threads_);
+        out.set_exec(exec_);
         return out;
     }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Runs every part (patch embeddings, attention, FFN slots, merging) on ex.
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
     index_t parameters() const noexcept {
         index_t p = norm_.parameters();
         for (const auto& pe : patch_) p += pe.parameters();
@@ -449,7 +451,7 @@ public:
             const index_t B = mb.images.dim(0);
             images.push_back({total, total + B, mb.modality});
             total += B;
-            parts.push_back(patch_[static_cast<std::size_t>(mb.modality)].forward(mb.images, threads_));
+            parts.push_back(patch_[static_cast<std::size_t>(mb.modality)].forward(mb.images, exec_));
         }
         Tensor x(DType::f32, {total * R0 * R0, C0});
         std::size_t off = 0;
@@ -473,7 +475,7 @@ public:
         for (index_t i = 0; i < cfg_.stages(); ++i) {
             const index_t R = cfg_.resolution(i);
             const std::vector<ModalityChunk> chunks = scale_chunks(images, R * R);
-            const FfnContext ctx{chunks, threads_};
+            const FfnContext ctx{chunks, exec_};
             auto& st = stages_[static_cast<std::size_t>(i)];
             for (auto& blk : st.blocks) {
                 Tensor* cap = nullptr;
@@ -482,7 +484,7 @@ public:
                 if (opt.block_outputs) opt.block_outputs->push_back(Tensor::copy_of(x.view()));
             }
             if (opt.stage_outputs) opt.stage_outputs->push_back(Tensor::copy_of(x.view()));
-            if (st.downsample) x = st.downsample->forward(x.matrix<float>(), threads_);
+            if (st.downsample) x = st.downsample->forward(x.matrix<float>(), exec_);
             lap();
         }
         norm_.forward(x.matrix<float>(), x.matrix<float>());
@@ -501,7 +503,7 @@ private:
     std::vector<PatchEmbed<W>> patch_;
     std::vector<Stage> stages_;
     LayerNorm norm_;
-    int threads_ = 1;
+    Exec exec_ = Exec::serial();
 };
 
 }  // namespace moe::vision

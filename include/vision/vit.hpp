@@ -135,8 +135,9 @@ public:
     const block_type& block(index_t i) const { return blocks_.at(static_cast<std::size_t>(i)); }
     const PatchEmbed<W>& patch_embed() const noexcept { return patch_; }
     const std::optional<PosEmbed>& pos_embed() const noexcept { return pos_; }
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
-    int threads() const noexcept { return threads_; }
+    /// Runs every part (patch embedding, attention, FFN slots) on ex (default Exec::serial()).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
+    const Exec& exec() const noexcept { return exec_; }
 
     /// Keeps the first n blocks (SigLIP in RSUniVLM: 26 of 27).
     void keep_blocks(index_t n) {
@@ -166,7 +167,7 @@ public:
         const index_t B = images.dim(0), C = width();
         const auto [gh, gw] = patch_.grid(images.dim(2), images.dim(3));
         const index_t N = gh * gw, pre = cfg_.cls_token ? 1 : 0, T = N + pre;
-        Tensor patches = patch_.forward(images, threads_);
+        Tensor patches = patch_.forward(images, exec_);
         Tensor x(DType::f32, {B * T, C});
         float* xd = x.data<float>();
         const float* pd = patches.data<float>();
@@ -180,7 +181,7 @@ public:
                     for (index_t c = 0; c < C; ++c) dst[t * C + c] += pos(t, c);
         }
         const std::vector<ModalityChunk> chunks = scale_chunks(opt.image_chunks, T);
-        FfnContext ctx{chunks, threads_};
+        FfnContext ctx{chunks, exec_};
         if (opt.hidden_states) {
             opt.hidden_states->clear();
             opt.hidden_states->push_back(Tensor::copy_of(x.view()));
@@ -200,7 +201,7 @@ private:
     std::optional<PosEmbed> pos_;
     std::vector<block_type> blocks_;
     std::optional<LayerNorm> norm_;
-    int threads_ = 1;
+    Exec exec_ = Exec::serial();
 };
 
 /// A dense ViT with erf GELU (timm ViT, EVA) or tanh GELU (SigLIP).

@@ -11,7 +11,7 @@ void cpu_route(const float* logits, int T, int E, const moe::RouteRule& spec, co
     moe::RouteRule s = spec;  // the same rule, with the bias in host memory
     s.bias = bias_host ? std::span<const float>(bias_host, static_cast<std::size_t>(E)) : std::span<const float>{};
     moe::cpu::RouteWorkspace ws;
-    moe::cpu::topk_route(moe::ConstMatrixRef<float>(logits, T, E), s, ids, w, ws, 1);
+    moe::cpu::topk_route(moe::ConstMatrixRef<float>(logits, T, E), s, ids, w, ws, moe::Exec(1));
 }
 
 void cpu_plan(const std::int32_t* ids, const float* w, int T, int E, int k, int capacity, std::vector<std::int32_t>& counts,

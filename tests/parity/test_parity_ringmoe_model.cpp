@@ -134,7 +134,7 @@ void run_tiny(const char* tag) {
         CHECK(r.aux_loss > 0);
     }
 
-    model.set_threads(2);
+    model.set_exec(moe::Exec(2));
     const auto out2 = model.forward(batches);
     CHECK(bit_equal(out2.features, out.features));
     CHECK(bit_equal(out2.logits, out.logits));

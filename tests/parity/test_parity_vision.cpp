@@ -128,7 +128,7 @@ TEST_CASE("vision parity: timm ViT (layer scale, CLS, resized position grid)", "
         check_rel("timm vit hidden " + std::to_string(i), hidden[i], f.get("__hidden_" + std::to_string(i) + "__"));
     check_rel("timm vit 48x48 (pos resized)", vit.forward(f.get("__images_48__")), f.get("__output_48__"));
 
-    vit.set_threads(2);
+    vit.set_exec(moe::Exec(2));
     CHECK(bit_equal(vit.forward(f.get("__images__")), y));
 
     auto vb = vis::load_timm_vit<moe::bf16>(f, "", cfg);
@@ -234,7 +234,7 @@ TEST_CASE("vision parity: RingMoE Swin, dense MLP (shift + mask, window = resolu
     REQUIRE(blocks.size() == 6);
     for (std::size_t k = 0; k < blocks.size(); ++k)
         check_rel("swin dense block " + std::to_string(k), blocks[k], f.get("__block_" + std::to_string(k) + "__"));
-    enc.set_threads(2);
+    enc.set_exec(moe::Exec(2));
     CHECK(bit_equal(enc.forward(batches), y));
 }
 
@@ -271,7 +271,7 @@ TEST_CASE("vision parity: RingMoE Swin with the hierarchical MoE (Moe_modal) in 
             CHECK(d == ref.at(k));
             ++k;
         }
-    enc.set_threads(2);
+    enc.set_exec(moe::Exec(2));
     CHECK(bit_equal(enc.forward(batches), y));
 }
 

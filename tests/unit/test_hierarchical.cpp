@@ -325,7 +325,7 @@ TEST_CASE("hierarchical layer: a collaborative router that does not fit its expe
 namespace {
 // A user-defined router (no gate, no logits): token t's k choices are the k largest of its first
 // E features (ties to the lower index), each weighted 1 / k; no capacity. It satisfies Router
-// and nothing else (no k(), no last_logits(), no parameters(), no set_threads()).
+// and nothing else (no k(), no last_logits(), no parameters(), no set_exec()).
 class FeatureRouter {
 public:
     FeatureRouter(index_t experts, index_t hidden, index_t k) : E_(experts), d_(hidden), k_(k) {}
@@ -353,8 +353,8 @@ private:
     index_t E_, d_, k_;
 };
 static_assert(Router<FeatureRouter> && !TopKRouterLike<FeatureRouter> && !LogitRouter<FeatureRouter> &&
-              !ThreadedRouter<FeatureRouter> && !CountsParameters<FeatureRouter>);
-static_assert(LogitRouter<TopKRouter<SoftmaxScores>> && ThreadedRouter<TopKRouter<SoftmaxScores>> &&
+              !ExecAware<FeatureRouter> && !CountsParameters<FeatureRouter>);
+static_assert(LogitRouter<TopKRouter<SoftmaxScores>> && ExecAware<TopKRouter<SoftmaxScores>> &&
               CountsParameters<TopKRouter<SoftmaxScores>> && TopKOptionsRouter<TopKRouter<SigmoidScores>>);
 static_assert(ModalityAware<H> && !ModalityAware<MoELayer<TopKRouter<SoftmaxScores>, X>>);
 

@@ -159,7 +159,7 @@ TEST_CASE("linear_parallel equals linear bit for bit", "[kernels][gemm]") {
     std::vector<float> C1(static_cast<std::size_t>(M * N)), C2(C1.size());
     cpu::GemmWorkspace ws;
     cpu::linear<float>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {C1.data(), M, N}, false, ws);
-    cpu::linear_parallel<float>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {C2.data(), M, N}, false, 2);
+    cpu::linear_parallel<float>({A.data(), M, K}, {Wf.data(), N, K}, nullptr, {C2.data(), M, N}, false, Exec(2));
     REQUIRE(C1 == C2);
     REQUIRE_THROWS_AS(cpu::linear<float>({A.data(), M, K}, {Wf.data(), N, K - 1}, nullptr, {C1.data(), M, N}, false, ws),
                       ShapeError);
@@ -244,7 +244,7 @@ void check_linear_in_out() {
                                    false, ws);
         }
         std::vector<float> C4(C1.size());
-        cpu::linear_parallel<W, Engine>({A.data(), M, K}, wio, bias.data(), {C4.data(), M, N}, false, 2);
+        cpu::linear_parallel<W, Engine>({A.data(), M, K}, wio, bias.data(), {C4.data(), M, N}, false, Exec(2));
         if constexpr (std::is_same_v<Engine, cpu::PackedGemm> && cpu::kHasSimd) {
             REQUIRE(C3 == C2);
             REQUIRE(C4 == C2);

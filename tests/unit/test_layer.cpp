@@ -162,9 +162,9 @@ TEST_CASE("results do not depend on the thread count", "[layer]") {
     auto x = randn(static_cast<std::size_t>(T * d), 11);
     MoELayer layer(softmax_topk_router(Gate::random(E, d, 12), 2), MlpExperts<Gelu>::random(E, d, F, 13));
     std::vector<float> y1(x.size()), y2(x.size());
-    layer.set_threads(1);
+    layer.set_exec(Exec(1));
     layer.forward({x.data(), T, d}, {y1.data(), T, d});
-    layer.set_threads(2);
+    layer.set_exec(Exec(2));
     layer.forward({x.data(), T, d}, {y2.data(), T, d});
     REQUIRE(y1 == y2);
 }
@@ -302,7 +302,7 @@ TEST_CASE("a minimal ExpertSet and Router work in MoELayer, SharedExperts and Hi
         // routed: t0 -> expert 0 (x), t1 -> expert 1 (2x + 1); shared: both of its 2 experts,
         // x + (2x + 1) = 3x + 1. t0: (2, 1) + (7, 4) = (9, 5); t1: (1, 7) + (1, 10) = (2, 17).
         MoELayer layer(ModuloRouter(2, 2), AffineExperts(2, 2), SharedExperts<AffineExperts>(AffineExperts(2, 2)));
-        layer.set_threads(2);
+        layer.set_exec(Exec(2));
         layer.forward({x.data(), 2, 2}, {y.data(), 2, 2});
         REQUIRE(y == std::vector<float>{9, 5, 2, 17});
         REQUIRE(layer.parameters() == 0);
@@ -314,7 +314,7 @@ TEST_CASE("a minimal ExpertSet and Router work in MoELayer, SharedExperts and Hi
         // x + (2x + 1) + (3x + 2) = 6x + 3.
         SharedExperts<AffineExperts> shared(AffineExperts(3, 2), {1.0f, -1.0f});
         std::fill(y.begin(), y.end(), 0.0f);
-        shared.forward({x.data(), 2, 2}, {y.data(), 2, 2}, 2);
+        shared.forward({x.data(), 2, 2}, {y.data(), 2, 2}, Exec(2));
         const double s0 = 1 / (1 + std::exp(-1.0)), s1 = 1 / (1 + std::exp(3.0));
         REQUIRE(y[0] == Approx(s0 * 15));
         REQUIRE(y[1] == Approx(s0 * 9));
@@ -332,7 +332,7 @@ TEST_CASE("a minimal ExpertSet and Router work in MoELayer, SharedExperts and Hi
         std::vector<AffineExperts> modal{AffineExperts(2, 2)};
         H h(std::move(gates), std::move(modal), Gate::from_values(2, 2, swap), AffineExperts(2, 2),
             SharedExperts<AffineExperts>(AffineExperts(1, 2)), HierarchicalOptions{});
-        h.set_threads(2);
+        h.set_exec(Exec(2));
         const std::int32_t ids[] = {0, 0};
         h.forward({x.data(), 2, 2}, std::span<const std::int32_t>(ids), {y.data(), 2, 2});
         REQUIRE(y == std::vector<float>{9, 5, 1, 13});

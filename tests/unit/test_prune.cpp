@@ -655,14 +655,14 @@ TEST_CASE("prune: DenseFfn is an ordinary FFN", "[prune][dense]") {
     const auto x = randn(static_cast<std::size_t>(T * d), 1300);
     const auto ref = expert_sum(f.experts(), x, d);
     std::vector<float> y(x.size()), y2(x.size(), 1.0f);
-    f.set_threads(1);
+    f.set_exec(Exec(1));
     f.forward({x.data(), T, d}, {y.data(), T, d});
     // The dense FFN applies the activation row by row (so that column splits over threads give
     // the same bits), the expert path over its whole block at once: their SIMD tails differ, so
     // the two agree to the activation's rounding.
     for (std::size_t i = 0; i < y.size(); ++i) REQUIRE(y[i] == Approx(ref[i]).margin(1e-6));
     std::vector<float> y3(x.size());
-    f.set_threads(2);
+    f.set_exec(Exec(2));
     f.forward({x.data(), T, d}, {y3.data(), T, d});
     CHECK(y3 == y);
     f.forward({x.data(), T, d}, {y2.data(), T, d}, Combine::add);

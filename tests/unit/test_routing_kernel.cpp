@@ -74,7 +74,7 @@ void compare(const std::vector<float>& logits, index_t T, index_t E, const Route
     std::vector<std::int32_t> ids(static_cast<std::size_t>(T * s.k));
     std::vector<float> w(ids.size());
     cpu::RouteWorkspace ws;
-    cpu::topk_route(ConstMatrixRef<float>(logits.data(), T, E), s, ids.data(), w.data(), ws, 1);
+    cpu::topk_route(ConstMatrixRef<float>(logits.data(), T, E), s, ids.data(), w.data(), ws, Exec(1));
     const Expected ref = reference_route(logits, T, E, s);
     for (std::size_t i = 0; i < ids.size(); ++i) {
         INFO("T=" << T << " E=" << E << " k=" << s.k << " token " << i / s.k << " slot " << i % s.k);
@@ -161,13 +161,13 @@ TEST_CASE("-inf logits are allowed and never chosen before finite ones; NaN and 
     cpu::RouteWorkspace ws;
     auto bad = l;
     bad[5 * E + 3] = NAN;
-    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, 1), ValueError);
-    REQUIRE_THROWS_WITH(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, 1),
+    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, Exec(1)), ValueError);
+    REQUIRE_THROWS_WITH(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, Exec(1)),
                         Catch::Contains("token 5") && Catch::Contains("expert 3"));
     bad[5 * E + 3] = INFINITY;
-    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, 1), ValueError);
+    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(bad.data(), T, E), s, ids.data(), w.data(), ws, Exec(1)), ValueError);
     std::vector<float> all_ninf(static_cast<std::size_t>(E), -INFINITY);
-    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(all_ninf.data(), 1, E), s, ids.data(), w.data(), ws, 1), ValueError);
+    REQUIRE_THROWS_AS(cpu::topk_route(ConstMatrixRef<float>(all_ninf.data(), 1, E), s, ids.data(), w.data(), ws, Exec(1)), ValueError);
 }
 
 TEST_CASE("k larger than the expert count and other bad specs are rejected", "[routing]") {
@@ -231,8 +231,8 @@ TEST_CASE("threaded routing equals single-threaded routing", "[routing]") {
     std::vector<std::int32_t> a(static_cast<std::size_t>(T * 8)), b(a.size());
     std::vector<float> wa(a.size()), wb(a.size());
     cpu::RouteWorkspace ws;
-    cpu::topk_route(ConstMatrixRef<float>(l.data(), T, E), s, a.data(), wa.data(), ws, 1);
-    cpu::topk_route(ConstMatrixRef<float>(l.data(), T, E), s, b.data(), wb.data(), ws, 2);
+    cpu::topk_route(ConstMatrixRef<float>(l.data(), T, E), s, a.data(), wa.data(), ws, Exec(1));
+    cpu::topk_route(ConstMatrixRef<float>(l.data(), T, E), s, b.data(), wb.data(), ws, Exec(2));
     REQUIRE(a == b);
     REQUIRE(wa == wb);
 }

@@ -154,7 +154,7 @@ TEST_CASE("vision: attention kernel matches a scalar reference (bias, mask, thre
     Tensor mask = randn({2, n, n}, 22);
     for (auto& v : mask.span<float>()) v = v > 0.5f ? -100.0f : 0.0f;
     Tensor y(moe::DType::f32, {T, C});
-    attn.forward(x.matrix<float>(), y.matrix<float>(), n, bias.data<float>(), mask.data<float>(), 2, 1);
+    attn.forward(x.matrix<float>(), y.matrix<float>(), n, bias.data<float>(), mask.data<float>(), 2, moe::Exec(1));
 
     // Scalar reference in double.
     std::vector<double> qkv(static_cast<std::size_t>(T * 3 * C)), o(static_cast<std::size_t>(T * C));
@@ -203,7 +203,7 @@ TEST_CASE("vision: attention kernel matches a scalar reference (bias, mask, thre
     CHECK(err < 1e-5);
 
     Tensor y2(moe::DType::f32, {T, C});
-    attn.forward(x.matrix<float>(), y2.matrix<float>(), n, bias.data<float>(), mask.data<float>(), 2, 2);
+    attn.forward(x.matrix<float>(), y2.matrix<float>(), n, bias.data<float>(), mask.data<float>(), 2, moe::Exec(2));
     CHECK(std::memcmp(y.raw(), y2.raw(), y.nbytes()) == 0);
     CHECK_THROWS_AS(attn.forward(x.matrix<float>(), y.matrix<float>(), 7), moe::ShapeError);
     CHECK_THROWS_AS(random_attention(24, 5, 1), moe::ConfigError);
@@ -300,7 +300,7 @@ TEST_CASE("vision: full-size ViT-B/16 and a RingMoE stage-0 block built with ran
     vis::DenseVit<moe::bf16> vit(cfg, vis::PatchEmbed<moe::bf16>(lin(C, 3 * 16 * 16, true), 3, 16), rnd({C}, 0.02f),
                                  std::move(pos), std::move(blocks), norm(C));
     CHECK(vit.parameters() == vis::vit_parameter_count(cfg));
-    vit.set_threads(2);
+    vit.set_exec(moe::Exec(2));
     const Tensor y = vit.forward(rnd({1, 3, 224, 224}, 1.0f));
     CHECK(y.shape() == moe::Shape{197, 768});
     CHECK(std::count_if(y.span<float>().begin(), y.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
@@ -317,7 +317,7 @@ TEST_CASE("vision: full-size ViT-B/16 and a RingMoE stage-0 block built with ran
     CHECK(blk.parameters() == 4 * C0 + 4 * C0 * C0 + 4 * C0 + 529 * 14 + 2 * C0 * F0 + F0 + C0);
     Tensor x = rnd({R * R, C0}, 1.0f);
     vis::FfnContext ctx;
-    ctx.threads = 2;
+    ctx.exec = moe::Exec(2);
     blk.forward(x.matrix<float>(), ctx);
     CHECK(std::count_if(x.span<float>().begin(), x.span<float>().end(), [](float v) { return !std::isfinite(v); }) == 0);
 }

@@ -1,7 +1,7 @@
 // moe/expert/concepts.hpp - the ExpertSet contract and its optional capabilities.
 //
 //   ExpertSet<X>          what RoutedGroup, MoELayer, SharedExperts and HierarchicalMoE require
-//   ThreadedExpertSet<X>  optional: forward(x, plan, out, combine, threads) (used when present)
+//   ThreadedExpertSet<X>  optional: forward(x, plan, out, combine, exec) (used when present)
 //   ScratchSharing<X>     optional: share_scratch(other) (used by the layers' share_scratch)
 //
 // The layers use an optional capability only through these concepts (`if constexpr`), so a
@@ -11,9 +11,10 @@
 
 #include <concepts>
 
+#include "moe/core/parallel.hpp"
+#include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/grouped.hpp"
-#include "moe/core/plan.hpp"
 
 namespace moe {
 
@@ -39,18 +40,18 @@ concept ExpertSet = std::move_constructible<X> &&
                         x.forward(in, plan, out, combine);
                     };
 
-/// An ExpertSet whose forward also takes a thread count. Optional: MoELayer, SharedExperts and
-/// HierarchicalMoE pass their set_threads() value when X has it and call the four-argument
-/// forward otherwise.
+/// An ExpertSet whose forward also takes the execution context (moe::Exec, moe/core/parallel.hpp).
+/// Optional: MoELayer, SharedExperts and HierarchicalMoE pass their set_exec() context when X has
+/// it and call the four-argument forward otherwise.
 ///
 /// Promises:
-///  * forward(x, plan, out, combine, threads) with threads >= 1 computes exactly what
-///    forward(x, plan, out, combine) computes (bit for bit, whatever `threads` is), using at
-///    most `threads` threads.
+///  * forward(x, plan, out, combine, ex) computes exactly what forward(x, plan, out, combine)
+///    computes (bit for bit, whatever ex.threads() is), using at most ex.threads() threads;
+///  * an exception thrown by any thread reaches the caller (moe::parallel_for does this).
 template <class X>
 concept ThreadedExpertSet = ExpertSet<X> && requires(X& x, ConstMatrixRef<float> in, const RoutingPlan& plan,
-                                                     MatrixRef<float> out, Combine combine, int threads) {
-    x.forward(in, plan, out, combine, threads);
+                                                     MatrixRef<float> out, Combine combine, const Exec& ex) {
+    x.forward(in, plan, out, combine, ex);
 };
 
 /// A type (expert container, shared experts) that can use another object's scratch buffers.

@@ -21,6 +21,7 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/ffn.hpp"
 
@@ -68,8 +69,10 @@ public:
     /// The same FFN as a one-expert set (weights shared), e.g. for SharedExperts.
     MlpExperts<Act, W> experts() const { return {fc1_, fc2_}; }
 
-    /// GEMM threads (output columns split; results do not depend on the count).
-    void set_threads(int n) noexcept { threads_ = n < 1 ? 1 : n; }
+    /// Where the GEMMs run (default Exec{}: all OpenMP threads; output columns split, results do
+    /// not depend on the thread count).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
+    const Exec& exec() const noexcept { return exec_; }
     /// Share o's activation and GEMM buffers (FFNs of blocks that run one after the other).
     void share_scratch(const DenseFfn& o) {
         h_.share(o.h_);
@@ -87,10 +90,10 @@ public:
         if (T == 0) return;
         MatrixRef<float> h(h_.get(static_cast<std::size_t>(T * F)), T, F);
         // The activation runs on each finished block of fc1's output inside the parallel region.
-        fc1_.forward(x, h, threads_, false, [](MatrixRef<float> blk) {
+        fc1_.forward(x, h, exec_, false, [](MatrixRef<float> blk) {
             for (index_t r = 0; r < blk.rows; ++r) Act::apply(blk.row(r), blk.cols);
         });
-        fc2_.forward(ConstMatrixRef<float>(h), y, threads_, combine == Combine::add);
+        fc2_.forward(ConstMatrixRef<float>(h), y, exec_, combine == Combine::add);
     }
     /// Convenience: a new [T, d] tensor.
     Tensor forward(const Tensor& x) const {
@@ -106,7 +109,7 @@ private:
     }
 
     cpu::Linear<W> fc1_, fc2_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
     mutable Scratch<float> h_;
 };
 

@@ -59,8 +59,8 @@ public:
 
     /// out (+)= sum over each token's kept choices of weight * expert(x).
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
-                 Combine combine = Combine::overwrite, int threads = cpu::max_threads()) {
-        grouped_forward(*this, x, plan, out, combine, ws_, threads);
+                 Combine combine = Combine::overwrite, const Exec& ex = Exec{}) {
+        grouped_forward(*this, x, plan, out, combine, ws_, ex);
     }
 
     /// Share o's scratch buffers (containers of layers that never run at the same time).
@@ -120,8 +120,8 @@ public:
     }
 
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
-                 Combine combine = Combine::overwrite, int threads = cpu::max_threads()) {
-        grouped_forward(*this, x, plan, out, combine, ws_, threads);
+                 Combine combine = Combine::overwrite, const Exec& ex = Exec{}) {
+        grouped_forward(*this, x, plan, out, combine, ws_, ex);
     }
 
     /// Share o's scratch buffers (containers of layers that never run at the same time).

@@ -6,8 +6,9 @@
 //      threads have work), writing yp[s]
 //   3. combine: out[t] (+)= sum_j weight(t, j) * yp[token_to_slot(t, j)] over kept choices
 //
-// Each step is parallel over independent rows, so the result does not depend on the thread
-// count. Any type with `expert_forward(e, x_block, y_block, scratch)` can use it.
+// Each step is parallel (moe::parallel_chunks) over independent rows or row tiles, so the result
+// does not depend on the thread count. Any type with `expert_forward(e, x_block, y_block,
+// scratch)` can use it.
 #pragma once
 
 #include "moe/core/simd_diagnostics.hpp"
@@ -15,22 +16,22 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <vector>
 
 #include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
-#include "moe/core/tensor.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/tensor.hpp"
 
 namespace moe {
 
 /// Whether an expert container overwrites its output or adds to it.
 enum class Combine : std::uint8_t { overwrite, add };
 
-/// Per-thread scratch of one expert computation.
+/// Per-worker scratch of one expert computation.
 struct ExpertScratch {
     Scratch<float> h;         ///< hidden activations [rows, ffn]
     Scratch<float> h2;        ///< second hidden buffer (GLU up projection)
@@ -45,51 +46,30 @@ struct ExpertScratch {
 /// Buffers of grouped execution, owned by the expert container.
 struct GroupedWorkspace {
     Scratch<float> xp, yp;
-    std::vector<ExpertScratch> threads;
-    ExpertScratch& thread(int i) {
-        if (static_cast<int>(threads.size()) <= i) threads.resize(static_cast<std::size_t>(i) + 1);
-        return threads[static_cast<std::size_t>(i)];
+    std::vector<ExpertScratch> workers;  ///< one per worker of the compute step
+    ExpertScratch& worker(int i) {
+        if (static_cast<int>(workers.size()) <= i) workers.resize(static_cast<std::size_t>(i) + 1);
+        return workers[static_cast<std::size_t>(i)];
     }
     /// Use o's buffers from now on (expert containers of layers that run one after the other);
-    /// per-thread buffers are shared for up to cpu::max_threads() threads.
+    /// per-worker buffers are shared for up to max_threads() workers.
     void share(GroupedWorkspace& o) {
         xp.share(o.xp);
         yp.share(o.yp);
-        const int n = std::max({cpu::max_threads(), static_cast<int>(threads.size()), static_cast<int>(o.threads.size())});
-        for (int i = 0; i < n; ++i) thread(i).share(o.thread(i));
+        const int n = std::max({max_threads(), static_cast<int>(workers.size()), static_cast<int>(o.workers.size())});
+        for (int i = 0; i < n; ++i) worker(i).share(o.worker(i));
     }
 };
 
 namespace detail {
-
-template <class F>
-inline void parallel_rows(index_t n, int threads, F&& f) {
-#if defined(_OPENMP)
-    if (threads > 1 && n >= 64) {
-        std::exception_ptr error;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (index_t i = 0; i < n; ++i) {
-            try {
-                f(i);
-            } catch (...) {
-#pragma omp critical
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
-        return;
-    }
-#endif
-    (void)threads;
-    for (index_t i = 0; i < n; ++i) f(i);
-}
-
+/// Rows per task of the permute and combine steps (copies and multiply-adds of whole rows).
+inline constexpr index_t kGroupedRowsPerTask = 64;
 }  // namespace detail
 
 /// Runs `experts.expert_forward` over the plan's blocks and combines the weighted outputs.
 template <class X>
 inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
-                            Combine combine, GroupedWorkspace& ws, int threads) {
+                            Combine combine, GroupedWorkspace& ws, const Exec& ex) {
     const char* where = "moe::grouped_forward";
     const index_t d = experts.hidden_size();
     check<ShapeError>(x.cols == d, where, "input has ", x.cols, " features, the experts take ", d);
@@ -101,15 +81,16 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
     const index_t S = plan.num_slots(), T = x.rows, k = plan.k;
     float* xp = ws.xp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
     float* yp = ws.yp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
-    threads = std::max(1, threads);
+    const int threads = ex.threads();
 
     // 1. permute
-    detail::parallel_rows(S, threads, [&](index_t s) {
+    const auto permute_row = [&](index_t s) {
         std::memcpy(xp + s * d, x.row(plan.slot_to_token[static_cast<std::size_t>(s)]),
                     static_cast<std::size_t>(d) * sizeof(float));
-    });
+    };
+    parallel_for(ex, S, permute_row, detail::kGroupedRowsPerTask);
 
-    // 2. compute: work items are (expert, first row, row count)
+    // 2. compute: work items are (expert, first row, row count), one task each
     struct Item {
         index_t e, r0, n;
     };
@@ -125,29 +106,15 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
         experts.expert_forward(it.e, ConstMatrixRef<float>(xp + it.r0 * d, it.n, d),
                                MatrixRef<float>(yp + it.r0 * d, it.n, d), scratch);
     };
-#if defined(_OPENMP)
-    if (threads > 1 && items.size() > 1) {
-        const int nt = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads), items.size()));
-        for (int i = 0; i < nt; ++i) ws.thread(i);
-        std::exception_ptr error;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            try {
-                run(items[i], ws.threads[static_cast<std::size_t>(omp_get_thread_num())]);
-            } catch (...) {
-#pragma omp critical
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
-    } else
-#endif
-    {
-        for (const Item& it : items) run(it, ws.thread(0));
-    }
+    const auto n_items = static_cast<index_t>(items.size());
+    const int workers = parallel_workers(ex, n_items, 1);
+    for (int i = 0; i < workers; ++i) ws.worker(i);
+    parallel_chunks(ex, n_items, 1, [&](index_t b, index_t e, int w) {
+        for (index_t i = b; i < e; ++i) run(items[static_cast<std::size_t>(i)], ws.workers[static_cast<std::size_t>(w)]);
+    });
 
     // 3. combine, in choice order j = 0 .. k-1 for every token
-    detail::parallel_rows(T, threads, [&](index_t t) {
+    const auto combine_row = [&](index_t t) {
         float* o = out.row(t);
         if (combine == Combine::overwrite) std::fill(o, o + d, 0.0f);
         for (index_t j = 0; j < k; ++j) {
@@ -169,7 +136,8 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
 #endif
             for (; i < d; ++i) o[i] = cpu::madd(w, y[i], o[i]);
         }
-    });
+    };
+    parallel_for(ex, T, combine_row, detail::kGroupedRowsPerTask);
 }
 
 }  // namespace moe

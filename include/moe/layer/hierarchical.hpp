@@ -48,9 +48,9 @@
 #include <utility>
 #include <vector>
 
-#include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/concepts.hpp"
@@ -273,13 +273,14 @@ public:
         if constexpr (ScratchSharing<Shared>) shared_.share_scratch(o.shared_);
     }
 
-    /// Threads of the routing (ThreadedRouter) and the expert GEMMs of every group and of the
-    /// shared experts (default: all OpenMP threads). Results do not depend on it.
-    void set_threads(int n) noexcept {
-        threads_ = std::max(1, n);
-        collab_.set_threads(threads_);
-        for (auto& g : modal_) g.set_threads(threads_);
+    /// Where the routing (ExecAware routers) and the expert GEMMs of every group and of the
+    /// shared experts run (default Exec{}: all OpenMP threads). Results do not depend on it.
+    void set_exec(const Exec& ex) noexcept {
+        exec_ = ex;
+        collab_.set_exec(ex);
+        for (auto& g : modal_) g.set_exec(ex);
     }
+    const Exec& exec() const noexcept { return exec_; }
 
 private:
     static TopKOptions topk_options(const HierarchicalOptions& opt, index_t k, double cf) {
@@ -327,7 +328,7 @@ private:
     void run_shared_and_collab(ConstMatrixRef<float> x, MatrixRef<float> y) {
         collab_.forward(x, y, Combine::overwrite);
         losses_.collab = collab_.loss();
-        if constexpr (Shared::enabled) shared_.forward(x, y, threads_);
+        if constexpr (Shared::enabled) shared_.forward(x, y, exec_);
         losses_.modal.assign(modal_.size(), 0.0);
         losses_.present.assign(modal_.size(), false);
     }
@@ -370,7 +371,7 @@ private:
     index_t d_ = 0;
     HierarchicalLosses losses_;
     Scratch<float> xg_, yg_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 }  // namespace moe

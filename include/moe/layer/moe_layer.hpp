@@ -12,6 +12,7 @@
 
 #include "moe/core/error.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
 #include "moe/layer/routed_group.hpp"
@@ -50,7 +51,7 @@ public:
         check<ShapeError>(y.rows == x.rows && y.cols == x.cols, "MoELayer::forward", "output is [", y.rows, ", ",
                           y.cols, "], expected [", x.rows, ", ", x.cols, "]");
         group_.forward(x, y, Combine::overwrite);
-        if constexpr (Shared::enabled) shared_.forward(x, y, group_.threads());
+        if constexpr (Shared::enabled) shared_.forward(x, y, group_.exec());
     }
     /// Convenience: a new [T, d] tensor.
     Tensor forward(const Tensor& x) {
@@ -70,9 +71,10 @@ public:
     const group_type& group() const noexcept { return group_; }
     Shared& shared() noexcept { return shared_; }
     const Shared& shared() const noexcept { return shared_; }
-    /// Threads of the routing (ThreadedRouter), the expert GEMMs (ThreadedExpertSet) and the
-    /// shared experts (default: all OpenMP threads). Results do not depend on it.
-    void set_threads(int n) noexcept { group_.set_threads(n); }
+    /// Where the routing (ExecAware routers), the expert GEMMs (ThreadedExpertSet) and the shared
+    /// experts run (default Exec{}: all OpenMP threads). Results do not depend on it.
+    void set_exec(const Exec& ex) noexcept { group_.set_exec(ex); }
+    const Exec& exec() const noexcept { return group_.exec(); }
 
 private:
     group_type group_;

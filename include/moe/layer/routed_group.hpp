@@ -24,6 +24,7 @@
 
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
@@ -65,7 +66,7 @@ public:
         router_.route(x, plan_);
         const RoutingPlan& plan = plan_;
         if constexpr (ThreadedExpertSet<X>)
-            experts_.forward(x, plan, y, combine, threads_);
+            experts_.forward(x, plan, y, combine, exec_);
         else
             experts_.forward(x, plan, y, combine);
         if constexpr (LogitRouter<R>)
@@ -100,12 +101,13 @@ public:
     X& experts() noexcept { return experts_; }
     const X& experts() const noexcept { return experts_; }
 
-    /// Threads of the expert GEMMs (ThreadedExpertSet) and of the routing (ThreadedRouter).
-    void set_threads(int n) noexcept {
-        threads_ = std::max(1, n);
-        if constexpr (ThreadedRouter<R>) router_.set_threads(threads_);
+    /// Where the expert GEMMs (ThreadedExpertSet) and the routing (ExecAware routers) run
+    /// (default Exec{}: all OpenMP threads). Results do not depend on it.
+    void set_exec(const Exec& ex) noexcept {
+        exec_ = ex;
+        if constexpr (ExecAware<R>) router_.set_exec(ex);
     }
-    int threads() const noexcept { return threads_; }
+    const Exec& exec() const noexcept { return exec_; }
     /// Share o's expert scratch buffers (ScratchSharing; nothing otherwise). Plans, logits and
     /// losses stay each group's own.
     void share_scratch(RoutedGroup& o) {
@@ -118,7 +120,7 @@ private:
     RoutingPlan plan_;
     double loss_ = 0.0;
     double loss_constant_ = 0.0;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 }  // namespace moe

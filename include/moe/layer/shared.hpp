@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "moe/backend/cpu/simd.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/expert/concepts.hpp"
 #include "moe/core/plan.hpp"
@@ -22,7 +22,7 @@ namespace moe {
 struct NoSharedExperts {
     static constexpr bool enabled = false;
     index_t parameters() const noexcept { return 0; }
-    void forward(ConstMatrixRef<float>, MatrixRef<float>, int = 1) {}
+    void forward(ConstMatrixRef<float>, MatrixRef<float>, const Exec& = Exec::serial()) {}
 };
 
 template <ExpertSet X>
@@ -45,9 +45,9 @@ public:
         if constexpr (ScratchSharing<X>) x_.share_scratch(o.x_);
     }
 
-    /// out += sum_e expert_e(x) (times sigmoid(x . g) with a gate). `threads` reaches the experts
-    /// when X is a ThreadedExpertSet.
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> out, int threads = cpu::max_threads()) {
+    /// out += sum_e expert_e(x) (times sigmoid(x . g) with a gate). `ex` reaches the experts when X
+    /// is a ThreadedExpertSet.
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> out, const Exec& ex = Exec{}) {
         const index_t T = x.rows, E = x_.num_experts();
         if (plan_.num_tokens != T || plan_.num_experts != E || plan_.k != E) {
             plan_.reset(T, E, E);
@@ -66,7 +66,7 @@ public:
         plan_.finalize();
         const RoutingPlan& plan = plan_;
         if constexpr (ThreadedExpertSet<X>)
-            x_.forward(x, plan, out, Combine::add, threads);
+            x_.forward(x, plan, out, Combine::add, ex);
         else
             x_.forward(x, plan, out, Combine::add);
     }

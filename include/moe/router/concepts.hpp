@@ -3,7 +3,6 @@
 //   Router<R>            what MoELayer, RoutedGroup and HierarchicalMoE require
 //   TopKRouterLike<R>    k() / set_k(k)                     (ReduceK, the pruning reports)
 //   LogitRouter<R>       last_logits()                      (the routed group's auxiliary loss)
-//   ThreadedRouter<R>    set_threads(n)                     (the layers' set_threads)
 //   CountsParameters<T>  parameters()                       (parameter counts of layers and reports)
 //
 // Code uses an optional capability only through these concepts, so a router with exactly
@@ -30,7 +29,7 @@ namespace moe {
 ///    ValueError naming the token;
 ///  * it is move-constructible (MoELayer holds its router by value).
 ///
-/// Optional capabilities (used when present): CountsParameters, LogitRouter, ThreadedRouter,
+/// Optional capabilities (used when present): CountsParameters, LogitRouter, ExecAware (core/parallel.hpp),
 /// TopKRouterLike, below. moe/prune copies routers and layers (collect(), the policies), and its
 /// policies state what else they need (Selectable, TopKRouterLike).
 template <class R>
@@ -72,14 +71,5 @@ template <class R>
 concept LogitRouter = Router<R> && requires(const R& cr) {
     { cr.last_logits() } -> std::convertible_to<ConstMatrixRef<float>>;
 };
-
-/// A router whose routing may run on several threads. Optional: the layers' set_threads(n)
-/// passes n on when the router has it.
-///
-/// Promises:
-///  * set_threads(n) with n >= 1 limits later route() calls to n threads; the plans do not
-///    depend on n (bit for bit).
-template <class R>
-concept ThreadedRouter = Router<R> && requires(R& r, int n) { r.set_threads(n); };
 
 }  // namespace moe

@@ -25,6 +25,7 @@
 
 #include "moe/backend/cpu/routing.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/router/concepts.hpp"
 #include "moe/router/gate.hpp"
@@ -107,7 +108,7 @@ public:
                           " columns for ", num_experts(), " experts");
         const index_t T = logits.rows;
         plan.reset(T, num_experts(), opt_.k);
-        cpu::topk_route(logits, rule(), plan.expert_ids.data(), plan.weights.data(), ws_, threads_);
+        cpu::topk_route(logits, rule(), plan.expert_ids.data(), plan.weights.data(), ws_, exec_);
         plan.finalize(expert_capacity(T, num_experts(), opt_.k, opt_.capacity_factor), opt_.priority);
         if (renormalizes_after_capacity()) plan.renormalize_kept(opt_.renorm_eps, opt_.scale);
     }
@@ -135,8 +136,9 @@ public:
         return s;
     }
 
-    /// Threads the routing kernel may use (default: all OpenMP threads).
-    void set_threads(int n) noexcept { threads_ = std::max(1, n); }
+    /// Where the routing kernel runs (default Exec{}: all OpenMP threads).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
+    const Exec& exec() const noexcept { return exec_; }
 
     /// A router over the listed experts only (gate rows and bias entries re-indexed in that order).
     TopKRouter select(std::span<const index_t> keep) const {
@@ -168,7 +170,7 @@ private:
     index_t last_rows_ = -1;
     cpu::GemmWorkspace gemm_;
     cpu::RouteWorkspace ws_;
-    int threads_ = cpu::max_threads();
+    Exec exec_;
 };
 
 /// A router configured by TopKOptions (TopKRouter<Scores> for every Scores): built from a gate

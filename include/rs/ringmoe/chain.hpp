@@ -322,7 +322,7 @@ RingMoeSwin<W, Act> prune_collaborative(RingMoeSwin<W, Act>&& enc, const TensorV
                               ? std::move(once[static_cast<std::size_t>(b)])
                               : std::move(chain_detail::block_inputs(enc, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
         auto& blk = chain_detail::block_at(enc, b);
-        blk.ffn().set_threads(enc.threads());
+        blk.ffn().set_exec(enc.exec());
         auto p = policy.apply(blk.ffn(), cal);
         blk.ffn() = std::move(p.layer);
         if (reports) reports->push_back(std::move(p.report));
@@ -364,7 +364,7 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
                     : std::move(chain_detail::block_inputs(dense, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
             auto& layer = moes[static_cast<std::size_t>(b)];
             const SvdFold fold = fold_for(i, j);
-            layer->set_threads(dense.threads());
+            layer->set_exec(dense.exec());
             auto p = fold.apply(*layer, cal);
             dense.stage(i).blocks[static_cast<std::size_t>(j)].ffn() = std::move(p.layer);
             layer.reset();
@@ -405,7 +405,7 @@ struct ChainOptions {
     /// later images' tokens can be dropped by a group at capacity, and every model's output
     /// (the reference's too) then depends on the batch composition.
     index_t eval_batch = 1;
-    int threads = 1;
+    Exec exec = Exec::serial();       ///< where every model of the chain runs
     std::filesystem::path dir;        ///< where the checkpoints go (empty: in memory only)
     std::string stem = "ringmoe";     ///< checkpoint file names: <stem>-<step>.safetensors
 };
@@ -596,7 +596,7 @@ auto checkpoint_step(ChainStep& row, Mem mem, const std::vector<int>& source, Lo
     row.info = describe(mem, row.name, source);
     io::SafetensorsFile file = write_and_open(mem, row.info, opt, row);
     auto enc = load(file);
-    enc.set_threads(opt.threads);
+    enc.set_exec(opt.exec);
     row.reloaded = true;
     row.seconds = seconds_since(t0);
     Tensor y = encode(enc, evaluation, 0, opt.eval_batch);
@@ -637,7 +637,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     rep.fold_policy = opt.fold.name();
 
     // 0. the full model on modality m's images.
-    full.set_threads(opt.threads);
+    full.set_exec(opt.exec);
     ChainStep s0;
     s0.name = "full";
     s0.info = describe(full, "full");
@@ -662,7 +662,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     ChainStep s2;
     s2.name = "expert_pruned";
     auto work = load_moe_encoder<W, Act>(f1);
-    work.set_threads(opt.threads);
+    work.set_exec(opt.exec);
     auto [pruned, y2, f2] = chain_detail::checkpoint_step(
         s2, prune_collaborative(std::move(work), calibration, opt.prune, opt.calibration, B, &s2.blocks), source,
         load_moe, evaluation, opt, t0);
@@ -675,7 +675,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     ChainStep s3;
     s3.name = "folded";
     auto work2 = load_moe_encoder<W, Act>(f2);
-    work2.set_threads(opt.threads);
+    work2.set_exec(opt.exec);
     auto [folded, y3, f3] = chain_detail::checkpoint_step(
         s3, fold_experts(std::move(work2), calibration, opt.fold, opt.calibration, B, &s3.blocks), source,
         [](const io::SafetensorsFile& f) { return load_dense_encoder<W, Act>(f); }, evaluation, opt, t0);

@@ -93,7 +93,7 @@ public:
     const vision::Linear<W>& fc() const noexcept { return fc_; }
 
     /// features [B * L, C] (L tokens per image, in image order) -> logits [B, K].
-    Tensor forward(ConstMatrixRef<float> features, index_t batch, int threads = 1) const {
+    Tensor forward(ConstMatrixRef<float> features, index_t batch, const Exec& ex = Exec::serial()) const {
         const char* w = "rs::ringmoe::ClassificationHead::forward";
         check<ShapeError>(batch > 0 && features.rows % batch == 0 && features.cols == width(), w, "features [",
                           features.rows, ", ", features.cols, "] are not ", batch, " images of ", width(),
@@ -111,7 +111,7 @@ public:
             for (index_t c = 0; c < C; ++c) d[c] = static_cast<float>(acc[static_cast<std::size_t>(c)] / double(L));
         }
         Tensor logits(DType::f32, {batch, classes()});
-        fc_.forward(pooled.matrix<float>(), logits.matrix<float>(), threads);
+        fc_.forward(pooled.matrix<float>(), logits.matrix<float>(), ex);
         return logits;
     }
 
@@ -137,14 +137,15 @@ public:
     const vision::Linear<W>& fc() const noexcept { return fc_; }
 
     /// features [B * R * R, C] (row-major over (b, y, x)) -> per-pixel logits [B, K, S, S].
-    Tensor forward(ConstMatrixRef<float> features, index_t batch, index_t R, index_t S, int threads = 1) const {
+    Tensor forward(ConstMatrixRef<float> features, index_t batch, index_t R, index_t S,
+                   const Exec& ex = Exec::serial()) const {
         const char* w = "rs::ringmoe::SegmentationHead::forward";
         check<ShapeError>(batch > 0 && R > 0 && features.rows == batch * R * R && features.cols == width(), w,
                           "features [", features.rows, ", ", features.cols, "] are not ", batch, " grids of ", R,
                           " x ", R, " tokens of ", width(), " features");
         const index_t K = classes(), L = R * R;
         Tensor tok(DType::f32, {batch * L, K});
-        fc_.forward(features, tok.matrix<float>(), threads);
+        fc_.forward(features, tok.matrix<float>(), ex);
         Tensor grid(DType::f32, {batch, K, R, R});
         const float* t = tok.data<float>();
         float* g = grid.data<float>();

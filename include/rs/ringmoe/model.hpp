@@ -164,11 +164,12 @@ public:
     index_t parameters() const noexcept {
         return enc_.parameters() + (cls_ ? cls_->parameters() : 0) + (seg_ ? seg_->parameters() : 0);
     }
-    void set_threads(int n) noexcept {
-        threads_ = n < 1 ? 1 : n;
-        enc_.set_threads(threads_);
+    /// Runs the encoder and the heads on ex (default Exec::serial()).
+    void set_exec(const Exec& ex) noexcept {
+        exec_ = ex;
+        enc_.set_exec(ex);
     }
-    int threads() const noexcept { return threads_; }
+    const Exec& exec() const noexcept { return exec_; }
     /// Index of a modality by name (ConfigError listing the model's modalities if unknown).
     int modality(std::string_view name) const { return cfg_.modality_index(name, "rs::ringmoe::RingMoeModel"); }
 
@@ -199,11 +200,11 @@ public:
         out.batch = B;
         out.features = enc_.forward(batches, eo);
         if (opt.heads) {
-            if (cls_) out.logits = cls_->forward(out.features.template matrix<float>(), B, threads_);
+            if (cls_) out.logits = cls_->forward(out.features.template matrix<float>(), B, exec_);
             if (seg_) {
                 const index_t st = seg_->stage();
                 const Tensor& f = st == last ? out.features : (*eo.stage_outputs)[static_cast<std::size_t>(st)];
-                out.segmentation = seg_->forward(f.template matrix<float>(), B, cfg_.swin.resolution(st), S, threads_);
+                out.segmentation = seg_->forward(f.template matrix<float>(), B, cfg_.swin.resolution(st), S, exec_);
             }
         }
         return out;
@@ -260,7 +261,7 @@ public:
     RingMoeModel<Ffn2, W> map_ffns(F&& f, RingMoeConfig config, std::span<const int> keep = {}) && {
         auto enc = std::move(enc_).template map_ffns<Ffn2>(std::forward<F>(f), keep);
         RingMoeModel<Ffn2, W> out(std::move(config), std::move(enc), std::move(cls_), std::move(seg_));
-        out.set_threads(threads_);
+        out.set_exec(exec_);
         return out;
     }
 
@@ -282,7 +283,7 @@ private:
     std::optional<ClassificationHead<W>> cls_;
     std::optional<SegmentationHead<W>> seg_;
     std::vector<ModalityChunk> images_;  // image ranges of the last forward call, by model modality
-    int threads_ = 1;
+    Exec exec_ = Exec::serial();
 };
 
 /// RingMoE with the hierarchical MoE in every block (full, single-modality, pruned).

@@ -42,12 +42,9 @@
 #include <utility>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/ringmoe/config.hpp"
@@ -137,10 +134,9 @@ inline void fill_values(const TensorSpec& s, std::uint64_t key, index_t begin, i
         case Init::trunc_normal: {
             const auto sd = static_cast<float>(s.std);
             const index_t p0 = begin >> 1, p1 = (begin + n + 1) >> 1;  // pairs covering the range
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (n > 262144)
-#endif
-            for (index_t j = p0; j < p1; ++j) {
+            // All threads, in tasks of 65536 pairs (one task, on this thread, up to 131072 values).
+            parallel_for(Exec{}, p1 - p0, [&](index_t jj) {
+                const index_t j = p0 + jj;
                 float z[2];
                 normal_pair(key, static_cast<std::uint64_t>(j), 0, z[0], z[1]);
                 for (index_t c = 0; c < 2; ++c) {
@@ -149,7 +145,7 @@ inline void fill_values(const TensorSpec& s, std::uint64_t key, index_t begin, i
                     const float v = std::abs(z[c]) <= 2.0f ? z[c] : trunc_normal(key, static_cast<std::uint64_t>(i));
                     out[i - begin] = v * sd;
                 }
-            }
+            }, 65536);
             return;
         }
         case Init::position_index: return;  // int32: written by write_values

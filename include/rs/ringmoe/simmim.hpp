@@ -187,7 +187,7 @@ public:
     const vision::Linear<W>& conv() const noexcept { return conv_; }
 
     /// z [B * h * h, C_last] (rows (b, y, x)) -> [B, cin, h * stride, h * stride].
-    Tensor forward(ConstMatrixRef<float> z, index_t batch, int threads = 1) const {
+    Tensor forward(ConstMatrixRef<float> z, index_t batch, const Exec& ex = Exec::serial()) const {
         const char* w = "rs::ringmoe::SimMimDecoder::forward";
         check<ShapeError>(batch > 0 && z.rows % batch == 0 && z.cols == in_features(), w, "expected [", batch,
                           " * h * h, ", in_features(), "], found [", z.rows, ", ", z.cols, "]");
@@ -195,7 +195,7 @@ public:
         const auto h = static_cast<index_t>(std::lround(std::sqrt(static_cast<double>(L))));
         check<ShapeError>(h * h == L, w, L, " tokens per image are not a square grid");
         Tensor y(DType::f32, {z.rows, conv_.out_features()});
-        conv_.forward(z, y.matrix<float>(), threads);
+        conv_.forward(z, y.matrix<float>(), ex);
         const index_t s = stride_, C = cout_, H = h * s;
         Tensor out(DType::f32, {batch, C, H, H});
         const float* src = y.data<float>();
@@ -417,7 +417,7 @@ SimMimOutput simmim_forward(vision::SwinEncoder<Ffn, W>& enc, const SimMimHead<W
         const index_t B = b.images.dim(0), rows = B * hL * hL;
         const ConstMatrixRef<float> zb(z.data + row * z.stride, rows, z.cols, z.stride);
         row += rows;
-        Tensor rec = head.decoders[static_cast<std::size_t>(b.modality)].forward(zb, B, enc.threads());
+        Tensor rec = head.decoders[static_cast<std::size_t>(b.modality)].forward(zb, B, enc.exec());
         const std::string where = std::string(w) + " loss (batch " + std::to_string(i) + ")";
         out.losses.push_back(modality_loss(b.modality, b.images, rec.view(), b.mask, cfg.patch, head.config, where));
         out.sim += out.losses.back();

@@ -31,6 +31,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 
 static_assert(EIGEN_WORLD_VERSION == 3 && EIGEN_MAJOR_VERSION >= 3, "moe needs Eigen 3.3 or 3.4");
@@ -254,50 +255,33 @@ inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* b
     linear<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, ws);
 }
 
-/// The same product split over `threads` OpenMP threads by blocks of output columns; results
-/// equal the single-threaded ones bit for bit.
+/// The same product split over up to ex.threads() threads by blocks of output columns, one
+/// block per thread; results equal the single-threaded ones bit for bit.
 template <WeightType W, class Engine = DefaultGemm>
 inline void linear_parallel(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bias, MatrixRef<float> C,
-                            bool accumulate, int threads = max_threads()) {
-#if defined(_OPENMP)
+                            bool accumulate, const Exec& ex = Exec{}) {
     const index_t N = Wm.out;
-    const int nt = static_cast<int>(std::max<index_t>(1, std::min<index_t>(threads, N / 64)));
-    if (nt <= 1) {
+    const index_t nt = std::max<index_t>(1, std::min<index_t>(ex.threads(), N / 64));
+    // Blocks are whole multiples of 48 rows of W (Eigen's largest register block, 3 x 16 floats),
+    // so every output column is computed by the same micro-kernel path as in one thread.
+    const index_t block = (N / nt + 47) / 48 * 48;
+    if (nt <= 1 || parallel_workers(ex, N, block) <= 1) {
         GemmWorkspace ws;
         linear<W, Engine>(A, Wm, bias, C, accumulate, ws);
         return;
     }
-    // Chunks are whole multiples of 48 rows of W (Eigen's largest register block, 3 x 16 floats),
-    // so every output column is computed by the same micro-kernel path as in one thread.
-    const index_t chunk = (N / nt + 47) / 48 * 48;
-    std::exception_ptr error;
-#pragma omp parallel num_threads(nt)
-    {
-        const index_t n0 = std::min(N, static_cast<index_t>(omp_get_thread_num()) * chunk);
-        const index_t n1 = omp_get_thread_num() == nt - 1 ? N : std::min(N, n0 + chunk);
+    parallel_chunks(ex, N, block, [&](index_t n0, index_t n1, int) {
         GemmWorkspace ws;
-        try {
-            if (n0 < n1)
-                linear<W, Engine>(A, Wm.outputs(n0, n1), bias ? bias + n0 : nullptr,
-                                  MatrixRef<float>(C.data + n0, C.rows, n1 - n0, C.stride), accumulate, ws);
-        } catch (...) {
-#pragma omp critical
-            if (!error) error = std::current_exception();
-        }
-    }
-    if (error) std::rethrow_exception(error);
-#else
-    (void)threads;
-    GemmWorkspace ws;
-    linear<W, Engine>(A, Wm, bias, C, accumulate, ws);
-#endif
+        linear<W, Engine>(A, Wm.outputs(n0, n1), bias ? bias + n0 : nullptr,
+                          MatrixRef<float>(C.data + n0, C.rows, n1 - n0, C.stride), accumulate, ws);
+    });
 }
 
 /// The same with an [out, in] matrix.
 template <WeightType W, class Engine = DefaultGemm>
 inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
-                            bool accumulate, int threads = max_threads()) {
-    linear_parallel<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, threads);
+                            bool accumulate, const Exec& ex = Exec{}) {
+    linear_parallel<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, ex);
 }
 
 }  // namespace moe::cpu

@@ -34,6 +34,7 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 
 namespace moe::cpu {
@@ -223,19 +224,22 @@ public:
         cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
     }
 
-    /// y [M, out] (= or +=) x [M, in] . W^T + b with the first (or only) matrix. With threads > 1
-    /// the output columns are cut into chunks of kChunk (a multiple of every register block) that
-    /// the threads take dynamically, so a thread the OS preempts does not hold the others up;
-    /// every output element is computed by the same kernel path whatever the split
-    /// (bit-identical results).
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads = 1, bool accumulate = false) const {
-        forward(x, y, threads, accumulate, [](MatrixRef<float>) {});
+    /// y [M, out] (= or +=) x [M, in] . W^T + b with the first (or only) matrix. With
+    /// ex.threads() > 1 the output columns are cut into chunks of kChunk (a multiple of every
+    /// register block) that the threads take dynamically (moe::parallel_chunks), so a thread the
+    /// OS preempts does not hold the others up; every output element is computed by the same
+    /// kernel path whatever the split (bit-identical results).
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex = Exec::serial(),
+                 bool accumulate = false) const {
+        forward(x, y, ex, accumulate, [](MatrixRef<float>) {});
     }
 
     /// The same, then epilogue(block) on every finished block of output columns (e.g. the
-    /// activation, fused into the parallel region).
+    /// activation, fused into the parallel region). An exception from the GEMM or the epilogue on
+    /// any thread reaches the caller.
     template <class Epilogue>
-    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, int threads, bool accumulate, Epilogue&& epilogue) const {
+    void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
+                 Epilogue&& epilogue) const {
         check<ShapeError>(count() > 0, "Linear::forward", "no weights (a default-constructed Linear)");
         const WeightMatrix<W> w = weight();
         const float* b = bias();
@@ -243,30 +247,17 @@ public:
         check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "Linear::forward", "input [", x.rows, ", ",
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
                           "] do not fit");
-        const index_t chunks = (N + kChunk - 1) / kChunk;
-#if defined(_OPENMP)
-        if (threads > 1 && chunks > 1 && x.rows > 4) {
-            const int nt = static_cast<int>(std::min<index_t>(threads, chunks));
+        const int nt = parallel_workers(ex, N, kChunk);
+        if (nt > 1 && x.rows > 4) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
-            std::exception_ptr error;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-            for (index_t c = 0; c < chunks; ++c) {
-                try {
-                    const index_t n0 = c * kChunk, n1 = std::min(N, n0 + kChunk);
-                    const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
-                    cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
-                                   tws_[static_cast<std::size_t>(omp_get_thread_num())]);
-                    epilogue(yc);
-                } catch (...) {
-#pragma omp critical
-                    if (!error) error = std::current_exception();
-                }
-            }
-            if (error) std::rethrow_exception(error);
+            parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
+                const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
+                cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
+                               tws_[static_cast<std::size_t>(worker)]);
+                epilogue(yc);
+            });
             return;
         }
-#endif
-        (void)threads;
         cpu::linear<W>(x, w, b, y, accumulate, ws_);
         epilogue(y);
     }

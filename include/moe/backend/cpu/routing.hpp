@@ -38,6 +38,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/backend/rule.hpp"
 #include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 
 namespace moe::cpu {
@@ -409,10 +410,10 @@ inline void route_range_dispatch(ConstMatrixRef<float> logits, const RouteRule& 
 
 /// The fused routing kernel. logits: [T, E] row-major (any row stride); writes ids[T * k] (best
 /// first) and weights[T * k]. Throws ValueError on a NaN or +inf logit (naming the token and
-/// expert) and ConfigError on a spec that does not fit E. Uses OpenMP threads when enabled and
-/// `threads` > 1 (default: all available).
+/// expert) and ConfigError on a spec that does not fit E. Runs on up to ex.threads() threads
+/// (default Exec{}: all) in ranges of 1024 tokens.
 inline void topk_route(ConstMatrixRef<float> logits, const RouteRule& spec, std::int32_t* ids, float* weights,
-                       RouteWorkspace& ws, int threads = max_threads()) {
+                       RouteWorkspace& ws, const Exec& ex = Exec{}) {
     const index_t T = logits.rows, E = logits.cols;
     spec.validate(E, "moe::cpu::topk_route");
     if (T == 0) return;
@@ -435,30 +436,16 @@ inline void topk_route(ConstMatrixRef<float> logits, const RouteRule& spec, std:
             route_row_exact(logits.row(t), E, spec, t, ids + t * spec.k, weights + t * spec.k, rs.scores, rs.top,
                             rs.order);
     };
-#if defined(_OPENMP)
-    constexpr index_t kMinTokensPerThread = 1024;
-    const int nt = static_cast<int>(std::min<index_t>(threads, T / kMinTokensPerThread));
-    if (nt > 1) {
-        const index_t chunk = (T / nt + 63) / 64 * 64;
-        std::exception_ptr error;
-#pragma omp parallel num_threads(nt)
-        {
+    // Ranges of kTokensPerTask tokens (a multiple of every SIMD block), each with its own
+    // workspace; tokens are independent, so results do not depend on the split.
+    constexpr index_t kTokensPerTask = 1024;
+    if (parallel_workers(ex, T, kTokensPerTask) > 1) {
+        parallel_chunks(ex, T, kTokensPerTask, [&](index_t b, index_t e, int) {
             RouteWorkspace local;
-            const index_t b = std::min(T, static_cast<index_t>(omp_get_thread_num()) * chunk);
-            const index_t e = std::min(T, b + chunk);
-            try {
-                if (b < e) run_range(b, e, local);
-            } catch (...) {
-#pragma omp critical
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
+            run_range(b, e, local);
+        });
         return;
     }
-#else
-    (void)threads;
-#endif
     run_range(0, T, ws);
 }
 

@@ -21,10 +21,6 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <xsimd/xsimd.hpp>
 #endif
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #if defined(__GNUC__) || defined(__clang__)
 /// Forces inlining of the small helpers that keep SIMD state in registers.
 #define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -76,15 +72,6 @@ inline const char* simd_name() noexcept {
     if constexpr (kHasSimd) return simd_arch::name();
 #endif
     return "scalar";
-}
-
-/// Number of threads parallel kernels use: OpenMP's current maximum, or 1 without OpenMP.
-inline int max_threads() noexcept {
-#if defined(_OPENMP)
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
 }
 
 }  // namespace moe::cpu
