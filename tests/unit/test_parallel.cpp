@@ -90,7 +90,7 @@ TEST_CASE("parallel: Exec holds a thread count of at least 1", "[parallel]") {
     static_assert(ExecAware<vis::Mlp<Gelu>>);
 }
 
-TEST_CASE("parallel: chunks cover [0, n) exactly once at bounds that depend on n and the grain only", "[parallel]") {
+TEST_CASE("parallel: chunks cover 0 .. n-1 exactly once at bounds that depend on n and the grain only", "[parallel]") {
     for (const int threads : {1, 2, 3})
         for (const index_t n : {0, 1, 7, 64, 1000, 1001})
             for (const index_t grain : {1, 3, 64, 1000, 5000}) {
