@@ -149,10 +149,10 @@ TEST_CASE("cpu::Linear::forward: threads split the output columns, bit for bit",
     auto l = cpu::Linear<bf16>::random(1, N, K, true, 5);
     const auto x = randn(static_cast<std::size_t>(M * K), 6);
     std::vector<float> y1(static_cast<std::size_t>(M * N)), y2(y1.size(), 2.0f), y3(y1.size(), 2.0f);
-    l.forward({x.data(), M, K}, {y1.data(), M, N}, 1);
-    l.forward({x.data(), M, K}, {y2.data(), M, N}, 3);
+    l.forward({x.data(), M, K}, {y1.data(), M, N}, Exec(1));
+    l.forward({x.data(), M, K}, {y2.data(), M, N}, Exec(3));
     CHECK(y1 == y2);
-    l.forward({x.data(), M, K}, {y3.data(), M, N}, 2, /*accumulate=*/true);
+    l.forward({x.data(), M, K}, {y3.data(), M, N}, Exec(2), /*accumulate=*/true);
     for (std::size_t i = 0; i < y1.size(); ++i) REQUIRE(y3[i] == Approx(y1[i] + 2.0f).margin(1e-5));
     // Against the definition, on the bf16 values the Linear holds.
     std::vector<float> w(static_cast<std::size_t>(N * K)), b(l.bias(), l.bias() + N);

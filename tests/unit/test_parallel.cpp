@@ -268,7 +268,7 @@ TEST_CASE("parallel: kernels and modules give the same bits for 1, 2 and 3 threa
     SECTION("routing kernel over several 1024-token ranges") {
         const index_t T = 3000, E = 16;
         const auto logits = randn(static_cast<std::size_t>(T * E), 10);
-        cpu::TopKSpec spec;
+        RouteRule spec;
         spec.k = 2;
         std::vector<std::vector<std::int32_t>> ids;
         std::vector<std::vector<float>> w;
