@@ -553,7 +553,7 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
     const auto t0 = std::chrono::steady_clock::now();
     rm::AnyRingMoe<W, moe::GeluTanh> any;
     if (a.weights == "random") {
-        rm::RandomWeights rw;
+        rm::RandomWeightOptions rw;
         rw.seed = a.seed;
         rw.dtype = moe::dtype_v<W>;
         if (rm::exact_parameter_count(cfg) < 50'000'000) {

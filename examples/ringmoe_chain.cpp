@@ -296,7 +296,7 @@ int run(const Args& a) {
     // The weights last: every check of the command line (and of the crop files) comes first.
     std::optional<moe::io::SafetensorsFile> weights;
     if (a.weights == "random") {
-        rm::RandomWeights ro;
+        rm::RandomWeightOptions ro;
         ro.seed = a.seed;
         weights.emplace(moe::io::SafetensorsFile::from_buffer(rm::random_checkpoint_bytes(cfg, ro), "random tiny"));
     } else {

@@ -18,7 +18,7 @@
 #include "moe/prune/stats.hpp"
 #include "moe/prune/svd_fold.hpp"
 
-namespace moe::prune_detail {
+namespace moe::detail {
 
 // Every policy satisfies the concept for the layers it supports (checked without instantiating
 // any apply body: the return types are spelled out).
@@ -30,4 +30,4 @@ static_assert(PruningPolicy<ExtractModality, CheckHier>);
 static_assert(PruningPolicy<SvdFold, CheckLayer> && PruningPolicy<SvdFold, CheckHier>);
 static_assert(PruningPolicy<ReduceK, CheckLayer> && PruningPolicy<ReduceK, CheckHier>);
 
-}  // namespace moe::prune_detail
+}  // namespace moe::detail

@@ -28,6 +28,9 @@
 #include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/expert/concepts.hpp"
+#include "moe/layer/concepts.hpp"
+#include "moe/router/concepts.hpp"
 #include "moe/io/safetensors.hpp"
 
 namespace moe::vision {
@@ -101,13 +104,19 @@ struct FfnContext {
     Exec exec = Exec::serial();             ///< the block's execution context
 };
 
-/// Runs any FFN-slot type: a dense Mlp, a MoELayer (forward(x, y)), or a modality-aware layer
-/// such as HierarchicalMoE (forward(x, chunks, y)), which then needs ctx.chunks. An ExecAware
-/// slot runs on ctx.exec.
+/// What a block's FFN slot holds: a token-wise FFN (a dense Mlp, a MoELayer: forward(x, y)) or
+/// a modality-aware layer (moe::ModalityAware, such as HierarchicalMoE: forward(x, chunks, y)).
+/// Optional: ExecAware (runs on the block's Exec), CountsParameters, ScratchSharing.
 template <class Ffn>
+concept FfnSlot = ModalityAware<Ffn> || requires(Ffn& f, ConstMatrixRef<float> x, MatrixRef<float> y) {
+    f.forward(x, y);
+};
+
+/// Runs any FFN slot; a modality-aware one needs ctx.chunks. An ExecAware slot runs on ctx.exec.
+template <FfnSlot Ffn>
 void ffn_forward(Ffn& ffn, ConstMatrixRef<float> x, MatrixRef<float> y, const FfnContext& ctx) {
     if constexpr (ExecAware<Ffn>) ffn.set_exec(ctx.exec);
-    if constexpr (requires { ffn.forward(x, ctx.chunks, y); }) {
+    if constexpr (ModalityAware<Ffn>) {
         check<ConfigError>(!ctx.chunks.empty(), "vision FFN slot",
                            "this FFN routes by modality: give the modality of every image (ModalityChunk list)");
         ffn.forward(x, ctx.chunks, y);
@@ -119,7 +128,7 @@ void ffn_forward(Ffn& ffn, ConstMatrixRef<float> x, MatrixRef<float> y, const Ff
 /// Parameters of an FFN-slot type (0 when it cannot say).
 template <class Ffn>
 index_t ffn_parameters(const Ffn& ffn) noexcept {
-    if constexpr (requires { ffn.parameters(); }) return static_cast<index_t>(ffn.parameters());
+    if constexpr (CountsParameters<Ffn>) return static_cast<index_t>(ffn.parameters());
     else return 0;
 }
 

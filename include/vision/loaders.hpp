@@ -66,7 +66,7 @@ Linear<W> load_conv_patch(const SafetensorsFile& f, const std::string& module, i
     return Linear<W>(std::move(w), io::borrow(f, module + "bias", {C}), module + "weight");
 }
 
-namespace load_detail {
+namespace detail {
 
 inline std::string pre(std::string p) { return io::module_prefix(std::move(p)); }
 inline std::string idx(const std::string& stem, index_t i, const char* rest) {
@@ -96,12 +96,12 @@ Mlp<Act, W> timm_mlp(const SafetensorsFile& f, const std::string& m, index_t C, 
     return Mlp<Act, W>(load_linear<W>(f, m + "fc1.", F, C, true), load_linear<W>(f, m + "fc2.", C, F, true), m);
 }
 
-}  // namespace load_detail
+}  // namespace detail
 
 /// timm VisionTransformer (erf GELU) under `prefix` ("" for a timm state_dict).
 template <WeightType W = float>
 DenseVit<W> load_timm_vit(const SafetensorsFile& f, std::string prefix = "", VitConfig cfg = VitConfig::timm_vit_b16()) {
-    using namespace load_detail;
+    using namespace detail;
     prefix = pre(std::move(prefix));
     const index_t C = cfg.width, F = cfg.mlp_hidden, g = cfg.grid();
     PatchEmbed<W> patch(load_conv_patch<W>(f, prefix + "patch_embed.proj.", C, cfg.in_chans, cfg.patch), cfg.in_chans,
@@ -133,7 +133,7 @@ DenseVit<W> load_timm_vit(const SafetensorsFile& f, std::string prefix = "", Vit
 template <WeightType W = float>
 DenseVit<W> load_eva_vit(const SafetensorsFile& f, std::string prefix = "visual_encoder.",
                          VitConfig cfg = VitConfig::eva_vit_g14()) {
-    using namespace load_detail;
+    using namespace detail;
     prefix = pre(std::move(prefix));
     const index_t C = cfg.width, F = cfg.mlp_hidden, g = cfg.grid();
     PatchEmbed<W> patch(load_conv_patch<W>(f, prefix + "patch_embed.proj.", C, cfg.in_chans, cfg.patch), cfg.in_chans,
@@ -169,7 +169,7 @@ DenseVit<W> load_eva_vit(const SafetensorsFile& f, std::string prefix = "visual_
 template <WeightType W = float>
 DenseVitTanh<W> load_siglip_vision(const SafetensorsFile& f, std::string prefix = "vision_model.",
                                    VitConfig cfg = VitConfig::siglip_so400m14()) {
-    using namespace load_detail;
+    using namespace detail;
     prefix = pre(std::move(prefix));
     const index_t C = cfg.width, F = cfg.mlp_hidden, g = cfg.grid();
     const std::string e = prefix + "embeddings.";

@@ -190,7 +190,7 @@ public:
         win_.share(o.win_);
         wout_.share(o.wout_);
         attn_.share_scratch(o.attn_);
-        if constexpr (requires { ffn_.share_scratch(o.ffn_); }) ffn_.share_scratch(o.ffn_);
+        if constexpr (ScratchSharing<Ffn>) ffn_.share_scratch(o.ffn_);
     }
     /// Whether this block uses o's buffers.
     bool shares_scratch_with(const SwinBlock& o) const noexcept {

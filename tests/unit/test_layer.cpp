@@ -64,7 +64,7 @@ std::vector<double> glu_ref(const GluExperts<Silu, W>& X, index_t e, const float
 
 // Softmax top-k routing in double: (expert, weight) per choice.
 std::vector<std::pair<index_t, double>> route_ref(const Gate& g, const float* x, index_t k, bool renorm) {
-    const index_t E = g.experts(), d = g.hidden();
+    const index_t E = g.num_experts(), d = g.hidden_size();
     std::vector<double> l(static_cast<std::size_t>(E));
     for (index_t e = 0; e < E; ++e) {
         double s = 0;

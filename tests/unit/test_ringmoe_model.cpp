@@ -172,7 +172,7 @@ TEST_CASE("ringmoe model: built tiny models hold exactly the counted parameters"
 TEST_CASE("ringmoe random checkpoints: deterministic, streamed = in memory, released initialisation", "[ringmoe]") {
     auto cfg = rr::RingMoeConfig::tiny_pruned("optical");
     cfg.num_classes = 4;
-    rr::RandomWeights opt;
+    rr::RandomWeightOptions opt;
     opt.seed = 7;
     const auto a = rr::random_checkpoint_bytes(cfg, opt);
     CHECK(a == rr::random_checkpoint_bytes(cfg, opt));
@@ -243,7 +243,7 @@ TEST_CASE("ringmoe random checkpoints: deterministic, streamed = in memory, rele
 
     // Full-size layouts cost nothing to list: the folded 1B file is 4 bytes per parameter.
     const auto big = rr::RingMoeConfig::folded_1b(0);
-    rr::RandomWeights no_index;
+    rr::RandomWeightOptions no_index;
     no_index.relative_position_index = false;
     index_t big_values = 0;
     for (const auto& s : rr::checkpoint_layout(big, no_index)) big_values += s.numel();

@@ -1,6 +1,6 @@
 """RingMoE as a whole model in PyTorch: per-modality patch embeddings -> Swin encoder with the
 hierarchical MoE (Moe_modal) or a dense MLP in every block -> output LayerNorm -> heads, with
-the parameter names of the released MindSpore code (ringmoe_framework; /work/shared/docs/
+the parameter names of the released MindSpore code (ringmoe_framework; ../shared/docs/
 weight-names.md, section 1) and of include/rs/ringmoe/ (heads.hpp, model.hpp).
 
 Top level (as SimMIM_Moe / FinetuneVit name their children):

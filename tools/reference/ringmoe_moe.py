@@ -2,7 +2,7 @@
 
 Mirrors `ringmoe_framework/models/layers/moe_modal.py` (classes Moe_modal, Router, TopkRouter)
 and `models/layers/mlp.py` (MLP) of the released RingMoE code as that code computes it
-(/work/shared/docs/reference-systems.md and weight-names.md, section 1), with one data-parallel
+(../shared/docs/reference-systems.md and weight-names.md, section 1), with one data-parallel
 group (dp = 1: one capacity per routed group for the whole batch / modality chunk) and fp32
 everywhere (the released MLP casts its input to fp16 on Ascend; moe's parity is fp32).
 

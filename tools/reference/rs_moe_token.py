@@ -1,4 +1,4 @@
-"""RS-MoE's released token-level MoE (see /work/shared/docs/reference-systems.md, "RS-MoE").
+"""RS-MoE's released token-level MoE (see ../shared/docs/reference-systems.md, "RS-MoE").
 
 The released RS-MoE code (repository CongcongWen1208/RS-MoE) contains a token MoE layer:
 a Linear gate -> fp32 softmax -> top-k -> renormalise; experts Linear(d, 4d) -> GELU ->

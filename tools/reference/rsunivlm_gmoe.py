@@ -1,7 +1,7 @@
 """RSUniVLM's granularity-oriented MoE FFN (G-MoE), in PyTorch.
 
 Mirrors `llava/model/language_model/llava_qwen_gmoe.py` of the released RSUniVLM code
-(repository xuliu-cyber/RSUniVLM; /work/shared/docs/reference-systems.md and weight-names.md,
+(repository xuliu-cyber/RSUniVLM; ../shared/docs/reference-systems.md and weight-names.md,
 section 3): `Qwen2GMoEDecoderLayer` replaces the FFN by `nn.ModuleList([Qwen2MLP(config) for _ in
 range(3)])` and calls `self.mlp[granularity](hidden_states)`; there is no gate network. The
 granularity is chosen per request (per call of the model) from the task tag of the prompt, as

@@ -1,6 +1,6 @@
 """RingMoE's Swin encoder in PyTorch, with the MindSpore parameter names of the released code
 (ringmoe_framework/models/backbone/swin_transformerv2.py and models/layers/{block, attention,
-patch, moe_modal, mlp}.py; /work/shared/docs/weight-names.md, section 1).
+patch, moe_modal, mlp}.py; ../shared/docs/weight-names.md, section 1).
 
     encoder.patch_embed{m}.projection.{weight [C, Cin_m, p, p], bias}     Conv2d k = s = p
     encoder.patch_embed{m}.norm.{gamma, beta}                             LayerNorm eps 1e-6

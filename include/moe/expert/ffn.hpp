@@ -30,8 +30,8 @@ public:
     MlpExperts() = default;
     /// fc1: E x [F, d] (+ bias [F]); fc2: E x [d, F] (+ bias [d]).
     MlpExperts(LinearStack<W> fc1, LinearStack<W> fc2) : fc1_(std::move(fc1)), fc2_(std::move(fc2)) {
-        check<ShapeError>(fc1_.experts() == fc2_.experts(), "MlpExperts", "fc1 has ", fc1_.experts(),
-                          " experts, fc2 has ", fc2_.experts());
+        check<ShapeError>(fc1_.num_experts() == fc2_.num_experts(), "MlpExperts", "fc1 has ", fc1_.num_experts(),
+                          " experts, fc2 has ", fc2_.num_experts());
         check<ShapeError>(fc2_.in_features() == fc1_.out_features() && fc2_.out_features() == fc1_.in_features(),
                           "MlpExperts", "fc1 is [", fc1_.out_features(), ", ", fc1_.in_features(), "] but fc2 is [",
                           fc2_.out_features(), ", ", fc2_.in_features(), "]");
@@ -41,7 +41,7 @@ public:
         return {LinearStack<W>::random(E, F, d, bias, seed), LinearStack<W>::random(E, d, F, bias, seed + 1)};
     }
 
-    index_t num_experts() const noexcept { return fc1_.experts(); }
+    index_t num_experts() const noexcept { return fc1_.num_experts(); }
     index_t hidden_size() const noexcept { return fc1_.in_features(); }
     index_t ffn_size() const noexcept { return fc1_.out_features(); }
     index_t parameters() const noexcept { return fc1_.parameters() + fc2_.parameters(); }
@@ -85,9 +85,9 @@ public:
     GluExperts(LinearStack<W> gate, LinearStack<W> up, LinearStack<W> down)
         : gate_(std::move(gate)), up_(std::move(up)), down_(std::move(down)) {
         const char* w = "GluExperts";
-        check<ShapeError>(gate_.experts() == up_.experts() && up_.experts() == down_.experts(), w,
-                          "gate/up/down expert counts differ: ", gate_.experts(), ", ", up_.experts(), ", ",
-                          down_.experts());
+        check<ShapeError>(gate_.num_experts() == up_.num_experts() && up_.num_experts() == down_.num_experts(), w,
+                          "gate/up/down expert counts differ: ", gate_.num_experts(), ", ", up_.num_experts(), ", ",
+                          down_.num_experts());
         check<ShapeError>(gate_.out_features() == up_.out_features() && gate_.in_features() == up_.in_features(), w,
                           "gate [", gate_.out_features(), ", ", gate_.in_features(), "] and up [", up_.out_features(),
                           ", ", up_.in_features(), "] differ");
@@ -101,7 +101,7 @@ public:
                 LinearStack<W>::random(E, d, F, false, seed + 2)};
     }
 
-    index_t num_experts() const noexcept { return gate_.experts(); }
+    index_t num_experts() const noexcept { return gate_.num_experts(); }
     index_t hidden_size() const noexcept { return gate_.in_features(); }
     index_t ffn_size() const noexcept { return gate_.out_features(); }
     index_t parameters() const noexcept { return gate_.parameters() + up_.parameters() + down_.parameters(); }

@@ -3,6 +3,8 @@
 //   ModalityAware<L>   forward(x, modality ids, y) / forward(x, chunks, y) and modalities()
 //                      (HierarchicalMoE; moe/prune runs such layers with the calibration
 //                      batches' modality ids)
+//   GroupReporting<L>  ModalityAware, and the plans and losses of its groups after a forward
+//                      (HierarchicalMoE; RingMoE's routing reports and SimMIM's auxiliary loss)
 #pragma once
 
 #include <concepts>
@@ -28,6 +30,20 @@ concept ModalityAware = requires(L& l, const L& cl, ConstMatrixRef<float> x, std
     { cl.modalities() } -> std::convertible_to<int>;
     l.forward(x, ids, y);
     l.forward(x, chunks, y);
+};
+
+/// A modality-aware layer that reports, after each forward, the routing plan of every group and
+/// the auxiliary losses.
+///
+/// Promises:
+///  * modal_plan(m) (m in [0, modalities())) and collab_plan() are the plans of the last
+///    forward call: modality m's over its own tokens in order, the collaborative one over all;
+///  * losses().total is the layer's auxiliary loss of that call (a finite double).
+template <class L>
+concept GroupReporting = ModalityAware<L> && requires(const L& cl) {
+    { cl.modal_plan(0) } -> std::convertible_to<const RoutingPlan&>;
+    { cl.collab_plan() } -> std::convertible_to<const RoutingPlan&>;
+    { cl.losses().total } -> std::convertible_to<double>;
 };
 
 }  // namespace moe

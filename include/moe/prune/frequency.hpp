@@ -86,7 +86,7 @@ struct KeepMostFrequent {
                           stats.experts, " experts for a group of ", group.num_experts());
         auto keep = most_frequent(stats, fraction, by);
         RoutedGroup<R, X> out(group.router().select(keep), group.experts().select(keep), "KeepMostFrequent");
-        GroupChange g = prune_detail::group_change(name, group, out, std::move(keep));
+        GroupChange g = detail::group_change(name, group, out, std::move(keep));
         if (g.k_after < g.k_before)
             rep.notes.push_back(detail::cat(name, ": k lowered from ", g.k_before, " to ", g.k_after, ": only ",
                                             g.experts_after, " experts remain"));
@@ -108,7 +108,7 @@ struct KeepMostFrequent {
         PruneReport rep;
         rep.policy = name();
         MoELayer<R, X, S> out(apply_group(layer.group(), stats.at({"", "routed", -1}), "routed", rep), layer.shared());
-        prune_detail::finish_report(rep, layer, out, cal, "KeepMostFrequent");
+        detail::finish_report(rep, layer, out, cal, "KeepMostFrequent");
         return {std::move(out), std::move(rep)};
     }
 
@@ -141,7 +141,7 @@ struct KeepMostFrequent {
         auto collab = collaborative ? apply_group(layer.collab_group(), stats.at({"", "collab", -1}), "collab", rep)
                                     : layer.collab_group();
         H out(std::move(groups), std::move(collab), layer.shared(), layer.loss_options());
-        prune_detail::finish_report(rep, layer, out, cal, w);
+        detail::finish_report(rep, layer, out, cal, w);
         return {std::move(out), std::move(rep)};
     }
 

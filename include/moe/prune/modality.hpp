@@ -47,7 +47,7 @@ struct ExtractModality {
         for (int m = 0; m < Mn; ++m)
             if (m != modality) removed.push_back(m);
         rep.groups.push_back({"modalities", Mn, 1, {modality}, removed, {}, {}, {}, 0, 0});
-        prune_detail::count_parameters(rep, layer, out);
+        detail::count_parameters(rep, layer, out);
 
         // Fidelity on modality m's tokens: original with id m, extracted with id 0.
         H ref = layer, cand = out;

@@ -38,7 +38,7 @@ struct ReduceK {
         check_k();
         RoutedGroup<R, X> out = group;
         out.router().set_k(std::min(group.router().k(), k));
-        rep.groups.push_back(prune_detail::group_change(name, group, out, prune_detail::iota(group.num_experts())));
+        rep.groups.push_back(detail::group_change(name, group, out, detail::iota(group.num_experts())));
         return out;
     }
 
@@ -50,7 +50,7 @@ struct ReduceK {
         PruneReport rep;
         rep.policy = name();
         MoELayer<R, X, S> out(apply_group(layer.group(), "routed", rep), layer.shared());
-        prune_detail::finish_report(rep, layer, out, cal, "ReduceK");
+        detail::finish_report(rep, layer, out, cal, "ReduceK");
         return {std::move(out), std::move(rep)};
     }
 
@@ -67,7 +67,7 @@ struct ReduceK {
             groups.push_back(apply_group(layer.modal_group(m), "modal[" + std::to_string(m) + "]", rep));
         auto collab = apply_group(layer.collab_group(), "collab", rep);
         H out(std::move(groups), std::move(collab), layer.shared(), layer.loss_options());
-        prune_detail::finish_report(rep, layer, out, cal, "ReduceK");
+        detail::finish_report(rep, layer, out, cal, "ReduceK");
         return {std::move(out), std::move(rep)};
     }
 

@@ -8,7 +8,7 @@
 //   PruningPolicy a type whose apply(layer, calibration) returns a Pruned<...>
 //
 // The policies are written once per RoutedGroup (apply_group) and their layer overloads apply
-// them to the layer's groups; prune_detail::finish_report fills the parameter counts and the
+// them to the layer's groups; detail::finish_report fills the parameter counts and the
 // fidelity of every report.
 #pragma once
 
@@ -159,16 +159,16 @@ struct Pruned {
     PruneReport report;
 };
 
-namespace prune_detail {
+namespace detail {
 template <class T>
 struct is_pruned : std::false_type {};
 template <class L>
 struct is_pruned<Pruned<L>> : std::true_type {};
-}  // namespace prune_detail
+}  // namespace detail
 
 /// A Pruned<L> for some L.
 template <class T>
-concept PrunedResult = prune_detail::is_pruned<std::remove_cvref_t<T>>::value;
+concept PrunedResult = detail::is_pruned<std::remove_cvref_t<T>>::value;
 
 /// A pruning policy for layers of type L.
 ///
@@ -221,7 +221,7 @@ index_t active_parameters(const DenseFfn<A, W>& l) {
 
 // --- running layers on calibration batches -----------------------------------------------------
 
-namespace prune_detail {
+namespace detail {
 
 /// y = layer(batch): forward(x, y), or forward(x, modality ids, y) for ModalityAware layers.
 template <class L>
@@ -301,6 +301,6 @@ GroupChange group_change(std::string name, const RoutedGroup<R, X>& before, cons
     return g;
 }
 
-}  // namespace prune_detail
+}  // namespace detail
 
 }  // namespace moe

@@ -185,7 +185,7 @@ private:
     std::map<StatsKey, GroupStats> groups_;
 };
 
-namespace prune_detail {
+namespace detail {
 
 /// Per-token modality ids of a batch for a layer with M modalities: the batch's own ids, or all
 /// zero for an untagged batch of a one-modality layer (ConfigError otherwise).
@@ -201,7 +201,7 @@ inline std::vector<std::int32_t> modality_ids(const CalibrationBatch& b, int M, 
     return std::vector<std::int32_t>(static_cast<std::size_t>(b.rows()), 0);
 }
 
-}  // namespace prune_detail
+}  // namespace detail
 
 /// Adds the routing of every calibration batch through `layer` (group "routed", modality -1).
 /// Only the router runs (a copy of it): the plan is the one the layer's forward would build.
@@ -233,7 +233,7 @@ void collect(RoutingStats& stats, std::string_view layer_name, const Hierarchica
     RoutingPlan plan;
     for (const auto& b : cal.batches()) {
         if (b.rows() == 0) continue;
-        const auto ids = prune_detail::modality_ids(b, layer.modalities(), w);
+        const auto ids = detail::modality_ids(b, layer.modalities(), w);
         collab.route(b.matrix(), plan);
         stats.add({name, "collab", -1}, plan);
         for (int m = 0; m < layer.modalities(); ++m) {

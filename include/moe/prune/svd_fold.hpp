@@ -104,7 +104,7 @@ struct FoldedExpert {
     std::vector<index_t> neurons;  ///< S_e, ascending
 };
 
-namespace prune_detail {
+namespace detail {
 
 /// The first r columns a rank-revealing selection picks from M (columns = neurons), ascending.
 inline std::vector<index_t> select_columns(const Eigen::MatrixXd& M, index_t r, NeuronSelection how) {
@@ -133,7 +133,7 @@ Eigen::MatrixXd to_double(WeightMatrix<W> m) {
     return out;
 }
 
-}  // namespace prune_detail
+}  // namespace detail
 
 /// Options of FoldBuilder (the selection part of SvdFold).
 struct FoldOptions {
@@ -176,15 +176,15 @@ public:
         const WeightMatrix<W2> U = x.fc1().weight(e), V = x.fc2().weight(e);
         const float* a = x.fc1().bias(e);
         const float* o = x.fc2().bias(e);
-        const Eigen::MatrixXd Vd = prune_detail::to_double(V);  // [d, F]
+        const Eigen::MatrixXd Vd = detail::to_double(V);  // [d, F]
         Eigen::MatrixXd Vnew;                                    // [d, r]
         Eigen::VectorXd delta = Eigen::VectorXd::Zero(d_);
         std::vector<index_t> S;
         if (r >= F) {
-            S = prune_detail::iota(F);
+            S = detail::iota(F);
             Vnew = Vd;
         } else if (opt_.basis == FoldBasis::weights) {
-            S = prune_detail::select_columns(Vd, r, opt_.selection);
+            S = detail::select_columns(Vd, r, opt_.selection);
             Vnew.resize(d_, r);
             for (index_t j = 0; j < r; ++j) Vnew.col(j) = Vd.col(S[static_cast<std::size_t>(j)]);
         } else {
@@ -199,7 +199,7 @@ public:
                     h.data<float>(), n, F)
                     .cast<double>();
             const Eigen::VectorXd scale = Vd.colwise().norm().transpose();
-            S = prune_detail::select_columns(H * scale.asDiagonal(), r, opt_.selection);
+            S = detail::select_columns(H * scale.asDiagonal(), r, opt_.selection);
             const Eigen::MatrixXd Y = H * Vd.transpose();  // [n, d]: the expert's output minus o
             const index_t cols = r + (opt_.refit_bias ? 1 : 0);
             Eigen::MatrixXd A(n, cols);
@@ -254,7 +254,7 @@ private:
     std::vector<FoldedExpert> folded_;
 };
 
-namespace prune_detail {
+namespace detail {
 
 template <class S, class A>
 struct foldable_shared : std::false_type {};
@@ -294,7 +294,7 @@ void push_shared(std::vector<FoldTerm<Act, W>>& terms, const S& shared) {
     }
 }
 
-}  // namespace prune_detail
+}  // namespace detail
 
 /// SVD folding of a layer's experts into one DenseFfn (see the file comment).
 struct SvdFold {
@@ -316,9 +316,9 @@ struct SvdFold {
     /// weight `weights[e]` (weights_of), and the group's k (TopKRouterLike; 0 otherwise) to `ks`.
     template <Router R, Activation A, WeightType W, WeightType W2>
     void apply_group(const RoutedGroup<R, MlpExperts<A, W2>>& group, const std::string& name,
-                     const std::vector<double>& weights, std::vector<prune_detail::FoldTerm<A, W>>& terms,
+                     const std::vector<double>& weights, std::vector<detail::FoldTerm<A, W>>& terms,
                      std::vector<std::pair<std::string, index_t>>& ks) const {
-        prune_detail::push_terms(terms, group.experts(), name, weights);
+        detail::push_terms(terms, group.experts(), name, weights);
         index_t k = 0;
         if constexpr (TopKRouterLike<R>) k = group.router().k();
         ks.emplace_back(name, k);
@@ -326,28 +326,28 @@ struct SvdFold {
 
     /// MoELayer with MLP experts (and ungated MLP shared experts, weight 1).
     template <Router R, Activation A, WeightType W, class S>
-        requires prune_detail::foldable_shared<S, A>::value
+        requires detail::foldable_shared<S, A>::value
     Pruned<DenseFfn<A, W>> apply(const MoELayer<R, MlpExperts<A, W>, S>& layer, const Calibration& cal) const {
         check_settings(layer.hidden_size(), cal);
-        std::vector<prune_detail::FoldTerm<A, W>> terms;
+        std::vector<detail::FoldTerm<A, W>> terms;
         std::vector<std::pair<std::string, index_t>> ks;
         RoutingStats stats;
         if (weighting != FoldWeighting::sum) collect(stats, "", layer, cal);
         apply_group(layer.group(), "routed", weights_of(stats, {"", "routed", -1}, layer.num_experts()), terms, ks);
-        prune_detail::push_shared(terms, layer.shared());
+        detail::push_shared(terms, layer.shared());
         return fold(layer, terms, cal, ks);
     }
 
     /// One-modality HierarchicalMoE (apply ExtractModality first): modal, collaborative and
     /// shared experts all fold into one FFN.
     template <Activation A, WeightType W, WeightType W2, class S, Router R>
-        requires prune_detail::foldable_shared<S, A>::value
+        requires detail::foldable_shared<S, A>::value
     Pruned<DenseFfn<A, W>> apply(const HierarchicalMoE<MlpExperts<A, W>, MlpExperts<A, W2>, S, R>& layer,
                                  const Calibration& cal) const {
         check<ConfigError>(layer.modalities() == 1, "SvdFold", "the layer has ", layer.modalities(),
                            " modalities; fold a one-modality layer (apply ExtractModality first)");
         check_settings(layer.hidden_size(), cal);
-        std::vector<prune_detail::FoldTerm<A, W>> terms;
+        std::vector<detail::FoldTerm<A, W>> terms;
         std::vector<std::pair<std::string, index_t>> ks;
         RoutingStats stats;
         if (weighting != FoldWeighting::sum) collect(stats, "", layer, cal);
@@ -355,7 +355,7 @@ struct SvdFold {
         const auto& cg = layer.collab_group();
         apply_group(mg, "modal[0]", weights_of(stats, {"", "modal", 0}, mg.num_experts()), terms, ks);
         apply_group(cg, "collab", weights_of(stats, {"", "collab", -1}, cg.num_experts()), terms, ks);
-        prune_detail::push_shared(terms, layer.shared());
+        detail::push_shared(terms, layer.shared());
         return fold(layer, terms, cal, ks);
     }
 
@@ -382,7 +382,7 @@ private:
     }
 
     template <class L, Activation A, WeightType W>
-    Pruned<DenseFfn<A, W>> fold(const L& layer, const std::vector<prune_detail::FoldTerm<A, W>>& terms,
+    Pruned<DenseFfn<A, W>> fold(const L& layer, const std::vector<detail::FoldTerm<A, W>>& terms,
                                 const Calibration& cal, const std::vector<std::pair<std::string, index_t>>& ks) const {
         const index_t d = layer.hidden_size();
         index_t N = 0;
@@ -416,7 +416,7 @@ private:
             if (f.rank == 0)
                 rep.notes.push_back(detail::cat(f.group, " expert ", f.expert, " left out: weight 0 on the calibration tokens"));
         }
-        prune_detail::finish_report(rep, layer, dense, cal, "SvdFold");
+        detail::finish_report(rep, layer, dense, cal, "SvdFold");
         // The fold's own target: sum_e c_e expert_e(x) over the calibration tokens.
         if (X.dim(0) > 0) {
             const index_t n = X.dim(0);

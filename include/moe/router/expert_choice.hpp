@@ -26,8 +26,8 @@ public:
                            capacity_factor);
     }
 
-    index_t num_experts() const noexcept { return gate_.experts(); }
-    index_t hidden_size() const noexcept { return gate_.hidden(); }
+    index_t num_experts() const noexcept { return gate_.num_experts(); }
+    index_t hidden_size() const noexcept { return gate_.hidden_size(); }
     double capacity_factor() const noexcept { return cf_; }
     const Gate& gate() const noexcept { return gate_; }
     index_t parameters() const noexcept { return gate_.parameters(); }

@@ -40,8 +40,8 @@ public:
         return Gate(cpu::Linear<float>::random(1, E, d, false, seed));
     }
 
-    index_t experts() const noexcept { return lin_.out_features(); }
-    index_t hidden() const noexcept { return lin_.in_features(); }
+    index_t num_experts() const noexcept { return lin_.out_features(); }
+    index_t hidden_size() const noexcept { return lin_.in_features(); }
     ConstMatrixRef<float> weight() const noexcept { return lin_.count() ? lin_.weight().stored() : ConstMatrixRef<float>(); }
     const float* bias() const noexcept { return lin_.count() ? lin_.bias() : nullptr; }
     index_t parameters() const noexcept { return lin_.parameters(); }
@@ -50,8 +50,8 @@ public:
 
     /// out [T, E] = x [T, d] . W^T (+ b).
     void logits(ConstMatrixRef<float> x, MatrixRef<float> out, cpu::GemmWorkspace& ws) const {
-        check<ShapeError>(x.cols == hidden(), "Gate::logits", "input has ", x.cols, " features, the gate takes ",
-                          hidden());
+        check<ShapeError>(x.cols == hidden_size(), "Gate::logits", "input has ", x.cols, " features, the gate takes ",
+                          hidden_size());
         lin_.apply(0, x, out, ws);
     }
 

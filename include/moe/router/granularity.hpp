@@ -135,8 +135,8 @@ public:
     explicit LearnedGranularityRouter(Gate gate, bool use_probability = false)
         : gate_(std::move(gate)), use_prob_(use_probability) {}
 
-    index_t num_experts() const noexcept { return gate_.experts(); }
-    index_t hidden_size() const noexcept { return gate_.hidden(); }
+    index_t num_experts() const noexcept { return gate_.num_experts(); }
+    index_t hidden_size() const noexcept { return gate_.hidden_size(); }
     index_t parameters() const noexcept { return gate_.parameters(); }
     const Gate& gate() const noexcept { return gate_; }
 

@@ -73,8 +73,8 @@ public:
     TopKRouter() = default;
     TopKRouter(Gate gate, TopKOptions options) : gate_(std::move(gate)), opt_(std::move(options)) { validate(); }
 
-    index_t num_experts() const noexcept { return gate_.experts(); }
-    index_t hidden_size() const noexcept { return gate_.hidden(); }
+    index_t num_experts() const noexcept { return gate_.num_experts(); }
+    index_t hidden_size() const noexcept { return gate_.hidden_size(); }
     index_t k() const noexcept { return opt_.k; }
     /// Changes k for later calls; ConfigError unless 1 <= k <= E (and the groups can supply k).
     void set_k(index_t k) {

@@ -82,7 +82,7 @@ inline const char* calibration_mode_name(CalibrationMode m) noexcept {
 
 // ------------------------------------------------------------------------------ images, outputs
 
-namespace chain_detail {
+namespace detail {
 
 /// Images [first, first + count) of a contiguous f32 [N, C, H, W] view.
 inline TensorView image_batch(const TensorView& images, index_t first, index_t count) {
@@ -100,7 +100,7 @@ inline void check_images(const TensorView& images, std::string_view what, index_
     check<ShapeError>(images.contiguous(), what, "images must be contiguous (NCHW)");
 }
 
-}  // namespace chain_detail
+}  // namespace detail
 
 /// The encoder's final features of every image, run in batches of `batch` images:
 /// [N * R_last^2, C_last], image n's rows contiguous.
@@ -108,14 +108,14 @@ template <class Enc>
 Tensor encode(Enc& enc, const TensorView& images, int modality, index_t batch) {
     const char* w = "ringmoe::encode";
     check<ConfigError>(batch > 0, w, "batch must be positive, got ", batch);
-    chain_detail::check_images(images, w, enc.config().in_chans.at(static_cast<std::size_t>(modality)),
+    detail::check_images(images, w, enc.config().in_chans.at(static_cast<std::size_t>(modality)),
                                enc.config().image_size);
     const index_t N = images.dim(0);
     Tensor out;
     index_t row = 0;
     for (index_t first = 0; first < N; first += batch) {
         const index_t n = std::min(batch, N - first);
-        Tensor y = enc.forward(chain_detail::image_batch(images, first, n), modality);
+        Tensor y = enc.forward(detail::image_batch(images, first, n), modality);
         if (first == 0) out = Tensor(DType::f32, Shape{y.dim(0) / n * N, y.dim(1)});
         std::memcpy(out.data<float>() + row * y.dim(1), y.raw(), y.nbytes());
         row += y.dim(0);
@@ -231,7 +231,7 @@ inline bool bit_identical(const Tensor& a, const Tensor& b) {
 
 // ------------------------------------------------------------------------------------- steps
 
-namespace chain_detail {
+namespace detail {
 
 /// Every block's FFN-slot input over the calibration images (run in batches; one Calibration
 /// batch per forward call), tagged with modality `tag` (0: the one-modality layer's id).
@@ -280,7 +280,7 @@ void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where
                        " modalities; extract one first (extract_modality)");
 }
 
-}  // namespace chain_detail
+}  // namespace detail
 
 /// Step 1: modality m's sub-model: ExtractModality{m} in every block, patch embedding m only
 /// (it becomes modality 0). Exact on modality m's images. `reports` receives one per block.
@@ -310,18 +310,18 @@ RingMoeSwin<W, Act> prune_collaborative(RingMoeSwin<W, Act>&& enc, const TensorV
                                                 CalibrationMode mode = CalibrationMode::progressive,
                                                 index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
     const char* w = "ringmoe::prune_collaborative";
-    chain_detail::require_one_modality(enc, w);
+    detail::require_one_modality(enc, w);
     check<ConfigError>(batch > 0, w, "batch must be positive, got ", batch);
-    chain_detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
+    detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
     if (reports) reports->clear();
     const index_t L = enc.num_blocks();
     std::vector<Calibration> once;
-    if (mode == CalibrationMode::once) once = chain_detail::block_inputs(enc, calibration, 0, batch);
+    if (mode == CalibrationMode::once) once = detail::block_inputs(enc, calibration, 0, batch);
     for (index_t b = 0; b < L; ++b) {
         Calibration cal = mode == CalibrationMode::once
                               ? std::move(once[static_cast<std::size_t>(b)])
-                              : std::move(chain_detail::block_inputs(enc, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
-        auto& blk = chain_detail::block_at(enc, b);
+                              : std::move(detail::block_inputs(enc, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
+        auto& blk = detail::block_at(enc, b);
         blk.ffn().set_exec(enc.exec());
         auto p = policy.apply(blk.ffn(), cal);
         blk.ffn() = std::move(p.layer);
@@ -339,21 +339,21 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
                                        FoldFor&& fold_for, CalibrationMode mode = CalibrationMode::progressive,
                                        index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
     const char* w = "ringmoe::fold_experts";
-    chain_detail::require_one_modality(enc, w);
+    detail::require_one_modality(enc, w);
     check<ConfigError>(batch > 0, w, "batch must be positive, got ", batch);
-    chain_detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
+    detail::check_images(calibration, w, enc.config().in_chans.front(), enc.config().image_size);
     if (reports) reports->clear();
     // The dense encoder with a placeholder in every FFN slot; the MoE layers wait aside, each
     // folded in turn and put into its slot (progressive: calibrated on the dense encoder, whose
     // blocks 0..b-1 are folded by then).
     std::vector<Calibration> once;
-    if (mode == CalibrationMode::once) once = chain_detail::block_inputs(enc, calibration, 0, batch);
+    if (mode == CalibrationMode::once) once = detail::block_inputs(enc, calibration, 0, batch);
     std::vector<std::optional<MoeModal<W, Act>>> moes;
     auto dense = std::move(enc).template map_ffns<vision::Mlp<Act, W>>(
         [&](index_t, index_t, MoeModal<W, Act>&& l) {
             const index_t C = l.hidden_size();
             moes.emplace_back(std::move(l));
-            return chain_detail::placeholder_ffn<Act, W>(C);
+            return detail::placeholder_ffn<Act, W>(C);
         });
     index_t b = 0;
     for (index_t i = 0; i < dense.config().stages(); ++i)
@@ -361,7 +361,7 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
             Calibration cal =
                 mode == CalibrationMode::once
                     ? std::move(once[static_cast<std::size_t>(b)])
-                    : std::move(chain_detail::block_inputs(dense, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
+                    : std::move(detail::block_inputs(dense, calibration, 0, batch, b)[static_cast<std::size_t>(b)]);
             auto& layer = moes[static_cast<std::size_t>(b)];
             const SvdFold fold = fold_for(i, j);
             layer->set_exec(dense.exec());
@@ -537,7 +537,7 @@ struct ChainResult {
     DenseSwin<W, Act> folded;
 };
 
-namespace chain_detail {
+namespace detail {
 
 inline std::string ffn_summary(const CheckpointInfo& info) {
     if (info.ffn == FfnKind::dense) {
@@ -605,7 +605,7 @@ auto checkpoint_step(ChainStep& row, Mem mem, const std::vector<int>& source, Lo
     return std::tuple{std::move(enc), std::move(y), std::move(file)};
 }
 
-}  // namespace chain_detail
+}  // namespace detail
 
 /// The deployment chain (see the file comment) on a full encoder. calibration / evaluation:
 /// images [N, C_in_m, S, S] of modality opt.modality (the calibration images should be like the
@@ -620,9 +620,9 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     check<ConfigError>(opt.batch > 0 && opt.eval_batch > 0, w, "batch sizes must be positive, got ", opt.batch,
                        " and ", opt.eval_batch);
     const index_t cin = full.config().in_chans.at(static_cast<std::size_t>(m)), S = full.config().image_size;
-    chain_detail::check_images(calibration, "ringmoe::run_chain calibration images", cin, S);
-    chain_detail::check_images(evaluation, "ringmoe::run_chain evaluation images", cin, S);
-    using chain_detail::seconds_since;
+    detail::check_images(calibration, "ringmoe::run_chain calibration images", cin, S);
+    detail::check_images(evaluation, "ringmoe::run_chain evaluation images", cin, S);
+    using detail::seconds_since;
     using clock = std::chrono::steady_clock;
     const index_t N = evaluation.dim(0), B = opt.batch, E = opt.eval_batch;
 
@@ -641,7 +641,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     ChainStep s0;
     s0.name = "full";
     s0.info = describe(full, "full");
-    chain_detail::count(s0, full);
+    detail::count(s0, full);
     const Tensor y0 = encode(full, evaluation, m, E);
     rep.steps.push_back(std::move(s0));
 
@@ -651,7 +651,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     ChainStep s1;
     s1.name = "single_modality";
     const std::vector<int> source{rep.steps.front().info.source_modalities.at(static_cast<std::size_t>(m))};
-    auto [single, y1, f1] = chain_detail::checkpoint_step(s1, extract_modality(std::move(full), m, &s1.blocks), source,
+    auto [single, y1, f1] = detail::checkpoint_step(s1, extract_modality(std::move(full), m, &s1.blocks), source,
                                                           load_moe, evaluation, opt, t0);
     s1.vs_previous = compare_outputs(y1, y0, N);
     s1.vs_single = compare_outputs(y1, y1, N);
@@ -663,7 +663,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     s2.name = "expert_pruned";
     auto work = load_moe_encoder<W, Act>(f1);
     work.set_exec(opt.exec);
-    auto [pruned, y2, f2] = chain_detail::checkpoint_step(
+    auto [pruned, y2, f2] = detail::checkpoint_step(
         s2, prune_collaborative(std::move(work), calibration, opt.prune, opt.calibration, B, &s2.blocks), source,
         load_moe, evaluation, opt, t0);
     s2.vs_previous = compare_outputs(y2, y1, N);
@@ -676,7 +676,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
     s3.name = "folded";
     auto work2 = load_moe_encoder<W, Act>(f2);
     work2.set_exec(opt.exec);
-    auto [folded, y3, f3] = chain_detail::checkpoint_step(
+    auto [folded, y3, f3] = detail::checkpoint_step(
         s3, fold_experts(std::move(work2), calibration, opt.fold, opt.calibration, B, &s3.blocks), source,
         [](const io::SafetensorsFile& f) { return load_dense_encoder<W, Act>(f); }, evaluation, opt, t0);
     s3.vs_previous = compare_outputs(y3, y2, N);

@@ -203,7 +203,7 @@ inline CheckpointInfo checkpoint_info(const RingMoeConfig& c, std::string step =
     return info;
 }
 
-namespace ckpt_detail {
+namespace detail {
 
 template <class T>
 struct is_moe_modal : std::false_type {};
@@ -297,7 +297,7 @@ std::string dtype_tag() {
 /// The MindSpore [E, in, out] weight of a LinearStack (stored either way).
 template <WeightType W>
 Tensor stacked_weight(const LinearStack<W>& s) {
-    const index_t E = s.experts(), out = s.out_features(), in = s.in_features();
+    const index_t E = s.num_experts(), out = s.out_features(), in = s.in_features();
     Tensor t(dtype_v<W>, Shape{E, in, out});
     W* d = t.data<W>();
     for (index_t e = 0; e < E; ++e) {
@@ -310,7 +310,7 @@ Tensor stacked_weight(const LinearStack<W>& s) {
 /// Biases of a LinearStack as [1, E, 1, out] (zeros when it has none).
 template <WeightType W>
 Tensor stacked_bias(const LinearStack<W>& s) {
-    const index_t E = s.experts(), out = s.out_features();
+    const index_t E = s.num_experts(), out = s.out_features();
     Tensor t(DType::f32, Shape{1, E, 1, out});
     for (index_t e = 0; e < E; ++e)
         if (const float* b = s.bias(e)) std::memcpy(t.data<float>() + e * out, b, static_cast<std::size_t>(out) * sizeof(float));
@@ -357,7 +357,7 @@ struct Sink {
     }
     void router(const std::string& module, const Gate& g) {
         check<ConfigError>(g.bias() == nullptr, module, "a router with a bias has no MindSpore name (dense.weight only)");
-        Tensor t(DType::f32, Shape{g.experts(), g.hidden()});
+        Tensor t(DType::f32, Shape{g.num_experts(), g.hidden_size()});
         const auto m = g.weight();
         for (index_t r = 0; r < m.rows; ++r)
             std::memcpy(t.data<float>() + r * m.cols, m.row(r), static_cast<std::size_t>(m.cols) * sizeof(float));
@@ -379,7 +379,7 @@ inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_vi
     return c;
 }
 
-}  // namespace ckpt_detail
+}  // namespace detail
 
 /// The CheckpointInfo of an encoder whose FFN slots hold RingMoE's hierarchical MoE or a dense
 /// FFN (DenseFfn, alias vision::Mlp). source_modalities: the original modality of each patch
@@ -387,14 +387,14 @@ inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_vi
 template <class Ffn, WeightType W>
 CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step = "full",
                         std::vector<int> source_modalities = {}) {
-    static_assert(ckpt_detail::is_moe_modal<Ffn>::value || ckpt_detail::is_dense<Ffn>::value,
+    static_assert(detail::is_moe_modal<Ffn>::value || detail::is_dense<Ffn>::value,
                   "ringmoe checkpoints hold rs::ringmoe::MoeModal or DenseFfn (vision::Mlp) FFN slots");
     const char* w = "ringmoe::describe";
     CheckpointInfo info;
     info.step = std::move(step);
     info.swin = enc.config();
-    info.weights = ckpt_detail::dtype_tag<W>();
-    info.ffn = ckpt_detail::is_moe_modal<Ffn>::value ? FfnKind::moe : FfnKind::dense;
+    info.weights = detail::dtype_tag<W>();
+    info.ffn = detail::is_moe_modal<Ffn>::value ? FfnKind::moe : FfnKind::dense;
     if (source_modalities.empty())
         for (int m = 0; m < enc.modalities(); ++m) source_modalities.push_back(m);
     info.source_modalities = std::move(source_modalities);
@@ -403,7 +403,7 @@ CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step
         for (const auto& blk : enc.stage(i).blocks) {
             const Ffn& f = blk.ffn();
             BlockFfnShape s;
-            if constexpr (ckpt_detail::is_moe_modal<Ffn>::value) {
+            if constexpr (detail::is_moe_modal<Ffn>::value) {
                 for (int m = 0; m < f.modalities(); ++m) s.modal_experts.push_back(f.modal_experts(m).num_experts());
                 s.collab_experts = f.collab_experts().num_experts();
                 s.shared_experts = f.shared().experts().num_experts();
@@ -414,7 +414,7 @@ CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step
                                        ", collaborative ", s.ffn, " (Moe_modal has one width)");
                 check<ConfigError>(f.shared().experts().ffn_size() == s.ffn, w, "block ", info.blocks.size(),
                                    ": shared expert of width ", f.shared().experts().ffn_size(), ", routed ", s.ffn);
-                const auto c = ckpt_detail::moe_config_of(f.options(), w);
+                const auto c = detail::moe_config_of(f.options(), w);
                 if (first) info.moe = c;
                 check<ConfigError>(c.num_experts_chosen == info.moe.num_experts_chosen &&
                                        c.capacity_factor == info.moe.capacity_factor &&
@@ -434,8 +434,8 @@ CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step
 
 /// The metadata of `info` as key/value pairs (see the file comment).
 inline std::map<std::string, std::string> checkpoint_metadata(const CheckpointInfo& info) {
-    using ckpt_detail::join;
-    using ckpt_detail::num;
+    using detail::join;
+    using detail::num;
     std::map<std::string, std::string> m;
     const auto& s = info.swin;
     m["ringmoe.format"] = std::string(kCheckpointFormat);
@@ -496,7 +496,7 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
     }
     io::SafetensorsWriter out;
     for (const auto& [k, v] : checkpoint_metadata(info)) out.add_metadata(k, v);
-    ckpt_detail::Sink sink{out, io::module_prefix(info.prefix)};
+    detail::Sink sink{out, io::module_prefix(info.prefix)};
     const auto& c = enc.config();
     const index_t C0 = c.embed_dim, p = c.patch;
     for (int m = 0; m < enc.modalities(); ++m) {
@@ -539,7 +539,7 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
             sink.put(names::position_index(a), TensorView(idx.data(), DType::i32, Shape{n, n}));
             const Ffn& f = blk.ffn();
             const std::string mlp = names::mlp(b);
-            if constexpr (ckpt_detail::is_moe_modal<Ffn>::value) {
+            if constexpr (detail::is_moe_modal<Ffn>::value) {
                 for (int m = 0; m < f.modalities(); ++m) {
                     sink.router(names::special_router(mlp, m), f.modal_router(m).gate());
                     sink.experts(names::special_ffn(mlp, m), f.modal_experts(m));
@@ -583,7 +583,7 @@ CheckpointInfo save_encoder(const vision::SwinEncoder<Ffn, W>& enc, const std::f
 /// Parses the metadata of a checkpoint written by save_encoder (FormatError naming the key when
 /// it is missing, unreadable or inconsistent).
 inline CheckpointInfo read_checkpoint_info(const io::SafetensorsFile& f) {
-    const ckpt_detail::Meta meta{f.metadata(), f.path()};
+    const detail::Meta meta{f.metadata(), f.path()};
     const auto& fmt = meta.str("ringmoe.format");
     check<FormatError>(fmt == kCheckpointFormat, f.path(), "metadata 'ringmoe.format' is '", fmt, "', expected '",
                        kCheckpointFormat, "'");
@@ -635,7 +635,7 @@ inline CheckpointInfo read_checkpoint_info(const io::SafetensorsFile& f) {
     return info;
 }
 
-namespace ckpt_detail {
+namespace detail {
 template <class Ffn, WeightType W>
 void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& info, const std::string& file) {
     const CheckpointInfo got = describe(enc, info.step, info.source_modalities);
@@ -649,7 +649,7 @@ void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& 
                            file, "routing options differ from the metadata");
     }
 }
-}  // namespace ckpt_detail
+}  // namespace detail
 
 /// The hierarchical-MoE encoder of a checkpoint written by save_encoder: configuration and
 /// routing options from the metadata, expert counts from the tensors (checked against it).
@@ -659,7 +659,7 @@ RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
     check<FormatError>(info.ffn == FfnKind::moe, f.path(), "the checkpoint holds dense FFNs (step '", info.step,
                        "'); use load_dense_encoder");
     auto enc = load_ringmoe_swin<W, Act>(f, info.prefix, info.swin, info.moe);
-    ckpt_detail::check_loaded(enc, info, f.path());
+    detail::check_loaded(enc, info, f.path());
     return enc;
 }
 

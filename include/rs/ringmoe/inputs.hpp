@@ -94,9 +94,9 @@ inline Tensor to_model_input(const Image& img, RingModality m, index_t size) {
     }
     if (!chosen) {
         std::string alts;
-        for (const auto& s : sets) alts.append(alts.empty() ? "" : " | ").append(detail::join(s));
+        for (const auto& s : sets) alts.append(alts.empty() ? "" : " | ").append(moe::rs::detail::join(s));
         throw ConfigError(who, std::string("takes the bands ").append(alts).append("; the image has ").append(
-                                   detail::join(img.band_names())));
+                                   moe::rs::detail::join(img.band_names())));
     }
     Image sel = img.select(*chosen);
     if (sel.height() != size || sel.width() != size) sel = resample(sel, size, size, Resampling::bilinear);

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "moe/io/safetensors.hpp"
+#include "moe/layer/concepts.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/encoder.hpp"
 #include "rs/ringmoe/heads.hpp"
@@ -107,7 +108,7 @@ public:
     using weight_type = W;
     using encoder_type = vision::SwinEncoder<Ffn, W>;
     /// Whether the FFN slots route (hierarchical MoE) and routing() has something to say.
-    static constexpr bool routed = requires(const Ffn& f) { f.collab_plan(); f.modal_plan(0); };
+    static constexpr bool routed = GroupReporting<Ffn>;
 
     RingMoeModel() = default;
     RingMoeModel(RingMoeConfig config, encoder_type encoder, std::optional<ClassificationHead<W>> cls = std::nullopt,
@@ -296,7 +297,7 @@ using RingMoeDense = RingMoeModel<DenseMlp<W, Act>, W>;
 template <WeightType W = float, Activation Act = GeluTanh>
 using AnyRingMoe = std::variant<RingMoe<W, Act>, RingMoeDense<W, Act>>;
 
-namespace model_detail {
+namespace detail {
 
 /// The heads `cfg` asks for, from "head.*" and "seg_head.*".
 template <WeightType W>
@@ -316,7 +317,7 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
     return {std::move(cls), std::move(seg)};
 }
 
-}  // namespace model_detail
+}  // namespace detail
 
 /// The MoE model `cfg` describes (cfg.ffn == moe) from `file`.
 template <WeightType W = float, Activation Act = GeluTanh>
@@ -325,7 +326,7 @@ RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeC
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::moe, w, "the configuration is dense (folded): use load_ringmoe_dense");
     auto enc = load_ringmoe_swin<W, Act>(file, names::kEncoder, cfg.swin, moe_modal_config(cfg));
-    auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
+    auto [cls, seg] = detail::load_heads<W>(file, cfg);
     return RingMoe<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 
@@ -336,7 +337,7 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::dense, w, "the configuration has MoE blocks: use load_ringmoe_moe");
     auto enc = load_ringmoe_swin_dense<W, Act>(file, names::kEncoder, cfg.swin);
-    auto [cls, seg] = model_detail::load_heads<W>(file, cfg);
+    auto [cls, seg] = detail::load_heads<W>(file, cfg);
     return RingMoeDense<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 

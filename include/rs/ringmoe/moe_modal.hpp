@@ -114,7 +114,7 @@ inline Tensor transpose_last2(const TensorView& v, std::string_view what) {
     return out;
 }
 
-namespace modal_detail {
+namespace detail {
 
 /// One stacked MindSpore Linear of `E` experts: weight "<module>weight" [E, in, out] and bias
 /// "<module>bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
@@ -152,7 +152,7 @@ inline Gate router(const SafetensorsFile& f, const std::string& module, index_t 
     return loaders::gate(f, n, w.dim(0), C);
 }
 
-}  // namespace modal_detail
+}  // namespace detail
 
 /// RingMoE's Moe_modal under `prefix` (e.g. "encoder.layers.0.blocks.1.mlp."), as a
 /// HierarchicalMoE with M modal groups (M discovered from special_router.{m}), the
@@ -183,14 +183,14 @@ MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix,
     std::vector<Gate> gates;
     std::vector<MlpExperts<Act, W>> modal;
     for (index_t m = 0; m < M; ++m) {
-        Gate g = modal_detail::router(file, names::special_router(prefix, m), C);
-        const index_t Em = g.experts();
-        modal.push_back(modal_detail::mlp<W, Act>(file, names::special_ffn(prefix, m), Em, C, F));
+        Gate g = detail::router(file, names::special_router(prefix, m), C);
+        const index_t Em = g.num_experts();
+        modal.push_back(detail::mlp<W, Act>(file, names::special_ffn(prefix, m), Em, C, F));
         gates.push_back(std::move(g));
     }
     Gate cg = loaders::gate(file, cr, Ec, C);
-    MlpExperts<Act, W> collab = modal_detail::mlp<W, Act>(file, names::cross_ffn(prefix), Ec, C, F);
-    SharedExperts<MlpExperts<Act, W>> shared(modal_detail::mlp<W, Act>(file, names::public_ffn(prefix), 0, C, F));
+    MlpExperts<Act, W> collab = detail::mlp<W, Act>(file, names::cross_ffn(prefix), Ec, C, F);
+    SharedExperts<MlpExperts<Act, W>> shared(detail::mlp<W, Act>(file, names::public_ffn(prefix), 0, C, F));
 
     HierarchicalOptions o;
     o.k_modal = o.k_collab = config.num_experts_chosen;

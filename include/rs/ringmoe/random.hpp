@@ -79,7 +79,7 @@ struct TensorSpec {
 };
 
 /// Options of a random-weight checkpoint.
-struct RandomWeights {
+struct RandomWeightOptions {
     std::uint64_t seed = 0;
     DType dtype = DType::f32;     ///< f32 or bf16 (weight matrices; see the file comment)
     double std = 0.02;            ///< truncated-normal std of weights, routers and bias tables
@@ -87,7 +87,7 @@ struct RandomWeights {
     bool relative_position_index = true;  ///< write the int32 index buffers
 };
 
-namespace random_detail {
+namespace detail {
 
 inline std::uint64_t splitmix64(std::uint64_t x) noexcept {
     x += 0x9E3779B97F4A7C15ull;
@@ -181,12 +181,12 @@ void write_values(const TensorSpec& s, std::uint64_t seed, Sink&& sink) {
 
 inline int dtype_order(DType t) noexcept { return t == DType::f32 ? 0 : (t == DType::i32 ? 1 : 2); }
 
-}  // namespace random_detail
+}  // namespace detail
 
 /// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
 /// in the order their data is written: F32, then I32, then BF16 tensors, each group by name
 /// (SafetensorsWriter's order, so every tensor is aligned to its element size).
-inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
+inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
     const char* who = "rs::ringmoe::checkpoint_layout";
     cfg.validate(who);
     check<ConfigError>(opt.dtype == DType::f32 || opt.dtype == DType::bf16, who, "weights must be F32 or BF16, not ",
@@ -275,18 +275,18 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
         z(bias(seg_head), {cfg.seg_classes});
     }
     std::stable_sort(t.begin(), t.end(), [](const TensorSpec& a, const TensorSpec& b) {
-        const int ra = random_detail::dtype_order(a.dtype), rb = random_detail::dtype_order(b.dtype);
+        const int ra = detail::dtype_order(a.dtype), rb = detail::dtype_order(b.dtype);
         return ra != rb ? ra < rb : a.name < b.name;
     });
     return t;
 }
 
-namespace random_detail {
+namespace detail {
 
 /// The checkpoint of `cfg` as a streaming SafetensorsWriter: the metadata, and every tensor of
 /// checkpoint_layout() with write_values as its producer (values are made when the file is
 /// written, chunk by chunk).
-inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeights& opt) {
+inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeightOptions& opt) {
     io::SafetensorsWriter w;
     w.add_metadata("format", "pt");
     w.add_metadata("moe.config", cfg.name);
@@ -309,30 +309,30 @@ inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeight
     return w;
 }
 
-}  // namespace random_detail
+}  // namespace detail
 
 /// Bytes of the checkpoint of `cfg` (header included).
-inline std::uint64_t random_checkpoint_size(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    return random_detail::writer(cfg, opt).file_size();
+inline std::uint64_t random_checkpoint_size(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
+    return detail::writer(cfg, opt).file_size();
 }
 
 /// The checkpoint as a file image in memory.
-inline std::vector<std::byte> random_checkpoint_bytes(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    return random_detail::writer(cfg, opt).to_bytes();
+inline std::vector<std::byte> random_checkpoint_bytes(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
+    return detail::writer(cfg, opt).to_bytes();
 }
 
 /// Writes the checkpoint to `path` streaming, atomically (io::SafetensorsWriter::write: a
 /// temporary file in the same directory, fsync, then rename). Throws IOError (the temporary
 /// file is removed).
 inline void write_random_checkpoint(const std::filesystem::path& path, const RingMoeConfig& cfg,
-                                    const RandomWeights& opt = {}) {
-    random_detail::writer(cfg, opt).write(path);
+                                    const RandomWeightOptions& opt = {}) {
+    detail::writer(cfg, opt).write(path);
 }
 
 /// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).
 template <WeightType W = float, Activation Act = GeluTanh>
-AnyRingMoe<W, Act> random_ringmoe(const RingMoeConfig& cfg, const RandomWeights& opt = {}) {
-    RandomWeights o = opt;
+AnyRingMoe<W, Act> random_ringmoe(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
+    RandomWeightOptions o = opt;
     if constexpr (std::is_same_v<W, bf16>) o.dtype = DType::bf16;
     return load_ringmoe<W, Act>(io::SafetensorsFile::from_buffer(random_checkpoint_bytes(cfg, o), cfg.name), cfg);
 }

@@ -47,6 +47,7 @@
 #include "moe/core/tensor.hpp"
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
+#include "moe/layer/concepts.hpp"
 #include "rs/image.hpp"
 #include "rs/radiometry.hpp"
 #include "vision/common.hpp"
@@ -65,7 +66,7 @@ struct SimMimConfig {
     int sar_l1_modality = 1;       ///< modality index of the complex quad-pol branch (-1: none)
 };
 
-namespace simmim_detail {
+namespace detail {
 
 /// splitmix64: a small, fully specified generator (the same numbers on every platform).
 struct SplitMix64 {
@@ -86,7 +87,7 @@ struct SplitMix64 {
     }
 };
 
-}  // namespace simmim_detail
+}  // namespace detail
 
 /// SimMIM's mask generator (MaskPolicyForSim): an image of `image_size` pixels has
 /// (image_size / mask_patch)^2 cells, ceil(cells * ratio) of them masked, each covering
@@ -122,7 +123,7 @@ public:
         const index_t n = cell_count();
         std::vector<index_t> perm(static_cast<std::size_t>(n));
         for (index_t i = 0; i < n; ++i) perm[static_cast<std::size_t>(i)] = i;
-        simmim_detail::SplitMix64 rng{seed};
+        detail::SplitMix64 rng{seed};
         std::vector<std::uint8_t> out(static_cast<std::size_t>(n), 0);
         for (index_t i = 0; i < count_; ++i) {
             const auto j = static_cast<index_t>(i + static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n - i))));
@@ -258,7 +259,7 @@ SimMimHead<W> load_simmim_head(const io::SafetensorsFile& f, const vision::SwinC
 // Losses
 // ------------------------------------------------------------------------------------------------
 
-namespace simmim_detail {
+namespace detail {
 
 inline void check_images(const TensorView& x, std::string_view what) {
     check<ShapeError>(x.rank() == 4 && x.dtype() == DType::f32 && x.contiguous(), what,
@@ -280,17 +281,17 @@ inline index_t check_mask(const TensorView& x, std::span<const std::uint8_t> mas
     return G;
 }
 
-}  // namespace simmim_detail
+}  // namespace detail
 
 /// SimMIM's sim_loss: sum(|x - x_rec| m) / (sum(m) + 1e-5) / C with m the model-patch mask
 /// [B, G, G] repeated to [B, 1, H, W] (patch pixels per side); double accumulation.
 inline double masked_l1(const TensorView& x, const TensorView& x_rec, std::span<const std::uint8_t> mask,
                         index_t patch, std::string_view what = "rs::ringmoe::masked_l1") {
-    simmim_detail::check_images(x, what);
-    simmim_detail::check_images(x_rec, what);
+    detail::check_images(x, what);
+    detail::check_images(x_rec, what);
     check<ShapeError>(x.shape() == x_rec.shape(), what, "image ", x.shape().str(), " and reconstruction ",
                       x_rec.shape().str(), " differ");
-    const index_t G = simmim_detail::check_mask(x, mask, patch, what);
+    const index_t G = detail::check_mask(x, mask, patch, what);
     const index_t B = x.dim(0), C = x.dim(1), H = x.dim(2);
     const float* a = x.data<float>();
     const float* r = x_rec.data<float>();
@@ -313,7 +314,7 @@ inline double masked_l1(const TensorView& x, const TensorView& x_rec, std::span<
 /// The total polarimetric power of quad-pol images [B, 8, H, W] (HH_re, HH_im, HV_re, HV_im,
 /// VH_re, VH_im, VV_re, VV_im) -> [B, 1, H, W], through rs::quadpol_span.
 inline Tensor span_tensor(const TensorView& x, std::string_view what = "rs::ringmoe::span_tensor") {
-    simmim_detail::check_images(x, what);
+    detail::check_images(x, what);
     check<ShapeError>(x.dim(1) == 8, what, "expected 8 channels (HH, HV, VH, VV as real / imaginary pairs), found ",
                       x.dim(1));
     const index_t B = x.dim(0), H = x.dim(2), W = x.dim(3), n = H * W;
@@ -384,7 +385,7 @@ SimMimOutput simmim_forward(vision::SwinEncoder<Ffn, W>& enc, const SimMimHead<W
                                   std::to_string(b.modality) + ")";
         check<ShapeError>(b.modality >= 0 && b.modality < enc.modalities(), where, "modality ", b.modality,
                           " but the encoder has ", enc.modalities());
-        simmim_detail::check_images(b.images, where);
+        detail::check_images(b.images, where);
         const index_t cin = cfg.in_chans[static_cast<std::size_t>(b.modality)];
         check<ShapeError>(b.images.dim(1) == cin && b.images.dim(2) == cfg.image_size &&
                               b.images.dim(3) == cfg.image_size,
@@ -397,7 +398,7 @@ SimMimOutput simmim_forward(vision::SwinEncoder<Ffn, W>& enc, const SimMimHead<W
         const float* p = b.images.data<float>();
         for (index_t k = 0; k < b.images.numel(); ++k)
             check<ValueError>(std::isfinite(p[k]), where, "pixel ", k, " is not finite (", p[k], ")");
-        simmim_detail::check_mask(b.images, b.mask, cfg.patch, where);
+        detail::check_mask(b.images, b.mask, cfg.patch, where);
         flags.insert(flags.end(), b.mask.begin(), b.mask.end());
         mb.push_back({b.images, b.modality});
     }
@@ -406,7 +407,7 @@ SimMimOutput simmim_forward(vision::SwinEncoder<Ffn, W>& enc, const SimMimHead<W
     opt.mask_token = head.mask_token.template data<float>();
     SimMimOutput out;
     out.features = enc.forward(std::span<const vision::ModalityImages>(mb), opt);
-    if constexpr (requires(Ffn& f) { f.losses().total; }) {
+    if constexpr (GroupReporting<Ffn>) {
         for (index_t i = 0; i < cfg.stages(); ++i)
             for (auto& blk : enc.stage(i).blocks) out.aux += blk.ffn().losses().total;
     }

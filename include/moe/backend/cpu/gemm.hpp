@@ -106,7 +106,7 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         constexpr int L = static_cast<int>(B::size);
-        static_assert(gemm_detail::Blocking<simd_arch>::KC == KC);
+        static_assert(detail::Blocking<simd_arch>::KC == KC);
         for (; n + L <= N; n += L) {
             const W* w = Wp + n * ldw;
             for (index_t k0 = 0; k0 < K; k0 += KC) {
@@ -115,7 +115,7 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
                 index_t k = k0;
                 for (; k + L <= k1; k += L) {
                     B t[L];
-                    static_for<L>([&](auto r) { t[r] = gemm_detail::load_row<simd_arch>(w + r * ldw + k); });
+                    static_for<L>([&](auto r) { t[r] = detail::load_row<simd_arch>(w + r * ldw + k); });
                     arch::transpose_square<simd_arch>(t);  // t[c] = W[n .. n + L)[k + c]
                     static_for<L>([&](auto c) {
                         for (index_t m = 0; m < M; ++m) s[m] = arch::fmadd<simd_arch>(B(A[m * lda + k + c]), t[c], s[m]);
@@ -160,13 +160,13 @@ inline void gemm_small_m_in_out(index_t M, index_t N, index_t K, const float* A,
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         constexpr index_t L = static_cast<index_t>(B::size);
-        static_assert(gemm_detail::Blocking<simd_arch>::KC == KC);
+        static_assert(detail::Blocking<simd_arch>::KC == KC);
         for (; n + L <= N; n += L)
             for (index_t k0 = 0; k0 < K; k0 += KC) {
                 const index_t k1 = std::min(K, k0 + KC);
                 B s[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
                 for (index_t k = k0; k < k1; ++k) {
-                    const B wv = gemm_detail::load_row<simd_arch>(Wp + k * ldw + n);
+                    const B wv = detail::load_row<simd_arch>(Wp + k * ldw + n);
                     for (index_t m = 0; m < M; ++m) s[m] = arch::fmadd<simd_arch>(B(A[m * lda + k]), wv, s[m]);
                 }
                 for (index_t m = 0; m < M; ++m)

@@ -31,7 +31,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 namespace moe::cpu {
 
 #if !defined(MOE_NO_SIMD)
-namespace gemm_detail {
+namespace detail {
 
 template <class A>
 struct Blocking {
@@ -159,26 +159,26 @@ MOE_ALWAYS_INLINE void micro_kernel_rows(index_t rows, index_t kb, const float* 
     }
 }
 
-}  // namespace gemm_detail
+}  // namespace detail
 
 /// C[M, N] += A[M, K] . W^T with the packed kernel, W of N outputs and K inputs stored either
 /// way (WeightMatrix::layout); `pack` must hold KC x NC floats (packed_gemm_workspace()).
 /// Single-threaded.
 template <class W>
 inline void packed_gemm(index_t M, const float* A, index_t lda, WeightMatrix<W> w, float* C, index_t ldc, float* pack) {
-    using Bk = gemm_detail::Blocking<simd_arch>;
+    using Bk = detail::Blocking<simd_arch>;
     constexpr index_t MR = Bk::MR, NR = Bk::NR;
     const index_t N = w.out, K = w.in;
     for (index_t n0 = 0; n0 < N; n0 += Bk::NC) {
         const index_t nb = std::min(Bk::NC, N - n0);
         for (index_t k0 = 0; k0 < K; k0 += Bk::KC) {
             const index_t kb = std::min(Bk::KC, K - k0);
-            if (w.layout == WeightLayout::out_in) gemm_detail::pack_w<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
-            else gemm_detail::pack_w_in_out<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
+            if (w.layout == WeightLayout::out_in) detail::pack_w<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
+            else detail::pack_w_in_out<simd_arch>(w.data, w.ld, n0, nb, k0, kb, pack);
             for (index_t m0 = 0; m0 < M; m0 += MR) {
                 const index_t rows = std::min(MR, M - m0);
                 for (index_t p = 0; p < nb; p += NR)
-                    gemm_detail::micro_kernel_rows<simd_arch>(rows, kb, A + m0 * lda + k0, lda, pack + (p / NR) * kb * NR,
+                    detail::micro_kernel_rows<simd_arch>(rows, kb, A + m0 * lda + k0, lda, pack + (p / NR) * kb * NR,
                                                               C + m0 * ldc + n0 + p, ldc, std::min(NR, nb - p));
             }
         }
@@ -194,7 +194,7 @@ inline void packed_gemm(index_t M, index_t N, index_t K, const float* A, index_t
 
 /// Floats of packing space packed_gemm needs.
 constexpr std::size_t packed_gemm_workspace() {
-    using Bk = gemm_detail::Blocking<simd_arch>;
+    using Bk = detail::Blocking<simd_arch>;
     return static_cast<std::size_t>(Bk::KC * (Bk::NC + Bk::NR));
 }
 #endif

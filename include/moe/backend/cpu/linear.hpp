@@ -154,7 +154,7 @@ public:
     /// Matrices held: 1 for one Linear, E for a stack of experts (0 when default-constructed).
     index_t count() const noexcept { return static_cast<index_t>(weight_.size()); }
     /// The same count, for stacks of experts.
-    index_t experts() const noexcept { return count(); }
+    index_t num_experts() const noexcept { return count(); }
     index_t out_features() const noexcept { return out_; }
     index_t in_features() const noexcept { return in_; }
     bool has_bias() const noexcept { return !bias_.empty(); }
