@@ -637,8 +637,12 @@ public:
         std::vector<std::byte> out;
         out.reserve(8 + l.header.size() + static_cast<std::size_t>(l.data_size));
         emit(l, [&](const void* p, std::size_t n) {
-            const auto* b = static_cast<const std::byte*>(p);
-            out.insert(out.end(), b, b + n);
+            if (n == 0) return;
+            // resize + memcpy, not insert: GCC 12 reports a false -Wstringop-overflow on the
+            // inlined vector::insert of a byte range here.
+            const std::size_t at = out.size();
+            out.resize(at + n);
+            std::memcpy(out.data() + at, p, n);
         });
         return out;
     }
