@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moe/moe.hpp"
+#include "random_inputs.hpp"
 #include "vision/vision.hpp"
 
 namespace moe_test_linear {  // this file's names (unity builds merge test files)
@@ -18,13 +19,7 @@ using namespace moe;
 
 namespace {
 
-std::vector<float> randn(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 
 // y [M, N] = x [M, K] w^T + b in double, w given [N, K] row-major.
 std::vector<double> reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
