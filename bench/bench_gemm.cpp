@@ -11,8 +11,13 @@
 //                                          [in, out]) or Eigen's general_matrix_matrix_product
 //                                          (engine "eigen", fp32 only), the engines cpu::linear
 //                                          chooses from
+//   gemm/bf16dot/<kernel>/<layout>/<packed_once|packed_per_call>/M:/K:/N:
+//                                          the Bf16DotMath GEMM as cpu::linear_bf16 runs it
+//                                          (A rounded to bf16, then vdpbf16ps or the FMA kernel;
+//                                          weights packed on every call or once ahead)
 // Shapes: the FFN GEMMs of the 1B folded RingMoE at 224 px, one image: stage 0 (3136 tokens,
-// C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336).
+// C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336);
+// the MoE layer's expert GEMMs (128 rows, 768 <-> 3072) and ViT-B/16's (197 rows).
 // Counter GFLOP/s = 2 M K N per call (or the FMAs of the peak loops); compare with peak/*.
 #include <benchmark/benchmark.h>
 
@@ -76,6 +81,10 @@ struct Shape {
     index_t M, K, N;
 };
 constexpr Shape kShapes[] = {{3136, 448, 1792}, {196, 1792, 7168}, {49, 3584, 14336}};
+// The MoE layer's experts (T = 512, k = 2, E = 8: 128 rows each, d 768, ffn 3072) and ViT-B/16's
+// MLP and qkv at 224 px (197 tokens).
+constexpr Shape kLayerShapes[] = {{128, 768, 3072}, {128, 3072, 768}, {197, 768, 3072}, {197, 3072, 768},
+                                  {197, 768, 2304}};
 
 template <class W>
 std::vector<W> random_weights(index_t n, std::mt19937& g) {
@@ -108,6 +117,29 @@ void BM_packed(benchmark::State& st, Shape s, moe::WeightLayout layout) {
 }
 #endif
 
+/// The Bf16DotMath GEMM as a Linear runs it: A rounded to bf16 pairs, then the micro-kernel
+/// (vdpbf16ps or FMA), weights packed per call or once ahead.
+template <class Kernel>
+void BM_bf16dot(benchmark::State& st, Shape s, moe::WeightLayout layout, bool prepacked) {
+    std::mt19937 g(7);
+    const auto A = random_weights<float>(s.M * s.K, g);
+    const auto w = random_weights<moe::bf16>(s.N * s.K, g);
+    std::vector<float> C(static_cast<std::size_t>(s.M * s.N), 0.0f);
+    const moe::WeightMatrix<moe::bf16> wm(w.data(), s.N, s.K, layout == moe::WeightLayout::out_in ? s.K : s.N,
+                                          layout);
+    const moe::cpu::PackedBf16 packed = prepacked ? moe::cpu::PackedBf16(wm) : moe::cpu::PackedBf16();
+    const moe::cpu::Bf16PanelsView view = packed.view();
+    moe::cpu::GemmWorkspace ws;
+    for (auto _ : st) {
+        moe::cpu::linear_bf16<Kernel>(moe::ConstMatrixRef<float>(A.data(), s.M, s.K, s.K), wm,
+                                      prepacked ? &view : nullptr, nullptr,
+                                      moe::MatrixRef<float>(C.data(), s.M, s.N, s.N), true, ws);
+        benchmark::DoNotOptimize(C.data());
+        benchmark::ClobberMemory();
+    }
+    set_flops(st, s);
+}
+
 template <moe::WeightLayout L>
 void BM_eigen(benchmark::State& st, Shape s) {
     std::mt19937 g(7);
@@ -127,8 +159,40 @@ std::string shape_name(Shape s) {
     return "/M:" + std::to_string(s.M) + "/K:" + std::to_string(s.K) + "/N:" + std::to_string(s.N);
 }
 
+void register_bf16dot(Shape s) {
+    for (const auto layout : {moe::WeightLayout::out_in, moe::WeightLayout::in_out})
+        for (const bool pre : {false, true}) {
+            const std::string tail = std::string(layout == moe::WeightLayout::out_in ? "/out_in" : "/in_out") +
+                                     (pre ? "/packed_once" : "/packed_per_call") + shape_name(s);
+            if constexpr (moe::cpu::kHasBf16Dot)
+                benchmark::RegisterBenchmark(("gemm/bf16dot/vdpbf16ps" + tail).c_str(),
+                                             [s, layout, pre](benchmark::State& st) {
+                                                 BM_bf16dot<moe::cpu::Bf16DotKernel>(st, s, layout, pre);
+                                             })
+                    ->UseRealTime();
+            if (pre && layout == moe::WeightLayout::out_in)
+                benchmark::RegisterBenchmark(("gemm/bf16dot/fma" + tail).c_str(),
+                                             [s, layout, pre](benchmark::State& st) {
+                                                 BM_bf16dot<moe::cpu::Bf16FmaKernel>(st, s, layout, pre);
+                                             })
+                    ->UseRealTime();
+        }
+}
+
 const int registered = [] {
+    for (const Shape s : kLayerShapes) {
+        register_bf16dot(s);
+#if !defined(MOE_NO_SIMD)
+        benchmark::RegisterBenchmark(("gemm/packed/w:f32/out_in" + shape_name(s)).c_str(),
+                                     [s](benchmark::State& st) { BM_packed<float>(st, s, moe::WeightLayout::out_in); })
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(("gemm/packed/w:bf16/out_in" + shape_name(s)).c_str(),
+                                     [s](benchmark::State& st) { BM_packed<moe::bf16>(st, s, moe::WeightLayout::out_in); })
+            ->UseRealTime();
+#endif
+    }
     for (const Shape s : kShapes) {
+        register_bf16dot(s);
 #if !defined(MOE_NO_SIMD)
         for (const auto layout : {moe::WeightLayout::out_in, moe::WeightLayout::in_out}) {
             const std::string lay = layout == moe::WeightLayout::out_in ? "/out_in" : "/in_out";

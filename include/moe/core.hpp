@@ -5,4 +5,5 @@
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/plan.hpp"
+#include "moe/core/precision.hpp"
 #include "moe/core/tensor.hpp"

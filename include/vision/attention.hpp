@@ -19,6 +19,7 @@
 // on the thread count.
 #pragma once
 
+#include "moe/core/precision.hpp"
 #include "moe/core/simd_diagnostics.hpp"
 MOE_SIMD_DIAGNOSTICS_PUSH
 
@@ -129,7 +130,7 @@ inline void attend_head(const float* q, const float* k, const float* v, index_t 
 }  // namespace kernel
 
 /// Multi-head self-attention with a fused (or split) qkv projection and an output projection.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class Attention {
 public:
     Attention() = default;

@@ -14,6 +14,7 @@
 
 #include <utility>
 
+#include "moe/core/precision.hpp"
 #include "vision/attention.hpp"
 #include "vision/common.hpp"
 
@@ -59,7 +60,7 @@ inline Tensor layer_scale(Tensor g, index_t C, std::string_view what) {
 }  // namespace detail
 
 /// A ViT-style block: global attention over each image's `tokens` rows, then the FFN slot.
-template <class Ffn, WeightType W = float>
+template <class Ffn, WeightPolicy W = float>
 class Block {
 public:
     using ffn_type = Ffn;

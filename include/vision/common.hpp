@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/norm.hpp"
@@ -59,7 +60,7 @@ inline index_t size_of(const Tensor& t) noexcept { return empty(t) ? 0 : t.numel
 /// fp32 accumulation), b fp32 or absent: the library's one weight holder (cpu::Linear, one
 /// matrix). A weight tensor of dtype W is kept as given: a borrowed tensor (Tensor::borrow of an
 /// mmapped file) is read in place, never copied; other dtypes are converted once.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using Linear = cpu::Linear<W>;
 
 /// LayerNorm over the last axis with affine gamma/beta (fp32). Copies share the (read-only)

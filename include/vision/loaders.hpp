@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/safetensors.hpp"
 #include "vision/swin.hpp"
@@ -44,7 +45,7 @@ using io::SafetensorsFile;
 
 /// Linear "<module><wsuffix>" [out, in] (+ "<module><bsuffix>" [out] when `bias`), borrowed
 /// from the file's mapping (Linear converts a weight of another dtype than W once).
-template <WeightType W>
+template <WeightPolicy W>
 Linear<W> load_linear(const SafetensorsFile& f, const std::string& module, index_t out, index_t in, bool bias,
                       const char* wsuffix = "weight", const char* bsuffix = "bias") {
     const std::string wn = module + wsuffix;
@@ -59,7 +60,7 @@ inline LayerNorm load_layer_norm(const SafetensorsFile& f, const std::string& mo
 }
 
 /// A conv patch embedding "<module>weight" [C, Cin, p, p] + bias, as a Linear over unfolded patches.
-template <WeightType W>
+template <WeightPolicy W>
 Linear<W> load_conv_patch(const SafetensorsFile& f, const std::string& module, index_t C, index_t cin, index_t p) {
     Tensor w = io::borrow(f, module + "weight", {C, cin, p, p});
     w.reshape({C, cin * p * p});
@@ -91,7 +92,7 @@ inline Tensor vstack(const std::vector<Tensor>& parts) {
     return out;
 }
 
-template <Activation Act, WeightType W>
+template <Activation Act, WeightPolicy W>
 Mlp<Act, W> timm_mlp(const SafetensorsFile& f, const std::string& m, index_t C, index_t F) {
     return Mlp<Act, W>(load_linear<W>(f, m + "fc1.", F, C, true), load_linear<W>(f, m + "fc2.", C, F, true), m);
 }
@@ -99,7 +100,7 @@ Mlp<Act, W> timm_mlp(const SafetensorsFile& f, const std::string& m, index_t C, 
 }  // namespace detail
 
 /// timm VisionTransformer (erf GELU) under `prefix` ("" for a timm state_dict).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 DenseVit<W> load_timm_vit(const SafetensorsFile& f, std::string prefix = "", VitConfig cfg = VitConfig::timm_vit_b16()) {
     using namespace detail;
     prefix = pre(std::move(prefix));
@@ -130,7 +131,7 @@ DenseVit<W> load_timm_vit(const SafetensorsFile& f, std::string prefix = "", Vit
 
 /// EVA ViT-g as LAVIS names it (lavis/models/eva_vit.py): fused qkv without bias, q_bias and
 /// v_bias, no final norm.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 DenseVit<W> load_eva_vit(const SafetensorsFile& f, std::string prefix = "visual_encoder.",
                          VitConfig cfg = VitConfig::eva_vit_g14()) {
     using namespace detail;
@@ -166,7 +167,7 @@ DenseVit<W> load_eva_vit(const SafetensorsFile& f, std::string prefix = "visual_
 }
 
 /// Hugging Face SiglipVisionModel's vision_model (separate q/k/v/out projections, fused here).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 DenseVitTanh<W> load_siglip_vision(const SafetensorsFile& f, std::string prefix = "vision_model.",
                                    VitConfig cfg = VitConfig::siglip_so400m14()) {
     using namespace detail;

@@ -6,13 +6,14 @@
 // MoELayer or a HierarchicalMoE fits the same slot.
 #pragma once
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/expert/dense_ffn.hpp"
 #include "vision/common.hpp"
 
 namespace moe::vision {
 
-template <Activation Act = Gelu, WeightType W = float>
+template <Activation Act = Gelu, WeightPolicy W = float>
 using Mlp = DenseFfn<Act, W>;
 
 }  // namespace moe::vision

@@ -16,11 +16,12 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "vision/common.hpp"
 
 namespace moe::vision {
 
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class PatchEmbed {
 public:
     PatchEmbed() = default;

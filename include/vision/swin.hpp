@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "vision/attention.hpp"
 #include "vision/block.hpp"
 #include "vision/mlp.hpp"
@@ -130,7 +131,7 @@ inline Tensor shifted_window_mask(index_t R, index_t w, index_t s) {
 }
 
 /// A Swin block at a fixed resolution R x R, window w, shift s.
-template <class Ffn, WeightType W = float>
+template <class Ffn, WeightPolicy W = float>
 class SwinBlock {
 public:
     using ffn_type = Ffn;
@@ -262,7 +263,7 @@ private:
 };
 
 /// Swin patch merging: [B * R * R, C] -> [B * (R/2) * (R/2), 2C].
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class PatchMerging {
 public:
     PatchMerging() = default;
@@ -329,7 +330,7 @@ struct SwinForward {
     const float* mask_token = nullptr;
 };
 
-template <class Ffn, WeightType W = float>
+template <class Ffn, WeightPolicy W = float>
 class SwinEncoder {
 public:
     using block_type = SwinBlock<Ffn, W>;

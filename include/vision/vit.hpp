@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "vision/block.hpp"
 #include "vision/mlp.hpp"
 #include "vision/patch_embed.hpp"
@@ -104,7 +105,7 @@ struct VitForward {
     std::span<const ModalityChunk> image_chunks;    ///< modality of each image range (modality-routed FFNs)
 };
 
-template <class Ffn, WeightType W = float>
+template <class Ffn, WeightPolicy W = float>
 class Vit {
 public:
     using block_type = Block<Ffn, W>;
@@ -205,9 +206,9 @@ private:
 };
 
 /// A dense ViT with erf GELU (timm ViT, EVA) or tanh GELU (SigLIP).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using DenseVit = Vit<Mlp<Gelu, W>, W>;
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using DenseVitTanh = Vit<Mlp<GeluTanh, W>, W>;
 
 }  // namespace moe::vision

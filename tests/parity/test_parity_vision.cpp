@@ -7,6 +7,9 @@
 //   bf16 weights (rounded once at load) vs. the fp32 reference     <= 2e-2 (not a parity claim:
 //                                                                  checks the bf16 path runs the same model)
 //   2 threads vs. 1 thread                                         bit-identical
+//   bf16_dot policy vs. PyTorch's bf16 module (module.to(bfloat16))  <= 2e-2 (measured 6.4e-3; the
+//                                                                  module also rounds every
+//                                                                  intermediate to bf16)
 // The Swin MoE fixture's input was drawn so that every routing decision has a top-1/top-2
 // logit gap > 1e-3: routing is then independent of summation order, and capacity overflow
 // (dropped tokens) happens in every block (metadata dropped_per_block).
@@ -133,6 +136,13 @@ TEST_CASE("vision parity: timm ViT (layer scale, CLS, resized position grid)", "
 
     auto vb = vis::load_timm_vit<moe::bf16>(f, "", cfg);
     check_rel("timm vit bf16 weights", vb.forward(f.get("__images__")), f.get("__output__"), 2e-2);
+
+    auto vd = vis::load_timm_vit<moe::bf16_dot>(f, "", cfg);
+    const Tensor yd = vd.forward(f.get("__images__"));
+    check_rel("timm vit bf16_dot vs torch bf16", yd, f.get("__output_bf16_module__"), 2e-2);
+    check_rel("timm vit bf16_dot vs fp32", yd, f.get("__output__"), 2e-2);
+    vd.set_exec(moe::Exec(2));
+    CHECK(bit_equal(vd.forward(f.get("__images__")), yd));
 }
 
 TEST_CASE("vision parity: EVA ViT (LAVIS names, q_bias / v_bias)", "[parity][vision]") {

@@ -27,6 +27,7 @@ and the reference outputs:
                         logit gap > 1e-3; metadata lists the dropped tokens per block
 """
 
+import copy
 import math
 
 import torch
@@ -59,8 +60,11 @@ def case_timm(w):
     with torch.no_grad():
         y = m(images, hidden)
         y48 = m(images48)
+        # PyTorch's bf16 module (the Hugging Face way: module.to(torch.bfloat16), bf16 input).
+        yb = copy.deepcopy(m).to(torch.bfloat16)(images.to(torch.bfloat16)).float()
     extra = {"__images__": images, "__output__": y.reshape(-1, 64).contiguous(), "__images_48__": images48,
-             "__output_48__": y48.reshape(-1, 64).contiguous()}
+             "__output_48__": y48.reshape(-1, 64).contiguous(),
+             "__output_bf16_module__": yb.reshape(-1, 64).contiguous()}
     for i, h in enumerate(hidden):
         extra["__hidden_%d__" % i] = h.reshape(-1, 64).contiguous()
     w.write("vision_timm_vit", state_dict_tensors(m), extra,

@@ -44,6 +44,7 @@ with the next seed. A near-tie would make the chosen experts depend on summation
 """
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -156,6 +157,17 @@ class Writer:
 # cases
 
 
+class Fp32Gate(torch.nn.Module):
+    """A router gate that stays fp32 inside a bf16 module (fp32 logits from a bf16 input)."""
+
+    def __init__(self, gate):
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, x):
+        return self.gate(x.float())
+
+
 def case_mixtral(w, name, weights_dtype, seed, T=64, d=64, F_=128, E=8, k=2):
     torch.manual_seed(seed)
     cfg = mixtral.MixtralConfig(hidden_size=d, intermediate_size=F_, num_local_experts=E, num_experts_per_tok=k)
@@ -184,6 +196,18 @@ def case_mixtral(w, name, weights_dtype, seed, T=64, d=64, F_=128, E=8, k=2):
         "__aux_loss__": hf_load_balancing_loss(logits, E, k).reshape(()),
         "__z_loss__": router_z_loss(logits).reshape(()),
     }
+    if weights_dtype == torch.bfloat16:
+        # PyTorch's bf16 module (the Hugging Face way: module.to(torch.bfloat16), bf16 input)
+        # with its router gate kept in fp32 (as moe's Bf16DotMath keeps routers, and Switch
+        # Transformer's selective precision does), on the input rounded to bf16.
+        xb = x.to(torch.bfloat16).float()
+        with torch.no_grad():
+            assert softmax_topk_margin(block.gate(xb), k) > MARGIN, "near-tie on the bf16 input"
+            bb = copy.deepcopy(block).to(torch.bfloat16)
+            bb.gate = Fp32Gate(block.gate)
+            yb, _ = bb(xb.to(torch.bfloat16))
+        extra["__input_bf16__"] = xb
+        extra["__output_bf16_module__"] = yb.float()
     meta = dict(reference="mixtral", upstream="transformers MixtralSparseMoeBlock", prefix=prefix, k=k,
                 num_experts=E, hidden_size=d, intermediate_size=F_, tokens=T, seed=seed, input_seed=used_seed,
                 weights_dtype=("bf16" if weights_dtype == torch.bfloat16 else "f32"), sorted_topk=True)

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/simd.hpp"
@@ -27,7 +28,7 @@
 
 namespace moe {
 
-template <Activation Act, WeightType W = float>
+template <Activation Act, WeightPolicy W = float>
 class DenseFfn {
 public:
     using activation = Act;

@@ -13,6 +13,7 @@
 #include <span>
 #include <utility>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/expert/grouped.hpp"
@@ -21,7 +22,7 @@
 
 namespace moe {
 
-template <Activation Act, WeightType W = float>
+template <Activation Act, WeightPolicy W = float>
 class MlpExperts {
 public:
     using activation = Act;
@@ -74,7 +75,7 @@ private:
     GroupedWorkspace ws_;
 };
 
-template <Activation Act, WeightType W = float>
+template <Activation Act, WeightPolicy W = float>
 class GluExperts {
 public:
     using activation = Act;

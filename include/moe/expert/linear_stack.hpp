@@ -6,12 +6,13 @@
 // experts.{i}.w1.weight); weights are read in place when their dtype is W, else converted once.
 #pragma once
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/linear.hpp"
 #include "moe/core/dtype.hpp"
 
 namespace moe {
 
-template <WeightType W>
+template <WeightPolicy W>
 using LinearStack = cpu::Linear<W>;
 
 }  // namespace moe

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
@@ -49,19 +50,19 @@ namespace moe::hf {
 using io::SafetensorsFile;
 
 /// Mixtral: softmax top-k router, SiLU-GLU experts (w1 = gate, w3 = up, w2 = down).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using MixtralMoE = MoELayer<TopKRouter<SoftmaxScores>, GluExperts<Silu, W>>;
 /// Switch Transformer: top-1 with capacity, ReLU MLP experts without bias.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using SwitchMoE = MoELayer<TopKRouter<SoftmaxScores>, MlpExperts<Relu, W>>;
 /// DeepSeek-V3: sigmoid group-limited router, SiLU-GLU experts, one SiLU-GLU shared MLP.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using DeepSeekV3MoE = MoELayer<TopKRouter<SigmoidScores>, GluExperts<Silu, W>, SharedExperts<GluExperts<Silu, W>>>;
 /// Qwen2-MoE: softmax top-k router, SiLU-GLU experts, one gated SiLU-GLU shared expert.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using Qwen2MoE = MoELayer<TopKRouter<SoftmaxScores>, GluExperts<Silu, W>, SharedExperts<GluExperts<Silu, W>>>;
 /// RS-MoE token MoE: softmax top-k router, GELU MLP experts with biases, always-on shared experts.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using RsMoeTokenMoE = MoELayer<TopKRouter<SoftmaxScores>, MlpExperts<Gelu, W>, SharedExperts<MlpExperts<Gelu, W>>>;
 
 /// DeepSeek-V3 routing configuration (config.json: num_experts_per_tok, n_group, topk_group,
@@ -77,7 +78,7 @@ struct DeepSeekV3Config {
 /// Mixtral's MixtralSparseMoeBlock under `prefix` (e.g. "model.layers.0.block_sparse_moe."):
 /// gate.weight [E, d]; experts.{i}.w1.weight [F, d] (gate), w3.weight [F, d] (up),
 /// w2.weight [d, F] (down). Softmax (fp32) -> top-k -> renormalised.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 MixtralMoE<W> load_mixtral_block(const SafetensorsFile& file, std::string prefix, index_t k = 2) {
     prefix = io::module_prefix(std::move(prefix));
     const std::string stem = prefix + "experts.";
@@ -94,7 +95,7 @@ MixtralMoE<W> load_mixtral_block(const SafetensorsFile& file, std::string prefix
 /// Top-1, weight = router probability, capacity ceil(T * capacity_factor / E) in token order
 /// (0: no limit). Dropped tokens get a zero output (Mesh-TF / GShard; HF instead passes them
 /// through scaled by their probability).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 SwitchMoE<W> load_switch_mlp(const SafetensorsFile& file, std::string prefix, double capacity_factor) {
     prefix = io::module_prefix(std::move(prefix));
     const std::string stem = prefix + "experts.expert_";
@@ -114,7 +115,7 @@ SwitchMoE<W> load_switch_mlp(const SafetensorsFile& file, std::string prefix, do
 /// Sigmoid scores, bias for the choice only, n_group groups scored by their two best biased
 /// scores, topk_group kept, the others' experts scored 0.0 (as transformers masks), top-k,
 /// weights = unbiased scores / (sum + 1e-20) if norm_topk_prob, times routed_scaling_factor.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 DeepSeekV3MoE<W> load_deepseek_v3_moe(const SafetensorsFile& file, std::string prefix,
                                       const DeepSeekV3Config& config = {}) {
     prefix = io::module_prefix(std::move(prefix));
@@ -141,7 +142,7 @@ DeepSeekV3MoE<W> load_deepseek_v3_moe(const SafetensorsFile& file, std::string p
 /// gate.weight [E, d]; experts.{i}.{gate,up,down}_proj.weight; shared_expert.{gate,up,down}_proj.weight;
 /// shared_expert_gate.weight [1, d]. Softmax (fp32) -> top-k (renormalised iff norm_topk_prob,
 /// false for Qwen1.5-MoE / Qwen2-MoE); y = routed + sigmoid(x . g) * shared_expert(x).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 Qwen2MoE<W> load_qwen2_moe(const SafetensorsFile& file, std::string prefix, index_t k = 4,
                            bool norm_topk_prob = false) {
     prefix = io::module_prefix(std::move(prefix));
@@ -160,7 +161,7 @@ Qwen2MoE<W> load_qwen2_moe(const SafetensorsFile& file, std::string prefix, inde
 /// gate.weight [E, d] (+ gate.bias [E] if present); experts.{i}.fc1.{weight,bias} [F, d], [F];
 /// experts.{i}.fc2.{weight,bias} [d, F], [d]; shared_experts.{j}.fc1/fc2 likewise (at least one).
 /// Softmax (fp32) -> top-k -> renormalised; GELU (erf); y = routed + sum of the shared experts.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 RsMoeTokenMoE<W> load_rs_moe_token(const SafetensorsFile& file, std::string prefix, index_t k = 2) {
     prefix = io::module_prefix(std::move(prefix));
     const std::string stem = prefix + "experts.", sstem = prefix + "shared_experts.";

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/tensor.hpp"
@@ -45,7 +46,7 @@ inline Gate gate(const SafetensorsFile& f, const std::string& weight_name, index
 }
 
 /// E linear maps named name(i) (each [out, in]) and, if bias(i) is non-empty, their biases [out].
-template <WeightType W, class NameFn, class BiasFn>
+template <WeightPolicy W, class NameFn, class BiasFn>
 LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, index_t in, NameFn name, BiasFn bias,
                             const std::string& what) {
     std::vector<TensorView> ws, bs;
@@ -58,7 +59,7 @@ LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, in
     return LinearStack<W>::from_list(ws, bs, f.keep_alive(), what);
 }
 
-template <WeightType W>
+template <WeightPolicy W>
 LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, index_t in,
                             const std::string& stem, const std::string& suffix) {
     return linear_stack<W>(
@@ -67,7 +68,7 @@ LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, in
 }
 
 /// SiLU-GLU experts "<stem><i>.{gate,up,down}_proj.weight" (names given by the three suffixes).
-template <WeightType W>
+template <WeightPolicy W>
 GluExperts<Silu, W> glu_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d,
                                 const std::string& gate_sfx, const std::string& up_sfx, const std::string& down_sfx) {
     const index_t F = io::matrix(f, stem + "0" + gate_sfx).dim(0);
@@ -76,7 +77,7 @@ GluExperts<Silu, W> glu_experts(const SafetensorsFile& f, const std::string& ste
 }
 
 /// One SiLU-GLU MLP "<module>{gate,up,down}_proj.weight" as a one-expert set.
-template <WeightType W>
+template <WeightPolicy W>
 GluExperts<Silu, W> glu_single(const SafetensorsFile& f, const std::string& module, index_t d) {
     const std::string g = module + "gate_proj.weight", u = module + "up_proj.weight", dn = module + "down_proj.weight";
     const index_t F = io::matrix(f, g).dim(0);
@@ -89,7 +90,7 @@ GluExperts<Silu, W> glu_single(const SafetensorsFile& f, const std::string& modu
 
 /// GELU MLP experts "<stem><i>.fc1.{weight,bias}", "<stem><i>.fc2.{weight,bias}"; the biases are
 /// used when "<stem>0.fc1.bias" exists and are then required for every expert.
-template <WeightType W>
+template <WeightPolicy W>
 MlpExperts<Gelu, W> gelu_mlp_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d) {
     const index_t F = io::matrix(f, stem + "0.fc1.weight").dim(0);
     const bool b1 = f.contains(stem + "0.fc1.bias"), b2 = f.contains(stem + "0.fc2.bias");

@@ -18,6 +18,7 @@
 #include <string>
 #include <utility>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/tensor.hpp"
@@ -34,13 +35,13 @@ using io::SafetensorsFile;
 
 /// RSUniVLM's G-MoE FFN: three Qwen2MLP (SiLU-GLU, no bias) experts, one per request by the
 /// task tag of its prompt.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 using GMoEFFN = MoELayer<GranularityRouter, GluExperts<Silu, W>>;
 
 /// Qwen2GMoEDecoderLayer.mlp under `prefix` (e.g. "model.layers.3.mlp."): {g}.gate_proj.weight
 /// [I, H], {g}.up_proj.weight [I, H], {g}.down_proj.weight [H, I] for g = 0.. (the count is
 /// discovered; RSUniVLM has 3), with the released tag rule (GranularityRouter's default).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 GMoEFFN<W> load_gmoe_ffn(const SafetensorsFile& file, std::string prefix) {
     prefix = io::module_prefix(std::move(prefix));
     const index_t E = io::require_indexed(file, prefix, prefix + "0.gate_proj.weight");

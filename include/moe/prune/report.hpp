@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/layer/concepts.hpp"
@@ -214,7 +215,7 @@ index_t active_parameters(const HierarchicalMoE<M, C, S, R>& l) {
     for (int m = 0; m < l.modalities(); ++m) modal = std::max(modal, active_parameters(l.modal_group(m)));
     return l.shared().parameters() + active_parameters(l.collab_group()) + modal;
 }
-template <Activation A, WeightType W>
+template <Activation A, WeightPolicy W>
 index_t active_parameters(const DenseFfn<A, W>& l) {
     return l.parameters();
 }

@@ -47,6 +47,7 @@
 // of experts folded (RingMoE's d_ffn / N); the hidden width is the sum of the ranks.
 #pragma once
 
+#include "moe/core/precision.hpp"
 #include "moe/core/simd_diagnostics.hpp"
 MOE_SIMD_DIAGNOSTICS_PUSH
 
@@ -144,7 +145,7 @@ struct FoldOptions {
 
 /// Folds experts one at a time into the parts of one dense FFN (see the file comment); build()
 /// concatenates them into a DenseFfn<Act, W>. The calibration tokens are copied.
-template <Activation Act, WeightType W = float>
+template <Activation Act, WeightPolicy W = float>
 class FoldBuilder {
 public:
     /// d: token width; calibration [n, d] (may be empty for basis = weights).
@@ -159,7 +160,7 @@ public:
     }
 
     /// Folds expert e of `x` with rank r (1 <= r <= F) and weight c (c = 0: left out).
-    template <WeightType W2>
+    template <WeightPolicy W2>
     void add(const MlpExperts<Act, W2>& x, index_t e, index_t r, double c, std::string group = "experts") {
         const char* w = "FoldBuilder::add";
         const index_t F = x.ffn_size();
@@ -173,7 +174,7 @@ public:
             folded_.push_back(std::move(info));
             return;
         }
-        const WeightMatrix<W2> U = x.fc1().weight(e), V = x.fc2().weight(e);
+        const auto U = x.fc1().weight(e), V = x.fc2().weight(e);
         const float* a = x.fc1().bias(e);
         const float* o = x.fc2().bias(e);
         const Eigen::MatrixXd Vd = detail::to_double(V);  // [d, F]
@@ -260,11 +261,11 @@ template <class S, class A>
 struct foldable_shared : std::false_type {};
 template <class A>
 struct foldable_shared<NoSharedExperts, A> : std::true_type {};
-template <class A, WeightType W>
+template <class A, WeightPolicy W>
 struct foldable_shared<SharedExperts<MlpExperts<A, W>>, A> : std::true_type {};
 
 /// One expert the fold policy folds: its group, id, width, weight, how to add it, how to run it.
-template <Activation Act, WeightType W>
+template <Activation Act, WeightPolicy W>
 struct FoldTerm {
     std::string group;
     index_t id = 0, ffn = 0;
@@ -273,7 +274,7 @@ struct FoldTerm {
     std::function<void(ConstMatrixRef<float>, MatrixRef<float>, ExpertScratch&)> forward;
 };
 
-template <Activation Act, WeightType W, WeightType W2>
+template <Activation Act, WeightPolicy W, WeightPolicy W2>
 void push_terms(std::vector<FoldTerm<Act, W>>& terms, const MlpExperts<Act, W2>& x, const std::string& group,
                 const std::vector<double>& weights) {
     for (index_t e = 0; e < x.num_experts(); ++e)
@@ -284,7 +285,7 @@ void push_terms(std::vector<FoldTerm<Act, W>>& terms, const MlpExperts<Act, W2>&
                          }});
 }
 
-template <Activation Act, WeightType W, class S>
+template <Activation Act, WeightPolicy W, class S>
 void push_shared(std::vector<FoldTerm<Act, W>>& terms, const S& shared) {
     if constexpr (S::enabled) {
         check<ConfigError>(shared.parameters() == shared.experts().parameters(), "SvdFold",
@@ -314,7 +315,7 @@ struct SvdFold {
 
     /// One routed group of MLP experts: adds each expert as a fold term of group `name` with
     /// weight `weights[e]` (weights_of), and the group's k (TopKRouterLike; 0 otherwise) to `ks`.
-    template <Router R, Activation A, WeightType W, WeightType W2>
+    template <Router R, Activation A, WeightPolicy W, WeightPolicy W2>
     void apply_group(const RoutedGroup<R, MlpExperts<A, W2>>& group, const std::string& name,
                      const std::vector<double>& weights, std::vector<detail::FoldTerm<A, W>>& terms,
                      std::vector<std::pair<std::string, index_t>>& ks) const {
@@ -325,7 +326,7 @@ struct SvdFold {
     }
 
     /// MoELayer with MLP experts (and ungated MLP shared experts, weight 1).
-    template <Router R, Activation A, WeightType W, class S>
+    template <Router R, Activation A, WeightPolicy W, class S>
         requires detail::foldable_shared<S, A>::value
     Pruned<DenseFfn<A, W>> apply(const MoELayer<R, MlpExperts<A, W>, S>& layer, const Calibration& cal) const {
         check_settings(layer.hidden_size(), cal);
@@ -340,7 +341,7 @@ struct SvdFold {
 
     /// One-modality HierarchicalMoE (apply ExtractModality first): modal, collaborative and
     /// shared experts all fold into one FFN.
-    template <Activation A, WeightType W, WeightType W2, class S, Router R>
+    template <Activation A, WeightPolicy W, WeightPolicy W2, class S, Router R>
         requires detail::foldable_shared<S, A>::value
     Pruned<DenseFfn<A, W>> apply(const HierarchicalMoE<MlpExperts<A, W>, MlpExperts<A, W2>, S, R>& layer,
                                  const Calibration& cal) const {
@@ -381,7 +382,7 @@ private:
         return w;
     }
 
-    template <class L, Activation A, WeightType W>
+    template <class L, Activation A, WeightPolicy W>
     Pruned<DenseFfn<A, W>> fold(const L& layer, const std::vector<detail::FoldTerm<A, W>>& terms,
                                 const Calibration& cal, const std::vector<std::pair<std::string, index_t>>& ks) const {
         const index_t d = layer.hidden_size();

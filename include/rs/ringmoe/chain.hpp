@@ -55,6 +55,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
@@ -268,13 +269,13 @@ auto& block_at(Enc& enc, index_t b) {
 /// A zero FFN of width 1 over C features: holds a block's FFN slot in the dense encoder until
 /// the block is folded (its output is never calibrated on: block b's FFN inputs depend only on
 /// blocks 0..b-1 and block b's attention).
-template <Activation Act, WeightType W>
+template <Activation Act, WeightPolicy W>
 DenseFfn<Act, W> placeholder_ffn(index_t C) {
     const std::vector<float> zeros(static_cast<std::size_t>(C), 0.0f);
     return DenseFfn<Act, W>::from_values(C, 1, zeros, {}, zeros, {});
 }
 
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where) {
     check<ConfigError>(enc.modalities() == 1, where, "the encoder has ", enc.modalities(),
                        " modalities; extract one first (extract_modality)");
@@ -284,7 +285,7 @@ void require_one_modality(const RingMoeSwin<W, Act>& enc, std::string_view where
 
 /// Step 1: modality m's sub-model: ExtractModality{m} in every block, patch embedding m only
 /// (it becomes modality 0). Exact on modality m's images. `reports` receives one per block.
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 RingMoeSwin<W, Act> extract_modality(RingMoeSwin<W, Act>&& enc, int m,
                                              std::vector<PruneReport>* reports = nullptr) {
     check<ConfigError>(m >= 0 && m < enc.modalities(), "ringmoe::extract_modality", "modality ", m,
@@ -304,7 +305,7 @@ RingMoeSwin<W, Act> extract_modality(RingMoeSwin<W, Act>&& enc, int m,
 
 /// Step 2: KeepMostFrequent in every block of a one-modality encoder, counted on the block's
 /// FFN inputs from `calibration` images [N, C_in, S, S] (see CalibrationMode).
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 RingMoeSwin<W, Act> prune_collaborative(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                                 const KeepMostFrequent& policy = {},
                                                 CalibrationMode mode = CalibrationMode::progressive,
@@ -333,7 +334,7 @@ RingMoeSwin<W, Act> prune_collaborative(RingMoeSwin<W, Act>&& enc, const TensorV
 /// Step 3: every block's experts (modal, collaborative, shared) folded into one dense FFN,
 /// block (stage i, block j) by fold_for(i, j) (an SvdFold; e.g. a rank per stage), calibrated on
 /// `calibration` images (see CalibrationMode); the result is a plain dense Swin.
-template <WeightType W, Activation Act, class FoldFor>
+template <WeightPolicy W, Activation Act, class FoldFor>
     requires std::is_invocable_r_v<SvdFold, FoldFor&, index_t, index_t>
 DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                        FoldFor&& fold_for, CalibrationMode mode = CalibrationMode::progressive,
@@ -376,7 +377,7 @@ DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& cali
 }
 
 /// The same with one SvdFold for every block (rank 0: F / N per expert).
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 DenseSwin<W, Act> fold_experts(RingMoeSwin<W, Act>&& enc, const TensorView& calibration,
                                        const SvdFold& fold = {}, CalibrationMode mode = CalibrationMode::progressive,
                                        index_t batch = 8, std::vector<PruneReport>* reports = nullptr) {
@@ -529,7 +530,7 @@ struct ChainReport {
 };
 
 /// The chain's encoders (each the one reloaded from its checkpoint) and its report.
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 struct ChainResult {
     ChainReport report;
     RingMoeSwin<W, Act> single;
@@ -556,7 +557,7 @@ inline std::string ffn_summary(const CheckpointInfo& info) {
 }
 
 /// A checkpoint of `enc` on disk (dir non-empty) or in memory, opened.
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 io::SafetensorsFile write_and_open(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& info,
                                    const ChainOptions& opt, ChainStep& row) {
     auto writer = checkpoint_writer(enc, info);
@@ -611,7 +612,7 @@ auto checkpoint_step(ChainStep& row, Mem mem, const std::vector<int>& source, Lo
 /// images [N, C_in_m, S, S] of modality opt.modality (the calibration images should be like the
 /// deployment data; the evaluation images held out). Every step's checkpoint is written to
 /// opt.dir (or kept in memory) and the next step starts from the reloaded encoder.
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibration,
                               const TensorView& evaluation, const ChainOptions& opt = {}) {
     const char* w = "ringmoe::run_chain";
@@ -687,7 +688,7 @@ ChainResult<W, Act> run_chain(RingMoeSwin<W, Act> full, const TensorView& calibr
 }
 
 /// The chain on a model (rs/ringmoe/model.hpp): its encoder (heads play no part in the chain).
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 ChainResult<W, Act> run_chain(RingMoe<W, Act> model, const TensorView& calibration, const TensorView& evaluation,
                               const ChainOptions& opt = {}) {
     return run_chain(std::move(model.encoder()), calibration, evaluation, opt);

@@ -52,6 +52,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
@@ -207,11 +208,11 @@ namespace detail {
 
 template <class T>
 struct is_moe_modal : std::false_type {};
-template <Activation A, WeightType W>
+template <Activation A, WeightPolicy W>
 struct is_moe_modal<MoeModal<W, A>> : std::true_type {};
 template <class T>
 struct is_dense : std::false_type {};
-template <Activation A, WeightType W>
+template <Activation A, WeightPolicy W>
 struct is_dense<DenseFfn<A, W>> : std::true_type {};  // = vision::Mlp<A, W>
 
 inline std::string join(const std::vector<index_t>& v, char sep = ',') {
@@ -287,19 +288,19 @@ struct Meta {
 };
 
 /// W's safetensors dtype name.
-template <WeightType W>
+template <WeightPolicy W>
 std::string dtype_tag() {
-    if constexpr (std::is_same_v<W, float>) return "F32";
-    else if constexpr (std::is_same_v<W, bf16>) return "BF16";
+    if constexpr (std::is_same_v<storage_t<W>, float>) return "F32";
+    else if constexpr (std::is_same_v<storage_t<W>, bf16>) return "BF16";
     else return "F16";
 }
 
 /// The MindSpore [E, in, out] weight of a LinearStack (stored either way).
-template <WeightType W>
+template <WeightPolicy W>
 Tensor stacked_weight(const LinearStack<W>& s) {
     const index_t E = s.num_experts(), out = s.out_features(), in = s.in_features();
-    Tensor t(dtype_v<W>, Shape{E, in, out});
-    W* d = t.data<W>();
+    Tensor t(dtype_v<storage_t<W>>, Shape{E, in, out});
+    auto* d = t.data<storage_t<W>>();
     for (index_t e = 0; e < E; ++e) {
         const Tensor m = copy_as(s.weight(e), WeightLayout::in_out);
         std::memcpy(d + e * in * out, m.raw(), m.nbytes());
@@ -308,7 +309,7 @@ Tensor stacked_weight(const LinearStack<W>& s) {
 }
 
 /// Biases of a LinearStack as [1, E, 1, out] (zeros when it has none).
-template <WeightType W>
+template <WeightPolicy W>
 Tensor stacked_bias(const LinearStack<W>& s) {
     const index_t E = s.num_experts(), out = s.out_features();
     Tensor t(DType::f32, Shape{1, E, 1, out});
@@ -328,7 +329,7 @@ struct Sink {
         put(module + names::kBeta, n.beta());
     }
     /// A transpose_b=True Linear: weight [out, in].
-    template <WeightType W>
+    template <WeightPolicy W>
     void linear(const std::string& module, const vision::Linear<W>& l, bool bias = true) {
         if (l.layout() == WeightLayout::out_in) put(module + names::kWeight, l.weight_view());
         else put(module + names::kWeight, copy_as(l.weight(), WeightLayout::out_in));
@@ -347,7 +348,7 @@ struct Sink {
         put(fc2 + names::kWeight, copy_as(w2, WeightLayout::in_out));
         put(fc2 + names::kBias, tb2);
     }
-    template <Activation A, WeightType W>
+    template <Activation A, WeightPolicy W>
     void experts(const std::string& module, const MlpExperts<A, W>& x) {
         const std::string fc1 = names::mapping(module), fc2 = names::projection(module);
         put(fc1 + names::kWeight, stacked_weight(x.fc1()));
@@ -384,7 +385,7 @@ inline MoeModalConfig moe_config_of(const HierarchicalOptions& o, std::string_vi
 /// The CheckpointInfo of an encoder whose FFN slots hold RingMoE's hierarchical MoE or a dense
 /// FFN (DenseFfn, alias vision::Mlp). source_modalities: the original modality of each patch
 /// embedding (default 0, 1, ...).
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 CheckpointInfo describe(const vision::SwinEncoder<Ffn, W>& enc, std::string step = "full",
                         std::vector<int> source_modalities = {}) {
     static_assert(detail::is_moe_modal<Ffn>::value || detail::is_dense<Ffn>::value,
@@ -484,7 +485,7 @@ inline std::map<std::string, std::string> checkpoint_metadata(const CheckpointIn
 
 /// The encoder's tensors in MindSpore names, plus the metadata of `info` (which must describe
 /// it: describe(enc, ...) with any step name and prefix).
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& info) {
     const char* w = "ringmoe::checkpoint_writer";
     {
@@ -550,10 +551,10 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
                 check<ConfigError>(sh.parameters() == sh.experts().parameters(), w, mlp,
                                    ": gated shared experts have no MindSpore name");
                 const auto& x = sh.experts();
-                sink.mlp2d<W>(names::public_ffn(mlp), x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
+                sink.mlp2d<storage_t<W>>(names::public_ffn(mlp), x.fc1().weight(0), x.fc1().bias(0), x.fc2().weight(0),
                               x.fc2().bias(0));
             } else {  // DenseFfn (vision::Mlp)
-                sink.mlp2d<W>(mlp, f.fc1().weight(), f.fc1().bias(), f.fc2().weight(), f.fc2().bias());
+                sink.mlp2d<storage_t<W>>(mlp, f.fc1().weight(), f.fc1().bias(), f.fc2().weight(), f.fc2().bias());
             }
         }
         if (st.downsample) {
@@ -567,12 +568,12 @@ io::SafetensorsWriter checkpoint_writer(const vision::SwinEncoder<Ffn, W>& enc, 
 }
 
 /// Writes the encoder to `path` (atomically) with the metadata of `info`.
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 void save_encoder(const vision::SwinEncoder<Ffn, W>& enc, const std::filesystem::path& path, const CheckpointInfo& info) {
     checkpoint_writer(enc, info).write(path);
 }
 /// The same with describe(enc, step).
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 CheckpointInfo save_encoder(const vision::SwinEncoder<Ffn, W>& enc, const std::filesystem::path& path,
                             std::string step = "full", std::vector<int> source_modalities = {}) {
     CheckpointInfo info = describe(enc, std::move(step), std::move(source_modalities));
@@ -636,7 +637,7 @@ inline CheckpointInfo read_checkpoint_info(const io::SafetensorsFile& f) {
 }
 
 namespace detail {
-template <class Ffn, WeightType W>
+template <class Ffn, WeightPolicy W>
 void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& info, const std::string& file) {
     const CheckpointInfo got = describe(enc, info.step, info.source_modalities);
     for (std::size_t b = 0; b < got.blocks.size(); ++b)
@@ -653,7 +654,7 @@ void check_loaded(const vision::SwinEncoder<Ffn, W>& enc, const CheckpointInfo& 
 
 /// The hierarchical-MoE encoder of a checkpoint written by save_encoder: configuration and
 /// routing options from the metadata, expert counts from the tensors (checked against it).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::moe, f.path(), "the checkpoint holds dense FFNs (step '", info.step,
@@ -666,7 +667,7 @@ RingMoeSwin<W, Act> load_moe_encoder(const io::SafetensorsFile& f) {
 /// The dense encoder of a checkpoint written by save_encoder. Unlike
 /// load_ringmoe_swin_dense (F = mlp_ratio * C), every block's FFN width comes from its
 /// mapping.weight [C, F] (an SVD fold gives sum-of-ranks widths) and is checked against the metadata.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
     const CheckpointInfo info = read_checkpoint_info(f);
     check<FormatError>(info.ffn == FfnKind::dense, f.path(), "the checkpoint holds MoE FFN slots (step '", info.step,
@@ -687,11 +688,11 @@ DenseSwin<W, Act> load_dense_encoder(const io::SafetensorsFile& f) {
 }
 
 /// Opens `path` and loads it (load_moe_encoder / load_dense_encoder).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 RingMoeSwin<W, Act> load_moe_encoder(const std::filesystem::path& path) {
     return load_moe_encoder<W, Act>(io::SafetensorsFile::open(path));
 }
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 DenseSwin<W, Act> load_dense_encoder(const std::filesystem::path& path) {
     return load_dense_encoder<W, Act>(io::SafetensorsFile::open(path));
 }

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/checkpoint.hpp"
@@ -45,7 +46,7 @@ using io::SafetensorsFile;
 
 /// A dense MindSpore MLP (expert_num 1) "<m>mapping.weight" [C, F], "<m>projection.weight"
 /// [F, C] ([in, out], read in that layout) with biases [F], [C].
-template <Activation Act, WeightType W>
+template <Activation Act, WeightPolicy W>
 vision::Mlp<Act, W> load_mindspore_mlp(const SafetensorsFile& f, const std::string& m, index_t C, index_t F) {
     using vision::Linear;
     const std::string fc1 = names::mapping(m), fc2 = names::projection(m);
@@ -57,7 +58,7 @@ vision::Mlp<Act, W> load_mindspore_mlp(const SafetensorsFile& f, const std::stri
 
 /// A Swin encoder in RingMoE's MindSpore names with the FFN of each block from
 /// `ffn(file, "<block prefix>mlp.", C, F)`.
-template <class Ffn, WeightType W, class FfnLoader>
+template <class Ffn, WeightPolicy W, class FfnLoader>
 vision::SwinEncoder<Ffn, W> load_swin(const SafetensorsFile& f, std::string prefix, vision::SwinConfig cfg,
                                       FfnLoader&& ffn) {
     using vision::load_conv_patch, vision::load_layer_norm, vision::load_linear;
@@ -128,13 +129,13 @@ vision::SwinEncoder<Ffn, W> load_swin(const SafetensorsFile& f, std::string pref
 }
 
 /// RingMoE's encoder with the hierarchical MoE (Moe_modal) in every block.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using RingMoeSwin = vision::SwinEncoder<MoeModal<W, Act>, W>;
 /// The dense ("Swin-1B") encoder: one MLP per block.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using DenseSwin = vision::SwinEncoder<vision::Mlp<Act, W>, W>;
 
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 RingMoeSwin<W, Act> load_ringmoe_swin(const SafetensorsFile& f, std::string prefix = names::kEncoder,
                                       vision::SwinConfig cfg = swin_config(),
                                       const MoeModalConfig& moe_cfg = {}) {
@@ -148,7 +149,7 @@ RingMoeSwin<W, Act> load_ringmoe_swin(const SafetensorsFile& f, std::string pref
         });
 }
 
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 DenseSwin<W, Act> load_ringmoe_swin_dense(const SafetensorsFile& f, std::string prefix = names::kEncoder,
                                           vision::SwinConfig cfg = swin_config()) {
     return load_swin<vision::Mlp<Act, W>, W>(

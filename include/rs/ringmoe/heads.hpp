@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "vision/common.hpp"
@@ -78,7 +79,7 @@ inline Tensor upsample_bilinear(const TensorView& x, index_t S, index_t Sw = 0) 
 }
 
 /// Mean-pooled features -> Linear -> logits.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class ClassificationHead {
 public:
     ClassificationHead() = default;
@@ -120,7 +121,7 @@ private:
 };
 
 /// Per-token Linear on one stage's features -> bilinear upsampling to the input pixel grid.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class SegmentationHead {
 public:
     SegmentationHead() = default;

@@ -35,6 +35,7 @@
 #include <variant>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/concepts.hpp"
 #include "rs/ringmoe/config.hpp"
@@ -48,10 +49,10 @@
 namespace moe::rs::ringmoe {
 
 /// The hierarchical MoE of every block (MoeModal, moe_modal.hpp: modal + collaborative + shared).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using MoeFfn = MoeModal<W, Act>;
 /// The dense FFN of the folded model.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using DenseMlp = vision::Mlp<Act, W>;
 
 /// moe_config of the hierarchical layer for `cfg`.
@@ -101,7 +102,7 @@ struct RingMoeOutput {
     index_t batch = 0;    ///< images in the call
 };
 
-template <class Ffn, WeightType W = float>
+template <class Ffn, WeightPolicy W = float>
 class RingMoeModel {
 public:
     using ffn_type = Ffn;
@@ -288,19 +289,19 @@ private:
 };
 
 /// RingMoE with the hierarchical MoE in every block (full, single-modality, pruned).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using RingMoe = RingMoeModel<MoeFfn<W, Act>, W>;
 /// The folded model: one dense MLP per block.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using RingMoeDense = RingMoeModel<DenseMlp<W, Act>, W>;
 /// Either, as load_ringmoe returns it.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using AnyRingMoe = std::variant<RingMoe<W, Act>, RingMoeDense<W, Act>>;
 
 namespace detail {
 
 /// The heads `cfg` asks for, from "head.*" and "seg_head.*".
-template <WeightType W>
+template <WeightPolicy W>
 std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W>>> load_heads(
     const io::SafetensorsFile& f, const RingMoeConfig& cfg) {
     std::optional<ClassificationHead<W>> cls;
@@ -320,7 +321,7 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
 }  // namespace detail
 
 /// The MoE model `cfg` describes (cfg.ffn == moe) from `file`.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
     const std::string w = "rs::ringmoe::load_ringmoe_moe (" + cfg.name + ")";
     cfg.validate(w);
@@ -331,7 +332,7 @@ RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeC
 }
 
 /// The dense (folded) model `cfg` describes (cfg.ffn == dense) from `file`.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
     const std::string w = "rs::ringmoe::load_ringmoe_dense (" + cfg.name + ")";
     cfg.validate(w);
@@ -342,12 +343,12 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
 }
 
 /// The model `cfg` describes, MoE or dense.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 AnyRingMoe<W, Act> load_ringmoe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
     if (cfg.ffn == FfnKind::dense) return load_ringmoe_dense<W, Act>(file, cfg);
     return load_ringmoe_moe<W, Act>(file, cfg);
 }
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 AnyRingMoe<W, Act> load_ringmoe(const std::filesystem::path& path, const RingMoeConfig& cfg) {
     return load_ringmoe<W, Act>(io::SafetensorsFile::open(path), cfg);
 }

@@ -55,6 +55,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
@@ -76,7 +77,7 @@ using io::SafetensorsFile;
 
 /// RingMoE's Moe_modal: modal experts, collaborative experts and the shared expert are all
 /// GELU MLPs with biases (Act = GeluTanh as released; Gelu for the erf form).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 using MoeModal = HierarchicalMoE<MlpExperts<Act, W>, MlpExperts<Act, W>, SharedExperts<MlpExperts<Act, W>>>;
 
 /// moe_config of the released configuration (pretrain_simmim_swinv2_giant_p4_w12_aircas_192_200ep_moe_mm.yaml).
@@ -118,7 +119,7 @@ namespace detail {
 
 /// One stacked MindSpore Linear of `E` experts: weight "<module>weight" [E, in, out] and bias
 /// "<module>bias" [1, E, 1, out] -> LinearStack in the in_out layout + [E, out], in place.
-template <WeightType W>
+template <WeightPolicy W>
 LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& module, index_t E, index_t in, index_t out) {
     const std::string wn = module + names::kWeight, bn = module + names::kBias;
     const TensorView w = io::tensor(f, wn, {E, in, out});
@@ -129,7 +130,7 @@ LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& modul
 
 /// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one expert in
 /// the in_out layout, in place.
-template <WeightType W>
+template <WeightPolicy W>
 LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& module, index_t in, index_t out) {
     const std::string wn = module + names::kWeight, bn = module + names::kBias;
     const TensorView w = io::tensor(f, wn, {in, out}).reshape({1, in, out});
@@ -138,7 +139,7 @@ LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& module
 }
 
 /// A RingMoE MLP "<module>" of E experts (E > 1: stacked; E == 0: the 2-D shared layout).
-template <WeightType W, Activation Act>
+template <WeightPolicy W, Activation Act>
 MlpExperts<Act, W> mlp(const SafetensorsFile& f, const std::string& module, index_t E, index_t C, index_t F) {
     const std::string fc1 = names::mapping(module), fc2 = names::projection(module);
     if (E == 0) return {single_linear<W>(f, fc1, C, F), single_linear<W>(f, fc2, F, C)};
@@ -157,7 +158,7 @@ inline Gate router(const SafetensorsFile& f, const std::string& module, index_t 
 /// RingMoE's Moe_modal under `prefix` (e.g. "encoder.layers.0.blocks.1.mlp."), as a
 /// HierarchicalMoE with M modal groups (M discovered from special_router.{m}), the
 /// collaborative group and the shared expert. See the file comment for names and arithmetic.
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix, const MoeModalConfig& config = {}) {
     prefix = io::module_prefix(std::move(prefix));
     const std::string rstem = names::special_router_stem(prefix), fstem = names::special_ffn_stem(prefix);

@@ -42,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
@@ -330,7 +331,7 @@ inline void write_random_checkpoint(const std::filesystem::path& path, const Rin
 }
 
 /// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).
-template <WeightType W = float, Activation Act = GeluTanh>
+template <WeightPolicy W = float, Activation Act = GeluTanh>
 AnyRingMoe<W, Act> random_ringmoe(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
     RandomWeightOptions o = opt;
     if constexpr (std::is_same_v<W, bf16>) o.dtype = DType::bf16;

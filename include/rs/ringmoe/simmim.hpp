@@ -43,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "moe/core/precision.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/checkpoint.hpp"
@@ -168,7 +169,7 @@ private:
 /// One modality's decoder: 1x1 conv C_last -> stride^2 * cin with bias, then DepthToSpace(stride)
 /// in the DCR layout (channel (by * stride + bx) * cin + c goes to pixel (y * stride + by,
 /// x * stride + bx) of channel c).
-template <WeightType W = float>
+template <WeightPolicy W = float>
 class SimMimDecoder {
 public:
     SimMimDecoder() = default;
@@ -219,7 +220,7 @@ private:
 };
 
 /// The objective's own parameters: the shared mask token and one decoder per modality.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 struct SimMimHead {
     SimMimConfig config;
     Tensor mask_token;                         ///< [C0] fp32
@@ -235,7 +236,7 @@ struct SimMimHead {
 /// [stride^2 cin_m, C_last, 1, 1] / `.bias` [stride^2 cin_m] for every modality of `enc`
 /// (SimMIM_Moe's names). A missing tensor is a NotFoundError naming it, a mis-shaped one a
 /// ShapeError with both shapes.
-template <WeightType W = float>
+template <WeightPolicy W = float>
 SimMimHead<W> load_simmim_head(const io::SafetensorsFile& f, const vision::SwinConfig& enc, SimMimConfig cfg = {},
                                const std::string& encoder_prefix = "encoder.", const std::string& decoder_prefix = "") {
     enc.validate("rs::ringmoe::load_simmim_head");
@@ -366,7 +367,7 @@ struct SimMimOutput {
 /// Masks each batch's patch embeddings with the head's mask token, runs the encoder on all
 /// batches at once (one modality chunk each, in order), decodes each batch with its modality's
 /// decoder and computes the losses.
-template <class Ffn, WeightType W, WeightType WD>
+template <class Ffn, WeightPolicy W, WeightPolicy WD>
 SimMimOutput simmim_forward(vision::SwinEncoder<Ffn, W>& enc, const SimMimHead<WD>& head,
                             std::span<const SimMimBatch> batches) {
     const char* w = "rs::ringmoe::simmim_forward";

@@ -21,12 +21,14 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 
 #include <Eigen/Core>
 
 #include "moe/backend/cpu/arch.hpp"
+#include "moe/backend/cpu/gemm_bf16.hpp"
 #include "moe/backend/cpu/gemm_kernel.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
@@ -48,14 +50,33 @@ struct PackedGemm {
 /// The engine `linear` uses unless told otherwise.
 using DefaultGemm = std::conditional_t<kHasSimd, PackedGemm, EigenGemm>;
 
-/// Scratch of the GEMM (packed or widened weight panels).
+/// Scratch of the GEMMs (packed or widened weight panels; bf16 input pairs and panels).
 struct GemmWorkspace {
     Scratch<float> panel;
+    Scratch<std::uint32_t> input_pairs, pair_panel;
     /// Use o's buffers from now on (modules that never run at the same time).
-    void share(GemmWorkspace& o) { panel.share(o.panel); }
+    void share(GemmWorkspace& o) {
+        panel.share(o.panel);
+        input_pairs.share(o.input_pairs);
+        pair_panel.share(o.pair_panel);
+    }
 };
 
 namespace detail {
+
+/// C = bias (or 0), or C += bias when accumulating: the part of a Linear outside the GEMM.
+inline void init_output(MatrixRef<float> C, const float* bias, bool accumulate) noexcept {
+    const index_t N = C.cols;
+    for (index_t m = 0; m < C.rows; ++m) {
+        float* c = C.row(m);
+        if (!accumulate) {
+            if (bias) std::memcpy(c, bias, static_cast<std::size_t>(N) * sizeof(float));
+            else std::fill(c, c + N, 0.0f);
+        } else if (bias) {
+            for (index_t n = 0; n < N; ++n) c[n] += bias[n];
+        }
+    }
+}
 
 /// C += A . B with A [M, K] row-major (lda), C row-major (ldc) and B = W^T where W is [N, K]
 /// row-major (out_in) or B = W where W is [K, N] row-major (in_out), row stride ldw.
@@ -201,15 +222,7 @@ inline void linear(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bia
     check<ShapeError>(C.rows == M && C.cols == N, "moe::cpu::linear", "output is [", C.rows, ", ", C.cols,
                       "], expected [", M, ", ", N, "]");
     const bool in_out = Wm.layout == WeightLayout::in_out;
-    for (index_t m = 0; m < M; ++m) {
-        float* c = C.row(m);
-        if (!accumulate) {
-            if (bias) std::memcpy(c, bias, static_cast<std::size_t>(N) * sizeof(float));
-            else std::fill(c, c + N, 0.0f);
-        } else if (bias) {
-            for (index_t n = 0; n < N; ++n) c[n] += bias[n];
-        }
-    }
+    detail::init_output(C, bias, accumulate);
 #if !defined(MOE_NO_SIMD)
     if constexpr (std::is_same_v<Engine, PackedGemm> && kHasSimd) {
         if (!std::is_same_v<W, float> && M <= 4) {
@@ -253,6 +266,36 @@ template <WeightType W, class Engine = DefaultGemm>
 inline void linear(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const float* bias, MatrixRef<float> C,
                    bool accumulate, GemmWorkspace& ws) {
     linear<W, Engine>(A, WeightMatrix<W>(Wm), bias, C, accumulate, ws);
+}
+
+/// C (= or +=) bf16(A) . W^T (+ bias) with the Bf16DotMath GEMM (moe/backend/cpu/gemm_bf16.hpp),
+/// A given already rounded: `pairs` [M, bf16_pairs(K)] words, row stride lda. W is read where it
+/// lies (packed block by block in ws) or, when `packed` is not null, from its panels packed ahead
+/// of time (the same matrix: the same bits). Single-threaded; deterministic.
+template <class Kernel = DefaultBf16Kernel>
+inline void linear_bf16_pairs(index_t M, const std::uint32_t* pairs, index_t lda, WeightMatrix<bf16> Wm,
+                              const Bf16PanelsView* packed, const float* bias, MatrixRef<float> C, bool accumulate,
+                              GemmWorkspace& ws) {
+    check<ShapeError>(C.rows == M && C.cols == Wm.out, "moe::cpu::linear (bf16 dot)", "output is [", C.rows, ", ",
+                      C.cols, "], expected [", M, ", ", Wm.out, "]");
+    detail::init_output(C, bias, accumulate);
+    if (M == 0 || Wm.out == 0 || Wm.in == 0) return;
+    if (packed) bf16_gemm<Kernel>(M, pairs, lda, *packed, C.data, C.stride);
+    else bf16_gemm<Kernel>(M, pairs, lda, Wm, C.data, C.stride, ws.pair_panel.get(bf16_gemm_workspace()));
+}
+
+/// C (= or +=) bf16(A) . W^T (+ bias): A [M, K] rounded to bf16 (nearest even) here, then
+/// linear_bf16_pairs.
+template <class Kernel = DefaultBf16Kernel>
+inline void linear_bf16(ConstMatrixRef<float> A, WeightMatrix<bf16> Wm, const Bf16PanelsView* packed,
+                        const float* bias, MatrixRef<float> C, bool accumulate, GemmWorkspace& ws) {
+    check<ShapeError>(Wm.in == A.cols, "moe::cpu::linear (bf16 dot)", "input has ", A.cols,
+                      " features but the weight has ", Wm.in, " inputs (", Wm.out, " outputs, stored ",
+                      layout_name(Wm.layout), ")");
+    const index_t P = bf16_pairs(A.cols);
+    std::uint32_t* pairs = ws.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, A.rows * P)));
+    round_rows_bf16(A, pairs);
+    linear_bf16_pairs<Kernel>(A.rows, pairs, P, Wm, packed, bias, C, accumulate, ws);
 }
 
 /// The same product split over up to ex.threads() threads by blocks of output columns, one

@@ -14,8 +14,11 @@
 // Tensor moved in, owned or Tensor::borrow-ed); any other float dtype is converted once, keeping
 // its layout. A Linear never writes its weights; copies and select() share them.
 //
-// forward runs the CPU GEMM (moe/backend/cpu/gemm.hpp); the threaded form cuts the output
-// columns into chunks of kChunk that give the same bits as one thread.
+// The template argument is a weight policy (moe/core/precision.hpp): a storage type (float,
+// bf16, f16: exact math, the fp32 GEMM of moe/backend/cpu/gemm.hpp) or bf16_dot (bf16 weights,
+// activations rounded to bf16 at the GEMM input, the vdpbf16ps GEMM of gemm_bf16.hpp; pack()
+// packs its weights once so no call re-packs). The threaded forward cuts the output columns into
+// chunks of kChunk that give the same bits as one thread.
 #pragma once
 
 #include <algorithm>
@@ -27,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -35,14 +39,22 @@
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
+#include "moe/core/precision.hpp"
 #include "moe/core/tensor.hpp"
 
 namespace moe::cpu {
 
-template <WeightType W = float>
+template <WeightPolicy Policy = float>
 class Linear {
 public:
-    using weight_type = W;
+    using policy = Policy;
+    using weight_type = storage_t<Policy>;  ///< the stored element type
+    using math = math_t<Policy>;            ///< ExactMath or Bf16DotMath
+
+private:
+    using W = weight_type;
+
+public:
 
     Linear() = default;
 
@@ -194,6 +206,7 @@ public:
                                ")");
             s.weight_.push_back(weight_[static_cast<std::size_t>(e)]);
             if (has_bias()) s.bias_.push_back(bias_[static_cast<std::size_t>(e)]);
+            if (packed()) s.packed_.push_back(packed_[static_cast<std::size_t>(e)]);
         }
         return s;
     }
@@ -221,8 +234,34 @@ public:
     /// GEMM workspace (experts of a grouped forward, a router's gate).
     void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, GemmWorkspace& ws,
                bool accumulate = false) const {
-        cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
+        if constexpr (std::is_same_v<math, Bf16DotMath>)
+            cpu::linear_bf16(x, weight(e), packed_view(e), bias(e), y, accumulate, ws);
+        else
+            cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
     }
+
+    /// Packs every matrix once into the bf16 dot GEMM's panels (Bf16DotMath), so that no call
+    /// packs again: an owned copy of packed_bytes() bytes (the weights' size, padded) held beside
+    /// the weights as loaded (which stay mapped for weight(), checkpoints and pruning, but are no
+    /// longer read by the GEMMs). Products are bit-identical to the unpacked ones. Copies and
+    /// select() share the packed panels. Idempotent.
+    void pack()
+        requires std::is_same_v<math, Bf16DotMath>
+    {
+        if (packed()) return;
+        std::vector<Bf16PanelsView> views;
+        for (index_t e = 0; e < count(); ++e) {
+            auto p = std::make_shared<PackedBf16>(weight(e));
+            views.push_back(p->view());
+            packed_bytes_ += p->bytes();
+            owners_.push_back(std::move(p));
+        }
+        packed_ = std::move(views);
+    }
+    /// Whether pack() has run (and the GEMMs read the packed panels).
+    bool packed() const noexcept { return !packed_.empty(); }
+    /// Bytes the packed panels hold (0 before pack()).
+    std::size_t packed_bytes() const noexcept { return packed_bytes_; }
 
     /// y [M, out] (= or +=) x [M, in] . W^T + b with the first (or only) matrix. With
     /// ex.threads() > 1 the output columns are cut into chunks of kChunk (a multiple of every
@@ -248,6 +287,27 @@ public:
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
                           "] do not fit");
         const int nt = parallel_workers(ex, N, kChunk);
+        if constexpr (std::is_same_v<math, Bf16DotMath>) {
+            // The input is rounded to bf16 once, then the threads share it.
+            const index_t P = bf16_pairs(x.cols);
+            std::uint32_t* pairs = ws_.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
+            round_rows_bf16(x, pairs);
+            const Bf16PanelsView* pk = packed_view(0);
+            if (nt > 1 && x.rows > 4) {
+                if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
+                parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
+                    const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
+                    const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
+                    cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr,
+                                           b ? b + n0 : nullptr, yc, accumulate, tws_[static_cast<std::size_t>(worker)]);
+                    epilogue(yc);
+                });
+                return;
+            }
+            cpu::linear_bf16_pairs(x.rows, pairs, P, w, pk, b, y, accumulate, ws_);
+            epilogue(y);
+            return;
+        }
         if (nt > 1 && x.rows > 4) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
             parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
@@ -263,6 +323,7 @@ public:
     }
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
+    static_assert(kChunk % Bf16Blocking::NR == 0, "parallel chunks must start on a packed panel");
 
     /// Use o's GEMM workspaces from now on (layers that never run at the same time).
     void share_scratch(const Linear& o) {
@@ -304,7 +365,13 @@ private:
         return ct.template data<T>();
     }
 
+    const Bf16PanelsView* packed_view(index_t e) const noexcept {
+        return packed_.empty() ? nullptr : &packed_[static_cast<std::size_t>(e)];
+    }
+
     std::vector<const W*> weight_;
+    std::vector<Bf16PanelsView> packed_;
+    std::size_t packed_bytes_ = 0;
     std::vector<const float*> bias_;
     index_t out_ = 0, in_ = 0;
     WeightLayout layout_ = WeightLayout::out_in;
