@@ -66,7 +66,7 @@ check_load() {
 check_load bench_hierarchical
 echo "== bench_hierarchical" >&2
 "$BIN" --benchmark_filter="$FILTER" --benchmark_repetitions="$REPS" --benchmark_min_time=0.5 \
-  --benchmark_out="$OUT/hierarchical.json" --benchmark_out_format=json >&2
+  --benchmark_min_warmup_time=0.5 --benchmark_out="$OUT/hierarchical.json" --benchmark_out_format=json >&2
 
 check_load torch_hierarchical.py
 echo "== torch_hierarchical.py" >&2

@@ -24,6 +24,7 @@ fi
   echo "load before bench_ringmoe: $(cat /proc/loadavg)"; } | tee "$OUT/load.txt" >&2
 "$BUILD/bench/bench_ringmoe" --benchmark_filter="${MOE_BENCH_FILTER:-.}" \
     --benchmark_repetitions="${MOE_BENCH_REPS:-3}" --benchmark_min_time=0.01 \
+    --benchmark_min_warmup_time=0.01 \
     --benchmark_report_aggregates_only=false --benchmark_out="$OUT/bench_ringmoe.json" --benchmark_out_format=json >&2
 echo "load before torch_ringmoe.py: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
 "$PY" "$ROOT/tools/bench/torch_ringmoe.py" ${MOE_BENCH_TORCH_ARGS:-} | tee "$OUT/torch_ringmoe.jsonl" >&2
