@@ -9,7 +9,8 @@
 #     GGML_SRC   ggml source tree (default ~/.cache/moe-peers/ggml), e.g. from
 #                git clone https://github.com/ggml-org/ggml ~/.cache/moe-peers/ggml
 #     BUILD_DIR  default GGML_SRC-build (~/.cache/moe-peers/ggml-build)
-#     PROGRAM ARGS  default: --threads 1 2 --w f32 bf16 --reps 5 --min-time 0.5
+#     PROGRAM ARGS  default: --threads 1 2 --w f32 bf16 --reps 5 --min-time 0.5;
+#                   --build-only: build, run nothing
 #
 # The ggml commit is printed on stderr (git, or a COMMIT file in GGML_SRC). Environment: JOBS
 # (build parallelism, default 2), CXX (default g++). ggml keeps its defaults (OpenMP threads,
@@ -43,6 +44,7 @@ if [[ ! -x "$BIN" || "$HERE/ggml_moe_layer.cpp" -nt "$BIN" || "$BUILD/src/libggm
   "${CXX:-g++}" -std=c++20 -O3 -march=native -DNDEBUG -I "$SRC/include" "$HERE/ggml_moe_layer.cpp" \
     "$BUILD/src/libggml-cpu.a" "$BUILD/src/libggml-base.a" -fopenmp -lpthread -lm -o "$BIN"
 fi
+[[ "${ARGS[0]}" == --build-only ]] && exit 0
 echo "run_ggml.sh: load before: $(cat /proc/loadavg)" >&2
 "$BIN" "${ARGS[@]}" | while IFS= read -r line; do
   # annotate each record with the ggml commit
