@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run_ringmoe.sh - RingMoE's deployable encoders end to end: bench_ringmoe (moe) and
 # tools/bench/torch_ringmoe.py (PyTorch 1.13, tools/reference/vision_swin.py) in one run, then
-# the Markdown report (tools/bench/ringmoe_report.py) with the issue's targets.
+# the Markdown report (tools/bench/ringmoe_report.py) with the issue's targets, each row compared
+# with PyTorch's fastest configuration (stock / oneDNN x fp32 / bf16) in the same run.
 #
 #   cmake --preset default
 #   bench/run_ringmoe.sh [BUILD_DIR]            # default build/default; about 20 minutes
@@ -9,7 +10,7 @@
 # The single-modality model needs about 13 GB of memory (bf16 weights); the 1B folded one 4 GB
 # (fp32). Run it on an otherwise idle machine: the load before each step is recorded.
 # Environment: MOE_BENCH_OUT (results directory), MOE_BENCH_REPS (C++ repetitions, default 3),
-# MOE_BENCH_FILTER (--benchmark_filter), MOE_BENCH_TORCH_ARGS (e.g. --stock, --skip-bf16),
+# MOE_BENCH_FILTER (--benchmark_filter), MOE_BENCH_TORCH_ARGS (e.g. --skip-single, --skip-stock),
 # MOE_BENCH_NO_BUILD=1, PYTHON (default /usr/bin/python3).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -38,6 +38,9 @@ def bench_env(thread_flags=("--threads", "--bf16-threads"), default_threads=2):
     caller can override them); the records report what was in effect (torch_info)."""
     if os.environ.get("MOE_BENCH_ENV") == "1":
         return
+    if not os.path.isfile(sys.argv[0]):  # python -c / interactive: nothing to re-execute
+        sys.stderr.write("common.bench_env: not a script, the environment is left as it is\n")
+        return
     ap = argparse.ArgumentParser(add_help=False)
     for flag in thread_flags:
         ap.add_argument(flag, type=int, nargs="+", default=[default_threads])
