@@ -8,7 +8,10 @@
 #   bench/run_ringmoe.sh [BUILD_DIR]            # default build/default; about 20 minutes
 #
 # The single-modality model needs about 13 GB of memory (bf16 weights); the 1B folded one 4 GB
-# (fp32). Run it on an otherwise idle machine: the load before each step is recorded.
+# (fp32). Run it on an otherwise idle machine: the load before each step is recorded. The PyTorch
+# side builds the single-modality model twice, one after the other (oneDNN bf16, then the stock
+# bf16 module); glibc is told to keep freed memory (tools/bench/common.py), so if that step runs
+# out of memory, run it alone: MOE_BENCH_TORCH_ARGS=--skip-folded (not yet tried at full size).
 # Environment: MOE_BENCH_OUT (results directory), MOE_BENCH_REPS (C++ repetitions, default 3),
 # MOE_BENCH_FILTER (--benchmark_filter), MOE_BENCH_TORCH_ARGS (e.g. --skip-single, --skip-stock),
 # MOE_BENCH_NO_BUILD=1, PYTHON (default /usr/bin/python3).
