@@ -47,7 +47,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for side in base new; do
       bin="$bb/bench/$b"; [ "$side" = new ] && bin="$ROOT/build/default/bench/$b"
       echo "round $r: $side $b '$f'" >&2
-      "$bin" --benchmark_filter="$f" --benchmark_repetitions=3 --benchmark_min_time=0.2 \
+      "$bin" --benchmark_filter="$f" --benchmark_repetitions=3 --benchmark_min_time=0.2 --benchmark_min_warmup_time=0.2 \
         --benchmark_format=json --benchmark_out="$out/$side-$b-$r.json" --benchmark_out_format=json >/dev/null
     done
   done

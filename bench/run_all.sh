@@ -6,23 +6,26 @@
 #
 # It first (re)builds the two benchmark targets in BUILD_DIR (cmake --build -j2; a no-op when
 # up to date, so the binaries always match the working tree), then runs bench_routing,
-# torch_routing.py, bench_layer, torch_layer.py one after the other (same machine state), then
+# torch_routing.py, bench_layer, torch_layer.py, and ggml's MoE layer (bench/peers/run_ggml.sh, when
+# a ggml source tree is at $MOE_BENCH_GGML_SRC) one after the other (same machine state), then
 # tools/bench/report.py joins them into Markdown on stdout and $OUT/report.md. Results go to
-# $MOE_BENCH_OUT (default BUILD_DIR/results/<date>). Takes about 15 minutes (the stock PyTorch
-# layer runs alone take about 5).
+# $MOE_BENCH_OUT (default BUILD_DIR/results/<date>). Takes about 15 minutes.
 #
 # Environment:
 #   MOE_BENCH_OUT        results directory
 #   MOE_BENCH_REPS       Google Benchmark repetitions (default 5; medians are reported)
 #   MOE_BENCH_MIN_TIME   --benchmark_min_time of the routing / layer binaries (default 0.5 / 1)
 #   MOE_BENCH_FILTER     --benchmark_filter for both binaries (default: all)
-#   MOE_BENCH_TORCH_LAYER_ARGS  extra arguments of torch_layer.py (e.g. --skip-stock: the stock
-#                        PyTorch runs use the reference BLAS and take several minutes)
+#   MOE_BENCH_TORCH_LAYER_ARGS  extra arguments of torch_layer.py (e.g. --shapes gelu_mlp)
 #   MOE_BENCH_NO_BUILD   set to 1 to skip the build step
 #   MOE_BENCH_MAX_BUSY   warn when other processes keep more than this percentage of the CPUs
 #                        busy just before a step (default 10): the numbers are only meaningful on
 #                        an otherwise idle machine
+#   MOE_BENCH_GGML_SRC   ggml source tree for the ggml peer (default ~/.cache/moe-peers/ggml; skipped
+#                        when absent: git clone https://github.com/ggml-org/ggml there)
 #   PYTHON               Python with torch (default /usr/bin/python3, Debian's python3-torch)
+# The PyTorch scripts run PyTorch's four configurations (stock / oneDNN x fp32 / bf16) in the
+# environment of tools/bench/common.py (docs/benchmarks.md, "How baselines are run").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,10 +36,15 @@ REPS="${MOE_BENCH_REPS:-5}"
 PY="${PYTHON:-/usr/bin/python3}"
 FILTER="${MOE_BENCH_FILTER:-.}"
 MAX_BUSY="${MOE_BENCH_MAX_BUSY:-10}"
+GGML_SRC="${MOE_BENCH_GGML_SRC:-$HOME/.cache/moe-peers/ggml}"
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && -f "$BUILD/CMakeCache.txt" ]]; then
   echo "== build ($BUILD)" >&2
   cmake --build "$BUILD" -j2 --target moe_bench_bench_routing moe_bench_bench_layer >&2
+fi
+if [[ -f "$GGML_SRC/include/ggml.h" && "${MOE_BENCH_NO_BUILD:-0}" != 1 ]]; then
+  echo "== build ggml ($GGML_SRC)" >&2
+  "$ROOT/bench/peers/run_ggml.sh" "$GGML_SRC" -- --build-only
 fi
 for b in bench_routing bench_layer; do
   if [[ ! -x "$BIN/$b" ]]; then
@@ -89,7 +97,7 @@ step() {
 
 gbench() {  # gbench NAME MIN_TIME
   "$BIN/$1" --benchmark_filter="$FILTER" --benchmark_repetitions="$REPS" \
-    --benchmark_report_aggregates_only=true --benchmark_min_time="$2" \
+    --benchmark_report_aggregates_only=true --benchmark_min_time="$2" --benchmark_min_warmup_time="$2" \
     --benchmark_out="$OUT/${1#bench_}.json" --benchmark_out_format=json >&2
 }
 routing() { gbench bench_routing "${MOE_BENCH_MIN_TIME:-0.5}"; }
@@ -108,6 +116,12 @@ step bench_routing routing
 step torch_routing.py torch_routing
 step bench_layer layer
 step torch_layer.py torch_layer
+ggml_layer() { "$ROOT/bench/peers/run_ggml.sh" "$GGML_SRC" > "$OUT/ggml_layer.jsonl"; }
+if [[ -f "$GGML_SRC/include/ggml.h" ]]; then
+  step ggml_layer ggml_layer
+else
+  echo "run_all.sh: no ggml source tree in $GGML_SRC: the ggml peer is skipped" >&2
+fi
 rm -f "$OUT/.time"
 
 "$PY" "$ROOT/tools/bench/report.py" "$OUT" -o "$OUT/report.md"

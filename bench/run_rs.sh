@@ -11,7 +11,7 @@ PY="${PYTHON:-/usr/bin/python3}"
 OUT="$(mktemp -d)"
 cmake --build "$BUILD" -j2 --target moe_bench_bench_rs >&2
 "$BUILD/bench/bench_rs" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
-    --benchmark_min_time=0.3 --benchmark_format=json > "$OUT/moe.json"
+    --benchmark_min_time=0.3 --benchmark_min_warmup_time=0.3 --benchmark_format=json > "$OUT/moe.json"
 "$PY" "$ROOT/tools/bench/gdal_read.py" > "$OUT/gdal.jsonl"
 "$PY" - "$OUT/moe.json" "$OUT/gdal.jsonl" <<'PYEOF'
 import json, sys

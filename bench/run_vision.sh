@@ -11,6 +11,7 @@ mkdir -p "$OUT"
 cmake --build "$BUILD" -j2 --target moe_bench_bench_vision
 echo "load before: $(cat /proc/loadavg)" | tee "$OUT/load.txt"
 "$BUILD/bench/bench_vision" --benchmark_repetitions="${MOE_BENCH_REPS:-3}" --benchmark_min_time=0.5 \
+    --benchmark_min_warmup_time=1 \
     --benchmark_report_aggregates_only=true --benchmark_out="$OUT/bench_vision.json" --benchmark_out_format=json
 echo "load after moe: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt"
 # shellcheck disable=SC2086

@@ -11,6 +11,10 @@ packages=(
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
   nlohmann-json3-dev libtiff-dev
   python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile python3-gdal
+  # OpenBLAS as libblas.so.3 (the alternatives link, priority above the reference BLAS): Debian's
+  # PyTorch calls libblas.so.3, so without it the stock PyTorch baselines run the reference BLAS
+  # (about 2 GFLOP/s, a strawman); see docs/benchmarks.md, "How baselines are run"
+  libopenblas0-pthread
 )
 for arg in "$@"; do
   case "$arg" in

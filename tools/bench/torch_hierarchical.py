@@ -3,7 +3,7 @@
 reference tools/reference/ringmoe_moe.py computes it (MindSpore Moe_modal semantics).
 
     /usr/bin/python3 tools/bench/torch_hierarchical.py [--threads 1 2] [--reps 5] [--stock-reps 2]
-                                                       [--skip-stock] [--shapes stage1 stage3]
+                                                       [--skip-stock] [--skip-bf16] [--shapes stage1 stage3]
                                                        > torch_hierarchical.jsonl
 
 The module is ringmoe_moe.MoeModal as written, with dispatch="loop" (the official-style loop:
@@ -18,28 +18,37 @@ shared expert over all tokens, summed. Shapes and names are those of bench_hiera
 4 modal experts per modality, 4 collaborative, 1 shared; top-1, capacity factor 1.2,
 renormalised combine. Weights uniform +-1/sqrt(fan_in) (ringmoe_moe.init_weights), x ~ N(0, 1).
 
-Two implementations ("impl"):
-  torch         the reference as written: its matmuls go to the BLAS PyTorch was built with;
-                Debian's python3-torch 1.13 links libblas.so.3, by default the reference
-                (netlib) BLAS, a few GFLOP/s and single-threaded (run with 1 thread only).
+Four configurations ("impl"), each at every --threads:
+  torch         the reference as written, fp32: its matmuls go to libblas.so.3 (Debian's
+                python3-torch 1.13; OpenBLAS once scripts/install-deps.sh ran, else the
+                reference BLAS, a few GFLOP/s: a warning is printed).
+  torch_bf16    the same module the Hugging Face way: .to(torch.bfloat16), bf16 input, the
+                routers kept fp32 (to_bf16_keep_routers).
   torch_onednn  the same code with every expert's two matmuls + bias done by
-                torch.utils.mkldnn MkldnnLinear (oneDNN's JIT fp32 GEMM, the fastest fp32 path
-                this PyTorch has): same function, the routing / dispatch code unchanged.
+                torch.utils.mkldnn MkldnnLinear (oneDNN's JIT fp32 GEMM): same function, the
+                routing / dispatch code unchanged.
+  torch_onednn_bf16  the same with bf16 expert weights (fp32 activations).
+After each thread count one summary line (impl "fastest") lists every configuration's best time
+and names the fastest; run_hierarchical.sh's report compares moe with it.
 
 GFLOP/s counts the useful expert FLOPs only, 3 FFNs per token x 2 GEMMs x 2*C*F (as the C++
-benchmark). Timing: torch.no_grad(), torch.set_num_threads(n), warm-up, then --reps repetitions
-(--stock-reps for the slow stock variant); time_ms is the median, min_time_ms the best.
+benchmark). Timing: torch.no_grad(), set_threads(n) (torch and OpenBLAS), one warm-up call, then
+--reps repetitions; time_ms is the median, min_time_ms the best. Environment: tools/bench/common.py.
 """
 
 import argparse
+import copy
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools", "reference"))
+
+import common  # noqa: E402
+
+if __name__ == "__main__":
+    common.bench_env()  # before torch: OpenBLAS / OpenMP / glibc read their variables at start-up
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -47,7 +56,7 @@ import torch.utils.mkldnn  # noqa: E402,F401
 
 import ringmoe_moe  # noqa: E402
 import torch_vision  # noqa: E402
-from common import emit, measure, torch_info  # noqa: E402
+from common import emit, fastest, measure, set_threads, torch_info, warn_if_reference_blas  # noqa: E402
 
 SHAPES = [
     # name, C, F, tokens per image
@@ -99,6 +108,17 @@ def to_onednn(mod, dtype=torch.float32):
     return mod
 
 
+def to_bf16_keep_routers(mod):
+    """The Hugging Face way to run a model in bf16 (module.to(torch.bfloat16), bf16 input), with
+    the routers kept fp32 as HF keeps its gates' softmax fp32 (the reference's Router casts its
+    input to fp32 and would reject bf16 weights). In place; returns mod."""
+    mod.to(torch.bfloat16)
+    for m in mod.modules():
+        if isinstance(m, ringmoe_moe.Router):
+            m.float()
+    return mod
+
+
 def kept_fraction(info):
     groups = [info["cross"]] + list(info["special"])
     kept = sum(int(r["kept"].sum()) for r in groups)
@@ -111,12 +131,15 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.0)
-    ap.add_argument("--stock-reps", type=int, default=2, help="repetitions of the slow stock (reference BLAS) runs")
-    ap.add_argument("--skip-stock", action="store_true", help="only the oneDNN variant")
+    ap.add_argument("--stock-reps", type=int, default=None, help="repetitions of the stock runs (default --reps)")
+    ap.add_argument("--skip-stock", action="store_true",
+                    help="only the oneDNN configurations (then the fastest named is not PyTorch's fastest)")
+    ap.add_argument("--skip-bf16", action="store_true")
     ap.add_argument("--shapes", nargs="+", default=[s[0] for s in SHAPES])
     ap.add_argument("--scale", type=int, default=1, help="divide C, F and the tokens by this (smoke tests)")
     args = ap.parse_args()
     info = torch_info(torch)
+    warn_if_reference_blas(torch)
 
     for name, C, F_, N in SHAPES:
         if name not in args.shapes:
@@ -130,38 +153,38 @@ def main():
                                    aux_loss_factor=0.001, renormalize=True, gelu_kind="tanh", dispatch="loop").eval()
         ringmoe_moe.init_weights(mod, torch.Generator().manual_seed(SEED))
         x = torch.randn(MODALITIES, N, C, generator=torch.Generator().manual_seed(SEED + 99))
-        common = {"T": T, "C": C, "F": F_, "modalities": MODALITIES, "experts": "4+4+1", "k": 1,
-                  "capacity_factor": 1.2, "flops": flops, **info}
+        common_rec = {"T": T, "C": C, "F": F_, "modalities": MODALITIES, "experts": "4+4+1", "k": 1,
+                      "capacity_factor": 1.2, "flops": flops, **info}
+        # impl -> (module, input, w); the stock f32 module's output is the reference
+        configs = {}
         with torch.no_grad():
-            ref = None
+            ref = mod(x)[0]
             if not args.skip_stock:
-                torch.set_num_threads(1)
-                # tens of seconds per call: one warm-up call (also the reference output), then
-                # --stock-reps timed calls
-                ref, _, inf = mod(x)
-                times = []
-                for _ in range(max(1, args.stock_reps)):
-                    t0 = time.perf_counter()
-                    mod(x)
-                    times.append(time.perf_counter() - t0)
-                med, best = statistics.median(times), min(times)
-                emit({"name": f"hier/moe/{shape}/threads:1", "impl": "torch", "threads": 1, "time_ms": med * 1e3,
-                      "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9, "best_GFLOP/s": flops / best * 1e-9,
-                      "tokens_per_second": T / med, "reps": len(times), "kept": kept_fraction(inf), **common})
-            to_onednn(mod)
+                configs["torch"] = (mod, x, "f32")
+                if not args.skip_bf16:
+                    configs["torch_bf16"] = (to_bf16_keep_routers(copy.deepcopy(mod)), x.to(torch.bfloat16), "bf16")
+            if not args.skip_bf16:
+                configs["torch_onednn_bf16"] = (to_onednn(copy.deepcopy(mod), torch.bfloat16), x, "bf16")
+            configs["torch_onednn"] = (to_onednn(mod if args.skip_stock else copy.deepcopy(mod)), x, "f32")
             for threads in args.threads:
-                torch.set_num_threads(threads)
-                y, _, inf = mod(x)
-                err = None
-                if ref is not None:
-                    err = float(((y - ref).norm() / ref.norm()).item())
-                med, best, times = measure(lambda: mod(x), reps=args.reps, min_time=args.min_time)
-                emit({"name": f"hier/moe/{shape}/threads:{threads}", "impl": "torch_onednn", "threads": threads,
-                      "time_ms": med * 1e3, "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9,
-                      "best_GFLOP/s": flops / best * 1e-9, "tokens_per_second": T / med, "reps": len(times),
-                      "kept": kept_fraction(inf), "rel_err_vs_torch": err, **common})
-        del mod
-
+                set_threads(torch, threads)
+                recs = []
+                for impl, (m, xin, w) in configs.items():
+                    y, _, inf = m(xin)
+                    err = float(((y.float() - ref).norm() / ref.norm()).item())
+                    reps = args.stock_reps if (impl.startswith("torch") and "onednn" not in impl and args.stock_reps) \
+                        else args.reps
+                    med, best, times = measure(lambda: m(xin), reps=reps, min_time=args.min_time)
+                    rec = {"name": f"hier/moe/{shape}/threads:{threads}", "impl": impl, "w": w, "threads": threads,
+                           "time_ms": med * 1e3, "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9,
+                           "best_GFLOP/s": flops / best * 1e-9, "tokens_per_second": T / med, "reps": len(times),
+                           "kept": kept_fraction(inf), "rel_err_vs_torch": err, **common_rec,
+                           "blas_threads": common.blas_threads(), "torch_threads": torch.get_num_threads()}
+                    emit(rec)
+                    recs.append(rec)
+                fastest(recs, f"hier/moe/{shape}/threads:{threads}", key="min_time_ms",
+                        label=lambda r: r["impl"])
+        del mod, configs
 
 if __name__ == "__main__":
     main()

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """PyTorch baseline of bench/bench_layer.cpp: the Hugging Face style sparse MoE block.
 
-    /usr/bin/python3 tools/bench/torch_layer.py [--threads 1 2] [--reps 5] [--stock-reps 2]
-                                                [--skip-stock] > torch_layer.jsonl
+    /usr/bin/python3 tools/bench/torch_layer.py [--threads 1 2] [--reps 5] [--min-time 0.3]
+                                                [--shapes gelu_mlp swiglu] > torch_layer.jsonl
 
 The block is MixtralSparseMoeBlock's forward (transformers 4.3x): gate Linear(d, E, bias=False),
 softmax in fp32, torch.topk, renormalise, one_hot expert mask, then for every expert:
@@ -14,18 +14,24 @@ index_add_ into the output. Experts are GELU-MLP (fc1/fc2 with bias, exact GELU)
     layer/dense/<shape>/w:<f32|bf16>/threads:<n>   F.linear pair (SwiGLU: three) over T * k rows
     layer/router/<shape>/threads:1                 gate + softmax + topk + renormalise
 
-Two implementations ("impl"):
-  torch         the modules as they are: nn.Linear -> F.linear -> the BLAS PyTorch was built
-                with. Debian's python3-torch 1.13 is built with BLAS_INFO=generic and links
-                libblas.so.3, by default the reference (netlib) BLAS: about 2 GFLOP/s. bf16 is
-                the Hugging Face way, the whole module and the input in bfloat16.
-  torch_onednn  the same module after torch.utils.mkldnn.to_mkldnn(): every nn.Linear becomes
-                MkldnnLinear (oneDNN's JIT fp32 GEMM, the fast path this PyTorch has); bf16 =
-                to_mkldnn(module, torch.bfloat16): bf16 weights, fp32 activations (what moe's
-                bf16 weights do).
+Four configurations per row (impl, w), all timed at every thread count:
+  torch  f32    the modules as they are: nn.Linear -> F.linear -> the BLAS PyTorch was built with
+                (Debian's python3-torch 1.13: BLAS_INFO=generic, libblas.so.3; with
+                libopenblas0-pthread installed, OpenBLAS; without it the reference BLAS, about
+                2 GFLOP/s: a warning is printed).
+  torch  bf16   the Hugging Face way: the whole module and the input in bfloat16.
+  torch_onednn f32   the module after torch.utils.mkldnn.to_mkldnn(): every nn.Linear becomes
+                MkldnnLinear (oneDNN's JIT fp32 GEMM).
+  torch_onednn bf16  to_mkldnn(experts, torch.bfloat16): bf16 expert weights, fp32 activations
+                (what moe's bf16 weights do), the gate fp32.
+After each thread count, one summary line per row (impl "fastest", name without w:) gives every
+configuration's median and names the fastest; tools/bench/report.py compares with it.
 
-Timing: torch.no_grad(), warm-up, median of --reps repetitions (the slow stock variants:
---stock-reps). The stock variants take minutes; --skip-stock leaves them out.
+Environment (common.bench_env, re-exec before torch is imported): OMP_WAIT_POLICY=PASSIVE,
+OPENBLAS_NUM_THREADS = the largest --threads (lowered per run by openblas_set_num_threads), glibc
+MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_ so freed memory is reused.
+Timing: torch.no_grad(), one warm-up call, median of --reps repetitions of at least --min-time s
+each. --skip-stock leaves the stock configurations out (then the fastest is not PyTorch's).
 """
 
 import argparse
@@ -35,12 +41,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
+
+common.bench_env()  # before torch: OpenBLAS / OpenMP / glibc read their variables at start-up
+
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torch.utils.mkldnn  # noqa: E402,F401
 
-from common import emit, measure, torch_info  # noqa: E402
+from common import emit, fastest, measure, set_threads, torch_info, warn_if_reference_blas  # noqa: E402
 
 SHAPES = [
     # name, T, d, F, E, k, glu
@@ -121,11 +131,14 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.3)
-    ap.add_argument("--stock-reps", type=int, default=2, help="repetitions of the slow stock (reference BLAS) runs")
-    ap.add_argument("--skip-stock", action="store_true", help="only the oneDNN variants")
+    ap.add_argument("--stock-reps", type=int, default=None,
+                    help="repetitions of the stock runs (default --reps; fewer when torch has the reference BLAS)")
+    ap.add_argument("--skip-stock", action="store_true",
+                    help="only the oneDNN variants (then the fastest named is among those only: not a full baseline)")
     ap.add_argument("--shapes", nargs="+", default=[s[0] for s in SHAPES])
     args = ap.parse_args()
     info = torch_info(torch)
+    warn_if_reference_blas(torch)
     torch.manual_seed(1234)
 
     for name, T, d, f, E, k, glu in SHAPES:
@@ -151,40 +164,43 @@ def main():
             ref = block(x) if not args.skip_stock else None
 
             for threads in args.threads:
-                torch.set_num_threads(threads)
+                set_threads(torch, threads)
+                info["blas_threads"] = common.blas_threads()
+                rows = {}  # row name (no w:) -> its records, one per configuration
                 for (impl, w), mod in variants.items():
                     stock = impl == "torch"
-                    if stock and (threads > 1 and w == "bf16"):
-                        continue  # minutes per call, and the reference BLAS is single-threaded anyway
                     xin = x.to(torch.bfloat16) if (stock and w == "bf16") else x
                     ain = a.to(torch.bfloat16) if (stock and w == "bf16") else a
-                    reps = args.stock_reps if stock else args.reps
-                    min_time = 0.0 if stock else args.min_time
-                    common = {"impl": impl, "threads": threads, "w": w, "T": T, "d": d, "ffn": f, "E": E, "k": k,
-                              "flops": flops, **info}
+                    reps = args.stock_reps if (stock and args.stock_reps) else args.reps
+                    common_rec = {"impl": impl, "threads": threads, "w": w, "T": T, "d": d, "ffn": f, "E": E, "k": k,
+                                  "flops": flops, **info}
 
                     y = mod(xin)
                     err = None
                     if ref is not None:
                         err = float(((y.float() - ref).abs().max() / ref.abs().max()).item())
-                    med, best, times = measure(lambda: mod(xin), reps=reps, min_time=min_time)
-                    emit({"name": f"layer/moe/{shape}/w:{w}/threads:{threads}", "time_ms": med * 1e3,
-                          "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9, "tokens_per_second": T / med,
-                          "reps": len(times), "max_rel_err_vs_torch_f32": err, **common})
+                    med, best, times = measure(lambda: mod(xin), reps=reps, min_time=args.min_time)
+                    rec = {"name": f"layer/moe/{shape}/w:{w}/threads:{threads}", "time_ms": med * 1e3,
+                           "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9, "tokens_per_second": T / med,
+                           "reps": len(times), "max_rel_err_vs_torch_f32": err, **common_rec}
+                    emit(rec)
+                    rows.setdefault(f"layer/moe/{shape}/threads:{threads}", []).append(rec)
 
-                    if not (stock and (threads > 1 or w == "bf16")):
-                        dense = Dense(mod.experts[0], glu)
-                        med, best, times = measure(lambda: dense(ain), reps=reps, min_time=min_time)
-                        emit({"name": f"layer/dense/{shape}/w:{w}/threads:{threads}", "time_ms": med * 1e3,
-                              "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9, "reps": len(times),
-                              **common})
+                    dense = Dense(mod.experts[0], glu)
+                    med, best, times = measure(lambda: dense(ain), reps=reps, min_time=args.min_time)
+                    rec = {"name": f"layer/dense/{shape}/w:{w}/threads:{threads}", "time_ms": med * 1e3,
+                           "min_time_ms": best * 1e3, "GFLOP/s": flops / med * 1e-9, "reps": len(times),
+                           **common_rec}
+                    emit(rec)
+                    rows.setdefault(f"layer/dense/{shape}/threads:{threads}", []).append(rec)
 
                     if threads == 1 and w == "f32":
                         med, best, times = measure(lambda: mod.route(xin), reps=args.reps, min_time=args.min_time)
                         emit({"name": f"layer/router/{shape}/threads:1", "time_ms": med * 1e3,
                               "min_time_ms": best * 1e3, "tokens_per_second": T / med, "reps": len(times),
-                              **common})
-
+                              **common_rec})
+                for row, recs in rows.items():
+                    fastest(recs, row, key="time_ms")
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,8 @@
 One JSON line per shape, named route/fused/T:../E:../k:.. (impl "torch"), with the median time
 per call in ns, tokens/s and bytes/s (logit bytes read, T * E * 4). Logits are N(0, 1) from a
 fixed seed (not the same numbers as the C++ benchmark; the work does not depend on them).
+One configuration only: the router's logits are fp32 and softmax / topk use no BLAS and no
+oneDNN, so stock fp32 is PyTorch's fastest here. Environment: tools/bench/common.py (bench_env).
 """
 
 import argparse
@@ -14,9 +16,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402
+
+common.bench_env(default_threads=1)  # before torch: OpenMP / glibc read their variables at start-up
+
 import torch  # noqa: E402
 
-from common import emit, measure, torch_info  # noqa: E402
+from common import emit, measure, set_threads, torch_info  # noqa: E402
 
 TOKENS = [1, 32, 512, 8192, 65536]
 EXPERTS_K = [(8, 2), (64, 8), (128, 8), (256, 8)]
@@ -35,7 +41,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(torch, args.threads)
     info = torch_info(torch)
     gen = torch.Generator().manual_seed(20240607)
     with torch.no_grad():

@@ -3,7 +3,7 @@
 
   vision/vit_b16/batch:<B>/w:<w>/threads:<n>   impl "torch": torchvision.models.vit_b_16 as it is
                                                (random init, eval, no_grad, head included: 0.3 %
-                                               of the FLOPs), batch 1, f32; impl "torch_onednn":
+                                               of the FLOPs), batch 1 and 8; impl "torch_onednn":
                                                tools/reference/vision_vit.TimmVit at ViT-B/16 sizes
                                                with every nn.Linear / Conv2d converted by
                                                torch.utils.mkldnn.to_mkldnn (bf16: bf16 weights,
@@ -12,13 +12,19 @@
   vision/swin_stage1/batch:1/w:<w>/threads:<n> tools/reference/vision_swin: 2 RingMoE Swin blocks at
                                                C 896, 24 x 24, window 12 (second shifted), dense MLP,
                                                + PatchMerging (torch_onednn: its Linears as nn.Linear)
-Debian's PyTorch 1.13 links the reference BLAS (F.linear about 2 GFLOP/s here), so the stock
-runs ("torch") take seconds; "torch_onednn" is the fastest path this PyTorch has.
+Every row is timed in four configurations: impl "torch" w:f32 (the stock module; its Linears
+go to libblas.so.3: OpenBLAS once scripts/install-deps.sh ran, else the 2 GFLOP/s reference BLAS,
+with a warning), "torch" w:bf16 (the Hugging Face way: module.to(torch.bfloat16), bf16 input),
+"torch_onednn" w:f32 and w:bf16 (above). After each thread count one summary line per row
+(impl "fastest", name without w:) lists every configuration's median and names the fastest;
+tools/bench/vision_report.py compares moe with it. Environment, warm-up: tools/bench/common.py
+(bench_env, measure: one warm-up call, then --reps repetitions of at least --min-time s).
 
-    /usr/bin/python3 tools/bench/torch_vision.py [--threads 1 2] [--only vit_b16] [--skip-bf16]
+    /usr/bin/python3 tools/bench/torch_vision.py [--threads 1 2] [--only vit_b16] [--batches 1 8]
+                                                 [--skip-bf16] [--skip-stock]
 
-Prints one JSON object per line (tools/bench/common.py): name, impl "torch", median / min
-seconds per call.
+Prints one JSON object per line (tools/bench/common.py): name, impl, w, median / min seconds per
+call.
 """
 
 import argparse
@@ -26,26 +32,40 @@ import copy
 import os
 import sys
 
-import torch
-import torch.nn as nn
-import torch.utils.mkldnn  # noqa: F401
-
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 sys.path.insert(0, os.path.join(here, "..", "reference"))
 
-from common import emit, measure, torch_info  # noqa: E402
+import common  # noqa: E402
+
+if __name__ == "__main__":
+    common.bench_env()  # before torch: OpenBLAS / OpenMP / glibc read their variables at start-up
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.utils.mkldnn  # noqa: E402,F401
+
+from common import emit, fastest, measure, set_threads, torch_info, warn_if_reference_blas  # noqa: E402
 import ringmoe_moe  # noqa: E402
 import vision_swin  # noqa: E402
 import vision_vit  # noqa: E402
 
 
-def run(name, fn, args, impl, reps=None):
+def run(name, fn, args, impl, reps=None, rows=None):
     with torch.no_grad():
         med, mn, _ = measure(fn, reps=reps or args.reps, min_time=args.min_time)
-    rec = dict(name=name, impl=impl, median_s=med, min_s=mn)
+    w = name.split("/w:")[1].split("/")[0]
+    rec = dict(name=name, impl=impl, w=w, median_s=med, min_s=mn)
     rec.update(torch_info(torch))
     emit(rec)
+    if rows is not None:  # the row: the name without its w:
+        rows.setdefault(name.replace("/w:%s" % w, ""), []).append(rec)
+    return rec
+
+
+def stock(module, dtype):
+    """The module as it is (dtype f32), or the Hugging Face way for bf16: a bf16 copy."""
+    return module if dtype == torch.float32 else copy.deepcopy(module).to(dtype)
 
 
 def mkldnn_linear(linear, dtype):
@@ -115,48 +135,59 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--only", default="")
-    ap.add_argument("--skip-stock", action="store_true", help="skip the stock (reference-BLAS) runs")
+    ap.add_argument("--skip-stock", action="store_true",
+                    help="skip the stock configurations (then the fastest named is not PyTorch's fastest)")
     ap.add_argument("--skip-bf16", action="store_true")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="ViT-B/16 batch sizes")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.5)
     args = ap.parse_args()
+    warn_if_reference_blas(torch)
     torch.manual_seed(0)
     dtypes = [("f32", torch.float32)] + ([] if args.skip_bf16 else [("bf16", torch.bfloat16)])
     for t in args.threads:
-        torch.set_num_threads(t)
+        set_threads(torch, t)
         th = "/threads:%d" % t
+        rows = {}
         if "vit_b16" in args.only or not args.only:
             import torchvision
-            if not args.skip_stock:  # ~17 s per image here: batch 1, one repetition
-                m = torchvision.models.vit_b_16().eval()
-                x = torch.randn(1, 3, 224, 224)
-                run("vision/vit_b16/batch:1/w:f32" + th, lambda: m(x), args, "torch", reps=1)
             vit = init_small(vision_vit.TimmVit(img=224, patch=16, dim=768, depth=12, heads=12,
                                                 mlp_hidden=3072).eval())
-            for B in (1, 8):
+            tv = None if args.skip_stock else torchvision.models.vit_b_16().eval()
+            for B in args.batches:
                 x = torch.randn(B, 3, 224, 224)
                 for wn, dt in dtypes:
+                    name = "vision/vit_b16/batch:%d/w:%s%s" % (B, wn, th)
+                    if tv is not None:
+                        m, xs = stock(tv, dt), x.to(dt)
+                        run(name, lambda: m(xs), args, "torch", rows=rows)
                     m = onednn(vit, dt)
-                    run("vision/vit_b16/batch:%d/w:%s%s" % (B, wn, th), lambda: m(x), args, "torch_onednn",
-                        reps=3 if wn == "bf16" else None)
+                    run(name, lambda: m(x), args, "torch_onednn", rows=rows)
+                    del m
         if "siglip" in args.only or not args.only:
             layer = init_small(vision_vit.SiglipLayer(1152, 16, 4304).eval())
             x = torch.randn(1, 729, 1152)
-            if not args.skip_stock:
-                run("vision/siglip_block/T:729/w:f32" + th, lambda: layer(x), args, "torch", reps=1)
             for wn, dt in dtypes:
+                name = "vision/siglip_block/T:729/w:%s%s" % (wn, th)
+                if not args.skip_stock:
+                    m, xs = stock(layer, dt), x.to(dt)
+                    run(name, lambda: m(xs), args, "torch", rows=rows)
                 m = onednn(layer, dt)
-                run("vision/siglip_block/T:729/w:%s%s" % (wn, th), lambda: m(x), args, "torch_onednn")
+                run(name, lambda: m(x), args, "torch_onednn", rows=rows)
         if "swin" in args.only or not args.only:
             blocks = [vision_swin.SwinBlock(896, 24, 28, 12, 0 if j == 0 else 6,
                                             vision_swin.dense_mlp("tanh")(1, 896, 3584)) for j in range(2)]
             stage = as_nn_linear(init_small(torch.nn.Sequential(*blocks, vision_swin.PatchMerging(896, 24)).eval()))
             x = torch.randn(1, 576, 896)
-            if not args.skip_stock:
-                run("vision/swin_stage1/batch:1/w:f32" + th, lambda: stage(x), args, "torch", reps=1)
             for wn, dt in dtypes:
+                name = "vision/swin_stage1/batch:1/w:%s%s" % (wn, th)
+                if not args.skip_stock:
+                    m, xs = stock(stage, dt), x.to(dt)
+                    run(name, lambda: m(xs), args, "torch", rows=rows)
                 m = onednn(stage, dt)
-                run("vision/swin_stage1/batch:1/w:%s%s" % (wn, th), lambda: m(x), args, "torch_onednn")
+                run(name, lambda: m(x), args, "torch_onednn", rows=rows)
+        for row, recs in rows.items():
+            fastest(recs, row, key="median_s")
     return 0
 
 

@@ -3,10 +3,17 @@
 Markdown tables of docs/benchmarks.md ("Vision encoders") with the target check (stdlib only).
 
     /usr/bin/python3 tools/bench/vision_report.py <bench_vision.json> <torch_vision.jsonl>
+
+Every row is compared with PyTorch's fastest configuration in the same run (torch_vision.py times
+stock and oneDNN, fp32 and bf16), and with the same-weights stock / oneDNN runs.
 """
 
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import W_RE  # noqa: E402
 
 
 def load_ours(path):
@@ -40,8 +47,22 @@ def load_torch(path):
             line = line.strip()
             if line.startswith("{"):
                 r = json.loads(line)
+                if r.get("summary") or "median_s" not in r:
+                    continue
                 out[(r["name"], r["impl"])] = r["median_s"] * 1e3
     return out
+
+
+def fastest(torch, name):
+    """(ms, label) of PyTorch's fastest configuration in name's row: any weights (stock or oneDNN,
+    f32 or bf16) at the same model, batch and thread count; (None, None) when there is none."""
+    row = W_RE.sub("", name)
+    best = (None, None)
+    for (n, impl), ms in torch.items():
+        if W_RE.sub("", n) == row and (best[0] is None or ms < best[0]):
+            best = (ms, "%s %s" % ({"torch": "stock", "torch_onednn": "oneDNN"}.get(impl, impl),
+                                   W_RE.search(n).group(0)[3:]))
+    return best
 
 
 def fmt(v, nd=3):
@@ -54,22 +75,22 @@ def main(argv):
     ours, ctx = load_ours(argv[1])
     torch = load_torch(argv[2])
     print("Context: %s, %s MHz, %d CPUs\n" % (ctx.get("date", "?"), ctx.get("mhz_per_cpu", "?"), ctx.get("num_cpus", 0)))
-    print("| benchmark | ours ms (±cv) | ours GFLOP/s | PyTorch oneDNN ms | ours / oneDNN | PyTorch stock ms | ours / stock |")
-    print("|---|---|---|---|---|---|---|")
+    print("Ratios are speed-ups (PyTorch ms / ours ms). PyTorch fastest = the fastest of PyTorch's "
+          "configurations (stock / oneDNN x f32 / bf16) at the same model, batch and threads, whatever "
+          "its weights.\n")
+    print("| benchmark | ours ms (±cv) | ours GFLOP/s | PyTorch fastest ms (config) | **ours / fastest** | "
+          "PyTorch oneDNN ms (same w) | ours / oneDNN | PyTorch stock ms (same w) | ours / stock |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in sorted(ours):
         o = ours[name]
         od = torch.get((name, "torch_onednn"))
         st = torch.get((name, "torch"))
-        # The stock runs exist only for f32 batch 1: bf16 rows compare with the f32 stock run too.
-        st_key = name.replace("/w:bf16", "/w:f32")
-        st_note = ""
-        if st is None and (st_key, "torch") in torch:
-            st = torch[(st_key, "torch")]
-            st_note = " (f32)"
+        fa, fa_label = fastest(torch, name)
         cv = " ±%.0f%%" % o["cv"] if o.get("cv") is not None else ""
-        print("| %s | %s%s | %s | %s | %s | %s%s | %s |" % (
-            name, fmt(o["ms"], 4), cv, fmt(o["gflops"]), fmt(od, 4), fmt(od / o["ms"] if od else None),
-            fmt(st, 4), st_note, fmt(st / o["ms"] if st else None)))
+        print("| %s | %s%s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, fmt(o["ms"], 4), cv, fmt(o["gflops"]), "-" if fa is None else "%s (%s)" % (fmt(fa, 4), fa_label),
+            fmt(fa / o["ms"] if fa else None), fmt(od, 4), fmt(od / o["ms"] if od else None),
+            fmt(st, 4), fmt(st / o["ms"] if st else None)))
 
     def get(n):
         return ours.get(n, {}).get("ms")
@@ -78,6 +99,11 @@ def main(argv):
     base = "vision/vit_b16/batch:1/w:%s/threads:%d"
     f1, b1, f2 = get(base % ("f32", 1)), get(base % ("bf16", 1)), get(base % ("f32", 2))
     rows = []
+    fa, fa_label = fastest(torch, base % ("f32", 1))
+    if fa and f1:
+        rows.append(("fp32, 1 thread vs PyTorch's fastest configuration (%s)" % fa_label, fa / f1, 1.4))
+    if fa and b1:
+        rows.append(("bf16 weights, 1 thread vs PyTorch's fastest configuration (%s)" % fa_label, fa / b1, 2.5))
     for ref_impl, label in (("torch", "stock torchvision vit_b_16"), ("torch_onednn", "oneDNN (to_mkldnn) ViT-B/16")):
         ref = torch.get((base % ("f32", 1), ref_impl))
         if ref and f1:

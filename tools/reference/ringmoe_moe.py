@@ -241,7 +241,7 @@ class MoeModal(nn.Module):
                 if rows.numel() == 0:
                     continue
                 out = ffn.expert(x.index_select(0, rows), e)
-                y.index_add_(0, rows, out * r["weights"][rows, j:j + 1])
+                y.index_add_(0, rows, (out * r["weights"][rows, j:j + 1]).to(y.dtype))  # bf16 modules: HF casts too
         return y
 
     def _combine_dense(self, ffn, x, r):
