@@ -5,7 +5,9 @@
 //   gelu_mlp/T:512/d:768/ffn:3072/E:8/k:2    ViT-B-sized GELU-MLP experts with bias
 //   swiglu/T:512/d:1024/ffn:3584/E:8/k:2     Mixtral-like SwiGLU experts, scaled to this machine
 //
-// Benchmarks (w = expert weight storage, f32 or bf16; activations always fp32):
+// Benchmarks (w = expert weight policy: f32, bf16 (exact math: fp32 activations), bf16-dot
+// (Bf16DotMath: activations rounded to bf16 at each GEMM input, vdpbf16ps), bf16-dot-packed (the
+// same with weights packed once at load); everything outside the GEMMs in fp32):
 //   layer/moe/<shape>/w:<w>/threads:<n>      MoELayer::forward (softmax top-k router, renormalised)
 //   layer/experts/<shape>/w:<w>/threads:<n>  the expert part only: permute + expert FFNs + combine,
 //                                            on the plan of the layer's router
@@ -14,7 +16,7 @@
 //   layer/router/<shape>/threads:1           the router only: gate GEMM [T, d] x [d, E] + fused top-k
 //   layer/dense/<shape>/w:<w>/threads:<n>    the dense baseline: one Linear pair (GELU-MLP: fc1, fc2;
 //                                            SwiGLU: gate, up, down) over T * k rows with expert 0's
-//                                            weights, moe::cpu::linear (threads:2 = linear_parallel),
+//                                            weights, Linear::forward (threads split columns),
 //                                            no activation: the same FLOPs as the experts, no routing
 //
 // Counter GFLOP/s counts the useful expert FLOPs only, 2 * T * k * (2 * d * F) for the GELU-MLP
@@ -57,7 +59,7 @@ constexpr std::uint64_t kSeed = 1234;
 
 template <class W>
 constexpr const char* wname() {
-    return std::is_same_v<W, float> ? "f32" : "bf16";
+    return moe::policy_name<W>();
 }
 
 moe::Tensor random_normal(index_t rows, index_t cols, std::uint64_t seed) {
@@ -200,31 +202,28 @@ void BM_router(benchmark::State& st, ShapeCfg c) {
                                                        benchmark::Counter::kIsIterationInvariantRate);
 }
 
-template <class W>
-void dense_linear(moe::ConstMatrixRef<float> A, moe::WeightMatrix<W> Wm, const float* bias, moe::MatrixRef<float> C,
-                  int threads, moe::cpu::GemmWorkspace& ws) {
-    if (threads <= 1) moe::cpu::linear(A, Wm, bias, C, false, ws);
-    else moe::cpu::linear_parallel(A, Wm, bias, C, false, moe::Exec(threads));
-}
-
 template <class X>
 void BM_dense(benchmark::State& st, ShapeCfg c, int threads) {
-    using W = typename X::weight_type;
     auto& f = fixture<X>(c);
     const X& ex = f.layer.experts();
-    moe::cpu::GemmWorkspace ws;
     const auto A = f.a.template matrix<float>();
     auto H = f.h.template matrix<float>();
     auto H2 = f.h2.template matrix<float>();
     auto O = f.out.template matrix<float>();
+    const moe::Exec exec(threads);
+    // Expert 0's matrices as one dense Linear each (Linear::forward: threads split columns).
+    const index_t zero[] = {0};
+    auto first = [&](const auto& stack) { return stack.select(zero); };
     for (auto _ : st) {
         if constexpr (requires { ex.fc1(); }) {
-            dense_linear<W>(A, ex.fc1().weight(0), ex.fc1().bias(0), H, threads, ws);
-            dense_linear<W>(H, ex.fc2().weight(0), ex.fc2().bias(0), O, threads, ws);
+            static const auto fc1 = first(ex.fc1()), fc2 = first(ex.fc2());
+            fc1.forward(A, H, exec);
+            fc2.forward(H, O, exec);
         } else {
-            dense_linear<W>(A, ex.gate().weight(0), nullptr, H, threads, ws);
-            dense_linear<W>(A, ex.up().weight(0), nullptr, H2, threads, ws);
-            dense_linear<W>(H, ex.down().weight(0), nullptr, O, threads, ws);
+            static const auto gate = first(ex.gate()), up = first(ex.up()), down = first(ex.down());
+            gate.forward(A, H, exec);
+            up.forward(A, H2, exec);
+            down.forward(H, O, exec);
         }
         benchmark::DoNotOptimize(O.data);
         benchmark::ClobberMemory();
@@ -251,6 +250,8 @@ void register_shape(const ShapeCfg& c) {
     };
     per_weight.template operator()<float>();
     per_weight.template operator()<moe::bf16>();
+    per_weight.template operator()<moe::bf16_dot>();
+    per_weight.template operator()<moe::bf16_dot_packed>();
 }
 
 const bool registered = [] {

@@ -10,7 +10,9 @@
 // S = 192 (window 12, RingMoE's pre-training size) and 224 (window 7: 224 / 4 = 56 tokens per
 // side is not a multiple of 12; 7 divides 56, 28, 14 and 7, as Swin-V2 uses at 224). One optical
 // image (3 channels) per call, patch embedding -> 24 blocks + 3 patch mergings -> final norm.
-// w: f32 or bf16 Linear / expert weights (activations, norms, attention in fp32). The single-
+// w: the weight policy: f32, bf16 (exact math: fp32 activations), bf16-dot (Bf16DotMath: GEMM
+// inputs rounded to bf16, vdpbf16ps), bf16-dot-packed (the same, packed once at load); norms,
+// softmax and attention products in fp32. The single-
 // modality model is run in bf16 only: its fp32 weights (26 GB) do not fit in this machine's 23 GiB.
 //
 // Counters: images/s, GFLOP/s (2 x the MACs of every GEMM and attention product the image needs:
@@ -47,10 +49,10 @@ Tensor rnd(moe::Shape s, std::mt19937_64& g, float scale) {
     return t;
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 vis::Linear<W> lin(index_t out, index_t in, bool bias, std::mt19937_64& g) {
     const float s = 1.0f / std::sqrt(float(in));
-    return vis::Linear<W>(rnd<W>({out, in}, g, s), bias ? rnd<float>({out}, g, s) : Tensor());
+    return vis::Linear<W>(rnd<moe::storage_t<W>>({out, in}, g, s), bias ? rnd<float>({out}, g, s) : Tensor());
 }
 
 vis::LayerNorm ln(index_t C, std::mt19937_64& g) {
@@ -68,7 +70,7 @@ vis::SwinConfig config(index_t image) {
 }
 
 /// A Swin encoder of `cfg` with random weights; ffn(stage, C, F, rng) builds each FFN slot.
-template <class Ffn, moe::WeightType W>
+template <class Ffn, moe::WeightPolicy W>
 vis::SwinEncoder<Ffn, W> build(const vis::SwinConfig& cfg, const std::function<Ffn(index_t, index_t, index_t, std::mt19937_64&)>& ffn) {
     std::mt19937_64 g(7);
     const index_t C0 = cfg.embed_dim, p = cfg.patch;
@@ -141,12 +143,12 @@ void run(benchmark::State& st, Enc& enc, const vis::SwinConfig& cfg, int threads
     st.counters["params"] = double(enc.parameters());
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 void BM_folded(benchmark::State& st, index_t image, int threads) {
     using Mlp = vis::Mlp<moe::GeluTanh, W>;
     using Enc = vis::SwinEncoder<Mlp, W>;
     const auto cfg = config(image);
-    Enc& enc = get<Enc>("folded/" + std::to_string(image) + "/" + std::string(moe::dtype_name(moe::dtype_v<W>)), [&] {
+    Enc& enc = get<Enc>("folded/" + std::to_string(image) + "/" + moe::policy_name<W>(), [&] {
         return build<Mlp, W>(cfg, [](index_t, index_t C, index_t F, std::mt19937_64& g) {
             return Mlp(lin<W>(F, C, true, g), lin<W>(C, F, true, g));
         });
@@ -186,14 +188,15 @@ int register_all() {
     // Grouped by model so that each model is built once (the cache keeps one).
     for (index_t img : {192, 224}) {
         const std::string s = "/img:" + std::to_string(img);
-        for (const char* w : {"f32", "bf16"})
-            for (int t : {1, 2}) {
-                const std::string n = "ringmoe/folded_1b" + s + "/w:" + w + "/threads:" + std::to_string(t);
-                if (std::string(w) == "f32")
-                    reg(n, [img, t](benchmark::State& st) { BM_folded<float>(st, img, t); });
-                else
-                    reg(n, [img, t](benchmark::State& st) { BM_folded<moe::bf16>(st, img, t); });
-            }
+        auto folded = [&]<class W>() {
+            for (int t : {1, 2})
+                reg("ringmoe/folded_1b" + s + "/w:" + moe::policy_name<W>() + "/threads:" + std::to_string(t),
+                    [img, t](benchmark::State& st) { BM_folded<W>(st, img, t); });
+        };
+        folded.template operator()<float>();
+        folded.template operator()<moe::bf16>();
+        folded.template operator()<moe::bf16_dot>();
+        folded.template operator()<moe::bf16_dot_packed>();
     }
     for (index_t img : {192, 224})
         for (int t : {1, 2})

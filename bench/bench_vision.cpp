@@ -33,7 +33,7 @@ Tensor rnd(moe::Shape s, std::mt19937& g, float scale) {
     return t;
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 vis::Linear<W> lin(index_t out, index_t in, bool bias, std::mt19937& g) {
     const float s = 1.0f / std::sqrt(float(in));
     return vis::Linear<W>(rnd({out, in}, g, s), bias ? rnd({out}, g, s) : Tensor());
@@ -45,13 +45,13 @@ vis::LayerNorm ln(index_t C, std::mt19937& g) {
     return vis::LayerNorm(std::move(w), rnd({C}, g, 0.1f), 1e-6f);
 }
 
-template <moe::WeightType W, class Act>
+template <moe::WeightPolicy W, class Act>
 vis::Block<vis::Mlp<Act, W>, W> vit_block(index_t C, index_t H, index_t F, std::mt19937& g) {
     return vis::Block<vis::Mlp<Act, W>, W>(ln(C, g), vis::Attention<W>(lin<W>(3 * C, C, true, g), lin<W>(C, C, true, g), H),
                                            ln(C, g), vis::Mlp<Act, W>(lin<W>(F, C, true, g), lin<W>(C, F, true, g)));
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 vis::DenseVit<W> vit_b16(std::mt19937& g) {
     const auto c = vis::VitConfig::timm_vit_b16();
     const index_t C = c.width, N = c.grid() * c.grid();
@@ -69,7 +69,7 @@ double vit_b16_flops(index_t B) {
     return B * (L * per_block + 2 * 196 * 768 * 768.0);
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 void BM_vit(benchmark::State& st, index_t B, int threads) {
     std::mt19937 g(1);
     auto vit = vit_b16<W>(g);
@@ -83,7 +83,7 @@ void BM_vit(benchmark::State& st, index_t B, int threads) {
     st.counters["images/s"] = benchmark::Counter(double(B), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 void BM_siglip_block(benchmark::State& st, int threads) {
     std::mt19937 g(2);
     const index_t C = 1152, F = 4304, T = 729;
@@ -101,7 +101,7 @@ void BM_siglip_block(benchmark::State& st, int threads) {
     st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-template <moe::WeightType W>
+template <moe::WeightPolicy W>
 void BM_swin_stage(benchmark::State& st, int threads) {
     std::mt19937 g(3);
     const index_t C = 896, H = 28, R = 24, w = 12, F = 4 * C;
@@ -132,18 +132,21 @@ void reg(const std::string& name, F f) {
     benchmark::RegisterBenchmark(name.c_str(), f)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
+template <class W>
+void register_policy(int t) {
+    const std::string th = "/threads:" + std::to_string(t), w = std::string("/w:") + moe::policy_name<W>();
+    for (index_t B : {1, 8})
+        reg("vision/vit_b16/batch:" + std::to_string(B) + w + th, [B, t](benchmark::State& s) { BM_vit<W>(s, B, t); });
+    reg("vision/siglip_block/T:729" + w + th, [t](benchmark::State& s) { BM_siglip_block<W>(s, t); });
+    reg("vision/swin_stage1/batch:1" + w + th, [t](benchmark::State& s) { BM_swin_stage<W>(s, t); });
+}
+
 int register_all() {
     for (int t : {1, 2}) {
-        const std::string th = "/threads:" + std::to_string(t);
-        for (index_t B : {1, 8}) {
-            const std::string b = "vision/vit_b16/batch:" + std::to_string(B);
-            reg(b + "/w:f32" + th, [B, t](benchmark::State& s) { BM_vit<float>(s, B, t); });
-            reg(b + "/w:bf16" + th, [B, t](benchmark::State& s) { BM_vit<moe::bf16>(s, B, t); });
-        }
-        reg("vision/siglip_block/T:729/w:f32" + th, [t](benchmark::State& s) { BM_siglip_block<float>(s, t); });
-        reg("vision/siglip_block/T:729/w:bf16" + th, [t](benchmark::State& s) { BM_siglip_block<moe::bf16>(s, t); });
-        reg("vision/swin_stage1/batch:1/w:f32" + th, [t](benchmark::State& s) { BM_swin_stage<float>(s, t); });
-        reg("vision/swin_stage1/batch:1/w:bf16" + th, [t](benchmark::State& s) { BM_swin_stage<moe::bf16>(s, t); });
+        register_policy<float>(t);
+        register_policy<moe::bf16>(t);
+        register_policy<moe::bf16_dot>(t);
+        register_policy<moe::bf16_dot_packed>(t);
     }
     return 0;
 }

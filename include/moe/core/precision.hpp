@@ -11,6 +11,10 @@
 //       Bf16DotMath>          fp32 as AVX-512 BF16's vdpbf16ps does, and as PyTorch's / oneDNN's
 //                             bf16 Linear computes. Everything outside the GEMMs (norms,
 //                             softmax, activations, residuals) stays fp32.
+//   bf16_dot_packed           the same, with every weight matrix packed once at load into the
+//   = Weights<bf16,           GEMM's panel layout (PackOnce) instead of block by block on every
+//       Bf16DotMath,          call (PackPerCall): an owned copy the size of the weights, the
+//       PackOnce>             same bits.
 //
 // Which CPUs run which kernel for Bf16DotMath: with AVX-512 BF16 (Zen 4/5, Sapphire Rapids and
 // later, Cooper Lake) the vdpbf16ps micro-kernel; elsewhere (AVX2 Zen 3, AVX-512 without BF16)
@@ -33,26 +37,40 @@ struct Bf16DotMath {
     static constexpr const char* name = "bf16-dot";
 };
 
-/// A weight policy: weights stored as S, multiplied by Math.
-template <WeightType S, class Math = ExactMath>
+/// Weights read where they lie and packed for the GEMM block by block on every call (default).
+struct PackPerCall {
+    static constexpr const char* name = "per-call";
+};
+/// Weights packed once, at load, into the GEMM's panels (Bf16DotMath only).
+struct PackOnce {
+    static constexpr const char* name = "once";
+};
+
+/// A weight policy: weights stored as S, multiplied by Math, packed as Packing says.
+template <WeightType S, class Math = ExactMath, class Packing = PackPerCall>
 struct Weights {
     using storage = S;
     using math = Math;
+    using packing = Packing;
 };
 
 /// bf16 weights multiplied by bf16 dot products (PyTorch's bf16 modules' arithmetic).
 using bf16_dot = Weights<bf16, Bf16DotMath>;
+/// The same, packed once at load.
+using bf16_dot_packed = Weights<bf16, Bf16DotMath, PackOnce>;
 
 namespace detail {
 template <class W>
 struct weight_policy_traits {
     using storage = W;
     using math = ExactMath;
+    using packing = PackPerCall;
 };
-template <WeightType S, class M>
-struct weight_policy_traits<Weights<S, M>> {
+template <WeightType S, class M, class P>
+struct weight_policy_traits<Weights<S, M, P>> {
     using storage = S;
     using math = M;
+    using packing = P;
 };
 }  // namespace detail
 
@@ -63,17 +81,25 @@ using storage_t = typename detail::weight_policy_traits<W>::storage;
 template <class W>
 using math_t = typename detail::weight_policy_traits<W>::math;
 
-/// A weight policy the library can run: a WeightType (exact math), or Weights<S, Math> with
-/// ExactMath, or Bf16DotMath over bf16 storage.
+/// When a policy packs its weights (PackPerCall or PackOnce).
+template <class W>
+using packing_t = typename detail::weight_policy_traits<W>::packing;
+
+/// A weight policy the library can run: a WeightType (exact math), Weights<S> with ExactMath
+/// packed per call, or Bf16DotMath over bf16 storage packed per call or once.
 template <class W>
 concept WeightPolicy =
-    WeightType<storage_t<W>> && (std::is_same_v<math_t<W>, ExactMath> ||
-                                 (std::is_same_v<math_t<W>, Bf16DotMath> && std::is_same_v<storage_t<W>, bf16>));
+    WeightType<storage_t<W>> &&
+    ((std::is_same_v<math_t<W>, ExactMath> && std::is_same_v<packing_t<W>, PackPerCall>) ||
+     (std::is_same_v<math_t<W>, Bf16DotMath> && std::is_same_v<storage_t<W>, bf16> &&
+      (std::is_same_v<packing_t<W>, PackPerCall> || std::is_same_v<packing_t<W>, PackOnce>)));
 
-/// The policy's name for logs and benchmarks ("f32", "bf16", "f16", "bf16-dot").
+/// The policy's name for logs and benchmarks ("f32", "bf16", "f16", "bf16-dot",
+/// "bf16-dot-packed").
 template <WeightPolicy W>
 constexpr const char* policy_name() noexcept {
-    if constexpr (std::is_same_v<math_t<W>, Bf16DotMath>) return "bf16-dot";
+    if constexpr (std::is_same_v<packing_t<W>, PackOnce>) return "bf16-dot-packed";
+    else if constexpr (std::is_same_v<math_t<W>, Bf16DotMath>) return "bf16-dot";
     else if constexpr (std::is_same_v<storage_t<W>, float>) return "f32";
     else if constexpr (std::is_same_v<storage_t<W>, bf16>) return "bf16";
     else return "f16";

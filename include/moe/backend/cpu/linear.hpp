@@ -71,6 +71,7 @@ public:
         const TensorView bv = has_b ? b->view() : TensorView();
         init_one(w->view(), has_b ? &bv : nullptr, w, what, layout);
         if (b) owners_.push_back(std::move(b));
+        finish_load();
     }
 
     /// One matrix viewed in memory that `owner` keeps alive (e.g. SafetensorsFile::keep_alive());
@@ -80,6 +81,7 @@ public:
         check<ShapeError>(weight.rank() == 2, what, "expected a 2-D weight ", layout_name(layout), ", found ",
                           weight.shape().str());
         init_one(weight, bias, std::move(owner), what, layout);
+        finish_load();
     }
 
     /// E matrices from one stacked tensor w ([E, out, in], or [E, in, out] with layout in_out) and
@@ -122,6 +124,7 @@ public:
                 s.bias_.push_back(s.template adopt<float>(bs[e], name + " bias"));
             }
         }
+        s.finish_load();
         return s;
     }
 
@@ -160,6 +163,7 @@ public:
             for (index_t e = 0; e < E; ++e) s.bias_.push_back(cb.template data<float>() + e * out);
             s.owners_.push_back(tb);
         }
+        s.finish_load();
         return s;
     }
 
@@ -244,7 +248,8 @@ public:
     /// packs again: an owned copy of packed_bytes() bytes (the weights' size, padded) held beside
     /// the weights as loaded (which stay mapped for weight(), checkpoints and pruning, but are no
     /// longer read by the GEMMs). Products are bit-identical to the unpacked ones. Copies and
-    /// select() share the packed panels. Idempotent.
+    /// select() share the packed panels. Idempotent. The PackOnce policies (bf16_dot_packed)
+    /// call it at load, in every constructor.
     void pack()
         requires std::is_same_v<math, Bf16DotMath>
     {
@@ -336,6 +341,10 @@ public:
     }
 
 private:
+    void finish_load() {
+        if constexpr (std::is_same_v<packing_t<Policy>, PackOnce>) pack();
+    }
+
     void init_one(const TensorView& weight, const TensorView* bias, std::shared_ptr<const void> owner,
                   std::string_view what, WeightLayout layout) {
         const bool oi = layout == WeightLayout::out_in;
