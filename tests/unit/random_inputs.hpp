@@ -1,7 +1,9 @@
-// tests/unit/random_inputs.hpp - deterministic random test inputs shared by the unit tests.
+// tests/unit/random_inputs.hpp - deterministic random test inputs (and their transposes) shared
+// by the unit tests.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -15,6 +17,15 @@ inline std::vector<float> randn(std::size_t n, unsigned seed) {
     std::vector<float> v(n);
     for (auto& x : v) x = d(rng);
     return v;
+}
+
+/// w [N, K] row-major -> [K, N] (an [out, in] matrix stored [in, out]).
+template <class T>
+std::vector<T> transposed(const std::vector<T>& w, std::int64_t N, std::int64_t K) {
+    std::vector<T> t(w.size());
+    for (std::int64_t n = 0; n < N; ++n)
+        for (std::int64_t k = 0; k < K; ++k) t[static_cast<std::size_t>(k * N + n)] = w[static_cast<std::size_t>(n * K + k)];
+    return t;
 }
 
 }  // namespace moe_test

@@ -20,6 +20,7 @@ using namespace moe;
 namespace {
 
 using moe_test::randn;
+using moe_test::transposed;
 
 // bf16 rounding (nearest even, moe::bf16) with subnormal results read as zero (DAZ).
 float bf16_daz(float x) {
@@ -65,12 +66,6 @@ std::vector<bf16> to_bf16(const std::vector<float>& v) {
     return r;
 }
 
-std::vector<bf16> transposed(const std::vector<bf16>& w, index_t N, index_t K) {
-    std::vector<bf16> t(w.size());
-    for (index_t n = 0; n < N; ++n)
-        for (index_t k = 0; k < K; ++k) t[static_cast<std::size_t>(k * N + n)] = w[static_cast<std::size_t>(n * K + k)];
-    return t;
-}
 
 // Bits of a and b equal everywhere (NaN included).
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {

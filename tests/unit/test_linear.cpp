@@ -20,6 +20,7 @@ using namespace moe;
 namespace {
 
 using moe_test::randn;
+using moe_test::transposed;
 
 // y [M, N] = x [M, K] w^T + b in double, w given [N, K] row-major.
 std::vector<double> reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
@@ -35,13 +36,6 @@ std::vector<double> reference(const std::vector<float>& x, const std::vector<flo
     return y;
 }
 
-// w [N, K] -> [K, N].
-std::vector<float> transposed(const std::vector<float>& w, index_t N, index_t K) {
-    std::vector<float> t(w.size());
-    for (index_t n = 0; n < N; ++n)
-        for (index_t k = 0; k < K; ++k) t[static_cast<std::size_t>(k * N + n)] = w[static_cast<std::size_t>(n * K + k)];
-    return t;
-}
 
 }  // namespace
 

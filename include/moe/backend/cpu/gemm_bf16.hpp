@@ -36,6 +36,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <type_traits>
 
 #include "moe/backend/cpu/arch.hpp"
+#include "moe/backend/cpu/gemm_kernel.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
@@ -201,27 +202,6 @@ inline void pack_bf16(WeightMatrix<bf16> w, index_t n0, index_t nb, index_t k0, 
         }
         for (index_t j = cols; j < NR; ++j)
             for (index_t q = 0; q < kp; ++q) panel[q * NR + j] = 0;
-    }
-}
-
-/// c[ROWS, cols] += acc (two vectors of L per row).
-template <class B, int ROWS>
-MOE_ALWAYS_INLINE void add_tile(const B* acc0, const B* acc1, float* c, index_t ldc, index_t cols) {
-    constexpr index_t L = static_cast<index_t>(B::size);
-    if (cols == 2 * L) {
-        static_for<ROWS>([&](auto i) {
-            float* ci = c + i * ldc;
-            (B::load_unaligned(ci) + acc0[i]).store_unaligned(ci);
-            (B::load_unaligned(ci + L) + acc1[i]).store_unaligned(ci + L);
-        });
-    } else {
-        alignas(64) float tmp[2 * L];
-        static_for<ROWS>([&](auto i) {
-            acc0[i].store_aligned(tmp);
-            acc1[i].store_aligned(tmp + L);
-            float* ci = c + i * ldc;
-            for (index_t j = 0; j < cols; ++j) ci[j] += tmp[j];
-        });
     }
 }
 

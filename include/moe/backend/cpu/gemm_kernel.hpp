@@ -116,6 +116,27 @@ inline void pack_w_in_out(const W* Wm, index_t ldw, index_t n0, index_t nb, inde
     }
 }
 
+/// c[ROWS, cols] += the accumulators of a micro-kernel (two vectors of L per row; cols <= 2L).
+template <class B, int ROWS>
+MOE_ALWAYS_INLINE void add_tile(const B* acc0, const B* acc1, float* c, index_t ldc, index_t cols) {
+    constexpr index_t L = static_cast<index_t>(B::size);
+    if (cols == 2 * L) {
+        static_for<ROWS>([&](auto i) {
+            float* ci = c + i * ldc;
+            (B::load_unaligned(ci) + acc0[i]).store_unaligned(ci);
+            (B::load_unaligned(ci + L) + acc1[i]).store_unaligned(ci + L);
+        });
+    } else {
+        alignas(64) float tmp[2 * L];
+        static_for<ROWS>([&](auto i) {
+            acc0[i].store_aligned(tmp);
+            acc1[i].store_aligned(tmp + L);
+            float* ci = c + i * ldc;
+            for (index_t j = 0; j < cols; ++j) ci[j] += tmp[j];
+        });
+    }
+}
+
 /// C[rows, NR] += A[rows, kb] . Wp[kb, NR]; `cols` <= NR columns of C are stored.
 template <class A, int ROWS>
 MOE_ALWAYS_INLINE void micro_kernel(index_t kb, const float* a, index_t lda, const float* wp, float* c, index_t ldc,
@@ -133,21 +154,7 @@ MOE_ALWAYS_INLINE void micro_kernel(index_t kb, const float* a, index_t lda, con
             acc1[i] = arch::fmadd<A>(ai, w1, acc1[i]);
         });
     }
-    if (cols == 2 * L) {
-        static_for<ROWS>([&](auto i) {
-            float* ci = c + i * ldc;
-            (B::load_unaligned(ci) + acc0[i]).store_unaligned(ci);
-            (B::load_unaligned(ci + L) + acc1[i]).store_unaligned(ci + L);
-        });
-    } else {
-        alignas(64) float tmp[2 * L];
-        static_for<ROWS>([&](auto i) {
-            acc0[i].store_aligned(tmp);
-            acc1[i].store_aligned(tmp + L);
-            float* ci = c + i * ldc;
-            for (index_t j = 0; j < cols; ++j) ci[j] += tmp[j];
-        });
-    }
+    add_tile<B, ROWS>(acc0, acc1, c, ldc, cols);
 }
 
 template <class A, int ROWS = Blocking<A>::MR>
