@@ -60,7 +60,6 @@ namespace moe::cpu {
 
 /// Scratch memory of the routing kernel; reuse one per thread to avoid allocations.
 struct RouteWorkspace {
-    Scratch<float> keys;
     Scratch<float> block;
     Scratch<float> row;
     Scratch<float> top;
@@ -312,7 +311,6 @@ MOE_ALWAYS_INLINE std::uint32_t finish_block(const xsimd::batch<float, A>* acc, 
     alignas(64) std::int32_t iota_arr[L];
     for (int i = 0; i < L; ++i) iota_arr[i] = i;
     const I row_off = I::load_aligned(iota_arr) * I(static_cast<std::int32_t>(stride));
-    const B zero(0.0f);
     B vmax(0.0f);
     alignas(64) float arg[M][L];  // l_j - l_0 (<= 0), then exp of it
     static_for<M>([&](auto j) {
