@@ -27,6 +27,15 @@ inline void transpose_2x16(const xsimd::batch<float, A>* cols, xsimd::batch<floa
     transpose_2x16<A>(cols, rows, A{});
 }
 template <class A>
+inline void transpose_16x8(const xsimd::batch<float, A>* rows, xsimd::batch<float, A>* cols) noexcept {
+    transpose_16x8<A>(rows, cols, A{});
+}
+template <class A>
+inline void pick_64x8(const float* p, std::ptrdiff_t stride, const xsimd::batch<float, A>* ids,
+                      xsimd::batch<float, A>* vals) noexcept {
+    pick_64x8<A>(p, stride, ids, vals, A{});
+}
+template <class A>
 inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::batch<float, A>* cols) noexcept {
     load_transpose_16x8<A>(p, stride, cols, A{});
 }

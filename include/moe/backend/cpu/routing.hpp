@@ -282,7 +282,8 @@ MOE_NOINLINE xsimd::batch<float, A> softmax_denominators(const float* rows, inde
 /// tokens whose choice is ambiguous after truncation (redone exactly), the k chosen expert ids
 /// (as float bits) in idxf[0..k) and their weights in wv[0..k). Lane r is the token whose row
 /// starts at rows + r * stride.
-template <class A, int M>
+template <class A, int M, bool Pick64 = false>
+    requires(!Pick64 || (M == 8 && xsimd::batch<float, A>::size == 16))
 MOE_ALWAYS_INLINE std::uint32_t finish_block(const xsimd::batch<float, A>* acc, const xsimd::batch<float, A>& D,
                                              const float* rows, index_t stride, index_t E,
                                              const xsimd::batch<std::int32_t, A>& cmask,
@@ -311,18 +312,26 @@ MOE_ALWAYS_INLINE std::uint32_t finish_block(const xsimd::batch<float, A>* acc, 
     alignas(64) std::int32_t iota_arr[L];
     for (int i = 0; i < L; ++i) iota_arr[i] = i;
     const I row_off = I::load_aligned(iota_arr) * I(static_cast<std::int32_t>(stride));
-    B vmax(0.0f);
-    alignas(64) float arg[M][L];  // l_j - l_0 (<= 0), then exp of it
+    B val[M];
     static_for<M>([&](auto j) {
         if (j < k) {
             const I bits = xsimd::bitwise_cast<I>(acc[j]);
             const I code = bits & cmask;
             const I idx = arch::select_by_sign<A>(acc[j], code, cmask - code);
             idxf[j] = xsimd::bitwise_cast<B>(idx);
-            const B val = arch::gather<A>(rows, row_off + idx);
-            if constexpr (j == 0) vmax = val;
-            else (val - vmax).store_aligned(arg[j]);
+            if constexpr (!Pick64) val[j] = arch::gather<A>(rows, row_off + idx);
         }
+    });
+    if constexpr (Pick64) {  // E = 64, k = 8, 16 lanes: permutes within each row, no gathers
+        B ids_rows[8], val_rows[8];
+        arch::transpose_8x16<A>(idxf, ids_rows);
+        arch::pick_64x8<A>(rows, stride, ids_rows, val_rows);
+        arch::transpose_16x8<A>(val_rows, val);
+    }
+    const B vmax = val[0];
+    alignas(64) float arg[M][L];  // l_j - l_0 (<= 0), then exp of it
+    static_for<M>([&](auto j) {
+        if (j >= 1 && j < k) (val[j] - vmax).store_aligned(arg[j]);
     });
     // One loop over the choices, not k - 1 copies of xsimd::exp: the compiler inlines a single
     // copy, where k copies would be left as calls (each spilling every live register).
@@ -402,8 +411,14 @@ MOE_FLATTEN inline std::uint32_t route_block_simd(const float* rows, index_t str
 
     B idxf[L], wv[L];
     static_for<L>([&](auto j) { idxf[j] = wv[j] = zero; });
-    const std::uint32_t ambiguous = finish_block<A, M>(acc, D, rows, stride, E, cmask, keep, spec, idxf, wv);
     const index_t k = spec.k;
+    std::uint32_t ambiguous;
+    if constexpr (L == 16 && M == 8) {
+        if (E == 64 && k == 8) ambiguous = finish_block<A, M, true>(acc, D, rows, stride, E, cmask, keep, spec, idxf, wv);
+        else ambiguous = finish_block<A, M>(acc, D, rows, stride, E, cmask, keep, spec, idxf, wv);
+    } else {
+        ambiguous = finish_block<A, M>(acc, D, rows, stride, E, cmask, keep, spec, idxf, wv);
+    }
     // Back to token-major order.
     if constexpr (L == 16 && M == 8) {
         if (k == 8) {  // 16 tokens x 8 choices: 8 batches each, no overlap

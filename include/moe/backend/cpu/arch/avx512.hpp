@@ -82,20 +82,13 @@ inline void transpose_8x16(const xsimd::batch<float, A>* cols, xsimd::batch<floa
     }
 }
 
-/// The inverse of transpose_8x16, loading: 16 rows of 8 floats (row r at p + r * stride) into
-/// cols[j] (lane t = element (t, j)).
+/// The inverse of transpose_8x16: rows[q] holds rows 2q and 2q + 1 of a 16 x 8 matrix;
+/// afterwards cols[j] lane t = element (t, j).
 template <class A>
-inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::batch<float, A>* cols,
-                                xsimd::avx512f) noexcept {
+inline void transpose_16x8(const xsimd::batch<float, A>* rows, xsimd::batch<float, A>* cols,
+                           xsimd::avx512f) noexcept {
     __m512 c[8], a[4], b[4];
-    for (int q = 0; q < 8; ++q) {
-        const float* r = p + 2 * q * stride;
-        const __m512 v =
-            stride == 8 ? _mm512_loadu_ps(r)
-                        : _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(r))),
-                                                              _mm256_castps_pd(_mm256_loadu_ps(r + stride)), 1));
-        c[(q & 1) * 4 + (q >> 1)] = v;
-    }
+    for (int q = 0; q < 8; ++q) c[(q & 1) * 4 + (q >> 1)] = rows[q];
     transpose_blocks4(c);
     transpose_blocks4(c + 4);
     const auto lo = [](__m512 x, __m512 y) {
@@ -109,6 +102,42 @@ inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::ba
     for (int i = 0; i < 4; ++i) {
         cols[2 * i] = _mm512_shuffle_ps(a[i], b[i], 0x88);
         cols[2 * i + 1] = _mm512_shuffle_ps(a[i], b[i], 0xdd);
+    }
+}
+
+/// Loads 16 rows of 8 floats (row r at p + r * stride) into cols[j] (lane t = element (t, j)).
+template <class A>
+inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::batch<float, A>* cols,
+                                xsimd::avx512f) noexcept {
+    xsimd::batch<float, A> rows[8];
+    for (int q = 0; q < 8; ++q) {
+        const float* r = p + 2 * q * stride;
+        rows[q] = stride == 8 ? _mm512_loadu_ps(r)
+                              : _mm512_castpd_ps(_mm512_insertf64x4(
+                                    _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(r))),
+                                    _mm256_castps_pd(_mm256_loadu_ps(r + stride)), 1));
+    }
+    transpose_16x8<A>(rows, cols, xsimd::avx512f{});
+}
+
+/// Picks 8 of the 64 floats of each of 16 rows (row r at p + r * stride): ids[q] holds the 8
+/// column indices of rows 2q and 2q + 1 (as transpose_8x16 leaves them, int bits in float
+/// lanes); vals[q] gets the picked values in the same places. Two 32-entry permutes and a blend
+/// per row instead of gathers (gathers cost about 4x as much on Zen 4).
+template <class A>
+inline void pick_64x8(const float* p, std::ptrdiff_t stride, const xsimd::batch<float, A>* ids,
+                      xsimd::batch<float, A>* vals, xsimd::avx512f) noexcept {
+    for (int q = 0; q < 8; ++q) {
+        const __m512i id = _mm512_castps_si512(ids[q]);
+        const __mmask16 upper = _mm512_test_epi32_mask(id, _mm512_set1_epi32(32));  // column >= 32
+        __m512 v[2];
+        for (int h = 0; h < 2; ++h) {
+            const float* r = p + (2 * q + h) * stride;
+            const __m512 lo = _mm512_permutex2var_ps(_mm512_loadu_ps(r), id, _mm512_loadu_ps(r + 16));
+            const __m512 hi = _mm512_permutex2var_ps(_mm512_loadu_ps(r + 32), id, _mm512_loadu_ps(r + 48));
+            v[h] = _mm512_mask_blend_ps(upper, lo, hi);
+        }
+        vals[q] = _mm512_mask_blend_ps(0xff00, v[0], v[1]);  // row 2q in lanes 0-7, 2q + 1 in 8-15
     }
 }
 
