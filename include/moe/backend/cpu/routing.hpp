@@ -18,15 +18,21 @@
 // L loads, 3 instructions per key (shift, xor, bit-select) and 1 for the inf/NaN check, an
 // L x L transpose (64 shuffles at L = 16), then the sorting networks and bitonic merges (172
 // min/max for M = 8, L = 16); once per block: k gathers, k - 1 exps, the ids and weights back
-// to token-major order. So everything stays in registers: a group's chunks are merged into the
-// running top M as soon as the group is transposed (no pass through memory), the block
-// kernels are flattened (the transposes and xsimd::exp are not calls), whole blocks are written
-// straight to the output (16 tokens x 8 choices: a 24-shuffle 8 x 16 transpose instead of a
-// 16 x 16 one with overlapping stores), and E = 8 on 16 lanes (two token rows per register)
-// has its own block: a 16 x 8 load-transpose instead of a padded copy and a 16 x 16 transpose
-// of half-empty registers. Every variant builds the same keys, chooses the same experts, sends
-// the same tokens to the exact path and evaluates the weights with the same operations, so the
-// results are bit-identical to the two-pass kernel they replace.
+// to token-major order. So everything stays in registers:
+//  * a group's chunks are merged into the running top M as soon as the group is transposed
+//    (no pass through memory);
+//  * the block kernels are flattened, so the transposes are not calls, and the k - 1 exps run
+//    in one loop, so that the one copy of xsimd::exp is inlined (k copies would stay calls,
+//    each spilling every live register);
+//  * whole blocks are written straight to the output (16 tokens x 8 choices: a 24-shuffle
+//    8 x 16 transpose instead of a 16 x 16 one with overlapping stores);
+//  * E = 8 on 16 lanes (two token rows per register) has its own block: a 16 x 8
+//    load-transpose instead of a padded copy and a 16 x 16 transpose of half-empty registers;
+//  * at E = 64, k = 8 on 16 lanes the chosen logits are picked from each row by permutes
+//    (arch::pick_64x8) instead of gathers.
+// Every variant builds the same keys, chooses the same experts, sends the same tokens to the
+// exact path and evaluates the weights with the same operations, so the results are
+// bit-identical to the two-pass kernel they replace.
 //
 // Selection with softmax scores is made on the logits (softmax is strictly increasing);
 // PyTorch selects on the rounded probabilities, which can tie where logits do not: the chosen
