@@ -17,6 +17,28 @@ template <class A>
 inline void transpose_square(xsimd::batch<float, A>* rows) noexcept {
     transpose_square<A>(rows, A{});
 }
+/// AVX-512 only (16 lanes): see arch/avx512.hpp.
+template <class A>
+inline void transpose_8x16(const xsimd::batch<float, A>* cols, xsimd::batch<float, A>* rows) noexcept {
+    transpose_8x16<A>(cols, rows, A{});
+}
+template <class A>
+inline void transpose_2x16(const xsimd::batch<float, A>* cols, xsimd::batch<float, A>* rows) noexcept {
+    transpose_2x16<A>(cols, rows, A{});
+}
+template <class A>
+inline void transpose_16x8(const xsimd::batch<float, A>* rows, xsimd::batch<float, A>* cols) noexcept {
+    transpose_16x8<A>(rows, cols, A{});
+}
+template <class A>
+inline void pick_64x8(const float* p, std::ptrdiff_t stride, const xsimd::batch<float, A>* ids,
+                      xsimd::batch<float, A>* vals) noexcept {
+    pick_64x8<A>(p, stride, ids, vals, A{});
+}
+template <class A>
+inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::batch<float, A>* cols) noexcept {
+    load_transpose_16x8<A>(p, stride, cols, A{});
+}
 template <class A>
 inline std::uint32_t movemask(const xsimd::batch_bool<float, A>& m) noexcept {
     return movemask<A>(m, A{});

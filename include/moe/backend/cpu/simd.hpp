@@ -24,8 +24,15 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #if defined(__GNUC__) || defined(__clang__)
 /// Forces inlining of the small helpers that keep SIMD state in registers.
 #define MOE_ALWAYS_INLINE inline __attribute__((always_inline))
+/// Inlines every call inside a hot kernel (arrays of registers passed to helpers, xsimd::exp)
+/// that the compiler would otherwise leave out of line, making the arrays go through memory.
+#define MOE_FLATTEN __attribute__((flatten))
+/// Keeps a function out of line (inline linkage), e.g. so that a flattened caller stays small.
+#define MOE_NOINLINE inline __attribute__((noinline))
 #else
 #define MOE_ALWAYS_INLINE inline
+#define MOE_FLATTEN
+#define MOE_NOINLINE inline
 #endif
 
 namespace moe::cpu {

@@ -44,6 +44,112 @@ inline void transpose_square(xsimd::batch<float, A>* rows, xsimd::avx512f) noexc
     }
 }
 
+/// 4 x 4 transpose of 128-bit blocks: x[i] block j <-> x[j] block i.
+inline void transpose_blocks4(__m512* x) noexcept {
+    const __m512 u0 = _mm512_shuffle_f32x4(x[0], x[1], 0x44), u1 = _mm512_shuffle_f32x4(x[0], x[1], 0xee);
+    const __m512 u2 = _mm512_shuffle_f32x4(x[2], x[3], 0x44), u3 = _mm512_shuffle_f32x4(x[2], x[3], 0xee);
+    x[0] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    x[1] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
+    x[2] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    x[3] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
+}
+
+/// 8 x 16 -> 16 x 8: cols[j] lane t holds element (t, j); afterwards rows[q] holds rows 2q and
+/// 2q + 1 (8 elements each), i.e. the 16 x 8 matrix row-major. 24 shuffles (a square 16 x 16
+/// transpose takes 64): 32-bit and 64-bit unpacks, then 4 x 4 transposes of 128-bit blocks.
+template <class A>
+inline void transpose_8x16(const xsimd::batch<float, A>* cols, xsimd::batch<float, A>* rows,
+                           xsimd::avx512f) noexcept {
+    __m512 a[4], b[4], c[8];
+    for (int i = 0; i < 4; ++i) {
+        a[i] = _mm512_unpacklo_ps(cols[2 * i], cols[2 * i + 1]);  // (t, 2i), (t, 2i+1) for t = 4l, 4l+1
+        b[i] = _mm512_unpackhi_ps(cols[2 * i], cols[2 * i + 1]);  // the same for t = 4l+2, 4l+3
+    }
+    const auto lo = [](__m512 x, __m512 y) {
+        return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+    };
+    const auto hi = [](__m512 x, __m512 y) {
+        return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+    };
+    // c[4h + m]: 128-bit block l holds row 4l + 2h + (m >> 1), columns 4 (m & 1) .. 4 (m & 1) + 3
+    c[0] = lo(a[0], a[1]); c[2] = hi(a[0], a[1]); c[1] = lo(a[2], a[3]); c[3] = hi(a[2], a[3]);
+    c[4] = lo(b[0], b[1]); c[6] = hi(b[0], b[1]); c[5] = lo(b[2], b[3]); c[7] = hi(b[2], b[3]);
+    transpose_blocks4(c);
+    transpose_blocks4(c + 4);
+    for (int l = 0; l < 4; ++l) {
+        rows[2 * l] = c[l];
+        rows[2 * l + 1] = c[4 + l];
+    }
+}
+
+/// The inverse of transpose_8x16: rows[q] holds rows 2q and 2q + 1 of a 16 x 8 matrix;
+/// afterwards cols[j] lane t = element (t, j).
+template <class A>
+inline void transpose_16x8(const xsimd::batch<float, A>* rows, xsimd::batch<float, A>* cols,
+                           xsimd::avx512f) noexcept {
+    __m512 c[8], a[4], b[4];
+    for (int q = 0; q < 8; ++q) c[(q & 1) * 4 + (q >> 1)] = rows[q];
+    transpose_blocks4(c);
+    transpose_blocks4(c + 4);
+    const auto lo = [](__m512 x, __m512 y) {
+        return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+    };
+    const auto hi = [](__m512 x, __m512 y) {
+        return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)));
+    };
+    a[0] = lo(c[0], c[2]); a[1] = hi(c[0], c[2]); a[2] = lo(c[1], c[3]); a[3] = hi(c[1], c[3]);
+    b[0] = lo(c[4], c[6]); b[1] = hi(c[4], c[6]); b[2] = lo(c[5], c[7]); b[3] = hi(c[5], c[7]);
+    for (int i = 0; i < 4; ++i) {
+        cols[2 * i] = _mm512_shuffle_ps(a[i], b[i], 0x88);
+        cols[2 * i + 1] = _mm512_shuffle_ps(a[i], b[i], 0xdd);
+    }
+}
+
+/// Loads 16 rows of 8 floats (row r at p + r * stride) into cols[j] (lane t = element (t, j)).
+template <class A>
+inline void load_transpose_16x8(const float* p, std::ptrdiff_t stride, xsimd::batch<float, A>* cols,
+                                xsimd::avx512f) noexcept {
+    xsimd::batch<float, A> rows[8];
+    for (int q = 0; q < 8; ++q) {
+        const float* r = p + 2 * q * stride;
+        rows[q] = stride == 8 ? _mm512_loadu_ps(r)
+                              : _mm512_castpd_ps(_mm512_insertf64x4(
+                                    _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(r))),
+                                    _mm256_castps_pd(_mm256_loadu_ps(r + stride)), 1));
+    }
+    transpose_16x8<A>(rows, cols, xsimd::avx512f{});
+}
+
+/// Picks 8 of the 64 floats of each of 16 rows (row r at p + r * stride): ids[q] holds the 8
+/// column indices of rows 2q and 2q + 1 (as transpose_8x16 leaves them, int bits in float
+/// lanes); vals[q] gets the picked values in the same places. Two 32-entry permutes and a blend
+/// per row instead of gathers (gathers cost about 4x as much on Zen 4).
+template <class A>
+inline void pick_64x8(const float* p, std::ptrdiff_t stride, const xsimd::batch<float, A>* ids,
+                      xsimd::batch<float, A>* vals, xsimd::avx512f) noexcept {
+    for (int q = 0; q < 8; ++q) {
+        const __m512i id = _mm512_castps_si512(ids[q]);
+        const __mmask16 upper = _mm512_test_epi32_mask(id, _mm512_set1_epi32(32));  // column >= 32
+        __m512 v[2];
+        for (int h = 0; h < 2; ++h) {
+            const float* r = p + (2 * q + h) * stride;
+            const __m512 lo = _mm512_permutex2var_ps(_mm512_loadu_ps(r), id, _mm512_loadu_ps(r + 16));
+            const __m512 hi = _mm512_permutex2var_ps(_mm512_loadu_ps(r + 32), id, _mm512_loadu_ps(r + 48));
+            v[h] = _mm512_mask_blend_ps(upper, lo, hi);
+        }
+        vals[q] = _mm512_mask_blend_ps(0xff00, v[0], v[1]);  // row 2q in lanes 0-7, 2q + 1 in 8-15
+    }
+}
+
+/// 2 x 16 -> 16 x 2: cols[j] lane t = element (t, j); rows[0..1] = the 16 x 2 matrix row-major.
+template <class A>
+inline void transpose_2x16(const xsimd::batch<float, A>* cols, xsimd::batch<float, A>* rows,
+                           xsimd::avx512f) noexcept {
+    const __m512 lo = _mm512_unpacklo_ps(cols[0], cols[1]), hi = _mm512_unpackhi_ps(cols[0], cols[1]);
+    rows[0] = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23), hi);
+    rows[1] = _mm512_permutex2var_ps(lo, _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31), hi);
+}
+
 template <class A>
 inline std::uint32_t movemask(const xsimd::batch_bool<float, A>& m, xsimd::avx512f) noexcept {
     return static_cast<std::uint32_t>(static_cast<__mmask16>(m));
