@@ -22,8 +22,10 @@ namespace {
 using moe_test::randn;
 using moe_test::transposed;
 
-// bf16 rounding (nearest even, moe::bf16) with subnormal results read as zero (DAZ).
+// bf16 rounding (nearest even, moe::bf16) of x with subnormals read as zero (DAZ) before and
+// after rounding.
 float bf16_daz(float x) {
+    if (std::fabs(x) < std::numeric_limits<float>::min()) return std::copysign(0.0f, x);
     const float r = static_cast<float>(bf16(x));
     return std::fabs(r) < std::numeric_limits<float>::min() ? std::copysign(0.0f, r) : r;
 }
@@ -143,6 +145,19 @@ TEST_CASE("bf16 dot GEMM: subnormal inputs count as zero, NaN propagates", "[gem
     x[0] = 1.0f;  // now 1e30 + 9 rounds to 1e30 in bf16's product
     y = run<cpu::DefaultBf16Kernel>(x, w, WeightLayout::out_in, {}, {}, 1, N, K, false);
     CHECK(y[0] == static_cast<float>(double(static_cast<float>(bf16(1e30f))) + 9.0));
+    // The largest fp32 subnormal would round up to the smallest normal bf16: it is read as zero
+    // first (DAZ on the input, as vcvtne2ps2bf16 does).
+    x = {std::bit_cast<float>(0x007fffffu), 0.0f, 0.0f, 0.0f};
+    w = to_bf16({1.0f, 1.0f, 1.0f, 1.0f});
+    y = run<cpu::DefaultBf16Kernel>(x, w, WeightLayout::out_in, {}, {}, 1, N, K, false);
+    CHECK(y[0] == 0.0f);
+    // A row long enough for the vector conversion (32 at a time), the subnormal in the vector part.
+    std::vector<float> xl(64, 0.0f);
+    xl[5] = std::bit_cast<float>(0x007fffffu);
+    xl[40] = 1.0f;
+    const auto wl = to_bf16(std::vector<float>(64, 1.0f));
+    CHECK(run<cpu::DefaultBf16Kernel>(xl, wl, WeightLayout::out_in, {}, {}, 1, 1, 64, false)[0] == 1.0f);
+    x = {1.0f, 2.0f, 3.0f, 4.0f};
     x[2] = std::numeric_limits<float>::quiet_NaN();
     y = run<cpu::DefaultBf16Kernel>(x, w, WeightLayout::out_in, {}, {}, 1, N, K, false);
     CHECK(std::isnan(y[0]));

@@ -15,7 +15,8 @@
 //     s = s + a[2q+1] * w[2q+1];   s = s + a[2q] * w[2q]        (then C += s, per block)
 //
 // Each product of two bf16 values is exact in fp32, so each step rounds once (nearest even).
-// Subnormal bf16 inputs count as zero (vdpbf16ps's DAZ), applied when A is rounded and W packed.
+// Subnormal inputs count as zero (DAZ, as vcvtne2ps2bf16 and vdpbf16ps read them), applied when
+// A is rounded and W packed.
 // Two micro-kernels compute these steps:
 //   vdpbf16ps     compiled where the target has AVX-512 BF16 (__AVX512BF16__: Zen 4/5,
 //                 Sapphire Rapids, Cooper Lake): 2 instructions per pair and NR outputs;
@@ -88,14 +89,13 @@ struct Bf16Blocking {
     static constexpr index_t NC = 512;
 };
 
-/// fp32 -> bf16 bits for the GEMM input: nearest even, NaN stays NaN, subnormal results become a
-/// signed zero (vdpbf16ps's DAZ).
+/// fp32 -> bf16 bits for the GEMM input, as AVX-512 BF16's vcvtne2ps2bf16 converts: a subnormal
+/// input becomes a signed zero (DAZ), then round to nearest even; NaN stays NaN (quieted).
 constexpr std::uint16_t round_bf16_daz(float f) noexcept {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-    std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    if ((u & 0x7fffffffu) > 0x7f800000u) r = (u >> 16) | 0x40u;
-    if ((r & 0x7f80u) == 0) r &= 0x8000u;
-    return static_cast<std::uint16_t>(r);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+    if ((u & 0x7f800000u) == 0) return static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+    return static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 /// A pair of bf16 with subnormal halves replaced by signed zeros.
@@ -108,13 +108,22 @@ constexpr std::uint32_t daz_pair(std::uint32_t w) noexcept {
 /// Words per row of a K-input operand (pairs, rounded up).
 constexpr index_t bf16_pairs(index_t K) noexcept { return (K + 1) / 2; }
 
-/// Rounds rows of A [M, K] (row stride lda) to bf16 pairs: dst [M, bf16_pairs(K)] words.
+/// Rounds rows of A [M, K] (row stride lda) to bf16 pairs: dst [M, bf16_pairs(K)] words
+/// (vcvtne2ps2bf16 where the target has it, round_bf16_daz elsewhere: the same bits).
 inline void round_rows_bf16(ConstMatrixRef<float> A, std::uint32_t* dst) noexcept {
     const index_t K = A.cols, P = bf16_pairs(K);
     for (index_t m = 0; m < A.rows; ++m) {
         const float* a = A.row(m);
         auto* d = reinterpret_cast<std::uint16_t*>(dst + m * P);
-        for (index_t k = 0; k < K; ++k) d[k] = round_bf16_daz(a[k]);
+#if !defined(MOE_NO_SIMD) && defined(__AVX512BF16__)
+        const index_t kv = K - K % 32;
+        for (index_t k = 0; k < kv; k += 32)
+            _mm512_storeu_si512(d + k, std::bit_cast<__m512i>(
+                                           _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(a + k))));
+#else
+        const index_t kv = 0;
+#endif
+        for (index_t k = kv; k < K; ++k) d[k] = round_bf16_daz(a[k]);
         if (K % 2) d[K] = 0;
     }
 }
