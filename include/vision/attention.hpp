@@ -12,7 +12,8 @@
 // image) or Swin windows (n = w^2, sequence s is window s, masks indexed by s % n_mask).
 //
 // The score/softmax/value steps: S and P V are packed register-blocked GEMMs (moe's kernel:
-// q_h . k_h^T reads k_h as an [n, d] "weight"; P . v_h reads v_h^T, transposed once per head);
+// q_h . k_h^T reads k_h as an [n, d] "weight"; P . v_h reads v_h^T, transposed once per head; under
+// the Bf16DotMath policy both are bf16 dot GEMMs, k_h and v_h rounded to bf16 once per head);
 // bias + mask + softmax is one SIMD pass per row (max, exp, sum, scale; xsimd). Work is split
 // over (sequence, head) pairs between threads (dynamically: a preempted thread does not stall
 // the others); each pair is computed the same way whatever the split, so results do not depend
@@ -26,6 +27,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
@@ -105,21 +107,42 @@ struct HeadScratch {
     Scratch<float> scores;  // [n, n]
     Scratch<float> vt;      // [d, n]
     Scratch<float> q;       // [n, d] scaled q
+    Scratch<bf16> kv;       // [n, d] k, then v, rounded to bf16 (Bf16DotMath)
     cpu::GemmWorkspace ws;
 };
 
 /// o [n, d] (stride ldo) = softmax(q k^T * scale + bias + mask) v for one head; q, k, v [n, d]
-/// with row strides ldq (q, k, v share it: slices of one fused qkv buffer).
+/// with row strides ldq (q, k, v share it: slices of one fused qkv buffer). Math says how the two
+/// products multiply: ExactMath in fp32; Bf16DotMath as every other GEMM of that policy (both
+/// operands rounded to bf16 at the GEMM input, k read as an [n, d] weight and v as an [in, out]
+/// one, vdpbf16ps), the softmax in fp32 either way.
+template <class Math = ExactMath>
 inline void attend_head(const float* q, const float* k, const float* v, index_t ld, index_t n, index_t d, float scale,
                         const float* bias, const float* mask, float* o, index_t ldo, HeadScratch& s) {
     float* qs = s.q.get(static_cast<std::size_t>(n * d));
     for (index_t r = 0; r < n; ++r)
         for (index_t c = 0; c < d; ++c) qs[r * d + c] = q[r * ld + c] * scale;
     float* S = s.scores.get(static_cast<std::size_t>(n * n));
-    cpu::linear<float>(ConstMatrixRef<float>(qs, n, d), ConstMatrixRef<float>(k, n, d, ld), nullptr,
-                       MatrixRef<float>(S, n, n), false, s.ws);
+    // An [n, d] slice of q, k or v rounded to bf16 (nearest even, subnormals as zero).
+    auto rounded = [&](const float* src) {
+        bf16* dst = s.kv.get(static_cast<std::size_t>(n * d));
+        for (index_t r = 0; r < n; ++r)
+            for (index_t c = 0; c < d; ++c) dst[r * d + c] = bf16::from_bits(cpu::round_bf16_daz(src[r * ld + c]));
+        return dst;
+    };
+    if constexpr (std::is_same_v<Math, Bf16DotMath>)
+        cpu::linear_bf16(ConstMatrixRef<float>(qs, n, d), WeightMatrix<bf16>(rounded(k), n, d, d, WeightLayout::out_in),
+                         nullptr, nullptr, MatrixRef<float>(S, n, n), false, s.ws);
+    else
+        cpu::linear<float>(ConstMatrixRef<float>(qs, n, d), ConstMatrixRef<float>(k, n, d, ld), nullptr,
+                           MatrixRef<float>(S, n, n), false, s.ws);
     for (index_t r = 0; r < n; ++r)
         softmax_row(S + r * n, bias ? bias + r * n : nullptr, mask ? mask + r * n : nullptr, n);
+    if constexpr (std::is_same_v<Math, Bf16DotMath>) {
+        cpu::linear_bf16(ConstMatrixRef<float>(S, n, n), WeightMatrix<bf16>::in_out(rounded(v), n, d), nullptr, nullptr,
+                         MatrixRef<float>(o, n, d, ldo), false, s.ws);
+        return;
+    }
     float* vt = s.vt.get(static_cast<std::size_t>(d * n));
     for (index_t r = 0; r < n; ++r)
         for (index_t c = 0; c < d; ++c) vt[c * n + r] = v[r * ld + c];
@@ -219,7 +242,7 @@ public:
         auto job = [&](index_t j, kernel::HeadScratch& s) {
             const index_t sq = j / heads_, h = j % heads_;
             const float* base = qkv + sq * n * 3 * C + h * d;
-            kernel::attend_head(base, base + C, base + 2 * C, 3 * C, n, d, scale_, bias ? bias + h * n * n : nullptr,
+            kernel::attend_head<math_t<W>>(base, base + C, base + 2 * C, 3 * C, n, d, scale_, bias ? bias + h * n * n : nullptr,
                                 mask ? mask + (sq % n_mask) * n * n : nullptr, o + sq * n * C + h * d, C, s);
         };
         parallel_chunks(ex, jobs, 1, [&](index_t b, index_t e, int worker) {

@@ -7,7 +7,7 @@
 //   bf16 weights (rounded once at load) vs. the fp32 reference     <= 2e-2 (not a parity claim:
 //                                                                  checks the bf16 path runs the same model)
 //   2 threads vs. 1 thread                                         bit-identical
-//   bf16_dot policy vs. PyTorch's bf16 module (module.to(bfloat16))  <= 2e-2 (measured 6.4e-3; the
+//   bf16_dot policy vs. PyTorch's bf16 module (module.to(bfloat16))  <= 2e-2 (measured 6.4e-3, attention products in bf16 too; the
 //                                                                  module also rounds every
 //                                                                  intermediate to bf16)
 // The Swin MoE fixture's input was drawn so that every routing decision has a top-1/top-2
