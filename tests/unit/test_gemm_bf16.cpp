@@ -129,7 +129,7 @@ TEST_CASE("bf16 dot GEMM: the FMA micro-kernel equals the vdpbf16ps model bit fo
 
 TEST_CASE("bf16 dot GEMM: the vdpbf16ps micro-kernel equals the model bit for bit", "[gemm][bf16]") {
     if constexpr (!cpu::kHasBf16Dot) {
-        MOE_SKIP("this build has no AVX-512 BF16 (compile with -march=native on a CPU that has it)");
+        MOE_SKIP("this build has no vdpbf16ps kernel (it needs SIMD and AVX-512 BF16: -march=native on a CPU that has it)");
     } else {
         check_kernel<cpu::Bf16DotKernel>();
     }

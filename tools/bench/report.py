@@ -220,7 +220,7 @@ def routing_section(ours, torch_r):
     return table(hdr, rows)
 
 
-SHAPE_RE = re.compile(r"layer/moe/(.+)/w:(\w+)/threads:(\d+)$")
+SHAPE_RE = re.compile(r"layer/moe/(.+)/w:([\w-]+)/threads:(\d+)$")
 
 
 def layer_shapes(ours, torch_l):
@@ -238,7 +238,7 @@ def layer_section(ours, torch_l, ggml_l=None):
     shapes = layer_shapes(ours, torch_l)
     rows = []
     for s in shapes:
-        for w in ("f32", "bf16"):
+        for w in ("f32", "bf16", "bf16-dot", "bf16-dot-packed"):
             for th in (1, 2):
                 key = f"layer/moe/{s}/w:{w}/threads:{th}"
                 t = get(ours, key)
@@ -271,7 +271,7 @@ def layer_section(ours, torch_l, ggml_l=None):
     # dense baselines
     rows = []
     for s in shapes:
-        for w in ("f32", "bf16"):
+        for w in ("f32", "bf16", "bf16-dot", "bf16-dot-packed"):
             for th in (1, 2):
                 key = f"layer/dense/{s}/w:{w}/threads:{th}"
                 gf = get(ours, key, "GFLOP/s")
@@ -287,7 +287,7 @@ def layer_section(ours, torch_l, ggml_l=None):
     # where the time goes
     rows = []
     for s in shapes:
-        for w in ("f32", "bf16"):
+        for w in ("f32", "bf16", "bf16-dot", "bf16-dot-packed"):
             for th in (1, 2):
                 tm = get(ours, f"layer/moe/{s}/w:{w}/threads:{th}")
                 if tm is None:
@@ -344,7 +344,7 @@ def targets_section(ours, torch_r, torch_l, ggml_l=None):
         r = ratio(get(torch_l, (key, impl)), t)
         line(f"layer GELU f32 1 thread vs HF loop ({label})", f"{fmt(r)}x" if r else "-", ">= 1.6x",
              None if r is None else r >= 1.6)
-    for w in ("f32", "bf16"):
+    for w in ("f32", "bf16", "bf16-dot", "bf16-dot-packed"):
         for th in (1, 2):
             k2 = f"layer/moe/{s}/w:{w}/threads:{th}"
             r = ratio(get(ggml_l, (k2, "ggml")), get(ours, k2))
@@ -364,7 +364,7 @@ def targets_section(ours, torch_r, torch_l, ggml_l=None):
             line(f"bf16 weights vs f32, {shape.split('/')[0]}, {th} thread(s)", f"{fmt(r)}x" if r else "-", ">= 1.4x",
                  None if r is None else r >= 1.4)
     for shape in layer_shapes(ours, torch_l):
-        for w in ("f32", "bf16"):
+        for w in ("f32", "bf16", "bf16-dot", "bf16-dot-packed"):
             r = ratio(get(ours, f"layer/moe/{shape}/w:{w}/threads:1"), get(ours, f"layer/moe/{shape}/w:{w}/threads:2"))
             line(f"2 threads vs 1, {shape.split('/')[0]} {w}", f"{fmt(r)}x" if r else "-", ">= 1.6x",
                  None if r is None else r >= 1.6)

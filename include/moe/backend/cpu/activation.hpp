@@ -41,6 +41,7 @@ struct Gelu {
     static constexpr const char* name = "gelu";
     static float scalar(float x) noexcept { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
     static void apply(float* x, index_t n) noexcept {
+#if !defined(MOE_NO_SIMD)
         cpu::detail::map_inplace(
             x, n,
             [](auto v) {
@@ -48,6 +49,9 @@ struct Gelu {
                 return B(0.5f) * v * (B(1.0f) + xsimd::erf(v * B(0.70710678118654752f)));
             },
             scalar);
+#else
+        for (index_t i = 0; i < n; ++i) x[i] = scalar(x[i]);
+#endif
     }
 };
 
@@ -60,6 +64,7 @@ struct GeluTanh {
         return 0.5f * x * (1.0f + std::tanh(inner));
     }
     static void apply(float* x, index_t n) noexcept {
+#if !defined(MOE_NO_SIMD)
         cpu::detail::map_inplace(
             x, n,
             [](auto v) {
@@ -68,6 +73,9 @@ struct GeluTanh {
                 return B(0.5f) * v * (B(1.0f) + xsimd::tanh(inner));
             },
             scalar);
+#else
+        for (index_t i = 0; i < n; ++i) x[i] = scalar(x[i]);
+#endif
     }
 };
 
@@ -76,8 +84,12 @@ struct Silu {
     static constexpr const char* name = "silu";
     static float scalar(float x) noexcept { return x / (1.0f + std::exp(-x)); }
     static void apply(float* x, index_t n) noexcept {
+#if !defined(MOE_NO_SIMD)
         cpu::detail::map_inplace(
             x, n, [](auto v) { return v / (decltype(v)(1.0f) + xsimd::exp(-v)); }, scalar);
+#else
+        for (index_t i = 0; i < n; ++i) x[i] = scalar(x[i]);
+#endif
     }
 };
 
@@ -86,8 +98,12 @@ struct Relu {
     static constexpr const char* name = "relu";
     static float scalar(float x) noexcept { return x > 0.0f ? x : 0.0f; }
     static void apply(float* x, index_t n) noexcept {
+#if !defined(MOE_NO_SIMD)
         cpu::detail::map_inplace(
             x, n, [](auto v) { return xsimd::max(v, decltype(v)(0.0f)); }, scalar);
+#else
+        for (index_t i = 0; i < n; ++i) x[i] = scalar(x[i]);
+#endif
     }
 };
 
