@@ -160,7 +160,7 @@ inline void pack_bf16(WeightMatrix<bf16> w, index_t n0, index_t nb, index_t k0, 
             for (index_t q = 0; q < kp; ++q) {
                 const std::uint16_t* r0 = bits + (k0 + 2 * q) * w.ld + n0 + p;
                 const bool has1 = 2 * q + 1 < kb;
-                const std::uint16_t* r1 = r0 + w.ld;
+                const std::uint16_t* r1 = has1 ? r0 + w.ld : r0;  // no pointer past the last row
                 std::uint32_t* d = panel + q * NR;
                 for (index_t j = 0; j < cols; ++j)
                     d[j] = daz_pair(static_cast<std::uint32_t>(r0[j]) |
