@@ -9,11 +9,11 @@
 
 namespace moe_test {
 
-/// n standard-normal floats from the given seed (the same values on every run and machine
-/// with the same standard library).
-inline std::vector<float> randn(std::size_t n, unsigned seed) {
+/// n floats drawn from N(0, scale^2) with the given seed (the same values on every run and
+/// machine with the same standard library).
+inline std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
-    std::normal_distribution<float> d;
+    std::normal_distribution<float> d(0.0f, scale);
     std::vector<float> v(n);
     for (auto& x : v) x = d(rng);
     return v;

@@ -12,19 +12,14 @@
 #include "moe/layer/hierarchical.hpp"
 #include "moe/moe.hpp"
 #include "moe/prune/modality.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_hierarchical {  // this file's names (unity builds merge test files)
 
 using namespace moe;
 
 namespace {
-std::vector<float> randn(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 using X = MlpExperts<GeluTanh>;
 using H = HierarchicalMoE<X, X, SharedExperts<X>>;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moe/moe.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_layer {  // this file's names (unity builds merge test files)
 
@@ -17,13 +18,7 @@ using namespace moe;
 
 namespace {
 
-std::vector<float> randn(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 
 template <class W>
 std::vector<double> mlp_ref(const LinearStack<W>& fc1, const LinearStack<W>& fc2, index_t e, const float* x, bool gelu) {

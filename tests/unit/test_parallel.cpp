@@ -21,6 +21,7 @@
 #include "moe/layer/moe_layer.hpp"
 #include "moe/router/topk.hpp"
 #include "vision/vision.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_test_parallel {  // this file's names (unity builds merge test files)
 
@@ -34,13 +35,7 @@ struct Boom : std::runtime_error {
     explicit Boom(const std::string& what) : std::runtime_error(what) {}
 };
 
-std::vector<float> randn(std::size_t n, std::uint32_t seed, float scale = 1.0f) {
-    std::mt19937 g(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(g);
-    return v;
-}
+using moe_test::randn;
 
 Tensor tensor(Shape s, std::uint32_t seed, float scale = 1.0f) {
     Tensor t(DType::f32, s);

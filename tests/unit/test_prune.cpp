@@ -12,6 +12,7 @@
 
 #include "moe/moe.hpp"
 #include "moe/prune.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_prune {  // this file's names (unity builds merge test files)
 
@@ -19,13 +20,7 @@ using namespace moe;
 
 namespace {
 
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 
 using X = MlpExperts<Gelu>;
 using Layer = MoELayer<TopKRouter<SoftmaxScores>, X, SharedExperts<X>>;

@@ -10,19 +10,14 @@
 #include "moe/moe.hpp"
 #include "moe/router/granularity.hpp"
 #include "moe/router/instruction.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_request_routers {  // this file's names (unity builds merge test files)
 
 using namespace moe;
 
 namespace {
-std::vector<float> randn(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d;
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 }  // namespace
 
 TEST_CASE("granularity router: the released tag rule", "[granularity]") {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "moe/backend/cpu/routing.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_routing_kernel {  // this file's names (unity builds merge test files)
 
@@ -83,13 +84,7 @@ void compare(const std::vector<float>& logits, index_t T, index_t E, const Route
     }
 }
 
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using moe_test::randn;
 
 }  // namespace
 

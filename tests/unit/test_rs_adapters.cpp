@@ -6,6 +6,7 @@
 #include <random>
 
 #include "rs/adapters.hpp"
+#include "random_inputs.hpp"
 
 namespace moe_test_rs_adapters {  // this file's names (unity builds merge test files)
 
@@ -14,13 +15,7 @@ using moe::index_t;
 
 namespace {
 
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 0.1f) {
-    std::mt19937 g(seed);
-    std::normal_distribution<float> d(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(g);
-    return v;
-}
+std::vector<float> randn(std::size_t n, unsigned seed, float scale = 0.1f) { return moe_test::randn(n, seed, scale); }
 
 Image random_image(std::vector<std::string> bands, index_t h, index_t w, Modality m, unsigned seed) {
     Image img(std::move(bands), h, w, m);
