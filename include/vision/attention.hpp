@@ -27,6 +27,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -107,7 +108,7 @@ struct HeadScratch {
     Scratch<float> scores;  // [n, n]
     Scratch<float> vt;      // [d, n]
     Scratch<float> q;       // [n, d] scaled q
-    Scratch<bf16> kv;       // [n, d] k, then v, rounded to bf16 (Bf16DotMath)
+    Scratch<std::uint32_t> kv;  // k, then v, rounded to bf16 pairs (Bf16DotMath)
     cpu::GemmWorkspace ws;
 };
 
@@ -123,23 +124,25 @@ inline void attend_head(const float* q, const float* k, const float* v, index_t 
     for (index_t r = 0; r < n; ++r)
         for (index_t c = 0; c < d; ++c) qs[r * d + c] = q[r * ld + c] * scale;
     float* S = s.scores.get(static_cast<std::size_t>(n * n));
-    // An [n, d] slice of q, k or v rounded to bf16 (nearest even, subnormals as zero).
+    // An [n, d] slice of k or v rounded to bf16 (as every GEMM input): rows of 2 bf16_pairs(d).
+    const index_t kv_ld = 2 * cpu::bf16_pairs(d);
     auto rounded = [&](const float* src) {
-        bf16* dst = s.kv.get(static_cast<std::size_t>(n * d));
-        for (index_t r = 0; r < n; ++r)
-            for (index_t c = 0; c < d; ++c) dst[r * d + c] = bf16::from_bits(cpu::round_bf16_daz(src[r * ld + c]));
-        return dst;
+        std::uint32_t* dst = s.kv.get(static_cast<std::size_t>(n * cpu::bf16_pairs(d)));
+        cpu::round_rows_bf16(ConstMatrixRef<float>(src, n, d, ld), dst);
+        return reinterpret_cast<const bf16*>(dst);
     };
     if constexpr (std::is_same_v<Math, Bf16DotMath>)
-        cpu::linear_bf16(ConstMatrixRef<float>(qs, n, d), WeightMatrix<bf16>(rounded(k), n, d, d, WeightLayout::out_in),
-                         nullptr, nullptr, MatrixRef<float>(S, n, n), false, s.ws);
+        cpu::linear_bf16(ConstMatrixRef<float>(qs, n, d),
+                         WeightMatrix<bf16>(rounded(k), n, d, kv_ld, WeightLayout::out_in), nullptr, nullptr,
+                         MatrixRef<float>(S, n, n), false, s.ws);
     else
         cpu::linear<float>(ConstMatrixRef<float>(qs, n, d), ConstMatrixRef<float>(k, n, d, ld), nullptr,
                            MatrixRef<float>(S, n, n), false, s.ws);
     for (index_t r = 0; r < n; ++r)
         softmax_row(S + r * n, bias ? bias + r * n : nullptr, mask ? mask + r * n : nullptr, n);
     if constexpr (std::is_same_v<Math, Bf16DotMath>) {
-        cpu::linear_bf16(ConstMatrixRef<float>(S, n, n), WeightMatrix<bf16>::in_out(rounded(v), n, d), nullptr, nullptr,
+        cpu::linear_bf16(ConstMatrixRef<float>(S, n, n),
+                         WeightMatrix<bf16>(rounded(v), d, n, kv_ld, WeightLayout::in_out), nullptr, nullptr,
                          MatrixRef<float>(o, n, d, ldo), false, s.ws);
         return;
     }

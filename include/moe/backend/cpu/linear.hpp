@@ -292,39 +292,36 @@ public:
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
                           "] do not fit");
         const int nt = parallel_workers(ex, N, kChunk);
+        // Bf16DotMath: the input is rounded to bf16 once, here; every block of columns reads it.
+        const std::uint32_t* pairs = nullptr;
+        const index_t P = bf16_pairs(x.cols);
         if constexpr (std::is_same_v<math, Bf16DotMath>) {
-            // The input is rounded to bf16 once, then the threads share it.
-            const index_t P = bf16_pairs(x.cols);
-            std::uint32_t* pairs = ws_.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
-            round_rows_bf16(x, pairs);
-            const Bf16PanelsView* pk = packed_view(0);
-            if (nt > 1 && x.rows > 4) {
-                if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
-                parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
-                    const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
-                    const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
-                    cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr,
-                                           b ? b + n0 : nullptr, yc, accumulate, tws_[static_cast<std::size_t>(worker)]);
-                    epilogue(yc);
-                });
-                return;
-            }
-            cpu::linear_bf16_pairs(x.rows, pairs, P, w, pk, b, y, accumulate, ws_);
-            epilogue(y);
-            return;
+            std::uint32_t* p = ws_.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
+            round_rows_bf16(x, p);
+            pairs = p;
         }
+        // Output columns [n0, n1) with workspace ws, then the epilogue on them.
+        auto columns = [&](index_t n0, index_t n1, GemmWorkspace& ws) {
+            const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
+            const float* bc = b ? b + n0 : nullptr;
+            if constexpr (std::is_same_v<math, Bf16DotMath>) {
+                const Bf16PanelsView* pk = packed_view(0);
+                const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
+                cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr, bc, yc, accumulate,
+                                       ws);
+            } else {
+                cpu::linear<W>(x, w.outputs(n0, n1), bc, yc, accumulate, ws);
+            }
+            epilogue(yc);
+        };
         if (nt > 1 && x.rows > 4) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
             parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
-                const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
-                cpu::linear<W>(x, w.outputs(n0, n1), b ? b + n0 : nullptr, yc, accumulate,
-                               tws_[static_cast<std::size_t>(worker)]);
-                epilogue(yc);
+                columns(n0, n1, tws_[static_cast<std::size_t>(worker)]);
             });
             return;
         }
-        cpu::linear<W>(x, w, b, y, accumulate, ws_);
-        epilogue(y);
+        columns(0, N, ws_);
     }
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
