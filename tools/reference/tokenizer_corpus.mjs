@@ -496,6 +496,13 @@ export function tokenizerCorpus({ seed = DEFAULT_SEED } = {}) {
   return out;
 }
 
+// n remote-sensing prompts ([VG] ..., [SEG], <image>, ChatML turns) for the benchmark texts.
+export function remoteSensingPrompts(seed, n) {
+  const r = new Rng(seed);
+  return Array.from({ length: n }, () => rsPrompt(r));
+}
+export const EMOJI_SAMPLES = EMOJI;
+
 export function corpusStats(corpus) {
   const counts = {};
   for (const { category } of corpus) counts[category] = (counts[category] ?? 0) + 1;
