@@ -227,8 +227,8 @@ struct Vicuna11 {
             const ChatMessage& m = c.turns[i];
             const bool user_turn = i % 2 == 0;
             check<ConfigError>(m.role == (user_turn ? "user" : "assistant"), where, "messages[",
-                               c.first_index + i, "]: expected a \"", user_turn ? "user" : "assistant",
-                               "\" turn, found \"", m.role,
+                               c.first_index + i, "]: expected the role \"", user_turn ? "user" : "assistant",
+                               "\", found \"", m.role,
                                "\" (Vicuna v1.1 alternates user and assistant turns, starting with user)");
             out += user_turn ? "USER:" : "ASSISTANT:";
             if (m.content.empty()) continue;  // LLaVA: `if message:` is false for ""
