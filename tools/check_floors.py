@@ -24,7 +24,7 @@ FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", 
           ("router", ["moe/router/", "moe/router.hpp"]), ("expert", ["moe/expert/", "moe/expert.hpp"]),
           ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
           ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
-          ("vision", ["vision/"]), ("rs", ["rs/"])]
+          ("vision", ["vision/"]), ("lm", ["lm/"]), ("rs", ["rs/"])]
 
 
 def floor_of(rel):
