@@ -12,7 +12,8 @@ Floors, lowest first (a header may include headers of its own floor or lower one
   7 prune     moe/prune/, moe/prune.hpp
   8 umbrella  moe/moe.hpp
   9 vision    vision/
- 10 rs        rs/
+ 10 lm        lm/ (tokenizers; may include moe/core and moe/io only)
+ 11 rs        rs/
 Usage: check_floors.py [INCLUDE_DIR]   (default: include/ beside this script's repository)
 Exit 0 when every include goes down or sideways, 1 with one line per violation otherwise.
 """
@@ -25,6 +26,8 @@ FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", 
           ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
           ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
           ("vision", ["vision/"]), ("lm", ["lm/"]), ("rs", ["rs/"])]
+# Floors that may include only some of the floors below them: {floor: allowed lower folders}.
+ONLY = {"lm": ["moe/core/", "moe/core.hpp", "moe/io/", "moe/io.hpp", "lm/"]}
 
 
 def floor_of(rel):
@@ -62,6 +65,11 @@ def main():
                     if tf is not None and tf > fl:
                         bad.append("%s:%d: %s (floor %s) includes %s (floor %s, higher)" % (
                             rel, lineno, rel, FLOORS[fl][0], target, FLOORS[tf][0]))
+                    allowed = ONLY.get(FLOORS[fl][0])
+                    if tf is not None and allowed is not None and not any(
+                            target == p or (p.endswith("/") and target.startswith(p)) for p in allowed):
+                        bad.append("%s:%d: %s (floor %s) includes %s: floor %s may include only %s" % (
+                            rel, lineno, rel, FLOORS[fl][0], target, FLOORS[fl][0], ", ".join(allowed)))
     for u in unknown:
         bad.append("%s: on no floor: place it in one of the floors' folders (tools/check_floors.py)" % u)
     for b in bad:
