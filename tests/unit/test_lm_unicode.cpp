@@ -93,6 +93,14 @@ TEST_CASE("normalization: composition, Hangul, reordering, compatibility", "[lm]
     CHECK(u::nfd(u::to_utf8(U"a\u0301\u0323")) == u::to_utf8(U"a\u0323\u0301"));
     // ... and NFC composes a + dot below first (ạ U+1EA1), then keeps the acute apart (no ạ́).
     CHECK(u::nfc(u::to_utf8(U"a\u0301\u0323")) == u::to_utf8(U"\u1EA1\u0301"));
+    // A long run of marks (the linear sort past 16): all dots below (220) before all acutes (230).
+    std::u32string run = U"a", sorted = U"a";
+    for (int k = 0; k < 20; ++k) run += U"\u0301\u0323";
+    sorted += std::u32string(20, U'\u0323') + std::u32string(20, U'\u0301');
+    CHECK(u::nfd(std::u32string_view(run)) == sorted);
+    std::u32string composed = U"\u1EA1";  // (appended, not operator+: GCC 12's false -Wrestrict)
+    composed.append(sorted, 2);
+    CHECK(u::nfc(u::to_utf8(run)) == u::to_utf8(composed));
     // Same class: no reordering, and the second mark is blocked from the base.
     CHECK(u::nfc(u::to_utf8(U"a\u0308\u0301")) == u::to_utf8(U"\u00E4\u0301"));
     // Composition exclusion: U+0958 (क़) stays decomposed under NFC.
