@@ -282,18 +282,20 @@ inline void canonical_order(std::u32string& s, std::size_t from) {
         }
         std::size_t j = i + 1;
         while (j < n && ccc(s[j]) != 0) ++j;
-        if (j - i > 1) {
-            auto by_class = [](char32_t a, char32_t b) { return ccc(a) < ccc(b); };
-            if (j - i <= 16) {
-                for (std::size_t a = i + 1; a < j; ++a) {  // insertion sort: stable
-                    const char32_t c = s[a];
-                    std::size_t b = a;
-                    for (; b > i && by_class(c, s[b - 1]); --b) s[b] = s[b - 1];
-                    s[b] = c;
-                }
-            } else {
-                std::stable_sort(s.begin() + std::ptrdiff_t(i), s.begin() + std::ptrdiff_t(j), by_class);
+        if (j - i <= 16) {
+            for (std::size_t a = i + 1; a < j; ++a) {  // insertion sort: stable
+                const char32_t c = s[a];
+                const unsigned k = ccc(c);
+                std::size_t b = a;
+                for (; b > i && k < ccc(s[b - 1]); --b) s[b] = s[b - 1];
+                s[b] = c;
             }
+        } else {  // a long run (adversarial input): a stable counting sort, linear
+            std::size_t start[257] = {};
+            for (std::size_t a = i; a < j; ++a) ++start[ccc(s[a]) + 1];
+            for (std::size_t k = 1; k < 257; ++k) start[k] += start[k - 1];
+            const std::u32string run(s, i, j - i);
+            for (char32_t c : run) s[i + start[ccc(c)]++] = c;
         }
         i = j;
     }
