@@ -46,6 +46,10 @@ struct Options {
     std::string_view subject = "JSON";
     /// Offset of the text inside its file, for messages ("... (file offset M)"); none if absent.
     std::optional<std::size_t> file_offset;
+    /// Integers beyond 64 bits read as Type::real (their nearest double) instead of being an
+    /// error: for configuration files that write sentinels such as tokenizer_config.json's
+    /// model_max_length = 1000000000000000019884624838656.
+    bool big_integers_as_real = false;
 };
 
 /// The kind of a JSON value. Numbers are split: `integer` has no fraction and no exponent.
@@ -194,7 +198,10 @@ public:
             default: break;
         }
         const char c = text_[pos_];
-        if (c == '-' || (c >= '0' && c <= '9')) return scan_number().integral ? Type::integer : Type::real;
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            const Number n = scan_number();
+            return n.integral && !(n.overflow && opt_.big_integers_as_real) ? Type::integer : Type::real;
+        }
         fail(::moe::detail::cat("unexpected character '", printable(text_.substr(pos_, 1)), "', expected a value"));
     }
 

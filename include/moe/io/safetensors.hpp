@@ -56,6 +56,7 @@
 #include "moe/core/error.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/json.hpp"
+#include "moe/io/mapped_file.hpp"
 
 namespace moe::io {
 
@@ -374,9 +375,6 @@ inline double name_similarity(std::string_view a, std::string_view b) noexcept {
     return longer == 0 ? 1.0 : static_cast<double>(p + s) / static_cast<double>(longer);
 }
 
-inline std::string io_message(std::string_view what, int err) {
-    return cat(what, ": ", std::generic_category().message(err));
-}
 
 }  // namespace detail
 
@@ -387,36 +385,14 @@ public:
     /// Maps and validates `path`. Throws NotFoundError (no such file), IOError (other OS
     /// failures) or FormatError (see parse_header).
     static SafetensorsFile open(const std::filesystem::path& path) {
-        const std::string name = path.string();
-        int fd = -1;
-        do {
-            fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        } while (fd < 0 && errno == EINTR);
-        if (fd < 0) {
-            const int e = errno;
-            if (e == ENOENT || e == ENOTDIR) throw NotFoundError(name, "no such file");
-            throw IOError(name, detail::io_message("cannot open", e));
-        }
-        struct Closer {
-            int fd;
-            ~Closer() { ::close(fd); }
-        } closer{fd};
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) throw IOError(name, detail::io_message("cannot stat", errno));
-        if (!S_ISREG(st.st_mode)) throw IOError(name, "not a regular file");
-        if (static_cast<std::uint64_t>(st.st_size) > std::numeric_limits<std::size_t>::max())
-            throw IOError(name, "file too large to map");
-        const auto size = static_cast<std::size_t>(st.st_size);
-        if (size < 8) {
-            // mmap refuses 0 bytes; parse_header checks only the size here and throws "file is
-            // <size> bytes, shorter than ...", so a zeroed stand-in of the real size is enough.
+        MappedFile m = MappedFile::open(path);
+        if (m.bytes.size() < 8) {
+            // parse_header checks only the size here and throws "file is <size> bytes, shorter
+            // than ...", so a zeroed stand-in of the real size is enough.
             const std::array<std::byte, 8> none{};
-            (void)parse_header(std::span<const std::byte>(none.data(), size), name);
+            (void)parse_header(std::span<const std::byte>(none.data(), m.bytes.size()), m.path);
         }
-        void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) throw IOError(name, detail::io_message("cannot mmap", errno));
-        std::shared_ptr<const void> mapping(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
-        return SafetensorsFile(name, std::move(mapping), std::span<const std::byte>(static_cast<const std::byte*>(p), size));
+        return SafetensorsFile(m.path, std::move(m.keep_alive), m.bytes);
     }
 
     /// Takes ownership of a complete file image (tests, fuzzing, in-memory files) and validates
