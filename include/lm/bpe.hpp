@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "lm/byte_level.hpp"
 #include "lm/unicode.hpp"
 #include "lm/vocab.hpp"
 #include "moe/core/error.hpp"
@@ -41,16 +42,62 @@ struct BpeOptions {
     std::string end_of_word_suffix;
 };
 
+/// piece -> its token ids: an open-addressing table over two arenas (no allocation per entry).
+/// When it holds `capacity` entries it starts over (a bounded cache, as the reference's).
+class WordCache {
+public:
+    WordCache() : WordCache(std::size_t{1} << 17) {}
+    explicit WordCache(std::size_t capacity) : capacity_(capacity) {
+        std::size_t slots = 16;
+        while (slots < capacity * 2) slots *= 2;
+        slots_.assign(slots, Slot{});
+        mask_ = slots - 1;
+    }
+    /// The cached ids of `key`, or nullptr (then *hash is its hash, for insert()).
+    const TokenId* find(std::string_view key, std::uint64_t& hash, std::size_t& count) const noexcept {
+        hash = hash_string(key) | 1;
+        for (std::size_t p = hash & mask_;; p = (p + 1) & mask_) {
+            const Slot& s = slots_[p];
+            if (s.hash == 0) return nullptr;
+            if (s.hash == hash && s.key_len == key.size() && std::string_view(keys_).substr(s.key_off, s.key_len) == key) {
+                count = s.ids_len;
+                return ids_.data() + s.ids_off;
+            }
+        }
+    }
+    void insert(std::string_view key, std::uint64_t hash, const TokenId* ids, std::size_t n) {
+        if (count_ >= capacity_ || keys_.size() + key.size() > (std::size_t{1} << 31)) clear();
+        std::size_t p = hash & mask_;
+        while (slots_[p].hash != 0) p = (p + 1) & mask_;
+        slots_[p] = {hash, static_cast<std::uint32_t>(keys_.size()), static_cast<std::uint32_t>(key.size()),
+                     static_cast<std::uint32_t>(ids_.size()), static_cast<std::uint32_t>(n)};
+        keys_.append(key);
+        ids_.insert(ids_.end(), ids, ids + n);
+        ++count_;
+    }
+    void clear() {
+        std::fill(slots_.begin(), slots_.end(), Slot{});
+        keys_.clear();
+        ids_.clear();
+        count_ = 0;
+    }
+    std::size_t size() const noexcept { return count_; }
+
+private:
+    struct Slot {
+        std::uint64_t hash = 0;  // 0: empty
+        std::uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0;
+    };
+    std::vector<Slot> slots_;
+    std::size_t mask_ = 0;
+    std::string keys_;
+    std::vector<TokenId> ids_;
+    std::size_t count_ = 0;
+    std::size_t capacity_;
+};
+
 /// Per-thread memory of the BPE model: its word cache and merge scratch.
 struct BpeScratch {
-    struct CacheHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept { return static_cast<std::size_t>(hash_string(s)); }
-    };
-    struct CacheEq {
-        using is_transparent = void;
-        bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-    };
     struct Sym {
         std::int32_t sym;    // interned symbol id, or -1: a string no merge or token knows
         std::int32_t prev, next;
@@ -66,8 +113,8 @@ struct BpeScratch {
     };
     std::vector<Sym> syms;
     std::vector<Cand> heap;
-    std::unordered_map<std::string, std::vector<TokenId>, CacheHash, CacheEq> cache;
-    std::size_t cache_capacity = 1u << 16;
+    std::string mapped;  // a byte-level piece as its printable characters
+    WordCache cache;
     std::size_t cache_hits = 0, cache_misses = 0;
 };
 
@@ -121,35 +168,60 @@ public:
         return unk_ >= 0 ? std::optional<TokenId>(unk_) : std::nullopt;
     }
 
-    /// Appends the tokens of one piece (UTF-8) to `out`.
+    /// Takes pieces as raw bytes and maps them through GPT-2's byte table itself (what a final
+    /// ByteLevel pre-tokenizer step would have done): the cache is then keyed by the raw piece,
+    /// and a piece starts as one symbol per byte, without decoding the mapped characters.
+    void set_byte_level_input(bool on) {
+        byte_input_ = on;
+        const auto& table = ByteLevelTable::get();
+        std::string s;
+        for (unsigned b = 0; b < 256; ++b) {
+            s.assign(table.utf8[b].data(), table.utf8_len[b]);
+            byte_sym_[b] = lookup_symbol(s);
+        }
+    }
+    bool byte_level_input() const noexcept { return byte_input_; }
+
+    /// Appends the tokens of one piece (UTF-8, or raw bytes with set_byte_level_input) to `out`.
     void encode(std::string_view piece, std::vector<TokenId>& out, BpeScratch& s) const {
         if (piece.empty()) return;
-        if (opt_.ignore_merges) {
-            if (const auto id = vocab_->find(piece)) {
-                out.push_back(*id);
-                return;
-            }
+        std::uint64_t hash = 0;
+        std::size_t n = 0;
+        if (const TokenId* hit = s.cache.find(piece, hash, n)) {
+            ++s.cache_hits;
+            out.insert(out.end(), hit, hit + n);
+            return;
         }
-        const bool cacheable = piece.size() < 256;
-        if (cacheable) {
-            const auto it = s.cache.find(piece);
-            if (it != s.cache.end()) {
-                ++s.cache_hits;
-                out.insert(out.end(), it->second.begin(), it->second.end());
-                return;
-            }
-            ++s.cache_misses;
-        }
+        ++s.cache_misses;
         const std::size_t first = out.size();
-        merge(piece, s);
-        for (std::int32_t i = 0; i >= 0; i = s.syms[static_cast<std::size_t>(i)].next) {
-            const auto& y = s.syms[static_cast<std::size_t>(i)];
-            emit(y.sym, piece.substr(y.begin, y.end - y.begin), y.next < 0, out);
+        std::string_view text = piece;  // the piece as the vocabulary spells it
+        if (byte_input_) {
+            s.mapped.clear();
+            ByteLevelTable::get().map(piece, s.mapped);
+            text = s.mapped;
         }
-        if (cacheable) {
-            if (s.cache.size() >= s.cache_capacity) s.cache.clear();
-            s.cache.emplace(std::string(piece), std::vector<TokenId>(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()));
+        if (opt_.ignore_merges) {
+            if (const auto id = vocab_->find(text)) {
+                out.push_back(*id);
+                s.cache.insert(piece, hash, out.data() + first, 1);
+                return;
+            }
         }
+        if (byte_input_ && opt_.end_of_word_suffix.empty()) {
+            merge_bytes(piece, s);
+            for (std::int32_t i = 0; i >= 0; i = s.syms[static_cast<std::size_t>(i)].next) {
+                const auto& y = s.syms[static_cast<std::size_t>(i)];
+                if (y.sym >= 0 && y.sym < extra_base_) out.push_back(y.sym);
+                else emit(y.sym, mapped_range(piece, y.begin, y.end), false, out);
+            }
+        } else {
+            merge(text, s);
+            for (std::int32_t i = 0; i >= 0; i = s.syms[static_cast<std::size_t>(i)].next) {
+                const auto& y = s.syms[static_cast<std::size_t>(i)];
+                emit(y.sym, text.substr(y.begin, y.end - y.begin), y.next < 0, out);
+            }
+        }
+        s.cache.insert(piece, hash, out.data() + first, out.size() - first);
     }
 
     /// Folds runs of unknown tokens in out[from..] into one (fuse_unk), as the reference does
@@ -278,6 +350,12 @@ private:
                 y.sym = symbol_of_char(piece, y.begin, y.end);
             }
         }
+        run_merges(s);
+    }
+
+    // Merges the symbols in s.syms (a linked list from index 0) by rank, leftmost first.
+    void run_merges(BpeScratch& s) const {
+        s.heap.clear();
         if (s.syms.size() == 1) return;
         for (std::int32_t k = 0; k + 1 < static_cast<std::int32_t>(s.syms.size()); ++k) push_candidate(s, k);
         while (!s.heap.empty()) {
@@ -297,6 +375,24 @@ private:
             if (l.prev >= 0) push_candidate(s, l.prev);
             push_candidate(s, static_cast<std::int32_t>(c.left));
         }
+    }
+
+    static std::string mapped_range(std::string_view bytes, std::size_t b, std::size_t e) {
+        std::string m;
+        ByteLevelTable::get().map(bytes.substr(b, e - b), m);
+        return m;
+    }
+
+    // merge() for raw bytes under set_byte_level_input: one starting symbol per byte.
+    void merge_bytes(std::string_view piece, BpeScratch& s) const {
+        s.syms.resize(piece.size());
+        for (std::size_t k = 0; k < piece.size(); ++k) {
+            const auto n = static_cast<std::int32_t>(k);
+            s.syms[k] = {byte_sym_[static_cast<unsigned char>(piece[k])], n - 1, n + 1, static_cast<std::uint32_t>(k),
+                         static_cast<std::uint32_t>(k + 1)};
+        }
+        s.syms.back().next = -1;
+        run_merges(s);
     }
 
     void emit(std::int32_t sym, std::string_view text, bool last, std::vector<TokenId>& out) const {
@@ -336,6 +432,8 @@ private:
     std::vector<std::string> extra_strings_;
     MergeMap merges_;
     std::int32_t byte_tokens_[256] = {};
+    bool byte_input_ = false;
+    std::int32_t byte_sym_[256] = {};
     std::vector<std::int32_t> small_ = std::vector<std::int32_t>(kSmall, -1);
 };
 

@@ -27,6 +27,7 @@
 #include <variant>
 #include <vector>
 
+#include "lm/byte_level.hpp"
 #include "lm/regex.hpp"
 #include "lm/unicode.hpp"
 #include "lm/vocab.hpp"
@@ -154,7 +155,15 @@ struct Pattern {
     static void to_code_points(std::string_view text, std::u32string& u32, std::vector<std::size_t>& offs) {
         u32.clear();
         offs.clear();
+        u32.reserve(text.size());
+        offs.reserve(text.size() + 1);
         for (std::size_t i = 0; i < text.size();) {
+            const auto c = static_cast<unsigned char>(text[i]);
+            if (c < 0x80) {
+                u32.push_back(c);
+                offs.push_back(i++);
+                continue;
+            }
             const auto d = unicode::decode_utf8(text, i);
             u32.push_back(d.cp);
             offs.push_back(i);
@@ -235,7 +244,7 @@ private:
     void add(const io::json::Value& v, const std::string& where) {
         using namespace detail;
         const std::string type = type_of(v, where);
-        const std::string w = where + " (" + type + ")";
+        const std::string w = moe::detail::cat(where, " (", type, ")");
         if (type == "Sequence") {
             const auto& list = member(v, "normalizers", w);
             check<FormatError>(list.is_array(), w, "\"normalizers\" must be an array");
@@ -377,33 +386,6 @@ struct Pieces {
     }
 };
 
-/// GPT-2's byte <-> unicode table (printable code points for all 256 bytes).
-struct ByteLevelTable {
-    std::array<char32_t, 256> to_char{};
-    std::array<std::array<char, 2>, 256> utf8{};   // each mapped char is 1 or 2 UTF-8 bytes
-    std::array<std::uint8_t, 256> utf8_len{};
-    std::array<std::int16_t, 324> to_byte{};        // mapped code point -> byte (-1: none)
-
-    ByteLevelTable() {
-        to_byte.fill(-1);
-        unsigned n = 0;
-        for (unsigned b = 0; b < 256; ++b) {
-            const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            to_char[b] = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++);
-        }
-        for (unsigned b = 0; b < 256; ++b) {
-            std::string s;
-            unicode::append_utf8(s, to_char[b]);
-            utf8_len[b] = static_cast<std::uint8_t>(s.size());
-            utf8[b] = {s[0], s.size() > 1 ? s[1] : '\0'};
-            to_byte[to_char[b]] = static_cast<std::int16_t>(b);
-        }
-    }
-    void map(std::string_view bytes, std::string& out) const {
-        for (unsigned char b : bytes) out.append(utf8[b].data(), utf8_len[b]);
-    }
-};
-
 namespace pre {
 /// Split: Isolated (matches and the gaps between them are pieces), Removed (gaps only, as
 /// JavaScript's String.split), invert (matches only). MergedWithPrevious / MergedWithNext /
@@ -411,7 +393,9 @@ namespace pre {
 struct Split { Pattern pattern; bool removed = false; bool invert = false; };
 /// ByteLevel: optional prefix space (the reference adds it to every piece that lacks one),
 /// GPT-2's regex when use_regex, then bytes -> printable code points.
-struct ByteLevel { bool add_prefix_space = false; bool use_regex = true; };
+/// map_bytes = false: the pieces stay raw bytes, for a BPE model that maps them itself (the
+/// tokenizer's fast path when ByteLevel is the last step; same tokens).
+struct ByteLevel { bool add_prefix_space = false; bool use_regex = true; bool map_bytes = true; };
 /// Metaspace: ' ' -> replacement, prefix per prepend_scheme (always / first / never). The
 /// reference does not split on the replacement (Rust does when "split" is true).
 struct Metaspace { std::string replacement, str_rep; bool add_prefix_space = false; std::string prepend_scheme = "always"; };
@@ -434,6 +418,17 @@ public:
     bool empty() const noexcept { return steps_.empty(); }
     /// Replaces steps (for LlamaTokenizer with legacy = false, as the reference does).
     void set_steps(std::vector<PreTokenizerStep> s) { steps_ = std::move(s); }
+    /// When the last step is ByteLevel, leaves its pieces as raw bytes (the model maps them) and
+    /// returns true; a pipeline whose last step is a plain ByteLevel with nothing to do is then
+    /// dropped entirely.
+    bool defer_byte_mapping() {
+        if (steps_.empty()) return false;
+        auto* bl = std::get_if<pre::ByteLevel>(&steps_.back());
+        if (!bl) return false;
+        bl->map_bytes = false;
+        if (!bl->use_regex && !bl->add_prefix_space) steps_.pop_back();
+        return true;
+    }
     const std::vector<PreTokenizerStep>& steps() const noexcept { return steps_; }
 
     /// Pre-tokenizes one section into `out` (via `tmp`).
@@ -448,10 +443,7 @@ public:
         }
     }
 
-    static const ByteLevelTable& byte_table() {
-        static const ByteLevelTable table;  // immutable after construction (thread-safe init)
-        return table;
-    }
+    static const ByteLevelTable& byte_table() { return ByteLevelTable::get(); }
     /// GPT-2's pattern, which ByteLevel applies when use_regex is true.
     static constexpr std::string_view gpt2_pattern =
         R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -462,7 +454,7 @@ private:
     void add(const io::json::Value& v, const std::string& where) {
         using namespace detail;
         const std::string type = type_of(v, where);
-        const std::string w = where + " (" + type + ")";
+        const std::string w = moe::detail::cat(where, " (", type, ")");
         auto fixed = [](std::string_view pattern) { return std::make_shared<const Regex>(pattern); };
         if (type == "Sequence") {
             const auto& list = member(v, "pretokenizers", w);
@@ -483,7 +475,7 @@ private:
             }
             steps_.emplace_back(std::move(sp));
         } else if (type == "ByteLevel") {
-            steps_.emplace_back(pre::ByteLevel{get_bool(v, "add_prefix_space", false, w), get_bool(v, "use_regex", true, w)});
+            steps_.emplace_back(pre::ByteLevel{get_bool(v, "add_prefix_space", false, w), get_bool(v, "use_regex", true, w), true});
             if (std::get<pre::ByteLevel>(steps_.back()).use_regex && !gpt2_) gpt2_ = fixed(gpt2_pattern);
         } else if (type == "Metaspace") {
             pre::Metaspace m;
@@ -495,7 +487,7 @@ private:
                                w, "unknown prepend_scheme \"", m.prepend_scheme, "\"");
             steps_.emplace_back(std::move(m));
         } else if (type == "BertPreTokenizer") {
-            const std::string p = "[^\\s" + std::string(punctuation_class) + "]+|[" + std::string(punctuation_class) + "]";
+            const std::string p = moe::detail::cat("[^\\s", punctuation_class, "]+|[", punctuation_class, "]");
             steps_.emplace_back(pre::MatchAll{fixed(p), true});
         } else if (type == "Whitespace") {
             steps_.emplace_back(pre::MatchAll{fixed(R"(\w+|[^\w\s]+)"), false});
@@ -503,7 +495,7 @@ private:
             steps_.emplace_back(pre::MatchAll{fixed(R"(\S+)"), false});
         } else if (type == "Punctuation") {
             const std::string c(punctuation_class);
-            steps_.emplace_back(pre::MatchAll{fixed("[^" + c + "]+|[" + c + "]+"), false});
+            steps_.emplace_back(pre::MatchAll{fixed(moe::detail::cat("[^", c, "]+|[", c, "]+")), false});
         } else if (type == "Digits") {
             const bool individual = get_bool(v, "individual_digits", false, w);
             steps_.emplace_back(pre::MatchAll{fixed(individual ? R"([^\d]+|\d)" : R"([^\d]+|\d+)"), false});
@@ -562,10 +554,14 @@ private:
         std::string_view t = text;
         std::string prefixed;
         if (bl.add_prefix_space && (t.empty() || t.front() != ' ')) {
-            prefixed = " " + std::string(t);
+            prefixed.assign(1, ' ').append(t);
             t = prefixed;
         }
         auto emit = [&](std::string_view piece) {
+            if (!bl.map_bytes) {
+                out.add(piece);
+                return;
+            }
             buf.clear();
             table.map(piece, buf);
             out.add(buf);
@@ -643,7 +639,7 @@ private:
     void add(const io::json::Value& v, const std::string& where) {
         using namespace detail;
         const std::string type = type_of(v, where);
-        const std::string w = where + " (" + type + ")";
+        const std::string w = moe::detail::cat(where, " (", type, ")");
         if (type == "Sequence") {
             const auto& list = member(v, "processors", w);
             check<FormatError>(list.is_array(), w, "\"processors\" must be an array");
@@ -756,7 +752,7 @@ private:
     void add(const io::json::Value& v, const std::string& where) {
         using namespace detail;
         const std::string type = type_of(v, where);
-        const std::string w = where + " (" + type + ")";
+        const std::string w = moe::detail::cat(where, " (", type, ")");
         if (type == "Sequence") {
             const auto& list = member(v, "decoders", w);
             check<FormatError>(list.is_array(), w, "\"decoders\" must be an array");
@@ -910,7 +906,7 @@ private:
             auto& t = tokens[i];
             if (i != 0) {
                 if (t.compare(0, wp.prefix.size(), wp.prefix) == 0) t.erase(0, wp.prefix.size());
-                else t = " " + t;
+                else t.insert(0, 1, ' ');
             }
             if (wp.cleanup) t = clean_up_tokenization(t);
         }

@@ -73,6 +73,10 @@ struct CharClass {
 
     bool contains(char32_t cp) const noexcept {
         if (cp < 128) return ascii[cp];
+        return contains_other(cp);
+    }
+    /// The non-ASCII part of contains().
+    bool contains_other(char32_t cp) const noexcept {
         bool in = false;
         const std::uint16_t f = unicode::flags(cp);
         if (f & any_flags) in = true;
@@ -111,7 +115,7 @@ public:
         compile(root, 0);
         programs_[0].push_back({Op::match, 0, 0, 0, 0});
         // Lookahead bodies were compiled into programs 1..n by compile().
-        first_ = first_set();
+        compute_starts();
     }
 
     const std::string& pattern() const noexcept { return pattern_; }
@@ -132,7 +136,7 @@ public:
     std::optional<std::pair<std::size_t, std::size_t>> search(std::u32string_view text, std::size_t from,
                                                               Scratch& s) const {
         for (std::size_t i = from; i <= text.size(); ++i) {
-            if (i < text.size() && text[i] < 128 && !first_.ascii_can_start[text[i]] && !first_.nullable) continue;
+            if (!can_start(0, 0, text, i)) continue;
             const std::size_t end = run(0, text, i, s);
             if (end != kNoMatch) return std::make_pair(i, end);
         }
@@ -178,10 +182,6 @@ private:
     };
     using Program = std::vector<Inst>;
 
-    struct FirstSet {
-        std::bitset<128> ascii_can_start;
-        bool nullable = true;
-    };
 
     // ---- parser ------------------------------------------------------------------------------
     struct Parser {
@@ -650,36 +650,71 @@ private:
         else { in.x = exit; in.y = at + 1; }
     }
 
-    // Which ASCII code points can start a match (a prefilter for search()); conservative.
-    FirstSet first_set() const {
-        FirstSet f;
-        f.nullable = nullable(static_cast<int>(nodes_.size() - 1));
-        // A match that can be empty may start anywhere; otherwise test every ASCII start with the
-        // matcher itself on a one-character probe is not possible (lookahead), so compute from
-        // the tree: the classes a match can begin with.
-        std::vector<bool> seen(nodes_.size(), false);
-        first_of(static_cast<int>(nodes_.size() - 1), f.ascii_can_start);
-        return f;
-    }
-    // Adds to `out` the ASCII chars that can begin node n; returns whether n is nullable.
-    bool first_of(int n, std::bitset<128>& out) const {
-        const Node& nd = nodes_[static_cast<std::size_t>(n)];
-        switch (nd.kind) {
-            case Kind::cls: out |= classes_[static_cast<std::size_t>(nd.cls)].ascii; return false;
-            case Kind::cat:
-                for (int k : nd.kids) if (!first_of(k, out)) return false;
-                return true;
-            case Kind::alt: {
-                bool any = false;
-                for (int k : nd.kids) any = first_of(k, out) || any;
-                return any;
-            }
-            case Kind::repeat: {
-                const bool child = first_of(nd.kids[0], out);
-                return nd.min == 0 || child;
-            }
-            default: return true;
+    // ---- start sets: which characters can begin a match from each instruction ----------------
+    // A split whose preferred branch cannot start with the next character goes straight to the
+    // other one, and a branch that cannot start there is never pushed: most alternatives of a
+    // tokenizer pattern are ruled out by one bitmap test. The sets are supersets (a lookahead or
+    // an anchor passes on its successor's set), so pruning never changes a result.
+    struct Start {
+        std::bitset<128> ascii;
+        std::vector<std::uint32_t> classes;  // non-ASCII: the union of these classes ...
+        bool any_other = false;              // ... or anything, when there are too many
+        bool empty = false;                  // can match without consuming a character
+        bool operator==(const Start&) const = default;
+    };
+    static void unite(Start& into, const Start& from) {
+        into.ascii |= from.ascii;
+        into.empty = into.empty || from.empty;
+        into.any_other = into.any_other || from.any_other;
+        for (auto c : from.classes)
+            if (std::find(into.classes.begin(), into.classes.end(), c) == into.classes.end()) into.classes.push_back(c);
+        if (into.classes.size() > 8) {
+            into.any_other = true;
+            into.classes.clear();
         }
+        if (into.any_other) into.classes.clear();
+    }
+    void compute_starts() {
+        starts_.resize(programs_.size());
+        for (std::size_t p = 0; p < programs_.size(); ++p) {
+            const Program& prog = programs_[p];
+            std::vector<Start>& st = starts_[p];
+            st.assign(prog.size(), Start{});
+            for (bool changed = true; changed;) {
+                changed = false;
+                for (std::size_t k = prog.size(); k-- > 0;) {
+                    const Inst& in = prog[k];
+                    Start s;
+                    switch (in.op) {
+                        case Op::cls: case Op::run: {
+                            s.ascii = classes_[in.x].ascii;
+                            s.classes = {in.x};
+                            if (in.op == Op::run && in.y == 0) unite(s, st[k + 1]);
+                            break;
+                        }
+                        case Op::split: s = st[in.x]; unite(s, st[in.y]); break;
+                        case Op::jmp: s = st[in.x]; break;
+                        case Op::match: s.empty = true; break;
+                        case Op::look: case Op::bol: case Op::eol: s = st[k + 1]; break;
+                    }
+                    if (!(s == st[k])) {
+                        st[k] = std::move(s);
+                        changed = true;
+                    }
+                }
+            }
+        }
+    }
+    bool can_start(std::size_t prog, std::uint32_t pc, std::u32string_view text, std::size_t pos) const noexcept {
+        const Start& s = starts_[prog][pc];
+        if (s.empty) return true;
+        if (pos >= text.size()) return false;
+        const char32_t c = text[pos];
+        if (c < 128) return s.ascii[c];
+        if (s.any_other) return true;
+        for (auto k : s.classes)
+            if (classes_[k].contains_other(c)) return true;
+        return false;
     }
 
     // ---- matcher -----------------------------------------------------------------------------
@@ -699,7 +734,11 @@ private:
                     else fail = true;
                     break;
                 case Op::split:
-                    st.push_back({in.y, pos, 0, 0});
+                    if (!can_start(prog_index, in.x, text, pos)) {
+                        pc = in.y;
+                        break;
+                    }
+                    if (can_start(prog_index, in.y, text, pos)) st.push_back({in.y, pos, 0, 0});
                     pc = in.x;
                     break;
                 case Op::jmp: pc = in.x; break;
@@ -773,7 +812,7 @@ private:
     std::vector<Node> nodes_;
     std::vector<CharClass> classes_;
     std::vector<Program> programs_;
-    FirstSet first_;
+    std::vector<std::vector<Start>> starts_;  // per program, per instruction
 };
 
 }  // namespace moe::lm

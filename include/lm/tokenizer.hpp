@@ -267,7 +267,7 @@ private:
         r.finish();
         check<FormatError>(have_model, where, "missing \"model\"");
 
-        const std::string mw = where + ": model";
+        const std::string mw = moe::detail::cat(where, ": model");
         auto opt_value = [&](std::string_view k) -> const io::json::Value* {
             for (const auto& [n, v] : opts)
                 if (n == k) return v.is_null() ? nullptr : &v;
@@ -349,7 +349,7 @@ private:
 
     void read_model(io::json::Reader& r, const std::string& where, LoadState& st,
                     std::vector<std::pair<std::string, io::json::Value>>& opts) {
-        const std::string mw = where + ": model";
+        const std::string mw = moe::detail::cat(where, ": model");
         check<FormatError>(r.peek() == io::json::Type::object, mw, "must be an object");
         r.begin_object();
         std::string key, tok;
@@ -415,7 +415,7 @@ private:
     }
 
     void read_added(const io::json::Value& list, const std::string& where) {
-        const std::string w = where + ": added_tokens";
+        const std::string w = moe::detail::cat(where, ": added_tokens");
         check<FormatError>(list.is_array(), w, "must be an array");
         for (const auto& item : list.as_array()) {
             check<FormatError>(item.is_object(), w, "each added token must be an object");
@@ -452,7 +452,7 @@ private:
                 return v->as_string();
             }
             check<FormatError>(v->is_object(), where, "\"", key, "\" must be a string or an AddedToken object");
-            return detail::get_string(*v, "content", where + ": " + std::string(key));
+            return detail::get_string(*v, "content", moe::detail::cat(where, ": ", key));
         };
         auto named = [&](std::string_view key) -> std::optional<SpecialToken> {
             auto t = token_of(key);
@@ -492,6 +492,9 @@ private:
         finish_config();
     }
     void finish_config() {
+        // A final ByteLevel step's mapping moves into the BPE model (same tokens, fewer copies:
+        // the word cache is keyed by the raw piece).
+        if (auto* b = std::get_if<Bpe>(&model_); b && pre_.defer_byte_mapping()) b->set_byte_level_input(true);
         if (const auto* b = std::get_if<Bpe>(&model_)) unk_id_ = b->unk_id();
         else unk_id_ = std::get<WordPiece>(model_).unk_id();
         // The model's unk string (decode of an unknown id).

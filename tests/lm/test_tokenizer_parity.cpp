@@ -50,9 +50,11 @@ std::string quote(std::string_view s) {
 }
 
 std::string show(const std::vector<TokenId>& v) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < v.size(); ++i) s += (i ? " " : "") + std::to_string(v[i]);
-    return s + "]";
+    std::ostringstream s;
+    s << '[';
+    for (std::size_t i = 0; i < v.size(); ++i) s << (i ? " " : "") << v[i];
+    s << ']';
+    return s.str();
 }
 
 void check_tokenizer(const std::string& name) {
@@ -99,25 +101,23 @@ void check_tokenizer(const std::string& name) {
         const auto got_plain = tok.encode(text, {false}, ws);
         if (got != want) {
             ++bad_ids;
-            note("ids of " + quote(text) + ": " + show(got) + " vs reference " + show(want));
+            note(moe::detail::cat("ids of ", quote(text), ": ", show(got), " vs reference ", show(want)));
         }
         if (got_plain != want_plain) {
             ++bad_plain;
-            note("ids (no special) of " + quote(text) + ": " + show(got_plain) + " vs reference " + show(want_plain));
+            note(moe::detail::cat("ids (no special) of ", quote(text), ": ", show(got_plain), " vs reference ", show(want_plain)));
         }
         const std::string& want_decoded = v.find("decoded")->as_string();
         const std::string decoded = want_plain.empty() ? std::string() : tok.decode(want_plain, kNoCleanup);
         if (decoded != want_decoded) {
             ++bad_decoded;
-            note("decode of " + show(want_plain) + ": " + quote(decoded) + " vs reference " +
-                 quote(want_decoded));
+            note(moe::detail::cat("decode of ", show(want_plain), ": ", quote(decoded), " vs reference ", quote(want_decoded)));
         }
         const std::string& want_skip = v.find("decoded_skip")->as_string();
         const std::string skip = want.empty() ? std::string() : tok.decode(want, {true, false});
         if (skip != want_skip) {
             ++bad_skip;
-            note("decode (skip special) of " + show(want) + ": " + quote(skip) + " vs reference " +
-                 quote(want_skip));
+            note(moe::detail::cat("decode (skip special) of ", show(want), ": ", quote(skip), " vs reference ", quote(want_skip)));
         }
         // Streaming: the pieces add up to the whole decode (when it ends on a complete character).
         if (!want_decoded.empty() && want_decoded.size() < 2000) {
@@ -128,8 +128,7 @@ void check_tokenizer(const std::string& name) {
             ++streamed;
             if (joined != want_decoded) {
                 ++bad_stream;
-                note("streamed decode of " + show(want_plain) + ": " + quote(joined) + " vs " +
-                     quote(want_decoded));
+                note(moe::detail::cat("streamed decode of ", show(want_plain), ": ", quote(joined), " vs ", quote(want_decoded)));
             }
         }
         if (want_decoded == text) {

@@ -19,8 +19,8 @@ using Ids = std::vector<TokenId>;
 std::string bpe_json(const std::string& vocab, const std::string& merges, const std::string& extra_model = "",
                      const std::string& pipeline = R"("normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null)",
                      const std::string& added = "[]") {
-    return R"({"version": "1.0", "added_tokens": )" + added + ", " + pipeline +
-           R"(, "model": {"type": "BPE", )" + extra_model + R"("vocab": {)" + vocab + R"(}, "merges": [)" + merges + "]}}";
+    return moe::detail::cat(R"({"version": "1.0", "added_tokens": )", added, ", ", pipeline, R"(, "model": {"type": "BPE", )",
+                            extra_model, R"("vocab": {)", vocab, R"(}, "merges": [)", merges, "]}}");
 }
 
 TEST_CASE("BPE: merges apply by rank, leftmost first among equal ranks", "[lm][tokenizer]") {
@@ -76,7 +76,7 @@ TEST_CASE("byte-level BPE: bytes map to printable code points and back", "[lm][t
         moe::lm::unicode::append_utf8(sym, table.to_char[b]);
         std::string quoted;
         moe::io::json::append_string(quoted, sym);
-        vocab += (b ? "," : "") + quoted + ":" + std::to_string(b);
+        vocab += moe::detail::cat(b ? "," : "", quoted, ":", b);
     }
     const auto t = Tokenizer::from_json(bpe_json(
         vocab, "", "",
