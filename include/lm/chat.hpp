@@ -8,7 +8,7 @@
 //   Llama3                 "llama3": the Jinja chat template of Meta-Llama-3-8B-Instruct
 //   apply_chat_template    the formatter named by a string
 //
-// The references (tools/reference/chat_reference.py and .mjs, docs/lm-chat.md):
+// The references (tools/reference/chat_reference.py and .mjs, docs/lm.md):
 //   * ChatML and Vicuna11 mirror Conversation.get_prompt() of LLaVA-VL/LLaVA-NeXT
 //     llava/conversation.py (last changed in b0eb49300f0a80723424e2c5cbb1bc54a9e5c3a0, identical
 //     at df179663ae8b83207df100a1f7af24caec633ff9), SeparatorStyle.CHATML and SeparatorStyle.TWO,
