@@ -127,6 +127,18 @@ TEST_CASE("WordPiece: greedy longest match with ## continuations, [UNK] per word
     CHECK(t.model_type() == "WordPiece");
 }
 
+TEST_CASE("encode_batch equals one encode per text, on 1 and 2 threads", "[lm][tokenizer]") {
+    const auto t = Tokenizer::from_json(bpe_json(R"("a":0,"b":1,"c":2,"ab":3,"bc":4,"aa":5,"<unk>":6)", R"(["b","c"],["a","b"],["a","a"])",
+                                                 R"("unk_token":"<unk>",)"));
+    std::vector<std::string> texts;
+    for (int i = 0; i < 37; ++i) texts.push_back(std::string(static_cast<std::size_t>(i % 7), 'a') + "bc" + (i % 3 ? "x" : "ab"));
+    std::vector<Ids> one;
+    for (const auto& s : texts) one.push_back(t.encode(s));
+    CHECK(t.encode_batch(texts, {}, moe::Exec(1)) == one);
+    CHECK(t.encode_batch(texts, {}, moe::Exec(2)) == one);
+    CHECK(t.encode_batch(std::vector<std::string>{}).empty());
+}
+
 std::string error_of(const std::string& json) {
     try {
         (void)Tokenizer::from_json(json);
