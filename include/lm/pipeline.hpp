@@ -726,8 +726,9 @@ public:
         return std::nullopt;
     }
 
-    /// `tokens` are the token strings; `is_added(i)` says whether token i is an added token (the
-    /// ByteLevel decoder passes those through unchanged, as the reference does).
+    /// `tokens` are the token strings; `is_added(token)` says whether a string is an added
+    /// token's content (the ByteLevel decoder passes those through unchanged, as the reference
+    /// does, whatever step it runs at).
     template <class IsAdded>
     std::string apply(std::vector<std::string> tokens, IsAdded&& is_added, PipelineScratch& s) const {
         if (!present_) {
@@ -738,11 +739,8 @@ public:
             }
             return out;
         }
-        bool first_step = true;
-        for (const auto& step : steps_) {
-            tokens = std::visit([&](const auto& st) { return run(st, std::move(tokens), is_added, first_step, s); }, step);
-            first_step = false;
-        }
+        for (const auto& step : steps_)
+            tokens = std::visit([&](const auto& st) { return run(st, std::move(tokens), is_added, s); }, step);
         std::string out;
         for (const auto& t : tokens) out += t;
         return out;
@@ -791,7 +789,7 @@ private:
 
     template <class IsAdded>
     static std::vector<std::string> run(const dec::ByteLevel&, std::vector<std::string> tokens, IsAdded& is_added,
-                                        bool first_step, PipelineScratch&) {
+                                        PipelineScratch&) {
         const auto& table = PreTokenizer::byte_table();
         std::vector<std::string> out;
         std::string bytes;
@@ -802,9 +800,7 @@ private:
         };
         bool pending = false;
         for (std::size_t i = 0; i < tokens.size(); ++i) {
-            // Only tokens as the model gave them can be added tokens (the reference checks the
-            // string against the added tokens' contents at whatever step ByteLevel runs).
-            if (is_added(tokens[i], first_step ? i : std::size_t(-1))) {
+            if (is_added(tokens[i])) {
                 if (pending) flush();
                 pending = false;
                 out.push_back(std::move(tokens[i]));
@@ -824,13 +820,13 @@ private:
         return out;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::Replace& r, std::vector<std::string> tokens, IsAdded&, bool,
+    static std::vector<std::string> run(const dec::Replace& r, std::vector<std::string> tokens, IsAdded&,
                                         PipelineScratch& s) {
         for (auto& t : tokens) t = r.pattern.replace(t, r.content, s.u32, s.offsets, s.regex);
         return tokens;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::ByteFallback&, std::vector<std::string> tokens, IsAdded&, bool,
+    static std::vector<std::string> run(const dec::ByteFallback&, std::vector<std::string> tokens, IsAdded&,
                                         PipelineScratch&) {
         std::vector<std::string> out;
         std::string bytes;
@@ -867,7 +863,7 @@ private:
         return n ? v : -1;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::Fuse&, std::vector<std::string> tokens, IsAdded&, bool, PipelineScratch&) {
+    static std::vector<std::string> run(const dec::Fuse&, std::vector<std::string> tokens, IsAdded&, PipelineScratch&) {
         std::string all;
         for (const auto& t : tokens) all += t;
         return {std::move(all)};
@@ -875,14 +871,13 @@ private:
     // Strips up to `start` leading and `stop` trailing copies of one character; the reference
     // indexes UTF-16 code units (content is one BMP character, checked at load).
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::Strip& st, std::vector<std::string> tokens, IsAdded&, bool, PipelineScratch&) {
+    static std::vector<std::string> run(const dec::Strip& st, std::vector<std::string> tokens, IsAdded&, PipelineScratch&) {
         for (auto& t : tokens) {
             std::u32string u = unicode::to_u32(t);
             const char32_t c = unicode::decode_utf8(st.content, 0).cp;
-            // UTF-16 indexing: an astral character is two code units, neither equal to c.
-            std::size_t units = 0;
-            for (char32_t x : u) units += x > 0xFFFF ? 2 : 1;
-            std::size_t start_cut = 0;  // in code points (only BMP chars equal c, so units == points up to a cut)
+            // The reference indexes UTF-16 code units; an astral character is two of them, neither
+            // equal to c, so counting code points stops at the same characters.
+            std::size_t start_cut = 0;
             for (std::size_t i = 0; i < st.start && i < u.size(); ++i) {
                 if (u[i] == c) start_cut = i + 1;
                 else break;
@@ -893,14 +888,13 @@ private:
                 if (u[idx] == c) stop_cut = idx;
                 else break;
             }
-            (void)units;
             if (stop_cut < start_cut) stop_cut = start_cut;  // slice(a, b) with b < a is empty
             t = unicode::to_utf8(std::u32string_view(u).substr(start_cut, stop_cut - start_cut));
         }
         return tokens;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::WordPiece& wp, std::vector<std::string> tokens, IsAdded&, bool,
+    static std::vector<std::string> run(const dec::WordPiece& wp, std::vector<std::string> tokens, IsAdded&,
                                         PipelineScratch&) {
         for (std::size_t i = 0; i < tokens.size(); ++i) {
             auto& t = tokens[i];
@@ -913,7 +907,7 @@ private:
         return tokens;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::Metaspace& m, std::vector<std::string> tokens, IsAdded&, bool,
+    static std::vector<std::string> run(const dec::Metaspace& m, std::vector<std::string> tokens, IsAdded&,
                                         PipelineScratch&) {
         for (std::size_t i = 0; i < tokens.size(); ++i) {
             auto& t = tokens[i];
@@ -923,7 +917,7 @@ private:
         return tokens;
     }
     template <class IsAdded>
-    static std::vector<std::string> run(const dec::BpeSuffix& b, std::vector<std::string> tokens, IsAdded&, bool,
+    static std::vector<std::string> run(const dec::BpeSuffix& b, std::vector<std::string> tokens, IsAdded&,
                                         PipelineScratch&) {
         for (std::size_t i = 0; i < tokens.size(); ++i)
             detail::replace_all(tokens[i], b.suffix, i + 1 == tokens.size() ? "" : " ");

@@ -189,7 +189,7 @@ public:
             if (opt.skip_special_tokens && special_strings_contains(t)) continue;
             tokens.emplace_back(t);
         }
-        std::string text = decoder_.apply(std::move(tokens), [&](const std::string& tok, std::size_t) {
+        std::string text = decoder_.apply(std::move(tokens), [&](const std::string& tok) {
             return added_contents_contains(tok);
         }, s);
         if (!end_of_word_suffix_.empty() && decoder_.present()) {
