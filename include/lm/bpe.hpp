@@ -47,15 +47,13 @@ struct BpeOptions {
 class WordCache {
 public:
     WordCache() : WordCache(std::size_t{1} << 17) {}
-    explicit WordCache(std::size_t capacity) : capacity_(capacity) {
-        std::size_t slots = 16;
-        while (slots < capacity * 2) slots *= 2;
-        slots_.assign(slots, Slot{});
-        mask_ = slots - 1;
-    }
-    /// The cached ids of `key`, or nullptr (then *hash is its hash, for insert()).
+    /// Holds at most `capacity` entries; the table starts small and doubles as it fills, so a
+    /// workspace made for one short text costs nothing up front.
+    explicit WordCache(std::size_t capacity) : capacity_(capacity) {}
+    /// The cached ids of `key`, or nullptr; `hash` is set either way (for insert()).
     const TokenId* find(std::string_view key, std::uint64_t& hash, std::size_t& count) const noexcept {
         hash = hash_string(key) | 1;
+        if (slots_.empty()) return nullptr;
         for (std::size_t p = hash & mask_;; p = (p + 1) & mask_) {
             const Slot& s = slots_[p];
             if (s.hash == 0) return nullptr;
@@ -67,6 +65,7 @@ public:
     }
     void insert(std::string_view key, std::uint64_t hash, const TokenId* ids, std::size_t n) {
         if (count_ >= capacity_ || keys_.size() + key.size() > (std::size_t{1} << 31)) clear();
+        if ((count_ + 1) * 2 > slots_.size()) grow();
         std::size_t p = hash & mask_;
         while (slots_[p].hash != 0) p = (p + 1) & mask_;
         slots_[p] = {hash, static_cast<std::uint32_t>(keys_.size()), static_cast<std::uint32_t>(key.size()),
@@ -84,6 +83,17 @@ public:
     std::size_t size() const noexcept { return count_; }
 
 private:
+    void grow() {
+        std::vector<Slot> old = std::move(slots_);
+        slots_.assign(old.empty() ? 256 : old.size() * 2, Slot{});
+        mask_ = slots_.size() - 1;
+        for (const Slot& o : old) {
+            if (o.hash == 0) continue;
+            std::size_t p = o.hash & mask_;
+            while (slots_[p].hash != 0) p = (p + 1) & mask_;
+            slots_[p] = o;
+        }
+    }
     struct Slot {
         std::uint64_t hash = 0;  // 0: empty
         std::uint32_t key_off = 0, key_len = 0, ids_off = 0, ids_len = 0;

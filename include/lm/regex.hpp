@@ -555,7 +555,14 @@ private:
     };
 
     // ---- compiler ----------------------------------------------------------------------------
-    void emit(std::size_t prog, Inst in) { programs_[prog].push_back(in); }
+    static constexpr std::size_t kMaxProgram = std::size_t{1} << 16;  // instructions per program
+    void emit(std::size_t prog, Inst in) {
+        if (programs_[prog].size() >= kMaxProgram)
+            throw ConfigError("regex", moe::detail::cat("the pattern compiles to more than ", kMaxProgram,
+                                                        " instructions (nested counted repeats?): \"",
+                                                        pattern_.substr(0, 200), "\""));
+        programs_[prog].push_back(in);
+    }
     std::uint32_t here(std::size_t prog) const { return static_cast<std::uint32_t>(programs_[prog].size()); }
 
     bool nullable(int n) const {
@@ -718,17 +725,53 @@ private:
     }
 
     // ---- matcher -----------------------------------------------------------------------------
+    // Backtracking is exponential on patterns such as (?:a|a)*b or (?:a+)+b (JavaScript's is too).
+    // A match attempt that takes more steps than a tokenizer pattern ever needs (linear in the
+    // text) restarts with a memo of the (instruction, position) states already explored: a
+    // state reached again has failed before, so it fails again, and the attempt is linear in
+    // instructions x positions. The answer is the same either way; only the time differs.
+    static constexpr std::size_t kMaxMemoBits = std::size_t{1} << 31;  // 256 MiB
     std::size_t run(std::size_t prog_index, std::u32string_view text, std::size_t start, Scratch& s) const {
+        const std::size_t budget = 1024 + 32 * (text.size() - start);
+        const std::size_t r = run_impl<false>(prog_index, text, start, s, nullptr, budget);
+        if (r != kBudget) return r;
+        const std::size_t width = text.size() - start + 1;
+        const std::size_t states = programs_[prog_index].size() * width;
+        if (states / width != programs_[prog_index].size() || states > kMaxMemoBits)
+            throw ValueError("regex", moe::detail::cat("matching \"", pattern_.substr(0, 120), "\" against ",
+                                                      text.size() - start, " code points backtracks too much (the memo "
+                                                      "would need ", states / 8, " bytes)"));
+        std::vector<std::uint64_t> memo((states + 63) / 64, 0);
+        return run_impl<true>(prog_index, text, start, s, &memo, 0);
+    }
+
+    static constexpr std::size_t kBudget = kNoMatch - 1;  // run_impl: the step budget ran out
+
+    template <bool Memo>
+    std::size_t run_impl(std::size_t prog_index, std::u32string_view text, std::size_t start, Scratch& s,
+                         std::vector<std::uint64_t>* memo, std::size_t budget) const {
         const Program& prog = programs_[prog_index];
         auto& st = s.stack;
         const std::size_t base = st.size();
         std::uint32_t pc = 0;
         std::size_t pos = start;
         const std::size_t n = text.size();
+        const std::size_t width = n - start + 1;
+        std::size_t steps = 0;
         while (true) {
             bool fail = false;
             const Inst& in = prog[pc];
-            switch (in.op) {
+            if constexpr (Memo) {
+                const std::size_t bit = pc * width + (pos - start);
+                std::uint64_t& w = (*memo)[bit >> 6];
+                const std::uint64_t m = std::uint64_t{1} << (bit & 63);
+                if (w & m) fail = true;
+                w |= m;
+            } else if (++steps > budget) {
+                st.resize(base);
+                return kBudget;
+            }
+            if (!fail) switch (in.op) {
                 case Op::cls:
                     if (pos < n && classes_[in.x].contains(text[pos])) { ++pos; ++pc; }
                     else fail = true;

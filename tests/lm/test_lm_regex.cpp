@@ -109,6 +109,31 @@ TEST_CASE("regex: unsupported syntax is a ConfigError naming it", "[lm][regex]")
     CHECK_THAT(message("a)"), Catch::Contains("unbalanced"));
 }
 
+TEST_CASE("regex: exponential backtracking becomes linear; huge programs are refused", "[lm][regex]") {
+    // Plain backtracking (JavaScript's too) takes 2^n steps on these; past the step budget the
+    // matcher memoises failed (instruction, position) states and answers the same.
+    const std::u32string as(200, U'a');
+    for (const char* pattern : {"(?:a|a)*b", "(?:a+)+b", "(?:a|aa)+c", "(?:(?:a*)a)+b"}) {
+        const Regex re(pattern);
+        INFO(pattern);
+        CHECK_FALSE(re.match_at(as, 0).has_value());
+        const auto m = re.match_at(as + U"b", 0);
+        if (std::string(pattern).back() == 'b') {
+            REQUIRE(m.has_value());
+            CHECK(*m == 201);
+        } else {
+            CHECK_FALSE(m.has_value());
+        }
+    }
+    // Nested counted repeats unroll multiplicatively: refused past 65536 instructions.
+    try {
+        Regex re("(?:(?:(?:(?:a{64}){64}){64}){64}){64}");
+        FAIL("no error");
+    } catch (const moe::ConfigError& e) {
+        CHECK_THAT(e.what(), Catch::Contains("65536 instructions"));
+    }
+}
+
 // Random patterns over a small ASCII alphabet, checked against std::regex's ECMAScript grammar,
 // which matches with the same leftmost-first backtracking as JavaScript.
 std::string random_pattern(std::mt19937& rng, int depth) {
