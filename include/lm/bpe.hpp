@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <functional>
 #include <cstdint>
@@ -52,9 +53,10 @@ public:
     explicit WordCache(std::size_t capacity) : capacity_(capacity) {}
     /// The cached ids of `key`, or nullptr; `hash` is set either way (for insert()).
     const TokenId* find(std::string_view key, std::uint64_t& hash, std::size_t& count) const noexcept {
-        hash = hash_string(key) | 1;
+        hash = hash_string(key);
+        if (hash == 0) hash = 1;  // 0 marks an empty slot
         if (slots_.empty()) return nullptr;
-        for (std::size_t p = hash & mask_;; p = (p + 1) & mask_) {
+        for (std::size_t p = home(hash);; p = (p + 1) & mask_) {
             const Slot& s = slots_[p];
             if (s.hash == 0) return nullptr;
             if (s.hash == hash && s.key_len == key.size() && std::string_view(keys_).substr(s.key_off, s.key_len) == key) {
@@ -66,7 +68,7 @@ public:
     void insert(std::string_view key, std::uint64_t hash, const TokenId* ids, std::size_t n) {
         if (count_ >= capacity_ || keys_.size() + key.size() > (std::size_t{1} << 31)) clear();
         if ((count_ + 1) * 2 > slots_.size()) grow();
-        std::size_t p = hash & mask_;
+        std::size_t p = home(hash);
         while (slots_[p].hash != 0) p = (p + 1) & mask_;
         slots_[p] = {hash, static_cast<std::uint32_t>(keys_.size()), static_cast<std::uint32_t>(key.size()),
                      static_cast<std::uint32_t>(ids_.size()), static_cast<std::uint32_t>(n)};
@@ -83,13 +85,19 @@ public:
     std::size_t size() const noexcept { return count_; }
 
 private:
+    // The home slot: the top bits of a Fibonacci-multiplied hash (linear probing clusters on
+    // the plain low bits).
+    std::size_t home(std::uint64_t hash) const noexcept {
+        return static_cast<std::size_t>((hash * 0x9E3779B97F4A7C15ull) >> shift_);
+    }
     void grow() {
         std::vector<Slot> old = std::move(slots_);
         slots_.assign(old.empty() ? 256 : old.size() * 2, Slot{});
         mask_ = slots_.size() - 1;
+        shift_ = 64 - static_cast<unsigned>(std::countr_zero(slots_.size()));
         for (const Slot& o : old) {
             if (o.hash == 0) continue;
-            std::size_t p = o.hash & mask_;
+            std::size_t p = home(o.hash);
             while (slots_[p].hash != 0) p = (p + 1) & mask_;
             slots_[p] = o;
         }
@@ -100,6 +108,7 @@ private:
     };
     std::vector<Slot> slots_;
     std::size_t mask_ = 0;
+    unsigned shift_ = 64;
     std::string keys_;
     std::vector<TokenId> ids_;
     std::size_t count_ = 0;

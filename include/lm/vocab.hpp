@@ -10,6 +10,7 @@
 // and loading 151k tokens allocates nothing per entry beyond the string itself.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -53,7 +54,7 @@ public:
         if (slots_.empty()) return std::nullopt;
         const std::uint64_t h = hash_string(s);
         const auto tag = static_cast<std::uint32_t>(h >> 32);
-        for (std::size_t p = h & mask_;; p = (p + 1) & mask_) {
+        for (std::size_t p = home(h);; p = (p + 1) & mask_) {
             const Slot& sl = slots_[p];
             if (sl.index < 0) return std::nullopt;
             if (sl.tag == tag && key(sl.index) == s) return sl.index;
@@ -65,7 +66,7 @@ public:
         if ((count_ + 1) * 4 > slots_.size() * 3) grow(key);
         const std::uint64_t h = hash_string(s);
         const auto tag = static_cast<std::uint32_t>(h >> 32);
-        for (std::size_t p = h & mask_;; p = (p + 1) & mask_) {
+        for (std::size_t p = home(h);; p = (p + 1) & mask_) {
             Slot& sl = slots_[p];
             if (sl.index < 0) {
                 sl = {tag, index};
@@ -94,7 +95,13 @@ private:
         // Only used before any insertion (reserve) or by grow(), which re-inserts.
         slots_.assign(cap, Slot{});
         mask_ = cap - 1;
+        shift_ = 64 - static_cast<unsigned>(std::countr_zero(cap));
         count_ = 0;
+    }
+    // The home slot: the top bits of a Fibonacci-multiplied hash (linear probing clusters on
+    // the plain low bits).
+    std::size_t home(std::uint64_t h) const noexcept {
+        return static_cast<std::size_t>((h * 0x9E3779B97F4A7C15ull) >> shift_);
     }
     template <class Key>
     void grow(const Key& key) {
@@ -106,6 +113,7 @@ private:
 
     std::vector<Slot> slots_;
     std::size_t mask_ = 0;
+    unsigned shift_ = 64;
     std::size_t count_ = 0;
 };
 
