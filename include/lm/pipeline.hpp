@@ -71,6 +71,30 @@ inline std::string type_of(const Value& obj, std::string_view where) {
     return get_string(obj, "type", where);
 }
 
+/// Calls f(type, step, where) for each step of a pipeline part, flattening "Sequence" steps
+/// (whose list is under `list_key`: "normalizers", "pretokenizers", ...).
+template <class F>
+void for_each_step(const Value& v, const std::string& where, std::string_view list_key, F&& f) {
+    const std::string type = type_of(v, where);
+    const std::string w = moe::detail::cat(where, " (", type, ")");
+    if (type != "Sequence") {
+        f(type, v, w);
+        return;
+    }
+    const auto& list = member(v, list_key, w);
+    check<FormatError>(list.is_array(), w, "\"", list_key, "\" must be an array");
+    for (const auto& item : list.as_array()) for_each_step(item, where, list_key, f);
+}
+
+/// A Replace step's "content": taken literally, so a '$' (which JavaScript's replaceAll would
+/// expand) is refused.
+inline std::string replacement(const Value& v, std::string_view where) {
+    std::string content = get_string(v, "content", where);
+    check<ConfigError>(content.find('$') == std::string::npos, where,
+                       "a replacement containing '$' is not supported (JavaScript would expand it)");
+    return content;
+}
+
 /// JavaScript's String.prototype.trim set: White_Space plus U+FEFF (the same set as \s).
 inline bool js_space(char32_t cp) noexcept { return unicode::flags(cp) & unicode::Flag::whitespace; }
 
@@ -241,15 +265,13 @@ public:
     }
 
 private:
-    void add(const io::json::Value& v, const std::string& where) {
+    void add(const io::json::Value& root, const std::string& where) {
+        detail::for_each_step(root, where, "normalizers", [&](const std::string& type, const io::json::Value& v,
+                                                              const std::string& w) { add_step(type, v, w, where); });
+    }
+    void add_step(const std::string& type, const io::json::Value& v, const std::string& w, const std::string& where) {
         using namespace detail;
-        const std::string type = type_of(v, where);
-        const std::string w = moe::detail::cat(where, " (", type, ")");
-        if (type == "Sequence") {
-            const auto& list = member(v, "normalizers", w);
-            check<FormatError>(list.is_array(), w, "\"normalizers\" must be an array");
-            for (const auto& item : list.as_array()) add(item, where);
-        } else if (type == "NFC") steps_.emplace_back(norm::Nfc{});
+        if (type == "NFC") steps_.emplace_back(norm::Nfc{});
         else if (type == "NFD") steps_.emplace_back(norm::Nfd{});
         else if (type == "NFKC") steps_.emplace_back(norm::Nfkc{});
         else if (type == "NFKD") steps_.emplace_back(norm::Nfkd{});
@@ -260,10 +282,7 @@ private:
         } else if (type == "Prepend") {
             steps_.emplace_back(norm::Prepend{get_string(v, "prepend", w)});
         } else if (type == "Replace") {
-            norm::Replace r{Pattern::from_json(member(v, "pattern", w), w), get_string(v, "content", w)};
-            check<ConfigError>(r.content.find('$') == std::string::npos, w,
-                               "a replacement containing '$' is not supported (JavaScript would expand it)");
-            steps_.emplace_back(std::move(r));
+            steps_.emplace_back(norm::Replace{Pattern::from_json(member(v, "pattern", w), w), replacement(v, w)});
         } else if (type == "BertNormalizer") {
             norm::Bert b;
             b.clean_text = get_bool(v, "clean_text", true, w);
@@ -451,16 +470,14 @@ public:
         R"(\p{P}\u0021-\u002F\u003A-\u0040\u005B-\u0060\u007B-\u007E)";
 
 private:
-    void add(const io::json::Value& v, const std::string& where) {
+    void add(const io::json::Value& root, const std::string& where) {
+        detail::for_each_step(root, where, "pretokenizers", [&](const std::string& type, const io::json::Value& v,
+                                                                const std::string& w) { add_step(type, v, w, where); });
+    }
+    void add_step(const std::string& type, const io::json::Value& v, const std::string& w, const std::string& where) {
         using namespace detail;
-        const std::string type = type_of(v, where);
-        const std::string w = moe::detail::cat(where, " (", type, ")");
         auto fixed = [](std::string_view pattern) { return std::make_shared<const Regex>(pattern); };
-        if (type == "Sequence") {
-            const auto& list = member(v, "pretokenizers", w);
-            check<FormatError>(list.is_array(), w, "\"pretokenizers\" must be an array");
-            for (const auto& item : list.as_array()) add(item, where);
-        } else if (type == "Split") {
+        if (type == "Split") {
             pre::Split sp{Pattern::from_json(member(v, "pattern", w), w)};
             sp.invert = get_bool(v, "invert", false, w);
             const std::string behavior = get_string_or(v, "behavior", "Isolated", w);
@@ -500,10 +517,7 @@ private:
             const bool individual = get_bool(v, "individual_digits", false, w);
             steps_.emplace_back(pre::MatchAll{fixed(individual ? R"([^\d]+|\d)" : R"([^\d]+|\d+)"), false});
         } else if (type == "Replace") {
-            pre::Replace r{Pattern::from_json(member(v, "pattern", w), w), get_string(v, "content", w)};
-            check<ConfigError>(r.content.find('$') == std::string::npos, w,
-                               "a replacement containing '$' is not supported (JavaScript would expand it)");
-            steps_.emplace_back(std::move(r));
+            steps_.emplace_back(pre::Replace{Pattern::from_json(member(v, "pattern", w), w), replacement(v, w)});
         } else {
             throw ConfigError(where, moe::detail::cat("unsupported pre-tokenizer type \"", type,
                                                  "\" (supported: Split ByteLevel Metaspace BertPreTokenizer Whitespace "
@@ -636,15 +650,13 @@ public:
     }
 
 private:
-    void add(const io::json::Value& v, const std::string& where) {
+    void add(const io::json::Value& root, const std::string& where) {
+        detail::for_each_step(root, where, "processors", [&](const std::string& type, const io::json::Value& v,
+                                                             const std::string& w) { add_step(type, v, w, where); });
+    }
+    void add_step(const std::string& type, const io::json::Value& v, const std::string& w, const std::string& where) {
         using namespace detail;
-        const std::string type = type_of(v, where);
-        const std::string w = moe::detail::cat(where, " (", type, ")");
-        if (type == "Sequence") {
-            const auto& list = member(v, "processors", w);
-            check<FormatError>(list.is_array(), w, "\"processors\" must be an array");
-            for (const auto& item : list.as_array()) add(item, where);
-        } else if (type == "ByteLevel") {
+        if (type == "ByteLevel") {
             // No token changes (offsets only).
         } else if (type == "TemplateProcessing") {
             const auto& single = member(v, "single", w);
@@ -747,22 +759,17 @@ public:
     }
 
 private:
-    void add(const io::json::Value& v, const std::string& where) {
+    void add(const io::json::Value& root, const std::string& where) {
+        detail::for_each_step(root, where, "decoders", [&](const std::string& type, const io::json::Value& v,
+                                                           const std::string& w) { add_step(type, v, w, where); });
+    }
+    void add_step(const std::string& type, const io::json::Value& v, const std::string& w, const std::string& where) {
         using namespace detail;
-        const std::string type = type_of(v, where);
-        const std::string w = moe::detail::cat(where, " (", type, ")");
-        if (type == "Sequence") {
-            const auto& list = member(v, "decoders", w);
-            check<FormatError>(list.is_array(), w, "\"decoders\" must be an array");
-            for (const auto& item : list.as_array()) add(item, where);
-        } else if (type == "ByteLevel") steps_.emplace_back(dec::ByteLevel{});
+        if (type == "ByteLevel") steps_.emplace_back(dec::ByteLevel{});
         else if (type == "ByteFallback") steps_.emplace_back(dec::ByteFallback{});
         else if (type == "Fuse") steps_.emplace_back(dec::Fuse{});
         else if (type == "Replace") {
-            dec::Replace r{Pattern::from_json(member(v, "pattern", w), w), get_string(v, "content", w)};
-            check<ConfigError>(r.content.find('$') == std::string::npos, w,
-                               "a replacement containing '$' is not supported (JavaScript would expand it)");
-            steps_.emplace_back(std::move(r));
+            steps_.emplace_back(dec::Replace{Pattern::from_json(member(v, "pattern", w), w), replacement(v, w)});
         } else if (type == "Strip") {
             dec::Strip st;
             st.content = get_string(v, "content", w);
