@@ -230,6 +230,8 @@ public:
 private:
     using Model = std::variant<Bpe, WordPiece>;
 
+    Tokenizer() = default;  // only from_file / from_json make one (a model needs its vocabulary)
+
     // ---- loading tokenizer.json --------------------------------------------------------------
     void load(std::string_view text, const std::string& where) {
         text_size_hint_ = text.size();
