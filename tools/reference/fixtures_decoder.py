@@ -8,7 +8,7 @@ written as Hugging Face model folders, and what tools/reference/hf_decoder.py co
 
 Not in make_fixtures.py's default set yet (IN_DEFAULT_SET = False: the glob there skips it unless
 --include names it), so it adds nothing to the test suite's time until the C++ side exists.
-About 2.5 MB and a few seconds.
+About 3.5 MB and 2 s.
 
 Every case <c> is a folder <out>/<c>/ as save_pretrained writes it (config.json with the real
 field names, generation_config.json, model.safetensors or model-00001-of-00002.safetensors +
@@ -37,7 +37,7 @@ at any routing decision over all evaluated tokens), the tolerances below.
 | decoder_qwen2_bf16 | qwen2 | 2 | dense | tied, BF16 checkpoint (every tensor) |
 | decoder_llama | llama | 2 | dense | untied, no bias, sharded (2 files + index) |
 | decoder_llama3 | llama | 2 | dense | rope_scaling llama3 (factor 4, low 1, high 4, original 64), tied, theta 5e5 |
-| decoder_qwen2_moe | qwen2_moe | 3 | sparse, sparse except mlp_only_layers [1] | E 8, top-2, norm_topk_prob true, shared expert + sigmoid gate, untied |
+| decoder_qwen2_moe | qwen2_moe | 3 | sparse in layers 0 and 2, dense in 1 (mlp_only_layers [1]) | E 8, top-2, norm_topk_prob true, shared expert + sigmoid gate, untied |
 | decoder_qwen2_gmoe | qwen2 (LlavaQwenGMoeForCausalLM) | 2 | G-MoE, 3 experts | tied; prompt 0 granularity 2, prompt 1 granularity 1 |
 
 All: hidden 64, 4 heads (hd 16), 2 KV heads, intermediate 128, vocab 256, max_position 128.
