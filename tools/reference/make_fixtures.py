@@ -621,6 +621,8 @@ def case_rsunivlm(w, name, seed, H=64, I=160):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output directory (created if missing)")
+    ap.add_argument("--include", action="append", default=[], metavar="MODULE",
+                    help="also run an opt-in fixtures_<family> module (IN_DEFAULT_SET = False), e.g. fixtures_decoder")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -654,12 +656,16 @@ def main(argv=None):
     case_rsunivlm(w, "rsunivlm_gmoe", seed=11)
 
     # Further families live in their own modules, tools/reference/fixtures_<family>.py, each
-    # with write(w): the vision encoders, the remote-sensing adapters, the RingMoE model.
+    # with write(w): the vision encoders, the remote-sensing adapters, the RingMoE model. A module
+    # with IN_DEFAULT_SET = False (the decoder models) runs only when --include names it.
     import glob
     import importlib
     here = os.path.dirname(os.path.abspath(__file__))
     for path in sorted(glob.glob(os.path.join(here, "fixtures_*.py"))):
-        importlib.import_module(os.path.splitext(os.path.basename(path))[0]).write(w)
+        name = os.path.splitext(os.path.basename(path))[0]
+        mod = importlib.import_module(name)
+        if getattr(mod, "IN_DEFAULT_SET", True) or name in args.include:
+            mod.write(w)
 
     for case, path, n, size in w.written:
         print("wrote %-20s %3d tensors %8d bytes  %s" % (case, n, size, path))
