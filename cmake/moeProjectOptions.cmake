@@ -20,9 +20,14 @@ if(MOE_WERROR)
 endif()
 
 # ccache, when it is installed and no launcher was chosen: rebuilds of unchanged TUs are free.
+# CCACHE_BASEDIR (unless the environment sets one) makes the paths below the source tree
+# relative in ccache's hashes, so another checkout of the same sources (a CI clone in a fresh
+# directory) hits the cache too.
 if(NOT CMAKE_CXX_COMPILER_LAUNCHER AND NOT DEFINED ENV{CMAKE_CXX_COMPILER_LAUNCHER})
   find_program(MOE_CCACHE ccache)
-  if(MOE_CCACHE)
+  if(MOE_CCACHE AND NOT DEFINED ENV{CCACHE_BASEDIR})
+    set(CMAKE_CXX_COMPILER_LAUNCHER "${CMAKE_COMMAND};-E;env;CCACHE_BASEDIR=${PROJECT_SOURCE_DIR};${MOE_CCACHE}")
+  elseif(MOE_CCACHE)
     set(CMAKE_CXX_COMPILER_LAUNCHER "${MOE_CCACHE}")
   endif()
 endif()
