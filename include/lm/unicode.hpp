@@ -24,12 +24,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <iterator>
 #include <string>
 #include <string_view>
 
 #include "lm/unicode_data.hpp"
+#include "moe/core/utf8.hpp"
 
 namespace moe::lm::unicode {
 
@@ -60,8 +60,8 @@ enum class GeneralCategory : std::uint8_t {
 
 /// The Unicode version of the tables (Node's process.versions.unicode when they were generated).
 inline constexpr std::string_view unicode_version{data::unicode_version};
-inline constexpr char32_t max_code_point = 0x10FFFF;
-inline constexpr char32_t replacement_character = 0xFFFD;
+using utf8::max_code_point;
+using utf8::replacement_character;
 
 /// The normalization forms.
 enum class Form : std::uint8_t { nfc, nfd, nfkc, nfkd };
@@ -94,17 +94,8 @@ constexpr std::size_t find(const std::uint32_t* keys, std::size_t n, char32_t ke
     return (it != keys + n && *it == key) ? std::size_t(it - keys) : n;
 }
 
-/// Offset of the first byte >= 0x80 in s[i, n), or n; eight bytes at a time.
-inline std::size_t skip_ascii(std::string_view s, std::size_t i) noexcept {
-    const std::size_t n = s.size();
-    for (; i + 8 <= n; i += 8) {
-        std::uint64_t w;
-        std::memcpy(&w, s.data() + i, 8);
-        if (w & 0x8080808080808080ull) break;
-    }
-    while (i < n && static_cast<unsigned char>(s[i]) < 0x80) ++i;
-    return i;
-}
+using utf8::skip_ascii;
+
 
 }  // namespace detail
 
@@ -123,88 +114,12 @@ constexpr GeneralCategory category(char32_t cp) noexcept {
 
 // ---- UTF-8 ----------------------------------------------------------------------------------
 
-/// One decoded character: the code point (U+FFFD when invalid), its length in bytes.
-struct Utf8Char {
-    char32_t cp;
-    std::uint8_t len;
-    bool valid;
-};
-
-/// Decodes the character at byte i of s. Invalid input gives {U+FFFD, len, false} with len the
-/// length of the maximal subpart (1 to 3 bytes: the bytes that began a well-formed sequence
-/// before it broke off), as TextDecoder does. i >= s.size() gives {U+FFFD, 0, false}.
-constexpr Utf8Char decode_utf8(std::string_view s, std::size_t i) noexcept {
-    const std::size_t n = s.size();
-    if (i >= n) return {replacement_character, 0, false};
-    const unsigned b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) return {char32_t(b0), 1, true};
-    unsigned need = 0, lo = 0x80, hi = 0xBF;
-    char32_t cp = 0;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-        need = 1;
-        cp = b0 & 0x1F;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-        need = 2;
-        cp = b0 & 0x0F;
-        if (b0 == 0xE0) lo = 0xA0;        // no overlong forms
-        else if (b0 == 0xED) hi = 0x9F;   // no surrogates
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-        need = 3;
-        cp = b0 & 0x07;
-        if (b0 == 0xF0) lo = 0x90;        // no overlong forms
-        else if (b0 == 0xF4) hi = 0x8F;   // nothing above U+10FFFF
-    } else {
-        return {replacement_character, 1, false};  // continuation byte, C0, C1, F5-FF
-    }
-    for (unsigned k = 1; k <= need; ++k) {
-        if (i + k >= n) return {replacement_character, std::uint8_t(k), false};
-        const unsigned b = static_cast<unsigned char>(s[i + k]);
-        if (b < lo || b > hi) return {replacement_character, std::uint8_t(k), false};
-        lo = 0x80;
-        hi = 0xBF;
-        cp = (cp << 6) | (b & 0x3F);
-    }
-    return {cp, std::uint8_t(need + 1), true};
-}
-
-/// Appends cp as UTF-8; a surrogate or cp > U+10FFFF is written as U+FFFD.
-inline void append_utf8(std::string& out, char32_t cp) {
-    if (cp < 0x80) {
-        out.push_back(char(cp));
-        return;
-    }
-    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > max_code_point) cp = replacement_character;
-    char b[4];
-    std::size_t n;
-    if (cp < 0x800) {
-        b[0] = char(0xC0 | (cp >> 6));
-        b[1] = char(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        b[0] = char(0xE0 | (cp >> 12));
-        b[1] = char(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = char(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        b[0] = char(0xF0 | (cp >> 18));
-        b[1] = char(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = char(0x80 | ((cp >> 6) & 0x3F));
-        b[3] = char(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    out.append(b, n);
-}
-
-/// Whether s is well-formed UTF-8.
-inline bool valid_utf8(std::string_view s) noexcept {
-    std::size_t i = 0;
-    while ((i = detail::skip_ascii(s, i)) < s.size()) {
-        const Utf8Char c = decode_utf8(s, i);
-        if (!c.valid) return false;
-        i += c.len;
-    }
-    return true;
-}
+// The UTF-8 primitives are the core floor's (moe/core/utf8.hpp: one definition of well-formed
+// for the JSON reader and the tokenizers).
+using utf8::Utf8Char;
+using utf8::append_utf8;
+using utf8::decode_utf8;
+using utf8::valid_utf8;
 
 /// s with every maximal invalid subpart replaced by U+FFFD (TextDecoder's decoding, re-encoded).
 inline std::string replace_invalid_utf8(std::string_view s) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "moe/core/error.hpp"
+#include "moe/core/utf8.hpp"
 
 namespace moe::io::json {
 
@@ -72,34 +73,12 @@ constexpr std::string_view type_name(Type t) noexcept {
 /// Length of the well-formed UTF-8 sequence starting at s[i] (1..4), or 0 when it is not
 /// well-formed (overlong forms, surrogates, code points above U+10FFFF, truncation).
 constexpr std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-    const auto at = [&](std::size_t k) -> unsigned {
-        return k < s.size() ? static_cast<unsigned char>(s[k]) : 0x100u;
-    };
-    const unsigned c = at(i);
-    const auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) {
-        const unsigned b = at(k);
-        return b >= lo && b <= hi;
-    };
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
-    if (c == 0xE0) return cont(i + 1, 0xA0, 0xBF) && cont(i + 2) ? 3 : 0;
-    if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(i + 1) && cont(i + 2) ? 3 : 0;
-    if (c == 0xED) return cont(i + 1, 0x80, 0x9F) && cont(i + 2) ? 3 : 0;
-    if (c == 0xF0) return cont(i + 1, 0x90, 0xBF) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-    if (c >= 0xF1 && c <= 0xF3) return cont(i + 1) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-    if (c == 0xF4) return cont(i + 1, 0x80, 0x8F) && cont(i + 2) && cont(i + 3) ? 4 : 0;
-    return 0;
+    const utf8::Utf8Char c = utf8::decode_utf8(s, i);
+    return c.valid ? c.len : 0;
 }
 
 /// True when `s` is well-formed UTF-8.
-constexpr bool valid_utf8(std::string_view s) noexcept {
-    for (std::size_t i = 0; i < s.size();) {
-        const std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
-}
+constexpr bool valid_utf8(std::string_view s) noexcept { return utf8::valid_utf8(s); }
 
 /// Appends `s` to `out` as a JSON string literal (with the quotes). Escapes '"', '\\' and
 /// control characters the way serde_json does (\b \f \n \r \t, else \u00XX); other bytes,
@@ -470,24 +449,6 @@ private:
         return v;
     }
 
-    static void append_utf8(std::string& out, std::uint32_t cp) {
-        if (cp < 0x80) {
-            out += static_cast<char>(cp);
-        } else if (cp < 0x800) {
-            out += static_cast<char>(0xC0 | (cp >> 6));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-            out += static_cast<char>(0xE0 | (cp >> 12));
-            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else {
-            out += static_cast<char>(0xF0 | (cp >> 18));
-            out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (cp & 0x3F));
-        }
-    }
-
     void read_escape(std::string& out) {
         const std::size_t at = pos_++;  // the backslash
         if (pos_ >= text_.size()) fail_at(at, "unterminated escape sequence");
@@ -513,7 +474,7 @@ private:
             if (lo < 0xDC00 || lo > 0xDFFF) fail_at(at, "high surrogate not followed by a low surrogate");
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
-        append_utf8(out, cp);
+        utf8::append_utf8(out, static_cast<char32_t>(cp));
     }
 
     std::string_view text_;
