@@ -7,3 +7,4 @@
 #include "moe/core/plan.hpp"
 #include "moe/core/precision.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/core/utf8.hpp"
