@@ -12,8 +12,9 @@ Floors, lowest first (a header may include headers of its own floor or lower one
   7 prune     moe/prune/, moe/prune.hpp
   8 umbrella  moe/moe.hpp
   9 vision    vision/
- 10 lm        lm/ (tokenizers; may include moe/core and moe/io only)
- 11 rs        rs/
+ 10 lm        lm/ (tokenizers and their Unicode layer; may include moe/core and moe/io only)
+ 11 lm model  lm/decoder/, lm/decoder.hpp, lm/lm.hpp (the decoder runtime: any floor below)
+ 12 rs        rs/
 Usage: check_floors.py [INCLUDE_DIR]   (default: include/ beside this script's repository)
 Exit 0 when every include goes down or sideways, 1 with one line per violation otherwise.
 """
@@ -25,16 +26,20 @@ FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", 
           ("router", ["moe/router/", "moe/router.hpp"]), ("expert", ["moe/expert/", "moe/expert.hpp"]),
           ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
           ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
-          ("vision", ["vision/"]), ("lm", ["lm/"]), ("rs", ["rs/"])]
+          ("vision", ["vision/"]), ("lm", ["lm/"]),
+          ("lm model", ["lm/decoder/", "lm/decoder.hpp", "lm/lm.hpp"]), ("rs", ["rs/"])]
 # Floors that may include only some of the floors below them: {floor: allowed lower folders}.
 ONLY = {"lm": ["moe/core/", "moe/core.hpp", "moe/io/", "moe/io.hpp", "lm/"]}
 
 
 def floor_of(rel):
+    """The floor of the longest matching prefix (lm/decoder/ is not lm/)."""
+    best, best_len = None, -1
     for i, (name, prefixes) in enumerate(FLOORS):
-        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in prefixes):
-            return i
-    return None
+        for p in prefixes:
+            if (rel == p or (p.endswith("/") and rel.startswith(p))) and len(p) > best_len:
+                best, best_len = i, len(p)
+    return best
 
 
 def main():

@@ -6,8 +6,7 @@ written as Hugging Face model folders, and what tools/reference/hf_decoder.py co
     /usr/bin/python3 tools/reference/fixtures_decoder.py --check                        # self-checks only
     /usr/bin/python3 tools/reference/make_fixtures.py --out build/fixtures --include fixtures_decoder
 
-Not in make_fixtures.py's default set yet (IN_DEFAULT_SET = False: the glob there skips it unless
---include names it), so it adds nothing to the test suite's time until the C++ side exists.
+In make_fixtures.py's default set (tests/lm/test_decoder.cpp, ctest decoder_parity, reads them).
 About 3.5 MB and 2 s.
 
 Every case <c> is a folder <out>/<c>/ as save_pretrained writes it (config.json with the real
@@ -79,7 +78,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hf_decoder  # noqa: E402
 from safetensors_io import load_file  # noqa: E402
 
-IN_DEFAULT_SET = False
+IN_DEFAULT_SET = True
 
 V, H, NH, NKV, I, MAXPOS = 256, 64, 4, 2, 128, 128
 PREFILL, DECODE, GREEDY = 7, 9, 32

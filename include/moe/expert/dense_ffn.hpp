@@ -1,4 +1,6 @@
-// moe/expert/dense_ffn.hpp - DenseFfn<Act, W>: the dense FFN  y = fc2(Act(fc1(x))).
+// moe/expert/dense_ffn.hpp - DenseFfn<Act, W>: the dense FFN  y = fc2(Act(fc1(x))), or in its
+// gated form (DenseFfn::glu) y = fc2(Act(fc1(x)) * up(x)): the SwiGLU MLP of LLaMA / Qwen2
+// (fc1 = gate_proj, up = up_proj, fc2 = down_proj).
 //
 // The one dense feed-forward block of the library: a dense model's FFN slot (ViT, Swin, EVA,
 // SigLIP: vision::Mlp is this type), what an SVD fold of a layer's experts produces, and a
@@ -44,6 +46,15 @@ public:
                           what, "fc1 [", fc1_.out_features(), ", ", fc1_.in_features(), "] and fc2 [",
                           fc2_.out_features(), ", ", fc2_.in_features(), "] do not chain");
     }
+    /// The gated form: y = fc2(Act(fc1 x) * up x). gate (fc1) and up [F, d], down (fc2) [d, F].
+    static DenseFfn glu(cpu::Linear<W> gate, cpu::Linear<W> up, cpu::Linear<W> down, std::string_view what = "DenseFfn") {
+        DenseFfn f(std::move(gate), std::move(down), what);
+        check<ShapeError>(up.count() == 1 && up.out_features() == f.ffn_size() && up.in_features() == f.hidden_size(),
+                          what, "up [", up.out_features(), ", ", up.in_features(), "] does not match gate [",
+                          f.ffn_size(), ", ", f.hidden_size(), "]");
+        f.up_ = std::move(up);
+        return f;
+    }
     /// From a one-expert MlpExperts (weights shared).
     explicit DenseFfn(const MlpExperts<Act, W>& experts, std::string_view what = "DenseFfn")
         : DenseFfn(one(experts.fc1(), experts.num_experts(), what), one(experts.fc2(), experts.num_experts(), what),
@@ -64,11 +75,18 @@ public:
 
     index_t hidden_size() const noexcept { return fc1_.in_features(); }
     index_t ffn_size() const noexcept { return fc1_.out_features(); }
-    index_t parameters() const noexcept { return fc1_.parameters() + fc2_.parameters(); }
+    index_t parameters() const noexcept { return fc1_.parameters() + fc2_.parameters() + (gated() ? up_.parameters() : 0); }
     const cpu::Linear<W>& fc1() const noexcept { return fc1_; }
     const cpu::Linear<W>& fc2() const noexcept { return fc2_; }
-    /// The same FFN as a one-expert set (weights shared), e.g. for SharedExperts.
-    MlpExperts<Act, W> experts() const { return {fc1_, fc2_}; }
+    /// The gated form's up projection (gated() only).
+    const cpu::Linear<W>& up() const noexcept { return up_; }
+    /// True for the gated form (DenseFfn::glu).
+    bool gated() const noexcept { return up_.count() > 0; }
+    /// The same FFN as a one-expert set (weights shared), e.g. for SharedExperts (ungated form).
+    MlpExperts<Act, W> experts() const {
+        check<ConfigError>(!gated(), "DenseFfn::experts", "a gated FFN is not an MlpExperts");
+        return {fc1_, fc2_};
+    }
 
     /// Where the GEMMs run (default Exec{}: all OpenMP threads; output columns split, results do
     /// not depend on the thread count).
@@ -77,7 +95,9 @@ public:
     /// Share o's activation and GEMM buffers (FFNs of blocks that run one after the other).
     void share_scratch(const DenseFfn& o) {
         h_.share(o.h_);
+        u_.share(o.u_);
         fc1_.share_scratch(o.fc1_);
+        if (gated() && o.gated()) up_.share_scratch(o.up_);
         fc2_.share_scratch(o.fc2_);
     }
 
@@ -90,6 +110,22 @@ public:
                           d, "]");
         if (T == 0) return;
         MatrixRef<float> h(h_.get(static_cast<std::size_t>(T * F)), T, F);
+        if (gated()) {
+            // u = up(x) first; then h = Act(fc1 x) * u on each finished block of fc1's output.
+            MatrixRef<float> u(u_.get(static_cast<std::size_t>(T * F)), T, F);
+            up_.forward(x, u, exec_);
+            fc1_.forward(x, h, exec_, false, [&](MatrixRef<float> blk) {
+                const index_t c0 = blk.data - h.data;  // the block's first column (row 0)
+                for (index_t r = 0; r < blk.rows; ++r) {
+                    float* hr = blk.row(r);
+                    Act::apply(hr, blk.cols);
+                    const float* ur = u.row(r) + c0;
+                    for (index_t c = 0; c < blk.cols; ++c) hr[c] *= ur[c];
+                }
+            });
+            fc2_.forward(ConstMatrixRef<float>(h), y, exec_, combine == Combine::add);
+            return;
+        }
         // The activation runs on each finished block of fc1's output inside the parallel region.
         fc1_.forward(x, h, exec_, false, [](MatrixRef<float> blk) {
             for (index_t r = 0; r < blk.rows; ++r) Act::apply(blk.row(r), blk.cols);
@@ -109,9 +145,9 @@ private:
         return l;
     }
 
-    cpu::Linear<W> fc1_, fc2_;
+    cpu::Linear<W> fc1_, fc2_, up_;
     Exec exec_;
-    mutable Scratch<float> h_;
+    mutable Scratch<float> h_, u_;
 };
 
 }  // namespace moe

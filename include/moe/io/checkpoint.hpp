@@ -4,6 +4,8 @@
 // reads its tensors through these functions, so a missing, mistyped or misshapen tensor fails
 // the same way wherever it is read:
 //
+//   open_weights(dir)                     a Hugging Face model folder's weights: model.safetensors,
+//                                         or the shards named by model.safetensors.index.json
 //   module_prefix(prefix)                 "a.b" -> "a.b." ("" stays ""): a module path
 //   count_indexed(file, stem)             1 + the largest i of the names stem + "<i>." + ... (0 if none)
 //   require_indexed(file, stem, first)    the same, NotFoundError naming `first` when there is none
@@ -27,6 +29,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -39,6 +42,19 @@
 #include "moe/io/safetensors.hpp"
 
 namespace moe::io {
+
+/// The weights of a Hugging Face model folder: `dir`/model.safetensors when present, else the
+/// shards named by `dir`/model.safetensors.index.json (SafetensorsFile::open_index). A path to
+/// a .safetensors or .json file opens that file. NotFoundError naming both names otherwise.
+inline SafetensorsFile open_weights(const std::filesystem::path& dir) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec))
+        return dir.extension() == ".json" ? SafetensorsFile::open_index(dir) : SafetensorsFile::open(dir);
+    if (std::filesystem::exists(dir / "model.safetensors", ec)) return SafetensorsFile::open(dir / "model.safetensors");
+    if (std::filesystem::exists(dir / "model.safetensors.index.json", ec))
+        return SafetensorsFile::open_index(dir / "model.safetensors.index.json");
+    throw NotFoundError(dir.string(), "no model.safetensors and no model.safetensors.index.json in this folder");
+}
 
 /// "a.b" -> "a.b."; "" stays "".
 inline std::string module_prefix(std::string prefix) {

@@ -18,6 +18,12 @@
 // written by the Rust/Python reference (and by SafetensorsWriter) are always aligned: the header
 // is padded to 8 bytes and tensors are laid out by descending element size.
 //
+// Sharded checkpoints (model-00001-of-00002.safetensors ... + model.safetensors.index.json, as
+// Hugging Face's save_pretrained writes them): SafetensorsFile::open_index(index) maps every
+// shard and returns one SafetensorsFile over all their tensors, so every reader of a single file
+// (moe/io/checkpoint.hpp, the loaders) reads a sharded one unchanged. parse_safetensors_index
+// is the index's strict reader (fuzzed: tests/fuzz/fuzz_safetensors_index.cpp).
+//
 // BOOL tensors are checked on get(): every byte must be 0 or 1 (reading another value through
 // a bool* is undefined behaviour), otherwise get() throws FormatError.
 //
@@ -41,6 +47,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -96,6 +103,7 @@ struct TensorInfo {
     std::uint64_t begin = 0;           ///< data_offsets[0], relative to the data section
     std::uint64_t end = 0;             ///< data_offsets[1]
     std::size_t header_offset = 0;     ///< where the entry's key starts in the header (messages)
+    std::uint32_t shard = 0;           ///< the file holding it (a sharded set: open_index); 0 otherwise
 
     std::uint64_t nbytes() const noexcept { return end - begin; }
     std::uint64_t numel() const noexcept {
@@ -358,8 +366,9 @@ namespace detail {
 struct SafetensorsState {
     std::string path;
     std::shared_ptr<const void> storage;  // the mapping or the owned buffer
-    std::span<const std::byte> bytes;     // the whole file image
+    std::span<const std::byte> bytes;     // the whole file image (empty for a sharded set)
     SafetensorsHeader header;
+    std::vector<std::shared_ptr<const SafetensorsState>> shards;  // a sharded set's files (open_index)
     mutable std::mutex mutex;             // guards `realigned`
     mutable std::map<std::string, Tensor, std::less<>> realigned;  // aligned copies of misaligned tensors
 };
@@ -380,6 +389,46 @@ inline double name_similarity(std::string_view a, std::string_view b) noexcept {
 
 /// A validated safetensors file, mapped (open) or owned (from_buffer). Cheap to copy: copies
 /// share the mapping. Tensors are views into it (see the alignment note at the top).
+/// model.safetensors.index.json as Hugging Face writes it beside sharded weights:
+/// {"metadata": {...}, "weight_map": {"<tensor>": "<shard file>", ...}}.
+struct SafetensorsIndex {
+    std::vector<std::pair<std::string, std::string>> weight_map;  ///< tensor -> shard file, in file order
+    std::vector<std::string> files;                               ///< the distinct shard files, first-seen order
+};
+
+/// Parses an index's text. FormatError (naming `where` and the byte) unless it is a JSON object
+/// whose "weight_map" is an object of strings naming shard files: plain file names (no '/',
+/// no "..", no NUL) ending in ".safetensors". "metadata" and other members are not read.
+inline SafetensorsIndex parse_safetensors_index(std::string_view text, std::string_view where) {
+    using detail::cat;
+    json::Options opt;
+    opt.subject = "safetensors index";
+    const json::Value doc = json::parse(text, where, opt);
+    check<FormatError>(doc.is_object(), where, "expected a JSON object with a \"weight_map\", found ",
+                       json::type_name(doc.type()));
+    const json::Value* map = doc.find("weight_map");
+    check<FormatError>(map != nullptr, where, "no \"weight_map\" member (a model.safetensors.index.json maps every ",
+                       "tensor to its shard file)");
+    check<FormatError>(map->is_object(), where, "\"weight_map\" must be an object, found ",
+                       json::type_name(map->type()));
+    SafetensorsIndex idx;
+    std::set<std::string, std::less<>> seen;
+    for (const auto& m : map->as_object()) {
+        check<FormatError>(m.value.is_string(), where, "weight_map[", detail::quote_name(m.key),
+                           "] must be a file name (a string), found ", json::type_name(m.value.type()),
+                           " at byte ", m.value.offset());
+        const std::string& f = m.value.as_string();
+        const bool ok = f.size() > 12 && f.ends_with(".safetensors") && f.find('/') == std::string::npos &&
+                        f.find('\\') == std::string::npos && f.find('\0') == std::string::npos && f != "." && f != "..";
+        check<FormatError>(ok, where, "weight_map[", detail::quote_name(m.key), "] = ", detail::quote_name(f),
+                           " is not a shard file name beside the index (a plain name ending in .safetensors)");
+        if (seen.insert(f).second) idx.files.push_back(f);
+        idx.weight_map.emplace_back(m.key, f);
+    }
+    check<FormatError>(!idx.weight_map.empty(), where, "\"weight_map\" is empty");
+    return idx;
+}
+
 class SafetensorsFile {
 public:
     /// Maps and validates `path`. Throws NotFoundError (no such file), IOError (other OS
@@ -403,6 +452,53 @@ public:
         return SafetensorsFile(std::move(name), std::move(owned), view);
     }
 
+
+    /// Opens a sharded checkpoint through its index (model.safetensors.index.json, see
+    /// parse_safetensors_index): every shard beside it is mapped and validated, and the result
+    /// is one SafetensorsFile holding all their tensors (get() reads each in its own mapping;
+    /// keep_alive() keeps them all). path() is the index's path; bytes() is empty. Errors:
+    /// NotFoundError (the index or a shard it names is missing), FormatError (a bad index, a
+    /// tensor in two shards, a weight_map entry whose shard does not hold it) and whatever
+    /// open() throws for a shard.
+    static SafetensorsFile open_index(const std::filesystem::path& index_path) {
+        using detail::cat;
+        using detail::quote_name;
+        MappedFile m = MappedFile::open(index_path);
+        const SafetensorsIndex idx = parse_safetensors_index(m.text(), m.path);
+        auto s = std::make_shared<detail::SafetensorsState>();
+        s->path = m.path;
+        std::map<std::string, std::uint32_t, std::less<>> shard_of_file;
+        for (const std::string& f : idx.files) {
+            const std::filesystem::path p = index_path.parent_path() / f;
+            std::error_code ec;
+            if (!std::filesystem::exists(p, ec))
+                throw NotFoundError(m.path, cat("names the shard ", quote_name(f), ", which does not exist (",
+                                                p.string(), ")"));
+            const SafetensorsFile shard = open(p);
+            const auto k = static_cast<std::uint32_t>(s->shards.size());
+            shard_of_file.emplace(f, k);
+            for (const auto& [name, info] : shard.header().tensors) {
+                TensorInfo ti = info;
+                ti.shard = k;
+                const auto [it, fresh] = s->header.tensors.emplace(name, std::move(ti));
+                if (!fresh)
+                    throw FormatError(m.path, cat("tensor ", quote_name(name), " is in two shards: ",
+                                                  quote_name(idx.files[it->second.shard]), " and ", quote_name(f)));
+            }
+            if (s->shards.empty()) s->header.metadata = shard.metadata();
+            s->shards.push_back(shard.s_);
+        }
+        for (const auto& [name, f] : idx.weight_map) {
+            const auto it = s->header.tensors.find(name);
+            const std::uint32_t k = shard_of_file.at(f);
+            check<FormatError>(it != s->header.tensors.end() && it->second.shard == k, m.path, "weight_map puts ",
+                               quote_name(name), " in ", quote_name(f), ", which does not hold it",
+                               it == s->header.tensors.end() ? std::string(" (no shard does)")
+                                                             : cat(" (", quote_name(idx.files[it->second.shard]), " does)"));
+        }
+        return SafetensorsFile(std::shared_ptr<const detail::SafetensorsState>(std::move(s)));
+    }
+
     SafetensorsFile(const SafetensorsFile&) = default;
     SafetensorsFile& operator=(const SafetensorsFile&) = default;
     ~SafetensorsFile() = default;
@@ -410,6 +506,8 @@ public:
 
     /// The path given to open() (or the name given to from_buffer()).
     const std::string& path() const noexcept { return s_->path; }
+    /// True for a sharded set opened through its index.
+    bool sharded() const noexcept { return !s_->shards.empty(); }
     /// Number of tensors.
     std::size_t size() const noexcept { return s_->header.tensors.size(); }
     bool contains(std::string_view name) const { return s_->header.tensors.find(name) != s_->header.tensors.end(); }
@@ -426,7 +524,7 @@ public:
     const SafetensorsHeader& header() const noexcept { return s_->header; }
     /// The header entry of `name`; throws NotFoundError like get().
     const TensorInfo& info(std::string_view name) const { return lookup(name); }
-    /// The whole file image (the mapping).
+    /// The whole file image (the mapping); empty for a sharded set (open_index).
     std::span<const std::byte> bytes() const noexcept { return s_->bytes; }
     /// Keeps the mapping (and every view handed out) alive while held.
     std::shared_ptr<const void> keep_alive() const noexcept { return s_; }
@@ -510,6 +608,7 @@ public:
     }
 
 private:
+    explicit SafetensorsFile(std::shared_ptr<const detail::SafetensorsState> s) : s_(std::move(s)) {}
     SafetensorsFile(std::string name, std::shared_ptr<const void> storage, std::span<const std::byte> bytes) {
         auto s = std::make_shared<detail::SafetensorsState>();
         s->path = std::move(name);
@@ -520,7 +619,8 @@ private:
     }
 
     const std::byte* address(const TensorInfo& ti) const noexcept {
-        return s_->bytes.data() + s_->header.data_offset + ti.begin;
+        const detail::SafetensorsState& f = s_->shards.empty() ? *s_ : *s_->shards[ti.shard];
+        return f.bytes.data() + f.header.data_offset + ti.begin;
     }
 
     const TensorInfo& lookup(std::string_view name) const {

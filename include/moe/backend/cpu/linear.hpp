@@ -314,7 +314,9 @@ public:
             }
             epilogue(yc);
         };
-        if (nt > 1 && x.rows > 4) {
+        // Few rows (decoding): threads only when the weight is large enough to pay for them; each
+        // column is computed by the same kernel path either way.
+        if (nt > 1 && (x.rows > 4 || N * w.in >= kSmallParallel)) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
             parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
                 columns(n0, n1, tws_[static_cast<std::size_t>(worker)]);
@@ -325,6 +327,8 @@ public:
     }
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
+    /// Weights of at least this many elements are split between threads even for 1-4 rows.
+    static constexpr index_t kSmallParallel = index_t{1} << 18;
     static_assert(kChunk % Bf16Blocking::NR == 0, "parallel chunks must start on a packed panel");
 
     /// Use o's GEMM workspaces from now on (layers that never run at the same time).

@@ -1,0 +1,174 @@
+// lm/decoder/attention.hpp - causal grouped-query attention over a KvCache, tiled.
+//
+//   SequenceRows{slot, row0, rows, past}      one sequence of a batch step: its new tokens are
+//                                             rows [row0, row0 + rows) of q / out and take the
+//                                             positions past .. past + rows - 1 of cache slot `slot`
+//   causal_attention(q, out, cache, layer, seqs, groups, scale, exec, scratch)
+//
+// For every sequence, KV head j and query tile (kQueryTile tokens), the g = groups query heads
+// that share KV head j (heads j*g .. j*g+g-1, as repeat_kv orders them) are stacked as the rows
+// of one matrix Q [tile * g, hd] and the keys are visited in blocks of kKeyBlock positions with
+// an online softmax (running max and sum, rescaled per block; FlashAttention's recurrence), so
+// the scratch is O(tile * block), never O(T^2), and one pass reads each key and value once per
+// tile. S = Q K_blk^T and O += P V_blk are moe's GEMMs (moe::cpu::linear, keys read as an
+// [out, in] weight and values as an [in, out] one, fp32 or bf16 from the cache, fp32
+// accumulation); scores are scaled by `scale` (hd^-0.5) after the product, as HF's eager
+// attention does, and key p is visible to the query at position t iff p <= t. A decode step is
+// the same code with one token: Q holds the g heads. Work items (sequence, KV head, tile) are
+// shared dynamically between threads; each is computed the same way whatever thread runs it,
+// so results do not depend on the thread count.
+#pragma once
+
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "lm/decoder/kv_cache.hpp"
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/simd.hpp"
+#include "moe/core/parallel.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe::lm {
+
+/// One sequence of a batch step.
+struct SequenceRows {
+    index_t slot = 0;  ///< its cache slot
+    index_t row0 = 0;  ///< its first row in the step's activations
+    index_t rows = 0;  ///< its new tokens
+    index_t past = 0;  ///< positions already in the cache before this step
+};
+
+/// Per-worker scratch of causal_attention (reused across calls).
+struct AttentionScratch {
+    struct Worker {
+        Scratch<float> q, s, o, m, l;
+        cpu::GemmWorkspace gemm;
+    };
+    std::vector<Worker> workers;
+};
+
+inline constexpr index_t kQueryTile = 32;  ///< query tokens per work item
+inline constexpr index_t kKeyBlock = 256;  ///< key positions per online-softmax block
+
+namespace detail {
+
+/// row[i] <- exp(row[i] - m) for i < n; returns the sum (fp32, SIMD lanes then in order).
+inline float exp_shift_sum(float* row, index_t n, float m) noexcept {
+    index_t i = 0;
+    float sum = 0.0f;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        const B vm(m);
+        B vs(0.0f);
+        for (; i + L <= n; i += L) {
+            const B e = xsimd::exp(B::load_unaligned(row + i) - vm);
+            e.store_unaligned(row + i);
+            vs += e;
+        }
+        sum = xsimd::hadd(vs);
+    }
+#endif
+    for (; i < n; ++i) {
+        row[i] = std::exp(row[i] - m);
+        sum += row[i];
+    }
+    return sum;
+}
+
+}  // namespace detail
+
+/// out[rows, nH * hd] = softmax(q k^T * scale, causal) v for every sequence of the step; q is
+/// [rows, nH * hd] (after the rotary embedding), the step's keys and values already written to
+/// `cache` at layer `layer`. nH = cache.kv_heads() * groups.
+template <class T>
+void causal_attention(ConstMatrixRef<float> q, MatrixRef<float> out, const KvCache<T>& cache, index_t layer,
+                      std::span<const SequenceRows> seqs, index_t groups, float scale, const Exec& ex,
+                      AttentionScratch& scratch) {
+    const index_t nkv = cache.kv_heads(), hd = cache.head_dim(), g = groups;
+    check<ShapeError>(q.cols == nkv * g * hd && out.cols == q.cols && out.rows == q.rows, "causal_attention",
+                      "q [", q.rows, ", ", q.cols, "] / out [", out.rows, ", ", out.cols, "] do not hold ", nkv * g,
+                      " heads of ", hd);
+    struct Item {
+        index_t seq, head, t0, t1;
+    };
+    std::vector<Item> items;
+    for (index_t s = 0; s < static_cast<index_t>(seqs.size()); ++s)
+        for (index_t j = 0; j < nkv; ++j)
+            for (index_t t0 = 0; t0 < seqs[static_cast<std::size_t>(s)].rows; t0 += kQueryTile)
+                items.push_back({s, j, t0, std::min(seqs[static_cast<std::size_t>(s)].rows, t0 + kQueryTile)});
+    const index_t n_items = static_cast<index_t>(items.size());
+    const int nw = parallel_workers(ex, n_items, 1);
+    if (static_cast<int>(scratch.workers.size()) < nw) scratch.workers.resize(static_cast<std::size_t>(nw));
+
+    parallel_chunks(ex, n_items, 1, [&](index_t b, index_t e, int worker) {
+        AttentionScratch::Worker& w = scratch.workers[static_cast<std::size_t>(worker)];
+        for (index_t it = b; it < e; ++it) {
+            const Item item = items[static_cast<std::size_t>(it)];
+            const SequenceRows& sq = seqs[static_cast<std::size_t>(item.seq)];
+            const index_t nt = item.t1 - item.t0, R = nt * g;
+            float* Q = w.q.get(static_cast<std::size_t>(R * hd));
+            float* S = w.s.get(static_cast<std::size_t>(R * kKeyBlock));
+            float* O = w.o.get(static_cast<std::size_t>(R * hd));
+            float* M = w.m.get(static_cast<std::size_t>(R));
+            float* Lsum = w.l.get(static_cast<std::size_t>(R));
+            for (index_t t = 0; t < nt; ++t)
+                for (index_t h = 0; h < g; ++h)
+                    std::copy_n(q.row(sq.row0 + item.t0 + t) + (item.head * g + h) * hd, hd, Q + (t * g + h) * hd);
+            std::fill(O, O + R * hd, 0.0f);
+            std::fill(M, M + R, -std::numeric_limits<float>::infinity());
+            std::fill(Lsum, Lsum + R, 0.0f);
+            const T* K = cache.keys(layer, sq.slot, item.head);
+            const T* V = cache.values(layer, sq.slot, item.head);
+            const index_t kend = sq.past + item.t1;  // the last query sees keys [0, kend)
+            for (index_t k0 = 0; k0 < kend; k0 += kKeyBlock) {
+                const index_t nb = std::min(kKeyBlock, kend - k0);
+                const MatrixRef<float> Sb(S, R, nb, nb);
+                cpu::linear<T>(ConstMatrixRef<float>(Q, R, hd, hd), WeightMatrix<T>(K + k0 * hd, nb, hd, hd, WeightLayout::out_in),
+                               nullptr, Sb, false, w.gemm);
+                for (index_t r = 0; r < R; ++r) {
+                    const index_t limit = sq.past + item.t0 + r / g;  // this query's position
+                    float* srow = Sb.row(r);
+                    const index_t visible = std::clamp<index_t>(limit - k0 + 1, 0, nb);
+                    float mx = -std::numeric_limits<float>::infinity();
+                    for (index_t c = 0; c < visible; ++c) {
+                        srow[c] *= scale;
+                        mx = std::max(mx, srow[c]);
+                    }
+                    if (visible == 0) {  // every key of the block lies in this query's future
+                        std::fill(srow, srow + nb, 0.0f);
+                        continue;
+                    }
+                    const float m_new = std::max(M[r], mx);
+                    const float alpha = std::exp(M[r] - m_new);  // 0 on the first visible block
+                    const float sum = detail::exp_shift_sum(srow, visible, m_new);
+                    std::fill(srow + visible, srow + nb, 0.0f);
+                    Lsum[r] = Lsum[r] * alpha + sum;
+                    M[r] = m_new;
+                    if (alpha != 1.0f)
+                        for (index_t c = 0; c < hd; ++c) O[r * hd + c] *= alpha;
+                }
+                cpu::linear<T>(ConstMatrixRef<float>(S, R, nb, nb), WeightMatrix<T>::in_out(V + k0 * hd, nb, hd),
+                               nullptr, MatrixRef<float>(O, R, hd, hd), true, w.gemm);
+            }
+            for (index_t t = 0; t < nt; ++t)
+                for (index_t h = 0; h < g; ++h) {
+                    const index_t r = t * g + h;
+                    const float inv = 1.0f / Lsum[r];
+                    float* dst = out.row(sq.row0 + item.t0 + t) + (item.head * g + h) * hd;
+                    for (index_t c = 0; c < hd; ++c) dst[c] = O[r * hd + c] * inv;
+                }
+        }
+    });
+}
+
+}  // namespace moe::lm
+
+MOE_SIMD_DIAGNOSTICS_POP

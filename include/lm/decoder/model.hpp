@@ -1,0 +1,352 @@
+// lm/decoder/model.hpp - CausalLM<Ffn, W>: a Qwen2 / LLaMA decoder-only language model whose
+// FFN slot is a template parameter.
+//
+//   x = embed(ids) (or embeddings the caller supplies: a vision-language model splices image
+//   features into them); per layer
+//       x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))   n = RMSNorm(x)
+//       x += ffn(RMSNorm(x))
+//   logits = lm_head(RMSNorm(x))        (lm_head tied to the embedding or its own matrix)
+//
+// A step runs several sequences at once, each in its own KvCache slot with its own number of
+// new tokens (Step): a prefill gives a sequence many tokens (rows of one GEMM per weight, in
+// chunks of at most prefill_chunk tokens), a decode step gives each sequence one (the small-M
+// GEMV path reads each weight once for the whole batch). Every Linear is a cpu::Linear<W>
+// (W: float, bf16, f16 exact math with fp32 accumulation, or bf16_dot), borrowed from the
+// checkpoint's mapping when it is stored as W. Threads: set_exec (results do not depend on it).
+//
+// Parts, each its own header: DecoderConfig (config.hpp), Rope (rope.hpp), KvCache
+// (kv_cache.hpp), causal_attention (attention.hpp), the FFN slot (ffn.hpp); loading from a
+// Hugging Face folder is load.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lm/decoder/attention.hpp"
+#include "lm/decoder/config.hpp"
+#include "lm/decoder/ffn.hpp"
+#include "lm/decoder/kv_cache.hpp"
+#include "lm/decoder/rope.hpp"
+#include "moe/backend/cpu/linear.hpp"
+#include "moe/backend/cpu/norm.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/parallel.hpp"
+#include "moe/core/precision.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe::lm {
+
+/// The sequences of one batch step: sequence i is cache slot slots[i] and owns input rows
+/// offsets[i] .. offsets[i + 1]; experts[i] is the expert it asked for (RequestRouted FFN slots,
+/// e.g. RSUniVLM's granularity; empty otherwise).
+struct Step {
+    std::vector<index_t> slots;
+    std::vector<index_t> offsets{0};
+    std::vector<int> experts;
+
+    index_t sequences() const noexcept { return static_cast<index_t>(slots.size()); }
+    index_t rows() const noexcept { return offsets.back(); }
+    /// Appends a sequence of n new tokens in `slot` (expert < 0: none).
+    Step& add(index_t slot, index_t n, int expert = -1) {
+        slots.push_back(slot);
+        offsets.push_back(offsets.back() + n);
+        if (expert >= 0) experts.push_back(expert);
+        return *this;
+    }
+};
+
+/// Which rows of a step get logits.
+enum class LogitRows : std::uint8_t {
+    last,  ///< the last new token of each sequence ([S, V]: what generation needs)
+    all,   ///< every new token ([rows, V])
+    none,  ///< none (a prefill chunk that is not the last)
+};
+
+/// The weights of one decoder layer.
+template <DecoderFfn Ffn, WeightPolicy W = float>
+struct DecoderLayer {
+    std::vector<float> input_norm, post_norm;  ///< RMSNorm weights [H]
+    cpu::Linear<W> q, k, v, o;                 ///< [nH*hd, H], [nKV*hd, H], [nKV*hd, H], [H, nH*hd] (+ biases)
+    Ffn ffn;
+};
+
+template <DecoderFfn Ffn, WeightPolicy W = float>
+class CausalLM {
+public:
+    using ffn_type = Ffn;
+    using policy = W;
+    using Layer = DecoderLayer<Ffn, W>;
+
+    /// The token embedding [V, H] (any float dtype, read in place), the layers, the final
+    /// RMSNorm weight [H] and lm_head [V, H] (the embedding itself when tied). Shapes are
+    /// checked against the config (ShapeError naming the part).
+    CausalLM(DecoderConfig config, Tensor embedding, std::vector<Layer> layers, std::vector<float> norm,
+            cpu::Linear<W> lm_head)
+        : c_(std::move(config)), embed_(std::move(embedding)), layers_(std::move(layers)), norm_(std::move(norm)),
+          lm_head_(std::move(lm_head)), rope_(c_) {
+        const char* w = "CausalLM";
+        const index_t H = c_.hidden_size, V = c_.vocab_size, qd = c_.num_attention_heads * c_.head_dim,
+                      kvd = c_.num_key_value_heads * c_.head_dim;
+        check<ShapeError>(embed_.rank() == 2 && embed_.dim(0) == V && embed_.dim(1) == H, w, "embedding is ",
+                          embed_.shape().str(), ", expected [", V, ", ", H, "]");
+        check<DTypeError>(embed_.dtype() == DType::f32 || embed_.dtype() == DType::bf16 || embed_.dtype() == DType::f16,
+                          w, "embedding must be F32, BF16 or F16");
+        check<ShapeError>(static_cast<index_t>(layers_.size()) == c_.num_hidden_layers, w, layers_.size(),
+                          " layers, config says ", c_.num_hidden_layers);
+        check<ShapeError>(static_cast<index_t>(norm_.size()) == H, w, "final norm has ", norm_.size(), " weights, expected ", H);
+        check<ShapeError>(lm_head_.out_features() == V && lm_head_.in_features() == H, w, "lm_head is [",
+                          lm_head_.out_features(), ", ", lm_head_.in_features(), "], expected [", V, ", ", H, "]");
+        for (std::size_t i = 0; i < layers_.size(); ++i) {
+            const Layer& l = layers_[i];
+            auto fits = [&](const cpu::Linear<W>& m, index_t out, index_t in, const char* name) {
+                check<ShapeError>(m.count() == 1 && m.out_features() == out && m.in_features() == in, w, "layer ", i,
+                                  " ", name, " is [", m.out_features(), ", ", m.in_features(), "], expected [", out,
+                                  ", ", in, "]");
+            };
+            fits(l.q, qd, H, "q_proj");
+            fits(l.k, kvd, H, "k_proj");
+            fits(l.v, kvd, H, "v_proj");
+            fits(l.o, H, qd, "o_proj");
+            check<ShapeError>(static_cast<index_t>(l.input_norm.size()) == H && static_cast<index_t>(l.post_norm.size()) == H,
+                              w, "layer ", i, " norms must have ", H, " weights");
+        }
+    }
+
+    const DecoderConfig& config() const noexcept { return c_; }
+    const Rope& rope() const noexcept { return rope_; }
+    index_t hidden_size() const noexcept { return c_.hidden_size; }
+    index_t vocab_size() const noexcept { return c_.vocab_size; }
+    std::vector<Layer>& layers() noexcept { return layers_; }
+    const std::vector<Layer>& layers() const noexcept { return layers_; }
+    const cpu::Linear<W>& lm_head() const noexcept { return lm_head_; }
+    const Tensor& embedding() const noexcept { return embed_; }
+
+    /// Parameters (the tied lm_head counted once).
+    index_t parameters() const {
+        index_t n = embed_.numel() + static_cast<index_t>(norm_.size());
+        if (!c_.tie_word_embeddings) n += lm_head_.parameters();
+        for (const Layer& l : layers_) {
+            n += l.q.parameters() + l.k.parameters() + l.v.parameters() + l.o.parameters() +
+                 static_cast<index_t>(l.input_norm.size() + l.post_norm.size());
+            if constexpr (CountsParameters<Ffn>) n += l.ffn.parameters();
+        }
+        return n;
+    }
+
+    /// Where the work runs (default Exec{}: all OpenMP threads; results do not depend on it).
+    void set_exec(const Exec& ex) noexcept { exec_ = ex; }
+    const Exec& exec() const noexcept { return exec_; }
+    /// Largest number of new tokens of one sequence a step computes at once (prefill() cuts longer
+    /// prompts into chunks of this many; forward() does not).
+    void set_prefill_chunk(index_t n) {
+        check<ConfigError>(n > 0, "CausalLM::set_prefill_chunk", "chunk must be positive, got ", n);
+        chunk_ = n;
+    }
+    index_t prefill_chunk() const noexcept { return chunk_; }
+
+    /// A cache for this model: `slots` sequences of up to max_seq positions (default: the
+    /// config's max_position_embeddings).
+    template <class T = float>
+    KvCache<T> make_cache(index_t slots = 1, index_t max_seq = 0) const {
+        return KvCache<T>(c_.num_hidden_layers, c_.num_key_value_heads, c_.head_dim, slots,
+                          max_seq > 0 ? max_seq : c_.max_position_embeddings);
+    }
+
+    /// x [n, H] = the embedding rows of `ids` (ValueError for an id outside [0, V)).
+    void embed(std::span<const std::int32_t> ids, MatrixRef<float> x) const {
+        const index_t H = c_.hidden_size;
+        check<ShapeError>(x.rows == static_cast<index_t>(ids.size()) && x.cols == H, "CausalLM::embed", "output is [",
+                          x.rows, ", ", x.cols, "], expected [", ids.size(), ", ", H, "]");
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            const std::int32_t id = ids[i];
+            check<ValueError>(id >= 0 && id < c_.vocab_size, "CausalLM::embed", "token id ", id, " at position ", i,
+                              " is outside the vocabulary [0, ", c_.vocab_size, ")");
+            float* dst = x.row(static_cast<index_t>(i));
+            const index_t at = static_cast<index_t>(id) * H;
+            switch (embed_.dtype()) {
+                case DType::f32: std::copy_n(embed_.data<float>() + at, H, dst); break;
+                case DType::bf16: for (index_t c = 0; c < H; ++c) dst[c] = to_float(embed_.data<bf16>()[at + c]); break;
+                default: for (index_t c = 0; c < H; ++c) dst[c] = to_float(embed_.data<f16>()[at + c]); break;
+            }
+        }
+    }
+
+    /// One batch step over input embeddings x [step.rows(), H]: every sequence's new tokens
+    /// attend to its cache slot and are appended to it. Returns the logits of `which` rows
+    /// ([S, V] for last, [rows, V] for all, empty for none).
+    template <class T>
+    Tensor forward(ConstMatrixRef<float> x, const Step& step, KvCache<T>& cache, LogitRows which = LogitRows::last) {
+        const char* w = "CausalLM::forward";
+        const index_t H = c_.hidden_size, T_ = step.rows(), S = step.sequences();
+        check<ShapeError>(x.cols == H && x.rows == T_, w, "input is [", x.rows, ", ", x.cols, "], the step needs [", T_,
+                          ", ", H, "]");
+        check<ConfigError>(static_cast<index_t>(step.offsets.size()) == S + 1 && step.offsets[0] == 0, w,
+                           "the step's offsets must be [0, ...] with one more entry than slots");
+        check<ConfigError>(cache.layers() == c_.num_hidden_layers && cache.kv_heads() == c_.num_key_value_heads &&
+                               cache.head_dim() == c_.head_dim,
+                           w, "the cache was made for another model (layers, KV heads or head dim differ)");
+        std::vector<SequenceRows> seqs(static_cast<std::size_t>(S));
+        for (index_t s = 0; s < S; ++s) {
+            const auto i = static_cast<std::size_t>(s);
+            const index_t n = step.offsets[i + 1] - step.offsets[i];
+            check<ConfigError>(n >= 0, w, "offsets decrease at sequence ", s);
+            for (index_t r = 0; r < s; ++r)
+                check<ConfigError>(step.slots[static_cast<std::size_t>(r)] != step.slots[i], w, "slot ", step.slots[i],
+                                   " appears twice in one step");
+            cache.reserve(step.slots[i], n);
+            seqs[i] = {step.slots[i], step.offsets[i], n, cache.length(step.slots[i])};
+        }
+        if (T_ == 0) return logits_of(MatrixRef<float>(nullptr, 0, H), seqs, which);
+
+        const index_t qd = c_.num_attention_heads * c_.head_dim, kvd = c_.num_key_value_heads * c_.head_dim;
+        const index_t hd = c_.head_dim, nkv = c_.num_key_value_heads;
+        MatrixRef<float> hx(hx_.get(static_cast<std::size_t>(T_ * H)), T_, H);
+        MatrixRef<float> n(n_.get(static_cast<std::size_t>(T_ * H)), T_, H);
+        MatrixRef<float> q(q_.get(static_cast<std::size_t>(T_ * qd)), T_, qd);
+        MatrixRef<float> k(k_.get(static_cast<std::size_t>(T_ * kvd)), T_, kvd);
+        MatrixRef<float> v(v_.get(static_cast<std::size_t>(T_ * kvd)), T_, kvd);
+        MatrixRef<float> a(a_.get(static_cast<std::size_t>(T_ * qd)), T_, qd);
+        MatrixRef<float> y(y_.get(static_cast<std::size_t>(T_ * H)), T_, H);
+        for (index_t r = 0; r < T_; ++r) std::copy_n(x.row(r), H, hx.row(r));
+        // cos/sin of every row's position, once for all layers
+        const index_t half = rope_.rotary_dim() / 2;
+        float* cs = cs_.get(static_cast<std::size_t>(std::max<index_t>(1, T_ * 2 * half)));
+        for (const SequenceRows& sq : seqs)
+            for (index_t t = 0; t < sq.rows; ++t) rope_.angles(sq.past + t, cs + (sq.row0 + t) * 2 * half);
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        const FfnStep fstep{step.offsets, step.experts, exec_};
+
+        for (index_t li = 0; li < c_.num_hidden_layers; ++li) {
+            Layer& L = layers_[static_cast<std::size_t>(li)];
+            cpu::rms_norm(ConstMatrixRef<float>(hx), n, L.input_norm.data(), static_cast<float>(c_.rms_norm_eps));
+            L.q.forward(ConstMatrixRef<float>(n), q, exec_);
+            L.k.forward(ConstMatrixRef<float>(n), k, exec_);
+            L.v.forward(ConstMatrixRef<float>(n), v, exec_);
+            for (index_t r = 0; r < T_; ++r) {
+                rope_.apply(q.row(r), c_.num_attention_heads, hd, cs + r * 2 * half);
+                rope_.apply(k.row(r), nkv, hd, cs + r * 2 * half);
+            }
+            for (const SequenceRows& sq : seqs)  // the new keys and values into the cache
+                for (index_t j = 0; j < nkv; ++j) {
+                    T* kd = cache.keys(li, sq.slot, j) + sq.past * hd;
+                    T* vd = cache.values(li, sq.slot, j) + sq.past * hd;
+                    for (index_t t = 0; t < sq.rows; ++t)
+                        for (index_t c = 0; c < hd; ++c) {
+                            kd[t * hd + c] = from_float<T>(k.row(sq.row0 + t)[j * hd + c]);
+                            vd[t * hd + c] = from_float<T>(v.row(sq.row0 + t)[j * hd + c]);
+                        }
+                }
+            causal_attention<T>(ConstMatrixRef<float>(q), a, cache, li, seqs, c_.groups(), scale, exec_, attn_);
+            L.o.forward(ConstMatrixRef<float>(a), hx, exec_, true);  // x += o_proj(attention)
+            cpu::rms_norm(ConstMatrixRef<float>(hx), n, L.post_norm.data(), static_cast<float>(c_.rms_norm_eps));
+            ffn_forward(L.ffn, ConstMatrixRef<float>(n), y, fstep);
+            for (index_t r = 0; r < T_; ++r) {
+                float* hr = hx.row(r);
+                const float* yr = y.row(r);
+                for (index_t c = 0; c < H; ++c) hr[c] += yr[c];
+            }
+        }
+        for (const SequenceRows& sq : seqs) cache.advance(sq.slot, sq.rows);
+        return logits_of(hx, seqs, which);
+    }
+
+    /// forward() from token ids (embedded here).
+    template <class T>
+    Tensor forward(std::span<const std::int32_t> ids, const Step& step, KvCache<T>& cache,
+                   LogitRows which = LogitRows::last) {
+        check<ShapeError>(static_cast<index_t>(ids.size()) == step.rows(), "CausalLM::forward", ids.size(),
+                          " token ids for a step of ", step.rows(), " rows");
+        MatrixRef<float> x(ids_.get(static_cast<std::size_t>(std::max<index_t>(1, step.rows() * c_.hidden_size))),
+                           step.rows(), c_.hidden_size);
+        embed(ids, x);
+        return forward(ConstMatrixRef<float>(x), step, cache, which);
+    }
+
+    /// Prefill of one sequence (slot `slot`, appended to what it holds) in chunks of
+    /// prefill_chunk() tokens: the last token's logits [1, V] (all tokens' [n, V] with
+    /// LogitRows::all). `expert`: the sequence's expert for RequestRouted FFN slots.
+    template <class T>
+    Tensor prefill(KvCache<T>& cache, index_t slot, std::span<const std::int32_t> ids, int expert = -1,
+                   LogitRows which = LogitRows::last) {
+        check<ConfigError>(!ids.empty(), "CausalLM::prefill", "no tokens");
+        cache.reserve(slot, static_cast<index_t>(ids.size()));
+        Tensor all;
+        std::vector<Tensor> parts;
+        for (std::size_t b = 0; b < ids.size(); b += static_cast<std::size_t>(chunk_)) {
+            const std::size_t e = std::min(ids.size(), b + static_cast<std::size_t>(chunk_));
+            Step st;
+            st.add(slot, static_cast<index_t>(e - b), expert);
+            const bool last = e == ids.size();
+            Tensor lg = forward(ids.subspan(b, e - b), st, cache,
+                                which == LogitRows::all ? LogitRows::all : (last ? which : LogitRows::none));
+            if (which == LogitRows::all) parts.push_back(std::move(lg));
+            else if (last) all = std::move(lg);
+        }
+        if (which != LogitRows::all) return all;
+        if (parts.size() == 1) return std::move(parts[0]);
+        Tensor out(DType::f32, {static_cast<index_t>(ids.size()), c_.vocab_size});
+        index_t r = 0;
+        for (const Tensor& p : parts) {
+            std::copy_n(p.data<float>(), p.numel(), out.data<float>() + r * c_.vocab_size);
+            r += p.dim(0);
+        }
+        return out;
+    }
+
+    /// One decode step: token ids[i] appended to slots[i] (one each); logits [n, V].
+    template <class T>
+    Tensor decode(KvCache<T>& cache, std::span<const index_t> slots, std::span<const std::int32_t> ids,
+                  std::span<const int> experts = {}) {
+        check<ShapeError>(slots.size() == ids.size(), "CausalLM::decode", slots.size(), " slots for ", ids.size(), " tokens");
+        Step st;
+        for (std::size_t i = 0; i < slots.size(); ++i) st.add(slots[i], 1, experts.empty() ? -1 : experts[i]);
+        return forward(ids, st, cache, LogitRows::all);
+    }
+
+private:
+    Tensor logits_of(MatrixRef<float> hx, const std::vector<SequenceRows>& seqs, LogitRows which) {
+        const index_t H = c_.hidden_size, V = c_.vocab_size;
+        if (which == LogitRows::none) return {};
+        std::vector<index_t> rows;
+        if (which == LogitRows::all) {
+            for (index_t r = 0; r < hx.rows; ++r) rows.push_back(r);
+        } else {
+            for (const SequenceRows& sq : seqs) {
+                check<ConfigError>(sq.rows > 0, "CausalLM::forward", "slot ", sq.slot,
+                                   " has no new token: its last-token logits do not exist");
+                rows.push_back(sq.row0 + sq.rows - 1);
+            }
+        }
+        const auto R = static_cast<index_t>(rows.size());
+        Tensor out(DType::f32, {R, V});
+        if (R == 0) return out;
+        MatrixRef<float> sel(sel_.get(static_cast<std::size_t>(R * H)), R, H);
+        for (index_t i = 0; i < R; ++i) {
+            const float* src = hx.row(rows[static_cast<std::size_t>(i)]);
+            std::copy_n(src, H, sel.row(i));
+        }
+        cpu::rms_norm(ConstMatrixRef<float>(sel), sel, norm_.data(), static_cast<float>(c_.rms_norm_eps));
+        lm_head_.forward(ConstMatrixRef<float>(sel), out.matrix<float>(), exec_);
+        return out;
+    }
+
+    DecoderConfig c_;
+    Tensor embed_;
+    std::vector<Layer> layers_;
+    std::vector<float> norm_;
+    cpu::Linear<W> lm_head_;
+    Rope rope_;
+    Exec exec_;
+    index_t chunk_ = 512;
+    AttentionScratch attn_;
+    Scratch<float> hx_, n_, q_, k_, v_, a_, y_, cs_, sel_, ids_;
+};
+
+}  // namespace moe::lm

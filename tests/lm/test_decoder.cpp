@@ -1,0 +1,449 @@
+// The decoder runtime (lm/decoder/) against tools/reference/hf_decoder.py (a mirror of
+// transformers' modeling_qwen2 / modeling_llama / qwen2_moe, fixtures written by
+// tools/reference/fixtures_decoder.py), and its own properties: the KV-cache path equals a
+// recompute, a batch equals each sequence alone, results do not depend on the thread count,
+// chunked prefill equals one chunk, ids equal their embeddings; plus every error of the config,
+// index and checkpoint readers.
+//
+// Tolerances (relative: max |a - b| / max |b| over the logits): reference logits 1e-4 (fp32 vs
+// PyTorch's fp32 matmuls); KV cache vs recompute, batch vs alone, chunked vs whole 1e-5; thread
+// counts bit-identical; a bf16 KV cache within 2e-2 of the fp32 one.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lm/decoder.hpp"
+#include "moe/io/safetensors.hpp"
+#include "../parity/fixture_dir.hpp"
+#include "../unit/skip.hpp"
+
+namespace moe_test_decoder {  // this file's names (unity builds merge test files)
+
+using namespace moe;
+using lm::DecoderConfig;
+using lm::LogitRows;
+
+namespace {
+
+double rel(const float* a, const float* b, index_t n) {
+    double mx = 0, md = 0;
+    for (index_t i = 0; i < n; ++i) {
+        mx = std::max(mx, static_cast<double>(std::fabs(b[i])));
+        md = std::max(md, static_cast<double>(std::fabs(a[i] - b[i])));
+    }
+    return mx > 0 ? md / mx : md;
+}
+double rel(const Tensor& a, const TensorView& b) {
+    REQUIRE(a.numel() == b.numel());
+    return rel(a.data<float>(), b.data<float>(), a.numel());
+}
+double rel(const Tensor& a, const Tensor& b) { return rel(a, b.view()); }
+
+std::vector<std::int32_t> ints(const TensorView& v) {
+    return {v.data<std::int32_t>(), v.data<std::int32_t>() + v.numel()};
+}
+
+std::string config_json(const std::string& extra = "", const std::string& type = "qwen2") {
+    // a small config; a key given in `extra` replaces the base's
+    const std::pair<const char*, const char*> base[] = {{"hidden_size", "64"},       {"intermediate_size", "128"},
+                                                        {"num_hidden_layers", "2"},  {"num_attention_heads", "4"},
+                                                        {"num_key_value_heads", "2"}, {"vocab_size", "256"}};
+    std::string s = R"({"model_type": ")" + type + "\"";
+    for (const auto& [k, v] : base)
+        if (extra.find(std::string("\"") + k + "\"") == std::string::npos) s += std::string(", \"") + k + "\": " + v;
+    return s + extra + "}";
+}
+
+template <class E>
+void throws_with(const std::function<void()>& f, const std::string& needle) {
+    try {
+        f();
+        FAIL("no exception; expected one mentioning '" << needle << "'");
+    } catch (const E& e) {
+        INFO(e.what());
+        CHECK(std::string(e.what()).find(needle) != std::string::npos);
+    }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// config.json
+
+TEST_CASE("decoder config: transformers' defaults and fields", "[decoder]") {
+    const DecoderConfig c = DecoderConfig::from_json(config_json());
+    CHECK(c.head_dim == 16);  // hidden / heads
+    CHECK(c.groups() == 2);
+    CHECK(c.qkv_bias);  // Qwen2Attention: q/k/v with bias
+    CHECK_FALSE(c.o_bias);
+    CHECK(c.ffn == lm::FfnKind::dense);
+    CHECK(c.rms_norm_eps == 1e-6);
+    CHECK(c.rope_scaling.type == "default");
+    const DecoderConfig l = DecoderConfig::from_json(config_json(R"(, "attention_bias": true, "head_dim": 32,
+        "eos_token_id": [128001, 128009], "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})", "llama"));
+    CHECK(l.qkv_bias);
+    CHECK(l.o_bias);
+    CHECK(l.head_dim == 32);
+    CHECK(l.eos_token_ids == std::vector<std::int32_t>{128001, 128009});
+    CHECK(l.rope_scaling.type == "llama3");
+    const DecoderConfig m = DecoderConfig::from_json(config_json(R"(, "num_experts": 8, "num_experts_per_tok": 2,
+        "mlp_only_layers": [1], "decoder_sparse_step": 1)", "qwen2_moe"));
+    CHECK(m.ffn == lm::FfnKind::qwen2_moe);
+    CHECK(m.sparse_layer(0));
+    CHECK_FALSE(m.sparse_layer(1));
+    const DecoderConfig g = DecoderConfig::from_json(config_json(R"(, "architectures": ["LlavaQwenGMoeForCausalLM"])"));
+    CHECK(g.ffn == lm::FfnKind::gmoe);
+}
+
+TEST_CASE("decoder config: every bad field is a clear error", "[decoder]") {
+    auto parse = [](const std::string& s) { return [s] { (void)DecoderConfig::from_json(s, "cfg.json"); }; };
+    throws_with<ConfigError>(parse(config_json("", "gpt_neox")), "model_type 'gpt_neox' is not supported");
+    throws_with<ConfigError>(parse(config_json(R"(, "hidden_act": "gelu")")), "hidden_act 'gelu'");
+    throws_with<ConfigError>(parse(R"({"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 3, "vocab_size": 256})"),
+                             "inconsistent head counts");
+    throws_with<ConfigError>(parse(config_json(R"(, "use_sliding_window": true)")), "sliding-window");
+    throws_with<ConfigError>(parse(config_json(R"(, "rope_scaling": {"type": "yarn", "factor": 4})")),
+                             "rope_scaling type 'yarn'");
+    throws_with<ConfigError>(parse(config_json(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8})")),
+                             "low_freq_factor is missing");
+    throws_with<ConfigError>(parse(R"({"model_type": "llama", "hidden_size": 64})"), "missing");
+    throws_with<ConfigError>(parse(config_json(R"(, "vocab_size": 0)")), "vocab_size must be positive");
+    throws_with<ConfigError>(parse(config_json(R"(, "rms_norm_eps": "small")")), "rms_norm_eps must be a number");
+    throws_with<ConfigError>(parse(config_json(R"(, "num_experts_per_tok": 9, "num_experts": 8)", "qwen2_moe")),
+                             "num_experts_per_tok 9");
+    throws_with<FormatError>(parse("{\"model_type\": \"qwen2\",}"), "cfg.json");
+    throws_with<FormatError>(parse("[1, 2]"), "expected a JSON object");
+}
+
+TEST_CASE("safetensors index: the reader refuses what is not an index", "[decoder]") {
+    const auto idx = io::parse_safetensors_index(
+        R"({"metadata": {"total_size": 8}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}})", "index.json");
+    CHECK(idx.files == std::vector<std::string>{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"});
+    CHECK(idx.weight_map.size() == 3);
+    auto parse = [](const std::string& s) { return [s] { (void)io::parse_safetensors_index(s, "index.json"); }; };
+    throws_with<FormatError>(parse(R"({"metadata": {}})"), "no \"weight_map\"");
+    throws_with<FormatError>(parse(R"({"weight_map": {"a": "../secret.safetensors"}})"), "not a shard file name");
+    throws_with<FormatError>(parse(R"({"weight_map": {"a": "/etc/x.safetensors"}})"), "not a shard file name");
+    throws_with<FormatError>(parse(R"({"weight_map": {"a": "model.bin"}})"), "not a shard file name");
+    throws_with<FormatError>(parse(R"({"weight_map": {"a": 3}})"), "must be a file name");
+    throws_with<FormatError>(parse(R"({"weight_map": {}})"), "is empty");
+    throws_with<FormatError>(parse(R"({"weight_map": {"a": "x.safetensors", "a": "y.safetensors"}})"), "duplicate key");
+}
+
+// ---------------------------------------------------------------------------------------------
+// parts
+
+TEST_CASE("rope: HF's rotate_half by hand, partial rotary, llama3 scaling", "[decoder]") {
+    DecoderConfig c = DecoderConfig::from_json(config_json(R"(, "head_dim": 4, "rope_theta": 100.0)"));
+    const lm::Rope r(c);
+    // inv_freq = 1 / 100^(2i/4) = {1, 0.1}
+    REQUIRE(r.inv_freq().size() == 2);
+    CHECK(r.inv_freq()[0] == 1.0f);
+    CHECK(r.inv_freq()[1] == Approx(0.1f).epsilon(1e-6));
+    std::vector<float> cs(4);
+    r.angles(3, cs.data());
+    float x[4] = {1, 2, 3, 4};  // pairs (x0, x2) at freq 1 and (x1, x3) at freq 0.1, angle = 3 * freq
+    r.apply(x, 1, 4, cs.data());
+    CHECK(x[0] == Approx(1 * std::cos(3.0) - 3 * std::sin(3.0)).epsilon(1e-6));
+    CHECK(x[2] == Approx(3 * std::cos(3.0) + 1 * std::sin(3.0)).epsilon(1e-6));
+    CHECK(x[1] == Approx(2 * std::cos(0.3) - 4 * std::sin(0.3)).epsilon(1e-6));
+    CHECK(x[3] == Approx(4 * std::cos(0.3) + 2 * std::sin(0.3)).epsilon(1e-6));
+    // position 0 is the identity
+    r.angles(0, cs.data());
+    float y[4] = {1, 2, 3, 4};
+    r.apply(y, 1, 4, cs.data());
+    CHECK(std::vector<float>(y, y + 4) == std::vector<float>{1, 2, 3, 4});
+    // partial rotary: only the first rot dims move
+    c = DecoderConfig::from_json(config_json(R"(, "head_dim": 8, "partial_rotary_factor": 0.5)"));
+    const lm::Rope p(c);
+    CHECK(p.rotary_dim() == 4);
+    std::vector<float> cs2(4);
+    p.angles(5, cs2.data());
+    float z[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    p.apply(z, 1, 8, cs2.data());
+    CHECK(std::vector<float>(z + 4, z + 8) == std::vector<float>{5, 6, 7, 8});
+    CHECK(z[0] != 1.0f);
+    // llama3: wavelengths below original / high_freq_factor keep their frequency, above
+    // original / low_freq_factor are divided by factor, in between interpolated (monotone)
+    c = DecoderConfig::from_json(config_json(R"(, "head_dim": 64, "rope_theta": 500000.0, "rope_scaling":
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 8192})", "llama"));
+    const lm::Rope l3(c);
+    c.rope_scaling = {};
+    const lm::Rope base(c);
+    constexpr double kTwoPi = 6.283185307179586;
+    for (std::size_t i = 0; i < base.inv_freq().size(); ++i) {
+        const double f = base.inv_freq()[i], wl = kTwoPi / f, s = l3.inv_freq()[i];
+        if (wl < 8192.0 / 4) CHECK(s == f);
+        else if (wl > 8192.0) CHECK(s == Approx(f / 8).epsilon(1e-6));
+        else CHECK((s <= f && s >= f / 8));
+    }
+}
+
+TEST_CASE("kv cache: slots, bounds, truncate", "[decoder]") {
+    lm::KvCache<float> c(2, 2, 4, 3, 10);
+    CHECK(c.length(1) == 0);
+    c.advance(1, 7);
+    CHECK(c.length(1) == 7);
+    throws_with<ConfigError>([&] { c.advance(1, 4); }, "exceed max_seq 10");
+    throws_with<ConfigError>([&] { (void)c.length(3); }, "slot 3 out of range");
+    c.truncate(1, 2);
+    CHECK(c.length(1) == 2);
+    throws_with<ConfigError>([&] { c.truncate(1, 5); }, "cannot keep 5");
+    CHECK(c.keys(1, 2, 1) - c.keys(0, 0, 0) == ((1 * 3 + 2) * 2 + 1) * 10 * 4);
+    throws_with<ConfigError>([] { lm::KvCache<bf16>(1, 1, 4, 0, 8); }, "sizes must be positive");
+}
+
+TEST_CASE("DenseFfn::glu: down(silu(gate x) * up x) by hand", "[decoder]") {
+    // d = 2, F = 2: gate = I, up = 2 I, down = [[1, 1], [0, 1]]
+    auto lin = [](index_t out, index_t in, std::vector<float> w) { return cpu::Linear<float>::from_values(out, in, w); };
+    auto f = lm::SwiGlu<float>::glu(lin(2, 2, {1, 0, 0, 1}), lin(2, 2, {2, 0, 0, 2}), lin(2, 2, {1, 1, 0, 1}));
+    const float x[2] = {0.5f, -1.0f};
+    float y[2];
+    f.forward(ConstMatrixRef<float>(x, 1, 2), MatrixRef<float>(y, 1, 2));
+    auto silu = [](double v) { return v / (1 + std::exp(-v)); };
+    const double h0 = silu(0.5) * 1.0, h1 = silu(-1.0) * -2.0;
+    CHECK(y[0] == Approx(h0 + h1).epsilon(1e-6));
+    CHECK(y[1] == Approx(h1).epsilon(1e-6));
+    CHECK(f.gated());
+    CHECK(f.parameters() == 12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// against the reference (fixtures)
+
+namespace {
+
+const char* const kCases[] = {"decoder_qwen2",     "decoder_qwen2_bf16", "decoder_llama",
+                              "decoder_llama3",    "decoder_qwen2_moe",  "decoder_qwen2_gmoe"};
+
+struct Case {
+    std::filesystem::path dir;
+    io::SafetensorsFile fx;
+    int expert;  // prompt 0's G-MoE expert (-1: none)
+};
+
+Case open_case(const std::string& name) {
+    const auto dir = moe_test::fixture_dir() / name;
+    auto fx = io::SafetensorsFile::open(moe_test::fixture_dir() / (name + ".safetensors"));
+    const int e = fx.contains("__granularity__") ? fx.get("__granularity__").data<std::int32_t>()[0] : -1;
+    return {dir, fx, e};
+}
+
+template <class M>
+void check_case(M& m, const Case& k, const std::string& name) {
+    INFO(name);
+    const index_t V = m.vocab_size();
+    const auto p0 = ints(k.fx.get("__prompt_0__")), p1 = ints(k.fx.get("__prompt_1__"));
+    const int e1 = k.fx.contains("__granularity__") ? k.fx.get("__granularity__").data<std::int32_t>()[1] : -1;
+
+    // inverse frequencies
+    const TensorView inv = k.fx.get("__inv_freq__");
+    CHECK(rel(m.rope().inv_freq().data(), inv.data<float>(), inv.numel()) < 1e-6);
+
+    // full prefill of each prompt alone
+    auto full = [&](const std::vector<std::int32_t>& p, int e) {
+        auto c = m.make_cache(1, 128);
+        return m.prefill(c, 0, p, e, LogitRows::all);
+    };
+    const Tensor f0 = full(p0, k.expert), f1 = full(p1, e1);
+    CHECK(rel(f0, k.fx.get("__logits_0__")) < 1e-4);
+    CHECK(rel(f1, k.fx.get("__logits_1__")) < 1e-4);
+    if (k.fx.contains("__prompt_2__")) {  // llama3: 96 tokens, past the original context / factor
+        CHECK(rel(full(ints(k.fx.get("__prompt_2__")), -1), k.fx.get("__logits_2__")) < 1e-4);
+    }
+
+    // prefill 7, then 9 decode steps on the cache
+    {
+        auto c = m.make_cache(1, 64);
+        const std::vector<std::int32_t> head(p0.begin(), p0.begin() + 7);
+        Tensor dec(DType::f32, {16, V});
+        Tensor pre = m.prefill(c, 0, head, k.expert, LogitRows::all);
+        std::copy_n(pre.data<float>(), 7 * V, dec.data<float>());
+        for (index_t t = 7; t < 16; ++t) {
+            const index_t slot = 0;
+            const std::int32_t id = p0[static_cast<std::size_t>(t)];
+            const int ex = k.expert;
+            Tensor lg = m.decode(c, {&slot, 1}, {&id, 1}, k.expert >= 0 ? std::span<const int>(&ex, 1) : std::span<const int>());
+            std::copy_n(lg.data<float>(), V, dec.data<float>() + t * V);
+        }
+        CHECK(c.length(0) == 16);
+        CHECK(rel(dec, k.fx.get("__decode_logits__")) < 1e-4);
+        CHECK(rel(dec.data<float>(), f0.data<float>(), 16 * V) < 1e-5);  // == recompute
+    }
+
+    // 32 greedy tokens on the cache: the reference's ids exactly
+    {
+        auto c = m.make_cache(1, 128);
+        const auto ref = ints(k.fx.get("__greedy_ids__"));
+        const TensorView ref_logits = k.fx.get("__greedy_logits__");
+        Tensor lg = m.prefill(c, 0, p0, k.expert);
+        std::vector<std::int32_t> got;
+        double worst = 0;
+        for (std::size_t i = 0; i < ref.size(); ++i) {
+            worst = std::max(worst, rel(lg.data<float>(), ref_logits.data<float>() + static_cast<index_t>(i) * V, V));
+            const float* row = lg.data<float>();
+            const auto id = static_cast<std::int32_t>(std::max_element(row, row + V) - row);
+            got.push_back(id);
+            const index_t slot = 0;
+            const int ex = k.expert;
+            lg = m.decode(c, {&slot, 1}, {&id, 1}, k.expert >= 0 ? std::span<const int>(&ex, 1) : std::span<const int>());
+        }
+        CHECK(got == ref);
+        CHECK(worst < 1e-4);
+    }
+
+    // two sequences of different lengths in one step == each alone; then a batched decode step
+    {
+        auto c = m.make_cache(3, 64);
+        lm::Step st;
+        st.add(2, static_cast<index_t>(p0.size()), k.expert).add(0, static_cast<index_t>(p1.size()), e1);
+        std::vector<std::int32_t> ids(p0);
+        ids.insert(ids.end(), p1.begin(), p1.end());
+        const Tensor both = m.forward(ids, st, c, LogitRows::all);
+        CHECK(rel(both.data<float>(), f0.data<float>(), f0.numel()) < 1e-5);
+        CHECK(rel(both.data<float>() + f0.numel(), f1.data<float>(), f1.numel()) < 1e-5);
+        const index_t slots[2] = {2, 0};
+        const std::int32_t next[2] = {7, 9};
+        const int exs[2] = {k.expert, e1};
+        const Tensor step = m.decode(c, slots, next, k.expert >= 0 ? std::span<const int>(exs, 2) : std::span<const int>());
+        for (int s = 0; s < 2; ++s) {  // each alone: its prompt + the token, last row
+            std::vector<std::int32_t> seq = s == 0 ? p0 : p1;
+            seq.push_back(next[s]);
+            auto c1 = m.make_cache(1, 64);
+            const Tensor alone = m.prefill(c1, 0, seq, exs[s]);
+            CHECK(rel(step.data<float>() + s * V, alone.data<float>(), V) < 1e-5);
+        }
+    }
+
+    // chunked prefill == one chunk; ids == their embeddings; threads do not change a bit
+    {
+        auto c = m.make_cache(1, 64);
+        m.set_prefill_chunk(5);
+        const Tensor chunked = m.prefill(c, 0, p0, k.expert, LogitRows::all);
+        m.set_prefill_chunk(512);
+        CHECK(rel(chunked, f0) < 1e-5);
+        Tensor x(DType::f32, {static_cast<index_t>(p0.size()), m.hidden_size()});
+        m.embed(p0, x.matrix<float>());
+        auto c2 = m.make_cache(1, 64);
+        lm::Step st;
+        st.add(0, static_cast<index_t>(p0.size()), k.expert);
+        const Tensor via_embeds = m.forward(ConstMatrixRef<float>(x.matrix<float>()), st, c2, LogitRows::all);
+        CHECK(rel(via_embeds, f0) == 0.0);
+        m.set_exec(Exec(1));
+        const Tensor one = full(p0, k.expert);
+        m.set_exec(Exec(2));
+        const Tensor two = full(p0, k.expert);
+        m.set_exec(Exec{});
+        CHECK(rel(one, two) == 0.0);
+    }
+
+    // a bf16 KV cache: close to the fp32 one
+    {
+        auto c = m.template make_cache<bf16>(1, 64);
+        CHECK(rel(m.prefill(c, 0, p0, k.expert, LogitRows::all), f0) < 2e-2);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("decoder parity: HF Qwen2 / LLaMA / LLaMA-3 / Qwen2-MoE / G-MoE fixtures", "[.][decoder-parity]") {
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_qwen2.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir() << " (tools/reference/fixtures_decoder.py)");
+    for (const char* name : kCases) {
+        const Case k = open_case(name);
+        auto any = lm::open_decoder<float>(k.dir);
+        std::visit([&](auto& m) { check_case(m, k, name); }, any);
+    }
+}
+
+TEST_CASE("decoder parity: bf16 weights borrowed from a bf16 checkpoint", "[.][decoder-parity]") {
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_qwen2_bf16.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir());
+    const Case k = open_case("decoder_qwen2_bf16");
+    // zero copy: q_proj's weight is the file's bytes
+    const auto f = io::open_weights(k.dir);
+    auto m = lm::load_decoder<lm::DenseDecoder<bf16>>(DecoderConfig::from_file(k.dir / "config.json"), f);
+    CHECK(static_cast<const void*>(m.layers()[0].q.weight().data) == f.get("model.layers.0.self_attn.q_proj.weight").raw());
+    auto fp = lm::load_decoder<lm::DenseDecoder<float>>(k.dir);
+    const auto p0 = ints(k.fx.get("__prompt_0__"));
+    auto c1 = m.make_cache(1, 64);
+    auto c2 = fp.make_cache(1, 64);
+    const Tensor a = m.prefill(c1, 0, p0, -1, LogitRows::all), b = fp.prefill(c2, 0, p0, -1, LogitRows::all);
+    CHECK(rel(a, b) < 1e-6);
+    CHECK(rel(a, k.fx.get("__logits_0__")) < 1e-4);
+}
+
+TEST_CASE("decoder checkpoints: missing, mis-shaped and mismatched tensors are clear errors", "[.][decoder-parity]") {
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_llama.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir());
+    const auto src = moe_test::fixture_dir() / "decoder_qwen2";
+    const auto tmp = std::filesystem::temp_directory_path() / "moe_test_decoder_bad";
+    std::filesystem::remove_all(tmp);
+    std::filesystem::create_directories(tmp);
+    std::filesystem::copy_file(src / "config.json", tmp / "config.json");
+    const auto f = io::SafetensorsFile::open(src / "model.safetensors");
+    auto rewrite = [&](const std::string& drop, const std::string& reshape) {
+        io::SafetensorsWriter w;
+        for (const auto& name : f.names()) {
+            if (name == drop) continue;
+            TensorView v = f.get(name);
+            if (name == reshape) {
+                Tensor t(v.dtype(), {v.dim(0) / 2, v.dim(1)});
+                std::memcpy(t.raw(), v.raw(), static_cast<std::size_t>(t.nbytes()));
+                w.add(name, t.view());
+            } else {
+                w.add(name, v);
+            }
+        }
+        w.write(tmp / "model.safetensors");
+    };
+    rewrite("model.layers.1.self_attn.k_proj.bias", "");
+    throws_with<NotFoundError>([&] { (void)lm::open_decoder<float>(tmp); }, "model.layers.1.self_attn.k_proj.bias");
+    rewrite("", "model.layers.0.mlp.up_proj.weight");
+    throws_with<ShapeError>([&] { (void)lm::open_decoder<float>(tmp); }, "model.layers.0.mlp.up_proj.weight");
+    rewrite("", "");
+    CHECK_NOTHROW(lm::open_decoder<float>(tmp));
+    throws_with<ConfigError>([&] { (void)lm::load_decoder<lm::MixtralDecoder<float>>(tmp); },
+                             "does not have the FFN slot");
+    // a truncated file
+    {
+        const auto bytes = std::filesystem::file_size(tmp / "model.safetensors");
+        std::filesystem::resize_file(tmp / "model.safetensors", bytes - 100);
+        throws_with<FormatError>([&] { (void)lm::open_decoder<float>(tmp); }, "model.safetensors");
+    }
+    // sharded: an index naming a missing shard, a tensor in the wrong shard
+    const auto llama = moe_test::fixture_dir() / "decoder_llama";
+    const auto sh = std::filesystem::temp_directory_path() / "moe_test_decoder_shards";
+    std::filesystem::remove_all(sh);
+    std::filesystem::copy(llama, sh);
+    CHECK_NOTHROW(lm::open_decoder<float>(sh));
+    std::filesystem::remove(sh / "model-00002-of-00002.safetensors");
+    throws_with<NotFoundError>([&] { (void)lm::open_decoder<float>(sh); }, "model-00002-of-00002.safetensors");
+    {
+        std::ofstream(sh / "model.safetensors.index.json")
+            << R"({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}})";
+        const bool in_first = io::SafetensorsFile::open(llama / "model-00001-of-00002.safetensors").contains("model.norm.weight");
+        if (!in_first)
+            throws_with<FormatError>([&] { (void)io::open_weights(sh); }, "does not hold it");
+    }
+    // an unknown model type in config.json
+    std::ofstream(tmp / "config.json") << config_json("", "falcon");
+    throws_with<ConfigError>([&] { (void)lm::open_decoder<float>(tmp); }, "model_type 'falcon'");
+    std::filesystem::remove_all(tmp);
+    std::filesystem::remove_all(sh);
+}
+
+}  // namespace moe_test_decoder
