@@ -34,8 +34,9 @@
 //     which of several equal logits straddling the cut survive depends on torch's sort. moe sorts
 //     stably, ascending by (logit, id), as torch.sort(stable=True) does: among equal logits at the
 //     cut the lower ids are removed first and the higher ids survive (also when top_p is so small
-//     that only one of several tied maxima is kept: the highest id). Short rows (up to 16 values)
-//     come out the same as torch 1.13's default sort, which is then stable in practice.
+//     that only one of several tied maxima is kept: the highest id). On the fixture's short
+//     hand-made rows (4 to 12 values) torch 1.13's default sort gives the same result; on its
+//     1000-value tied row it does not.
 //   * min-p compares exp(logit - max) < min_p in double (transformers: fp32 probabilities
 //     p < min_p * p_max): the same test up to ~1e-7 rounding.
 //   * TopP(1.0) and MinP(0.0) are the identity (transformers' generate does not build them; the
