@@ -17,11 +17,15 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "lm/byte_level.hpp"
 #include "lm/decoder.hpp"
+#include "lm/tokenizer.hpp"
+#include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "../parity/fixture_dir.hpp"
 #include "../unit/skip.hpp"
@@ -444,6 +448,128 @@ TEST_CASE("decoder checkpoints: missing, mis-shaped and mismatched tensors are c
     throws_with<ConfigError>([&] { (void)lm::open_decoder<float>(tmp); }, "model_type 'falcon'");
     std::filesystem::remove_all(tmp);
     std::filesystem::remove_all(sh);
+}
+
+// ---------------------------------------------------------------------------------------------
+// generation
+
+namespace {
+
+/// A byte-level BPE tokenizer.json whose 256 ids are the 256 bytes (GPT-2's byte table), no
+/// merges: it fits the fixtures' vocabulary of 256, so generated ids have a text.
+lm::Tokenizer byte_tokenizer() {
+    const lm::ByteLevelTable t;
+    std::string vocab = "{";
+    for (unsigned b = 0; b < 256; ++b) {
+        std::string ch;
+        lm::unicode::append_utf8(ch, t.to_char[b]);
+        if (b) vocab += ",";
+        io::json::append_string(vocab, ch);
+        vocab += ':';
+        vocab += std::to_string(b);
+    }
+    vocab += "}";
+    const std::string json = R"({"version": "1.0", "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false},
+        "post_processor": null, "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "vocab": )" + vocab + R"(, "merges": []}})";
+    return lm::Tokenizer::from_json(json, std::string(R"({"clean_up_tokenization_spaces": false})"));
+}
+
+}  // namespace
+
+TEST_CASE("generate: stop strings are held back while streaming", "[decoder]") {
+    CHECK(lm::detail::stop_prefix_overlap("hello wor", {"world"}) == 3);
+    CHECK(lm::detail::stop_prefix_overlap("hello", {"world", "lo!"}) == 2);
+    CHECK(lm::detail::stop_prefix_overlap("hello", {"xyz"}) == 0);
+    CHECK(lm::detail::stop_prefix_overlap("ab", {"b"}) == 0);  // a whole match is not a proper prefix
+}
+
+TEST_CASE("generate: greedy ids, stop ids and strings, streaming, batches, seeds", "[.][decoder-parity]") {
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_qwen2.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir());
+    const Case k = open_case("decoder_qwen2");
+    auto m = lm::load_decoder<lm::DenseDecoder<float>>(k.dir);
+    const auto p0 = ints(k.fx.get("__prompt_0__")), p1 = ints(k.fx.get("__prompt_1__"));
+    const auto want = ints(k.fx.get("__greedy_ids__"));
+    const lm::Tokenizer tok = byte_tokenizer();
+    auto cache = m.make_cache(3, 128);
+
+    lm::GenerationOptions o;
+    o.sampling.temperature = 0;
+    o.max_new_tokens = 32;
+    o.use_default_stops = false;
+    std::string streamed;
+    std::vector<std::int32_t> seen;
+    const lm::TokenCallback cb = [&](index_t s, std::int32_t id, std::string_view piece) {
+        CHECK(s == 0);
+        seen.push_back(id);
+        streamed += piece;
+        return true;
+    };
+    const auto r = lm::generate(m, cache, p0, o, &tok, cb);
+    REQUIRE(r.sequences.size() == 1);
+    CHECK(r.sequences[0].ids == want);
+    CHECK(seen == want);
+    CHECK(r.sequences[0].stop == lm::StopReason::max_new_tokens);
+    CHECK(r.prefill_tokens == static_cast<index_t>(p0.size()));
+    CHECK(r.decode_tokens == 31);
+    const std::string full = tok.decode(want, o.decode);
+    CHECK(r.sequences[0].text == full);
+    CHECK(streamed == full);
+
+    // a stop id: generation ends right after it (config eos 2 too, with use_default_stops)
+    o.stop_ids = {want[5]};
+    const auto first = static_cast<std::size_t>(std::find(want.begin(), want.end(), want[5]) - want.begin());
+    auto rs = lm::generate(m, cache, p0, o, &tok);
+    CHECK(rs.sequences[0].ids == std::vector<std::int32_t>(want.begin(), want.begin() + first + 1));
+    CHECK(rs.sequences[0].stop == lm::StopReason::stop_id);
+    o.stop_ids.clear();
+
+    // a stop string: a piece of the text from the middle; the text ends before it and the
+    // streamed text never shows it
+    const std::string needle = full.substr(full.size() / 2, 2);
+    o.stop_strings = {needle};
+    streamed.clear();
+    seen.clear();
+    rs = lm::generate(m, cache, p0, o, &tok, cb);
+    CHECK(rs.sequences[0].stop == lm::StopReason::stop_string);
+    CHECK(rs.sequences[0].text == full.substr(0, full.find(needle)));
+    CHECK(streamed == rs.sequences[0].text);
+    o.stop_strings.clear();
+
+    // the callback stops a sequence
+    int calls = 0;
+    rs = lm::generate(m, cache, p0, o, &tok, [&](index_t, std::int32_t, std::string_view) { return ++calls < 4; });
+    CHECK(rs.sequences[0].ids.size() == 4);
+    CHECK(rs.sequences[0].stop == lm::StopReason::callback);
+
+    // sampling: a sequence's tokens do not depend on the batch it runs in nor on the threads
+    o.sampling = lm::SamplingOptions{.temperature = 1.5f, .top_k = 50, .top_p = 0.95f, .min_p = 0.0f,
+                                     .repetition_penalty = 1.1f, .seed = 42};
+    o.max_new_tokens = 12;
+    const auto both = lm::generate(m, cache, {p0, p1}, o);
+    const auto alone0 = lm::generate(m, cache, p0, o);
+    m.set_exec(Exec(1));
+    const auto one_thread = lm::generate(m, cache, {p0, p1}, o);
+    m.set_exec(Exec{});
+    CHECK(both.sequences[0].ids == alone0.sequences[0].ids);
+    CHECK(both.sequences[0].ids == one_thread.sequences[0].ids);
+    CHECK(both.sequences[1].ids == one_thread.sequences[1].ids);
+    o.sampling.seed = 43;
+    const auto other_seed = lm::generate(m, cache, p0, o);
+    CHECK(other_seed.sequences[0].ids != alone0.sequences[0].ids);
+    // a logits processor: only even ids
+    const auto even = [](std::span<float> logits, std::span<const std::int32_t>) {
+        for (std::size_t i = 1; i < logits.size(); i += 2) logits[i] = -std::numeric_limits<float>::infinity();
+    };
+    const auto ev = lm::generate(m, cache, p0, o, nullptr, {}, even);
+    for (const auto id : ev.sequences[0].ids) CHECK(id % 2 == 0);
+    // errors
+    throws_with<ConfigError>([&] { (void)lm::generate(m, cache, {p0, p1, p0, p1}, o); }, "4 prompts for a cache of 3");
+    o.stop_strings = {"x"};
+    throws_with<ConfigError>([&] { (void)lm::generate(m, cache, p0, o); }, "stop strings need a tokenizer");
 }
 
 }  // namespace moe_test_decoder

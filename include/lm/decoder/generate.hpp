@@ -1,0 +1,214 @@
+// lm/decoder/generate.hpp - text generation with a CausalLM: prefill, then decode steps, each
+// sequence's next token chosen by the Sampler, until a stop condition.
+//
+//   generate(model, cache, prompts, options, tokenizer, on_token, processors...)
+//                        several sequences at once (one cache slot each; decode steps batched)
+//   generate(model, cache, prompt, options, ...)   one sequence in slot 0
+//
+// Options: max_new_tokens, sampling (SamplingOptions: temperature 0 = greedy, top-k, top-p,
+// min-p, repetition penalty, seed), stop token ids (the tokenizer's eos and the config's
+// eos_token_id unless use_default_stops is false), stop strings (matched in the decoded text; the
+// text ends before the match), the expert each sequence asks for (RequestRouted FFN slots).
+// Sampling draws from the counter-based RNG keyed by (seed, stream = the sequence's index,
+// step), so a sequence's tokens depend neither on the thread count nor on the other sequences
+// of the batch. Streaming: on_token(sequence, id, piece) is called for every generated token
+// with the text it completes (the tokenizer's DecodeStream; text that might be the start of a
+// stop string is held back until it cannot be); returning false stops that sequence. The
+// logits processors (LogitsProcessor, sampling.hpp) run in the Sampler's chain on every step.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "lm/decoder/kv_cache.hpp"
+#include "lm/decoder/model.hpp"
+#include "lm/decoder/sampling.hpp"
+#include "lm/tokenizer.hpp"
+
+namespace moe::lm {
+
+struct GenerationOptions {
+    index_t max_new_tokens = 128;
+    SamplingOptions sampling;               ///< temperature 0: greedy
+    std::vector<std::int32_t> stop_ids;     ///< a sequence ends after producing one of these
+    bool use_default_stops = true;          ///< also stop at the tokenizer's eos and config's eos_token_id
+    std::vector<std::string> stop_strings;  ///< a sequence ends when its text contains one
+    std::vector<int> experts;               ///< per sequence (RequestRouted FFN slots); empty: none
+    DecodeOptions decode{.skip_special_tokens = true, .clean_up_tokenization_spaces = std::nullopt};
+};
+
+/// Why a sequence stopped.
+enum class StopReason : std::uint8_t { max_new_tokens, stop_id, stop_string, callback, cache_full };
+
+inline const char* stop_reason_name(StopReason r) noexcept {
+    switch (r) {
+        case StopReason::max_new_tokens: return "max_new_tokens";
+        case StopReason::stop_id: return "stop_id";
+        case StopReason::stop_string: return "stop_string";
+        case StopReason::callback: return "callback";
+        case StopReason::cache_full: return "cache_full";
+    }
+    return "?";
+}
+
+struct Generation {
+    std::vector<std::int32_t> ids;  ///< generated ids (a final stop id included)
+    std::string text;               ///< their text (without special tokens; cut before a stop string)
+    StopReason stop = StopReason::max_new_tokens;
+};
+
+struct GenerationResult {
+    std::vector<Generation> sequences;
+    index_t prefill_tokens = 0, decode_tokens = 0;  ///< tokens through the model in each phase
+    double prefill_seconds = 0, decode_seconds = 0;
+    double prefill_tokens_per_second() const noexcept { return prefill_seconds > 0 ? prefill_tokens / prefill_seconds : 0; }
+    double decode_tokens_per_second() const noexcept { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0; }
+};
+
+/// on_token(sequence, id, piece) -> bool (false: stop that sequence).
+using TokenCallback = std::function<bool(index_t, std::int32_t, std::string_view)>;
+
+namespace detail {
+
+/// The longest suffix of `text` that is a proper prefix of some stop string (held back while
+/// streaming: it may still become a stop string).
+inline std::size_t stop_prefix_overlap(std::string_view text, const std::vector<std::string>& stops) {
+    std::size_t best = 0;
+    for (const std::string& s : stops)
+        for (std::size_t n = std::min(text.size(), s.size() - 1); n > best; --n)
+            if (text.substr(text.size() - n) == std::string_view(s).substr(0, n)) {
+                best = n;
+                break;
+            }
+    return best;
+}
+
+}  // namespace detail
+
+/// Generates for every prompt at once: prompt i in cache slot i (the slots are reset first).
+/// `tokenizer` may be null (then no text, no stop strings, no tokenizer eos).
+template <class Model, class KV, class... P>
+    requires(LogitsProcessor<P> && ...)
+GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<std::vector<std::int32_t>>& prompts,
+                          const GenerationOptions& opt, const Tokenizer* tokenizer = nullptr,
+                          const TokenCallback& on_token = {}, const P&... processors) {
+    const char* where = "lm::generate";
+    const auto S = static_cast<index_t>(prompts.size());
+    check<ConfigError>(S > 0 && S <= cache.slots(), where, prompts.size(), " prompts for a cache of ", cache.slots(),
+                       " slots");
+    check<ConfigError>(opt.max_new_tokens >= 0, where, "max_new_tokens must be >= 0, got ", opt.max_new_tokens);
+    check<ConfigError>(opt.experts.empty() || static_cast<index_t>(opt.experts.size()) == S, where,
+                       opt.experts.size(), " experts for ", S, " prompts");
+    check<ConfigError>(opt.stop_strings.empty() || tokenizer != nullptr, where, "stop strings need a tokenizer");
+    for (const auto& s : opt.stop_strings) check<ConfigError>(!s.empty(), where, "an empty stop string");
+    const Sampler sampler(opt.sampling);
+    std::vector<std::int32_t> stops = opt.stop_ids;
+    if (opt.use_default_stops) {
+        for (const std::int32_t e : model.config().eos_token_ids) stops.push_back(e);
+        if (tokenizer && tokenizer->eos() && tokenizer->eos()->id) stops.push_back(*tokenizer->eos()->id);
+    }
+    const index_t V = model.vocab_size();
+    auto expert_of = [&](index_t s) { return opt.experts.empty() ? -1 : opt.experts[static_cast<std::size_t>(s)]; };
+
+    GenerationResult res;
+    res.sequences.resize(static_cast<std::size_t>(S));
+    struct Live {
+        std::vector<std::int32_t> context;  // prompt + generated (repetition penalty)
+        std::optional<DecodeStream> stream;
+        std::string pending;  // decoded, not yet streamed (may start a stop string)
+        bool done = false;
+    };
+    std::vector<Live> live(static_cast<std::size_t>(S));
+
+    // Prefill: every prompt in its slot, together in one step when they fit one chunk.
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor logits(DType::f32, {S, V});
+    for (index_t s = 0; s < S; ++s) {
+        const auto& p = prompts[static_cast<std::size_t>(s)];
+        check<ConfigError>(!p.empty(), where, "prompt ", s, " is empty");
+        cache.reset(s);
+        Tensor lg = model.prefill(cache, s, p, expert_of(s));
+        std::copy_n(lg.data<float>(), V, logits.data<float>() + s * V);
+        res.prefill_tokens += static_cast<index_t>(p.size());
+        Live& l = live[static_cast<std::size_t>(s)];
+        l.context = p;
+        if (tokenizer) l.stream.emplace(*tokenizer, opt.decode);
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+    std::vector<index_t> slots;
+    std::vector<std::int32_t> next;
+    std::vector<int> experts;
+    for (index_t step = 0; step < opt.max_new_tokens; ++step) {
+        slots.clear();
+        next.clear();
+        experts.clear();
+        for (index_t s = 0; s < S; ++s) {
+            Live& l = live[static_cast<std::size_t>(s)];
+            if (l.done) continue;
+            Generation& g = res.sequences[static_cast<std::size_t>(s)];
+            std::span<float> row(logits.data<float>() + s * V, static_cast<std::size_t>(V));
+            const std::int32_t id = sampler.sample_with(row, l.context, static_cast<std::uint64_t>(s),
+                                                        static_cast<std::uint64_t>(step), processors...);
+            g.ids.push_back(id);
+            l.context.push_back(id);
+            const bool is_stop = std::find(stops.begin(), stops.end(), id) != stops.end();
+            const bool last = step + 1 == opt.max_new_tokens;
+            std::string piece;
+            if (l.stream) {
+                piece = l.stream->step(id);
+                if (is_stop || last) piece += l.stream->flush();
+            }
+            // Stop strings: a match always starts in `pending` (the text that could start one is
+            // held back), so the streamed text never holds one.
+            l.pending += piece;
+            std::size_t cut = std::string::npos;
+            for (const std::string& ss : opt.stop_strings) cut = std::min(cut, l.pending.find(ss));
+            if (cut != std::string::npos) l.pending.resize(cut);
+            const bool ends = is_stop || last || cut != std::string::npos;
+            const std::size_t hold = ends ? 0 : detail::stop_prefix_overlap(l.pending, opt.stop_strings);
+            const std::string out = l.pending.substr(0, l.pending.size() - hold);
+            l.pending.erase(0, out.size());
+            g.text += out;
+            bool keep = true;
+            if (on_token) keep = on_token(s, id, out);
+            if (cut != std::string::npos) { l.done = true; g.stop = StopReason::stop_string; }
+            else if (is_stop) { l.done = true; g.stop = StopReason::stop_id; }
+            else if (!keep) { l.done = true; g.stop = StopReason::callback; }
+            else if (cache.length(s) + 1 > cache.max_seq()) { l.done = true; g.stop = StopReason::cache_full; }
+            if (!l.done && step + 1 < opt.max_new_tokens) {
+                slots.push_back(s);
+                next.push_back(id);
+                if (!opt.experts.empty()) experts.push_back(expert_of(s));
+            }
+        }
+        if (slots.empty()) break;
+        const auto d0 = std::chrono::steady_clock::now();
+        const Tensor lg = model.decode(cache, slots, next, experts);
+        res.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
+        res.decode_tokens += static_cast<index_t>(slots.size());
+        for (std::size_t i = 0; i < slots.size(); ++i)
+            std::copy_n(lg.data<float>() + static_cast<index_t>(i) * V, V, logits.data<float>() + slots[i] * V);
+    }
+    return res;
+}
+
+/// One prompt in slot 0.
+template <class Model, class KV, class... P>
+    requires(LogitsProcessor<P> && ...)
+GenerationResult generate(Model& model, KvCache<KV>& cache, std::span<const std::int32_t> prompt,
+                          const GenerationOptions& opt, const Tokenizer* tokenizer = nullptr,
+                          const TokenCallback& on_token = {}, const P&... processors) {
+    return generate(model, cache, std::vector<std::vector<std::int32_t>>{{prompt.begin(), prompt.end()}}, opt, tokenizer,
+                    on_token, processors...);
+}
+
+}  // namespace moe::lm
