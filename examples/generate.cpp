@@ -52,8 +52,11 @@ constexpr std::string_view kUsage = R"(usage: generate [--model DIR | --config N
   --ignore-eos       do not stop at the end-of-sequence token (config.json / tokenizer's eos)
   --granularity G    the G-MoE expert (RSUniVLM's language model; default 0)
   --threads N        threads (default: all)
-  --weights bf16|f32 the Linears' weight type in memory (default bf16; a checkpoint stored in it
-                     is read in place, no copy)
+  --weights W        the Linears' weights in memory: bf16 (default; fp32 arithmetic on the exact
+                     bf16 values, as PyTorch's fp32 matmul on the widened weights), bf16-dot
+                     (bf16 arithmetic as PyTorch's bf16 matmuls and llama.cpp's BF16 type do:
+                     activations rounded to bf16, vdpbf16ps where the CPU has it) or f32; a
+                     checkpoint stored in bf16 is read in place (no copy) by bf16 and bf16-dot
   --kv bf16|f32      the KV cache's type (default f32)
   --ctx N            KV cache positions (default: prompt + N new tokens)
   --json             print one JSON object (prompt ids, generated ids, text, timings) instead
@@ -296,7 +299,8 @@ int main(int argc, char** argv) {
     if (a.prompt && a.ids) bad_usage("give --prompt or --ids, not both");
     if (a.n < 0) bad_usage("-n must be >= 0");
     if (a.threads < 0) bad_usage("--threads must be >= 1");
-    if (a.weights != "bf16" && a.weights != "f32") bad_usage("--weights must be bf16 or f32");
+    if (a.weights != "bf16" && a.weights != "bf16-dot" && a.weights != "f32")
+        bad_usage("--weights must be bf16, bf16-dot or f32");
     if (a.kv != "bf16" && a.kv != "f32") bad_usage("--kv must be bf16 or f32");
     try {
         a.sampling.validate();
@@ -306,6 +310,8 @@ int main(int argc, char** argv) {
     try {
         const bool random = !a.model;
         const fs::path dir = random ? random_model(a.config) : *a.model;
+        if (a.weights == "bf16-dot")
+            return a.kv == "bf16" ? run<moe::bf16_dot, moe::bf16>(a, dir, random) : run<moe::bf16_dot, float>(a, dir, random);
         if (a.weights == "bf16")
             return a.kv == "bf16" ? run<moe::bf16, moe::bf16>(a, dir, random) : run<moe::bf16, float>(a, dir, random);
         return a.kv == "bf16" ? run<float, moe::bf16>(a, dir, random) : run<float, float>(a, dir, random);

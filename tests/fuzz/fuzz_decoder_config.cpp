@@ -1,0 +1,84 @@
+// libFuzzer target for the decoder runtime's text readers: config.json (lm::DecoderConfig) and
+// model.safetensors.index.json (io::parse_safetensors_index).
+//
+// The first byte picks the reader (even: config.json, odd: the index), the rest is the text.
+// Each must either throw moe::Error or return. Oracles: a config that loads has positive sizes,
+// num_attention_heads a multiple of num_key_value_heads, an even rotary dimension >= 2,
+// num_experts_per_tok in [1, num_experts] for the MoE types, and builds a Rope whose inverse
+// frequencies are finite and positive; an index that loads names at least one tensor, only
+// plain ".safetensors" file names (no '/', no ".."), every file in `files` once. Only
+// moe::Error is caught; anything else (another exception, a sanitizer report, a failed oracle,
+// a timeout) is a finding.
+//
+// Build and run (clang; from the repository root):
+//   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+//       -Iinclude tests/fuzz/fuzz_decoder_config.cpp -o /tmp/fuzz_decoder_config
+//   /tmp/fuzz_decoder_config -max_total_time=60 -timeout=2 /tmp/fdc_corpus tests/fuzz/corpus/decoder_config
+// Seeds: tests/fuzz/corpus/decoder_config/ (real configs of Qwen2, LLaMA-3, Qwen2-MoE, Mixtral
+// and an index), written by tests/fuzz/make_decoder_seeds.py.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "lm/decoder/config.hpp"
+#include "lm/decoder/rope.hpp"
+#include "moe/io/safetensors.hpp"
+
+namespace {
+
+[[noreturn]] void finding(const char* what) {
+    std::fprintf(stderr, "fuzz_decoder_config: oracle failed: %s\n", what);
+    std::abort();
+}
+
+void config(std::string_view text) {
+    moe::lm::DecoderConfig c;
+    try {
+        c = moe::lm::DecoderConfig::from_json(text, "fuzz/config.json");
+    } catch (const moe::Error&) {
+        return;
+    }
+    if (c.hidden_size <= 0 || c.num_hidden_layers <= 0 || c.vocab_size <= 0 || c.num_key_value_heads <= 0)
+        finding("a loaded config has a non-positive size");
+    if (c.num_attention_heads % c.num_key_value_heads != 0) finding("heads not a multiple of KV heads");
+    if (c.rotary_dim() < 2 || c.rotary_dim() % 2 != 0) finding("odd or empty rotary dimension");
+    if ((c.ffn == moe::lm::FfnKind::qwen2_moe || c.ffn == moe::lm::FfnKind::mixtral) &&
+        (c.num_experts_per_tok < 1 || c.num_experts_per_tok > c.num_experts))
+        finding("num_experts_per_tok outside [1, num_experts]");
+    if (c.rotary_dim() > (1 << 20)) return;  // a huge head_dim: a Rope would only allocate
+    const moe::lm::Rope r(c);
+    for (const float f : r.inv_freq())
+        if (!(std::isfinite(f) && f >= 0.0f)) finding("a rope inverse frequency is not finite and >= 0");
+}
+
+void index(std::string_view text) {
+    moe::io::SafetensorsIndex idx;
+    try {
+        idx = moe::io::parse_safetensors_index(text, "fuzz/index.json");
+    } catch (const moe::Error&) {
+        return;
+    }
+    if (idx.weight_map.empty()) finding("an index without tensors loaded");
+    std::set<std::string> files(idx.files.begin(), idx.files.end());
+    if (files.size() != idx.files.size()) finding("a shard file listed twice");
+    for (const auto& [name, file] : idx.weight_map) {
+        if (!files.count(file)) finding("a weight_map file missing from files");
+        if (file.find('/') != std::string::npos || file == ".." || !file.ends_with(".safetensors"))
+            finding("a shard name that is not a plain .safetensors file name");
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size == 0) return 0;
+    const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
+    if (data[0] % 2 == 0) config(text);
+    else index(text);
+    return 0;
+}
