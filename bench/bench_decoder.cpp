@@ -1,0 +1,463 @@
+// bench_decoder - the decoder runtime (lm/decoder) end to end on Qwen2-0.5B-sized random bf16
+// models (issue 16's performance section), beside the two bounds that say how good a figure is:
+// this machine's read bandwidth (decode) and the library's own dense GEMM rate (prefill), both
+// measured in the same run at the same thread count.
+//
+//   decoder/bandwidth/MiB:<B>/threads:<n>          sum of a <B> MiB float buffer (much larger than
+//                                                 the LLC, touched once before timing) over n
+//                                                 threads (moe::parallel_chunks): bytes_per_second
+//   decoder/gemm/M:512/N:4864/K:896/w:bf16/threads:<n>   moe::cpu::Linear<bf16> forward of a
+//                                                 [512, 896] fp32 input (Qwen2-0.5B's biggest
+//                                                 prefill GEMM, gate/up_proj): GFLOP/s
+//   decoder/<model>/prefill/pp:<P>/threads:<n>     one prefill of P random ids from an empty slot,
+//                                                 logits of the last token only (LogitRows::last)
+//   decoder/<model>/decode/ctx:<P>/tg:<G>/threads:<n>   single-token greedy decode steps (argmax of
+//                                                 the logits is the next id) after a P-token prompt;
+//                                                 G iterations = G steps, context P+1 .. P+G (the
+//                                                 slot is truncated back to the prompt when full)
+//
+// Models: the folders of tools/bench/make_decoder_models.py (qwen2-0.5b-random: dense;
+// qwen2moe-0.5b-random: 8 experts, top-2, gated shared expert), opened with
+// moe::lm::open_decoder<moe::bf16> (bf16 weights borrowed from the mmapped file, fp32
+// activations and accumulation), fp32 KV cache. An absent folder is a skipped benchmark (error
+// message says how to make it). n = 1 and 2 threads (moe::Exec(n)).
+//
+// Counters:
+//   bandwidth  bytes_per_second (the best repetition's is the decode bound at that thread count)
+//   gemm       GFLOP/s = 2 M N K / s (the best repetition's is the prefill's yardstick)
+//   prefill    tokens/s; GFLOP/s over 2 x active parameters per token (every Linear of every
+//              layer; MoE layers: router + k routed experts + shared expert and its gate; no
+//              embedding lookup) x P, lm_head (2 V H) once, attention 2 T^2 heads hd per layer
+//              (QK^T and AV over the causal half); gemm_GFLOP/s and gemm_fraction = GFLOP/s /
+//              gemm_GFLOP/s
+//   decode     tokens/s; weight_bytes_per_token = the weights one step reads: every Linear of
+//              every layer (MoE: router gate, the k routed experts, the shared expert and its
+//              gate; unused experts not counted) + norms + biases + the whole lm_head (V H
+//              bf16) + one embedding row, each at the dtype the runtime holds it (Linear weights
+//              bf16; norms, biases, router and shared-expert gates fp32); kv_bytes_per_token =
+//              keys + values read by attention at the mean context of the timed steps (fp32);
+//              bandwidth_GB/s (this run's figure at n threads), bound_tok/s = bandwidth /
+//              (weight + KV bytes), bound_fraction = tokens/s / bound_tok/s; rss_mb = VmRSS after
+//              the run (after malloc_trim) and budget_mb = model safetensors + cache.bytes() +
+//              100 MB (MB = 10^6 bytes)
+//
+// Environment: MOE_MODELS_DIR (default ${MOE_CACHE_DIR:-~/.cache/moe}/models), MOE_DECODER_MODELS
+// (folder names, default "qwen2-0.5b-random qwen2moe-0.5b-random"), MOE_BENCH_PREFILL (prompt
+// tokens, 512), MOE_BENCH_DECODE (decode steps per run, 64), MOE_BENCH_BW_MIB (bandwidth buffer,
+// 1024). bench/run_decoder.sh runs this beside llama.cpp and PyTorch.
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <span>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "lm/decoder.hpp"
+#include "moe/moe.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using moe::index_t;
+using moe::Tensor;
+using Decoder = moe::lm::AnyDecoder<moe::bf16>;
+
+constexpr index_t kGemmM = 512, kGemmN = 4864, kGemmK = 896;  // Qwen2-0.5B: T x (H -> intermediate)
+constexpr std::uint64_t kPromptSeed = 16;
+
+long env_int(const char* name, long dflt) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return dflt;
+    const long x = std::strtol(v, nullptr, 10);
+    return x > 0 ? x : dflt;
+}
+index_t prompt_tokens() { return static_cast<index_t>(env_int("MOE_BENCH_PREFILL", 512)); }
+index_t decode_steps() { return static_cast<index_t>(env_int("MOE_BENCH_DECODE", 64)); }
+
+fs::path models_dir() {
+    if (const char* p = std::getenv("MOE_MODELS_DIR")) return p;
+    if (const char* c = std::getenv("MOE_CACHE_DIR")) return fs::path(c) / "models";
+    const char* home = std::getenv("HOME");
+    return fs::path(home ? home : "") / ".cache/moe/models";
+}
+
+std::vector<std::string> model_names() {
+    const char* v = std::getenv("MOE_DECODER_MODELS");
+    std::istringstream in(v ? v : "qwen2-0.5b-random qwen2moe-0.5b-random");
+    std::vector<std::string> out;
+    for (std::string s; in >> s;) out.push_back(s);
+    return out;
+}
+
+// ---- bounds measured in this run, per thread count (the latest run of each benchmark wins)
+
+std::map<int, double>& bandwidth_of() {  // bytes/s, the best repetition
+    static std::map<int, double> m;
+    return m;
+}
+std::map<int, double>& gemm_rate_of() {  // FLOP/s, the best repetition
+    static std::map<int, double> m;
+    return m;
+}
+
+/// A float buffer of its own pages (mmap), given back to the OS when it goes (so that the decode
+/// benchmarks' VmRSS does not hold it).
+class BigBuffer {
+public:
+    explicit BigBuffer(std::size_t n) : n_(n) {
+        void* p = ::mmap(nullptr, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) throw std::bad_alloc();
+        p_ = static_cast<float*>(p);
+        for (std::size_t i = 0; i < n; ++i) p_[i] = static_cast<float>(i & 1023) * (1.0f / 1024.0f);  // touched once
+    }
+    ~BigBuffer() { ::munmap(p_, n_ * sizeof(float)); }
+    BigBuffer(const BigBuffer&) = delete;
+    BigBuffer& operator=(const BigBuffer&) = delete;
+    const float* data() const noexcept { return p_; }
+    std::size_t size() const noexcept { return n_; }
+    std::size_t bytes() const noexcept { return n_ * sizeof(float); }
+
+private:
+    float* p_ = nullptr;
+    std::size_t n_ = 0;
+};
+
+/// Sum of n floats with 8 independent SIMD accumulators (bound by loads, not by add latency).
+float read_once(const float* p, std::size_t n) {
+    using B = xsimd::batch<float, moe::cpu::simd_arch>;
+    constexpr std::size_t L = B::size;
+    B acc[8];
+    for (auto& a : acc) a = B(0.0f);
+    std::size_t i = 0;
+    for (; i + 8 * L <= n; i += 8 * L)
+        for (std::size_t j = 0; j < 8; ++j) acc[j] += B::load_unaligned(p + i + j * L);
+    for (std::size_t j = 1; j < 8; ++j) acc[0] += acc[j];
+    float s = xsimd::hadd(acc[0]);
+    for (; i < n; ++i) s += p[i];
+    return s;
+}
+
+/// One pass over the buffer on ex's threads: chunks of 4 Mi floats (16 MiB, 64 per GiB) taken
+/// dynamically, so a preempted thread does not hold the others up.
+float sum_parallel(const BigBuffer& buf, const moe::Exec& ex, std::vector<float>& partial) {
+    constexpr index_t grain = index_t{1} << 22;
+    const auto n = static_cast<index_t>(buf.size());
+    partial.assign(static_cast<std::size_t>(moe::chunk_count(n, grain)), 0.0f);
+    moe::parallel_chunks(ex, n, grain, [&](index_t b, index_t e, int) {
+        partial[static_cast<std::size_t>(b / grain)] = read_once(buf.data() + b, static_cast<std::size_t>(e - b));
+    });
+    float s = 0;
+    for (float x : partial) s += x;
+    return s;
+}
+
+std::size_t bandwidth_bytes() { return static_cast<std::size_t>(env_int("MOE_BENCH_BW_MIB", 1024)) << 20; }
+
+void BM_bandwidth(benchmark::State& st, int threads) {
+    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
+    const moe::Exec ex(threads);
+    std::vector<float> partial;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+        float s = sum_parallel(buf, ex, partial);
+        benchmark::DoNotOptimize(s);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (st.iterations() > 0 && secs > 0) {  // the best repetition: the decode bound at this thread count
+        double& best = bandwidth_of()[threads];
+        best = std::max(best, static_cast<double>(buf.bytes()) * static_cast<double>(st.iterations()) / secs);
+    }
+    st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(buf.bytes()));
+    st.counters["GB/s"] = benchmark::Counter(static_cast<double>(buf.bytes()) * 1e-9,
+                                             benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// This run's bandwidth at `threads` (the bandwidth benchmark's, or measured here: best of 3
+/// passes after one untimed one, when that benchmark was filtered out).
+double bandwidth(int threads) {
+    auto& m = bandwidth_of();
+    if (auto it = m.find(threads); it != m.end()) return it->second;
+    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
+    const moe::Exec ex(threads);
+    std::vector<float> partial;
+    float sink = sum_parallel(buf, ex, partial);
+    double best = 1e300;
+    for (int r = 0; r < 3; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        sink += sum_parallel(buf, ex, partial);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    benchmark::DoNotOptimize(sink);
+    return m[threads] = static_cast<double>(buf.bytes()) / best;
+}
+
+// ---- the library's dense GEMM on the biggest prefill shape
+
+struct GemmCase {
+    moe::cpu::Linear<moe::bf16> lin = moe::cpu::Linear<moe::bf16>::random(1, kGemmN, kGemmK, false, 7);
+    std::vector<float> x, y;
+    GemmCase() : x(static_cast<std::size_t>(kGemmM * kGemmK)), y(static_cast<std::size_t>(kGemmM * kGemmN)) {
+        std::mt19937_64 g(3);
+        std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+        for (float& v : x) v = u(g);
+    }
+    void run(const moe::Exec& ex) {
+        lin.forward(moe::ConstMatrixRef<float>(x.data(), kGemmM, kGemmK), moe::MatrixRef<float>(y.data(), kGemmM, kGemmN), ex);
+    }
+    static double flops() { return 2.0 * double(kGemmM) * double(kGemmN) * double(kGemmK); }
+};
+
+void BM_gemm(benchmark::State& st, int threads) {
+    GemmCase g;
+    const moe::Exec ex(threads);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto _ : st) {
+        g.run(ex);
+        benchmark::DoNotOptimize(g.y.data());
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (st.iterations() > 0 && secs > 0) {  // the best repetition: the prefill's yardstick at this thread count
+        double& best = gemm_rate_of()[threads];
+        best = std::max(best, GemmCase::flops() * static_cast<double>(st.iterations()) / secs);
+    }
+    st.counters["GFLOP/s"] = benchmark::Counter(GemmCase::flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// This run's GEMM rate at `threads` (FLOP/s; measured here, median of 5 after one warm-up call,
+/// when the GEMM benchmark was filtered out).
+double gemm_rate(int threads) {
+    auto& m = gemm_rate_of();
+    if (auto it = m.find(threads); it != m.end()) return it->second;
+    GemmCase g;
+    const moe::Exec ex(threads);
+    g.run(ex);
+    std::vector<double> t;
+    for (int r = 0; r < 5; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        g.run(ex);
+        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return m[threads] = GemmCase::flops() / t[2];
+}
+
+// ---- what a token costs, from the config
+
+struct Costs {
+    double weight_bytes = 0;      ///< weights one decode step reads (bytes)
+    double active_params = 0;     ///< parameters a token passes through, without embedding and lm_head
+    double lm_head_params = 0;    ///< V * H
+    double kv_bytes_per_pos = 0;  ///< keys + values of one position, all layers (fp32 cache)
+};
+
+Costs costs_of(const moe::lm::DecoderConfig& c) {
+    const double H = double(c.hidden_size), V = double(c.vocab_size), hd = double(c.head_dim);
+    const double qd = double(c.num_attention_heads) * hd, kvd = double(c.num_key_value_heads) * hd;
+    constexpr double w = 2.0, f = 4.0;  // bf16 Linear weights; fp32 norms, biases, gates
+    Costs k;
+    for (index_t i = 0; i < c.num_hidden_layers; ++i) {
+        double wp = qd * H + 2 * kvd * H + H * qd;  // bf16 weights, in parameters
+        double fp = 2 * H;                          // fp32 parameters: the two norms
+        if (c.qkv_bias) fp += qd + 2 * kvd;
+        if (c.o_bias) fp += H;
+        if (c.sparse_layer(i)) {
+            const double E = double(c.num_experts), topk = double(c.num_experts_per_tok);
+            fp += E * H;  // router gate (fp32 in moe::Gate)
+            wp += topk * 3 * double(c.moe_intermediate_size) * H;
+            if (c.shared_expert_intermediate_size > 0) {
+                wp += 3 * double(c.shared_expert_intermediate_size) * H;
+                fp += H;  // shared_expert_gate [1, H], fp32
+            }
+        } else {
+            wp += 3 * double(c.intermediate_size) * H;
+            if (c.mlp_bias) fp += 2 * double(c.intermediate_size) + H;
+        }
+        k.weight_bytes += w * wp + f * fp;
+        k.active_params += wp + fp;
+    }
+    k.lm_head_params = V * H;
+    k.weight_bytes += f * H + w * V * H + w * H;  // final norm, lm_head, one embedding row
+    k.kv_bytes_per_pos = 2.0 * double(c.num_hidden_layers) * kvd * double(sizeof(float));
+    return k;
+}
+
+// ---- the models: one loaded at a time (the benchmarks are grouped by model)
+
+struct Loaded {
+    std::string name;
+    std::unique_ptr<Decoder> model;
+    moe::lm::KvCache<float> cache;  ///< slot 0: decode (holds the prompt), slot 1: prefill
+    moe::lm::DecoderConfig config;
+    std::vector<std::int32_t> prompt;
+    std::int32_t first_id = 0;  ///< greedy id after the prompt
+    double file_bytes = 0;
+    std::string error;
+};
+
+std::int32_t argmax(const Tensor& logits) {
+    const Tensor& l = logits;
+    const float* p = l.data<float>();
+    const index_t V = l.dim(1);
+    return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
+}
+
+Loaded* load(benchmark::State& st, const std::string& name) {
+    static std::unique_ptr<Loaded> cur;
+    if (cur && cur->name == name) {
+        if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
+        return cur->error.empty() ? cur.get() : nullptr;
+    }
+    cur.reset();  // the previous model and its mapping go first
+    malloc_trim(0);
+    cur = std::make_unique<Loaded>();
+    cur->name = name;
+    const fs::path dir = models_dir() / name;
+    if (!fs::exists(dir / "config.json")) {
+        cur->error = "no model folder " + dir.string() + ": run tools/bench/make_decoder_models.py";
+        st.SkipWithError(cur->error.c_str());
+        return nullptr;
+    }
+    try {
+        cur->model = std::make_unique<Decoder>(moe::lm::open_decoder<moe::bf16>(dir));
+    } catch (const std::exception& e) {
+        cur->error = "cannot open " + dir.string() + ": " + e.what();
+        st.SkipWithError(cur->error.c_str());
+        return nullptr;
+    }
+    for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".safetensors") cur->file_bytes += double(e.file_size());
+    const index_t P = prompt_tokens(), G = decode_steps();
+    std::visit([&](auto& m) {
+        cur->config = m.config();
+        cur->cache = m.template make_cache<float>(2, P + G);
+        std::mt19937_64 g(kPromptSeed);
+        std::uniform_int_distribution<std::int32_t> u(0, static_cast<std::int32_t>(m.config().vocab_size - 1));
+        for (index_t i = 0; i < P; ++i) cur->prompt.push_back(u(g));
+        m.set_exec(moe::Exec(2));  // the decode slot's prompt, once per model (not timed)
+        cur->first_id = argmax(m.prefill(cur->cache, 0, std::span<const std::int32_t>(cur->prompt), -1,
+                                         moe::lm::LogitRows::last));
+    }, *cur->model);
+    return cur.get();
+}
+
+double rss_bytes() {
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) * 1024.0;
+    return 0;
+}
+
+void BM_prefill(benchmark::State& st, const std::string& name, int threads) {
+    Loaded* L = load(st, name);
+    if (!L) return;
+    const index_t P = static_cast<index_t>(L->prompt.size());
+    const std::span<const std::int32_t> ids(L->prompt);
+    const double gemm = gemm_rate(threads);
+    std::visit([&](auto& m) {
+        m.set_exec(moe::Exec(threads));
+        for (auto _ : st) {
+            L->cache.reset(1);
+            Tensor lg = m.prefill(L->cache, 1, ids, -1, moe::lm::LogitRows::last);
+            benchmark::DoNotOptimize(lg.raw());
+        }
+    }, *L->model);
+    const moe::lm::DecoderConfig& c = L->config;
+    const Costs k = costs_of(c);
+    const double attn = double(c.num_hidden_layers) * 2.0 * double(P) * double(P) *
+                        double(c.num_attention_heads) * double(c.head_dim);
+    const double flops = 2.0 * k.active_params * double(P) + 2.0 * k.lm_head_params + attn;
+    st.counters["tokens/s"] = benchmark::Counter(double(P), benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["gemm_GFLOP/s"] = gemm * 1e-9;
+    // gemm_fraction needs the elapsed time, which a counter cannot see: kIsIterationInvariantRate
+    // divides by it, so pass flops / gemm as the "per iteration" amount.
+    st.counters["gemm_fraction"] = benchmark::Counter(flops / gemm, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_decode(benchmark::State& st, const std::string& name, int threads) {
+    Loaded* L = load(st, name);
+    if (!L) return;
+    const index_t P = static_cast<index_t>(L->prompt.size());
+    const double bw = bandwidth(threads);
+    const index_t slot = 0;
+    double ctx_sum = 0;
+    std::int64_t steps = 0;
+    std::visit([&](auto& m) {
+        m.set_exec(moe::Exec(threads));
+        L->cache.truncate(slot, P);
+        std::int32_t id = L->first_id;
+        for (auto _ : st) {
+            if (L->cache.length(slot) >= L->cache.max_seq()) {  // O(1): back to the prompt
+                L->cache.truncate(slot, P);
+                id = L->first_id;
+            }
+            ctx_sum += double(L->cache.length(slot) + 1);  // positions this step's attention reads
+            ++steps;
+            Tensor lg = m.decode(L->cache, std::span<const index_t>(&slot, 1), std::span<const std::int32_t>(&id, 1));
+            id = argmax(lg);
+        }
+    }, *L->model);
+    const Costs k = costs_of(L->config);
+    const double ctx = steps ? ctx_sum / double(steps) : double(P);
+    const double kv = k.kv_bytes_per_pos * ctx;
+    const double bound = bw / (k.weight_bytes + kv);  // tokens/s if every byte came at the measured rate
+    st.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["weight_bytes_per_token"] = k.weight_bytes;
+    st.counters["kv_bytes_per_token"] = kv;
+    st.counters["context"] = ctx;
+    st.counters["bandwidth_GB/s"] = bw * 1e-9;
+    st.counters["bound_tok/s"] = bound;
+    st.counters["bound_fraction"] = benchmark::Counter(1.0 / bound, benchmark::Counter::kIsIterationInvariantRate);
+    malloc_trim(0);
+    st.counters["rss_mb"] = rss_bytes() * 1e-6;
+    st.counters["budget_mb"] = (L->file_bytes + double(L->cache.bytes())) * 1e-6 + 100.0;
+}
+
+// ---- registration: bounds first, then model by model (each model loaded once)
+
+const bool registered = [] {
+    auto cat = [](std::initializer_list<std::string> parts) {
+        std::string s;
+        for (const auto& p : parts) s.append(p);
+        return s;
+    };
+    const std::string mib = std::to_string(bandwidth_bytes() >> 20);
+    for (int t : {1, 2})
+        benchmark::RegisterBenchmark(cat({"decoder/bandwidth/MiB:", mib, "/threads:", std::to_string(t)}).c_str(),
+                                     [t](benchmark::State& st) { BM_bandwidth(st, t); })
+            ->UseRealTime()->Unit(benchmark::kMillisecond);
+    for (int t : {1, 2})
+        benchmark::RegisterBenchmark(cat({"decoder/gemm/M:", std::to_string(kGemmM), "/N:", std::to_string(kGemmN), "/K:",
+                                          std::to_string(kGemmK), "/w:bf16/threads:", std::to_string(t)}).c_str(),
+                                     [t](benchmark::State& st) { BM_gemm(st, t); })
+            ->UseRealTime()->Unit(benchmark::kMillisecond);
+    const std::string P = std::to_string(prompt_tokens()), G = std::to_string(decode_steps());
+    for (const std::string& name : model_names()) {
+        for (int t : {1, 2})
+            benchmark::RegisterBenchmark(cat({"decoder/", name, "/prefill/pp:", P, "/threads:", std::to_string(t)}).c_str(),
+                                         [name, t](benchmark::State& st) { BM_prefill(st, name, t); })
+                ->UseRealTime()->Unit(benchmark::kMillisecond);
+        for (int t : {1, 2})
+            benchmark::RegisterBenchmark(
+                cat({"decoder/", name, "/decode/ctx:", P, "/tg:", G, "/threads:", std::to_string(t)}).c_str(),
+                [name, t](benchmark::State& st) { BM_decode(st, name, t); })
+                ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
+    }
+    benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
+    return true;
+}();
+
+}  // namespace
