@@ -25,6 +25,7 @@
 
 #include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/expert/concepts.hpp"
 #include "moe/router/concepts.hpp"
 
 namespace moe::lm {
@@ -79,6 +80,13 @@ public:
             if constexpr (CountsParameters<std::remove_cvref_t<decltype(f)>>) return f.parameters();
             else return 0;
         }, v_);
+    }
+    /// Shares o's scratch when o holds the same slot type (ScratchSharing), else does nothing.
+    void share_scratch(FfnVariant& o) {
+        std::visit([](auto& a, auto& b) {
+            using A = std::remove_cvref_t<decltype(a)>;
+            if constexpr (std::is_same_v<A, std::remove_cvref_t<decltype(b)>> && ScratchSharing<A>) a.share_scratch(b);
+        }, v_, o.v_);
     }
     std::variant<F...>& get() noexcept { return v_; }
     const std::variant<F...>& get() const noexcept { return v_; }

@@ -40,6 +40,7 @@
 #include "moe/core/parallel.hpp"
 #include "moe/core/precision.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/expert/concepts.hpp"
 
 namespace moe::lm {
 
@@ -116,6 +117,19 @@ public:
             fits(l.o, H, qd, "o_proj");
             check<ShapeError>(static_cast<index_t>(l.input_norm.size()) == H && static_cast<index_t>(l.post_norm.size()) == H,
                               w, "layer ", i, " norms must have ", H, " weights");
+        }
+        // The layers run one after the other: one set of GEMM and FFN buffers for all of them
+        // (a FfnVariant shares only with a layer holding the same slot type).
+        for (std::size_t i = 1; i < layers_.size(); ++i) {
+            Layer& l = layers_[i];
+            Layer& f = layers_[0];
+            l.q.share_scratch(f.q);
+            l.k.share_scratch(f.k);
+            l.v.share_scratch(f.v);
+            l.o.share_scratch(f.o);
+            if constexpr (ScratchSharing<Ffn>) {
+                for (std::size_t j = 0; j < i; ++j) layers_[i].ffn.share_scratch(layers_[j].ffn);
+            }
         }
     }
 

@@ -60,6 +60,13 @@ public:
         return y;
     }
 
+    /// Use o's scratch (expert activations, GEMM panels) from now on: layers that never run at the
+    /// same time (the blocks of one model) keep one set of buffers.
+    void share_scratch(MoELayer& o) {
+        group_.share_scratch(o.group_);
+        if constexpr (Shared::enabled) shared_.share_scratch(o.shared_);
+    }
+
     /// The plan of the last forward call.
     const RoutingPlan& plan() const noexcept { return group_.plan(); }
     R& router() noexcept { return group_.router(); }
