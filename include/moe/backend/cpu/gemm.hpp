@@ -118,6 +118,9 @@ inline void widen(const W* src, index_t n, index_t K, index_t ld, float* dst) no
 /// L output rows at a time, their k-chunks transposed in registers as the packer does; the sums
 /// run in the packed kernel's order (per KC block of k, from zero, then added to C), so the
 /// results equal packed_gemm's bit for bit whatever rows the caller gives together.
+/// How far ahead the small-M kernel prefetches along each weight row (bytes).
+inline constexpr std::size_t kPrefetchBytes = 4096;
+
 template <class W>
 inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
                          float* C, index_t ldc) noexcept {
@@ -136,6 +139,15 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
                 index_t k = k0;
                 for (; k + L <= k1; k += L) {
                     B t[L];
+                    // L rows are read side by side, more streams than the hardware prefetcher
+                    // follows: each row asks for the memory kPrefetchBytes further on (its own
+                    // next columns, or past its end the rows that follow) every 128 bytes. A
+                    // prefetch never faults, even past the matrix. Measured on Zen 4 (decode of
+                    // a Qwen2-0.5B): 4 KiB beat 0.5, 1, 2 and 8 KiB and the next block's rows.
+                    if (k % (128 / static_cast<index_t>(sizeof(W))) == 0)
+                        static_for<L>([&](auto r) {
+                            __builtin_prefetch(reinterpret_cast<const char*>(w + r * ldw + k) + kPrefetchBytes);
+                        });
                     static_for<L>([&](auto r) { t[r] = detail::load_row<simd_arch>(w + r * ldw + k); });
                     arch::transpose_square<simd_arch>(t);  // t[c] = W[n .. n + L)[k + c]
                     static_for<L>([&](auto c) {
