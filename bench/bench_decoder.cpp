@@ -67,6 +67,7 @@
 
 #include "lm/decoder.hpp"
 #include "moe/moe.hpp"
+#include "read_bandwidth.hpp"
 
 namespace {
 
@@ -135,20 +136,7 @@ private:
     std::size_t n_ = 0;
 };
 
-/// Sum of n floats with 8 independent SIMD accumulators (bound by loads, not by add latency).
-float read_once(const float* p, std::size_t n) {
-    using B = xsimd::batch<float, moe::cpu::simd_arch>;
-    constexpr std::size_t L = B::size;
-    B acc[8];
-    for (auto& a : acc) a = B(0.0f);
-    std::size_t i = 0;
-    for (; i + 8 * L <= n; i += 8 * L)
-        for (std::size_t j = 0; j < 8; ++j) acc[j] += B::load_unaligned(p + i + j * L);
-    for (std::size_t j = 1; j < 8; ++j) acc[0] += acc[j];
-    float s = xsimd::hadd(acc[0]);
-    for (; i < n; ++i) s += p[i];
-    return s;
-}
+using moe_bench::read_once;
 
 /// One pass over the buffer on ex's threads: chunks of 4 Mi floats (16 MiB, 64 per GiB) taken
 /// dynamically, so a preempted thread does not hold the others up.

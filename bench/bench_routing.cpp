@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "moe/moe.hpp"
+#include "read_bandwidth.hpp"
 
 namespace {
 
@@ -74,21 +75,7 @@ void route_naive(const float* logits, moe::index_t T, moe::index_t E, moe::index
     }
 }
 
-/// Sum of n floats with 8 independent SIMD accumulators (enough to keep both FP add pipes busy,
-/// so the loop is bound by loads, not by add latency).
-float read_once(const float* p, std::size_t n) {
-    using B = xsimd::batch<float, moe::cpu::simd_arch>;
-    constexpr std::size_t L = B::size;
-    B acc[8];
-    for (auto& a : acc) a = B(0.0f);
-    std::size_t i = 0;
-    for (; i + 8 * L <= n; i += 8 * L)
-        for (std::size_t j = 0; j < 8; ++j) acc[j] += B::load_aligned(p + i + j * L);
-    for (std::size_t j = 1; j < 8; ++j) acc[0] += acc[j];
-    float s = xsimd::hadd(acc[0]);
-    for (; i < n; ++i) s += p[i];
-    return s;
-}
+using moe_bench::read_once;
 
 void set_counters(benchmark::State& st, moe::index_t T, moe::index_t E) {
     st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * T * E * static_cast<std::int64_t>(sizeof(float)));

@@ -31,6 +31,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <type_traits>
 #include <vector>
 
+#include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "vision/common.hpp"
@@ -69,27 +70,7 @@ inline void softmax_row(float* row, const float* bias, const float* mask, index_
         row[i] = v;
         mx = std::max(mx, v);
     }
-    float sum = 0.0f;
-    i = 0;
-#if !defined(MOE_NO_SIMD)
-    if constexpr (cpu::kHasSimd) {
-        using B = xsimd::batch<float, A>;
-        constexpr index_t L = static_cast<index_t>(B::size);
-        const B vm(mx);
-        B vs(0.0f);
-        for (; i + L <= n; i += L) {
-            const B e = xsimd::exp(B::load_unaligned(row + i) - vm);
-            e.store_unaligned(row + i);
-            vs += e;
-        }
-        sum = xsimd::hadd(vs);
-    }
-#endif
-    for (; i < n; ++i) {
-        const float e = std::exp(row[i] - mx);
-        row[i] = e;
-        sum += e;
-    }
+    const float sum = cpu::exp_shift_sum(row, n, mx);
     const float inv = 1.0f / sum;
     i = 0;
 #if !defined(MOE_NO_SIMD)

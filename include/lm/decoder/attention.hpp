@@ -29,6 +29,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <vector>
 
 #include "lm/decoder/kv_cache.hpp"
+#include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/parallel.hpp"
@@ -55,35 +56,6 @@ struct AttentionScratch {
 
 inline constexpr index_t kQueryTile = 32;  ///< query tokens per work item
 inline constexpr index_t kKeyBlock = 256;  ///< key positions per online-softmax block
-
-namespace detail {
-
-/// row[i] <- exp(row[i] - m) for i < n; returns the sum (fp32, SIMD lanes then in order).
-inline float exp_shift_sum(float* row, index_t n, float m) noexcept {
-    index_t i = 0;
-    float sum = 0.0f;
-#if !defined(MOE_NO_SIMD)
-    if constexpr (cpu::kHasSimd) {
-        using B = xsimd::batch<float, cpu::simd_arch>;
-        constexpr index_t L = static_cast<index_t>(B::size);
-        const B vm(m);
-        B vs(0.0f);
-        for (; i + L <= n; i += L) {
-            const B e = xsimd::exp(B::load_unaligned(row + i) - vm);
-            e.store_unaligned(row + i);
-            vs += e;
-        }
-        sum = xsimd::hadd(vs);
-    }
-#endif
-    for (; i < n; ++i) {
-        row[i] = std::exp(row[i] - m);
-        sum += row[i];
-    }
-    return sum;
-}
-
-}  // namespace detail
 
 /// out[rows, nH * hd] = softmax(q k^T * scale, causal) v for every sequence of the step; q is
 /// [rows, nH * hd] (after the rotary embedding), the step's keys and values already written to
@@ -148,7 +120,7 @@ void causal_attention(ConstMatrixRef<float> q, MatrixRef<float> out, const KvCac
                     }
                     const float m_new = std::max(M[r], mx);
                     const float alpha = std::exp(M[r] - m_new);  // 0 on the first visible block
-                    const float sum = detail::exp_shift_sum(srow, visible, m_new);
+                    const float sum = cpu::exp_shift_sum(srow, visible, m_new);
                     std::fill(srow + visible, srow + nb, 0.0f);
                     Lsum[r] = Lsum[r] * alpha + sum;
                     M[r] = m_new;

@@ -116,12 +116,7 @@ public:
             up_.forward(x, u, exec_);
             fc1_.forward(x, h, exec_, false, [&](MatrixRef<float> blk) {
                 const index_t c0 = blk.data - h.data;  // the block's first column (row 0)
-                for (index_t r = 0; r < blk.rows; ++r) {
-                    float* hr = blk.row(r);
-                    Act::apply(hr, blk.cols);
-                    const float* ur = u.row(r) + c0;
-                    for (index_t c = 0; c < blk.cols; ++c) hr[c] *= ur[c];
-                }
+                for (index_t r = 0; r < blk.rows; ++r) cpu::glu<Act>(blk.row(r), u.row(r) + c0, blk.cols);
             });
             fc2_.forward(ConstMatrixRef<float>(h), y, exec_, combine == Combine::add);
             return;

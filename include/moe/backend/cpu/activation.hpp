@@ -124,6 +124,32 @@ concept Activation = requires(float* p, index_t n, float x) {
 
 namespace cpu {
 
+/// x[i] <- exp(x[i] - m) for i < n; returns their sum (fp32: SIMD lanes, then the lanes' sum,
+/// then the tail in order). The exponentials of a softmax row (vision and decoder attention).
+inline float exp_shift_sum(float* x, index_t n, float m) noexcept {
+    index_t i = 0;
+    float sum = 0.0f;
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) {
+        using B = xsimd::batch<float, simd_arch>;
+        constexpr index_t L = static_cast<index_t>(B::size);
+        const B vm(m);
+        B vs(0.0f);
+        for (; i + L <= n; i += L) {
+            const B e = xsimd::exp(B::load_unaligned(x + i) - vm);
+            e.store_unaligned(x + i);
+            vs += e;
+        }
+        sum = xsimd::hadd(vs);
+    }
+#endif
+    for (; i < n; ++i) {
+        x[i] = std::exp(x[i] - m);
+        sum += x[i];
+    }
+    return sum;
+}
+
 /// gate[i] <- Act(gate[i]) * up[i] for i < n (SwiGLU for Act = Silu, GeGLU for Gelu).
 template <Activation Act>
 inline void glu(float* gate, const float* up, index_t n) noexcept {
