@@ -247,7 +247,7 @@ int run(const Args& a, const fs::path& dir, bool random) {
             out += ", \"threads\": " + std::to_string(model.exec().threads()) + "}\n";
             std::cout << out;
         } else {
-            std::cout << "\n";
+            std::cout << std::endl;  // flushed before the timings on stderr
             std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tokens/s); decode: %lld tokens in %.3f s (%.1f tokens/s); "
                                  "stop: %s; %d threads\n",
                          static_cast<long long>(res.prefill_tokens), res.prefill_seconds, res.prefill_tokens_per_second(),
