@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 
 import hf_decoder  # noqa: E402
+import safetensors_io  # noqa: E402
 
 MARKER = ".complete"
 VERSION = 1  # bump when the weights or the layout change (the marker records it)
@@ -194,13 +194,8 @@ def write_safetensors_streaming(path, specs, seed, std):
             nbytes *= d
         entries[name] = {"dtype": "BF16", "shape": list(shapes[name]), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-    for name in sorted(entries):
-        header[name] = entries[name]
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
+        safetensors_io.write_header(f, header, entries)
         for name in order:
             for chunk in generate(name, shapes[name], seed, std):
                 f.write(bf16_bytes(chunk))

@@ -51,6 +51,19 @@ def state_dict_tensors(module, prefix=""):
     return {prefix + k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
 
 
+def write_header(f, header, entries):
+    """Writes the length prefix and the JSON header: `header` (holding "__metadata__" if any)
+    followed by `entries` (name -> {"dtype", "shape", "data_offsets"}) sorted by name, compact,
+    padded with spaces to a multiple of 8 bytes (as the Rust/Python reference writes it)."""
+    header = dict(header)
+    for name in sorted(entries):
+        header[name] = entries[name]
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    f.write(struct.pack("<Q", len(text)))
+    f.write(text)
+
+
 def save_file(tensors, path, metadata=None):
     """Writes dict name -> torch.Tensor to `path` as safetensors; metadata: dict str -> str."""
     for name, t in tensors.items():
@@ -84,13 +97,8 @@ def save_file(tensors, path, metadata=None):
         }
         chunks.append(raw)
         offset += len(raw)
-    for name in sorted(entries):
-        header[name] = entries[name]
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
+        write_header(f, header, entries)
         for c in chunks:
             f.write(c)
 
