@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 
-CASES = ["decoder_qwen2", "decoder_qwen2_bf16", "decoder_llama", "decoder_llama3", "decoder_qwen2_moe",
+CASES = ["decoder_qwen2", "decoder_qwen2_bf16", "decoder_llama", "decoder_llama3", "decoder_qwen2_moe", "decoder_mixtral",
          "decoder_qwen2_gmoe"]
 
 

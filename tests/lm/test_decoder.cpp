@@ -231,7 +231,8 @@ TEST_CASE("DenseFfn::glu: down(silu(gate x) * up x) by hand", "[decoder]") {
 namespace {
 
 const char* const kCases[] = {"decoder_qwen2",     "decoder_qwen2_bf16", "decoder_llama",
-                              "decoder_llama3",    "decoder_qwen2_moe",  "decoder_qwen2_gmoe"};
+                              "decoder_llama3",    "decoder_qwen2_moe",  "decoder_mixtral",
+                              "decoder_qwen2_gmoe"};
 
 struct Case {
     std::filesystem::path dir;

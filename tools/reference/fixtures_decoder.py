@@ -37,6 +37,7 @@ at any routing decision over all evaluated tokens), the tolerances below.
 | decoder_llama | llama | 2 | dense | untied, no bias, sharded (2 files + index) |
 | decoder_llama3 | llama | 2 | dense | rope_scaling llama3 (factor 4, low 1, high 4, original 64), tied, theta 5e5 |
 | decoder_qwen2_moe | qwen2_moe | 3 | sparse in layers 0 and 2, dense in 1 (mlp_only_layers [1]) | E 8, top-2, norm_topk_prob true, shared expert + sigmoid gate, untied |
+| decoder_mixtral | mixtral | 2 | MixtralSparseMoeBlock (block_sparse_moe: gate, experts.{e}.w1/w2/w3) | E 8, top-2 renormalised, no biases, untied |
 | decoder_qwen2_gmoe | qwen2 (LlavaQwenGMoeForCausalLM) | 2 | G-MoE, 3 experts | tied; prompt 0 granularity 2, prompt 1 granularity 1 |
 
 All: hidden 64, 4 heads (hd 16), 2 KV heads, intermediate 128, vocab 256, max_position 128.
@@ -91,7 +92,7 @@ ROUTER_MARGIN = 1e-4  # smallest softmax gap at a routing decision accepted (els
 def base_config(model_type, layers=2, **kw):
     d = {
         "architectures": [{"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM",
-                           "qwen2_moe": "Qwen2MoeForCausalLM"}[model_type]],
+                           "qwen2_moe": "Qwen2MoeForCausalLM", "mixtral": "MixtralForCausalLM"}[model_type]],
         "attention_dropout": 0.0,
         "bos_token_id": 1,
         "eos_token_id": 2,
@@ -114,6 +115,10 @@ def base_config(model_type, layers=2, **kw):
     if model_type == "llama":
         d.update(attention_bias=False, head_dim=H // NH, mlp_bias=False, pretraining_tp=1, rms_norm_eps=1e-5,
                  rope_theta=10000.0, tie_word_embeddings=False)
+    if model_type == "mixtral":
+        d.update(rms_norm_eps=1e-5, rope_theta=1000000.0, num_local_experts=8, num_experts_per_tok=2,
+                 output_router_logits=False, router_aux_loss_coef=0.02, sliding_window=None,
+                 tie_word_embeddings=False)
     if model_type == "qwen2_moe":
         d.update(decoder_sparse_step=1, mlp_only_layers=[], moe_intermediate_size=32, num_experts=8,
                  num_experts_per_tok=2, norm_topk_prob=True, output_router_logits=False,
@@ -297,7 +302,7 @@ def make_case(out, name, cfg_dict, seed, dtype=torch.float32, shard=False, lengt
             ids, step_logits = hf_decoder.greedy(model, prompts[0], GREEDY, granularity=[g0])
             gm = hf_decoder.top2_margin(step_logits)
             rm = None
-            if cfg_dict["model_type"] == "qwen2_moe":  # every routing decision of every evaluated token
+            if cfg_dict["model_type"] in ("qwen2_moe", "mixtral"):  # every routing decision of every evaluated token
                 k = cfg_dict["num_experts_per_tok"]
                 for p in list(prompts) + [torch.cat((prompts[0], ids))]:
                     model(p[None])
@@ -384,6 +389,7 @@ def write(w):
     lines.append(make_case(out, "decoder_llama3", l3, seed=1604, lengths=(16, 11, 96), grans=(None,) * 3, w=w))
     lines.append(make_case(out, "decoder_qwen2_moe", base_config("qwen2_moe", layers=3, mlp_only_layers=[1]),
                            seed=1605, w=w))
+    lines.append(make_case(out, "decoder_mixtral", base_config("mixtral"), seed=1607, w=w))
     gm = base_config("qwen2", architectures=[hf_decoder.GMOE_ARCHITECTURE])
     lines.append(make_case(out, "decoder_qwen2_gmoe", gm, seed=1606, grans=(2, 1), w=w))
     check_gmoe_experts_differ(os.path.join(out, "decoder_qwen2_gmoe"))

@@ -69,6 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import mixtral
 import qwen2_moe
 from safetensors_io import load_file, save_file
 
@@ -80,6 +81,7 @@ _DEFAULTS = {
                    num_key_value_heads=None),
     "qwen2": dict(use_sliding_window=False),
     "llama": dict(attention_bias=False, mlp_bias=False, pretraining_tp=1),
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=None),
     "qwen2_moe": dict(qkv_bias=True, decoder_sparse_step=1, mlp_only_layers=[], num_experts=60,
                       num_experts_per_tok=4, norm_topk_prob=False, moe_intermediate_size=1408,
                       shared_expert_intermediate_size=5632, use_sliding_window=False),
@@ -96,7 +98,7 @@ class DecoderConfig:
     def __init__(self, d):
         self.raw = dict(d)
         mt = d.get("model_type")
-        if mt not in ("qwen2", "llama", "qwen2_moe"):
+        if mt not in ("qwen2", "llama", "qwen2_moe", "mixtral"):
             raise ValueError("unsupported model_type %r" % (mt,))
         vals = dict(_DEFAULTS["common"])
         vals.update(_DEFAULTS[mt])
@@ -118,6 +120,8 @@ class DecoderConfig:
 
     @property
     def q_bias(self):
+        if self.model_type == "mixtral":  # MixtralAttention: no biases
+            return False
         if self.model_type == "llama":
             return bool(self.attention_bias)
         return bool(self.raw.get("qkv_bias", True)) if self.model_type == "qwen2_moe" else True
@@ -311,6 +315,22 @@ class GMoEFFN(nn.ModuleList):
         return torch.stack([self[g](x[b]) for b, g in enumerate(granularity)])
 
 
+class MixtralFFN(mixtral.MixtralSparseMoeBlock):
+    """MixtralSparseMoeBlock over [B, T, H] (names block_sparse_moe.gate / experts.{e}.w1/w2/w3);
+    keeps the last router logits (for margin checks)."""
+
+    def __init__(self, cfg):
+        super().__init__(mixtral.MixtralConfig(
+            hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+            num_local_experts=cfg.num_local_experts, num_experts_per_tok=cfg.num_experts_per_tok))
+        self.last_router_logits = None
+
+    def forward(self, x, granularity=None):
+        y, logits = super().forward(x)
+        self.last_router_logits = logits.detach()
+        return y.reshape(x.shape)
+
+
 class DenseFFN(MLP):
     def forward(self, x, granularity=None):
         return super().forward(x)
@@ -320,7 +340,9 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg, i):
         super().__init__()
         self.self_attn = Attention(cfg, i)
-        if cfg.gmoe_experts:
+        if cfg.model_type == "mixtral":  # MixtralDecoderLayer names its FFN block_sparse_moe
+            self.block_sparse_moe = MixtralFFN(cfg)
+        elif cfg.gmoe_experts:
             self.mlp = GMoEFFN(cfg)
         elif cfg.is_sparse_layer(i):
             self.mlp = SparseFFN(cfg)
@@ -332,7 +354,8 @@ class DecoderLayer(nn.Module):
     def forward(self, x, cos, sin, mask, past_kv, granularity):
         a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_kv)
         x = x + a
-        x = x + self.mlp(self.post_attention_layernorm(x), granularity)
+        ffn = self.block_sparse_moe if hasattr(self, "block_sparse_moe") else self.mlp
+        x = x + ffn(self.post_attention_layernorm(x), granularity)
         return x, kv
 
 
@@ -397,7 +420,12 @@ class DecoderForCausalLM(nn.Module):
 
     def router_logits(self):
         """The last forward's router logits of the sparse layers, {layer: [B*T, E]}."""
-        return {i: l.mlp.last_router_logits for i, l in enumerate(self.model.layers) if isinstance(l.mlp, SparseFFN)}
+        out = {}
+        for i, l in enumerate(self.model.layers):
+            ffn = l.block_sparse_moe if hasattr(l, "block_sparse_moe") else l.mlp
+            if isinstance(ffn, (SparseFFN, MixtralFFN)):
+                out[i] = ffn.last_router_logits
+        return out
 
 
 # --------------------------------------------------------------------------------------------
