@@ -25,6 +25,9 @@ parameter names and arithmetic (inference mode, eager attention):
       `intermediate_size`); attention with q/k/v bias (`qkv_bias`, default true). The sparse
       block itself is tools/reference/qwen2_moe.py (Qwen2MoeSparseMoeBlock, shared expert with
       its sigmoid gate).
+  .../models/mixtral/modeling_mixtral.py: MixtralDecoderLayer (LLaMA's attention without
+      biases; the FFN is `block_sparse_moe`, tools/reference/mixtral.py's MixtralSparseMoeBlock:
+      softmax top-k renormalised, experts.{e}.w1/w2/w3), model_type "mixtral".
   RSUniVLM llava_qwen_gmoe.py (tools/reference/rsunivlm_gmoe.py): Qwen2GMoEDecoderLayer's
       `mlp = ModuleList([Qwen2MLP] * 3)`, expert chosen per request by the task tag.
 
