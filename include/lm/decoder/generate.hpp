@@ -127,7 +127,7 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<st
     };
     std::vector<Live> live(static_cast<std::size_t>(S));
 
-    // Prefill: every prompt in its slot, together in one step when they fit one chunk.
+    // Prefill: each prompt in its own slot, one after the other (CausalLM::prefill chunks it).
     const auto t0 = std::chrono::steady_clock::now();
     Tensor logits(DType::f32, {S, V});
     for (index_t s = 0; s < S; ++s) {
@@ -184,7 +184,7 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<st
             else if (is_stop) { l.done = true; g.stop = StopReason::stop_id; }
             else if (!keep) { l.done = true; g.stop = StopReason::callback; }
             else if (cache.length(s) + 1 > cache.max_seq()) { l.done = true; g.stop = StopReason::cache_full; }
-            if (!l.done && step + 1 < opt.max_new_tokens) {
+            if (!l.done && !last) {
                 slots.push_back(s);
                 next.push_back(id);
                 if (!opt.experts.empty()) experts.push_back(expert_of(s));

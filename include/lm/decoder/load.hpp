@@ -72,6 +72,14 @@ cpu::Linear<W> linear(const io::SafetensorsFile& f, const std::string& name, ind
     return cpu::Linear<W>(w, nullptr, f.keep_alive(), name);
 }
 
+/// A sparse block's expert count (discovered from the names) must be the config's.
+template <class Moe>
+void check_experts(const Moe& moe, const io::SafetensorsFile& f, const DecoderConfig& c, index_t layer,
+                   const char* field) {
+    check<ShapeError>(moe.router().num_experts() == c.num_experts, f.path(), "layer ", layer, " has ",
+                      moe.router().num_experts(), " experts, config.json says ", field, " = ", c.num_experts);
+}
+
 template <WeightPolicy W>
 SwiGlu<W> swiglu(const io::SafetensorsFile& f, const std::string& module, index_t H, index_t I, bool bias) {
     return SwiGlu<W>::glu(linear<W>(f, module + "gate_proj", I, H, bias), linear<W>(f, module + "up_proj", I, H, bias),
@@ -100,8 +108,7 @@ struct FfnLoader<FfnVariant<hf::Qwen2MoE<W>, SwiGlu<W>>> {
         const std::string p = detail::layer_prefix(i) + "mlp.";
         if (!c.sparse_layer(i)) return detail::swiglu<W>(f, p, c.hidden_size, c.intermediate_size, false);
         auto moe = hf::load_qwen2_moe<W>(f, p, c.num_experts_per_tok, c.norm_topk_prob);
-        check<ShapeError>(moe.router().num_experts() == c.num_experts, f.path(), "layer ", i, " has ",
-                          moe.router().num_experts(), " experts, config.json says num_experts = ", c.num_experts);
+        detail::check_experts(moe, f, c, i, "num_experts");
         return moe;
     }
 };
@@ -111,8 +118,7 @@ struct FfnLoader<hf::MixtralMoE<W>> {
     static constexpr FfnKind kind = FfnKind::mixtral;
     static hf::MixtralMoE<W> load(const io::SafetensorsFile& f, const DecoderConfig& c, index_t i) {
         auto moe = hf::load_mixtral_block<W>(f, detail::layer_prefix(i) + "block_sparse_moe.", c.num_experts_per_tok);
-        check<ShapeError>(moe.router().num_experts() == c.num_experts, f.path(), "layer ", i, " has ",
-                          moe.router().num_experts(), " experts, config.json says num_local_experts = ", c.num_experts);
+        detail::check_experts(moe, f, c, i, "num_local_experts");
         return moe;
     }
 };

@@ -178,17 +178,21 @@ public:
         const index_t H = c_.hidden_size;
         check<ShapeError>(x.rows == static_cast<index_t>(ids.size()) && x.cols == H, "CausalLM::embed", "output is [",
                           x.rows, ", ", x.cols, "], expected [", ids.size(), ", ", H, "]");
-        for (std::size_t i = 0; i < ids.size(); ++i) {
-            const std::int32_t id = ids[i];
-            check<ValueError>(id >= 0 && id < c_.vocab_size, "CausalLM::embed", "token id ", id, " at position ", i,
-                              " is outside the vocabulary [0, ", c_.vocab_size, ")");
-            float* dst = x.row(static_cast<index_t>(i));
-            const index_t at = static_cast<index_t>(id) * H;
-            switch (embed_.dtype()) {
-                case DType::f32: std::copy_n(embed_.data<float>() + at, H, dst); break;
-                case DType::bf16: for (index_t c = 0; c < H; ++c) dst[c] = to_float(embed_.data<bf16>()[at + c]); break;
-                default: for (index_t c = 0; c < H; ++c) dst[c] = to_float(embed_.data<f16>()[at + c]); break;
+        // The table's element type is dispatched once, not per element.
+        auto gather = [&](const auto* table) {
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                const std::int32_t id = ids[i];
+                check<ValueError>(id >= 0 && id < c_.vocab_size, "CausalLM::embed", "token id ", id, " at position ", i,
+                                  " is outside the vocabulary [0, ", c_.vocab_size, ")");
+                const auto* src = table + static_cast<index_t>(id) * H;
+                float* dst = x.row(static_cast<index_t>(i));
+                for (index_t c = 0; c < H; ++c) dst[c] = to_float(src[c]);
             }
+        };
+        switch (embed_.dtype()) {
+            case DType::f32: gather(embed_.data<float>()); break;
+            case DType::bf16: gather(embed_.data<bf16>()); break;
+            default: gather(embed_.data<f16>()); break;
         }
     }
 
@@ -328,25 +332,23 @@ private:
     Tensor logits_of(MatrixRef<float> hx, const std::vector<SequenceRows>& seqs, LogitRows which) {
         const index_t H = c_.hidden_size, V = c_.vocab_size;
         if (which == LogitRows::none) return {};
-        std::vector<index_t> rows;
-        if (which == LogitRows::all) {
-            for (index_t r = 0; r < hx.rows; ++r) rows.push_back(r);
-        } else {
-            for (const SequenceRows& sq : seqs) {
-                check<ConfigError>(sq.rows > 0, "CausalLM::forward", "slot ", sq.slot,
-                                   " has no new token: its last-token logits do not exist");
-                rows.push_back(sq.row0 + sq.rows - 1);
-            }
-        }
-        const auto R = static_cast<index_t>(rows.size());
+        // The final norm reads the chosen rows of hx and writes them normalised into sel.
+        const float eps = static_cast<float>(c_.rms_norm_eps);
+        const index_t R = which == LogitRows::all ? hx.rows : static_cast<index_t>(seqs.size());
         Tensor out(DType::f32, {R, V});
         if (R == 0) return out;
         MatrixRef<float> sel(sel_.get(static_cast<std::size_t>(R * H)), R, H);
-        for (index_t i = 0; i < R; ++i) {
-            const float* src = hx.row(rows[static_cast<std::size_t>(i)]);
-            std::copy_n(src, H, sel.row(i));
+        if (which == LogitRows::all) {
+            cpu::rms_norm(ConstMatrixRef<float>(hx), sel, norm_.data(), eps);
+        } else {
+            for (index_t i = 0; i < R; ++i) {
+                const SequenceRows& sq = seqs[static_cast<std::size_t>(i)];
+                check<ConfigError>(sq.rows > 0, "CausalLM::forward", "slot ", sq.slot,
+                                   " has no new token: its last-token logits do not exist");
+                cpu::rms_norm(ConstMatrixRef<float>(hx.row(sq.row0 + sq.rows - 1), 1, H, H),
+                              MatrixRef<float>(sel.row(i), 1, H, H), norm_.data(), eps);
+            }
         }
-        cpu::rms_norm(ConstMatrixRef<float>(sel), sel, norm_.data(), static_cast<float>(c_.rms_norm_eps));
         lm_head_.forward(ConstMatrixRef<float>(sel), out.matrix<float>(), exec_);
         return out;
     }
