@@ -2,8 +2,10 @@
 // (fp32 and 16-bit weights), and the bf16/f16 conversions.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "moe/backend/cpu.hpp"
@@ -194,8 +196,9 @@ namespace {
 // within rounding with Eigen's.
 template <class W, class Engine>
 void check_linear_in_out() {
-    for (index_t M : {1, 4, 5, 67}) {
-        const index_t K = 131 + 256, N = 97 + 512;
+    for (auto [M, K] : {std::pair<index_t, index_t>{1, 131 + 256}, {4, 131 + 256}, {3, 16 * 37 + 5}, {5, 131 + 256},
+                        {67, 131 + 256}}) {
+        const index_t N = 97 + 512;
         auto A = rand_vec(static_cast<std::size_t>(M * K), 31);
         auto Wf = rand_vec(static_cast<std::size_t>(N * K), 32);
         auto bias = rand_vec(static_cast<std::size_t>(N), 33);
@@ -224,18 +227,52 @@ void check_linear_in_out() {
         REQUIRE(rel_err(C2, ref) < 1e-6);
 #if !defined(MOE_NO_SIMD)
         // The packed engine: both layouts equal the packed product of the [out, in] matrix bit
-        // for bit, also on the 16-bit small-M paths (they sum in the packed kernel's order), so
-        // a split of the rows between threads cannot change a result.
+        // for bit, so a split of the rows between threads cannot change a result.
         if constexpr (std::is_same_v<Engine, cpu::PackedGemm> && cpu::kHasSimd) {
-            std::vector<float> Cp(C1.size());
-            for (index_t m = 0; m < M; ++m)
-                std::copy(bias.begin(), bias.end(), Cp.begin() + m * N);
-            std::vector<float> pack(cpu::packed_gemm_workspace());
-            cpu::packed_gemm(M, N, K, A.data(), K, oi.data(), K, Cp.data(), N, pack.data());
-            REQUIRE(C2 == Cp);
-            REQUIRE(C1 == Cp);
+            if (std::is_same_v<W, float> || M > 4) {
+                std::vector<float> Cp(C1.size());
+                for (index_t m = 0; m < M; ++m)
+                    std::copy(bias.begin(), bias.end(), Cp.begin() + m * N);
+                std::vector<float> pack(cpu::packed_gemm_workspace());
+                cpu::packed_gemm(M, N, K, A.data(), K, oi.data(), K, Cp.data(), N, pack.data());
+                REQUIRE(C2 == Cp);
+                REQUIRE(C1 == Cp);
+            }
         }
 #endif
+        // 1-4 rows of 16-bit weights (decoding): both layouts follow the small-M order written
+        // out here from its description (cpu::detail::small_m_lanes), bit for bit, and a row
+        // gives the same bits alone as in a group.
+        if (!std::is_same_v<W, float> && M <= 4) {
+            constexpr index_t L = cpu::detail::small_m_lanes();
+            std::vector<float> Cs(C1.size());
+            for (index_t m = 0; m < M; ++m)
+                for (index_t n = 0; n < N; ++n) {
+                    std::vector<float> part(static_cast<std::size_t>(2 * L), 0.0f);
+                    const auto a = [&](index_t k) { return A[static_cast<std::size_t>(m * K + k)]; };
+                    const auto w = [&](index_t k) { return to_float(oi[static_cast<std::size_t>(n * K + k)]); };
+                    index_t k = 0;
+                    if (L > 1) {
+                        for (; k + 2 * L <= K; k += 2 * L)
+                            for (index_t j = 0; j < 2 * L; ++j) part[j] = cpu::madd(a(k + j), w(k + j), part[j]);
+                        if (k + L <= K)
+                            for (index_t j = 0; j < L; ++j, ++k) part[j] = cpu::madd(a(k), w(k), part[j]);
+                        for (index_t j = 0; j < L; ++j) part[j] += part[j + L];
+                        for (index_t h = L / 2; h >= 1; h /= 2)
+                            for (index_t j = 0; j < h; ++j) part[j] += part[j + h];
+                    }
+                    float t = part[0];
+                    for (; k < K; ++k) t = cpu::madd(a(k), w(k), t);
+                    Cs[static_cast<std::size_t>(m * N + n)] = bias[static_cast<std::size_t>(n)] + t;
+                }
+            REQUIRE(C1 == Cs);
+            REQUIRE(C2 == Cs);
+            std::vector<float> one(static_cast<std::size_t>(N));
+            for (index_t m = 0; m < M; ++m) {
+                cpu::linear<W, Engine>({A.data() + m * K, 1, K}, wio, bias.data(), {one.data(), 1, N}, false, ws);
+                REQUIRE(std::equal(one.begin(), one.end(), C1.begin() + m * N));
+            }
+        }
         // Output sub-ranges (what the threads take) and linear_parallel.
         std::vector<float> C3(C1.size(), 0.0f);
         for (index_t n0 = 0; n0 < N; n0 += 192) {

@@ -97,11 +97,17 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
     std::vector<Item> items;
     index_t tile = S;
     // Tiles are multiples of 16 rows so each row takes the same GEMM micro-kernel path whatever
-    // the thread count (bit-identical results).
+    // the thread count (bit-identical results); a last piece of 1-4 rows joins the tile before
+    // it, as 1-4 rows of 16-bit weights take the small-M kernel (another summation order) and an
+    // expert's rows must take it only when the expert has no more.
     if (threads > 1) tile = (std::max<index_t>(32, (S + 2 * threads - 1) / (2 * threads)) + 15) / 16 * 16;
     for (index_t e = 0; e < plan.num_experts; ++e)
-        for (index_t r = plan.begin(e); r < plan.end(e); r += tile)
-            items.push_back({e, r, std::min(tile, plan.end(e) - r)});
+        for (index_t r = plan.begin(e); r < plan.end(e);) {
+            const index_t left = plan.end(e) - r;
+            const index_t n = left <= tile + cpu::kSmallMRows ? left : tile;
+            items.push_back({e, r, n});
+            r += n;
+        }
     const auto run = [&](const Item& it, ExpertScratch& scratch) {
         experts.expert_forward(it.e, ConstMatrixRef<float>(xp + it.r0 * d, it.n, d),
                                MatrixRef<float>(yp + it.r0 * d, it.n, d), scratch);

@@ -316,7 +316,7 @@ public:
         };
         // Few rows (decoding): threads only when the weight is large enough to pay for them; each
         // column is computed by the same kernel path either way.
-        if (nt > 1 && (x.rows > 4 || N * w.in >= kSmallParallel)) {
+        if (nt > 1 && (x.rows > kSmallMRows || N * w.in >= kSmallParallel)) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
             parallel_chunks(ex, N, kChunk, [&](index_t n0, index_t n1, int worker) {
                 columns(n0, n1, tws_[static_cast<std::size_t>(worker)]);
