@@ -105,6 +105,17 @@ constexpr std::uint32_t daz_pair(std::uint32_t w) noexcept {
     return w;
 }
 
+#if !defined(MOE_NO_SIMD)
+/// daz_pair on every lane.
+template <class Arch>
+MOE_ALWAYS_INLINE xsimd::batch<std::uint32_t, Arch> daz_pairs(xsimd::batch<std::uint32_t, Arch> w) noexcept {
+    using U = xsimd::batch<std::uint32_t, Arch>;
+    const U zero(0u);
+    w = xsimd::select((w & U(0x7f80u)) == zero, w & U(~0x7fu), w);
+    return xsimd::select((w & U(0x7f800000u)) == zero, w & U(~0x7f0000u), w);
+}
+#endif
+
 /// Words per row of a K-input operand (pairs, rounded up).
 constexpr index_t bf16_pairs(index_t K) noexcept { return (K + 1) / 2; }
 
@@ -174,6 +185,7 @@ inline void pack_bf16(WeightMatrix<bf16> w, index_t n0, index_t nb, index_t k0, 
         if constexpr (kHasSimd) {
             // L rows x L words (2L inputs) at a time, transposed in registers.
             using B = xsimd::batch<float, Arch>;
+            using U = xsimd::batch<std::uint32_t, Arch>;
             constexpr index_t L = static_cast<index_t>(B::size);
             for (; j0 + L <= cols; j0 += L) {
                 const std::uint16_t* src = bits + (n0 + p + j0) * w.ld + k0;
@@ -185,10 +197,7 @@ inline void pack_bf16(WeightMatrix<bf16> w, index_t n0, index_t nb, index_t k0, 
                     });
                     arch::transpose_square<Arch>(t);
                     static_for<L>([&](auto c) {
-                        alignas(64) std::uint32_t tmp[L];
-                        t[c].store_aligned(reinterpret_cast<float*>(tmp));
-                        std::uint32_t* d = panel + (q + c) * NR + j0;
-                        for (index_t j = 0; j < L; ++j) d[j] = daz_pair(tmp[j]);
+                        daz_pairs<Arch>(xsimd::bitwise_cast<U>(t[c])).store_unaligned(panel + (q + c) * NR + j0);
                     });
                 }
                 for (; q < kp; ++q)
