@@ -15,11 +15,13 @@
 //                                                 the logits is the next id) after a P-token prompt;
 //                                                 G iterations = G steps, context P+1 .. P+G (the
 //                                                 slot is truncated back to the prompt when full)
+//   .../w:bf16-dot/threads:<n>                     the same two with the bf16_dot weight policy
 //
 // Models: the folders of tools/bench/make_decoder_models.py (qwen2-0.5b-random: dense;
 // qwen2moe-0.5b-random: 8 experts, top-2, gated shared expert), opened with
 // moe::lm::open_decoder<moe::bf16> (bf16 weights borrowed from the mmapped file, fp32
-// activations and accumulation), fp32 KV cache. An absent folder is a skipped benchmark (error
+// activations and accumulation) and, in the w:bf16-dot benchmarks, open_decoder<moe::bf16_dot>
+// (the same weights, activations rounded to bf16 at each Linear, vdpbf16ps); fp32 KV cache. An absent folder is a skipped benchmark (error
 // message says how to make it). n = 1 and 2 threads (moe::Exec(n)).
 //
 // Counters:
@@ -74,7 +76,11 @@ namespace {
 namespace fs = std::filesystem;
 using moe::index_t;
 using moe::Tensor;
-using Decoder = moe::lm::AnyDecoder<moe::bf16>;
+/// The two weight policies the decoder benchmarks run: bf16 (exact: fp32 arithmetic on the bf16
+/// weights, the default) and bf16_dot (activations rounded to bf16, vdpbf16ps: the arithmetic of
+/// PyTorch's bf16 linears and llama.cpp's BF16 type).
+using DecoderExact = moe::lm::AnyDecoder<moe::bf16>;
+using DecoderDot = moe::lm::AnyDecoder<moe::bf16_dot>;
 
 constexpr index_t kGemmM = 512, kGemmN = 4864, kGemmK = 896;  // Qwen2-0.5B: T x (H -> intermediate)
 constexpr std::uint64_t kPromptSeed = 16;
@@ -286,7 +292,9 @@ Costs costs_of(const moe::lm::DecoderConfig& c) {
 
 struct Loaded {
     std::string name;
-    std::unique_ptr<Decoder> model;
+    bool dot = false;  ///< bf16_dot (else bf16)
+    std::unique_ptr<DecoderExact> exact;
+    std::unique_ptr<DecoderDot> dotted;
     moe::lm::KvCache<float> cache;  ///< slot 0: decode (holds the prompt), slot 1: prefill
     moe::lm::DecoderConfig config;
     std::vector<std::int32_t> prompt;
@@ -295,6 +303,13 @@ struct Loaded {
     std::string error;
 };
 
+/// f(model) with the loaded model, whichever policy it has.
+template <class F>
+void with_model(Loaded& L, F&& f) {
+    if (L.exact) std::visit(f, *L.exact);
+    else std::visit(f, *L.dotted);
+}
+
 std::int32_t argmax(const Tensor& logits) {
     const Tensor& l = logits;
     const float* p = l.data<float>();
@@ -302,9 +317,9 @@ std::int32_t argmax(const Tensor& logits) {
     return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
 }
 
-Loaded* load(benchmark::State& st, const std::string& name) {
+Loaded* load(benchmark::State& st, const std::string& name, bool dot) {
     static std::unique_ptr<Loaded> cur;
-    if (cur && cur->name == name) {
+    if (cur && cur->name == name && cur->dot == dot) {
         if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
         return cur->error.empty() ? cur.get() : nullptr;
     }
@@ -312,6 +327,7 @@ Loaded* load(benchmark::State& st, const std::string& name) {
     malloc_trim(0);
     cur = std::make_unique<Loaded>();
     cur->name = name;
+    cur->dot = dot;
     const fs::path dir = models_dir() / name;
     if (!fs::exists(dir / "config.json")) {
         cur->error = "no model folder " + dir.string() + ": run tools/bench/make_decoder_models.py";
@@ -319,7 +335,8 @@ Loaded* load(benchmark::State& st, const std::string& name) {
         return nullptr;
     }
     try {
-        cur->model = std::make_unique<Decoder>(moe::lm::open_decoder<moe::bf16>(dir));
+        if (dot) cur->dotted = std::make_unique<DecoderDot>(moe::lm::open_decoder<moe::bf16_dot>(dir));
+        else cur->exact = std::make_unique<DecoderExact>(moe::lm::open_decoder<moe::bf16>(dir));
     } catch (const std::exception& e) {
         cur->error = "cannot open " + dir.string() + ": " + e.what();
         st.SkipWithError(cur->error.c_str());
@@ -328,7 +345,7 @@ Loaded* load(benchmark::State& st, const std::string& name) {
     for (const auto& e : fs::directory_iterator(dir))
         if (e.path().extension() == ".safetensors") cur->file_bytes += double(e.file_size());
     const index_t P = prompt_tokens(), G = decode_steps();
-    std::visit([&](auto& m) {
+    with_model(*cur, [&](auto& m) {
         cur->config = m.config();
         cur->cache = m.template make_cache<float>(2, P + G);
         std::mt19937_64 g(kPromptSeed);
@@ -337,7 +354,7 @@ Loaded* load(benchmark::State& st, const std::string& name) {
         m.set_exec(moe::Exec(2));  // the decode slot's prompt, once per model (not timed)
         cur->first_id = argmax(m.prefill(cur->cache, 0, std::span<const std::int32_t>(cur->prompt), -1,
                                          moe::lm::LogitRows::last));
-    }, *cur->model);
+    });
     return cur.get();
 }
 
@@ -348,20 +365,20 @@ double rss_bytes() {
     return 0;
 }
 
-void BM_prefill(benchmark::State& st, const std::string& name, int threads) {
-    Loaded* L = load(st, name);
+void BM_prefill(benchmark::State& st, const std::string& name, bool dot, int threads) {
+    Loaded* L = load(st, name, dot);
     if (!L) return;
     const index_t P = static_cast<index_t>(L->prompt.size());
     const std::span<const std::int32_t> ids(L->prompt);
     const double gemm = gemm_rate(threads);
-    std::visit([&](auto& m) {
+    with_model(*L, [&](auto& m) {
         m.set_exec(moe::Exec(threads));
         for (auto _ : st) {
             L->cache.reset(1);
             Tensor lg = m.prefill(L->cache, 1, ids, -1, moe::lm::LogitRows::last);
             benchmark::DoNotOptimize(lg.raw());
         }
-    }, *L->model);
+    });
     const moe::lm::DecoderConfig& c = L->config;
     const Costs k = costs_of(c);
     const double attn = double(c.num_hidden_layers) * 2.0 * double(P) * double(P) *
@@ -375,15 +392,15 @@ void BM_prefill(benchmark::State& st, const std::string& name, int threads) {
     st.counters["gemm_fraction"] = benchmark::Counter(flops / gemm, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_decode(benchmark::State& st, const std::string& name, int threads) {
-    Loaded* L = load(st, name);
+void BM_decode(benchmark::State& st, const std::string& name, bool dot, int threads) {
+    Loaded* L = load(st, name, dot);
     if (!L) return;
     const index_t P = static_cast<index_t>(L->prompt.size());
     const double bw = bandwidth(threads);
     const index_t slot = 0;
     double ctx_sum = 0;
     std::int64_t steps = 0;
-    std::visit([&](auto& m) {
+    with_model(*L, [&](auto& m) {
         m.set_exec(moe::Exec(threads));
         L->cache.truncate(slot, P);
         std::int32_t id = L->first_id;
@@ -397,7 +414,7 @@ void BM_decode(benchmark::State& st, const std::string& name, int threads) {
             Tensor lg = m.decode(L->cache, std::span<const index_t>(&slot, 1), std::span<const std::int32_t>(&id, 1));
             id = argmax(lg);
         }
-    }, *L->model);
+    });
     const Costs k = costs_of(L->config);
     const double ctx = steps ? ctx_sum / double(steps) : double(P);
     const double kv = k.kv_bytes_per_pos * ctx;
@@ -433,17 +450,20 @@ const bool registered = [] {
                                      [t](benchmark::State& st) { BM_gemm(st, t); })
             ->UseRealTime()->Unit(benchmark::kMillisecond);
     const std::string P = std::to_string(prompt_tokens()), G = std::to_string(decode_steps());
-    for (const std::string& name : model_names()) {
-        for (int t : {1, 2})
-            benchmark::RegisterBenchmark(cat({"decoder/", name, "/prefill/pp:", P, "/threads:", std::to_string(t)}).c_str(),
-                                         [name, t](benchmark::State& st) { BM_prefill(st, name, t); })
-                ->UseRealTime()->Unit(benchmark::kMillisecond);
-        for (int t : {1, 2})
-            benchmark::RegisterBenchmark(
-                cat({"decoder/", name, "/decode/ctx:", P, "/tg:", G, "/threads:", std::to_string(t)}).c_str(),
-                [name, t](benchmark::State& st) { BM_decode(st, name, t); })
-                ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
-    }
+    for (const std::string& name : model_names())
+        for (bool dot : {false, true}) {
+            const std::string w = dot ? "/w:bf16-dot" : "";  // the default policy's names as before
+            for (int t : {1, 2})
+                benchmark::RegisterBenchmark(
+                    cat({"decoder/", name, "/prefill/pp:", P, w, "/threads:", std::to_string(t)}).c_str(),
+                    [name, dot, t](benchmark::State& st) { BM_prefill(st, name, dot, t); })
+                    ->UseRealTime()->Unit(benchmark::kMillisecond);
+            for (int t : {1, 2})
+                benchmark::RegisterBenchmark(
+                    cat({"decoder/", name, "/decode/ctx:", P, "/tg:", G, w, "/threads:", std::to_string(t)}).c_str(),
+                    [name, dot, t](benchmark::State& st) { BM_decode(st, name, dot, t); })
+                    ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
+        }
     benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
     return true;
 }();

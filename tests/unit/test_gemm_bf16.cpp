@@ -62,6 +62,38 @@ std::vector<float> model(const std::vector<float>& x, const std::vector<float>& 
     return y;
 }
 
+// The small-M model (M <= 4 rows, cpu::kSmallMRows): per output, the pairs (2q, 2q + 1),
+// padded with zero pairs to a multiple of L, go in chunks of L to 2L partials (chunk c to
+// partials (c mod 2) L + i), each step as above; then partial j += partial j + L and a halving
+// tree (plain fp32 adds), added to b (or y) once.
+std::vector<float> model_small(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                               const std::vector<float>& y0, index_t M, index_t N, index_t K) {
+    constexpr index_t L = cpu::Bf16Blocking::L;
+    const index_t P = (K + 1) / 2, padded = (P + L - 1) / L * L;
+    std::vector<float> y(static_cast<std::size_t>(M * N));
+    for (index_t m = 0; m < M; ++m)
+        for (index_t n = 0; n < N; ++n) {
+            float c = !y0.empty() ? y0[static_cast<std::size_t>(m * N + n)] : 0.0f;
+            if (!b.empty()) c += b[static_cast<std::size_t>(n)];
+            std::vector<float> part(static_cast<std::size_t>(2 * L), 0.0f);
+            for (index_t q = 0; q < padded; ++q) {
+                auto term = [&](index_t kk) -> double {
+                    if (kk >= K) return 0.0;
+                    return double(bf16_daz(x[static_cast<std::size_t>(m * K + kk)])) *
+                           double(bf16_daz(w[static_cast<std::size_t>(n * K + kk)]));
+                };
+                const auto j = static_cast<std::size_t>((q / L) % 2 * L + q % L);
+                part[j] = ftz(static_cast<float>(double(part[j]) + term(2 * q + 1)));
+                part[j] = ftz(static_cast<float>(double(part[j]) + term(2 * q)));
+            }
+            for (index_t j = 0; j < L; ++j) part[static_cast<std::size_t>(j)] += part[static_cast<std::size_t>(j + L)];
+            for (index_t h = L / 2; h >= 1; h /= 2)
+                for (index_t j = 0; j < h; ++j) part[static_cast<std::size_t>(j)] += part[static_cast<std::size_t>(j + h)];
+            y[static_cast<std::size_t>(m * N + n)] = c + part[0];
+        }
+    return y;
+}
+
 std::vector<bf16> to_bf16(const std::vector<float>& v) {
     std::vector<bf16> r(v.size());
     for (std::size_t i = 0; i < v.size(); ++i) r[i] = bf16(v[i]);
@@ -94,8 +126,8 @@ std::vector<float> run(const std::vector<float>& x, const std::vector<bf16>& w, 
 
 template <class Kernel>
 void check_kernel() {
-    const index_t Ms[] = {1, 5, 14, 15, 33};
-    const index_t NKs[][2] = {{1, 1}, {17, 7}, {32, 256}, {100, 300}, {600, 513}, {48, 2}};
+    const index_t Ms[] = {1, 3, 4, 5, 14, 15, 33};
+    const index_t NKs[][2] = {{1, 1}, {17, 7}, {32, 256}, {100, 300}, {600, 513}, {48, 2}, {40, 97}, {33, 64}};
     unsigned seed = 1;
     for (index_t M : Ms)
         for (const auto& nk : NKs) {
@@ -108,7 +140,8 @@ void check_kernel() {
             std::vector<float> wr(wf.size());
             for (std::size_t i = 0; i < w.size(); ++i) wr[i] = static_cast<float>(w[i]);
             const bool acc = (M + N) % 2 == 1;
-            const auto expect = model(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K);
+            const auto expect = M <= cpu::kSmallMRows ? model_small(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K)
+                                                      : model(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K);
             const auto wt = transposed(w, N, K);
             INFO("M = " << M << ", N = " << N << ", K = " << K << ", kernel " << Kernel::name);
             for (bool pre : {false, true}) {

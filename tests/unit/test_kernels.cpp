@@ -196,9 +196,9 @@ namespace {
 // within rounding with Eigen's.
 template <class W, class Engine>
 void check_linear_in_out() {
-    for (auto [M, K] : {std::pair<index_t, index_t>{1, 131 + 256}, {4, 131 + 256}, {3, 16 * 37 + 5}, {5, 131 + 256},
-                        {67, 131 + 256}}) {
-        const index_t N = 97 + 512;
+    for (const auto& mk : {std::pair<index_t, index_t>{1, 131 + 256}, {4, 131 + 256}, {3, 16 * 37 + 5},
+                           {5, 131 + 256}, {67, 131 + 256}}) {
+        const index_t M = mk.first, K = mk.second, N = 97 + 512;
         auto A = rand_vec(static_cast<std::size_t>(M * K), 31);
         auto Wf = rand_vec(static_cast<std::size_t>(N * K), 32);
         auto bias = rand_vec(static_cast<std::size_t>(N), 33);

@@ -21,7 +21,9 @@ prompt (the same context as moe's and PyTorch's decode), or against llama-bench'
 empty context where batched-bench is missing (marked *). bound = moe's decode tokens/s / (this
 run's read bandwidth / bytes a step reads); gemm = moe's prefill GFLOP/s / the library's GEMM
 GFLOP/s on [512, 896] x [896, 4864] at the same thread count; rss / budget = VmRSS after decode /
-(model.safetensors + KV cache + 100 MB), MB.
+(model.safetensors + KV cache + 100 MB), MB. moe's bf16_dot policy (bench names with
+/w:bf16-dot/) shows as the rows "<model> (bf16-dot)", beside the same llama.cpp and PyTorch
+figures.
 """
 import glob
 import json
@@ -58,7 +60,9 @@ def moe_results(path):
     for name, b in medians.items():
         m = NAME.match(name)
         if m:
-            models[(m["model"], m["kind"], int(m["t"]))] = b
+            w = re.search(r"/w:([^/]+)/", name)
+            model = m["model"] + (f" ({w.group(1)})" if w else "")
+            models[(model, m["kind"], int(m["t"]))] = b
             continue
         m = BOUND.match(name)
         if m:
@@ -137,6 +141,7 @@ def main(argv):
     llama = llama_results(os.path.join(d, "llama_cpp"))
     torch = torch_results(d)
     keys = sorted({(m, t) for (m, _, t) in moe} | set(llama) | set(torch))
+    base = lambda model: model.split(" (")[0]  # "<model> (bf16-dot)": the same peers
     print("| model | threads | prefill moe | llama.cpp | PyTorch | moe / llama.cpp | moe / PyTorch "
           "| decode moe | llama.cpp tg (empty) | llama.cpp after prompt | PyTorch | moe / llama.cpp | moe / PyTorch "
           "| bound | gemm | rss / budget MB |")
@@ -144,8 +149,8 @@ def main(argv):
     for model, t in keys:
         p = moe.get((model, "prefill", t), {})
         dec = moe.get((model, "decode", t), {})
-        lc = llama.get((model, t), {})
-        tr = torch.get((model, t), {})
+        lc = llama.get((base(model), t), {})
+        tr = torch.get((base(model), t), {})
         mp, md = p.get("tokens/s"), dec.get("tokens/s")
         tp, td = tr.get("prefill_tok_s"), tr.get("decode_tok_s")
         l_dec = lc.get("btg") if lc.get("btg") is not None else lc.get("tg")

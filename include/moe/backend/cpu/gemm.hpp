@@ -269,6 +269,168 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
     }
 }
 
+/// The bf16 dot small-M order (M = 1 .. 4 rows, Bf16DotMath): as the fp32 one over input pairs
+/// instead of inputs. The P = ceil(K / 2) pairs of a row, padded with zero pairs to a multiple
+/// of L, go in chunks of L to 2L partials (chunk c to partials (c mod 2) L .. (c mod 2) L + L - 1,
+/// pair by pair, each step the model's s += a_hi w_hi; s += a_lo w_lo), partial j is added to
+/// j + L, then the halving tree; the result is added to C. [out, in] weights: a row-dot kernel
+/// reading each row's words where they lie; [in, out] (or packed ahead of time) weights: NR
+/// outputs of the packed panels at a time with the partials as separate accumulators; the same
+/// bits either way.
+template <class Kernel, int M>
+inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, WeightMatrix<bf16> w, float* C,
+                          index_t ldc) noexcept {
+    constexpr index_t L = Bf16Blocking::L;
+    const index_t K = w.in, P = bf16_pairs(K);
+    const auto* bits = reinterpret_cast<const std::uint16_t*>(w.data);
+    // The word of pair q of row `r` (zero high half past an odd K).
+    const auto word = [&](const std::uint16_t* r, index_t q) {
+        return static_cast<std::uint32_t>(r[2 * q]) | (2 * q + 1 < K ? static_cast<std::uint32_t>(r[2 * q + 1]) << 16 : 0u);
+    };
+    for (index_t n = 0; n < N; ++n) {
+        const std::uint16_t* r = bits + n * w.ld;
+        float acc[M];
+#if !defined(MOE_NO_SIMD)
+        if constexpr (kHasSimd) {
+            using S = Bf16Step<Kernel>;
+            using B = typename S::B;
+            using U = typename S::U;
+            static_assert(static_cast<index_t>(B::size) == L);
+            const index_t whole = K / 2;  // pairs with both halves in the row
+            const auto load = [&](index_t q) {  // L whole pairs: their words are the row's bytes
+                return xsimd::bitwise_cast<U>(B::load_unaligned(reinterpret_cast<const float*>(r + 2 * q)));
+            };
+            const auto input = [&](int m, index_t q) { return U::load_unaligned(A + m * lda + q); };
+            B s0[M], s1[M];
+            for (int m = 0; m < M; ++m) s0[m] = s1[m] = B(0.0f);
+            index_t q = 0;
+            for (; q + 2 * L <= whole; q += 2 * L) {
+                const U w0 = load(q), w1 = load(q + L);
+                for (int m = 0; m < M; ++m) {
+                    s0[m] = S::run(s0[m], input(m, q), w0);
+                    s1[m] = S::run(s1[m], input(m, q + L), w1);
+                }
+            }
+            bool odd_chunk = false;  // whether the next chunk goes to s1
+            if (q + L <= whole) {
+                const U w0 = load(q);
+                for (int m = 0; m < M; ++m) s0[m] = S::run(s0[m], input(m, q), w0);
+                q += L;
+                odd_chunk = true;
+            }
+            if (q < P) {  // the last chunk, zero-padded
+                alignas(64) std::uint32_t ww[L] = {}, aa[L];
+                for (index_t j = 0; q + j < P; ++j) ww[j] = word(r, q + j);
+                const U w0 = U::load_aligned(ww);
+                for (int m = 0; m < M; ++m) {
+                    for (index_t j = 0; j < L; ++j) aa[j] = q + j < P ? A[m * lda + q + j] : 0u;
+                    B& t = odd_chunk ? s1[m] : s0[m];
+                    t = S::run(t, U::load_aligned(aa), w0);
+                }
+            }
+            for (int m = 0; m < M; ++m) {
+                alignas(64) float v[L];
+                (s0[m] + s1[m]).store_aligned(v);
+                acc[m] = tree_sum<float, L>(v);
+            }
+        } else
+#endif
+        {
+            for (int m = 0; m < M; ++m) {
+                float part[2 * L] = {};
+                const index_t padded = (P + L - 1) / L * L;
+                for (index_t q = 0; q < padded; ++q)
+                    part[q % (2 * L)] = bf16_step(part[q % (2 * L)], q < P ? A[m * lda + q] : 0u, q < P ? word(r, q) : 0u);
+                for (index_t j = 0; j < L; ++j) part[j] = part[j] + part[j + L];
+                acc[m] = tree_sum<float, L>(part);
+            }
+        }
+        for (int m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
+    }
+}
+
+/// bf16_rows_dot's order on packed panels (NR = 2L outputs each, `pairs` words per output per
+/// panel, zero past the matrix): panels [0, ceil(N / NR)) of `panels`, outputs [0, N).
+template <class Kernel, int M>
+inline void bf16_panels_dot(index_t N, index_t P, const std::uint32_t* A, index_t lda, const std::uint32_t* panels,
+                            index_t panel_stride, float* C, index_t ldc) noexcept {
+    constexpr index_t L = Bf16Blocking::L, NR = Bf16Blocking::NR;
+    const index_t padded = (P + L - 1) / L * L;
+    for (index_t p = 0; p < N; p += NR) {
+        const std::uint32_t* wp = panels + (p / NR) * panel_stride;
+        const index_t cols = std::min(NR, N - p);
+        alignas(64) float out[NR];
+#if !defined(MOE_NO_SIMD)
+        if constexpr (kHasSimd) {
+            using S = Bf16Step<Kernel>;
+            using B = typename S::B;
+            using U = typename S::U;
+            for (int m = 0; m < M; ++m) {
+                B s[2 * L][2];  // partial j of outputs 0 .. L - 1 and L .. 2L - 1
+                for (index_t j = 0; j < 2 * L; ++j) s[j][0] = s[j][1] = B(0.0f);
+                for (index_t q = 0; q < padded; ++q) {
+                    const index_t j = q % (2 * L);
+                    const U a(q < P ? A[m * lda + q] : 0u);
+                    const U w0 = q < P ? U::load_unaligned(wp + q * NR) : U(0u);
+                    const U w1 = q < P ? U::load_unaligned(wp + q * NR + L) : U(0u);
+                    s[j][0] = S::run(s[j][0], a, w0);
+                    s[j][1] = S::run(s[j][1], a, w1);
+                }
+                for (int h = 0; h < 2; ++h) {
+                    B t[L];
+                    for (index_t j = 0; j < L; ++j) t[j] = s[j][h] + s[j + L][h];
+                    tree_sum<B, L>(t).store_aligned(out + h * L);
+                }
+                for (index_t c = 0; c < cols; ++c) C[m * ldc + p + c] += out[c];
+            }
+            continue;
+        }
+#endif
+        for (int m = 0; m < M; ++m) {
+            for (index_t c = 0; c < NR; ++c) {
+                float part[2 * L] = {};
+                for (index_t q = 0; q < padded; ++q)
+                    part[q % (2 * L)] = bf16_step(part[q % (2 * L)], q < P ? A[m * lda + q] : 0u, q < P ? wp[q * NR + c] : 0u);
+                for (index_t j = 0; j < L; ++j) part[j] = part[j] + part[j + L];
+                out[c] = tree_sum<float, L>(part);
+            }
+            for (index_t c = 0; c < cols; ++c) C[m * ldc + p + c] += out[c];
+        }
+    }
+}
+
+/// C[M, :] += bf16(A) . W^T for M = 1 .. 4 rows in the small-M order: [out, in] weights read where
+/// they lie; [in, out] weights from their packed panels (`packed`) or packed here, one panel at a
+/// time, into `buf` (bf16_pairs(K) * NR words).
+template <class Kernel>
+inline void bf16_small_m(index_t M, const std::uint32_t* A, index_t lda, WeightMatrix<bf16> w,
+                         const Bf16PanelsView* packed, float* C, index_t ldc, Scratch<std::uint32_t>& buf) {
+    constexpr index_t NR = Bf16Blocking::NR;
+    const index_t N = w.out, P = bf16_pairs(w.in);
+    const auto run = [&](auto rows) {
+        constexpr int R = decltype(rows)::value;
+        if (w.layout == WeightLayout::out_in) {
+            bf16_rows_dot<Kernel, R>(N, A, lda, w, C, ldc);
+        } else if (packed) {
+            bf16_panels_dot<Kernel, R>(N, P, A, lda, packed->data, packed->panel_stride(), C, ldc);
+        } else {
+            std::uint32_t* panel = buf.get(static_cast<std::size_t>(P * NR));
+            for (index_t n = 0; n < N; n += NR) {
+                const index_t nb = std::min(NR, N - n);
+                pack_bf16(w, n, nb, 0, w.in, panel, P * NR);
+                bf16_panels_dot<Kernel, R>(nb, P, A, lda, panel, P * NR, C + n, ldc);
+            }
+        }
+    };
+    switch (M) {
+        case 1: run(std::integral_constant<int, 1>{}); break;
+        case 2: run(std::integral_constant<int, 2>{}); break;
+        case 3: run(std::integral_constant<int, 3>{}); break;
+        case 4: run(std::integral_constant<int, 4>{}); break;
+        default: break;  // callers pass M = 1 .. 4
+    }
+}
+
 }  // namespace detail
 
 /// C (= or +=) A . W^T (+ bias). A: [M, K]; W: N outputs x K inputs, stored [out, in] (as
@@ -340,6 +502,10 @@ inline void linear_bf16_pairs(index_t M, const std::uint32_t* pairs, index_t lda
                       C.cols, "], expected [", M, ", ", Wm.out, "]");
     detail::init_output(C, bias, accumulate);
     if (M == 0 || Wm.out == 0 || Wm.in == 0) return;
+    if (M <= kSmallMRows) {
+        detail::bf16_small_m<Kernel>(M, pairs, lda, Wm, packed, C.data, C.stride, ws.pair_panel);
+        return;
+    }
     if (packed) bf16_gemm<Kernel>(M, pairs, lda, *packed, C.data, C.stride);
     else bf16_gemm<Kernel>(M, pairs, lda, Wm, C.data, C.stride, ws.pair_panel.get(bf16_gemm_workspace()));
 }

@@ -16,7 +16,9 @@
 //
 // Each product of two bf16 values is exact in fp32, so each step rounds once (nearest even).
 // Subnormal inputs count as zero (DAZ, as vcvtne2ps2bf16 and vdpbf16ps read them), applied when
-// A is rounded and W packed.
+// A is rounded and W packed. For 1-4 rows (decoding) the same steps run in another order, the
+// small-M order of moe/backend/cpu/gemm.hpp (bf16_rows_dot), reading [out, in] weights where they
+// lie without packing.
 // Two micro-kernels compute these steps:
 //   vdpbf16ps     compiled where the target has AVX-512 BF16 (__AVX512BF16__: Zen 4/5,
 //                 Sapphire Rapids, Cooper Lake): 2 instructions per pair and NR outputs;
@@ -110,9 +112,12 @@ constexpr std::uint32_t daz_pair(std::uint32_t w) noexcept {
 template <class Arch>
 MOE_ALWAYS_INLINE xsimd::batch<std::uint32_t, Arch> daz_pairs(xsimd::batch<std::uint32_t, Arch> w) noexcept {
     using U = xsimd::batch<std::uint32_t, Arch>;
-    const U zero(0u);
-    w = xsimd::select((w & U(0x7f80u)) == zero, w & U(~0x7fu), w);
-    return xsimd::select((w & U(0x7f800000u)) == zero, w & U(~0x7f0000u), w);
+    // (e - 1) >> 31 is 1 exactly when the exponent bits e are zero (e <= 0x7f800000 < 2^31), so
+    // 0 - that is an all-ones mask there (no integer select: xsimd 8.1's does not compile for
+    // 32-bit lanes on AVX-512BW at -O0).
+    const U one(1u), zero(0u);
+    const U lo = zero - (((w & U(0x7f80u)) - one) >> 31), hi = zero - (((w & U(0x7f800000u)) - one) >> 31);
+    return w & ~((lo & U(0x7fu)) | (hi & U(0x7f0000u)));
 }
 #endif
 
@@ -293,6 +298,42 @@ MOE_ALWAYS_INLINE void bf16_micro(Bf16DotKernel, index_t kp, const std::uint32_t
     });
     add_tile<B, ROWS>(b0, b1, c, ldc, cols);
 }
+#endif
+
+/// One step of the model on every lane, for the small-M kernels (moe/backend/cpu/gemm.hpp),
+/// which read weight words where they lie (not packed, so not flushed yet): lane j of s takes
+/// s += a_hi w_hi, then s += a_lo w_lo, of the word pairs a[j], w[j].
+template <class Kernel>
+struct Bf16Step;
+/// The same on one lane (scalar builds): w's subnormal halves read as zero.
+MOE_ALWAYS_INLINE float bf16_step(float s, std::uint32_t a, std::uint32_t w) noexcept {
+    w = daz_pair(w);
+    s = std::fma(std::bit_cast<float>(a & 0xffff0000u), std::bit_cast<float>(w & 0xffff0000u), s);
+    return std::fma(std::bit_cast<float>(a << 16), std::bit_cast<float>(w << 16), s);
+}
+#if !defined(MOE_NO_SIMD)
+template <>
+struct Bf16Step<Bf16FmaKernel> {
+    using B = xsimd::batch<float, simd_arch>;
+    using U = xsimd::batch<std::uint32_t, simd_arch>;
+    static MOE_ALWAYS_INLINE B run(B s, U a, U w) noexcept {
+        w = daz_pairs<simd_arch>(w);
+        const U hi(0xffff0000u);
+        s = arch::fmadd<simd_arch>(xsimd::bitwise_cast<B>(a & hi), xsimd::bitwise_cast<B>(w & hi), s);
+        return arch::fmadd<simd_arch>(xsimd::bitwise_cast<B>(a << 16), xsimd::bitwise_cast<B>(w << 16), s);
+    }
+};
+#endif
+#if !defined(MOE_NO_SIMD) && defined(__AVX512BF16__)
+template <>
+struct Bf16Step<Bf16DotKernel> {  // vdpbf16ps reads subnormal halves as zero itself
+    using B = xsimd::batch<float, simd_arch>;
+    using U = xsimd::batch<std::uint32_t, simd_arch>;
+    static MOE_ALWAYS_INLINE B run(B s, U a, U w) noexcept {
+        return _mm512_dpbf16_ps(s, std::bit_cast<__m512bh>(static_cast<__m512i>(a)),
+                                std::bit_cast<__m512bh>(static_cast<__m512i>(w)));
+    }
+};
 #endif
 
 template <class Kernel, int ROWS = static_cast<int>(Bf16Blocking::MR)>
