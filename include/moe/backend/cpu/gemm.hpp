@@ -197,32 +197,32 @@ inline void gemm_rows_dot(index_t N, index_t K, const float* A, index_t lda, con
 /// Small-M path for an [in, out] weight, in gemm_rows_dot's order: L outputs at a time, each of
 /// their 2L partials a separate accumulator (a vector over the L outputs), each weight row read
 /// once per block; the outputs past the last whole block one by one, with scalar partials.
-template <int M, class W>
-inline void gemm_rows_dot_in_out(index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
-                                 float* C, index_t ldc) noexcept {
+template <class W>
+inline void gemm_rows_dot_in_out(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp,
+                                 index_t ldw, float* C, index_t ldc) noexcept {
     constexpr index_t L = small_m_lanes();
     index_t n = 0;
 #if !defined(MOE_NO_SIMD)
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         for (; n + L <= N; n += L) {
-            B s[M][2 * L];
-            for (int m = 0; m < M; ++m)
+            B s[kSmallMRows][2 * L];
+            for (index_t m = 0; m < M; ++m)
                 for (index_t j = 0; j < 2 * L; ++j) s[m][j] = B(0.0f);
             index_t k = 0;
             for (; k + 2 * L <= K; k += 2 * L)
                 for (index_t j = 0; j < 2 * L; ++j) {
                     const B wv = detail::load_row<simd_arch>(Wp + (k + j) * ldw + n);
-                    for (int m = 0; m < M; ++m) s[m][j] = arch::fmadd<simd_arch>(B(A[m * lda + k + j]), wv, s[m][j]);
+                    for (index_t m = 0; m < M; ++m) s[m][j] = arch::fmadd<simd_arch>(B(A[m * lda + k + j]), wv, s[m][j]);
                 }
             if (k + L <= K) {
                 for (index_t j = 0; j < L; ++j) {
                     const B wv = detail::load_row<simd_arch>(Wp + (k + j) * ldw + n);
-                    for (int m = 0; m < M; ++m) s[m][j] = arch::fmadd<simd_arch>(B(A[m * lda + k + j]), wv, s[m][j]);
+                    for (index_t m = 0; m < M; ++m) s[m][j] = arch::fmadd<simd_arch>(B(A[m * lda + k + j]), wv, s[m][j]);
                 }
                 k += L;
             }
-            for (int m = 0; m < M; ++m) {
+            for (index_t m = 0; m < M; ++m) {
                 for (index_t j = 0; j < L; ++j) s[m][j] = s[m][j] + s[m][j + L];
                 B t = tree_sum<B, L>(s[m]);
                 for (index_t kk = k; kk < K; ++kk)
@@ -233,7 +233,7 @@ inline void gemm_rows_dot_in_out(index_t N, index_t K, const float* A, index_t l
     }
 #endif
     for (; n < N; ++n)
-        for (int m = 0; m < M; ++m) {
+        for (index_t m = 0; m < M; ++m) {
             float s[2 * L] = {};
             index_t k = 0;
             if constexpr (L > 1) {
@@ -255,11 +255,8 @@ inline void gemm_rows_dot_in_out(index_t N, index_t K, const float* A, index_t l
 template <class W>
 inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
                          float* C, index_t ldc, bool in_out) noexcept {
-    const auto run = [&](auto rows) {
-        constexpr int R = decltype(rows)::value;
-        if (in_out) gemm_rows_dot_in_out<R>(N, K, A, lda, Wp, ldw, C, ldc);
-        else gemm_rows_dot<R>(N, K, A, lda, Wp, ldw, C, ldc);
-    };
+    if (in_out) return gemm_rows_dot_in_out(M, N, K, A, lda, Wp, ldw, C, ldc);  // rows as a run-time count
+    const auto run = [&](auto rows) { gemm_rows_dot<decltype(rows)::value>(N, K, A, lda, Wp, ldw, C, ldc); };
     switch (M) {
         case 1: run(std::integral_constant<int, 1>{}); break;
         case 2: run(std::integral_constant<int, 2>{}); break;
@@ -351,8 +348,8 @@ inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, Weight
 
 /// bf16_rows_dot's order on packed panels (NR = 2L outputs each, `pairs` words per output per
 /// panel, zero past the matrix): panels [0, ceil(N / NR)) of `panels`, outputs [0, N).
-template <class Kernel, int M>
-inline void bf16_panels_dot(index_t N, index_t P, const std::uint32_t* A, index_t lda, const std::uint32_t* panels,
+template <class Kernel>
+inline void bf16_panels_dot(index_t M, index_t N, index_t P, const std::uint32_t* A, index_t lda, const std::uint32_t* panels,
                             index_t panel_stride, float* C, index_t ldc) noexcept {
     constexpr index_t L = Bf16Blocking::L, NR = Bf16Blocking::NR;
     const index_t padded = (P + L - 1) / L * L;
@@ -365,7 +362,7 @@ inline void bf16_panels_dot(index_t N, index_t P, const std::uint32_t* A, index_
             using S = Bf16Step<Kernel>;
             using B = typename S::B;
             using U = typename S::U;
-            for (int m = 0; m < M; ++m) {
+            for (index_t m = 0; m < M; ++m) {
                 B s[2 * L][2];  // partial j of outputs 0 .. L - 1 and L .. 2L - 1
                 for (index_t j = 0; j < 2 * L; ++j) s[j][0] = s[j][1] = B(0.0f);
                 for (index_t q = 0; q < padded; ++q) {
@@ -386,7 +383,7 @@ inline void bf16_panels_dot(index_t N, index_t P, const std::uint32_t* A, index_
             continue;
         }
 #endif
-        for (int m = 0; m < M; ++m) {
+        for (index_t m = 0; m < M; ++m) {
             for (index_t c = 0; c < NR; ++c) {
                 float part[2 * L] = {};
                 for (index_t q = 0; q < padded; ++q)
@@ -407,21 +404,17 @@ inline void bf16_small_m(index_t M, const std::uint32_t* A, index_t lda, WeightM
                          const Bf16PanelsView* packed, float* C, index_t ldc, Scratch<std::uint32_t>& buf) {
     constexpr index_t NR = Bf16Blocking::NR;
     const index_t N = w.out, P = bf16_pairs(w.in);
-    const auto run = [&](auto rows) {
-        constexpr int R = decltype(rows)::value;
-        if (w.layout == WeightLayout::out_in) {
-            bf16_rows_dot<Kernel, R>(N, A, lda, w, C, ldc);
-        } else if (packed) {
-            bf16_panels_dot<Kernel, R>(N, P, A, lda, packed->data, packed->panel_stride(), C, ldc);
-        } else {
-            std::uint32_t* panel = buf.get(static_cast<std::size_t>(P * NR));
-            for (index_t n = 0; n < N; n += NR) {
-                const index_t nb = std::min(NR, N - n);
-                pack_bf16(w, n, nb, 0, w.in, panel, P * NR);
-                bf16_panels_dot<Kernel, R>(nb, P, A, lda, panel, P * NR, C + n, ldc);
-            }
+    if (w.layout == WeightLayout::in_out) {  // rows as a run-time count
+        if (packed) return bf16_panels_dot<Kernel>(M, N, P, A, lda, packed->data, packed->panel_stride(), C, ldc);
+        std::uint32_t* panel = buf.get(static_cast<std::size_t>(P * NR));
+        for (index_t n = 0; n < N; n += NR) {
+            const index_t nb = std::min(NR, N - n);
+            pack_bf16(w, n, nb, 0, w.in, panel, P * NR);
+            bf16_panels_dot<Kernel>(M, nb, P, A, lda, panel, P * NR, C + n, ldc);
         }
-    };
+        return;
+    }
+    const auto run = [&](auto rows) { bf16_rows_dot<Kernel, decltype(rows)::value>(N, A, lda, w, C, ldc); };
     switch (M) {
         case 1: run(std::integral_constant<int, 1>{}); break;
         case 2: run(std::integral_constant<int, 2>{}); break;
