@@ -145,6 +145,28 @@ MOE_ALWAYS_INLINE T tree_sum(T* v) noexcept {
     return v[0];
 }
 
+/// f(std::integral_constant<int, M>{}) for M = 1 .. kSmallMRows; nothing for other M.
+template <class F>
+MOE_ALWAYS_INLINE void with_small_rows(index_t M, F&& f) {
+    static_assert(kSmallMRows == 4);
+    switch (M) {
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        default: break;
+    }
+}
+
+/// tree_sum over the lanes of a SIMD batch.
+template <class B>
+MOE_ALWAYS_INLINE float lane_sum(const B& v) noexcept {
+    constexpr index_t L = static_cast<index_t>(B::size);
+    alignas(64) float t[L];
+    v.store_aligned(t);
+    return tree_sum<float, L>(t);
+}
+
 /// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for M = 1 .. 4,
 /// reading the weight matrix once, front to back: output n is the dot product of weight row n
 /// with each input row, its 2L partials as the lanes of two accumulators. One sequential stream
@@ -176,11 +198,7 @@ inline void gemm_rows_dot(index_t N, index_t K, const float* A, index_t lda, con
                 for (int m = 0; m < M; ++m) s0[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k), w0, s0[m]);
                 k += L;
             }
-            for (int m = 0; m < M; ++m) {
-                alignas(64) float v[L];
-                (s0[m] + s1[m]).store_aligned(v);
-                acc[m] = tree_sum<float, L>(v);
-            }
+            for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
         } else
 #endif
         {
@@ -256,14 +274,7 @@ template <class W>
 inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
                          float* C, index_t ldc, bool in_out) noexcept {
     if (in_out) return gemm_rows_dot_in_out(M, N, K, A, lda, Wp, ldw, C, ldc);  // rows as a run-time count
-    const auto run = [&](auto rows) { gemm_rows_dot<decltype(rows)::value>(N, K, A, lda, Wp, ldw, C, ldc); };
-    switch (M) {
-        case 1: run(std::integral_constant<int, 1>{}); break;
-        case 2: run(std::integral_constant<int, 2>{}); break;
-        case 3: run(std::integral_constant<int, 3>{}); break;
-        case 4: run(std::integral_constant<int, 4>{}); break;
-        default: break;  // callers pass M = 1 .. 4
-    }
+    with_small_rows(M, [&](auto rows) { gemm_rows_dot<decltype(rows)::value>(N, K, A, lda, Wp, ldw, C, ldc); });
 }
 
 /// The bf16 dot small-M order (M = 1 .. 4 rows, Bf16DotMath): as the fp32 one over input pairs
@@ -325,11 +336,7 @@ inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, Weight
                     t = S::run(t, U::load_aligned(aa), w0);
                 }
             }
-            for (int m = 0; m < M; ++m) {
-                alignas(64) float v[L];
-                (s0[m] + s1[m]).store_aligned(v);
-                acc[m] = tree_sum<float, L>(v);
-            }
+            for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
         } else
 #endif
         {
@@ -414,14 +421,7 @@ inline void bf16_small_m(index_t M, const std::uint32_t* A, index_t lda, WeightM
         }
         return;
     }
-    const auto run = [&](auto rows) { bf16_rows_dot<Kernel, decltype(rows)::value>(N, A, lda, w, C, ldc); };
-    switch (M) {
-        case 1: run(std::integral_constant<int, 1>{}); break;
-        case 2: run(std::integral_constant<int, 2>{}); break;
-        case 3: run(std::integral_constant<int, 3>{}); break;
-        case 4: run(std::integral_constant<int, 4>{}); break;
-        default: break;  // callers pass M = 1 .. 4
-    }
+    with_small_rows(M, [&](auto rows) { bf16_rows_dot<Kernel, decltype(rows)::value>(N, A, lda, w, C, ldc); });
 }
 
 }  // namespace detail
