@@ -285,10 +285,22 @@ inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_
 /// reading each row's words where they lie; [in, out] (or packed ahead of time) weights: NR
 /// outputs of the packed panels at a time with the partials as separate accumulators; the same
 /// bits either way.
+/// One output in the bf16 small-M order, one lane at a time (scalar builds): a(q) and w(q) give
+/// the input and weight words of pair q < P.
+template <class InputWord, class WeightWord>
+inline float bf16_dot_one(index_t P, InputWord&& a, WeightWord&& w) noexcept {
+    constexpr index_t L = Bf16Blocking::L;
+    float part[2 * L] = {};
+    const index_t padded = (P + L - 1) / L * L;
+    for (index_t q = 0; q < padded; ++q)
+        part[q % (2 * L)] = bf16_step(part[q % (2 * L)], q < P ? a(q) : 0u, q < P ? w(q) : 0u);
+    for (index_t j = 0; j < L; ++j) part[j] = part[j] + part[j + L];
+    return tree_sum<float, L>(part);
+}
+
 template <class Kernel, int M>
 inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, WeightMatrix<bf16> w, float* C,
                           index_t ldc) noexcept {
-    constexpr index_t L = Bf16Blocking::L;
     const index_t K = w.in, P = bf16_pairs(K);
     const auto* bits = reinterpret_cast<const std::uint16_t*>(w.data);
     // The word of pair q of row `r` (zero high half past an odd K).
@@ -303,6 +315,7 @@ inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, Weight
             using S = Bf16Step<Kernel>;
             using B = typename S::B;
             using U = typename S::U;
+            constexpr index_t L = Bf16Blocking::L;
             static_assert(static_cast<index_t>(B::size) == L);
             const index_t whole = K / 2;  // pairs with both halves in the row
             const auto load = [&](index_t q) {  // L whole pairs: their words are the row's bytes
@@ -340,14 +353,8 @@ inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, Weight
         } else
 #endif
         {
-            for (int m = 0; m < M; ++m) {
-                float part[2 * L] = {};
-                const index_t padded = (P + L - 1) / L * L;
-                for (index_t q = 0; q < padded; ++q)
-                    part[q % (2 * L)] = bf16_step(part[q % (2 * L)], q < P ? A[m * lda + q] : 0u, q < P ? word(r, q) : 0u);
-                for (index_t j = 0; j < L; ++j) part[j] = part[j] + part[j + L];
-                acc[m] = tree_sum<float, L>(part);
-            }
+            for (int m = 0; m < M; ++m)
+                acc[m] = bf16_dot_one(P, [&](index_t q) { return A[m * lda + q]; }, [&](index_t q) { return word(r, q); });
         }
         for (int m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
     }
@@ -358,8 +365,7 @@ inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, Weight
 template <class Kernel>
 inline void bf16_panels_dot(index_t M, index_t N, index_t P, const std::uint32_t* A, index_t lda, const std::uint32_t* panels,
                             index_t panel_stride, float* C, index_t ldc) noexcept {
-    constexpr index_t L = Bf16Blocking::L, NR = Bf16Blocking::NR;
-    const index_t padded = (P + L - 1) / L * L;
+    constexpr index_t NR = Bf16Blocking::NR;
     for (index_t p = 0; p < N; p += NR) {
         const std::uint32_t* wp = panels + (p / NR) * panel_stride;
         const index_t cols = std::min(NR, N - p);
@@ -369,6 +375,8 @@ inline void bf16_panels_dot(index_t M, index_t N, index_t P, const std::uint32_t
             using S = Bf16Step<Kernel>;
             using B = typename S::B;
             using U = typename S::U;
+            constexpr index_t L = Bf16Blocking::L;
+            const index_t padded = (P + L - 1) / L * L;
             for (index_t m = 0; m < M; ++m) {
                 B s[2 * L][2];  // partial j of outputs 0 .. L - 1 and L .. 2L - 1
                 for (index_t j = 0; j < 2 * L; ++j) s[j][0] = s[j][1] = B(0.0f);
@@ -391,13 +399,8 @@ inline void bf16_panels_dot(index_t M, index_t N, index_t P, const std::uint32_t
         }
 #endif
         for (index_t m = 0; m < M; ++m) {
-            for (index_t c = 0; c < NR; ++c) {
-                float part[2 * L] = {};
-                for (index_t q = 0; q < padded; ++q)
-                    part[q % (2 * L)] = bf16_step(part[q % (2 * L)], q < P ? A[m * lda + q] : 0u, q < P ? wp[q * NR + c] : 0u);
-                for (index_t j = 0; j < L; ++j) part[j] = part[j] + part[j + L];
-                out[c] = tree_sum<float, L>(part);
-            }
+            for (index_t c = 0; c < NR; ++c)
+                out[c] = bf16_dot_one(P, [&](index_t q) { return A[m * lda + q]; }, [&](index_t q) { return wp[q * NR + c]; });
             for (index_t c = 0; c < cols; ++c) C[m * ldc + p + c] += out[c];
         }
     }
