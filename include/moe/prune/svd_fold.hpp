@@ -108,16 +108,19 @@ struct FoldedExpert {
 namespace detail {
 
 /// The first r columns a rank-revealing selection picks from M (columns = neurons), ascending.
-inline std::vector<index_t> select_columns(const Eigen::MatrixXd& M, index_t r, NeuronSelection how) {
+/// A template (only ever Eigen::MatrixXd) so that Eigen's SVD and QR are instantiated where a fold
+/// runs, not in every translation unit that includes this header (that cost ~10 s of parsing each).
+template <class Matrix = Eigen::MatrixXd>
+std::vector<index_t> select_columns(const Matrix& M, index_t r, NeuronSelection how) {
     Eigen::VectorXi perm;
     if (how == NeuronSelection::svd && M.rows() > 0) {
-        Eigen::BDCSVD<Eigen::MatrixXd> svd(M, Eigen::ComputeThinV);
+        Eigen::BDCSVD<Matrix> svd(M, Eigen::ComputeThinV);
         const Eigen::Index q = std::min<Eigen::Index>(static_cast<Eigen::Index>(r), svd.matrixV().cols());
-        const Eigen::MatrixXd Qt = svd.matrixV().leftCols(q).transpose();
-        Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(Qt);
+        const Matrix Qt = svd.matrixV().leftCols(q).transpose();
+        Eigen::ColPivHouseholderQR<Matrix> qr(Qt);
         perm = qr.colsPermutation().indices();
     } else {
-        Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(M);
+        Eigen::ColPivHouseholderQR<Matrix> qr(M);
         perm = qr.colsPermutation().indices();
     }
     std::vector<index_t> s(perm.data(), perm.data() + r);
@@ -200,7 +203,7 @@ public:
                     h.data<float>(), n, F)
                     .cast<double>();
             const Eigen::VectorXd scale = Vd.colwise().norm().transpose();
-            S = detail::select_columns(H * scale.asDiagonal(), r, opt_.selection);
+            S = detail::select_columns<Eigen::MatrixXd>(H * scale.asDiagonal(), r, opt_.selection);
             const Eigen::MatrixXd Y = H * Vd.transpose();  // [n, d]: the expert's output minus o
             const index_t cols = r + (opt_.refit_bias ? 1 : 0);
             Eigen::MatrixXd A(n, cols);
