@@ -75,7 +75,7 @@ inline Role parse_role(const ChatMessage& m, std::size_t index, std::string_view
     if (m.role == "system") return Role::system;
     if (m.role == "user") return Role::user;
     if (m.role == "assistant") return Role::assistant;
-    throw ConfigError(where, detail::cat("messages[", index, "]: unknown role '", m.role,
+    throw ConfigError(where, moe::detail::cat("messages[", index, "]: unknown role '", m.role,
                                          "' (expected \"system\", \"user\" or \"assistant\")"));
 }
 
@@ -240,7 +240,7 @@ struct Vicuna11 {
             check<ConfigError>(c.turns.size() % 2 == 1, where,
                                "add_generation_prompt needs the conversation to end with a \"user\" turn ",
                                c.turns.empty() ? std::string("(there is none)")
-                                               : detail::cat("(messages[", c.first_index + c.turns.size() - 1,
+                                               : moe::detail::cat("(messages[", c.first_index + c.turns.size() - 1,
                                                              "] is \"", c.turns.back().role, "\")"));
             out += "ASSISTANT:";
         }
@@ -301,9 +301,9 @@ inline std::string apply_chat_template(std::string_view name, std::span<const Ch
     if (name == "vicuna_v1") return Vicuna11{}.format(messages, options);
     if (name == "llama3") return Llama3{}.format(messages, options);
     std::string known;
-    for (std::string_view n : chat_template_names) known += detail::cat(known.empty() ? "" : ", ", n);
+    for (std::string_view n : chat_template_names) known += moe::detail::cat(known.empty() ? "" : ", ", n);
     throw ConfigError("moe::lm::apply_chat_template",
-                      detail::cat("unknown chat template '", name, "' (known: ", known, ")"));
+                      moe::detail::cat("unknown chat template '", name, "' (known: ", known, ")"));
 }
 
 }  // namespace moe::lm

@@ -8,5 +8,6 @@
 #include "vision/mlp.hpp"
 #include "vision/patch_embed.hpp"
 #include "vision/pos_embed.hpp"
+#include "vision/preprocess.hpp"
 #include "vision/swin.hpp"
 #include "vision/vit.hpp"

@@ -11,7 +11,7 @@ As the reference implementation does, tensors are laid out by descending element
 name), so that every tensor is aligned to its element size when the file is mapped: the data
 section starts at 8 + N, a multiple of 8.
 
-Supported dtypes: F32, BF16 (torch.bfloat16, stored as its raw 16 bits), F16, I64, I32.
+Supported dtypes: F32, BF16 (torch.bfloat16, stored as its raw 16 bits), F16, I64, I32, U8.
 state_dict_tensors(module, prefix) turns a module's weights into save_file's input.
 """
 
@@ -28,6 +28,7 @@ _TORCH_TO_ST = {
     torch.float16: ("F16", 2, "<f2"),
     torch.int64: ("I64", 8, "<i8"),
     torch.int32: ("I32", 4, "<i4"),
+    torch.uint8: ("U8", 1, "<u1"),
 }
 _ST_TO_TORCH = {v[0]: (k, v[1], v[2]) for k, v in _TORCH_TO_ST.items()}
 

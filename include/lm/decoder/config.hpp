@@ -5,7 +5,8 @@
 //   DecoderConfig::from_file(path)          the same from a file (a model folder's config.json)
 //
 // Supported model_type values: "qwen2" (Qwen2ForCausalLM; also RSUniVLM's language model,
-// architectures ["LlavaQwenGMoeForCausalLM"]: every FFN a G-MoE), "llama" (LlamaForCausalLM,
+// architectures ["LlavaQwenGMoeForCausalLM"]: every FFN a G-MoE; LLaVA-NeXT's "llava_qwen" is
+// read as "qwen2"), "llama" (LlamaForCausalLM,
 // also LLaMA-3 with rope_scaling "llama3"), "mistral" (read as llama without biases; sliding
 // windows are refused), "qwen2_moe" (Qwen2MoeForCausalLM), "mixtral" (MixtralForCausalLM).
 // Defaults follow transformers' configuration_<type>.py. Every field is checked: an unknown
@@ -96,6 +97,8 @@ struct DecoderConfig {
         c.where = where;
         Fields f{doc, where};
         c.model_type = f.str("model_type", "");
+        // LLaVA-NeXT's LlavaQwenConfig (RSUniVLM's config.json) is Qwen2Config under another name.
+        if (c.model_type == "llava_qwen") c.model_type = "qwen2";
         static constexpr std::string_view kTypes[] = {"qwen2", "llama", "mistral", "qwen2_moe", "mixtral"};
         check<ConfigError>(std::find(std::begin(kTypes), std::end(kTypes), c.model_type) != std::end(kTypes), where,
                            "model_type '", c.model_type,

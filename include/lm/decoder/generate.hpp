@@ -92,17 +92,25 @@ inline std::size_t stop_prefix_overlap(std::string_view text, const std::vector<
 
 }  // namespace detail
 
-/// Generates for every prompt at once: prompt i in cache slot i (the slots are reset first).
-/// `tokenizer` may be null (then no text, no stop strings, no tokenizer eos).
-template <class Model, class KV, class... P>
-    requires(LogitsProcessor<P> && ...)
-GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<std::vector<std::int32_t>>& prompts,
-                          const GenerationOptions& opt, const Tokenizer* tokenizer = nullptr,
-                          const TokenCallback& on_token = {}, const P&... processors) {
+/// A prompt given as input embeddings rather than ids: a vision-language model's prompt with
+/// image features spliced in. `x` [n, hidden] (borrowed: it must outlive the call); `context`:
+/// the ids the repetition penalty sees before the generated ones (LLaVA's generate passes
+/// inputs_embeds only, so its penalty sees the generated tokens alone: leave it empty).
+struct EmbeddedPrompt {
+    ConstMatrixRef<float> x;
+    std::vector<std::int32_t> context;
+};
+
+namespace detail {
+
+/// The generation loop over S prompts; prefill(s) fills slot s (reset first) and returns
+/// {last-token logits [1, V], its prompt's context ids, prompt rows}.
+template <class Model, class KV, class Prefill, class... P>
+GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&& prefill,
+                               const GenerationOptions& opt, const Tokenizer* tokenizer, const TokenCallback& on_token,
+                               const P&... processors) {
     const char* where = "lm::generate";
-    const auto S = static_cast<index_t>(prompts.size());
-    check<ConfigError>(S > 0 && S <= cache.slots(), where, prompts.size(), " prompts for a cache of ", cache.slots(),
-                       " slots");
+    check<ConfigError>(S > 0 && S <= cache.slots(), where, S, " prompts for a cache of ", cache.slots(), " slots");
     check<ConfigError>(opt.max_new_tokens >= 0, where, "max_new_tokens must be >= 0, got ", opt.max_new_tokens);
     check<ConfigError>(opt.experts.empty() || static_cast<index_t>(opt.experts.size()) == S, where,
                        opt.experts.size(), " experts for ", S, " prompts");
@@ -131,14 +139,11 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<st
     const auto t0 = std::chrono::steady_clock::now();
     Tensor logits(DType::f32, {S, V});
     for (index_t s = 0; s < S; ++s) {
-        const auto& p = prompts[static_cast<std::size_t>(s)];
-        check<ConfigError>(!p.empty(), where, "prompt ", s, " is empty");
         cache.reset(s);
-        Tensor lg = model.prefill(cache, s, p, expert_of(s));
-        std::copy_n(lg.data<float>(), V, logits.data<float>() + s * V);
-        res.prefill_tokens += static_cast<index_t>(p.size());
         Live& l = live[static_cast<std::size_t>(s)];
-        l.context = p;
+        const std::pair<Tensor, index_t> r = prefill(s, expert_of(s), l.context);
+        std::copy_n(r.first.data<float>(), V, logits.data<float>() + s * V);
+        res.prefill_tokens += r.second;
         if (tokenizer) l.stream.emplace(*tokenizer, opt.decode);
     }
     const auto t1 = std::chrono::steady_clock::now();
@@ -199,6 +204,43 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<st
             std::copy_n(lg.data<float>() + static_cast<index_t>(i) * V, V, logits.data<float>() + slots[i] * V);
     }
     return res;
+}
+
+}  // namespace detail
+
+/// Generates for every prompt at once: prompt i in cache slot i (the slots are reset first).
+/// `tokenizer` may be null (then no text, no stop strings, no tokenizer eos).
+template <class Model, class KV, class... P>
+    requires(LogitsProcessor<P> && ...)
+GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<std::vector<std::int32_t>>& prompts,
+                          const GenerationOptions& opt, const Tokenizer* tokenizer = nullptr,
+                          const TokenCallback& on_token = {}, const P&... processors) {
+    return detail::generate_loop(
+        model, cache, static_cast<index_t>(prompts.size()),
+        [&](index_t s, int expert, std::vector<std::int32_t>& context) {
+            const auto& p = prompts[static_cast<std::size_t>(s)];
+            check<ConfigError>(!p.empty(), "lm::generate", "prompt ", s, " is empty");
+            context = p;
+            return std::pair<Tensor, index_t>(model.prefill(cache, s, p, expert), static_cast<index_t>(p.size()));
+        },
+        opt, tokenizer, on_token, processors...);
+}
+
+/// The same for prompts given as input embeddings (EmbeddedPrompt).
+template <class Model, class KV, class... P>
+    requires(LogitsProcessor<P> && ...)
+GenerationResult generate(Model& model, KvCache<KV>& cache, std::span<const EmbeddedPrompt> prompts,
+                          const GenerationOptions& opt, const Tokenizer* tokenizer = nullptr,
+                          const TokenCallback& on_token = {}, const P&... processors) {
+    return detail::generate_loop(
+        model, cache, static_cast<index_t>(prompts.size()),
+        [&](index_t s, int expert, std::vector<std::int32_t>& context) {
+            const EmbeddedPrompt& p = prompts[static_cast<std::size_t>(s)];
+            check<ConfigError>(p.x.rows > 0, "lm::generate", "prompt ", s, " is empty");
+            context = p.context;
+            return std::pair<Tensor, index_t>(model.prefill(cache, s, p.x, expert), p.x.rows);
+        },
+        opt, tokenizer, on_token, processors...);
 }
 
 /// One prompt in slot 0.

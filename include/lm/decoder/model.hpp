@@ -293,29 +293,21 @@ public:
     template <class T>
     Tensor prefill(KvCache<T>& cache, index_t slot, std::span<const std::int32_t> ids, int expert = -1,
                    LogitRows which = LogitRows::last) {
-        check<ConfigError>(!ids.empty(), "CausalLM::prefill", "no tokens");
-        cache.reserve(slot, static_cast<index_t>(ids.size()));
-        Tensor all;
-        std::vector<Tensor> parts;
-        for (std::size_t b = 0; b < ids.size(); b += static_cast<std::size_t>(chunk_)) {
-            const std::size_t e = std::min(ids.size(), b + static_cast<std::size_t>(chunk_));
-            Step st;
-            st.add(slot, static_cast<index_t>(e - b), expert);
-            const bool last = e == ids.size();
-            Tensor lg = forward(ids.subspan(b, e - b), st, cache,
-                                which == LogitRows::all ? LogitRows::all : (last ? which : LogitRows::none));
-            if (which == LogitRows::all) parts.push_back(std::move(lg));
-            else if (last) all = std::move(lg);
-        }
-        if (which != LogitRows::all) return all;
-        if (parts.size() == 1) return std::move(parts[0]);
-        Tensor out(DType::f32, {static_cast<index_t>(ids.size()), c_.vocab_size});
-        index_t r = 0;
-        for (const Tensor& p : parts) {
-            std::copy_n(p.data<float>(), p.numel(), out.data<float>() + r * c_.vocab_size);
-            r += p.dim(0);
-        }
-        return out;
+        return prefill_chunks(cache, slot, static_cast<index_t>(ids.size()), expert, which,
+                              [&](index_t b, index_t e, const Step& st, LogitRows w) {
+                                  return forward(ids.subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)),
+                                                 st, cache, w);
+                              });
+    }
+    /// The same from input embeddings x [n, hidden] (a vision-language model's spliced prompt).
+    template <class T>
+    Tensor prefill(KvCache<T>& cache, index_t slot, ConstMatrixRef<float> x, int expert = -1,
+                   LogitRows which = LogitRows::last) {
+        check<ShapeError>(x.cols == c_.hidden_size, "CausalLM::prefill", "input embeddings have ", x.cols,
+                          " features, the model ", c_.hidden_size);
+        return prefill_chunks(cache, slot, x.rows, expert, which, [&](index_t b, index_t e, const Step& st, LogitRows w) {
+            return forward(ConstMatrixRef<float>(x.data + b * x.stride, e - b, x.cols, x.stride), st, cache, w);
+        });
     }
 
     /// One decode step: token ids[i] appended to slots[i] (one each); logits [n, V].
@@ -329,6 +321,33 @@ public:
     }
 
 private:
+    /// Runs n rows of one sequence as chunks of chunk_ rows: run(begin, end, step, which) -> logits.
+    template <class T, class Run>
+    Tensor prefill_chunks(KvCache<T>& cache, index_t slot, index_t n, int expert, LogitRows which, Run&& run) {
+        check<ConfigError>(n > 0, "CausalLM::prefill", "no tokens");
+        cache.reserve(slot, n);
+        Tensor all;
+        std::vector<Tensor> parts;
+        for (index_t b = 0; b < n; b += chunk_) {
+            const index_t e = std::min(n, b + chunk_);
+            Step st;
+            st.add(slot, e - b, expert);
+            const bool last = e == n;
+            Tensor lg = run(b, e, st, which == LogitRows::all ? LogitRows::all : (last ? which : LogitRows::none));
+            if (which == LogitRows::all) parts.push_back(std::move(lg));
+            else if (last) all = std::move(lg);
+        }
+        if (which != LogitRows::all) return all;
+        if (parts.size() == 1) return std::move(parts[0]);
+        Tensor out(DType::f32, {n, c_.vocab_size});
+        index_t r = 0;
+        for (const Tensor& p : parts) {
+            std::copy_n(p.data<float>(), p.numel(), out.data<float>() + r * c_.vocab_size);
+            r += p.dim(0);
+        }
+        return out;
+    }
+
     Tensor logits_of(MatrixRef<float> hx, const std::vector<SequenceRows>& seqs, LogitRows which) {
         const index_t H = c_.hidden_size, V = c_.vocab_size;
         if (which == LogitRows::none) return {};

@@ -10,6 +10,9 @@
 // (moe::Gelu, erf: timm ViT, EVA), its tanh form (moe::GeluTanh: SigLIP, MindSpore's nn.GELU
 // as RingMoE uses it), or any moe::Activation. experts() views it as a one-expert MlpExperts
 // (weights shared), so it also plugs into SharedExperts or any ExpertSet consumer.
+// DenseFfn::projection(fc1 [F, d_in], fc2 [d_out, F]) is the same block between two widths (a
+// vision-language projector, LLaVA's mlp2x_gelu: Linear(1152, 896), GELU, Linear(896, 896)):
+// forward() then maps [T, d_in] to [T, d_out] (output_size()).
 #pragma once
 
 #include <memory>
@@ -39,12 +42,11 @@ public:
     DenseFfn() = default;
     /// fc1 [F, d] and fc2 [d, F] (one matrix each, either layout; biases optional).
     DenseFfn(cpu::Linear<W> fc1, cpu::Linear<W> fc2, std::string_view what = "DenseFfn")
-        : fc1_(std::move(fc1)), fc2_(std::move(fc2)) {
-        check<ShapeError>(fc1_.count() == 1 && fc2_.count() == 1, what, "expected one matrix each, fc1 holds ",
-                          fc1_.count(), ", fc2 ", fc2_.count());
-        check<ShapeError>(fc2_.in_features() == fc1_.out_features() && fc2_.out_features() == fc1_.in_features(),
-                          what, "fc1 [", fc1_.out_features(), ", ", fc1_.in_features(), "] and fc2 [",
-                          fc2_.out_features(), ", ", fc2_.in_features(), "] do not chain");
+        : DenseFfn(std::move(fc1), std::move(fc2), what, true) {}
+    /// fc1 [F, d_in] and fc2 [d_out, F]: a projection from d_in to d_out features (d_out may
+    /// differ from d_in; ungated). Everything else is as the square form.
+    static DenseFfn projection(cpu::Linear<W> fc1, cpu::Linear<W> fc2, std::string_view what = "DenseFfn") {
+        return DenseFfn(std::move(fc1), std::move(fc2), what, false);
     }
     /// The gated form: y = fc2(Act(fc1 x) * up x). gate (fc1) and up [F, d], down (fc2) [d, F].
     static DenseFfn glu(cpu::Linear<W> gate, cpu::Linear<W> up, cpu::Linear<W> down, std::string_view what = "DenseFfn") {
@@ -73,8 +75,11 @@ public:
         return DenseFfn(MlpExperts<Act, W>::random(1, d, F, seed, bias));
     }
 
+    /// Input features (d; d_in of a projection).
     index_t hidden_size() const noexcept { return fc1_.in_features(); }
     index_t ffn_size() const noexcept { return fc1_.out_features(); }
+    /// Output features: hidden_size(), or d_out of a projection.
+    index_t output_size() const noexcept { return fc2_.out_features(); }
     index_t parameters() const noexcept { return fc1_.parameters() + fc2_.parameters() + (gated() ? up_.parameters() : 0); }
     const cpu::Linear<W>& fc1() const noexcept { return fc1_; }
     const cpu::Linear<W>& fc2() const noexcept { return fc2_; }
@@ -85,6 +90,8 @@ public:
     /// The same FFN as a one-expert set (weights shared), e.g. for SharedExperts (ungated form).
     MlpExperts<Act, W> experts() const {
         check<ConfigError>(!gated(), "DenseFfn::experts", "a gated FFN is not an MlpExperts");
+        check<ConfigError>(output_size() == hidden_size(), "DenseFfn::experts", "a projection (", hidden_size(),
+                           " -> ", output_size(), " features) is not an MlpExperts");
         return {fc1_, fc2_};
     }
 
@@ -104,10 +111,10 @@ public:
     /// y [T, d] = FFN(x [T, d]) (Combine::add: y +=). y must not alias x.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, Combine combine = Combine::overwrite) const {
         const char* w = "DenseFfn::forward";
-        const index_t d = hidden_size(), F = ffn_size(), T = x.rows;
+        const index_t d = hidden_size(), F = ffn_size(), T = x.rows, out = output_size();
         check<ShapeError>(x.cols == d, w, "input has ", x.cols, " features, expected ", d);
-        check<ShapeError>(y.rows == T && y.cols == d, w, "output is [", y.rows, ", ", y.cols, "], expected [", T, ", ",
-                          d, "]");
+        check<ShapeError>(y.rows == T && y.cols == out, w, "output is [", y.rows, ", ", y.cols, "], expected [", T,
+                          ", ", out, "]");
         if (T == 0) return;
         MatrixRef<float> h(h_.get(static_cast<std::size_t>(T * F)), T, F);
         if (gated()) {
@@ -127,14 +134,24 @@ public:
         });
         fc2_.forward(ConstMatrixRef<float>(h), y, exec_, combine == Combine::add);
     }
-    /// Convenience: a new [T, d] tensor.
+    /// Convenience: a new [T, output_size()] tensor.
     Tensor forward(const Tensor& x) const {
-        Tensor y(DType::f32, x.shape());
-        forward(x.matrix<float>("DenseFfn::forward input"), y.matrix<float>());
+        const ConstMatrixRef<float> xm = x.matrix<float>("DenseFfn::forward input");
+        Tensor y(DType::f32, {xm.rows, output_size()});
+        forward(xm, y.matrix<float>());
         return y;
     }
 
 private:
+    DenseFfn(cpu::Linear<W> fc1, cpu::Linear<W> fc2, std::string_view what, bool square)
+        : fc1_(std::move(fc1)), fc2_(std::move(fc2)) {
+        check<ShapeError>(fc1_.count() == 1 && fc2_.count() == 1, what, "expected one matrix each, fc1 holds ",
+                          fc1_.count(), ", fc2 ", fc2_.count());
+        check<ShapeError>(fc2_.in_features() == fc1_.out_features() &&
+                              (!square || fc2_.out_features() == fc1_.in_features()),
+                          what, "fc1 [", fc1_.out_features(), ", ", fc1_.in_features(), "] and fc2 [",
+                          fc2_.out_features(), ", ", fc2_.in_features(), "] do not chain");
+    }
     static cpu::Linear<W> one(const cpu::Linear<W>& l, index_t experts, std::string_view what) {
         check<ShapeError>(experts == 1, what, "expected one expert, got ", experts);
         return l;

@@ -48,6 +48,7 @@
 #include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
 #include "moe/io/safetensors.hpp"
+#include "rs/random_weights.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/names.hpp"
@@ -55,29 +56,8 @@
 
 namespace moe::rs::ringmoe {
 
-/// How a tensor of a random checkpoint is initialised.
-enum class Init : std::uint8_t {
-    trunc_normal,    ///< N(0, std^2) truncated at +-2 std
-    zeros,
-    ones,
-    position_index,  ///< the Swin-V1 relative position index of a w x w window (int32)
-};
-
-/// One tensor of a checkpoint.
-struct TensorSpec {
-    std::string name;
-    std::vector<index_t> shape;
-    DType dtype = DType::f32;
-    Init init = Init::zeros;
-    double std = 0.0;   ///< trunc_normal only
-    index_t window = 0; ///< position_index only
-    index_t numel() const noexcept {
-        index_t n = 1;
-        for (index_t d : shape) n *= d;
-        return n;
-    }
-    std::size_t nbytes() const noexcept { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
-};
+using rs::Init;
+using rs::TensorSpec;
 
 /// Options of a random-weight checkpoint.
 struct RandomWeightOptions {
@@ -87,102 +67,6 @@ struct RandomWeightOptions {
     double head_std = 0.02;       ///< ... of the heads' weights
     bool relative_position_index = true;  ///< write the int32 index buffers
 };
-
-namespace detail {
-
-inline std::uint64_t splitmix64(std::uint64_t x) noexcept {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-/// The stream key of a tensor: FNV-1a of its name mixed with the seed.
-inline std::uint64_t tensor_key(std::uint64_t seed, std::string_view name) noexcept {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
-    return splitmix64(h ^ splitmix64(seed));
-}
-
-/// Draw `a` of pair j of stream `key`: two standard normals (Box-Muller in fp32 from one
-/// 64-bit splitmix output: 24 bits for the radius, 24 for the angle).
-inline void normal_pair(std::uint64_t key, std::uint64_t j, std::uint64_t a, float& z0, float& z1) noexcept {
-    constexpr float kTwoPi = 6.28318530717958647692f;
-    const std::uint64_t h = splitmix64(key + (j * 64 + a) * 0xD1B54A32D192ED03ull);
-    const float u1 = static_cast<float>((h >> 40) + 1) * (1.0f / 16777216.0f);             // (0, 1]
-    const float u2 = static_cast<float>((h >> 16) & 0xFFFFFFull) * (1.0f / 16777216.0f);   // [0, 1)
-    const float r = std::sqrt(-2.0f * std::log(u1));
-    z0 = r * std::cos(kTwoPi * u2);
-    z1 = r * std::sin(kTwoPi * u2);
-}
-
-/// Value i of the truncated standard normal stream `key` (|z| <= 2): component i % 2 of the
-/// first draw of pair i / 2 whose component is within the bounds.
-inline float trunc_normal(std::uint64_t key, std::uint64_t i) noexcept {
-    for (std::uint64_t a = 0;; ++a) {
-        float z0, z1;
-        normal_pair(key, i >> 1, a, z0, z1);
-        const float z = (i & 1) ? z1 : z0;
-        if (std::abs(z) <= 2.0f) return z;
-    }
-}
-
-/// Values [begin, begin + n) of tensor `s` (key from tensor_key) as fp32.
-inline void fill_values(const TensorSpec& s, std::uint64_t key, index_t begin, index_t n, float* out) {
-    switch (s.init) {
-        case Init::zeros: std::fill(out, out + n, 0.0f); return;
-        case Init::ones: std::fill(out, out + n, 1.0f); return;
-        case Init::trunc_normal: {
-            const auto sd = static_cast<float>(s.std);
-            const index_t p0 = begin >> 1, p1 = (begin + n + 1) >> 1;  // pairs covering the range
-            // All threads, in tasks of 65536 pairs (one task, on this thread, up to 131072 values).
-            parallel_for(Exec{}, p1 - p0, [&](index_t jj) {
-                const index_t j = p0 + jj;
-                float z[2];
-                normal_pair(key, static_cast<std::uint64_t>(j), 0, z[0], z[1]);
-                for (index_t c = 0; c < 2; ++c) {
-                    const index_t i = 2 * j + c;
-                    if (i < begin || i >= begin + n) continue;
-                    const float v = std::abs(z[c]) <= 2.0f ? z[c] : trunc_normal(key, static_cast<std::uint64_t>(i));
-                    out[i - begin] = v * sd;
-                }
-            }, 65536);
-            return;
-        }
-        case Init::position_index: return;  // int32: written by write_values
-    }
-}
-
-/// Streams the bytes of tensor `s` to sink(const void*, size_t) in chunks.
-template <class Sink>
-void write_values(const TensorSpec& s, std::uint64_t seed, Sink&& sink) {
-    if (s.init == Init::position_index) {
-        const auto idx = vision::relative_position_index(s.window);
-        check<ShapeError>(static_cast<index_t>(idx.size()) == s.numel() && s.dtype == DType::i32, s.name,
-                          "position index of window ", s.window, " does not fit ", s.numel(), " int32 values");
-        sink(idx.data(), idx.size() * sizeof(std::int32_t));
-        return;
-    }
-    constexpr index_t kChunk = index_t{1} << 22;
-    const std::uint64_t key = tensor_key(seed, s.name);
-    const index_t n = s.numel();
-    std::vector<float> buf(static_cast<std::size_t>(std::min(n, kChunk)));
-    std::vector<bf16> half(s.dtype == DType::bf16 ? buf.size() : 0);
-    for (index_t b = 0; b < n; b += kChunk) {
-        const index_t m = std::min(kChunk, n - b);
-        fill_values(s, key, b, m, buf.data());
-        if (s.dtype == DType::bf16) {
-            for (index_t i = 0; i < m; ++i) half[static_cast<std::size_t>(i)] = bf16(buf[static_cast<std::size_t>(i)]);
-            sink(half.data(), static_cast<std::size_t>(m) * sizeof(bf16));
-        } else {
-            sink(buf.data(), static_cast<std::size_t>(m) * sizeof(float));
-        }
-    }
-}
-
-inline int dtype_order(DType t) noexcept { return t == DType::f32 ? 0 : (t == DType::i32 ? 1 : 2); }
-
-}  // namespace detail
 
 /// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
 /// in the order their data is written: F32, then I32, then BF16 tensors, each group by name
@@ -276,7 +160,7 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
         z(bias(seg_head), {cfg.seg_classes});
     }
     std::stable_sort(t.begin(), t.end(), [](const TensorSpec& a, const TensorSpec& b) {
-        const int ra = detail::dtype_order(a.dtype), rb = detail::dtype_order(b.dtype);
+        const int ra = rs::detail::dtype_order(a.dtype), rb = rs::detail::dtype_order(b.dtype);
         return ra != rb ? ra < rb : a.name < b.name;
     });
     return t;
@@ -304,7 +188,7 @@ inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeight
         std::string name = s.name;
         w.add_streamed(std::move(name), dtype, shape,
                        [spec = std::move(s), seed = opt.seed](const io::SafetensorsWriter::ByteSink& sink) {
-                           write_values(spec, seed, sink);
+                           rs::detail::write_values(spec, seed, sink);
                        });
     }
     return w;
