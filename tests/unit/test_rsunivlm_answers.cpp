@@ -372,6 +372,14 @@ TEST_CASE("rsunivlm parse_mask: counts", "[rsunivlm][answers]") {
     CHECK(wide.demo_accepts);
     CHECK(wide.cells == std::vector<std::uint16_t>{1, 1, 1, 1, 0, 0, 0, 0});
 
+    // Python 3.11's int() refuses more than 4300 digits, even for a count of -1.
+    std::string long_neg = "water*-";
+    long_neg += std::string(4300, '0');
+    long_neg += "1, others*3";
+    const auto ln = ra::parse_mask(long_neg, 1, 3);
+    CHECK(!ln.demo_accepts);
+    CHECK(ln.cells == std::vector<std::uint16_t>{0, 0, 0});
+
     // Not integers to Python: read by their leading integer (or skipped without one).
     struct Case {
         const char* text;
@@ -403,6 +411,12 @@ TEST_CASE("rsunivlm parse_mask: labels the demo's regex does not produce", "[rsu
     check_invariants(empty_label);
     CHECK(!empty_label.demo_accepts);
     CHECK(labels_of(empty_label) == std::vector<std::string>{"others", "others", "water"});
+
+    // numpy drops a label's trailing NULs before strip(): "water \0" is "water".
+    const auto nul = ra::parse_mask(std::string("water \0*3", 9), 1, 3);
+    CHECK(nul.demo_accepts);
+    CHECK(nul.classes == std::vector<std::string>{"others", "water"});
+    CHECK(!ra::parse_mask(std::string("water\0 *3", 9), 1, 3).demo_accepts);  // NUL not trailing
 
     // A bad label with count 0 is never looked up: the demo accepts.
     const auto zero = ra::parse_mask("wat3r*0, others*3", 1, 3);

@@ -46,12 +46,14 @@
 //   row    = piece { ", " piece }                   (the separator is exactly comma, space)
 //   piece  = label "*" count                        (exactly one '*')
 //   label  = ws* word { " " word } ws*              word = [a-z]+, single spaces between words
-//   count  = ws* [+-] digit { ["_"] digit } ws*     (Python int(); leading zeros allowed)
+//   count  = ws* [+-] digit { ["_"] digit } ws*     (Python int(); leading zeros allowed, at
+//                                                     most 4300 digits, Python 3.11's limit)
 // A piece contributes max(count, 0) cells of its label (a negative count contributes nothing,
 // without error). Every row must have the same number of cells, at least one; the grid is then
 // rows x cells-per-row - any size: a consistent 3 x 5 answer is a 3 x 5 mask, 24 x 24 is only
 // what the model was trained to write. Label "others" is the background (black), every other
-// label the foreground (white). A label of another form (a digit, '_', two spaces, empty) is
+// label the foreground (white); a label is looked up after numpy drops its trailing NUL bytes
+// and strip() its whitespace. A label of another form (a digit, '_', two spaces, empty) is
 // missing from the demo's label table (built by re.findall(r'\b[a-z]+(?: [a-z]+)*\b') over the
 // whole text) and fails the demo when its piece has a positive count. The demo also fails when a
 // row is wider than 107374182 cells (20 * width must fit OpenCV's int); beyond that it is
@@ -420,6 +422,7 @@ struct Count {
     long long value = 0;      ///< the leading integer, saturated at +-kCountCap
 };
 constexpr long long kCountCap = 1LL << 40;  // above every width the demo can draw
+constexpr std::size_t kPythonMaxDigits = 4300;  // int()'s default limit since Python 3.11 (and 3.10.7)
 
 inline Count parse_count(std::string_view text) {
     Count c;
@@ -441,7 +444,7 @@ inline Count parse_count(std::string_view text) {
         }
     }
     c.has_number = digits > 0;
-    c.python_ok = c.has_number && i == s.size();
+    c.python_ok = c.has_number && i == s.size() && digits <= kPythonMaxDigits;
     c.value = neg ? -v : v;
     return c;
 }
@@ -525,7 +528,10 @@ inline MaskParse parse_mask(std::string_view text, int expected_rows = 24, int e
                     row_note(line_no, s);
                     demo_ok = false;
                 } else {
-                    const std::string_view label = detail::py_strip(piece.substr(0, star));
+                    // numpy's str arrays drop trailing NULs before the demo's strip().
+                    std::string_view raw = piece.substr(0, star);
+                    while (!raw.empty() && raw.back() == '\0') raw.remove_suffix(1);
+                    const std::string_view label = detail::py_strip(raw);
                     const std::string_view count_text = piece.substr(star + 1);
                     const detail::Count count = detail::parse_count(count_text);
                     if (!count.has_number) {
