@@ -22,6 +22,10 @@ elseif(NOT DEFINED MOE_ENABLE_OPENMP OR MOE_ENABLE_OPENMP)
   find_package(OpenMP QUIET COMPONENTS CXX)
 endif()
 
-# libtiff: optional, only for the GeoTIFF reader (include/rs/tiff.hpp, target moe::rs_tiff).
-# moe::moe itself never links it. Plain find_package (not find_dependency): its absence is fine.
+# libtiff, libjpeg, zlib: optional, only for the remote-sensing file formats (target moe::rs_tiff:
+# GeoTIFF reader and writer include/rs/tiff.hpp and rs/tiff_write.hpp, JPEG reader rs/jpeg.hpp,
+# PNG writer rs/png.hpp). moe::moe itself never links them. Plain find_package (not
+# find_dependency): their absence is fine.
 find_package(TIFF QUIET)
+find_package(JPEG QUIET)
+find_package(ZLIB QUIET)

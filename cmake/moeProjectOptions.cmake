@@ -48,7 +48,8 @@ if(MOE_SANITIZE)
 endif()
 
 # Optional third-party libraries that tests, examples and benchmarks may use (not moe::moe's
-# dependencies): linked when found. nlohmann-json3-dev and libtiff-dev on Debian.
+# dependencies): linked when found. nlohmann-json3-dev, libtiff-dev, libjpeg-dev (libjpeg-turbo)
+# and zlib1g-dev on Debian.
 add_library(moe_extra_deps INTERFACE)
 find_package(nlohmann_json 3 QUIET)
 if(nlohmann_json_FOUND)
@@ -60,4 +61,16 @@ if(TIFF_FOUND)
 else()
   # <tiffio.h> may be visible without a usable libtiff: keep rs/tiff.hpp's reader out then.
   target_compile_definitions(moe_extra_deps INTERFACE MOE_RS_NO_TIFF)
+endif()
+find_package(JPEG QUIET)
+if(JPEG_FOUND)
+  target_link_libraries(moe_extra_deps INTERFACE JPEG::JPEG)
+else()
+  target_compile_definitions(moe_extra_deps INTERFACE MOE_RS_NO_JPEG)  # rs/jpeg.hpp declares nothing
+endif()
+find_package(ZLIB QUIET)
+if(ZLIB_FOUND)
+  target_link_libraries(moe_extra_deps INTERFACE ZLIB::ZLIB)
+else()
+  target_compile_definitions(moe_extra_deps INTERFACE MOE_RS_NO_PNG)  # rs/png.hpp declares nothing
 endif()

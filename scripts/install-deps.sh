@@ -15,7 +15,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(
   g++ cmake ninja-build ccache
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
-  nlohmann-json3-dev libtiff-dev
+  nlohmann-json3-dev libtiff-dev libjpeg-dev zlib1g-dev
   python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile python3-gdal
   # OpenBLAS as libblas.so.3 (the alternatives link, priority above the reference BLAS): Debian's
   # PyTorch calls libblas.so.3, so without it the stock PyTorch baselines run the reference BLAS

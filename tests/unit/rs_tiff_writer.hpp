@@ -5,6 +5,7 @@
 #include <tiffio.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -12,6 +13,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "rs/tiff_write.hpp"
 
 namespace rs_test {
 
@@ -63,16 +66,8 @@ inline void put(Kind k, unsigned char* dst, double v) {
     }
 }
 
-inline void register_geo_tags(TIFF* tif) {
-    static const TIFFFieldInfo info[] = {
-        {33550, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_DOUBLE, FIELD_CUSTOM, 1, 1, const_cast<char*>("ModelPixelScaleTag")},
-        {33922, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_DOUBLE, FIELD_CUSTOM, 1, 1, const_cast<char*>("ModelTiepointTag")},
-        {34735, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_SHORT, FIELD_CUSTOM, 1, 1, const_cast<char*>("GeoKeyDirectoryTag")},
-        {42113, TIFF_VARIABLE, TIFF_VARIABLE, TIFF_ASCII, FIELD_CUSTOM, 1, 0, const_cast<char*>("GDALNoDataTag")},
-    };
-    for (const auto& f : info)
-        if (!TIFFFindField(tif, f.field_tag, TIFF_ANY)) TIFFMergeFieldInfo(tif, &f, 1);
-}
+/// The library's registration of the GeoTIFF and GDAL tags (rs/tiff_write.hpp).
+inline void register_geo_tags(TIFF* tif) { moe::rs::detail::register_geotiff_tags(tif); }
 
 /// Writes `spec` to `path` with values value_at().
 inline void write_tiff(const std::filesystem::path& path, const TiffSpec& s) {
@@ -96,21 +91,16 @@ inline void write_tiff(const std::filesystem::path& path, const TiffSpec& s) {
         std::vector<std::uint16_t> extra(static_cast<std::size_t>(s.bands - 1), EXTRASAMPLE_UNSPECIFIED);
         TIFFSetField(tif, TIFFTAG_EXTRASAMPLES, static_cast<std::uint16_t>(extra.size()), extra.data());
     }
-    if (!s.nodata.empty()) {
-        const TIFFField* f = TIFFFindField(tif, 42113, TIFF_ANY);
-        if (TIFFFieldPassCount(f))
-            TIFFSetField(tif, 42113, static_cast<int>(s.nodata.size() + 1), s.nodata.c_str());
-        else
-            TIFFSetField(tif, 42113, s.nodata.c_str());
-    }
+    // The tags through the library's writer code (rs/tiff_write.hpp): pixel scale 10 m, tie point
+    // (0, 0) -> (399960, 5800020), projected EPSG 32633, PixelIsArea; GDAL_NODATA as given.
+    moe::rs::GeoInfo geo;
     if (s.geo) {
-        const double scale[3] = {10.0, 10.0, 0.0};
-        const double tie[6] = {0, 0, 0, 399960.0, 5800020.0, 0};
-        const std::uint16_t keys[] = {1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633};
-        TIFFSetField(tif, 33550, 3, scale);
-        TIFFSetField(tif, 33922, 6, tie);
-        TIFFSetField(tif, 34735, 16, keys);
+        geo.pixel_scale = std::array<double, 3>{10.0, 10.0, 0.0};
+        geo.tie_point = std::array<double, 6>{0, 0, 0, 399960.0, 5800020.0, 0};
+        geo.epsg = 32633;
+        geo.projected = true;
     }
+    if (!moe::rs::detail::set_geotiff_tags(tif, geo, s.nodata)) throw std::runtime_error("TIFFSetField failed");
     const int B = bytes_of(s.kind);
     const int spp_block = s.separate ? 1 : s.bands;
     const int planes = s.separate ? s.bands : 1;
