@@ -61,6 +61,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "moe/moe.hpp"
@@ -77,7 +78,6 @@ namespace fs = std::filesystem;
 namespace rv = moe::rs::rsunivlm;
 using moe::index_t;
 using moe::Tensor;
-using Model = rv::RsUniVlm<moe::bf16>;
 
 /// The qwen_1_5 chat layout around one image and a 20-token question (Qwen2 vocabulary ids).
 const std::vector<std::int32_t> kPromptIds = {
@@ -270,8 +270,9 @@ Costs costs_of(const moe::lm::DecoderConfig& c) {
 
 // ---- the model, loaded once
 
+template <class W>
 struct Loaded {
-    std::unique_ptr<Model> model;
+    std::unique_ptr<rv::RsUniVlm<W>> model;
     moe::lm::KvCache<float> cache;  ///< slot 0: decode (holds the prompt), slot 1: ttft
     rv::Request request;
     index_t rows = 0;
@@ -287,7 +288,8 @@ std::int32_t argmax(const Tensor& logits) {
 }
 
 /// Embed + prefill of the request into `slot` (emptied first) -> the first token's id.
-std::int32_t first_token(Loaded& L, index_t slot, double* vision_s = nullptr) {
+template <class W>
+std::int32_t first_token(Loaded<W>& L, index_t slot, double* vision_s = nullptr) {
     L.cache.reset(slot);
     const auto t0 = std::chrono::steady_clock::now();
     const Tensor x = L.model->embed(L.request);
@@ -297,18 +299,29 @@ std::int32_t first_token(Loaded& L, index_t slot, double* vision_s = nullptr) {
     return argmax(lg);
 }
 
-Loaded* load(benchmark::State& st) {
-    static std::unique_ptr<Loaded> cur;
+template <class W>
+std::unique_ptr<Loaded<W>>& loaded() {
+    static std::unique_ptr<Loaded<W>> cur;
+    return cur;
+}
+
+/// The model with weight policy W (the other policy's is dropped first: one mapping at a time).
+template <class W>
+Loaded<W>* load(benchmark::State& st) {
+    auto& cur = loaded<W>();
     if (cur) {
         if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
         return cur->error.empty() ? cur.get() : nullptr;
     }
     for (int t : {1, 2}) bandwidth(t);  // before the model is mapped: the buffer stays out of its VmHWM
-    cur = std::make_unique<Loaded>();
+    if constexpr (std::is_same_v<W, moe::bf16>) loaded<moe::bf16_dot>().reset();
+    else loaded<moe::bf16>().reset();
+    malloc_trim(0);
+    cur = std::make_unique<Loaded<W>>();
     const fs::path dir = model_dir();
     try {
         ensure_model(dir);
-        cur->model = std::make_unique<Model>(rv::load_rsunivlm<moe::bf16>(dir));
+        cur->model = std::make_unique<rv::RsUniVlm<W>>(rv::load_rsunivlm<W>(dir));
         for (const auto& e : fs::directory_iterator(dir))
             if (e.path().extension() == ".safetensors") cur->file_bytes += double(e.file_size());
         auto [pix, how] = image_pixels(cur->model->config().image_size());
@@ -337,15 +350,17 @@ double status_bytes(const char* key) {  // "VmRSS:" or "VmHWM:" of /proc/self/st
     return 0;
 }
 
-void memory_counters(benchmark::State& st, const Loaded& L) {
+template <class W>
+void memory_counters(benchmark::State& st, const Loaded<W>& L) {
     malloc_trim(0);
     st.counters["rss_mb"] = status_bytes("VmRSS:") * 1e-6;
     st.counters["rss_peak_mb"] = status_bytes("VmHWM:") * 1e-6;
     st.counters["budget_mb"] = L.file_bytes * 1e-6 + 1000.0;
 }
 
+template <class W>
 void BM_ttft(benchmark::State& st, int threads) {
-    Loaded* L = load(st);
+    Loaded<W>* L = load<W>(st);
     if (!L) return;
     L->model->set_exec(moe::Exec(threads));
     double vision_s = 0;
@@ -365,8 +380,9 @@ void BM_ttft(benchmark::State& st, int threads) {
     st.SetLabel(L->image);
 }
 
+template <class W>
 void BM_decode(benchmark::State& st, int threads) {
-    Loaded* L = load(st);
+    Loaded<W>* L = load<W>(st);
     if (!L) return;
     const double bw = bandwidth(threads);
     const index_t slot = 0, P = L->rows;
@@ -407,17 +423,26 @@ const bool registered = [] {
         benchmark::RegisterBenchmark(("rsunivlm/bandwidth/threads:" + std::to_string(t)).c_str(),
                                      [t](benchmark::State& st) { BM_bandwidth(st, t); })
             ->UseRealTime()->Unit(benchmark::kMillisecond);
-    for (int t : {1, 2})
-        benchmark::RegisterBenchmark(("rsunivlm/ttft/threads:" + std::to_string(t)).c_str(),
-                                     [t](benchmark::State& st) { BM_ttft(st, t); })
-            ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1);
     const std::string ctx = std::to_string(rv::RsUniVlmConfig::full().image_tokens() +
                                            static_cast<index_t>(kPromptIds.size()) - 1);
-    for (int t : {1, 2})
-        benchmark::RegisterBenchmark(
-            ("rsunivlm/decode/ctx:" + ctx + "/tg:" + std::to_string(decode_steps()) + "/threads:" + std::to_string(t)).c_str(),
-            [t](benchmark::State& st) { BM_decode(st, t); })
-            ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
+    for (bool dot : {false, true}) {  // grouped by policy: each model loaded once
+        const std::string w = dot ? "/w:bf16-dot" : "";
+        for (int t : {1, 2})
+            benchmark::RegisterBenchmark(("rsunivlm/ttft" + w + "/threads:" + std::to_string(t)).c_str(),
+                                         [t, dot](benchmark::State& st) {
+                                             if (dot) BM_ttft<moe::bf16_dot>(st, t);
+                                             else BM_ttft<moe::bf16>(st, t);
+                                         })
+                ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1);
+        for (int t : {1, 2})
+            benchmark::RegisterBenchmark(("rsunivlm/decode/ctx:" + ctx + "/tg:" + std::to_string(decode_steps()) + w +
+                                          "/threads:" + std::to_string(t)).c_str(),
+                                         [t, dot](benchmark::State& st) {
+                                             if (dot) BM_decode<moe::bf16_dot>(st, t);
+                                             else BM_decode<moe::bf16>(st, t);
+                                         })
+                ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
+    }
     benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
     return true;
 }();
