@@ -15,6 +15,9 @@
 //                                    argmax of the logits is the next id) after that prompt
 //                                    (prefilled once, untimed); the slot is truncated back to the
 //                                    prompt when full
+//   rsunivlm/{ttft,decode/...}/w:bf16-dot/threads:<n>   the same with load_rsunivlm<moe::bf16_dot>
+//                                    (the same weights; activations rounded to bf16 at each Linear,
+//                                    vdpbf16ps: the arithmetic of PyTorch's bf16 oneDNN linears)
 //
 // Model: the folder of env MOE_RSUNIVLM_MODEL, default
 // ${MOE_CACHE_DIR:-~/.cache/moe}/models/random-rsunivlm-full (the folder `examples/rsunivlm
@@ -22,7 +25,8 @@
 // (rs::rsunivlm::write_random_model, seed 17, bf16, 3.3 GB, about a minute; the Qwen vocabulary is
 // copied in when scripts/install-deps.sh put it under ${MOE_NPM_DIR:-~/.cache/moe/npm}, so that the
 // example can use the same folder). Opened with load_rsunivlm<moe::bf16> (bf16 weights borrowed
-// from the mmapped file, fp32 activations and accumulation), fp32 KV cache.
+// from the mmapped file, fp32 activations and accumulation) or <moe::bf16_dot> (w:bf16-dot; one
+// of the two loaded at a time), fp32 KV cache.
 // Image: UC Merced airplane00.tif (256 x 256 RGB) from ${MOE_RS_DATA:-/work/shared/data/rs} when
 // present (tools/bench/torch_rsunivlm_bench.py reads the same file with PIL: the pixels are
 // bit-identical, tests/rs), else a synthetic 256 x 256 pattern (the same formula in the script).
@@ -330,7 +334,7 @@ Loaded<W>* load(benchmark::State& st) {
         cur->request.images.push_back(std::move(pix));
         cur->request.granularity = kGranularity;
         cur->rows = cur->model->rows(cur->request);
-        cur->cache = cur->model->make_cache<float>(2, cur->rows + decode_steps());
+        cur->cache = cur->model->template make_cache<float>(2, cur->rows + decode_steps());
         cur->model->set_exec(moe::Exec(2));  // the decode slot's prompt, once (not timed; warms the pages)
         cur->first_id = first_token(*cur, 0);
     } catch (const std::exception& e) {

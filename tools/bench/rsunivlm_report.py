@@ -15,7 +15,8 @@ Columns: TTFT = time to first token of one 384 x 384 image + 20-token question (
 vision = embed, i.e. SigLIP + projector + splice, and the language model's prefill; PyTorch the
 same split); speedup = PyTorch TTFT / moe TTFT (target >= 2); decode tokens/s after the prompt;
 bound = this run's read bandwidth / bytes a decode step reads (one G-MoE expert, lm_head, KV),
-fraction = moe decode / bound (target >= 0.85); RSS = moe's peak resident set (VmHWM) / budget =
+fraction = moe decode / bound (target >= 0.85); moe weights: bf16 (fp32 arithmetic on the
+bf16 weights) or bf16-dot (activations rounded to bf16, vdpbf16ps, as PyTorch's bf16 linears); RSS = moe's peak resident set (VmHWM) / budget =
 model.safetensors + 1 GB (target <=), MB = 10^6 bytes; PyTorch's steady RSS and peak beside it.
 """
 import json
@@ -24,10 +25,12 @@ import re
 import sys
 
 NAME = re.compile(r"^rsunivlm/(?P<kind>bandwidth|ttft|decode)/.*threads:(?P<t>\d+)")
+POLICY = re.compile(r"/w:([^/]+)/")
 
 
 def moe_results(path):
-    """{(kind, threads): record}: median aggregate, else the median run by real_time."""
+    """{(kind, policy, threads): record} (policy "bf16" or "bf16-dot"; bandwidth: "-"): median
+    aggregate, else the median run by real_time."""
     if not os.path.exists(path):
         return {}
     runs, medians = {}, {}
@@ -48,7 +51,9 @@ def moe_results(path):
     for name, b in medians.items():
         m = NAME.match(name)
         if m:
-            out[(m["kind"], int(m["t"]))] = b
+            w = POLICY.search(name)
+            pol = "-" if m["kind"] == "bandwidth" else (w.group(1) if w else "bf16")
+            out[(m["kind"], pol, int(m["t"]))] = b
     return out
 
 
@@ -75,13 +80,14 @@ def main():
     d = sys.argv[1]
     moe = moe_results(os.path.join(d, "bench_rsunivlm.json"))
     pt = torch_results(os.path.join(d, "torch_rsunivlm.jsonl"))
-    threads = sorted({t for _, t in moe} | set(pt))
-    print("| threads | TTFT moe s (vision + prefill) | TTFT PyTorch s (vision + prefill) | speedup (>= 2) "
+    threads = sorted({t for _, _, t in moe} | set(pt))
+    policies = sorted({p for k, p, _ in moe if k != "bandwidth"}) or ["bf16"]
+    print("| moe weights | threads | TTFT moe s (vision + prefill) | TTFT PyTorch s (vision + prefill) | speedup (>= 2) "
           "| decode moe tok/s | decode PyTorch tok/s | moe / PyTorch | bound tok/s (GB/s) | fraction (>= 0.85) "
           "| moe RSS peak / budget MB | PyTorch RSS / peak MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for t in threads:
-        tt, dc, p = moe.get(("ttft", t)), moe.get(("decode", t)), pt.get(t)
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for pol, t in [(pol, t) for pol in policies for t in threads]:
+        tt, dc, p = moe.get(("ttft", pol, t)), moe.get(("decode", pol, t)), pt.get(t)
         m_ttft = tt["seconds"] if tt else None
         m_split = " (%.2f + %.2f)" % (tt["vision_s"], tt["prefill_s"]) if tt else ""
         p_ttft = p["ttft_s"] if p else None
@@ -93,8 +99,8 @@ def main():
         mem = next((r for r in (dc, tt) if r), None)
         rss = "%.0f / %.0f" % (mem["rss_peak_mb"], mem["budget_mb"]) if mem else "-"
         prss = "%.0f / %.0f" % (p["rss_mb"], p["peak_rss_mb"]) if p else "-"
-        print("| %d | %s%s | %s%s | %s | %s | %s | %s | %s%s | %s | %s | %s |" % (
-            t, f(m_ttft), m_split, f(p_ttft), p_split, ratio(p_ttft, m_ttft), f(m_dec), f(p_dec), ratio(m_dec, p_dec),
+        print("| %s | %d | %s%s | %s%s | %s | %s | %s | %s | %s%s | %s | %s | %s |" % (
+            pol, t, f(m_ttft), m_split, f(p_ttft), p_split, ratio(p_ttft, m_ttft), f(m_dec), f(p_dec), ratio(m_dec, p_dec),
             f(bound), bw, ratio(m_dec, bound, "%.2f"), rss, prss))
     dc = next((moe[k] for k in sorted(moe) if k[0] == "decode"), None)
     tt = next((moe[k] for k in sorted(moe) if k[0] == "ttft"), None)

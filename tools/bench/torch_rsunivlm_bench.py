@@ -24,7 +24,7 @@ For every thread count one JSON line:
     decode_tok_s  --decode greedy steps / their seconds (median; _best), each one forward of the
                   previous token on the KV cache (per-layer (k, v) grown by torch.cat), lm_head, argmax
     rows, threads, greedy_ids (the first 8), peak_rss_mb (ru_maxrss: the process's peak, the
-    loading included), rss_mb (VmRSS after the runs), load_s, torch / BLAS / environment (common.torch_info)
+    loading included), rss_mb (VmRSS after the runs, the load's freed heap trimmed), load_s, torch / BLAS / environment (common.torch_info)
 
 Loading: the model is built in fp32 (random init, ~6.6 GB), cast to bfloat16, then the bf16
 tensors of safetensors_io.load_file are copied in (load_state_dict); the peak is therefore far
@@ -102,6 +102,11 @@ def build(folder):
     sd = load_file(os.path.join(folder, "model.safetensors"))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     del sd
+    try:  # give the fp32 build's and the file's freed heap back (bench_env raises glibc's trim threshold)
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     if missing or unexpected:
         raise ValueError("checkpoint names: missing %s, unexpected %s" % (missing[:3], unexpected[:3]))
     return model, vc["image_size"]
