@@ -211,6 +211,25 @@ TEST_CASE("RSUniVLM: errors for mismatched prompts and images", "[parity][rsuniv
     CHECK_THROWS_AS(model.embed(reqs[1]), moe::ConfigError);
 }
 
+TEST_CASE("RSUniVLM: a checkpoint missing a part or with a mis-shaped one is refused, naming the tensor",
+          "[parity][rsunivlm]") {
+    const auto f = open_fixture("rsunivlm_tiny");
+    const auto dir = moe_test::fixture_dir() / meta(f, "model_dir");
+    const auto cfg = rv::RsUniVlmConfig::from_file(dir / "config.json");
+    const auto file = moe::io::open_weights(dir);
+    for (const std::string name : {"model.mm_projector.2.weight", "model.image_newline", "lm_head.weight",
+                                   "model.vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc1.bias",
+                                   "model.layers.1.mlp.2.down_proj.weight"}) {
+        INFO(name);
+        require_throws_mentioning<moe::NotFoundError>([&] { (void)rv::load_rsunivlm<float>(cfg, edited(file, name)); },
+                                                      {name});
+    }
+    const Tensor wrong = zeros(64, 47);
+    require_throws_mentioning<moe::ShapeError>(
+        [&] { (void)rv::load_rsunivlm<float>(cfg, edited(file, "", "model.mm_projector.0.weight", &wrong)); },
+        {"model.mm_projector.0.weight"});
+}
+
 TEST_CASE("RSUniVLM: configurations and the full model's parameter count", "[rsunivlm]") {
     const auto full = rv::RsUniVlmConfig::full();
     CHECK(rv::rsunivlm_parameter_count(full) == 1657325600);  // the issue's count (3.31 GB in bf16)
