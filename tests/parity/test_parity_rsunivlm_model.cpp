@@ -199,6 +199,43 @@ TEST_CASE("parity: RSUniVLM KV cache across image and text rows, greedy generati
     CHECK(res.prefill_tokens == model.rows(reqs[0]) + model.rows(reqs[3]));
 }
 
+TEST_CASE("RSUniVLM: the learned granularity router picks the expert from the mean-pooled prompt",
+          "[parity][rsunivlm]") {
+    const auto f = open_fixture("rsunivlm_tiny");
+    auto model = rv::load_rsunivlm<float>(moe_test::fixture_dir() / meta(f, "model_dir"));
+    const index_t H = model.config().hidden_size();
+    auto reqs = requests(f);
+    rv::Request& r = reqs[3];  // two images, tag expert 0
+    const Tensor x = model.embed(r);
+    std::vector<float> pooled(static_cast<std::size_t>(H), 0.0f);  // the request's mean input embedding
+    for (index_t t = 0; t < x.dim(0); ++t)
+        for (index_t i = 0; i < H; ++i) pooled[static_cast<std::size_t>(i)] += x.data<float>()[t * H + i];
+    for (float& v : pooled) v /= static_cast<float>(x.dim(0));
+    r.granularity = rv::kLearnedGranularity;
+    auto cache = model.make_cache(1, 128);
+    CHECK_THROWS_WITH(model.forward(std::span<const rv::Request>(&r, 1), cache), Catch::Contains("set_granularity_router"));
+    for (int want : {2, 1}) {
+        // Gate rows: +pooled for the wanted expert, -pooled for the others: its logit is |pooled|^2 > 0 > theirs.
+        std::vector<float> w(static_cast<std::size_t>(3 * H));
+        for (int e = 0; e < 3; ++e)
+            for (index_t i = 0; i < H; ++i)
+                w[static_cast<std::size_t>(e * H + i)] = (e == want ? 1.0f : -1.0f) * pooled[static_cast<std::size_t>(i)];
+        model.set_granularity_router(moe::LearnedGranularityRouter(moe::Gate::from_values(3, H, w)));
+        cache.reset(0);
+        const Tensor learned = model.forward(std::span<const rv::Request>(&r, 1), cache, moe::lm::LogitRows::all);
+        auto fixed = requests(f);
+        fixed[3].granularity = want;
+        cache.reset(0);
+        const Tensor direct = model.forward(std::span<const rv::Request>(&fixed[3], 1), cache, moe::lm::LogitRows::all);
+        INFO("wanted expert " << want);
+        REQUIRE(learned.numel() == direct.numel());
+        CHECK(std::equal(learned.data<float>(), learned.data<float>() + learned.numel(), direct.data<float>()));
+        CHECK(max_rel(learned.data<float>(), f.get("__logits_3__").data<float>(), learned.numel()) > 1e-3);  // not expert 0
+    }
+    CHECK_THROWS_AS(model.set_granularity_router(moe::LearnedGranularityRouter(moe::Gate::random(2, H, 1))),
+                    moe::ConfigError);
+}
+
 TEST_CASE("RSUniVLM: errors for mismatched prompts and images", "[parity][rsunivlm]") {
     const auto f = open_fixture("rsunivlm_tiny");
     auto model = rv::load_rsunivlm<float>(moe_test::fixture_dir() / meta(f, "model_dir"));

@@ -7,7 +7,8 @@
 //                               (lm::GMoeDecoder: one expert per request)
 //   load_rsunivlm<W>(dir)       a model folder (config.json + model.safetensors or shards)
 //   Request                     one prompt: ids with kImageTokenIndex placeholders, its images
-//                               (pixels [3, S, S] each, in order) and its granularity (expert)
+//                               (pixels [3, S, S] each, in order) and its granularity (expert),
+//                               or kLearnedGranularity: set_granularity_router's choice
 //
 // The computation is LLaVA-NeXT's (tools/reference/rsunivlm.py mirrors it): encode_images =
 // mm_projector(vision_tower(pixels)), the tower's hidden_states[-1] after LLaVA deleted its last
@@ -35,17 +36,22 @@
 #include "lm/decoder/load.hpp"
 #include "moe/expert/dense_ffn.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/router/granularity.hpp"
 #include "rs/rsunivlm/config.hpp"
 #include "vision/loaders.hpp"
 #include "vision/vit.hpp"
 
 namespace moe::rs::rsunivlm {
 
+/// Request::granularity asking the model's learned granularity router for the expert.
+inline constexpr int kLearnedGranularity = -1;
+
 /// One prompt of a batch.
 struct Request {
     std::vector<std::int32_t> ids;  ///< token ids, kImageTokenIndex where each image goes
     std::vector<Tensor> images;     ///< pixels [3, S, S] per placeholder, in order
-    int granularity = 0;            ///< the expert: 0 image-level, 1 region, 2 pixel
+    int granularity = 0;            ///< the expert: 0 image-level, 1 region, 2 pixel, or
+                                    ///< kLearnedGranularity (set_granularity_router)
 };
 
 /// The checkpoint's tensor names (prefixes) of the parts.
@@ -82,6 +88,29 @@ public:
     Language& language_model() noexcept { return lm_; }
     const Language& language_model() const noexcept { return lm_; }
     const Projector& projector() const noexcept { return proj_; }
+
+    /// The learned variant of the granularity router (LearnedGranularityRouter: a Linear over the
+    /// request's mean-pooled input embeddings, argmax): requests whose granularity is
+    /// kLearnedGranularity get its choice, made once per request over its whole prompt (text and
+    /// image rows) and kept for every token and layer, as the tag rule's is. The released model
+    /// has no such router (its gate would come from training).
+    void set_granularity_router(LearnedGranularityRouter r) {
+        check<ConfigError>(r.hidden_size() == c_.hidden_size() && r.num_experts() == 3, "RsUniVlm::set_granularity_router",
+                           "the router maps ", r.hidden_size(), " features to ", r.num_experts(),
+                           " experts, the model needs ", c_.hidden_size(), " -> 3");
+        learned_.emplace(std::move(r));
+    }
+    /// The expert of a request: its own granularity, or the learned router's choice over its
+    /// input embeddings x [rows, H] (kLearnedGranularity).
+    int granularity(const Request& r, ConstMatrixRef<float> x) {
+        if (r.granularity != kLearnedGranularity) return r.granularity;
+        check<ConfigError>(learned_.has_value(), "RsUniVlm", "a request asks for the learned granularity router, and "
+                                                              "none is set (set_granularity_router)");
+        RoutingPlan plan;
+        learned_->set_requests({0, x.rows});
+        learned_->route(x, plan);
+        return static_cast<int>(plan.expert_ids[0]);
+    }
 
     /// Threads for every part (results do not depend on the count).
     void set_exec(const Exec& ex) {
@@ -129,8 +158,8 @@ public:
         }
         check<ConfigError>(placeholders == static_cast<index_t>(r.images.size()), w, "the prompt has ", placeholders,
                            " image placeholders (", kImageTokenIndex, ") for ", r.images.size(), " images");
-        check<ConfigError>(r.granularity >= 0 && r.granularity < 3, w, "granularity ", r.granularity,
-                           " is not 0 (image), 1 (region) or 2 (pixel)");
+        check<ConfigError>((r.granularity >= 0 && r.granularity < 3) || r.granularity == kLearnedGranularity, w,
+                           "granularity ", r.granularity, " is not 0 (image), 1 (region), 2 (pixel) or kLearnedGranularity");
         Tensor feats;
         if (placeholders > 0) {
             const index_t S = c_.image_size();
@@ -186,7 +215,8 @@ public:
         index_t total = 0;
         for (std::size_t i = 0; i < requests.size(); ++i) {
             parts.push_back(embed(requests[i]));
-            st.add(slots.empty() ? static_cast<index_t>(i) : slots[i], parts.back().dim(0), requests[i].granularity);
+            st.add(slots.empty() ? static_cast<index_t>(i) : slots[i], parts.back().dim(0),
+                   granularity(requests[i], parts.back().matrix<float>()));
             total += parts.back().dim(0);
         }
         const index_t H = c_.hidden_size();
@@ -212,7 +242,7 @@ public:
         opt.experts.clear();
         for (const Request& r : requests) {
             embeds.push_back(embed(r));
-            opt.experts.push_back(r.granularity);
+            opt.experts.push_back(granularity(r, embeds.back().matrix<float>()));
         }
         for (const Tensor& e : embeds) prompts.push_back({ConstMatrixRef<float>(e.matrix<float>()), {}});
         const double vision_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -229,6 +259,7 @@ private:
     Projector proj_;
     Tensor newline_;
     Language lm_;
+    std::optional<LearnedGranularityRouter> learned_;
 };
 
 /// A model folder: config.json (RsUniVlmConfig) and model.safetensors or shards, by the released
