@@ -1,5 +1,6 @@
-// libFuzzer target for the decoder runtime's text readers: config.json (lm::DecoderConfig) and
-// model.safetensors.index.json (io::parse_safetensors_index).
+// libFuzzer target for the decoder runtime's text readers: config.json (lm::DecoderConfig, and
+// RSUniVLM's rs::rsunivlm::RsUniVlmConfig on the same text) and model.safetensors.index.json
+// (io::parse_safetensors_index).
 //
 // The first byte picks the reader (even: config.json, odd: the index), the rest is the text.
 // Each must either throw moe::Error or return. Oracles: a config that loads has positive sizes,
@@ -8,11 +9,12 @@
 // frequencies are finite and positive; an index that loads names at least one tensor, only
 // plain ".safetensors" file names (no '/', no ".."), every file in `files` once. Only
 // moe::Error is caught; anything else (another exception, a sanitizer report, a failed oracle,
-// a timeout) is a finding.
+// a timeout) is a finding. An RSUniVLM config that loads has a G-MoE text model, a vision width
+// that its heads divide, an image no smaller than a patch, and mm_hidden_size equal to the width.
 //
 // Build and run (clang; from the repository root):
 //   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-//       -Iinclude tests/fuzz/fuzz_decoder_config.cpp -o /tmp/fuzz_decoder_config
+//       -Iinclude -isystem /usr/include/eigen3 tests/fuzz/fuzz_decoder_config.cpp -o /tmp/fuzz_decoder_config
 //   /tmp/fuzz_decoder_config -max_total_time=60 -timeout=2 /tmp/fdc_corpus tests/fuzz/corpus/decoder_config
 // Seeds: tests/fuzz/corpus/decoder_config/ (real configs of Qwen2, LLaMA-3, Qwen2-MoE, Mixtral
 // and an index), written by tests/fuzz/make_decoder_seeds.py.
@@ -28,6 +30,7 @@
 #include "lm/decoder/config.hpp"
 #include "lm/decoder/rope.hpp"
 #include "moe/io/safetensors.hpp"
+#include "rs/rsunivlm/config.hpp"
 
 namespace {
 
@@ -56,6 +59,19 @@ void config(std::string_view text) {
         if (!(std::isfinite(f) && f >= 0.0f)) finding("a rope inverse frequency is not finite and >= 0");
 }
 
+void rsunivlm_config(std::string_view text) {
+    moe::rs::rsunivlm::RsUniVlmConfig c;
+    try {
+        c = moe::rs::rsunivlm::RsUniVlmConfig::from_json(text, "fuzz/config.json");
+    } catch (const moe::Error&) {
+        return;
+    }
+    if (c.text.ffn != moe::lm::FfnKind::gmoe) finding("an RSUniVLM config without a G-MoE language model");
+    if (c.vision.heads <= 0 || c.vision.width % c.vision.heads != 0) finding("vision width not split by its heads");
+    if (c.vision.grid() < 1 || c.image_tokens() < 1) finding("an image smaller than a patch");
+    if (c.mm_hidden_size != c.vision.width) finding("mm_hidden_size differs from the vision width");
+}
+
 void index(std::string_view text) {
     moe::io::SafetensorsIndex idx;
     try {
@@ -78,7 +94,10 @@ void index(std::string_view text) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size == 0) return 0;
     const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
-    if (data[0] % 2 == 0) config(text);
+    if (data[0] % 2 == 0) {
+        config(text);
+        rsunivlm_config(text);
+    }
     else index(text);
     return 0;
 }

@@ -28,6 +28,13 @@ MIXTRAL = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hi
            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000, "rope_theta": 1000000.0,
            "sliding_window": None}
 GMOE = dict(QWEN2, architectures=["LlavaQwenGMoeForCausalLM"])
+# RSUniVLM's config.json (LLaVA-NeXT's fields; the vision sizes of tools/reference/fixtures_rsunivlm.py)
+RSUNIVLM = dict(GMOE, model_type="llava_qwen", tie_word_embeddings=False, mm_hidden_size=48,
+                mm_projector_type="mlp2x_gelu", mm_patch_merge_type="spatial_unpad", image_aspect_ratio="anyres_max_9",
+                mm_vision_tower="google/siglip-so400m-patch14-384",
+                vision_config={"hidden_size": 48, "image_size": 28, "intermediate_size": 100, "layer_norm_eps": 1e-06,
+                               "model_type": "siglip_vision_model", "num_attention_heads": 4, "num_hidden_layers": 3,
+                               "patch_size": 7})
 INDEX = {"metadata": {"total_size": 1234}, "weight_map": {
     "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
     "model.layers.0.self_attn.q_proj.weight": "model-00001-of-00002.safetensors",
@@ -37,7 +44,7 @@ INDEX = {"metadata": {"total_size": 1234}, "weight_map": {
 def main():
     os.makedirs(HERE, exist_ok=True)
     seeds = {"qwen2": (0, QWEN2), "llama3": (0, LLAMA3), "qwen2_moe": (0, QWEN2MOE), "mixtral": (0, MIXTRAL),
-             "gmoe": (0, GMOE), "index": (1, INDEX)}
+             "gmoe": (0, GMOE), "rsunivlm_tiny": (0, RSUNIVLM), "index": (1, INDEX)}
     for name, (kind, doc) in seeds.items():
         with open(os.path.join(HERE, name), "wb") as f:
             f.write(bytes([kind]) + json.dumps(doc, indent=1).encode())
