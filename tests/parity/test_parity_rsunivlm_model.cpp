@@ -248,6 +248,21 @@ TEST_CASE("RSUniVLM: errors for mismatched prompts and images", "[parity][rsuniv
     CHECK_THROWS_AS(model.embed(reqs[1]), moe::ConfigError);
 }
 
+TEST_CASE("RSUniVLM: a sharded checkpoint (2 files + index) loads to the same model", "[parity][rsunivlm]") {
+    const auto f = open_fixture("rsunivlm_tiny");
+    const auto dir = moe_test::fixture_dir() / meta(f, "model_dir");
+    auto one = rv::load_rsunivlm<float>(dir);
+    auto two = rv::load_rsunivlm<float>(dir.string() + "_sharded");
+    CHECK(two.parameters() == one.parameters());
+    const auto reqs = requests(f);
+    auto c1 = one.make_cache(1, 128);
+    auto c2 = two.make_cache(1, 128);
+    const Tensor a = one.forward(std::span<const rv::Request>(&reqs[3], 1), c1, moe::lm::LogitRows::all);
+    const Tensor b = two.forward(std::span<const rv::Request>(&reqs[3], 1), c2, moe::lm::LogitRows::all);
+    REQUIRE(a.numel() == b.numel());
+    CHECK(std::equal(a.data<float>(), a.data<float>() + a.numel(), b.data<float>()));
+}
+
 TEST_CASE("RSUniVLM: a checkpoint missing a part or with a mis-shaped one is refused, naming the tensor",
           "[parity][rsunivlm]") {
     const auto f = open_fixture("rsunivlm_tiny");

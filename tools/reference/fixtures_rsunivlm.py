@@ -6,8 +6,9 @@ names, written as its model folder, and what tools/reference/rsunivlm.py compute
 
 Writes <out>/rsunivlm_tiny/ (config.json with LLaVA-NeXT's fields + a vision_config, one
 model.safetensors with every released name: model.vision_tower.vision_tower.vision_model.*,
-model.mm_projector.{0,2}.*, model.image_newline, model.layers.{i}.mlp.{0,1,2}.*, lm_head) and
-<out>/rsunivlm_tiny.safetensors:
+model.mm_projector.{0,2}.*, model.image_newline, model.layers.{i}.mlp.{0,1,2}.*, lm_head), the
+same weights sharded in <out>/rsunivlm_tiny_sharded/ (2 files + model.safetensors.index.json),
+and <out>/rsunivlm_tiny.safetensors:
 
     __image_<k>__       U8  [h_k, w_k, 3]  raw RGB images (k = 0..3; sizes 23x37, 31x20, 28x28, 48x64)
     __pixels_<k>__      F32 [3, S, S]      SigLipImageProcessor's output (PIL bicubic to S = 28)
@@ -170,6 +171,13 @@ def write(w):
     hf_decoder.save_pretrained(model, folder, torch.float32,
                                generation_config={"bos_token_id": 1, "eos_token_id": 2})
     tensors = hf_decoder.read_checkpoint(folder)
+    # The same weights in two shards + index (the vision tower and projector first, as
+    # max_shard_size would cut a file written in that order).
+    names = sorted(tensors)
+    first = [n for n in names if n.startswith(("model.vision_tower.", "model.mm_projector."))]
+    hf_decoder.save_pretrained(model, folder + "_sharded", torch.float32,
+                               shards=[first, [n for n in names if n not in first]])
+    assert all(torch.equal(a, hf_decoder.read_checkpoint(folder + "_sharded")[n]) for n, a in tensors.items())
     want = {"model.image_newline", "model.mm_projector.0.weight", "model.mm_projector.2.bias",
             "model.vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc2.weight",
             "model.vision_tower.vision_tower.vision_model.post_layernorm.weight",
