@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/backend/cpu.hpp"
+#include "moe/backend/cpu/gemm_eigen.hpp"  // the EigenGemm engine the tests compare with
 #include "moe/core.hpp"
 
 namespace moe_test_kernels {  // this file's names (unity builds merge test files)

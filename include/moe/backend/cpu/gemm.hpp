@@ -8,7 +8,10 @@
 //               packed (and 16-bit weights widened) panel by panel, an MR x NR micro-kernel
 //               written with xsimd does the FMAs. The default wherever SIMD is available.
 //   EigenGemm   Eigen's GEMM kernel (general_matrix_matrix_product), called single-threaded;
-//               the default of scalar builds, and the baseline the benchmarks compare with.
+//               the default of scalar builds, and the baseline the tests compare with. Its
+//               implementation is moe/backend/cpu/gemm_eigen.hpp, which scalar builds include
+//               here; a SIMD build that asks for EigenGemm includes it itself (parsing Eigen costs
+//               every translation unit ~2 s, so the SIMD default does not).
 // Both accumulate in fp32 and are single-threaded: threading is decided by the caller (per
 // expert, per row tile, or by column blocks in linear_parallel), and the packed kernel sums
 // every output over k in the same order whatever the split, so results do not depend on the
@@ -26,8 +29,6 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <cstring>
 #include <type_traits>
 
-#include <Eigen/Core>
-
 #include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm_bf16.hpp"
 #include "moe/backend/cpu/gemm_kernel.hpp"
@@ -36,8 +37,6 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
-
-static_assert(EIGEN_WORLD_VERSION == 3 && EIGEN_MAJOR_VERSION >= 3, "moe needs Eigen 3.3 or 3.4");
 
 namespace moe::cpu {
 
@@ -79,22 +78,9 @@ inline void init_output(MatrixRef<float> C, const float* bias, bool accumulate) 
     }
 }
 
-/// C += A . B with A [M, K] row-major (lda), C row-major (ldc) and B = W^T where W is [N, K]
-/// row-major (out_in) or B = W where W is [K, N] row-major (in_out), row stride ldw.
-template <WeightLayout L = WeightLayout::out_in>
-inline void gemm_f32(index_t M, index_t N, index_t K, const float* A, index_t lda, const float* W, index_t ldw,
-                     float* C, index_t ldc) {
-    if (M == 0 || N == 0 || K == 0) return;
-    using namespace Eigen::internal;
-    // Row-major destination and lhs; the rhs [K, N] is column-major (W^T of an [N, K] matrix) or
-    // row-major (an [in, out] matrix), with stride ldw.
-    constexpr int rhs_order = L == WeightLayout::out_in ? Eigen::ColMajor : Eigen::RowMajor;
-    using Gemm = general_matrix_matrix_product<Eigen::Index, float, Eigen::RowMajor, false, float, rhs_order, false,
-                                               Eigen::RowMajor, 1>;
-    gemm_blocking_space<Eigen::RowMajor, float, float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Dynamic> blocking(
-        M, N, K, 1, true);
-    Gemm::run(M, N, K, A, lda, W, ldw, C, 1, ldc, 1.0f, blocking, nullptr);
-}
+/// The EigenGemm engine's body (moe/backend/cpu/gemm_eigen.hpp defines it for EigenGemm).
+template <class Engine>
+struct EngineBody;
 
 /// Widens rows [0, n) of a 16-bit [n, K] matrix to fp32 (row stride ld) into dst [n, K].
 template <class W>
@@ -452,30 +438,13 @@ inline void linear(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bia
         float* pack = ws.panel.get(packed_gemm_workspace());
         packed_gemm(M, A.data, A.stride, Wm, C.data, C.stride, pack);
         return;
-    }
+    } else
 #endif
-    if constexpr (std::is_same_v<W, float>) {
-        if (in_out) detail::gemm_f32<WeightLayout::in_out>(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
-        else detail::gemm_f32(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
-    } else {
-        if (M <= kSmallMRows) {
-            detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride, in_out);
-            return;
-        }
-        // Widen panels of output features that fit in L2 (about 256 KiB of fp32) and multiply.
-        const index_t panel = std::max<index_t>(16, std::min<index_t>(N, (256 * 1024 / 4) / std::max<index_t>(K, 1)));
-        float* buf = ws.panel.get(static_cast<std::size_t>(panel * K));
-        for (index_t n0 = 0; n0 < N; n0 += panel) {
-            const index_t nb = std::min(panel, N - n0);
-            if (in_out) {  // [K, nb] block of rows of stride ld -> contiguous [K, nb]
-                for (index_t k = 0; k < K; ++k)
-                    for (index_t j = 0; j < nb; ++j) buf[k * nb + j] = to_float(Wm.data[k * Wm.ld + n0 + j]);
-                detail::gemm_f32<WeightLayout::in_out>(M, nb, K, A.data, A.stride, buf, nb, C.data + n0, C.stride);
-            } else {
-                detail::widen(Wm.data + n0 * Wm.ld, nb, K, Wm.ld, buf);
-                detail::gemm_f32(M, nb, K, A.data, A.stride, buf, K, C.data + n0, C.stride);
-            }
-        }
+    {
+        // EigenGemm (and PackedGemm without SIMD): an incomplete detail::EngineBody here means
+        // moe/backend/cpu/gemm_eigen.hpp was not included.
+        detail::EngineBody<std::conditional_t<std::is_same_v<Engine, PackedGemm>, EigenGemm, Engine>>::run(
+            A, Wm, C, in_out, ws);
     }
 }
 
@@ -552,3 +521,8 @@ inline void linear_parallel(ConstMatrixRef<float> A, ConstMatrixRef<W> Wm, const
 }  // namespace moe::cpu
 
 MOE_SIMD_DIAGNOSTICS_POP
+
+// Scalar builds: the default engine is EigenGemm.
+#if defined(MOE_NO_SIMD) || !(XSIMD_WITH_SSE2 || XSIMD_WITH_NEON || XSIMD_WITH_NEON64)
+#include "moe/backend/cpu/gemm_eigen.hpp"
+#endif
