@@ -115,46 +115,45 @@ fs::path random_model(const std::string& name) {
     const fs::path dir = cache_root() / "models" / ("random-" + name);
     if (fs::exists(dir / ".complete")) return dir;
     (void)moe_examples::qwen_tokenizer();  // before writing anything: missing -> NotFoundError
-    fs::create_directories(dir);
-    std::cerr << "generate: writing a random-weight " << name << " to " << dir.string() << " (once)\n";
-    moe_examples::copy_qwen_tokenizer(dir);
-    std::ofstream(dir / "config.json") << "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", "
-                                       << "\"hidden_act\": \"silu\", \"hidden_size\": " << H
-                                       << ", \"intermediate_size\": " << s.inter << ", \"num_hidden_layers\": " << s.layers
-                                       << ", \"num_attention_heads\": " << s.heads << ", \"num_key_value_heads\": " << s.kv
-                                       << ", \"vocab_size\": " << V << ", \"max_position_embeddings\": 32768, "
-                                       << "\"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true, "
-                                       << "\"bos_token_id\": 151643, \"eos_token_id\": 151645, \"torch_dtype\": \"bfloat16\", "
-                                       << "\"use_sliding_window\": false}\n";
-    moe::io::SafetensorsWriter w;
-    std::mt19937_64 rng(16);
-    auto add = [&](const std::string& n, std::vector<index_t> shape, bool ones = false) {
-        moe::Tensor t(moe::DType::bf16, moe::Shape(shape.begin(), shape.end()));
-        std::normal_distribution<float> d(0.0f, 0.02f);
-        auto* p = t.data<moe::bf16>();
-        for (index_t i = 0; i < t.numel(); ++i) p[i] = moe::bf16(ones ? 1.0f : d(rng));
-        w.add(n, t.view());
-    };
-    add("model.embed_tokens.weight", {V, H});
-    add("model.norm.weight", {H}, true);
-    for (index_t l = 0; l < s.layers; ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        add(p + "input_layernorm.weight", {H}, true);
-        add(p + "post_attention_layernorm.weight", {H}, true);
-        add(p + "self_attn.q_proj.weight", {s.heads * hd, H});
-        add(p + "self_attn.q_proj.bias", {s.heads * hd});
-        add(p + "self_attn.k_proj.weight", {s.kv * hd, H});
-        add(p + "self_attn.k_proj.bias", {s.kv * hd});
-        add(p + "self_attn.v_proj.weight", {s.kv * hd, H});
-        add(p + "self_attn.v_proj.bias", {s.kv * hd});
-        add(p + "self_attn.o_proj.weight", {H, s.heads * hd});
-        add(p + "mlp.gate_proj.weight", {s.inter, H});
-        add(p + "mlp.up_proj.weight", {s.inter, H});
-        add(p + "mlp.down_proj.weight", {H, s.inter});
-    }
-    w.write(dir / "model.safetensors");
-    std::ofstream(dir / ".complete") << "written by examples/generate\n";
-    return dir;
+    return moe_examples::make_once(dir, [&](const fs::path& tmp) {
+        std::cerr << "generate: writing a random-weight " << name << " to " << dir.string() << " (once)\n";
+        moe_examples::copy_qwen_tokenizer(tmp);
+        std::ofstream(tmp / "config.json") << "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", "
+                                           << "\"hidden_act\": \"silu\", \"hidden_size\": " << H
+                                           << ", \"intermediate_size\": " << s.inter << ", \"num_hidden_layers\": " << s.layers
+                                           << ", \"num_attention_heads\": " << s.heads << ", \"num_key_value_heads\": " << s.kv
+                                           << ", \"vocab_size\": " << V << ", \"max_position_embeddings\": 32768, "
+                                           << "\"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true, "
+                                           << "\"bos_token_id\": 151643, \"eos_token_id\": 151645, \"torch_dtype\": \"bfloat16\", "
+                                           << "\"use_sliding_window\": false}\n";
+        moe::io::SafetensorsWriter w;
+        std::mt19937_64 rng(16);
+        auto add = [&](const std::string& n, std::vector<index_t> shape, bool ones = false) {
+            moe::Tensor t(moe::DType::bf16, moe::Shape(shape.begin(), shape.end()));
+            std::normal_distribution<float> d(0.0f, 0.02f);
+            auto* p = t.data<moe::bf16>();
+            for (index_t i = 0; i < t.numel(); ++i) p[i] = moe::bf16(ones ? 1.0f : d(rng));
+            w.add(n, t.view());
+        };
+        add("model.embed_tokens.weight", {V, H});
+        add("model.norm.weight", {H}, true);
+        for (index_t l = 0; l < s.layers; ++l) {
+            const std::string p = "model.layers." + std::to_string(l) + ".";
+            add(p + "input_layernorm.weight", {H}, true);
+            add(p + "post_attention_layernorm.weight", {H}, true);
+            add(p + "self_attn.q_proj.weight", {s.heads * hd, H});
+            add(p + "self_attn.q_proj.bias", {s.heads * hd});
+            add(p + "self_attn.k_proj.weight", {s.kv * hd, H});
+            add(p + "self_attn.k_proj.bias", {s.kv * hd});
+            add(p + "self_attn.v_proj.weight", {s.kv * hd, H});
+            add(p + "self_attn.v_proj.bias", {s.kv * hd});
+            add(p + "self_attn.o_proj.weight", {H, s.heads * hd});
+            add(p + "mlp.gate_proj.weight", {s.inter, H});
+            add(p + "mlp.up_proj.weight", {s.inter, H});
+            add(p + "mlp.down_proj.weight", {H, s.inter});
+        }
+        w.write(tmp / "model.safetensors");
+    });
 }
 
 std::vector<std::int32_t> parse_ids(const std::string& s) {

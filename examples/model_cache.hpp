@@ -2,9 +2,13 @@
 // folders) and find the real Qwen vocabulary that scripts/install-deps.sh installs.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <system_error>
 
 #include "moe/core/error.hpp"
 
@@ -38,6 +42,36 @@ inline void copy_qwen_tokenizer(const std::filesystem::path& dir) {
     if (std::filesystem::exists(tok.parent_path() / "tokenizer_config.json"))
         std::filesystem::copy_file(tok.parent_path() / "tokenizer_config.json", dir / "tokenizer_config.json",
                                    std::filesystem::copy_options::overwrite_existing);
+}
+
+/// The folder `dir`, made once: when it has no ".complete" marker, write(tmp) fills a private
+/// temporary folder beside it, which is then renamed into place (atomic). Processes that race
+/// each write their own and the first rename wins; none ever reads a folder being written.
+template <class Write>
+std::filesystem::path make_once(const std::filesystem::path& dir, Write&& write) {
+    namespace fs = std::filesystem;
+    if (fs::exists(dir / ".complete")) return dir;
+    fs::create_directories(dir.parent_path());
+    const fs::path tmp = dir.string() + ".tmp-" + std::to_string(::getpid());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    try {
+        write(tmp);
+        std::ofstream(tmp / ".complete") << "complete\n";
+    } catch (...) {
+        std::error_code ec;
+        fs::remove_all(tmp, ec);
+        throw;
+    }
+    std::error_code ec;
+    if (fs::exists(dir) && !fs::exists(dir / ".complete")) fs::remove_all(dir, ec);  // an old half-written one
+    fs::rename(tmp, dir, ec);
+    if (ec) {  // another process got there first
+        fs::remove_all(tmp, ec);
+        if (!fs::exists(dir / ".complete"))
+            throw moe::IOError(dir.string(), "cannot move the model folder into place");
+    }
+    return dir;
 }
 
 }  // namespace moe_examples

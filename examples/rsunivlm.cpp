@@ -97,18 +97,18 @@ struct Args {
 
 using moe_examples::cache_root;
 
-/// The random-weight folder of --config NAME, written once (marker file last).
+/// The random-weight folder of --config NAME, written once (moe_examples::make_once).
 fs::path random_model(const std::string& name) {
     const rv::RsUniVlmConfig cfg = name == "full" ? rv::RsUniVlmConfig::full() : rv::RsUniVlmConfig::tiny();
     const fs::path dir = cache_root() / "models" / ("random-rsunivlm-" + name);
     if (fs::exists(dir / ".complete")) return dir;
     (void)moe_examples::qwen_tokenizer();  // before writing anything: missing -> NotFoundError
-    std::cerr << "rsunivlm: writing a random-weight RSUniVLM (" << name << ", "
-              << rv::rsunivlm_parameter_count(cfg) << " parameters) to " << dir.string() << " (once)\n";
-    rv::write_random_model(dir, cfg, {.seed = 17, .dtype = moe::DType::bf16});
-    moe_examples::copy_qwen_tokenizer(dir);
-    std::ofstream(dir / ".complete") << "written by examples/rsunivlm\n";
-    return dir;
+    return moe_examples::make_once(dir, [&](const fs::path& tmp) {
+        std::cerr << "rsunivlm: writing a random-weight RSUniVLM (" << name << ", "
+                  << rv::rsunivlm_parameter_count(cfg) << " parameters) to " << dir.string() << " (once)\n";
+        rv::write_random_model(tmp, cfg, {.seed = 17, .dtype = moe::DType::bf16});
+        moe_examples::copy_qwen_tokenizer(tmp);
+    });
 }
 
 /// An input image, its 8-bit RGB view and how it was read.
