@@ -111,93 +111,15 @@ std::vector<std::string> model_names() {
 
 // ---- bounds measured in this run, per thread count (the latest run of each benchmark wins)
 
-std::map<int, double>& bandwidth_of() {  // bytes/s, the best repetition
-    static std::map<int, double> m;
-    return m;
-}
+using moe_bench::bandwidth;
+using moe_bench::bandwidth_bytes;
+using moe_bench::bandwidth_of;
+using moe_bench::BM_bandwidth;
+
 std::map<int, double>& gemm_rate_of() {  // FLOP/s, the best repetition
     static std::map<int, double> m;
     return m;
 }
-
-/// A float buffer of its own pages (mmap), given back to the OS when it goes (so that the decode
-/// benchmarks' VmRSS does not hold it).
-class BigBuffer {
-public:
-    explicit BigBuffer(std::size_t n) : n_(n) {
-        void* p = ::mmap(nullptr, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) throw std::bad_alloc();
-        p_ = static_cast<float*>(p);
-        for (std::size_t i = 0; i < n; ++i) p_[i] = static_cast<float>(i & 1023) * (1.0f / 1024.0f);  // touched once
-    }
-    ~BigBuffer() { ::munmap(p_, n_ * sizeof(float)); }
-    BigBuffer(const BigBuffer&) = delete;
-    BigBuffer& operator=(const BigBuffer&) = delete;
-    const float* data() const noexcept { return p_; }
-    std::size_t size() const noexcept { return n_; }
-    std::size_t bytes() const noexcept { return n_ * sizeof(float); }
-
-private:
-    float* p_ = nullptr;
-    std::size_t n_ = 0;
-};
-
-using moe_bench::read_once;
-
-/// One pass over the buffer on ex's threads: chunks of 4 Mi floats (16 MiB, 64 per GiB) taken
-/// dynamically, so a preempted thread does not hold the others up.
-float sum_parallel(const BigBuffer& buf, const moe::Exec& ex, std::vector<float>& partial) {
-    constexpr index_t grain = index_t{1} << 22;
-    const auto n = static_cast<index_t>(buf.size());
-    partial.assign(static_cast<std::size_t>(moe::chunk_count(n, grain)), 0.0f);
-    moe::parallel_chunks(ex, n, grain, [&](index_t b, index_t e, int) {
-        partial[static_cast<std::size_t>(b / grain)] = read_once(buf.data() + b, static_cast<std::size_t>(e - b));
-    });
-    float s = 0;
-    for (float x : partial) s += x;
-    return s;
-}
-
-std::size_t bandwidth_bytes() { return static_cast<std::size_t>(env_int("MOE_BENCH_BW_MIB", 1024)) << 20; }
-
-void BM_bandwidth(benchmark::State& st, int threads) {
-    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
-    const moe::Exec ex(threads);
-    std::vector<float> partial;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (auto _ : st) {
-        float s = sum_parallel(buf, ex, partial);
-        benchmark::DoNotOptimize(s);
-    }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (st.iterations() > 0 && secs > 0) {  // the best repetition: the decode bound at this thread count
-        double& best = bandwidth_of()[threads];
-        best = std::max(best, static_cast<double>(buf.bytes()) * static_cast<double>(st.iterations()) / secs);
-    }
-    st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(buf.bytes()));
-    st.counters["GB/s"] = benchmark::Counter(static_cast<double>(buf.bytes()) * 1e-9,
-                                             benchmark::Counter::kIsIterationInvariantRate);
-}
-
-/// This run's bandwidth at `threads` (the bandwidth benchmark's, or measured here: best of 3
-/// passes after one untimed one, when that benchmark was filtered out).
-double bandwidth(int threads) {
-    auto& m = bandwidth_of();
-    if (auto it = m.find(threads); it != m.end()) return it->second;
-    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
-    const moe::Exec ex(threads);
-    std::vector<float> partial;
-    float sink = sum_parallel(buf, ex, partial);
-    double best = 1e300;
-    for (int r = 0; r < 3; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        sink += sum_parallel(buf, ex, partial);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    benchmark::DoNotOptimize(sink);
-    return m[threads] = static_cast<double>(buf.bytes()) / best;
-}
-
 // ---- the library's dense GEMM on the biggest prefill shape
 
 struct GemmCase {
