@@ -32,6 +32,8 @@ import re
 import statistics
 import sys
 
+from report import gbench_medians
+
 NAME = re.compile(r"^decoder/(?P<model>[^/]+)/(?P<kind>prefill|decode)/.*threads:(?P<t>\d+)")
 BOUND = re.compile(r"^decoder/(?P<kind>bandwidth|gemm)/.*threads:(?P<t>\d+)")
 
@@ -41,21 +43,7 @@ def moe_results(path):
     aggregate when present, else the median of the iterations by real_time."""
     if not os.path.exists(path):
         return {}, {}
-    runs, medians = {}, {}
-    for b in json.load(open(path))["benchmarks"]:
-        if b.get("error_occurred"):
-            continue
-        name = b.get("run_name", b["name"]).replace("/real_time", "")
-        name = re.sub(r"/iterations:\d+", "", name)
-        if b.get("run_type") == "aggregate":
-            if b.get("aggregate_name") == "median":
-                medians[name] = b
-        else:
-            runs.setdefault(name, []).append(b)
-    for name, rs in runs.items():
-        if name not in medians:
-            rs = sorted(rs, key=lambda r: r["real_time"])
-            medians[name] = rs[(len(rs) - 1) // 2]
+    medians = gbench_medians(path)
     models, bounds = {}, {}
     for name, b in medians.items():
         m = NAME.match(name)

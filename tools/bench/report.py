@@ -72,6 +72,30 @@ def load_gbench(path):
     return out, context
 
 
+def gbench_medians(path):
+    """name -> record of a Google Benchmark JSON file: the median aggregate when repetitions were
+    run, else the median run by real_time (an odd count: the middle one; even: the faster middle
+    one); failed runs left out, names without /real_time and /iterations:N. The decoder and
+    RSUniVLM reports read their benchmark files with it. {} when the file is missing."""
+    if not os.path.exists(path):
+        return {}
+    runs, medians = {}, {}
+    for b in json.load(open(path))["benchmarks"]:
+        if b.get("error_occurred"):
+            continue
+        name = re.sub(r"/iterations:\d+", "", b.get("run_name", b["name"]).replace("/real_time", ""))
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = b
+        else:
+            runs.setdefault(name, []).append(b)
+    for name, rs in runs.items():
+        if name not in medians:
+            rs = sorted(rs, key=lambda r: r["real_time"])
+            medians[name] = rs[(len(rs) - 1) // 2]
+    return medians
+
+
 def load_jsonl(path):
     """(name, impl) -> record."""
     out = {}

@@ -24,6 +24,8 @@ import os
 import re
 import sys
 
+from report import gbench_medians
+
 NAME = re.compile(r"^rsunivlm/(?P<kind>bandwidth|ttft|decode)/.*threads:(?P<t>\d+)")
 POLICY = re.compile(r"/w:([^/]+)/")
 
@@ -31,22 +33,7 @@ POLICY = re.compile(r"/w:([^/]+)/")
 def moe_results(path):
     """{(kind, policy, threads): record} (policy "bf16" or "bf16-dot"; bandwidth: "-"): median
     aggregate, else the median run by real_time."""
-    if not os.path.exists(path):
-        return {}
-    runs, medians = {}, {}
-    for b in json.load(open(path))["benchmarks"]:
-        if b.get("error_occurred"):
-            continue
-        name = re.sub(r"/iterations:\d+", "", b.get("run_name", b["name"]).replace("/real_time", ""))
-        if b.get("run_type") == "aggregate":
-            if b.get("aggregate_name") == "median":
-                medians[name] = b
-        else:
-            runs.setdefault(name, []).append(b)
-    for name, rs in runs.items():
-        if name not in medians:
-            rs = sorted(rs, key=lambda r: r["real_time"])
-            medians[name] = rs[(len(rs) - 1) // 2]
+    medians = gbench_medians(path)
     out = {}
     for name, b in medians.items():
         m = NAME.match(name)
