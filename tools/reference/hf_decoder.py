@@ -436,10 +436,13 @@ class DecoderForCausalLM(nn.Module):
 
 
 @torch.no_grad()
-def greedy(model, prompt, n, granularity=None):
-    """Greedy decoding with the KV cache: prompt [T] (ints) -> (ids [n], step logits [n, V])."""
-    ids = torch.as_tensor(prompt, dtype=torch.long)[None]
-    logits, cache = model(ids, granularity=granularity)
+def greedy(model, prompt, n, granularity=None, inputs_embeds=None):
+    """Greedy decoding with the KV cache: prompt [T] (ints), or its input embeddings [1, T, H]
+    (a vision-language model's spliced prompt; prompt None) -> (ids [n], step logits [n, V])."""
+    if inputs_embeds is not None:
+        logits, cache = model(inputs_embeds=inputs_embeds, granularity=granularity)
+    else:
+        logits, cache = model(torch.as_tensor(prompt, dtype=torch.long)[None], granularity=granularity)
     out, steps = [], []
     for _ in range(n):
         last = logits[0, -1]

@@ -130,15 +130,7 @@ class LlavaQwenGMoeForCausalLM(hf_decoder.DecoderForCausalLM):
 def greedy_multimodal(model, ids, images, granularity, n):
     """Greedy decoding on the KV cache after a multimodal prefill (one sequence)."""
     x, _, _ = model.prepare_inputs_embeds([ids], images)
-    logits, cache = model(inputs_embeds=x, granularity=[granularity])
-    out, steps = [], []
-    for _ in range(n):
-        last = logits[0, -1]
-        nxt = int(torch.argmax(last))
-        out.append(nxt)
-        steps.append(last)
-        logits, cache = model(torch.tensor([[nxt]]), past_key_values=cache, granularity=[granularity])
-    return torch.tensor(out, dtype=torch.long), torch.stack(steps)
+    return hf_decoder.greedy(model, None, n, granularity=[granularity], inputs_embeds=x)
 
 
 def parameter_count(text_cfg, vision):
