@@ -69,9 +69,15 @@
 
 #include "lm/decoder.hpp"
 #include "moe/moe.hpp"
+#include "decode_bench.hpp"
 #include "read_bandwidth.hpp"
 
 namespace {
+
+using moe_bench::argmax;
+using moe_bench::costs_of;
+using moe_bench::Costs;
+using moe_bench::env_int;
 
 namespace fs = std::filesystem;
 using moe::index_t;
@@ -85,12 +91,6 @@ using DecoderDot = moe::lm::AnyDecoder<moe::bf16_dot>;
 constexpr index_t kGemmM = 512, kGemmN = 4864, kGemmK = 896;  // Qwen2-0.5B: T x (H -> intermediate)
 constexpr std::uint64_t kPromptSeed = 16;
 
-long env_int(const char* name, long dflt) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) return dflt;
-    const long x = std::strtol(v, nullptr, 10);
-    return x > 0 ? x : dflt;
-}
 index_t prompt_tokens() { return static_cast<index_t>(env_int("MOE_BENCH_PREFILL", 512)); }
 index_t decode_steps() { return static_cast<index_t>(env_int("MOE_BENCH_DECODE", 64)); }
 
@@ -172,44 +172,6 @@ double gemm_rate(int threads) {
 
 // ---- what a token costs, from the config
 
-struct Costs {
-    double weight_bytes = 0;      ///< weights one decode step reads (bytes)
-    double active_params = 0;     ///< parameters a token passes through, without embedding and lm_head
-    double lm_head_params = 0;    ///< V * H
-    double kv_bytes_per_pos = 0;  ///< keys + values of one position, all layers (fp32 cache)
-};
-
-Costs costs_of(const moe::lm::DecoderConfig& c) {
-    const double H = double(c.hidden_size), V = double(c.vocab_size), hd = double(c.head_dim);
-    const double qd = double(c.num_attention_heads) * hd, kvd = double(c.num_key_value_heads) * hd;
-    constexpr double w = 2.0, f = 4.0;  // bf16 Linear weights; fp32 norms, biases, gates
-    Costs k;
-    for (index_t i = 0; i < c.num_hidden_layers; ++i) {
-        double wp = qd * H + 2 * kvd * H + H * qd;  // bf16 weights, in parameters
-        double fp = 2 * H;                          // fp32 parameters: the two norms
-        if (c.qkv_bias) fp += qd + 2 * kvd;
-        if (c.o_bias) fp += H;
-        if (c.sparse_layer(i)) {
-            const double E = double(c.num_experts), topk = double(c.num_experts_per_tok);
-            fp += E * H;  // router gate (fp32 in moe::Gate)
-            wp += topk * 3 * double(c.moe_intermediate_size) * H;
-            if (c.shared_expert_intermediate_size > 0) {
-                wp += 3 * double(c.shared_expert_intermediate_size) * H;
-                fp += H;  // shared_expert_gate [1, H], fp32
-            }
-        } else {
-            wp += 3 * double(c.intermediate_size) * H;
-            if (c.mlp_bias) fp += 2 * double(c.intermediate_size) + H;
-        }
-        k.weight_bytes += w * wp + f * fp;
-        k.active_params += wp + fp;
-    }
-    k.lm_head_params = V * H;
-    k.weight_bytes += f * H + w * V * H + w * H;  // final norm, lm_head, one embedding row
-    k.kv_bytes_per_pos = 2.0 * double(c.num_hidden_layers) * kvd * double(sizeof(float));
-    return k;
-}
-
 // ---- the models: one loaded at a time (the benchmarks are grouped by model)
 
 struct Loaded {
@@ -230,13 +192,6 @@ template <class F>
 void with_model(Loaded& L, F&& f) {
     if (L.exact) std::visit(f, *L.exact);
     else std::visit(f, *L.dotted);
-}
-
-std::int32_t argmax(const Tensor& logits) {
-    const Tensor& l = logits;
-    const float* p = l.data<float>();
-    const index_t V = l.dim(1);
-    return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
 }
 
 Loaded* load(benchmark::State& st, const std::string& name, bool dot) {
@@ -280,13 +235,6 @@ Loaded* load(benchmark::State& st, const std::string& name, bool dot) {
     return cur.get();
 }
 
-double rss_bytes() {
-    std::ifstream f("/proc/self/status");
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) * 1024.0;
-    return 0;
-}
-
 void BM_prefill(benchmark::State& st, const std::string& name, bool dot, int threads) {
     Loaded* L = load(st, name, dot);
     if (!L) return;
@@ -319,37 +267,14 @@ void BM_decode(benchmark::State& st, const std::string& name, bool dot, int thre
     if (!L) return;
     const index_t P = static_cast<index_t>(L->prompt.size());
     const double bw = bandwidth(threads);
-    const index_t slot = 0;
-    double ctx_sum = 0;
-    std::int64_t steps = 0;
+    double ctx = double(P);
     with_model(*L, [&](auto& m) {
         m.set_exec(moe::Exec(threads));
-        L->cache.truncate(slot, P);
-        std::int32_t id = L->first_id;
-        for (auto _ : st) {
-            if (L->cache.length(slot) >= L->cache.max_seq()) {  // O(1): back to the prompt
-                L->cache.truncate(slot, P);
-                id = L->first_id;
-            }
-            ctx_sum += double(L->cache.length(slot) + 1);  // positions this step's attention reads
-            ++steps;
-            Tensor lg = m.decode(L->cache, std::span<const index_t>(&slot, 1), std::span<const std::int32_t>(&id, 1));
-            id = argmax(lg);
-        }
+        ctx = moe_bench::run_decode_steps(st, m, L->cache, P, L->first_id);
     });
-    const Costs k = costs_of(L->config);
-    const double ctx = steps ? ctx_sum / double(steps) : double(P);
-    const double kv = k.kv_bytes_per_pos * ctx;
-    const double bound = bw / (k.weight_bytes + kv);  // tokens/s if every byte came at the measured rate
-    st.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
-    st.counters["weight_bytes_per_token"] = k.weight_bytes;
-    st.counters["kv_bytes_per_token"] = kv;
-    st.counters["context"] = ctx;
-    st.counters["bandwidth_GB/s"] = bw * 1e-9;
-    st.counters["bound_tok/s"] = bound;
-    st.counters["bound_fraction"] = benchmark::Counter(1.0 / bound, benchmark::Counter::kIsIterationInvariantRate);
+    moe_bench::decode_counters(st, costs_of(L->config), ctx, bw);
     malloc_trim(0);
-    st.counters["rss_mb"] = rss_bytes() * 1e-6;
+    st.counters["rss_mb"] = moe_bench::proc_status_bytes("VmRSS:") * 1e-6;
     st.counters["budget_mb"] = (L->file_bytes + double(L->cache.bytes())) * 1e-6 + 100.0;
 }
 

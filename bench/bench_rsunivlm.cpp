@@ -69,6 +69,7 @@
 #include <vector>
 
 #include "moe/moe.hpp"
+#include "decode_bench.hpp"
 #include "read_bandwidth.hpp"
 #include "rs/rsunivlm/config.hpp"
 #include "rs/rsunivlm/model.hpp"
@@ -77,6 +78,11 @@
 #include "vision/preprocess.hpp"
 
 namespace {
+
+using moe_bench::argmax;
+using moe_bench::costs_of;
+using moe_bench::Costs;
+using moe_bench::env_int;
 
 namespace fs = std::filesystem;
 namespace rv = moe::rs::rsunivlm;
@@ -92,12 +98,6 @@ const std::vector<std::int32_t> kPromptIds = {
     151645, 198, 151644, 77091, 198};                                  // <|im_end|>\n<|im_start|>assistant\n
 constexpr int kGranularity = 0;
 
-long env_int(const char* name, long dflt) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) return dflt;
-    const long x = std::strtol(v, nullptr, 10);
-    return x > 0 ? x : dflt;
-}
 index_t decode_steps() { return static_cast<index_t>(env_int("MOE_BENCH_DECODE", 32)); }
 
 fs::path home() {
@@ -175,30 +175,6 @@ using moe_bench::BM_bandwidth;
 
 // ---- what a decode step reads, from the config
 
-struct Costs {
-    double weight_bytes = 0;      ///< weights one decode step reads (bytes)
-    double kv_bytes_per_pos = 0;  ///< keys + values of one position, all layers (fp32 cache)
-};
-
-Costs costs_of(const moe::lm::DecoderConfig& c) {
-    const double H = double(c.hidden_size), V = double(c.vocab_size), hd = double(c.head_dim);
-    const double I = double(c.intermediate_size);
-    const double qd = double(c.num_attention_heads) * hd, kvd = double(c.num_key_value_heads) * hd;
-    constexpr double w = 2.0, f = 4.0;  // bf16 Linear weights; fp32 norms, biases, embedding rows
-    Costs k;
-    for (index_t i = 0; i < c.num_hidden_layers; ++i) {
-        const double wp = qd * H + 2 * kvd * H + H * qd + 3 * I * H;  // attention + ONE G-MoE expert
-        double fp = 2 * H;                                            // the two norms
-        if (c.qkv_bias) fp += qd + 2 * kvd;
-        if (c.o_bias) fp += H;
-        if (c.mlp_bias) fp += 2 * I + H;
-        k.weight_bytes += w * wp + f * fp;
-    }
-    k.weight_bytes += f * H + w * V * H + f * H;  // final norm, lm_head, one embedding row
-    k.kv_bytes_per_pos = 2.0 * double(c.num_hidden_layers) * kvd * double(sizeof(float));
-    return k;
-}
-
 // ---- the model, loaded once
 
 template <class W>
@@ -211,12 +187,6 @@ struct Loaded {
     double file_bytes = 0;
     std::string image, error;
 };
-
-std::int32_t argmax(const Tensor& logits) {
-    const float* p = logits.data<float>();
-    const index_t V = logits.dim(logits.rank() - 1);
-    return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
-}
 
 /// Embed + prefill of the request into `slot` (emptied first) -> the first token's id.
 template <class W>
@@ -273,19 +243,11 @@ Loaded<W>* load(benchmark::State& st) {
     return cur.get();
 }
 
-double status_bytes(const char* key) {  // "VmRSS:" or "VmHWM:" of /proc/self/status, in bytes
-    std::ifstream f("/proc/self/status");
-    const std::string k(key);
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind(k, 0) == 0) return std::strtod(line.c_str() + k.size(), nullptr) * 1024.0;
-    return 0;
-}
-
 template <class W>
 void memory_counters(benchmark::State& st, const Loaded<W>& L) {
     malloc_trim(0);
-    st.counters["rss_mb"] = status_bytes("VmRSS:") * 1e-6;
-    st.counters["rss_peak_mb"] = status_bytes("VmHWM:") * 1e-6;
+    st.counters["rss_mb"] = moe_bench::proc_status_bytes("VmRSS:") * 1e-6;
+    st.counters["rss_peak_mb"] = moe_bench::proc_status_bytes("VmHWM:") * 1e-6;
     st.counters["budget_mb"] = L.file_bytes * 1e-6 + 1000.0;
 }
 
@@ -316,36 +278,10 @@ void BM_decode(benchmark::State& st, int threads) {
     Loaded<W>* L = load<W>(st);
     if (!L) return;
     const double bw = bandwidth(threads);
-    const index_t slot = 0, P = L->rows;
-    const int expert = L->request.granularity;
-    double ctx_sum = 0;
-    std::int64_t steps = 0;
     L->model->set_exec(moe::Exec(threads));
     auto& lm = L->model->language_model();
-    L->cache.truncate(slot, P);
-    std::int32_t id = L->first_id;
-    for (auto _ : st) {
-        if (L->cache.length(slot) >= L->cache.max_seq()) {  // O(1): back to the prompt
-            L->cache.truncate(slot, P);
-            id = L->first_id;
-        }
-        ctx_sum += double(L->cache.length(slot) + 1);  // positions this step's attention reads
-        ++steps;
-        const Tensor lg = lm.decode(L->cache, std::span<const index_t>(&slot, 1), std::span<const std::int32_t>(&id, 1),
-                                    std::span<const int>(&expert, 1));
-        id = argmax(lg);
-    }
-    const Costs k = costs_of(lm.config());
-    const double ctx = steps ? ctx_sum / double(steps) : double(P);
-    const double kv = k.kv_bytes_per_pos * ctx;
-    const double bound = bw / (k.weight_bytes + kv);
-    st.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
-    st.counters["weight_bytes_per_token"] = k.weight_bytes;
-    st.counters["kv_bytes_per_token"] = kv;
-    st.counters["context"] = ctx;
-    st.counters["bandwidth_GB/s"] = bw * 1e-9;
-    st.counters["bound_tok/s"] = bound;
-    st.counters["bound_fraction"] = benchmark::Counter(1.0 / bound, benchmark::Counter::kIsIterationInvariantRate);
+    const double ctx = moe_bench::run_decode_steps(st, lm, L->cache, L->rows, L->first_id, L->request.granularity);
+    moe_bench::decode_counters(st, costs_of(lm.config()), ctx, bw);
     memory_counters(st, *L);
 }
 

@@ -1,0 +1,133 @@
+// bench/decode_bench.hpp - what the decoder benchmarks (bench_decoder, bench_rsunivlm) share:
+// environment numbers, the greedy pick, /proc/self/status, the bytes a decode step reads, and the
+// timed decode loop with its bandwidth-bound counters.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <span>
+#include <string>
+
+#include "lm/decoder/config.hpp"
+#include "lm/decoder/kv_cache.hpp"
+#include "moe/core/tensor.hpp"
+
+namespace moe_bench {
+
+using moe::index_t;
+
+/// A positive integer from the environment, else dflt.
+inline long env_int(const char* name, long dflt) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return dflt;
+    const long x = std::strtol(v, nullptr, 10);
+    return x > 0 ? x : dflt;
+}
+
+/// The greedy id of the first row of logits [rows, V].
+inline std::int32_t argmax(const moe::Tensor& logits) {
+    const float* p = logits.data<float>();
+    const index_t V = logits.dim(logits.rank() - 1);
+    return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
+}
+
+/// A "VmRSS:" / "VmHWM:" line of /proc/self/status, in bytes (0 when absent).
+inline double proc_status_bytes(const char* key) {
+    std::ifstream f("/proc/self/status");
+    const std::string k(key);
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind(k, 0) == 0) return std::strtod(line.c_str() + k.size(), nullptr) * 1024.0;
+    return 0;
+}
+
+/// What a decode step of a model of config `c` reads: every Linear of every layer (MoE layers:
+/// router gate, the k routed experts, the shared expert and its gate; a G-MoE layer: its one
+/// expert, as a dense SwiGLU) + norms + biases + the whole lm_head + one embedding row, at the
+/// dtype the runtime holds each (Linear weights and embeddings bf16; norms, biases, gates fp32).
+struct Costs {
+    double weight_bytes = 0;      ///< weights one decode step reads (bytes)
+    double active_params = 0;     ///< parameters a token passes through, without embedding and lm_head
+    double lm_head_params = 0;    ///< V * H
+    double kv_bytes_per_pos = 0;  ///< keys + values of one position, all layers (fp32 cache)
+};
+
+inline Costs costs_of(const moe::lm::DecoderConfig& c) {
+    const double H = double(c.hidden_size), V = double(c.vocab_size), hd = double(c.head_dim);
+    const double qd = double(c.num_attention_heads) * hd, kvd = double(c.num_key_value_heads) * hd;
+    constexpr double w = 2.0, f = 4.0;  // bf16 Linear weights; fp32 norms, biases, gates
+    Costs k;
+    for (index_t i = 0; i < c.num_hidden_layers; ++i) {
+        double wp = qd * H + 2 * kvd * H + H * qd;  // bf16 weights, in parameters
+        double fp = 2 * H;                          // fp32 parameters: the two norms
+        if (c.qkv_bias) fp += qd + 2 * kvd;
+        if (c.o_bias) fp += H;
+        if (c.ffn == moe::lm::FfnKind::gmoe) {  // RSUniVLM: one SwiGLU expert per request, no router
+            wp += 3 * double(c.intermediate_size) * H;
+            if (c.mlp_bias) fp += 2 * double(c.intermediate_size) + H;
+        } else if (c.sparse_layer(i)) {
+            const double E = double(c.num_experts), topk = double(c.num_experts_per_tok);
+            fp += E * H;  // router gate (fp32 in moe::Gate)
+            wp += topk * 3 * double(c.moe_intermediate_size) * H;
+            if (c.shared_expert_intermediate_size > 0) {
+                wp += 3 * double(c.shared_expert_intermediate_size) * H;
+                fp += H;  // shared_expert_gate [1, H], fp32
+            }
+        } else {
+            wp += 3 * double(c.intermediate_size) * H;
+            if (c.mlp_bias) fp += 2 * double(c.intermediate_size) + H;
+        }
+        k.weight_bytes += w * wp + f * fp;
+        k.active_params += wp + fp;
+    }
+    k.lm_head_params = V * H;
+    k.weight_bytes += f * H + w * V * H + w * H;  // final norm, lm_head, one embedding row
+    k.kv_bytes_per_pos = 2.0 * double(c.num_hidden_layers) * kvd * double(sizeof(float));
+    return k;
+}
+
+/// Greedy single-token decode steps of cache slot 0, which holds a prompt of `prompt` positions,
+/// one per iteration of `st` (the slot is truncated back to the prompt when full; `expert`: the
+/// sequence's expert for request-routed FFN slots, -1 none). Returns the mean context a step's
+/// attention read.
+template <class Model, class T>
+double run_decode_steps(benchmark::State& st, Model& m, moe::lm::KvCache<T>& cache, index_t prompt,
+                        std::int32_t first_id, int expert = -1) {
+    const index_t slot = 0;
+    double ctx_sum = 0;
+    std::int64_t steps = 0;
+    cache.truncate(slot, prompt);
+    std::int32_t id = first_id;
+    const std::span<const int> experts(&expert, expert >= 0 ? 1 : 0);
+    for (auto _ : st) {
+        if (cache.length(slot) >= cache.max_seq()) {  // O(1): back to the prompt
+            cache.truncate(slot, prompt);
+            id = first_id;
+        }
+        ctx_sum += double(cache.length(slot) + 1);  // positions this step's attention reads
+        ++steps;
+        const moe::Tensor lg =
+            m.decode(cache, std::span<const index_t>(&slot, 1), std::span<const std::int32_t>(&id, 1), experts);
+        id = argmax(lg);
+    }
+    return steps ? ctx_sum / double(steps) : double(prompt);
+}
+
+/// The decode counters: tokens/s, the bytes a step reads at mean context `ctx`, and the bound
+/// at read bandwidth `bw` (bytes/s): bound_tok/s = bw / bytes, bound_fraction = tokens/s / bound.
+inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, double bw) {
+    const double kv = k.kv_bytes_per_pos * ctx;
+    const double bound = bw / (k.weight_bytes + kv);  // tokens/s if every byte came at the measured rate
+    st.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["weight_bytes_per_token"] = k.weight_bytes;
+    st.counters["kv_bytes_per_token"] = kv;
+    st.counters["context"] = ctx;
+    st.counters["bandwidth_GB/s"] = bw * 1e-9;
+    st.counters["bound_tok/s"] = bound;
+    st.counters["bound_fraction"] = benchmark::Counter(1.0 / bound, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace moe_bench
