@@ -103,8 +103,9 @@ struct EmbeddedPrompt {
 
 namespace detail {
 
-/// The generation loop over S prompts; prefill(s) fills slot s (reset first) and returns
-/// {last-token logits [1, V], its prompt's context ids, prompt rows}.
+/// The generation loop over S prompts: prefill(s, expert, context) fills slot s (reset first),
+/// sets `context` to the ids the repetition penalty starts from and returns {last-token logits
+/// [1, V], prompt rows}.
 template <class Model, class KV, class Prefill, class... P>
 GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&& prefill,
                                const GenerationOptions& opt, const Tokenizer* tokenizer, const TokenCallback& on_token,

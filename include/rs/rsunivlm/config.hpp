@@ -130,7 +130,11 @@ struct RsUniVlmConfig {
         auto kv = [&](std::string_view k, const std::string& v, bool last = false) {
             s.append("  \"").append(k).append("\": ").append(v).append(last ? "\n" : ",\n");
         };
-        auto q = [](std::string_view v) { return std::string("\"").append(v).append("\""); };
+        auto q = [](std::string_view v) {  // a JSON string, escaped
+            std::string out;
+            io::json::append_string(out, v);
+            return out;
+        };
         kv("architectures", "[\"LlavaQwenGMoeForCausalLM\"]");
         kv("model_type", q("llava_qwen"));
         kv("hidden_act", q("silu"));
