@@ -86,52 +86,62 @@ inline void softmax_row(float* row, const float* bias, const float* mask, index_
 
 /// Per-thread scratch of one (sequence, head) attention.
 struct HeadScratch {
-    Scratch<float> scores;  // [n, n]
-    Scratch<float> vt;      // [d, n]
-    Scratch<float> q;       // [n, d] scaled q
+    Scratch<float> scores;  // [nq, nk]
+    Scratch<float> vt;      // [d, nk]
+    Scratch<float> q;       // [nq, d] scaled q
     Scratch<std::uint32_t> kv;  // k, then v, rounded to bf16 pairs (Bf16DotMath)
     cpu::GemmWorkspace ws;
 };
 
-/// o [n, d] (stride ldo) = softmax(q k^T * scale + bias + mask) v for one head; q, k, v [n, d]
-/// with row strides ldq (q, k, v share it: slices of one fused qkv buffer). Math says how the two
+/// o [nq, d] (stride ldo) = softmax(q k^T * scale + bias + mask) v for one head: q [nq, d] (row
+/// stride ldq), k and v [nk, d] (row stride ldkv); bias and mask [nq, nk] or null. Self-attention
+/// has nq = nk and one stride (slices of one fused qkv buffer); cross-attention (the Q-Former's
+/// queries over image tokens) reads q and k, v from different buffers. Math says how the two
 /// products multiply: ExactMath in fp32; Bf16DotMath as every other GEMM of that policy (both
-/// operands rounded to bf16 at the GEMM input, k read as an [n, d] weight and v as an [in, out]
+/// operands rounded to bf16 at the GEMM input, k read as an [nk, d] weight and v as an [in, out]
 /// one, vdpbf16ps), the softmax in fp32 either way.
 template <class Math = ExactMath>
-inline void attend_head(const float* q, const float* k, const float* v, index_t ld, index_t n, index_t d, float scale,
-                        const float* bias, const float* mask, float* o, index_t ldo, HeadScratch& s) {
-    float* qs = s.q.get(static_cast<std::size_t>(n * d));
-    for (index_t r = 0; r < n; ++r)
-        for (index_t c = 0; c < d; ++c) qs[r * d + c] = q[r * ld + c] * scale;
-    float* S = s.scores.get(static_cast<std::size_t>(n * n));
-    // An [n, d] slice of k or v rounded to bf16 (as every GEMM input): rows of 2 bf16_pairs(d).
+inline void attend(const float* q, index_t ldq, index_t nq, const float* k, const float* v, index_t ldkv, index_t nk,
+                   index_t d, float scale, const float* bias, const float* mask, float* o, index_t ldo,
+                   HeadScratch& s) {
+    float* qs = s.q.get(static_cast<std::size_t>(nq * d));
+    for (index_t r = 0; r < nq; ++r)
+        for (index_t c = 0; c < d; ++c) qs[r * d + c] = q[r * ldq + c] * scale;
+    float* S = s.scores.get(static_cast<std::size_t>(nq * nk));
+    // An [nk, d] slice of k or v rounded to bf16 (as every GEMM input): rows of 2 bf16_pairs(d).
     const index_t kv_ld = 2 * cpu::bf16_pairs(d);
     auto rounded = [&](const float* src) {
-        std::uint32_t* dst = s.kv.get(static_cast<std::size_t>(n * cpu::bf16_pairs(d)));
-        cpu::round_rows_bf16(ConstMatrixRef<float>(src, n, d, ld), dst);
+        std::uint32_t* dst = s.kv.get(static_cast<std::size_t>(nk * cpu::bf16_pairs(d)));
+        cpu::round_rows_bf16(ConstMatrixRef<float>(src, nk, d, ldkv), dst);
         return reinterpret_cast<const bf16*>(dst);
     };
     if constexpr (std::is_same_v<Math, Bf16DotMath>)
-        cpu::linear_bf16(ConstMatrixRef<float>(qs, n, d),
-                         WeightMatrix<bf16>(rounded(k), n, d, kv_ld, WeightLayout::out_in), nullptr, nullptr,
-                         MatrixRef<float>(S, n, n), false, s.ws);
+        cpu::linear_bf16(ConstMatrixRef<float>(qs, nq, d),
+                         WeightMatrix<bf16>(rounded(k), nk, d, kv_ld, WeightLayout::out_in), nullptr, nullptr,
+                         MatrixRef<float>(S, nq, nk), false, s.ws);
     else
-        cpu::linear<float>(ConstMatrixRef<float>(qs, n, d), ConstMatrixRef<float>(k, n, d, ld), nullptr,
-                           MatrixRef<float>(S, n, n), false, s.ws);
-    for (index_t r = 0; r < n; ++r)
-        softmax_row(S + r * n, bias ? bias + r * n : nullptr, mask ? mask + r * n : nullptr, n);
+        cpu::linear<float>(ConstMatrixRef<float>(qs, nq, d), ConstMatrixRef<float>(k, nk, d, ldkv), nullptr,
+                           MatrixRef<float>(S, nq, nk), false, s.ws);
+    for (index_t r = 0; r < nq; ++r)
+        softmax_row(S + r * nk, bias ? bias + r * nk : nullptr, mask ? mask + r * nk : nullptr, nk);
     if constexpr (std::is_same_v<Math, Bf16DotMath>) {
-        cpu::linear_bf16(ConstMatrixRef<float>(S, n, n),
-                         WeightMatrix<bf16>(rounded(v), d, n, kv_ld, WeightLayout::in_out), nullptr, nullptr,
-                         MatrixRef<float>(o, n, d, ldo), false, s.ws);
+        cpu::linear_bf16(ConstMatrixRef<float>(S, nq, nk),
+                         WeightMatrix<bf16>(rounded(v), d, nk, kv_ld, WeightLayout::in_out), nullptr, nullptr,
+                         MatrixRef<float>(o, nq, d, ldo), false, s.ws);
         return;
     }
-    float* vt = s.vt.get(static_cast<std::size_t>(d * n));
-    for (index_t r = 0; r < n; ++r)
-        for (index_t c = 0; c < d; ++c) vt[c * n + r] = v[r * ld + c];
-    cpu::linear<float>(ConstMatrixRef<float>(S, n, n), ConstMatrixRef<float>(vt, d, n), nullptr,
-                       MatrixRef<float>(o, n, d, ldo), false, s.ws);
+    float* vt = s.vt.get(static_cast<std::size_t>(d * nk));
+    for (index_t r = 0; r < nk; ++r)
+        for (index_t c = 0; c < d; ++c) vt[c * nk + r] = v[r * ldkv + c];
+    cpu::linear<float>(ConstMatrixRef<float>(S, nq, nk), ConstMatrixRef<float>(vt, d, nk), nullptr,
+                       MatrixRef<float>(o, nq, d, ldo), false, s.ws);
+}
+
+/// Self-attention of one head over n rows: attend() with nq = nk = n and one row stride ld.
+template <class Math = ExactMath>
+inline void attend_head(const float* q, const float* k, const float* v, index_t ld, index_t n, index_t d, float scale,
+                        const float* bias, const float* mask, float* o, index_t ldo, HeadScratch& s) {
+    attend<Math>(q, ld, n, k, v, ld, n, d, scale, bias, mask, o, ldo, s);
 }
 
 }  // namespace kernel

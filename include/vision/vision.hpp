@@ -9,5 +9,6 @@
 #include "vision/patch_embed.hpp"
 #include "vision/pos_embed.hpp"
 #include "vision/preprocess.hpp"
+#include "vision/qformer.hpp"
 #include "vision/swin.hpp"
 #include "vision/vit.hpp"
