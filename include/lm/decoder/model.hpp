@@ -203,8 +203,8 @@ public:
                 out = lin.out_features();
                 in = lin.in_features();
             }
-            check<ShapeError>(m.adapter.out_features() == out && m.adapter.in_features() == in, w, "module ",
-                              m.adapter.name(), " is [", m.adapter.out_features(), ", ", m.adapter.in_features(),
+            check<ShapeError>(m.adapter.out_features() == out && m.adapter.in_features() == in, w, "layer ", m.layer,
+                              " ", lora_target_name(m.target), ": module ", m.adapter.name(), " is [", m.adapter.out_features(), ", ", m.adapter.in_features(),
                               "], the layer's Linear [", out, ", ", in, "]");
         }
         remove_adapter(id);
