@@ -8,6 +8,7 @@
 #include "lm/decoder/generate.hpp"
 #include "lm/decoder/kv_cache.hpp"
 #include "lm/decoder/load.hpp"
+#include "lm/decoder/lora.hpp"
 #include "lm/decoder/model.hpp"
 #include "lm/decoder/rope.hpp"
 #include "lm/decoder/sampling.hpp"

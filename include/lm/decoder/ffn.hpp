@@ -7,6 +7,11 @@
 //   RequestRouted<F>     optional: routed per request (RSUniVLM's G-MoE: MoELayer over a
 //                        GranularityRouter). Before each forward the decoder describes the step's
 //                        sequences to the router: their token offsets and the expert each asked for.
+//   GatedLinearFfn<F>    optional: y = fc2(Act(fc1 x) * up x) with its three cpu::Linears visible
+//                        (fc1() = gate_proj, up(), fc2() = down_proj) and rebuildable (F::glu):
+//                        DenseFfn::glu. The decoder adds LoRA deltas to those projections
+//                        (lora.hpp, lora_ffn_forward) and merges adapters into them; a slot that is
+//                        not one takes attention adapters only.
 //   FfnVariant<F...>     one of several slot types chosen per layer at load time (Qwen2-MoE's
 //                        mlp_only_layers are dense, the others sparse).
 //   ffn_forward(f, x, y, step)   runs any slot: an ExecAware slot on step.exec, a RequestRouted
@@ -17,6 +22,7 @@
 // count; bad shapes throw ShapeError.
 #pragma once
 
+#include <concepts>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -36,6 +42,16 @@ concept DecoderFfn = requires(F& f, ConstMatrixRef<float> x, MatrixRef<float> y)
 template <class F>
 concept RequestRouted = requires(F& f, std::vector<index_t> offsets, std::vector<int> experts) {
     f.router().set_requests_by_expert(std::move(offsets), std::move(experts));
+};
+
+template <class F>
+concept GatedLinearFfn = requires(const F& f, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex) {
+    typename F::activation;
+    { f.gated() } -> std::convertible_to<bool>;
+    f.fc1().forward(x, y, ex, true);
+    f.up().forward(x, y, ex, true);
+    f.fc2().forward(x, y, ex, true);
+    { F::glu(f.fc1(), f.up(), f.fc2()) } -> std::same_as<F>;
 };
 
 /// What a slot needs to know of a batch step.

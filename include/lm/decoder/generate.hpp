@@ -8,7 +8,8 @@
 // Options: max_new_tokens, sampling (SamplingOptions: temperature 0 = greedy, top-k, top-p,
 // min-p, repetition penalty, seed), stop token ids (the tokenizer's eos and the config's
 // eos_token_id unless use_default_stops is false), stop strings (matched in the decoded text; the
-// text ends before the match), the expert each sequence asks for (RequestRouted FFN slots).
+// text ends before the match), the expert each sequence asks for (RequestRouted FFN slots), the
+// LoRA adapter each sequence runs with (CausalLM::add_adapter; all in one batch).
 // Sampling draws from the counter-based RNG keyed by (seed, stream = the sequence's index,
 // step), so a sequence's tokens depend neither on the thread count nor on the other sequences
 // of the batch. Streaming: on_token(sequence, id, piece) is called for every generated token
@@ -41,6 +42,7 @@ struct GenerationOptions {
     bool use_default_stops = true;          ///< also stop at the tokenizer's eos and config's eos_token_id
     std::vector<std::string> stop_strings;  ///< a sequence ends when its text contains one
     std::vector<int> experts;               ///< per sequence (RequestRouted FFN slots); empty: none
+    std::vector<int> adapters;              ///< per sequence LoRA adapter id (-1: base); empty: none
     DecodeOptions decode{.skip_special_tokens = true, .clean_up_tokenization_spaces = std::nullopt};
 };
 
@@ -103,7 +105,7 @@ struct EmbeddedPrompt {
 
 namespace detail {
 
-/// The generation loop over S prompts: prefill(s, expert, context) fills slot s (reset first),
+/// The generation loop over S prompts: prefill(s, expert, adapter, context) fills slot s (reset first),
 /// sets `context` to the ids the repetition penalty starts from and returns {last-token logits
 /// [1, V], prompt rows}.
 template <class Model, class KV, class Prefill, class... P>
@@ -115,6 +117,8 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     check<ConfigError>(opt.max_new_tokens >= 0, where, "max_new_tokens must be >= 0, got ", opt.max_new_tokens);
     check<ConfigError>(opt.experts.empty() || static_cast<index_t>(opt.experts.size()) == S, where,
                        opt.experts.size(), " experts for ", S, " prompts");
+    check<ConfigError>(opt.adapters.empty() || static_cast<index_t>(opt.adapters.size()) == S, where,
+                       opt.adapters.size(), " adapters for ", S, " prompts");
     check<ConfigError>(opt.stop_strings.empty() || tokenizer != nullptr, where, "stop strings need a tokenizer");
     for (const auto& s : opt.stop_strings) check<ConfigError>(!s.empty(), where, "an empty stop string");
     const Sampler sampler(opt.sampling);
@@ -125,6 +129,7 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     }
     const index_t V = model.vocab_size();
     auto expert_of = [&](index_t s) { return opt.experts.empty() ? -1 : opt.experts[static_cast<std::size_t>(s)]; };
+    auto adapter_of = [&](index_t s) { return opt.adapters.empty() ? -1 : opt.adapters[static_cast<std::size_t>(s)]; };
 
     GenerationResult res;
     res.sequences.resize(static_cast<std::size_t>(S));
@@ -142,7 +147,7 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     for (index_t s = 0; s < S; ++s) {
         cache.reset(s);
         Live& l = live[static_cast<std::size_t>(s)];
-        const std::pair<Tensor, index_t> r = prefill(s, expert_of(s), l.context);
+        const std::pair<Tensor, index_t> r = prefill(s, expert_of(s), adapter_of(s), l.context);
         std::copy_n(r.first.data<float>(), V, logits.data<float>() + s * V);
         res.prefill_tokens += r.second;
         if (tokenizer) l.stream.emplace(*tokenizer, opt.decode);
@@ -152,11 +157,12 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
 
     std::vector<index_t> slots;
     std::vector<std::int32_t> next;
-    std::vector<int> experts;
+    std::vector<int> experts, adapters;
     for (index_t step = 0; step < opt.max_new_tokens; ++step) {
         slots.clear();
         next.clear();
         experts.clear();
+        adapters.clear();
         for (index_t s = 0; s < S; ++s) {
             Live& l = live[static_cast<std::size_t>(s)];
             if (l.done) continue;
@@ -194,11 +200,12 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
                 slots.push_back(s);
                 next.push_back(id);
                 if (!opt.experts.empty()) experts.push_back(expert_of(s));
+                if (!opt.adapters.empty()) adapters.push_back(adapter_of(s));
             }
         }
         if (slots.empty()) break;
         const auto d0 = std::chrono::steady_clock::now();
-        const Tensor lg = model.decode(cache, slots, next, experts);
+        const Tensor lg = model.decode(cache, slots, next, experts, adapters);
         res.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
         res.decode_tokens += static_cast<index_t>(slots.size());
         for (std::size_t i = 0; i < slots.size(); ++i)
@@ -218,11 +225,11 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, const std::vector<st
                           const TokenCallback& on_token = {}, const P&... processors) {
     return detail::generate_loop(
         model, cache, static_cast<index_t>(prompts.size()),
-        [&](index_t s, int expert, std::vector<std::int32_t>& context) {
+        [&](index_t s, int expert, int adapter, std::vector<std::int32_t>& context) {
             const auto& p = prompts[static_cast<std::size_t>(s)];
             check<ConfigError>(!p.empty(), "lm::generate", "prompt ", s, " is empty");
             context = p;
-            return std::pair<Tensor, index_t>(model.prefill(cache, s, p, expert), static_cast<index_t>(p.size()));
+            return std::pair<Tensor, index_t>(model.prefill(cache, s, p, expert, LogitRows::last, adapter), static_cast<index_t>(p.size()));
         },
         opt, tokenizer, on_token, processors...);
 }
@@ -235,11 +242,11 @@ GenerationResult generate(Model& model, KvCache<KV>& cache, std::span<const Embe
                           const TokenCallback& on_token = {}, const P&... processors) {
     return detail::generate_loop(
         model, cache, static_cast<index_t>(prompts.size()),
-        [&](index_t s, int expert, std::vector<std::int32_t>& context) {
+        [&](index_t s, int expert, int adapter, std::vector<std::int32_t>& context) {
             const EmbeddedPrompt& p = prompts[static_cast<std::size_t>(s)];
             check<ConfigError>(p.x.rows > 0, "lm::generate", "prompt ", s, " is empty");
             context = p.context;
-            return std::pair<Tensor, index_t>(model.prefill(cache, s, p.x, expert), p.x.rows);
+            return std::pair<Tensor, index_t>(model.prefill(cache, s, p.x, expert, LogitRows::last, adapter), p.x.rows);
         },
         opt, tokenizer, on_token, processors...);
 }

@@ -14,14 +14,22 @@
 // (W: float, bf16, f16 exact math with fp32 accumulation, or bf16_dot), borrowed from the
 // checkpoint's mapping when it is stored as W. Threads: set_exec (results do not depend on it).
 //
+// LoRA adapters (lora.hpp): add_adapter(id, weights) holds any number of them; each sequence of a
+// step picks one (Step::adapters; -1: the base alone). The base GEMMs run once for all rows, then
+// each sequence's rows get its adapter's deltas (q/k/v before RoPE, o into the residual, the FFN's
+// gate/up/down through GatedLinearFfn slots). A step in which no sequence has an adapter runs
+// exactly the code it ran before adapters existed (bit-identical). merge_adapter(id) folds one
+// into the base weights.
+//
 // Parts, each its own header: DecoderConfig (config.hpp), Rope (rope.hpp), KvCache
-// (kv_cache.hpp), causal_attention (attention.hpp), the FFN slot (ffn.hpp); loading from a
-// Hugging Face folder is load.hpp.
+// (kv_cache.hpp), causal_attention (attention.hpp), the FFN slot (ffn.hpp), LoRA (lora.hpp);
+// loading from a Hugging Face folder is load.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -32,6 +40,7 @@
 #include "lm/decoder/config.hpp"
 #include "lm/decoder/ffn.hpp"
 #include "lm/decoder/kv_cache.hpp"
+#include "lm/decoder/lora.hpp"
 #include "lm/decoder/rope.hpp"
 #include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/norm.hpp"
@@ -46,19 +55,26 @@ namespace moe::lm {
 
 /// The sequences of one batch step: sequence i is cache slot slots[i] and owns input rows
 /// offsets[i] .. offsets[i + 1]; experts[i] is the expert it asked for (RequestRouted FFN slots,
-/// e.g. RSUniVLM's granularity; empty otherwise).
+/// e.g. RSUniVLM's granularity; empty otherwise); adapters[i] the LoRA adapter id it runs with
+/// (-1: the base alone; empty: every sequence the base alone).
 struct Step {
     std::vector<index_t> slots;
     std::vector<index_t> offsets{0};
     std::vector<int> experts;
+    std::vector<int> adapters;
 
     index_t sequences() const noexcept { return static_cast<index_t>(slots.size()); }
     index_t rows() const noexcept { return offsets.back(); }
-    /// Appends a sequence of n new tokens in `slot` (expert < 0: none).
-    Step& add(index_t slot, index_t n, int expert = -1) {
+    /// Appends a sequence of n new tokens in `slot` (expert < 0: none; adapter < 0: the base
+    /// alone). `adapters` stays empty until a sequence has one, then holds one id per sequence.
+    Step& add(index_t slot, index_t n, int expert = -1, int adapter = -1) {
         slots.push_back(slot);
         offsets.push_back(offsets.back() + n);
         if (expert >= 0) experts.push_back(expert);
+        if (adapter >= 0 || !adapters.empty()) {
+            adapters.resize(slots.size() - 1, -1);
+            adapters.push_back(adapter < 0 ? -1 : adapter);
+        }
         return *this;
     }
 };
@@ -76,6 +92,7 @@ struct DecoderLayer {
     std::vector<float> input_norm, post_norm;  ///< RMSNorm weights [H]
     cpu::Linear<W> q, k, v, o;                 ///< [nH*hd, H], [nKV*hd, H], [nKV*hd, H], [H, nH*hd] (+ biases)
     Ffn ffn;
+    LayerLora lora = {};                       ///< the LoRA adapters of its seven Linears (CausalLM::add_adapter)
 };
 
 template <DecoderFfn Ffn, WeightPolicy W = float>
@@ -154,6 +171,107 @@ public:
         return n;
     }
 
+    // -- LoRA adapters (lora.hpp) ---------------------------------------------------------------
+
+    /// Adds `a` as adapter `id` (>= 0; an id already loaded is replaced). ConfigError: a negative
+    /// id, FFN targets on an FFN slot that is not a GatedLinearFfn (or an ungated one), a layer
+    /// beyond the model; ShapeError: a module whose [out, in] is not its Linear's.
+    void add_adapter(int id, const LoraWeights& a) {
+        const std::string w = moe::detail::cat("CausalLM::add_adapter(", id, ", ", a.source, ")");
+        check<ConfigError>(id >= 0, w, "adapter ids are >= 0, got ", id);
+        for (const LoraWeights::Module& m : a.modules) {
+            check<ConfigError>(m.layer >= 0 && m.layer < c_.num_hidden_layers, w, "module ", m.adapter.name(),
+                               " is for layer ", m.layer, ", the model has ", c_.num_hidden_layers);
+            const Layer& L = layers_[static_cast<std::size_t>(m.layer)];
+            index_t out = 0, in = 0;
+            if (is_ffn_target(m.target)) {
+                if constexpr (GatedLinearFfn<Ffn>) {
+                    check<ConfigError>(L.ffn.gated(), w, "layer ", m.layer, "'s FFN is not gated: no ",
+                                       lora_target_name(m.target), " to adapt");
+                    const cpu::Linear<W>& lin = m.target == LoraTarget::gate_proj ? L.ffn.fc1()
+                                                : m.target == LoraTarget::up_proj ? L.ffn.up()
+                                                                                   : L.ffn.fc2();
+                    out = lin.out_features();
+                    in = lin.in_features();
+                } else {
+                    throw ConfigError(w, moe::detail::cat("the adapter targets ", lora_target_name(m.target),
+                                                          " but this model's FFN slot is not a dense gated FFN "
+                                                          "(GatedLinearFfn): FFN adapters are not supported on it"));
+                }
+            } else {
+                const cpu::Linear<W>& lin = attention_linear(L, m.target);
+                out = lin.out_features();
+                in = lin.in_features();
+            }
+            check<ShapeError>(m.adapter.out_features() == out && m.adapter.in_features() == in, w, "layer ", m.layer,
+                              " ", lora_target_name(m.target), ": module ", m.adapter.name(), " is [", m.adapter.out_features(), ", ", m.adapter.in_features(),
+                              "], the layer's Linear [", out, ", ", in, "]");
+        }
+        remove_adapter(id);
+        for (const LoraWeights::Module& m : a.modules)
+            layers_[static_cast<std::size_t>(m.layer)].lora.bank(m.target).set(id, m.adapter);
+        adapters_[id] = a.parameters();
+        // one scratch for every bank (they run one after the other)
+        cpu::LoraBank& first = layers_[0].lora.banks[0];
+        for (Layer& L : layers_)
+            for (cpu::LoraBank& b : L.lora.banks)
+                if (&b != &first) b.share_scratch(first);
+    }
+    /// Removes adapter `id`; false when there was none.
+    bool remove_adapter(int id) {
+        if (adapters_.erase(id) == 0) return false;
+        for (Layer& L : layers_) L.lora.remove(id);
+        return true;
+    }
+    bool has_adapter(int id) const { return adapters_.find(id) != adapters_.end(); }
+    /// The ids loaded, ascending.
+    std::vector<int> adapter_ids() const {
+        std::vector<int> v;
+        for (const auto& kv : adapters_) v.push_back(kv.first);
+        return v;
+    }
+    /// Parameters of adapter `id` (sum of r * (in + out) over its modules; 0 when not loaded), or of
+    /// every adapter loaded with id < 0.
+    index_t adapter_parameters(int id = -1) const {
+        index_t n = 0;
+        for (const auto& [k, p] : adapters_)
+            if (id < 0 || k == id) n += p;
+        return n;
+    }
+    /// Folds adapter `id` into the base weights (each adapted Linear becomes base + scale * B A,
+    /// computed in fp32 and stored as W; borrowed weights are left untouched, the merged ones are
+    /// owned) and removes it: from then on every sequence computes base + adapter id. Other
+    /// adapters stay loaded and apply on top of the new base. ConfigError when `id` is not loaded.
+    void merge_adapter(int id) {
+        check<ConfigError>(has_adapter(id), "CausalLM::merge_adapter", "adapter ", id, " is not loaded");
+        for (std::size_t li = 0; li < layers_.size(); ++li) {
+            Layer& L = layers_[li];
+            const std::string where = moe::detail::cat("merge_lora: layer ", li);
+            for (LoraTarget t : {LoraTarget::q_proj, LoraTarget::k_proj, LoraTarget::v_proj, LoraTarget::o_proj})
+                if (const cpu::LoraAdapter* a = L.lora.bank(t).find(id)) {
+                    cpu::Linear<W>& lin = attention_linear(L, t);
+                    lin = cpu::merge_lora(lin, *a, where);
+                    if (li > 0) lin.share_scratch(attention_linear(layers_[0], t));
+                }
+            if constexpr (GatedLinearFfn<Ffn>) {
+                const cpu::LoraAdapter* g = L.lora.bank(LoraTarget::gate_proj).find(id);
+                const cpu::LoraAdapter* u = L.lora.bank(LoraTarget::up_proj).find(id);
+                const cpu::LoraAdapter* d = L.lora.bank(LoraTarget::down_proj).find(id);
+                if (g || u || d) {
+                    L.ffn = Ffn::glu(g ? cpu::merge_lora(L.ffn.fc1(), *g, where) : L.ffn.fc1(),
+                                     u ? cpu::merge_lora(L.ffn.up(), *u, where) : L.ffn.up(),
+                                     d ? cpu::merge_lora(L.ffn.fc2(), *d, where) : L.ffn.fc2(), where);
+                    if constexpr (ScratchSharing<Ffn>) {
+                        if (li > 0) L.ffn.share_scratch(layers_[0].ffn);
+                        else
+                            for (std::size_t j = 1; j < layers_.size(); ++j) layers_[j].ffn.share_scratch(L.ffn);
+                    }
+                }
+            }
+        }
+        remove_adapter(id);
+    }
+
     /// Where the work runs (default Exec{}: all OpenMP threads; results do not depend on it).
     void set_exec(const Exec& ex) noexcept { exec_ = ex; }
     const Exec& exec() const noexcept { return exec_; }
@@ -221,6 +339,24 @@ public:
             cache.reserve(step.slots[i], n);
             seqs[i] = {step.slots[i], step.offsets[i], n, cache.length(step.slots[i])};
         }
+        // LoRA: the row ranges of the sequences that run with an adapter (neighbours with the same
+        // adapter joined into one range: one pair of GEMMs for them)
+        check<ConfigError>(step.adapters.empty() || static_cast<index_t>(step.adapters.size()) == S, w, "the step has ",
+                           step.adapters.size(), " adapter ids for ", S, " sequences (give none or one per sequence)");
+        std::vector<cpu::LoraRows> lrows;
+        for (std::size_t i = 0; i < step.adapters.size(); ++i) {
+            const int id = step.adapters[i];
+            if (id < 0) continue;
+            check<ConfigError>(has_adapter(id), w, "sequence ", i, " (slot ", step.slots[i], ") asks for adapter ", id,
+                               ", which is not loaded");
+            const SequenceRows& sq = seqs[i];
+            if (sq.rows == 0) continue;
+            if (!lrows.empty() && lrows.back().adapter == id && lrows.back().row0 + lrows.back().rows == sq.row0)
+                lrows.back().rows += sq.rows;
+            else
+                lrows.push_back({sq.row0, sq.rows, id});
+        }
+        const bool lora = !lrows.empty();
         if (T_ == 0) return logits_of(MatrixRef<float>(nullptr, 0, H), seqs, which);
 
         const index_t qd = c_.num_attention_heads * c_.head_dim, kvd = c_.num_key_value_heads * c_.head_dim;
@@ -247,6 +383,11 @@ public:
             L.q.forward(ConstMatrixRef<float>(n), q, exec_);
             L.k.forward(ConstMatrixRef<float>(n), k, exec_);
             L.v.forward(ConstMatrixRef<float>(n), v, exec_);
+            if (lora) {  // q, k, v deltas before RoPE
+                L.lora.bank(LoraTarget::q_proj).apply(ConstMatrixRef<float>(n), q, lrows, exec_);
+                L.lora.bank(LoraTarget::k_proj).apply(ConstMatrixRef<float>(n), k, lrows, exec_);
+                L.lora.bank(LoraTarget::v_proj).apply(ConstMatrixRef<float>(n), v, lrows, exec_);
+            }
             for (index_t r = 0; r < T_; ++r) {
                 rope_.apply(q.row(r), c_.num_attention_heads, hd, cs + r * 2 * half);
                 rope_.apply(k.row(r), nkv, hd, cs + r * 2 * half);
@@ -263,8 +404,16 @@ public:
                 }
             causal_attention<T>(ConstMatrixRef<float>(q), a, cache, li, seqs, c_.groups(), scale, exec_, attn_);
             L.o.forward(ConstMatrixRef<float>(a), hx, exec_, true);  // x += o_proj(attention)
+            if (lora) L.lora.bank(LoraTarget::o_proj).apply(ConstMatrixRef<float>(a), hx, lrows, exec_);
             cpu::rms_norm(ConstMatrixRef<float>(hx), n, L.post_norm.data(), static_cast<float>(c_.rms_norm_eps));
-            ffn_forward(L.ffn, ConstMatrixRef<float>(n), y, fstep);
+            bool ffn_done = false;
+            if constexpr (GatedLinearFfn<Ffn>) {
+                if (lora && L.lora.touches_ffn(lrows)) {
+                    lora_ffn_forward(L.ffn, ConstMatrixRef<float>(n), y, L.lora, lrows, exec_, fh_, fu_);
+                    ffn_done = true;
+                }
+            }
+            if (!ffn_done) ffn_forward(L.ffn, ConstMatrixRef<float>(n), y, fstep);
             for (index_t r = 0; r < T_; ++r) {
                 float* hr = hx.row(r);
                 const float* yr = y.row(r);
@@ -289,11 +438,12 @@ public:
 
     /// Prefill of one sequence (slot `slot`, appended to what it holds) in chunks of
     /// prefill_chunk() tokens: the last token's logits [1, V] (all tokens' [n, V] with
-    /// LogitRows::all). `expert`: the sequence's expert for RequestRouted FFN slots.
+    /// LogitRows::all). `expert`: the sequence's expert for RequestRouted FFN slots; `adapter`: its
+    /// LoRA adapter (-1: the base alone).
     template <class T>
     Tensor prefill(KvCache<T>& cache, index_t slot, std::span<const std::int32_t> ids, int expert = -1,
-                   LogitRows which = LogitRows::last) {
-        return prefill_chunks(cache, slot, static_cast<index_t>(ids.size()), expert, which,
+                   LogitRows which = LogitRows::last, int adapter = -1) {
+        return prefill_chunks(cache, slot, static_cast<index_t>(ids.size()), expert, which, adapter,
                               [&](index_t b, index_t e, const Step& st, LogitRows w) {
                                   return forward(ids.subspan(static_cast<std::size_t>(b), static_cast<std::size_t>(e - b)),
                                                  st, cache, w);
@@ -302,28 +452,35 @@ public:
     /// The same from input embeddings x [n, hidden] (a vision-language model's spliced prompt).
     template <class T>
     Tensor prefill(KvCache<T>& cache, index_t slot, ConstMatrixRef<float> x, int expert = -1,
-                   LogitRows which = LogitRows::last) {
+                   LogitRows which = LogitRows::last, int adapter = -1) {
         check<ShapeError>(x.cols == c_.hidden_size, "CausalLM::prefill", "input embeddings have ", x.cols,
                           " features, the model ", c_.hidden_size);
-        return prefill_chunks(cache, slot, x.rows, expert, which, [&](index_t b, index_t e, const Step& st, LogitRows w) {
+        return prefill_chunks(cache, slot, x.rows, expert, which, adapter, [&](index_t b, index_t e, const Step& st, LogitRows w) {
             return forward(ConstMatrixRef<float>(x.data + b * x.stride, e - b, x.cols, x.stride), st, cache, w);
         });
     }
 
-    /// One decode step: token ids[i] appended to slots[i] (one each); logits [n, V].
+    /// One decode step: token ids[i] appended to slots[i] (one each); logits [n, V]. experts[i],
+    /// adapters[i]: sequence i's expert and LoRA adapter (each list empty or one per sequence).
     template <class T>
     Tensor decode(KvCache<T>& cache, std::span<const index_t> slots, std::span<const std::int32_t> ids,
-                  std::span<const int> experts = {}) {
+                  std::span<const int> experts = {}, std::span<const int> adapters = {}) {
         check<ShapeError>(slots.size() == ids.size(), "CausalLM::decode", slots.size(), " slots for ", ids.size(), " tokens");
+        check<ConfigError>(experts.empty() || experts.size() == slots.size(), "CausalLM::decode", experts.size(),
+                           " experts for ", slots.size(), " sequences");
+        check<ConfigError>(adapters.empty() || adapters.size() == slots.size(), "CausalLM::decode", adapters.size(),
+                           " adapters for ", slots.size(), " sequences");
         Step st;
-        for (std::size_t i = 0; i < slots.size(); ++i) st.add(slots[i], 1, experts.empty() ? -1 : experts[i]);
+        for (std::size_t i = 0; i < slots.size(); ++i)
+            st.add(slots[i], 1, experts.empty() ? -1 : experts[i], adapters.empty() ? -1 : adapters[i]);
         return forward(ids, st, cache, LogitRows::all);
     }
 
 private:
     /// Runs n rows of one sequence as chunks of chunk_ rows: run(begin, end, step, which) -> logits.
     template <class T, class Run>
-    Tensor prefill_chunks(KvCache<T>& cache, index_t slot, index_t n, int expert, LogitRows which, Run&& run) {
+    Tensor prefill_chunks(KvCache<T>& cache, index_t slot, index_t n, int expert, LogitRows which, int adapter,
+                          Run&& run) {
         check<ConfigError>(n > 0, "CausalLM::prefill", "no tokens");
         cache.reserve(slot, n);
         Tensor all;
@@ -331,7 +488,7 @@ private:
         for (index_t b = 0; b < n; b += chunk_) {
             const index_t e = std::min(n, b + chunk_);
             Step st;
-            st.add(slot, e - b, expert);
+            st.add(slot, e - b, expert, adapter);
             const bool last = e == n;
             Tensor lg = run(b, e, st, which == LogitRows::all ? LogitRows::all : (last ? which : LogitRows::none));
             if (which == LogitRows::all) parts.push_back(std::move(lg));
@@ -346,6 +503,13 @@ private:
             r += p.dim(0);
         }
         return out;
+    }
+
+    static const cpu::Linear<W>& attention_linear(const Layer& L, LoraTarget t) {
+        return t == LoraTarget::q_proj ? L.q : t == LoraTarget::k_proj ? L.k : t == LoraTarget::v_proj ? L.v : L.o;
+    }
+    static cpu::Linear<W>& attention_linear(Layer& L, LoraTarget t) {
+        return t == LoraTarget::q_proj ? L.q : t == LoraTarget::k_proj ? L.k : t == LoraTarget::v_proj ? L.v : L.o;
     }
 
     Tensor logits_of(MatrixRef<float> hx, const std::vector<SequenceRows>& seqs, LogitRows which) {
@@ -381,7 +545,8 @@ private:
     Exec exec_;
     index_t chunk_ = 512;
     AttentionScratch attn_;
-    Scratch<float> hx_, n_, q_, k_, v_, a_, y_, cs_, sel_, ids_;
+    Scratch<float> hx_, n_, q_, k_, v_, a_, y_, cs_, sel_, ids_, fh_, fu_;
+    std::map<int, index_t> adapters_;  ///< LoRA adapter id -> its parameters
 };
 
 }  // namespace moe::lm
