@@ -4,8 +4,11 @@
 //   resize_bicubic_u8(src, channels, h, w, out_h, out_w)   PIL's Image.resize(..., BICUBIC) on
 //                                                          8-bit planar channels, exactly
 //   rescale_normalize(u8, channels, h, w, mean, std, scale)  transformers' rescale + normalize
+//   to_tensor_normalize(u8, channels, h, w, mean, std)      torchvision's ToTensor + Normalize
 //   siglip_pixels(u8, h, w, size)                           SigLipImageProcessor (LLaVA-NeXT,
 //                                                          RSUniVLM): RGB -> [3, size, size]
+//   blip_pixels(u8, h, w, size = 224)                       LAVIS's blip_image_eval (InstructBLIP,
+//                                                          RS-MoE): RGB -> [3, size, size]
 //
 // The resampler is Pillow's (libImaging/Resample.c, 9.x): separable, horizontal pass then
 // vertical pass; bicubic kernel a = -0.5 with support 2 widened by the scale when downsampling
@@ -156,6 +159,40 @@ inline Tensor rescale_normalize(std::span<const std::uint8_t> u8, index_t channe
         }
     }
     return out;
+}
+
+/// torchvision's ToTensor (u / 255 in float32) then Normalize ((x - mean) / std in float32), per
+/// planar channel: u8 [c, h, w] -> Tensor f32 [c, h, w]. (ToTensor divides in float32 where
+/// transformers' rescale multiplies by 1/255 in float64: a few values differ in the last bit.)
+inline Tensor to_tensor_normalize(std::span<const std::uint8_t> u8, index_t channels, index_t h, index_t w,
+                                  std::span<const float> mean, std::span<const float> stddev) {
+    const char* where = "vision::to_tensor_normalize";
+    check<ShapeError>(static_cast<index_t>(u8.size()) == channels * h * w, where, "buffer of ", u8.size(),
+                      " bytes for ", channels, " x ", h, " x ", w);
+    check<ShapeError>(static_cast<index_t>(mean.size()) == channels && static_cast<index_t>(stddev.size()) == channels,
+                      where, mean.size(), " means and ", stddev.size(), " deviations for ", channels, " channels");
+    Tensor out(DType::f32, {channels, h, w});
+    float* o = out.data<float>();
+    for (index_t c = 0; c < channels; ++c) {
+        const float m = mean[static_cast<std::size_t>(c)], s = stddev[static_cast<std::size_t>(c)];
+        for (index_t i = 0; i < h * w; ++i) {
+            const float x = static_cast<float>(u8[static_cast<std::size_t>(c * h * w + i)]) / 255.0f;
+            o[c * h * w + i] = (x - m) / s;
+        }
+    }
+    return out;
+}
+
+/// OpenAI CLIP's normalisation (LAVIS's BlipImageEvalProcessor default).
+inline constexpr std::array<float, 3> kClipMean{0.48145466f, 0.4578275f, 0.40821073f};
+inline constexpr std::array<float, 3> kClipStd{0.26862954f, 0.26130258f, 0.27577711f};
+
+/// LAVIS's blip_image_eval processor (InstructBLIP, RS-MoE): torchvision's
+/// Resize((size, size), BICUBIC) on the PIL image (Pillow's bicubic), ToTensor, Normalize with
+/// CLIP's mean and std: RGB u8 [3, h, w] -> Tensor f32 [3, size, size].
+inline Tensor blip_pixels(std::span<const std::uint8_t> rgb, index_t h, index_t w, index_t size = 224) {
+    const std::vector<std::uint8_t> r = resize_bicubic_u8(rgb, 3, h, w, size, size);
+    return to_tensor_normalize(r, 3, size, size, kClipMean, kClipStd);
 }
 
 /// SigLipImageProcessor (LLaVA-NeXT's, as RSUniVLM uses it): RGB u8 [3, h, w] -> PIL bicubic
