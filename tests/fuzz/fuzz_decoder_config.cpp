@@ -1,5 +1,6 @@
 // libFuzzer target for the decoder runtime's text readers: config.json (lm::DecoderConfig, and
-// RSUniVLM's rs::rsunivlm::RsUniVlmConfig on the same text) and model.safetensors.index.json
+// RSUniVLM's rs::rsunivlm::RsUniVlmConfig, RS-MoE's rs::rsmoe::RsMoeConfig (rsmoe.json) and a PEFT
+// adapter_config.json (lm::LoraConfig) on the same text) and model.safetensors.index.json
 // (io::parse_safetensors_index).
 //
 // The first byte picks the reader (even: config.json, odd: the index), the rest is the text.
@@ -11,6 +12,9 @@
 // moe::Error is caught; anything else (another exception, a sanitizer report, a failed oracle,
 // a timeout) is a finding. An RSUniVLM config that loads has a G-MoE text model, a vision width
 // that its heads divide, an image no smaller than a patch, and mm_hidden_size equal to the width.
+// An RS-MoE config that loads has experts, each with a name and a path, a Q-Former attending to
+// the vision width, and a fusion template with {captions}; a LoRA config has a positive rank and
+// alpha, distinct targets, and finite positive scales for every module it names.
 //
 // Build and run (clang; from the repository root):
 //   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -30,6 +34,8 @@
 #include "lm/decoder/config.hpp"
 #include "lm/decoder/rope.hpp"
 #include "moe/io/safetensors.hpp"
+#include "lm/decoder/lora.hpp"
+#include "rs/rsmoe/config.hpp"
 #include "rs/rsunivlm/config.hpp"
 
 namespace {
@@ -72,6 +78,41 @@ void rsunivlm_config(std::string_view text) {
     if (c.mm_hidden_size != c.vision.width) finding("mm_hidden_size differs from the vision width");
 }
 
+void rsmoe_config(std::string_view text) {
+    moe::rs::rsmoe::RsMoeConfig c;
+    try {
+        c = moe::rs::rsmoe::RsMoeConfig::from_json(text, "fuzz/rsmoe.json");
+    } catch (const moe::Error&) {
+        return;
+    }
+    if (c.experts.empty()) finding("an RS-MoE config without experts");
+    for (const auto& e : c.experts)
+        if (e.name.empty() || e.path.empty()) finding("an expert without a name or a path");
+    if (c.qformer.encoder_width != c.vision.width) finding("the Q-Former does not attend to the vision width");
+    if (c.vision.heads <= 0 || c.vision.width % c.vision.heads != 0) finding("vision width not split by its heads");
+    if (c.fusion_template.find("{captions}") == std::string::npos) finding("a fusion template without {captions}");
+    (void)moe::rs::rsmoe::RsMoeConfig::from_json(c.to_json(), "fuzz/rsmoe.json (written back)");
+}
+
+void lora_config(std::string_view text) {
+    moe::lm::LoraConfig c;
+    try {
+        c = moe::lm::LoraConfig::from_json(text, "fuzz/adapter_config.json");
+    } catch (const moe::Error&) {
+        return;
+    }
+    if (c.r <= 0 || !(c.lora_alpha > 0)) finding("a LoRA config with a non-positive rank or alpha");
+    std::set<int> seen;
+    for (const auto t : c.targets)
+        if (!seen.insert(static_cast<int>(t)).second) finding("a LoRA target listed twice");
+    for (const auto t : c.targets)
+        for (moe::index_t l = 0; l < 4; ++l) {
+            if (c.rank_of(l, t) <= 0) finding("a non-positive rank for a module");
+            const float s = c.scale_of(l, t);
+            if (!(std::isfinite(s) && s > 0.0f)) finding("a LoRA scale that is not finite and positive");
+        }
+}
+
 void index(std::string_view text) {
     moe::io::SafetensorsIndex idx;
     try {
@@ -97,6 +138,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (data[0] % 2 == 0) {
         config(text);
         rsunivlm_config(text);
+        rsmoe_config(text);
+        lora_config(text);
     }
     else index(text);
     return 0;

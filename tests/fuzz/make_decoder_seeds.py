@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seeds of tests/fuzz/fuzz_decoder_config.cpp into tests/fuzz/corpus/decoder_config/:
-the first byte picks the reader (0: config.json, 1: model.safetensors.index.json)."""
+the first byte picks the reader (0: the JSON configs - config.json, rsmoe.json, adapter_config.json -, 1:
+model.safetensors.index.json)."""
 import json
 import os
 
@@ -35,6 +36,23 @@ RSUNIVLM = dict(GMOE, model_type="llava_qwen", tie_word_embeddings=False, mm_hid
                 vision_config={"hidden_size": 48, "image_size": 28, "intermediate_size": 100, "layer_norm_eps": 1e-06,
                                "model_type": "siglip_vision_model", "num_attention_heads": 4, "num_hidden_layers": 3,
                                "patch_size": 7})
+# RS-MoE's rsmoe.json (tools/reference/fixtures_rsmoe.py's tiny sizes) and a PEFT adapter_config.json
+RSMOE = {"architectures": ["RsMoe"], "vision": {"image_size": 28, "patch_size": 7, "hidden_size": 48,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 100, "layer_norm_eps": 1e-6},
+         "ln_vision_eps": 1e-5, "max_txt_len": 128,
+         "qformer": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                     "max_position_embeddings": 40, "layer_norm_eps": 1e-12, "encoder_width": 48,
+                     "cross_attention_freq": 2, "num_query_token": 8, "vocab_size": 120},
+         "router": "soft", "experts": {"kind": "lora", "base": "llm", "members": [
+             {"name": "theme", "path": "experts/theme", "instruction": "{instruction} Focus on the theme."},
+             {"name": "objects", "path": "experts/objects", "instruction": "{instruction} Focus on the objects."}]},
+         "aggregator": {"type": "fusion", "separator": " ", "template": "Join:\n{captions}\nCaption:",
+                        "max_new_tokens": 16},
+         "llm_bos": "</s>", "instruction": "Take a look at this image and describe what you notice."}
+ADAPTER = {"base_model_name_or_path": "llm", "bias": "none", "fan_in_fan_out": False, "lora_alpha": 16,
+           "lora_dropout": 0.0, "peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "v_proj", "down_proj"],
+           "rank_pattern": {"model.layers.1.self_attn.q_proj": 2}, "alpha_pattern": {"down_proj": 8},
+           "layers_to_transform": [0, 1], "task_type": "CAUSAL_LM", "use_rslora": True}
 INDEX = {"metadata": {"total_size": 1234}, "weight_map": {
     "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
     "model.layers.0.self_attn.q_proj.weight": "model-00001-of-00002.safetensors",
@@ -44,7 +62,8 @@ INDEX = {"metadata": {"total_size": 1234}, "weight_map": {
 def main():
     os.makedirs(HERE, exist_ok=True)
     seeds = {"qwen2": (0, QWEN2), "llama3": (0, LLAMA3), "qwen2_moe": (0, QWEN2MOE), "mixtral": (0, MIXTRAL),
-             "gmoe": (0, GMOE), "rsunivlm_tiny": (0, RSUNIVLM), "index": (1, INDEX)}
+             "gmoe": (0, GMOE), "rsunivlm_tiny": (0, RSUNIVLM), "rsmoe_tiny": (0, RSMOE),
+             "adapter_config": (0, ADAPTER), "index": (1, INDEX)}
     for name, (kind, doc) in seeds.items():
         with open(os.path.join(HERE, name), "wb") as f:
             f.write(bytes([kind]) + json.dumps(doc, indent=1).encode())

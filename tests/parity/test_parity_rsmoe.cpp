@@ -16,7 +16,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -59,8 +62,9 @@ std::vector<std::uint8_t> planar(const TensorView& hwc) {
 /// Text encoders that give the fixture's ids for the texts the model asks about (every expert's
 /// text for the text router, the global instruction for the soft router); any other text fails.
 template <class Model>
-void fixture_encoders(Model& m, const SafetensorsFile& f, bool soft) {
-    std::map<std::string, std::vector<std::int32_t>> q, l;
+void fixture_encoders(Model& m, const SafetensorsFile& f, bool soft,
+                      std::map<std::string, std::vector<std::int32_t>> l = {}) {
+    std::map<std::string, std::vector<std::int32_t>> q;
     for (int e = 0; e < 3; ++e) {
         const std::string text = soft ? meta(f, "instruction") : meta(f, "texts_" + std::to_string(e));
         q[text] = ints(f, "__qformer_ids_" + std::to_string(e) + "__");
@@ -157,6 +161,54 @@ TEST_CASE("parity: RS-MoE, soft-prompt router, LoRA experts", "[parity][rsmoe]")
 
 TEST_CASE("parity: RS-MoE, text router, separate LLMs of different sizes", "[parity][rsmoe]") {
     check_case<rm::TextRouter, rm::SeparateLlms<float>>("rsmoe_tiny_llm");
+}
+
+TEST_CASE("RS-MoE fusion aggregator: the base LLM over the sub-captions", "[parity][rsmoe]") {
+    const auto f = open_fixture("rsmoe_tiny");
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("moe_rsmoe_fusion_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::copy(fixture_dir() / "rsmoe_tiny", dir, fs::copy_options::recursive);
+    rm::RsMoeConfig c = rm::RsMoeConfig::from_file(dir / "rsmoe.json");
+    c.aggregator = "fusion";
+    c.fusion_template = "Join:\n{captions}Caption:";
+    c.fusion_max_new_tokens = 6;
+    std::ofstream(dir / "rsmoe.json") << c.to_json();
+    auto m = rm::load_rsmoe<float, rm::TextRouter, rm::LoraExperts<float>>(dir);
+
+    // a first caption gives the sub-captions' texts (no tokenizer: empty); the fusion prompt is
+    // then exactly the template with one "- name: text" line per expert
+    std::string fusion_text = "Join:\n";
+    for (const auto& e : c.experts) fusion_text += "- " + e.name + ": \n";
+    fusion_text += "Caption:";
+    const std::vector<std::int32_t> fusion_ids{2, 17, 33, 90, 5, 61, 200, 7};
+    fixture_encoders(m, f, false, {{fusion_text, fusion_ids}});
+    const TensorView im = f.get("__image__");
+    const Tensor pixels = moe::vision::blip_pixels(planar(im), im.dim(0), im.dim(1), m.encoder().image_size());
+    rm::CaptionOptions opt;
+    opt.generation.max_new_tokens = 4;
+    const rm::Caption cap = m.caption(pixels.view(), meta(f, "instruction"), opt);
+    REQUIRE(cap.fusion_ids.size() == 6);
+
+    // the expectation: the base model alone (no adapter) generating from those ids' embeddings
+    auto& base = m.experts().base();
+    Tensor x(moe::DType::f32, {static_cast<index_t>(fusion_ids.size()), base.hidden_size()});
+    base.embed(fusion_ids, x.matrix<float>());
+    auto cache = base.make_cache(1, 64);
+    const moe::lm::EmbeddedPrompt p{x.matrix<float>(), {}};
+    moe::lm::GenerationOptions o = opt.generation;
+    o.max_new_tokens = 6;
+    const auto g = moe::lm::generate(base, cache, std::span<const moe::lm::EmbeddedPrompt>(&p, 1), o);
+    CHECK(cap.fusion_ids == g.sequences[0].ids);
+    // the base, not an expert: the adapters would say something else
+    int differ = 0;
+    for (int e = 0; e < 3; ++e) {
+        o.adapters = {e};
+        const auto ge = moe::lm::generate(base, cache, std::span<const moe::lm::EmbeddedPrompt>(&p, 1), o);
+        differ += ge.sequences[0].ids != g.sequences[0].ids;
+    }
+    CHECK(differ > 0);
+    fs::remove_all(dir);
 }
 
 TEST_CASE("RS-MoE loader: the folder's kinds must match the model type", "[parity][rsmoe]") {
