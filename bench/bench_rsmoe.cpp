@@ -53,10 +53,11 @@
 //            prefill_s, decode_s, decode_tokens (3 x 48 = 144), decode_tok/s
 //   all      rss_peak_mb (getrusage ru_maxrss: the process's peak so far, the model's load included;
 //            the bandwidth buffers are measured before the model is mapped, and the model is larger),
+//            rss_file_mb / rss_anon_mb (the resident set at the end, mapped files / heap),
 //            weights_mb (the folder's safetensors files), budget_mb = weights_mb + 1000 (issue 18:
 //            peak memory at most the weight files + 1 GB; MB = 10^6 bytes)
 //
-// Environment: MOE_RSMOE_MODEL, MOE_CACHE_DIR, MOE_BENCH_DECODE (decode steps per run, 8),
+// Environment: MOE_RSMOE_MODEL, MOE_CACHE_DIR, MOE_BENCH_DECODE (decode steps per run, 16),
 // MOE_BENCH_NEW_TOKENS (caption tokens per expert, 48), MOE_BENCH_BW_MIB (1024).
 // bench/run_rsmoe.sh runs this beside PyTorch.
 #include <benchmark/benchmark.h>
@@ -98,7 +99,7 @@ using moe::Tensor;
 constexpr int kExperts = 3;
 constexpr index_t kTextIds = 28;  // ids between the specials: ~ the length of the router's prompts
 
-index_t decode_steps() { return static_cast<index_t>(env_int("MOE_BENCH_DECODE", 8)); }
+index_t decode_steps() { return static_cast<index_t>(env_int("MOE_BENCH_DECODE", 16)); }
 index_t new_tokens() { return static_cast<index_t>(env_int("MOE_BENCH_NEW_TOKENS", 48)); }
 
 /// Expert e's prompt ids (e = kExperts: any other text). Realistic lengths, distinct per expert,
@@ -236,6 +237,10 @@ void memory_counters(benchmark::State& st, const Loaded<W>& L) {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
     st.counters["rss_peak_mb"] = double(u.ru_maxrss) * 1024.0 * 1e-6;
+    // the resident set now, split: file pages (the mapped weights) and anonymous (heap: converted
+    // weights, the adapters' fp32 copies, workspaces, caches)
+    st.counters["rss_file_mb"] = moe_bench::proc_status_bytes("RssFile:") * 1e-6;
+    st.counters["rss_anon_mb"] = moe_bench::proc_status_bytes("RssAnon:") * 1e-6;
     st.counters["weights_mb"] = L.file_bytes * 1e-6;
     st.counters["budget_mb"] = L.file_bytes * 1e-6 + 1000.0;
 }
