@@ -1,4 +1,4 @@
-// bench/decode_bench.hpp - what the decoder benchmarks (bench_decoder, bench_rsunivlm) share:
+// bench/decode_bench.hpp - what the decoder benchmarks (bench_decoder, bench_rsunivlm, bench_rsmoe) share:
 // environment numbers, the greedy pick, /proc/self/status, the bytes a decode step reads, and the
 // timed decode loop with its bandwidth-bound counters.
 #pragma once
@@ -28,10 +28,10 @@ inline long env_int(const char* name, long dflt) {
     return x > 0 ? x : dflt;
 }
 
-/// The greedy id of the first row of logits [rows, V].
-inline std::int32_t argmax(const moe::Tensor& logits) {
-    const float* p = logits.data<float>();
+/// The greedy id of row `row` (default the first) of logits [rows, V].
+inline std::int32_t argmax(const moe::Tensor& logits, index_t row = 0) {
     const index_t V = logits.dim(logits.rank() - 1);
+    const float* p = logits.data<float>() + row * V;
     return static_cast<std::int32_t>(std::max_element(p, p + V) - p);
 }
 
@@ -116,18 +116,35 @@ double run_decode_steps(benchmark::State& st, Model& m, moe::lm::KvCache<T>& cac
     return steps ? ctx_sum / double(steps) : double(prompt);
 }
 
-/// The decode counters: tokens/s, the bytes a step reads at mean context `ctx`, and the bound
-/// at read bandwidth `bw` (bytes/s): bound_tok/s = bw / bytes, bound_fraction = tokens/s / bound.
-inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, double bw) {
+/// What one timed iteration of a decode benchmark reads beyond one sequence's step: a batched
+/// multi-sequence step reads the weights once for `sequences` tokens; decoding those sequences one
+/// after the other reads them `weight_passes` times; `extra_bytes` are read besides (e.g. the LoRA
+/// adapters' A and B).
+struct StepReads {
+    double sequences = 1;      ///< tokens one iteration produces
+    double weight_passes = 1;  ///< times one iteration reads Costs::weight_bytes
+    double extra_bytes = 0;    ///< other bytes one iteration reads
+};
+
+/// The decode counters: tokens/s, the bytes a step reads at mean context `ctx` (positions its
+/// attention reads, summed over the step's sequences), and the bound at read bandwidth `bw`
+/// (bytes/s): bound_tok/s = bw / bytes per token, bound_fraction = tokens/s / bound. With the
+/// default StepReads (one sequence) the counters are bench_decoder's; otherwise bytes_per_step is
+/// added and the per-token figures are the step's divided by its tokens.
+inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, double bw, const StepReads& r = {}) {
     const double kv = k.kv_bytes_per_pos * ctx;
-    const double bound = bw / (k.weight_bytes + kv);  // tokens/s if every byte came at the measured rate
-    st.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
-    st.counters["weight_bytes_per_token"] = k.weight_bytes;
-    st.counters["kv_bytes_per_token"] = kv;
-    st.counters["context"] = ctx;
+    const double weights = r.weight_passes * k.weight_bytes + r.extra_bytes;
+    const double step = weights + kv;
+    const double bound = bw / step * r.sequences;  // tokens/s if every byte came at the measured rate
+    st.counters["tokens/s"] = benchmark::Counter(r.sequences, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["weight_bytes_per_token"] = weights / r.sequences;
+    st.counters["kv_bytes_per_token"] = kv / r.sequences;
+    st.counters["context"] = ctx / r.sequences;
     st.counters["bandwidth_GB/s"] = bw * 1e-9;
     st.counters["bound_tok/s"] = bound;
-    st.counters["bound_fraction"] = benchmark::Counter(1.0 / bound, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["bound_fraction"] =
+        benchmark::Counter(r.sequences / bound, benchmark::Counter::kIsIterationInvariantRate);
+    if (r.sequences != 1 || r.weight_passes != 1 || r.extra_bytes != 0) st.counters["bytes_per_step"] = step;
 }
 
 }  // namespace moe_bench

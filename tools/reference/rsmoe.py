@@ -113,20 +113,21 @@ def soft_route(router, text_rows, query_rows):
     return w.float(), prompts
 
 
-def load_folder(folder):
-    """An RS-MoE folder with LoRA experts (rs/rsmoe/config.hpp's layout) in fp32:
-    -> (config dict, Blip2VicunaInstruct, [expert LLM with its adapter] per expert)."""
-    import copy
+def read_config(folder):
+    """rsmoe.json of an RS-MoE folder as a dict."""
     import json
     import os
 
-    import lora
+    with open(os.path.join(folder, "rsmoe.json")) as f:
+        return json.load(f)
+
+
+def load_encoder(folder, cfg, llm_width):
+    """The folder's Blip2VicunaInstruct (model.safetensors, LAVIS names) in fp32, llm_proj to llm_width."""
+    import os
+
     from safetensors_io import load_file
 
-    with open(os.path.join(folder, "rsmoe.json")) as f:
-        cfg = json.load(f)
-    if cfg["experts"]["kind"] != "lora":
-        raise NotImplementedError("load_folder reads LoRA experts")
     v, q = cfg["vision"], cfg["qformer"]
     vision = dict(img=v["image_size"], patch=v["patch_size"], dim=v["hidden_size"], depth=v["num_hidden_layers"],
                   heads=v["num_attention_heads"], mlp_hidden=v["intermediate_size"])
@@ -136,12 +137,27 @@ def load_folder(folder):
                                  layer_norm_eps=q["layer_norm_eps"], encoder_width=q["encoder_width"],
                                  cross_attention_freq=q["cross_attention_freq"], num_query_tokens=q["num_query_token"],
                                  vocab_size=q["vocab_size"])
-    base = hf_decoder.from_pretrained(os.path.join(folder, cfg["experts"]["base"])).eval()
-    enc = Blip2VicunaInstruct(vision, qcfg, base.config.hidden_size).eval()
+    enc = Blip2VicunaInstruct(vision, qcfg, llm_width).eval()
     sd = {k: t.float() for k, t in load_file(os.path.join(folder, "model.safetensors")).items()}
     sd.setdefault("Qformer.bert.embeddings.position_ids", enc.Qformer.bert.embeddings.position_ids)
     sd["Qformer.bert.embeddings.position_ids"] = sd["Qformer.bert.embeddings.position_ids"].long()
     enc.load_state_dict(sd, strict=True)
+    return enc
+
+
+def load_folder(folder):
+    """An RS-MoE folder with LoRA experts (rs/rsmoe/config.hpp's layout) in fp32:
+    -> (config dict, Blip2VicunaInstruct, [expert LLM with its adapter] per expert)."""
+    import copy
+    import os
+
+    import lora
+
+    cfg = read_config(folder)
+    if cfg["experts"]["kind"] != "lora":
+        raise NotImplementedError("load_folder reads LoRA experts")
+    base = hf_decoder.from_pretrained(os.path.join(folder, cfg["experts"]["base"])).eval()
+    enc = load_encoder(folder, cfg, base.config.hidden_size)
     experts = []
     for m in cfg["experts"]["members"]:
         e = copy.deepcopy(base)
