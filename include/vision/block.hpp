@@ -82,6 +82,18 @@ public:
     const Attention<W>& attn() const noexcept { return attn_; }
     Ffn& ffn() noexcept { return ffn_; }
     const Ffn& ffn() const noexcept { return ffn_; }
+    /// Share o's activation buffers (residual branches, attention, the FFN slot's where it can):
+    /// blocks that run one after the other need one set, not one each.
+    void share_scratch(Block& o) {
+        a_.share(o.a_);
+        b_.share(o.b_);
+        attn_.share_scratch(o.attn_);
+        if constexpr (ScratchSharing<Ffn>) ffn_.share_scratch(o.ffn_);
+    }
+    /// Whether this block uses o's buffers.
+    bool shares_scratch_with(const Block& o) const noexcept {
+        return a_.shares_with(o.a_) && attn_.shares_scratch_with(o.attn_);
+    }
     const LayerNorm& norm1() const noexcept { return norm1_; }
     const LayerNorm& norm2() const noexcept { return norm2_; }
     index_t parameters() const noexcept {
