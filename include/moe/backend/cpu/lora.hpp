@@ -25,6 +25,7 @@
 // thread count). Bad shapes or ids throw ShapeError / ConfigError naming the adapter.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <span>
@@ -161,17 +162,52 @@ public:
     void apply(ConstMatrixRef<float> x, MatrixRef<float> y, std::span<const LoraRows> ranges,
                const Exec& ex = Exec::serial()) const {
         check<ShapeError>(x.rows == y.rows, "LoraBank::apply", "input has ", x.rows, " rows, output ", y.rows);
-        for (const LoraRows& g : ranges) {
-            if (g.rows <= 0) continue;
-            const LoraAdapter* a = find(g.adapter);
+        // The work grouped by adapter: one adapter's Linears (and their buffers) serve one worker
+        // at a time. Each range has its own stretch of the low-rank buffer t.
+        struct Item {
+            const LoraAdapter* a;
+            std::vector<std::size_t> ranges;
+        };
+        std::vector<Item> items;
+        std::vector<index_t> t_off(ranges.size(), 0);
+        index_t t_total = 0;
+        double work = 0;
+        for (std::size_t i = 0; i < ranges.size(); ++i) {
+            const LoraRows& g = ranges[i];
+            const LoraAdapter* a = g.rows > 0 ? find(g.adapter) : nullptr;
             if (!a) continue;
             check<ShapeError>(g.row0 >= 0 && g.row0 + g.rows <= x.rows, a->name(), "rows ", g.row0, " .. ",
                               g.row0 + g.rows, " outside the step's ", x.rows);
-            float* t = t_.get(static_cast<std::size_t>(g.rows * a->rank()));
-            a->apply(ConstMatrixRef<float>(x.row(g.row0), g.rows, x.cols, x.stride),
-                     MatrixRef<float>(y.row(g.row0), g.rows, y.cols, y.stride), t, ex);
+            auto it = std::find_if(items.begin(), items.end(), [&](const Item& m) { return m.a == a; });
+            if (it == items.end()) it = items.insert(items.end(), Item{a, {}});
+            it->ranges.push_back(i);
+            t_off[i] = t_total;
+            t_total += g.rows * a->rank();
+            work += double(g.rows) * double(a->rank()) * double(a->in_features() + a->out_features());
+        }
+        if (items.empty()) return;
+        float* t = t_.get(static_cast<std::size_t>(t_total));
+        auto run = [&](const Item& m, const Exec& e) {
+            for (const std::size_t i : m.ranges) {
+                const LoraRows& g = ranges[i];
+                m.a->apply(ConstMatrixRef<float>(x.row(g.row0), g.rows, x.cols, x.stride),
+                           MatrixRef<float>(y.row(g.row0), g.rows, y.cols, y.stride), t + t_off[i], e);
+            }
+        };
+        // A decode step's deltas are tiny GEMVs (rows * r * (in + out) ~ 1e5 MACs): a parallel
+        // region per product costs more than the product, so small steps give each worker whole
+        // adapters, computed serially; larger ones (prefill) split every product over ex. Either
+        // way each product is computed the same way (Linear's results do not depend on threads).
+        if (items.size() > 1 && work < kSerialWork) {
+            parallel_chunks(ex, static_cast<index_t>(items.size()), 1, [&](index_t b, index_t e, int) {
+                for (index_t k = b; k < e; ++k) run(items[static_cast<std::size_t>(k)], Exec::serial());
+            });
+        } else {
+            for (const Item& m : items) run(m, work < kSerialWork ? Exec::serial() : ex);
         }
     }
+    /// Below this many multiply-adds a step's deltas run without splitting a product over threads.
+    static constexpr double kSerialWork = double(1 << 21);
     /// Use o's scratch (banks that never run at the same time).
     void share_scratch(LoraBank& o) { t_.share(o.t_); }
 
