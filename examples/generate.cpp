@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "lm/chat.hpp"
 #include "model_cache.hpp"
 #include "lm/decoder.hpp"
@@ -67,10 +68,7 @@ Streams the text to stdout and prints prefill and decode tokens/s to stderr at t
 Exit status: 0, 1 on a model or input error (the message says what and where), 2 for bad arguments.
 )";
 
-[[noreturn]] void bad_usage(const std::string& what) {
-    std::cerr << "generate: " << what << "\n(generate --help for the options)\n";
-    std::exit(2);
-}
+[[noreturn]] void bad_usage(const std::string& what) { moe_examples::bad_usage("generate", what); }
 
 struct Args {
     std::optional<fs::path> model;
@@ -87,15 +85,7 @@ struct Args {
     index_t ctx = 0;
 };
 
-double number(const std::string& opt, const std::string& v) {
-    try {
-        std::size_t used = 0;
-        const double d = std::stod(v, &used);
-        if (used == v.size()) return d;
-    } catch (const std::exception&) {
-    }
-    bad_usage(opt + " needs a number, got '" + v + "'");
-}
+double number(const std::string& opt, const std::string& v) { return moe_examples::number("generate", opt, v); }
 
 // --- the random model written once -----------------------------------------------------------
 

@@ -25,6 +25,7 @@
 #include <variant>
 #include <vector>
 
+#include "cli.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "rs/ringmoe/config.hpp"
 #include "rs/ringmoe/inputs.hpp"
@@ -342,11 +343,7 @@ double available_gib() {
     return 0;
 }
 
-double peak_rss_mib() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return double(u.ru_maxrss) / 1024.0;
-}
+using moe_examples::peak_rss_mib;
 
 /// "RssAnon:" or "RssFile:" of /proc/self/status in MiB (-1 where there is none): private memory
 /// versus file pages mapped in place (the weights, when they are read from the checkpoint).

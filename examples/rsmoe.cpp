@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "image_input.hpp"
 #include "lm/tokenizer.hpp"
 #include "model_cache.hpp"
@@ -59,20 +60,9 @@ Prints each expert's prompt and sub-caption, the aggregated answer and the time 
 Exit status: 0, 1 on a model or input error (the message says what and where), 2 for bad arguments.
 )";
 
-[[noreturn]] void bad_usage(const std::string& what) {
-    std::cerr << "rsmoe: " << what << "\n(rsmoe --help for the options)\n";
-    std::exit(2);
-}
+[[noreturn]] void bad_usage(const std::string& what) { moe_examples::bad_usage("rsmoe", what); }
 
-double number(const std::string& opt, const std::string& v) {
-    try {
-        std::size_t used = 0;
-        const double d = std::stod(v, &used);
-        if (used == v.size()) return d;
-    } catch (const std::exception&) {
-    }
-    bad_usage(opt + " needs a number, got '" + v + "'");
-}
+double number(const std::string& opt, const std::string& v) { return moe_examples::number("rsmoe", opt, v); }
 
 struct Args {
     std::optional<fs::path> model;
@@ -102,11 +92,7 @@ fs::path random_model(const std::string& name) {
     });
 }
 
-double peak_rss_mib() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using moe_examples::peak_rss_mib;
 
 std::string ids_json(const std::vector<std::int32_t>& ids) {
     std::string o = "[";

@@ -20,8 +20,9 @@
 #include <string_view>
 #include <vector>
 
-#include "lm/tokenizer.hpp"
+#include "cli.hpp"
 #include "image_input.hpp"
+#include "lm/tokenizer.hpp"
 #include "model_cache.hpp"
 #include "moe/io/json.hpp"
 #include "rs/draw.hpp"
@@ -67,20 +68,9 @@ Streams the answer to stdout, then the expert, the parsed boxes or mask and the 
 Exit status: 0, 1 on a model or input error (the message says what and where), 2 for bad arguments.
 )";
 
-[[noreturn]] void bad_usage(const std::string& what) {
-    std::cerr << "rsunivlm: " << what << "\n(rsunivlm --help for the options)\n";
-    std::exit(2);
-}
+[[noreturn]] void bad_usage(const std::string& what) { moe_examples::bad_usage("rsunivlm", what); }
 
-double number(const std::string& opt, const std::string& v) {
-    try {
-        std::size_t used = 0;
-        const double d = std::stod(v, &used);
-        if (used == v.size()) return d;
-    } catch (const std::exception&) {
-    }
-    bad_usage(opt + " needs a number, got '" + v + "'");
-}
+double number(const std::string& opt, const std::string& v) { return moe_examples::number("rsunivlm", opt, v); }
 
 struct Args {
     std::optional<fs::path> model;
@@ -120,11 +110,7 @@ moe::Tensor pixels_of(const Input& in, index_t size) {
     return moe::vision::siglip_pixels(moe_examples::planar_rgb(in), in.rgb.height, in.rgb.width, size);
 }
 
-double peak_rss_mib() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using moe_examples::peak_rss_mib;
 
 std::string out_stem(const std::string& out) {
     const fs::path p(out);

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cli.hpp"
 #include "lm/tokenizer.hpp"
 #include "moe/io/json.hpp"
 
@@ -39,10 +40,7 @@ reference (Hugging Face's JS tokenizers, reading bytes with TextDecoder) does. E
 1 when an input line is invalid (the message names the line), 2 for bad arguments.
 )";
 
-[[noreturn]] void bad_usage(const std::string& what) {
-    std::cerr << "tokenize: " << what << "\n(tokenize --help for the options)\n";
-    std::exit(2);
-}
+[[noreturn]] void bad_usage(const std::string& what) { moe_examples::bad_usage("tokenize", what); }
 
 }  // namespace
 

@@ -182,4 +182,30 @@ void require_throws_mentioning(Fn&& fn, std::initializer_list<std::string> needl
     CHECK(thrown);
 }
 
+/// max |a_i - b_i| / max |b_i| over n values (the models' "max relative" error; max |a - b| when b is 0).
+inline double max_rel(const float* a, const float* b, index_t n) {
+    double num = 0, den = 0;
+    for (index_t i = 0; i < n; ++i) {
+        num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+        den = std::max(den, std::abs(double(b[i])));
+    }
+    return den == 0 ? num : num / den;
+}
+/// The same for two f32 tensors of one size.
+inline double max_rel(const moe::TensorView& a, const moe::TensorView& b) {
+    REQUIRE(a.numel() == b.numel());
+    return max_rel(a.data<float>(), b.data<float>(), a.numel());
+}
+
+/// An HWC uint8 image (a fixture's __image__) as planar channels [3, h, w].
+inline std::vector<std::uint8_t> planar(const moe::TensorView& hwc) {
+    const index_t h = hwc.dim(0), w = hwc.dim(1);
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(3 * h * w));
+    const auto* p = hwc.data<std::uint8_t>();
+    for (index_t y = 0; y < h; ++y)
+        for (index_t x = 0; x < w; ++x)
+            for (index_t c = 0; c < 3; ++c) out[static_cast<std::size_t>((c * h + y) * w + x)] = p[(y * w + x) * 3 + c];
+    return out;
+}
+
 }  // namespace moe_test

@@ -51,18 +51,7 @@ vis::QFormerConfig tiny_config() {
     return c;
 }
 
-/// max |a - b| / max |b|.
-double max_rel(const Tensor& a, const TensorView& b) {
-    REQUIRE(a.numel() == b.numel());
-    const float* x = a.data<float>();
-    const float* y = b.data<float>();
-    double num = 0, den = 0;
-    for (index_t i = 0; i < a.numel(); ++i) {
-        num = std::max(num, std::abs(double(x[i]) - double(y[i])));
-        den = std::max(den, std::abs(double(y[i])));
-    }
-    return num / den;
-}
+double max_rel(const Tensor& a, const TensorView& b) { return moe_test::max_rel(a.view(), b); }
 
 void check_max_rel(const std::string& what, const Tensor& a, const TensorView& b, double tol) {
     const double e = max_rel(a, b);

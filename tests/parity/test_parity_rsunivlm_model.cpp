@@ -31,26 +31,6 @@ namespace rv = moe::rs::rsunivlm;
 using moe::Tensor;
 using moe::TensorView;
 
-double max_rel(const float* a, const float* b, index_t n) {
-    double num = 0, den = 0;
-    for (index_t i = 0; i < n; ++i) {
-        num = std::max(num, std::abs(double(a[i]) - double(b[i])));
-        den = std::max(den, std::abs(double(b[i])));
-    }
-    return den == 0 ? num : num / den;
-}
-
-/// HWC uint8 image -> planar [3, h, w].
-std::vector<std::uint8_t> planar(const TensorView& hwc) {
-    const index_t h = hwc.dim(0), w = hwc.dim(1);
-    std::vector<std::uint8_t> out(static_cast<std::size_t>(3 * h * w));
-    const auto* p = hwc.data<std::uint8_t>();
-    for (index_t y = 0; y < h; ++y)
-        for (index_t x = 0; x < w; ++x)
-            for (index_t c = 0; c < 3; ++c) out[static_cast<std::size_t>((c * h + y) * w + x)] = p[(y * w + x) * 3 + c];
-    return out;
-}
-
 Tensor pixels_of(const SafetensorsFile& f, index_t k) {
     const TensorView im = f.get("__image_" + std::to_string(k) + "__");
     return moe::vision::siglip_pixels(planar(im), im.dim(0), im.dim(1), meta_int(f, "image_size"));

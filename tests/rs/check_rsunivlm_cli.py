@@ -18,25 +18,14 @@ vocabulary (scripts/install-deps.sh).
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "reference"))
+sys.path.insert(0, HERE)
 
-
-def skip(why):
-    print("skipped: " + why)
-    sys.exit(77)
-
-
-def run(exe, args, env):
-    p = subprocess.run([exe] + args, capture_output=True, text=True, env=env, timeout=600)
-    if p.returncode != 0:
-        print("FAILED: %s %s\nexit %d\nstderr: %s" % (exe, " ".join(args), p.returncode, p.stderr))
-        sys.exit(1)
-    return json.loads(p.stdout)
+from cli_check import run, skip  # noqa: E402
 
 
 def main():
