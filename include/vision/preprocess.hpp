@@ -140,11 +140,12 @@ inline std::vector<std::uint8_t> resize_bicubic_u8(std::span<const std::uint8_t>
     return cur;
 }
 
-/// transformers' rescale (u * scale in float64, stored float32) then normalize ((x - mean) / std
-/// in float32), per planar channel: u8 [c, h, w] -> Tensor f32 [c, h, w].
-inline Tensor rescale_normalize(std::span<const std::uint8_t> u8, index_t channels, index_t h, index_t w,
-                                std::span<const float> mean, std::span<const float> stddev, double scale = 1.0 / 255.0) {
-    const char* where = "vision::rescale_normalize";
+namespace detail {
+
+/// (to_float(u) - mean) / std per planar channel, in float32: u8 [c, h, w] -> Tensor f32.
+template <class ToFloat>
+Tensor normalize_u8(std::span<const std::uint8_t> u8, index_t channels, index_t h, index_t w,
+                    std::span<const float> mean, std::span<const float> stddev, const char* where, ToFloat to_float) {
     check<ShapeError>(static_cast<index_t>(u8.size()) == channels * h * w, where, "buffer of ", u8.size(),
                       " bytes for ", channels, " x ", h, " x ", w);
     check<ShapeError>(static_cast<index_t>(mean.size()) == channels && static_cast<index_t>(stddev.size()) == channels,
@@ -153,12 +154,19 @@ inline Tensor rescale_normalize(std::span<const std::uint8_t> u8, index_t channe
     float* o = out.data<float>();
     for (index_t c = 0; c < channels; ++c) {
         const float m = mean[static_cast<std::size_t>(c)], s = stddev[static_cast<std::size_t>(c)];
-        for (index_t i = 0; i < h * w; ++i) {
-            const auto x = static_cast<float>(static_cast<double>(u8[static_cast<std::size_t>(c * h * w + i)]) * scale);
-            o[c * h * w + i] = (x - m) / s;
-        }
+        for (index_t i = 0; i < h * w; ++i) o[c * h * w + i] = (to_float(u8[static_cast<std::size_t>(c * h * w + i)]) - m) / s;
     }
     return out;
+}
+
+}  // namespace detail
+
+/// transformers' rescale (u * scale in float64, stored float32) then normalize ((x - mean) / std
+/// in float32), per planar channel: u8 [c, h, w] -> Tensor f32 [c, h, w].
+inline Tensor rescale_normalize(std::span<const std::uint8_t> u8, index_t channels, index_t h, index_t w,
+                                std::span<const float> mean, std::span<const float> stddev, double scale = 1.0 / 255.0) {
+    return detail::normalize_u8(u8, channels, h, w, mean, stddev, "vision::rescale_normalize",
+                                [scale](std::uint8_t u) { return static_cast<float>(static_cast<double>(u) * scale); });
 }
 
 /// torchvision's ToTensor (u / 255 in float32) then Normalize ((x - mean) / std in float32), per
@@ -166,21 +174,8 @@ inline Tensor rescale_normalize(std::span<const std::uint8_t> u8, index_t channe
 /// transformers' rescale multiplies by 1/255 in float64: a few values differ in the last bit.)
 inline Tensor to_tensor_normalize(std::span<const std::uint8_t> u8, index_t channels, index_t h, index_t w,
                                   std::span<const float> mean, std::span<const float> stddev) {
-    const char* where = "vision::to_tensor_normalize";
-    check<ShapeError>(static_cast<index_t>(u8.size()) == channels * h * w, where, "buffer of ", u8.size(),
-                      " bytes for ", channels, " x ", h, " x ", w);
-    check<ShapeError>(static_cast<index_t>(mean.size()) == channels && static_cast<index_t>(stddev.size()) == channels,
-                      where, mean.size(), " means and ", stddev.size(), " deviations for ", channels, " channels");
-    Tensor out(DType::f32, {channels, h, w});
-    float* o = out.data<float>();
-    for (index_t c = 0; c < channels; ++c) {
-        const float m = mean[static_cast<std::size_t>(c)], s = stddev[static_cast<std::size_t>(c)];
-        for (index_t i = 0; i < h * w; ++i) {
-            const float x = static_cast<float>(u8[static_cast<std::size_t>(c * h * w + i)]) / 255.0f;
-            o[c * h * w + i] = (x - m) / s;
-        }
-    }
-    return out;
+    return detail::normalize_u8(u8, channels, h, w, mean, stddev, "vision::to_tensor_normalize",
+                                [](std::uint8_t u) { return static_cast<float>(u) / 255.0f; });
 }
 
 /// OpenAI CLIP's normalisation (LAVIS's BlipImageEvalProcessor default).
