@@ -28,6 +28,7 @@
 #include "moe/io/json.hpp"
 #include "moe/io/safetensors.hpp"
 #include "../parity/fixture_dir.hpp"
+#include "../parity/parity_util.hpp"
 #include "../unit/skip.hpp"
 
 namespace moe_test_decoder {  // this file's names (unity builds merge test files)
@@ -38,14 +39,8 @@ using lm::LogitRows;
 
 namespace {
 
-double rel(const float* a, const float* b, index_t n) {
-    double mx = 0, md = 0;
-    for (index_t i = 0; i < n; ++i) {
-        mx = std::max(mx, static_cast<double>(std::fabs(b[i])));
-        md = std::max(md, static_cast<double>(std::fabs(a[i] - b[i])));
-    }
-    return mx > 0 ? md / mx : md;
-}
+/// max |a - b| / max |b| (parity_util.hpp's, shared with the parity tests).
+double rel(const float* a, const float* b, index_t n) { return moe_test::max_rel(a, b, n); }
 double rel(const Tensor& a, const TensorView& b) {
     REQUIRE(a.numel() == b.numel());
     return rel(a.data<float>(), b.data<float>(), a.numel());

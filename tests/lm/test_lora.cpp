@@ -24,6 +24,7 @@
 #include "moe/backend/cpu/lora.hpp"
 #include "moe/io/safetensors.hpp"
 #include "../parity/fixture_dir.hpp"
+#include "../parity/parity_util.hpp"
 #include "../unit/skip.hpp"
 
 namespace moe_test_lora {  // this file's names (unity builds merge test files)
@@ -34,14 +35,8 @@ using lm::LogitRows;
 
 namespace {
 
-double rel(const float* a, const float* b, index_t n) {
-    double mx = 0, md = 0;
-    for (index_t i = 0; i < n; ++i) {
-        mx = std::max(mx, static_cast<double>(std::fabs(b[i])));
-        md = std::max(md, static_cast<double>(std::fabs(a[i] - b[i])));
-    }
-    return mx > 0 ? md / mx : md;
-}
+/// max |a - b| / max |b| (parity_util.hpp's, shared with the parity tests).
+double rel(const float* a, const float* b, index_t n) { return moe_test::max_rel(a, b, n); }
 
 std::vector<float> randn(std::size_t n, std::uint64_t seed, float sd = 1.0f) {
     std::mt19937_64 g(seed);
