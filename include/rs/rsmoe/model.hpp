@@ -24,6 +24,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -160,10 +161,15 @@ public:
         const char* w = "RsMoe::expert_inputs";
         check<ConfigError>(qformer_ids_ && llm_ids_, w, "no tokenizers: call set_tokenizers or set_text_encoders");
         const ConstMatrixRef<float> img = image_embeds.matrix<float>("RsMoe image embeddings");
-        RouterContext ctx{instruction, experts_.size(), enc_.query_tokens(), [&](std::string_view text) {
-                              const std::vector<std::int32_t> ids = qformer_ids_(text);
-                              return enc_.qformer(img, ids);
-                          }};
+        // The Q-Former ids of every text the router asks about, kept for the experts' records.
+        std::map<std::string, std::vector<std::int32_t>, std::less<>> qformer_ids;
+        auto qformer_ids_of = [&](std::string_view text) -> const std::vector<std::int32_t>& {
+            auto it = qformer_ids.find(text);
+            if (it == qformer_ids.end()) it = qformer_ids.emplace(std::string(text), qformer_ids_(text)).first;
+            return it->second;
+        };
+        RouterContext ctx{instruction, experts_.size(), enc_.query_tokens(),
+                          [&](std::string_view text) { return enc_.qformer(img, qformer_ids_of(text)); }};
         std::vector<ExpertPrompt> prompts = router_.route(ctx);
         check<ConfigError>(static_cast<index_t>(prompts.size()) == experts_.size(), w, "the router gave ",
                            prompts.size(), " prompts for ", experts_.size(), " experts");
@@ -177,7 +183,7 @@ public:
             const index_t Lp = has_soft ? p.soft_prompt.dim(0) : 0;
             check<ShapeError>(!has_soft || (p.soft_prompt.rank() == 2 && p.soft_prompt.dim(1) == H), w, "expert ", e,
                               "'s soft prompt is ", p.soft_prompt.shape().str(), ", its LLM is ", H, " wide");
-            std::vector<std::int32_t> qids = qformer_ids_(p.text), ids = llm_ids_(p.text);
+            std::vector<std::int32_t> qids = qformer_ids_of(p.text), ids = llm_ids_(p.text);
             ExpertInput in{e, std::move(p), std::move(qids), std::move(ids), {}};
             const index_t n = static_cast<index_t>(in.llm_ids.size());
             in.x = Tensor(DType::f32, {Q + Lp + n, H});
