@@ -15,19 +15,32 @@
 //                                          the Bf16DotMath GEMM as cpu::linear_bf16 runs it
 //                                          (A rounded to bf16, then vdpbf16ps or the FMA kernel;
 //                                          weights packed on every call or once ahead)
+//   gemm/small_m/<math>/M:<M>/K:<K>/N:<N>/threads:<t>/offset:<bytes>
+//                                          decoding's products: 1-4 rows against a bf16 [out, in]
+//                                          weight too large for the caches, as cpu::Linear runs
+//                                          them (output columns in chunks of 192 over t threads;
+//                                          math f32 = cpu::linear, bf16dot = cpu::linear_bf16),
+//                                          the weight starting `offset` bytes past a 64-byte
+//                                          boundary (safetensors aligns tensors to 8 bytes only);
+//                                          counter GB/s = weight bytes read per second
 // Shapes: the FFN GEMMs of the 1B folded RingMoE at 224 px, one image: stage 0 (3136 tokens,
 // C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336);
 // the MoE layer's expert GEMMs (128 rows, 768 <-> 3072) and ViT-B/16's (197 rows).
 // Counter GFLOP/s = 2 M K N per call (or the FMAs of the peak loops); compare with peak/*.
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/gemm_eigen.hpp"
 #include "moe/backend/cpu/gemm_kernel.hpp"
 #include "moe/backend/cpu/simd.hpp"
+#include "moe/core/parallel.hpp"
 
 #if defined(__AVX512BF16__) && !defined(MOE_NO_SIMD)
 #include <immintrin.h>
@@ -155,6 +168,59 @@ void BM_eigen(benchmark::State& st, Shape s) {
     set_flops(st, s);
 }
 
+/// 1 GiB of bf16 weights, 64-byte aligned, made once: the small-M benchmarks walk through it a
+/// matrix at a time, so every call reads its weight from memory, as a decode step that streams a
+/// whole model does (this machine's L3 may hold a few hundred MB).
+const moe::bf16* weight_pool(std::size_t& bytes) {
+    static const auto pool = [] {
+        const std::size_t n = std::size_t{1} << 30;
+        std::unique_ptr<void, decltype(&std::free)> p(std::aligned_alloc(64, n), &std::free);
+        auto* w = static_cast<moe::bf16*>(p.get());
+        std::uint32_t x = 12345;
+        for (std::size_t i = 0; i < n / sizeof(moe::bf16); ++i) {
+            x = x * 1664525u + 1013904223u;  // small values in [-0.05, 0.05)
+            w[i] = moe::bf16((static_cast<float>(x >> 8) * 0x1p-24f - 0.5f) * 0.1f);
+        }
+        return p;
+    }();
+    bytes = std::size_t{1} << 30;
+    return static_cast<const moe::bf16*>(pool.get());
+}
+
+/// Decoding's products (see the file comment): the weight `offset` bytes past a 64-byte
+/// boundary, a different matrix of the pool every call; the columns split as cpu::Linear splits
+/// them.
+template <bool Dot>
+void BM_small_m(benchmark::State& st, Shape s, int threads, index_t offset) {
+    std::mt19937 g(7);
+    const auto A = random_weights<float>(s.M * s.K, g);
+    std::size_t pool_bytes = 0;
+    const moe::bf16* pool = weight_pool(pool_bytes);
+    const std::size_t stride = (static_cast<std::size_t>(s.N * s.K) * sizeof(moe::bf16) + 4095) / 4096 * 4096 + 4096;
+    const std::size_t count = pool_bytes / stride;
+    std::vector<float> C(static_cast<std::size_t>(s.M * s.N), 0.0f);
+    const moe::Exec ex(threads);
+    std::vector<moe::cpu::GemmWorkspace> ws(static_cast<std::size_t>(threads));
+    const moe::ConstMatrixRef<float> a(A.data(), s.M, s.K, s.K);
+    std::size_t next = 0;
+    for (auto _ : st) {
+        const auto* w = reinterpret_cast<const moe::bf16*>(reinterpret_cast<const char*>(pool) + next * stride +
+                                                            static_cast<std::size_t>(offset));
+        next = (next + 1) % count;
+        const moe::WeightMatrix<moe::bf16> wm(w, s.N, s.K, s.K, moe::WeightLayout::out_in);
+        moe::parallel_chunks(ex, s.N, 192, [&](index_t n0, index_t n1, int worker) {
+            const moe::MatrixRef<float> c(C.data() + n0, s.M, n1 - n0, s.N);
+            auto& wk = ws[static_cast<std::size_t>(worker)];
+            if constexpr (Dot) moe::cpu::linear_bf16(a, wm.outputs(n0, n1), nullptr, nullptr, c, false, wk);
+            else moe::cpu::linear<moe::bf16>(a, wm.outputs(n0, n1), nullptr, c, false, wk);
+        });
+        benchmark::DoNotOptimize(C.data());
+        benchmark::ClobberMemory();
+    }
+    st.counters["GB/s"] = benchmark::Counter(double(s.N) * double(s.K) * sizeof(moe::bf16) * 1e-9,
+                                             benchmark::Counter::kIsIterationInvariantRate);
+}
+
 std::string shape_name(Shape s) {
     return "/M:" + std::to_string(s.M) + "/K:" + std::to_string(s.K) + "/N:" + std::to_string(s.N);
 }
@@ -208,6 +274,21 @@ const int registered = [] {
                                      [s](benchmark::State& st) { BM_eigen<moe::WeightLayout::out_in>(st, s); })
             ->UseRealTime();
     }
+    // LLaMA-3.2-1B's decode products (q/o, gate/up, down; 1 row or 3 batched sequences).
+    for (const Shape s0 : {Shape{1, 2048, 2048}, Shape{1, 2048, 8192}, Shape{1, 8192, 2048}})
+        for (const index_t m : {1, 3})
+            for (const int t : {1, 2})
+                for (const index_t off : {0, 8}) {
+                    const Shape s{m, s0.K, s0.N};
+                    const std::string tail = shape_name(s) + "/threads:" + std::to_string(t) + "/offset:" + std::to_string(off);
+                    benchmark::RegisterBenchmark(("gemm/small_m/f32" + tail).c_str(),
+                                                 [s, t, off](benchmark::State& st) { BM_small_m<false>(st, s, t, off); })
+                        ->UseRealTime();
+                    if constexpr (moe::cpu::kHasBf16Dot)
+                        benchmark::RegisterBenchmark(("gemm/small_m/bf16dot" + tail).c_str(),
+                                                     [s, t, off](benchmark::State& st) { BM_small_m<true>(st, s, t, off); })
+                            ->UseRealTime();
+                }
     return 0;
 }();
 

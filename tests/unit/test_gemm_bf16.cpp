@@ -127,7 +127,10 @@ std::vector<float> run(const std::vector<float>& x, const std::vector<bf16>& w, 
 template <class Kernel>
 void check_kernel() {
     const index_t Ms[] = {1, 3, 4, 5, 14, 15, 33};
-    const index_t NKs[][2] = {{1, 1}, {17, 7}, {32, 256}, {100, 300}, {600, 513}, {48, 2}, {40, 97}, {33, 64}};
+    // {45, 8321}: long rows, summed by the small-M kernel in segments of 2048 pairs (the last
+    // one short) over blocks of 32 rows (the last one short); the rows start on 4-byte words
+    // and between them (odd K), the aligned-load and the unaligned-load readers.
+    const index_t NKs[][2] = {{1, 1}, {17, 7}, {32, 256}, {100, 300}, {600, 513}, {48, 2}, {40, 97}, {33, 64}, {45, 8321}};
     unsigned seed = 1;
     for (index_t M : Ms)
         for (const auto& nk : NKs) {

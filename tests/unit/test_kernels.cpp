@@ -197,8 +197,10 @@ namespace {
 // within rounding with Eigen's.
 template <class W, class Engine>
 void check_linear_in_out() {
+    // {3, 4245}: rows long enough for the small-M kernel's segments (2048, 2048, then 128 inputs,
+    // the half chunk and 5 one by one), 609 rows in blocks of 32.
     for (const auto& mk : {std::pair<index_t, index_t>{1, 131 + 256}, {4, 131 + 256}, {3, 16 * 37 + 5},
-                           {5, 131 + 256}, {67, 131 + 256}}) {
+                           {5, 131 + 256}, {67, 131 + 256}, {3, 4245}}) {
         const index_t M = mk.first, K = mk.second, N = 97 + 512;
         auto A = rand_vec(static_cast<std::size_t>(M * K), 31);
         auto Wf = rand_vec(static_cast<std::size_t>(N * K), 32);

@@ -153,44 +153,147 @@ MOE_ALWAYS_INLINE float lane_sum(const B& v) noexcept {
     return tree_sum<float, L>(t);
 }
 
+/// How far ahead of its loads a small-M row-dot kernel asks for weight bytes (software prefetch
+/// into L2). The hardware prefetchers alone keep too few lines in flight once the core is busy
+/// with 2-4 rows of arithmetic per weight (and restart at every 4 KB page, i.e. every row of a
+/// 2048-wide bf16 matrix): on Zen 4 (2 threads, [16384, 2048] bf16) prefetching 8 KB ahead took
+/// 3 rows from 1.98 to 1.59 ms (fp32 arithmetic) and 2.02 to 1.35 ms (vdpbf16ps), 1 row from
+/// 1.09 to 1.0-1.1 ms (bench/bench_gemm.cpp `gemm/small_m/...`).
+inline constexpr std::ptrdiff_t kSmallMPrefetchBytes = 8192;
+
+/// Prefetches the cache lines of `Bytes` bytes kSmallMPrefetchBytes past p (a hint: never faults,
+/// even past the end of the matrix).
+template <std::size_t Bytes>
+MOE_ALWAYS_INLINE void prefetch_ahead(const void* p, std::ptrdiff_t distance = kSmallMPrefetchBytes) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    for (std::size_t b = 0; b < Bytes; b += 64)
+        __builtin_prefetch(static_cast<const char*>(p) + distance + static_cast<std::ptrdiff_t>(b), 0, 1);
+#else
+    (void)p;
+    (void)distance;
+#endif
+}
+
+/// Above this many inputs (or bf16 pairs) per row, 2-4 input rows no longer stay in L1 beside
+/// the weight stream (3 rows of LLaMA-1B's down projection, 8192 inputs: 96 KB of fp32, 48 KB
+/// of pairs): the row-dot kernels then sum blocks of kSegmentRows weight rows a segment of
+/// kSegment inputs (pairs) at a time, the rows' partials kept in memory between segments (the
+/// same order, the same bits). On Zen 4 (2 threads, 3 rows, [2048, 8192] bf16, vdpbf16ps) this
+/// took the product from 1.31-1.38 to 0.93-0.99 ms.
+inline constexpr index_t kSegment = 2048;
+inline constexpr index_t kSegmentRows = 32;
+
+/// Runs copies of a row-dot state `start` (partials zero; run(row, i, i_end, A, lda, ahead) over
+/// whole chunks, in units of `unit_bytes` weight bytes; finish(row, i, A, lda, acc)) over the N
+/// rows of W (row n at W + n * ld, `body` units of whole chunks each) and adds the results to C.
+/// For M >= 2 and long rows, in segments (see kSegment); each row is summed in the same order
+/// either way.
+template <int M, class St, class T, class In>
+inline void rows_dot(const St& start, index_t N, const T* W, index_t ld, index_t body, std::ptrdiff_t unit_bytes,
+                     const In* A, index_t lda, float* C, index_t ldc) noexcept {
+    float acc[M];
+    const std::ptrdiff_t row_bytes = static_cast<std::ptrdiff_t>(ld * sizeof(T));
+    if (M >= 2 && body > kSegment) {
+        St st[kSegmentRows];
+        for (index_t n0 = 0; n0 < N; n0 += kSegmentRows) {
+            const index_t nb = std::min(kSegmentRows, N - n0);
+            const T* first = W + n0 * ld;
+            for (index_t r = 0; r < nb; ++r) st[r] = start;
+            for (index_t i0 = 0; i0 < body; i0 += kSegment) {
+                const index_t i1 = std::min(body, i0 + kSegment);
+                for (index_t r = 0; r < nb; ++r) {
+                    // Prefetch the piece read next: the next row's segment, or after the block's
+                    // last row the first row's next segment (or the next block's first).
+                    const std::ptrdiff_t next = r + 1 < nb ? row_bytes
+                                                : i1 < body ? unit_bytes * (i1 - i0) - (nb - 1) * row_bytes
+                                                            : row_bytes - unit_bytes * i0;
+                    st[r].run(first + r * ld, i0, i1, A, lda, next);
+                }
+            }
+            for (index_t r = 0; r < nb; ++r) {
+                st[r].finish(first + r * ld, body, A, lda, acc);
+                for (int m = 0; m < M; ++m) C[m * ldc + n0 + r] += acc[m];
+            }
+        }
+        return;
+    }
+    for (index_t n = 0; n < N; ++n) {
+        St st = start;
+        st.finish(W + n * ld, st.run(W + n * ld, 0, body, A, lda, kSmallMPrefetchBytes), A, lda, acc);
+        for (int m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
+    }
+}
+
+#if !defined(MOE_NO_SIMD)
+/// gemm_rows_dot's SIMD state for one weight row (of K 16-bit weights): its 2L partials with
+/// each input row, as rows_dot drives it.
+template <int M, class W>
+struct RowDot {
+    using B = xsimd::batch<float, simd_arch>;
+    static constexpr index_t L = static_cast<index_t>(B::size);
+    index_t K = 0;
+    B s0[M], s1[M];
+
+    static RowDot start(index_t K) noexcept {
+        RowDot r;
+        r.K = K;
+        for (int m = 0; m < M; ++m) r.s0[m] = r.s1[m] = B(0.0f);
+        return r;
+    }
+    /// Inputs [k, k_end) (whole 2L-chunks). Returns k_end.
+    MOE_ALWAYS_INLINE index_t run(const W* w, index_t k, index_t k_end, const float* A, index_t lda,
+                                  std::ptrdiff_t ahead) noexcept {
+        B t0[M], t1[M];  // in registers for the loop (the members may live in memory)
+        for (int m = 0; m < M; ++m) t0[m] = s0[m], t1[m] = s1[m];
+        for (; k < k_end; k += 2 * L) {
+            prefetch_ahead<2 * L * sizeof(W)>(w + k, ahead);
+            const B w0 = detail::load_row<simd_arch>(w + k), w1 = detail::load_row<simd_arch>(w + k + L);
+            for (int m = 0; m < M; ++m) {
+                t0[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k), w0, t0[m]);
+                t1[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k + L), w1, t1[m]);
+            }
+        }
+        for (int m = 0; m < M; ++m) s0[m] = t0[m], s1[m] = t1[m];
+        return k;
+    }
+    /// The half chunk left (if any), the sums, then the inputs past the last chunk one by one.
+    MOE_ALWAYS_INLINE void finish(const W* w, index_t k, const float* A, index_t lda, float (&acc)[M]) noexcept {
+        if (k + L <= K) {
+            const B w0 = detail::load_row<simd_arch>(w + k);
+            for (int m = 0; m < M; ++m) s0[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k), w0, s0[m]);
+            k += L;
+        }
+        for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
+        for (; k < K; ++k) {
+            const float wv = to_float(w[k]);
+            for (int m = 0; m < M; ++m) acc[m] = madd(A[m * lda + k], wv, acc[m]);
+        }
+    }
+};
+#endif
+
 /// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for M = 1 .. 4,
-/// reading the weight matrix once, front to back: output n is the dot product of weight row n
-/// with each input row, its 2L partials as the lanes of two accumulators. One sequential stream
-/// is what the hardware prefetcher follows best: on Zen 4 it reads at ~90 % of the measured read
-/// bandwidth, where reading 16 rows side by side (the packed kernel's order, which needs register
-/// transposes) reached ~50 %. Not packed_gemm's order: the two differ by rounding.
+/// reading the weight matrix once, front to back (rows longer than kSegment inputs: a block of
+/// rows a segment at a time): output n is the dot product of weight row n with each input row,
+/// its 2L partials as the lanes of two accumulators. One sequential stream (with software
+/// prefetch, kSmallMPrefetchBytes) is what the memory system follows best: on Zen 4 it reads at
+/// ~90 % of the measured read bandwidth, where reading 16 rows side by side (the packed kernel's
+/// order, which needs register transposes) reached ~50 %. Not packed_gemm's order: the two
+/// differ by rounding.
 template <int M, class W>
 inline void gemm_rows_dot(index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw, float* C,
                           index_t ldc) noexcept {
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) {
+        using St = RowDot<M, W>;
+        const index_t body = K / (2 * St::L) * (2 * St::L);  // the inputs in whole 2L-chunks
+        return rows_dot<M>(St::start(K), N, Wp, ldw, body, sizeof(W), A, lda, C, ldc);
+    }
+#endif
     for (index_t n = 0; n < N; ++n) {
         const W* w = Wp + n * ldw;
-        float acc[M];
-        index_t k = 0;
-#if !defined(MOE_NO_SIMD)
-        if constexpr (kHasSimd) {
-            using B = xsimd::batch<float, simd_arch>;
-            constexpr index_t L = static_cast<index_t>(B::size);
-            B s0[M], s1[M];
-            for (int m = 0; m < M; ++m) s0[m] = s1[m] = B(0.0f);
-            for (; k + 2 * L <= K; k += 2 * L) {
-                const B w0 = detail::load_row<simd_arch>(w + k), w1 = detail::load_row<simd_arch>(w + k + L);
-                for (int m = 0; m < M; ++m) {
-                    s0[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k), w0, s0[m]);
-                    s1[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k + L), w1, s1[m]);
-                }
-            }
-            if (k + L <= K) {
-                const B w0 = detail::load_row<simd_arch>(w + k);
-                for (int m = 0; m < M; ++m) s0[m] = arch::fmadd<simd_arch>(B::load_unaligned(A + m * lda + k), w0, s0[m]);
-                k += L;
-            }
-            for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
-        } else
-#endif
-        {
-            for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-        }
-        for (; k < K; ++k) {
+        float acc[M] = {};
+        for (index_t k = 0; k < K; ++k) {
             const float wv = to_float(w[k]);
             for (int m = 0; m < M; ++m) acc[m] = madd(A[m * lda + k], wv, acc[m]);
         }
@@ -284,65 +387,115 @@ inline float bf16_dot_one(index_t P, InputWord&& a, WeightWord&& w) noexcept {
     return tree_sum<float, L>(part);
 }
 
+#if !defined(MOE_NO_SIMD)
+/// A row's words [0, whole) as consecutive L-word vectors by unaligned loads (the fallback of
+/// arch::AlignedWords16).
+template <class U>
+struct UnalignedWords {
+    const std::uint16_t* row;
+    index_t v = 0;
+    MOE_ALWAYS_INLINE U next() noexcept {
+        using F = xsimd::batch<float, typename U::arch_type>;
+        const U u = xsimd::bitwise_cast<U>(F::load_unaligned(reinterpret_cast<const float*>(row + 2 * v)));
+        v += static_cast<index_t>(U::size);
+        return u;
+    }
+};
+
+/// bf16_rows_dot's SIMD state for one weight row (of K bf16 weights): its 2L partials with each
+/// input row (pairs), as rows_dot drives it.
+template <class Kernel, int M>
+struct Bf16RowDot {
+    using S = Bf16Step<Kernel>;
+    using B = typename S::B;
+    using U = typename S::U;
+    static constexpr index_t L = Bf16Blocking::L;
+    static_assert(static_cast<index_t>(B::size) == L);
+    index_t K = 0;
+    B s0[M], s1[M];
+
+    static Bf16RowDot start(index_t K) noexcept {
+        Bf16RowDot r;
+        r.K = K;
+        for (int m = 0; m < M; ++m) r.s0[m] = r.s1[m] = B(0.0f);
+        return r;
+    }
+    /// Pairs [q, q_end) of the row (whole 2L-chunks). Returns q_end.
+    MOE_ALWAYS_INLINE index_t run(const std::uint16_t* row, index_t q, index_t q_end, const std::uint32_t* A,
+                                  index_t lda, std::ptrdiff_t ahead) noexcept {
+        const auto body = [&](auto& rd) {
+            B t0[M], t1[M];  // in registers for the loop (the members may live in memory)
+            for (int m = 0; m < M; ++m) t0[m] = s0[m], t1[m] = s1[m];
+            for (; q < q_end; q += 2 * L) {
+                prefetch_ahead<2 * L * sizeof(std::uint32_t)>(row + 2 * q, ahead);
+                const U w0(rd.next()), w1(rd.next());
+                for (int m = 0; m < M; ++m) {
+                    t0[m] = S::run(t0[m], U::load_unaligned(A + m * lda + q), w0);
+                    t1[m] = S::run(t1[m], U::load_unaligned(A + m * lda + q + L), w1);
+                }
+            }
+            for (int m = 0; m < M; ++m) s0[m] = t0[m], s1[m] = t1[m];
+        };
+#if defined(__AVX512F__)
+        if (L == 16 && reinterpret_cast<std::uintptr_t>(row + 2 * q) % 4 == 0) {  // aligned loads, permutes
+            arch::AlignedWords16 rd(reinterpret_cast<const std::uint32_t*>(row + 2 * q), q_end - q);
+            body(rd);
+            return q;
+        }
+#endif
+        UnalignedWords<U> rd{row + 2 * q};
+        body(rd);
+        return q;
+    }
+    /// The rest of the row from pair q (the end of its whole 2L-chunks): the half chunk left, if
+    /// any, and the zero-padded last chunk; then the sums.
+    MOE_ALWAYS_INLINE void finish(const std::uint16_t* row, index_t q, const std::uint32_t* A, index_t lda,
+                                  float (&acc)[M]) noexcept {
+        const index_t whole = K / 2, P = bf16_pairs(K);
+        bool odd_chunk = false;  // whether the next chunk goes to s1
+        if (q + L <= whole) {
+            const U w0 = xsimd::bitwise_cast<U>(B::load_unaligned(reinterpret_cast<const float*>(row + 2 * q)));
+            for (int m = 0; m < M; ++m) s0[m] = S::run(s0[m], U::load_unaligned(A + m * lda + q), w0);
+            q += L;
+            odd_chunk = true;
+        }
+        if (q < P) {  // the last chunk, zero-padded
+            alignas(64) std::uint32_t ww[L] = {}, aa[L];
+            for (index_t j = 0; q + j < P; ++j)  // the words of the pairs left (zero high half past an odd K)
+                ww[j] = static_cast<std::uint32_t>(row[2 * (q + j)]) |
+                        (2 * (q + j) + 1 < K ? static_cast<std::uint32_t>(row[2 * (q + j) + 1]) << 16 : 0u);
+            const U w0 = U::load_aligned(ww);
+            for (int m = 0; m < M; ++m) {
+                for (index_t j = 0; j < L; ++j) aa[j] = q + j < P ? A[m * lda + q + j] : 0u;
+                B& t = odd_chunk ? s1[m] : s0[m];
+                t = S::run(t, U::load_aligned(aa), w0);
+            }
+        }
+        for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
+    }
+};
+#endif
+
 template <class Kernel, int M>
 inline void bf16_rows_dot(index_t N, const std::uint32_t* A, index_t lda, WeightMatrix<bf16> w, float* C,
                           index_t ldc) noexcept {
-    const index_t K = w.in, P = bf16_pairs(K);
+    const index_t K = w.in;
     const auto* bits = reinterpret_cast<const std::uint16_t*>(w.data);
-    // The word of pair q of row `r` (zero high half past an odd K).
-    const auto word = [&](const std::uint16_t* r, index_t q) {
-        return static_cast<std::uint32_t>(r[2 * q]) | (2 * q + 1 < K ? static_cast<std::uint32_t>(r[2 * q + 1]) << 16 : 0u);
-    };
+#if !defined(MOE_NO_SIMD)
+    if constexpr (kHasSimd) {
+        using St = Bf16RowDot<Kernel, M>;
+        const index_t body = K / 2 / (2 * St::L) * (2 * St::L);  // the pairs in whole 2L-chunks
+        return rows_dot<M>(St::start(K), N, bits, w.ld, body, 2 * sizeof(std::uint16_t), A, lda, C, ldc);
+    }
+#endif
     for (index_t n = 0; n < N; ++n) {
         const std::uint16_t* r = bits + n * w.ld;
-        float acc[M];
-#if !defined(MOE_NO_SIMD)
-        if constexpr (kHasSimd) {
-            using S = Bf16Step<Kernel>;
-            using B = typename S::B;
-            using U = typename S::U;
-            constexpr index_t L = Bf16Blocking::L;
-            static_assert(static_cast<index_t>(B::size) == L);
-            const index_t whole = K / 2;  // pairs with both halves in the row
-            const auto load = [&](index_t q) {  // L whole pairs: their words are the row's bytes
-                return xsimd::bitwise_cast<U>(B::load_unaligned(reinterpret_cast<const float*>(r + 2 * q)));
-            };
-            const auto input = [&](int m, index_t q) { return U::load_unaligned(A + m * lda + q); };
-            B s0[M], s1[M];
-            for (int m = 0; m < M; ++m) s0[m] = s1[m] = B(0.0f);
-            index_t q = 0;
-            for (; q + 2 * L <= whole; q += 2 * L) {
-                const U w0 = load(q), w1 = load(q + L);
-                for (int m = 0; m < M; ++m) {
-                    s0[m] = S::run(s0[m], input(m, q), w0);
-                    s1[m] = S::run(s1[m], input(m, q + L), w1);
-                }
-            }
-            bool odd_chunk = false;  // whether the next chunk goes to s1
-            if (q + L <= whole) {
-                const U w0 = load(q);
-                for (int m = 0; m < M; ++m) s0[m] = S::run(s0[m], input(m, q), w0);
-                q += L;
-                odd_chunk = true;
-            }
-            if (q < P) {  // the last chunk, zero-padded
-                alignas(64) std::uint32_t ww[L] = {}, aa[L];
-                for (index_t j = 0; q + j < P; ++j) ww[j] = word(r, q + j);
-                const U w0 = U::load_aligned(ww);
-                for (int m = 0; m < M; ++m) {
-                    for (index_t j = 0; j < L; ++j) aa[j] = q + j < P ? A[m * lda + q + j] : 0u;
-                    B& t = odd_chunk ? s1[m] : s0[m];
-                    t = S::run(t, U::load_aligned(aa), w0);
-                }
-            }
-            for (int m = 0; m < M; ++m) acc[m] = lane_sum(s0[m] + s1[m]);
-        } else
-#endif
-        {
-            for (int m = 0; m < M; ++m)
-                acc[m] = bf16_dot_one(P, [&](index_t q) { return A[m * lda + q]; }, [&](index_t q) { return word(r, q); });
-        }
-        for (int m = 0; m < M; ++m) C[m * ldc + n] += acc[m];
+        // The word of pair q (zero high half past an odd K).
+        const auto word = [&](index_t q) {
+            return static_cast<std::uint32_t>(r[2 * q]) | (2 * q + 1 < K ? static_cast<std::uint32_t>(r[2 * q + 1]) << 16 : 0u);
+        };
+        for (int m = 0; m < M; ++m)
+            C[m * ldc + n] += bf16_dot_one(bf16_pairs(K), [&](index_t q) { return A[m * lda + q]; }, word);
     }
 }
 
