@@ -5,6 +5,7 @@
 //   rsmoe_tiny        text router, three LoRA experts over one base (decoded as one batch)
 //   rsmoe_tiny_soft   soft router (moe::InstructionRouter prompts), the same LoRA experts
 //   rsmoe_tiny_llm    text router, three separate LLMs of different sizes
+//   rsmoe_tiny_soft_llm  soft router, three separate LLMs of different sizes
 //
 // Tolerances (relative: max |difference| / max |reference|):
 //   blip_image_eval pixels                     bit-identical
@@ -142,6 +143,10 @@ TEST_CASE("parity: RS-MoE, soft-prompt router, LoRA experts", "[parity][rsmoe]")
 
 TEST_CASE("parity: RS-MoE, text router, separate LLMs of different sizes", "[parity][rsmoe]") {
     check_case<rm::TextRouter, rm::SeparateLlms<float>>("rsmoe_tiny_llm");
+}
+
+TEST_CASE("parity: RS-MoE, soft-prompt router, separate LLMs of different sizes", "[parity][rsmoe]") {
+    check_case<rm::SoftRouter, rm::SeparateLlms<float>>("rsmoe_tiny_soft_llm");
 }
 
 TEST_CASE("RS-MoE fusion aggregator: the base LLM over the sub-captions", "[parity][rsmoe]") {

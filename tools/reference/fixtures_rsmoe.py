@@ -12,6 +12,8 @@ Cases (each a folder <out>/<case>/ and a file <out>/<case>.safetensors):
   rsmoe_tiny_soft   soft router (router.* in model.safetensors, prompts of Lp = 3), the same experts
   rsmoe_tiny_llm    text router, three separate LLMs of different sizes (hidden 64 / 48 / 64 with
                     3 layers), each with its own llm_proj.safetensors
+  rsmoe_tiny_soft_llm  soft router over the same kind of separate LLMs (each expert's prompt
+                    projected to its own LLM's width)
 
 Folder: rsmoe.json; model.safetensors with LAVIS's names (visual_encoder.*, ln_vision.*,
 Qformer.bert.* with the position_ids buffer, query_tokens, llm_proj.* / router.*); llm/ (HF
@@ -306,7 +308,7 @@ def case(w, name, router, kind, seed):
 
 def write(w):
     for name, router, kind in (("rsmoe_tiny", "text", "lora"), ("rsmoe_tiny_soft", "soft", "lora"),
-                               ("rsmoe_tiny_llm", "text", "llm")):
+                               ("rsmoe_tiny_llm", "text", "llm"), ("rsmoe_tiny_soft_llm", "soft", "llm")):
         for attempt in range(10):
             seed = 4242 + 1000 * attempt
             if case(w, name, router, kind, seed) > fixtures_decoder.GREEDY_MARGIN:
