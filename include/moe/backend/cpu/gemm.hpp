@@ -225,21 +225,30 @@ inline void rows_dot(const St& start, index_t N, const T* W, index_t ld, index_t
 }
 
 #if !defined(MOE_NO_SIMD)
-/// gemm_rows_dot's SIMD state for one weight row (of K 16-bit weights): its 2L partials with
-/// each input row, as rows_dot drives it.
-template <int M, class W>
-struct RowDot {
-    using B = xsimd::batch<float, simd_arch>;
-    static constexpr index_t L = static_cast<index_t>(B::size);
-    index_t K = 0;
-    B s0[M], s1[M];
+/// What a row-dot state holds: the 2L partials of one weight row with each input row.
+template <class B, int M>
+struct RowPartials {
+    index_t K = 0;  ///< the row's length (inputs)
+    B s0[M], s1[M];  ///< even and odd chunks' partials, per input row
 
-    static RowDot start(index_t K) noexcept {
-        RowDot r;
-        r.K = K;
-        for (int m = 0; m < M; ++m) r.s0[m] = r.s1[m] = B(0.0f);
-        return r;
+    /// A state of this type (Derived) for a row of K inputs, the partials zero.
+    template <class Derived>
+    static Derived start_for(index_t K) noexcept {
+        Derived d;
+        d.K = K;
+        for (int m = 0; m < M; ++m) d.s0[m] = d.s1[m] = B(0.0f);
+        return d;
     }
+};
+
+/// gemm_rows_dot's SIMD state for one weight row (of K 16-bit weights), as rows_dot drives it.
+template <int M, class W>
+struct RowDot : RowPartials<xsimd::batch<float, simd_arch>, M> {
+    using B = xsimd::batch<float, simd_arch>;
+    using RowPartials<B, M>::K, RowPartials<B, M>::s0, RowPartials<B, M>::s1;
+    static constexpr index_t L = static_cast<index_t>(B::size);
+
+    static RowDot start(index_t K) noexcept { return RowDot::template start_for<RowDot>(K); }
     /// Inputs [k, k_end) (whole 2L-chunks). Returns k_end.
     MOE_ALWAYS_INLINE index_t run(const W* w, index_t k, index_t k_end, const float* A, index_t lda,
                                   std::ptrdiff_t ahead) noexcept {
@@ -405,21 +414,15 @@ struct UnalignedWords {
 /// bf16_rows_dot's SIMD state for one weight row (of K bf16 weights): its 2L partials with each
 /// input row (pairs), as rows_dot drives it.
 template <class Kernel, int M>
-struct Bf16RowDot {
+struct Bf16RowDot : RowPartials<typename Bf16Step<Kernel>::B, M> {
     using S = Bf16Step<Kernel>;
     using B = typename S::B;
     using U = typename S::U;
+    using RowPartials<B, M>::K, RowPartials<B, M>::s0, RowPartials<B, M>::s1;
     static constexpr index_t L = Bf16Blocking::L;
     static_assert(static_cast<index_t>(B::size) == L);
-    index_t K = 0;
-    B s0[M], s1[M];
 
-    static Bf16RowDot start(index_t K) noexcept {
-        Bf16RowDot r;
-        r.K = K;
-        for (int m = 0; m < M; ++m) r.s0[m] = r.s1[m] = B(0.0f);
-        return r;
-    }
+    static Bf16RowDot start(index_t K) noexcept { return Bf16RowDot::template start_for<Bf16RowDot>(K); }
     /// Pairs [q, q_end) of the row (whole 2L-chunks). Returns q_end.
     MOE_ALWAYS_INLINE index_t run(const std::uint16_t* row, index_t q, index_t q_end, const std::uint32_t* A,
                                   index_t lda, std::ptrdiff_t ahead) noexcept {
