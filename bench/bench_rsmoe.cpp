@@ -144,13 +144,6 @@ void ensure_model(const fs::path& dir) {
     std::ofstream(dir / ".complete") << "written by bench_rsmoe\n";
 }
 
-double weight_file_bytes(const fs::path& dir) {
-    double n = 0;
-    for (const auto& e : fs::recursive_directory_iterator(dir))
-        if (e.is_regular_file() && e.path().extension() == ".safetensors") n += double(e.file_size());
-    return n;
-}
-
 // ---- the model, loaded once per weight policy
 
 template <class W>
@@ -169,32 +162,16 @@ struct Loaded {
     std::string error;
 };
 
-template <class W>
-std::unique_ptr<Loaded<W>>& loaded() {
-    static std::unique_ptr<Loaded<W>> cur;
-    return cur;
-}
-
-/// The model with weight policy W (the other policy's is dropped first: one mapping at a time),
-/// its three prompts prefilled into cache slots 0..2 (not timed; warms the pages).
+/// The model with weight policy W (moe_bench::load_policy: one policy's mapping at a time), its
+/// three prompts prefilled into cache slots 0..2 (not timed; warms the pages).
 template <class W>
 Loaded<W>* load(benchmark::State& st) {
-    auto& cur = loaded<W>();
-    if (cur) {
-        if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
-        return cur->error.empty() ? cur.get() : nullptr;
-    }
-    for (int t : {1, 2}) bandwidth(t);  // before the model is mapped
-    if constexpr (std::is_same_v<W, moe::bf16>) loaded<moe::bf16_dot>().reset();
-    else loaded<moe::bf16>().reset();
-    malloc_trim(0);
-    cur = std::make_unique<Loaded<W>>();
     const fs::path dir = model_dir();
-    try {
+    return moe_bench::load_policy<Loaded, W>(st, dir, [&](Loaded<W>& L) {
         ensure_model(dir);
-        cur->file_bytes = weight_file_bytes(dir);
-        cur->model = std::make_unique<Model<W>>(rm::load_rsmoe<W, rm::TextRouter, rm::LoraExperts<W>>(dir));
-        Model<W>& m = *cur->model;
+        L.file_bytes = moe_bench::weight_file_bytes(dir);
+        L.model = std::make_unique<Model<W>>(rm::load_rsmoe<W, rm::TextRouter, rm::LoraExperts<W>>(dir));
+        Model<W>& m = *L.model;
         // the router's prompt texts -> expert index -> fixed ids
         std::vector<std::string> texts;
         for (const rm::ExpertEntry& e : m.config().experts)
@@ -206,30 +183,24 @@ Loaded<W>* load(benchmark::State& st) {
         m.set_text_encoders([which](std::string_view t) { return qformer_ids(which(t)); },
                             [which](std::string_view t) { return llm_ids(which(t)); });
         m.set_exec(moe::Exec(2));
-        cur->pixels = image_pixels(m.encoder().image_size());
-        const Tensor img = m.image_embeds(cur->pixels.view());
-        cur->inputs = m.expert_inputs(img, m.config().instruction);
-        moe::check<moe::ConfigError>(static_cast<int>(cur->inputs.size()) == kExperts, "bench_rsmoe", "the router gave ",
-                                     cur->inputs.size(), " expert inputs, expected ", kExperts);
+        L.pixels = image_pixels(m.encoder().image_size());
+        const Tensor img = m.image_embeds(L.pixels.view());
+        L.inputs = m.expert_inputs(img, m.config().instruction);
+        moe::check<moe::ConfigError>(static_cast<int>(L.inputs.size()) == kExperts, "bench_rsmoe", "the router gave ",
+                                     L.inputs.size(), " expert inputs, expected ", kExperts);
         auto& base = m.experts().base();
         index_t longest = 0;
-        for (const rm::ExpertInput& in : cur->inputs) longest = std::max(longest, in.x.dim(0));
-        cur->cache = base.make_cache(kExperts, longest + decode_steps() + 1);
+        for (const rm::ExpertInput& in : L.inputs) longest = std::max(longest, in.x.dim(0));
+        L.cache = base.make_cache(kExperts, longest + decode_steps() + 1);
         for (int e = 0; e < kExperts; ++e) {
-            const rm::ExpertInput& in = cur->inputs[static_cast<std::size_t>(e)];
-            cur->prompt[static_cast<std::size_t>(e)] = in.x.dim(0);
-            cur->first_id[static_cast<std::size_t>(e)] = argmax(
-                base.prefill(cur->cache, e, moe::ConstMatrixRef<float>(in.x.matrix<float>()), -1,
+            const rm::ExpertInput& in = L.inputs[static_cast<std::size_t>(e)];
+            L.prompt[static_cast<std::size_t>(e)] = in.x.dim(0);
+            L.first_id[static_cast<std::size_t>(e)] = argmax(
+                base.prefill(L.cache, e, moe::ConstMatrixRef<float>(in.x.matrix<float>()), -1,
                              moe::lm::LogitRows::last, static_cast<int>(in.expert)));
-            cur->adapter_bytes += 4.0 * double(base.adapter_parameters(e));
+            L.adapter_bytes += 4.0 * double(base.adapter_parameters(e));
         }
-    } catch (const std::exception& e) {
-        cur->error = "cannot open " + dir.string() + ": " + e.what();
-        cur->model.reset();
-        st.SkipWithError(cur->error.c_str());
-        return nullptr;
-    }
-    return cur.get();
+    });
 }
 
 template <class W>

@@ -200,47 +200,25 @@ std::int32_t first_token(Loaded<W>& L, index_t slot, double* vision_s = nullptr)
     return argmax(lg);
 }
 
-template <class W>
-std::unique_ptr<Loaded<W>>& loaded() {
-    static std::unique_ptr<Loaded<W>> cur;
-    return cur;
-}
-
-/// The model with weight policy W (the other policy's is dropped first: one mapping at a time).
+/// The model with weight policy W (moe_bench::load_policy: one policy's mapping at a time), the
+/// decode slot's prompt prefilled (not timed; warms the pages).
 template <class W>
 Loaded<W>* load(benchmark::State& st) {
-    auto& cur = loaded<W>();
-    if (cur) {
-        if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
-        return cur->error.empty() ? cur.get() : nullptr;
-    }
-    for (int t : {1, 2}) bandwidth(t);  // before the model is mapped: the buffer stays out of its VmHWM
-    if constexpr (std::is_same_v<W, moe::bf16>) loaded<moe::bf16_dot>().reset();
-    else loaded<moe::bf16>().reset();
-    malloc_trim(0);
-    cur = std::make_unique<Loaded<W>>();
     const fs::path dir = model_dir();
-    try {
+    return moe_bench::load_policy<Loaded, W>(st, dir, [&](Loaded<W>& L) {
         ensure_model(dir);
-        cur->model = std::make_unique<rv::RsUniVlm<W>>(rv::load_rsunivlm<W>(dir));
-        for (const auto& e : fs::directory_iterator(dir))
-            if (e.path().extension() == ".safetensors") cur->file_bytes += double(e.file_size());
-        auto [pix, how] = image_pixels(cur->model->config().image_size());
-        cur->image = how;
-        cur->request.ids = kPromptIds;
-        cur->request.images.push_back(std::move(pix));
-        cur->request.granularity = kGranularity;
-        cur->rows = cur->model->rows(cur->request);
-        cur->cache = cur->model->template make_cache<float>(2, cur->rows + decode_steps());
-        cur->model->set_exec(moe::Exec(2));  // the decode slot's prompt, once (not timed; warms the pages)
-        cur->first_id = first_token(*cur, 0);
-    } catch (const std::exception& e) {
-        cur->error = "cannot open " + dir.string() + ": " + e.what();
-        cur->model.reset();
-        st.SkipWithError(cur->error.c_str());
-        return nullptr;
-    }
-    return cur.get();
+        L.model = std::make_unique<rv::RsUniVlm<W>>(rv::load_rsunivlm<W>(dir));
+        L.file_bytes = moe_bench::weight_file_bytes(dir);
+        auto [pix, how] = image_pixels(L.model->config().image_size());
+        L.image = how;
+        L.request.ids = kPromptIds;
+        L.request.images.push_back(std::move(pix));
+        L.request.granularity = kGranularity;
+        L.rows = L.model->rows(L.request);
+        L.cache = L.model->template make_cache<float>(2, L.rows + decode_steps());
+        L.model->set_exec(moe::Exec(2));  // the decode slot's prompt, once (not timed; warms the pages)
+        L.first_id = first_token(L, 0);
+    });
 }
 
 template <class W>

@@ -1,20 +1,27 @@
 // bench/decode_bench.hpp - what the decoder benchmarks (bench_decoder, bench_rsunivlm, bench_rsmoe) share:
-// environment numbers, the greedy pick, /proc/self/status, the bytes a decode step reads, and the
-// timed decode loop with its bandwidth-bound counters.
+// environment numbers, the greedy pick, /proc/self/status, the bytes a decode step reads, the
+// timed decode loop with its bandwidth-bound counters, and one loaded model per weight policy.
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "lm/decoder/config.hpp"
 #include "lm/decoder/kv_cache.hpp"
+#include "moe/core/precision.hpp"
 #include "moe/core/tensor.hpp"
+#include "read_bandwidth.hpp"
 
 namespace moe_bench {
 
@@ -145,6 +152,49 @@ inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, do
     st.counters["bound_fraction"] =
         benchmark::Counter(r.sequences / bound, benchmark::Counter::kIsIterationInvariantRate);
     if (r.sequences != 1 || r.weight_passes != 1 || r.extra_bytes != 0) st.counters["bytes_per_step"] = step;
+}
+
+/// The bytes of a model folder's safetensors files (its own and its sub-folders').
+inline double weight_file_bytes(const std::filesystem::path& dir) {
+    double n = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+        if (e.is_regular_file() && e.path().extension() == ".safetensors") n += double(e.file_size());
+    return n;
+}
+
+/// Where the model of weight policy W lives (Loaded<W>: the benchmark's own record, with a
+/// `model` pointer and an `error` string).
+template <template <class> class Loaded, class W>
+std::unique_ptr<Loaded<W>>& policy_slot() {
+    static std::unique_ptr<Loaded<W>> cur;
+    return cur;
+}
+
+/// The model of weight policy W (moe::bf16 or moe::bf16_dot), made on first use by fill(record)
+/// from the folder `dir` (fill throws on failure). Before it: the read bandwidth at 1 and 2
+/// threads is measured (with no model mapped, so its buffer stays out of the model's VmHWM) and
+/// the other policy's model is dropped (one mapping at a time). A failure is kept: this and every
+/// later benchmark of W skip with it.
+template <template <class> class Loaded, class W, class Fill>
+Loaded<W>* load_policy(benchmark::State& st, const std::filesystem::path& dir, Fill&& fill) {
+    auto& cur = policy_slot<Loaded, W>();
+    if (cur) {
+        if (!cur->error.empty()) st.SkipWithError(cur->error.c_str());
+        return cur->error.empty() ? cur.get() : nullptr;
+    }
+    for (int t : {1, 2}) bandwidth(t);
+    policy_slot<Loaded, std::conditional_t<std::is_same_v<W, moe::bf16>, moe::bf16_dot, moe::bf16>>().reset();
+    malloc_trim(0);
+    cur = std::make_unique<Loaded<W>>();
+    try {
+        fill(*cur);
+    } catch (const std::exception& e) {
+        cur->error = "cannot open " + dir.string() + ": " + e.what();
+        cur->model.reset();
+        st.SkipWithError(cur->error.c_str());
+        return nullptr;
+    }
+    return cur.get();
 }
 
 }  // namespace moe_bench
