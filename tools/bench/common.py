@@ -157,3 +157,26 @@ def warn_if_reference_blas(torch):
     if "openblas" not in lib and "mkl" not in lib and "blis" not in lib:
         sys.stderr.write("WARNING: torch uses the reference BLAS (%s): the stock fp32 configurations are a "
                          "strawman; run scripts/install-deps.sh (libopenblas0-pthread)\n" % lib)
+
+
+def rss_mb():
+    """The resident set now (VmRSS), MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return None
+
+
+def peak_rss_mb():
+    """The peak resident set (ru_maxrss), MB."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def trim():
+    """Gives freed heap back to the system (bench_env raises glibc's trim threshold)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass

@@ -42,7 +42,6 @@ Environment: common.bench_env() (re-exec before torch is imported), torch.set_nu
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -62,7 +61,7 @@ import torch.nn.functional as F  # noqa: E402
 import hf_decoder  # noqa: E402
 import lora  # noqa: E402
 import rsmoe  # noqa: E402
-from common import emit, set_threads, torch_info, warn_if_reference_blas  # noqa: E402
+from common import emit, peak_rss_mb, rss_mb, set_threads, torch_info, trim, warn_if_reference_blas  # noqa: E402
 from safetensors_io import load_file  # noqa: E402
 
 EXPERTS = 3
@@ -85,26 +84,6 @@ def pixels(size):
     y = torch.arange(size).view(1, size, 1)
     x = torch.arange(size).view(1, 1, size)
     return ((x * (c + 1) + y * (3 - c) + 40 * c) % 256).float().div(127.5).sub(1.0)[None]
-
-
-def rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return None
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-
-
-def trim():
-    try:  # give freed heap back (bench_env raises glibc's trim threshold)
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 class MultiLoraLinear(nn.Module):

@@ -36,7 +36,6 @@ count. Environment: common.bench_env() (re-exec before torch is imported), torch
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ import torch  # noqa: E402
 
 import hf_decoder  # noqa: E402
 import rsunivlm  # noqa: E402
-from common import emit, set_threads, torch_info, warn_if_reference_blas  # noqa: E402
+from common import emit, peak_rss_mb, rss_mb, set_threads, torch_info, trim, warn_if_reference_blas  # noqa: E402
 from safetensors_io import load_file  # noqa: E402
 
 # bench/bench_rsunivlm.cpp's kPromptIds (keep the two lists equal)
@@ -66,18 +65,6 @@ PROMPT_IDS = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198,
 GRANULARITY = 0
 DEFAULT_IMAGE = os.path.join(os.environ.get("MOE_RS_DATA", "/work/shared/data/rs"),
                              "UCMerced_LandUse/Images/airplane/airplane00.tif")
-
-
-def rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    return None
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
 def image_u8(path):
@@ -102,11 +89,7 @@ def build(folder):
     sd = load_file(os.path.join(folder, "model.safetensors"))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     del sd
-    try:  # give the fp32 build's and the file's freed heap back (bench_env raises glibc's trim threshold)
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    trim()  # the fp32 build's and the file's freed heap
     if missing or unexpected:
         raise ValueError("checkpoint names: missing %s, unexpected %s" % (missing[:3], unexpected[:3]))
     return model, vc["image_size"]
