@@ -96,6 +96,22 @@ def gbench_medians(path):
     return medians
 
 
+def print_run_footer(d, gbench_json):
+    """Under a report's tables: the SIMD path and CPUs from the Google Benchmark file
+    `gbench_json` of results folder d, and d's load.txt (commit, CPU, load averages), each when
+    present."""
+    bj = os.path.join(d, gbench_json)
+    if os.path.exists(bj):
+        with open(bj) as f:
+            ctx = json.load(f).get("context", {})
+        print("\nmoe SIMD path: %s; Google Benchmark: %s CPUs at %s MHz" % (
+            ctx.get("moe.simd", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
+    load = os.path.join(d, "load.txt")
+    if os.path.exists(load):
+        with open(load) as f:
+            print("\n```\n" + f.read().rstrip() + "\n```")
+
+
 def load_jsonl(path):
     """(name, impl) -> record."""
     out = {}

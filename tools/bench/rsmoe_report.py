@@ -28,7 +28,7 @@ import os
 import re
 import sys
 
-from report import gbench_medians, load_jsonl
+from report import gbench_medians, load_jsonl, print_run_footer
 
 NAME = re.compile(r"^rsmoe/(?P<kind>bandwidth|encoder|decode/batched|decode/sequential|caption)(/w:(?P<w>[^/]+))?"
                   r"/threads:(?P<t>\d+)")
@@ -114,16 +114,7 @@ def main():
             p["threads"], p["seconds"], p["vision_s"], p["qformer_s"], p["prefill_s"], p["decode_s"],
             p["decode_tokens"] / p["decode_s"], p["peak_rss_mb"], p["rss_mb"]))
 
-    bj = os.path.join(d, "bench_rsmoe.json")
-    if os.path.exists(bj):
-        import json
-        ctx = json.load(open(bj)).get("context", {})
-        print("\nmoe SIMD path: %s; Google Benchmark: %s CPUs at %s MHz" % (
-            ctx.get("moe.simd", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
-    load = os.path.join(d, "load.txt")
-    if os.path.exists(load):
-        print("\n```\n" + open(load).read().rstrip() + "\n```")
-
+    print_run_footer(d, "bench_rsmoe.json")
 
 if __name__ == "__main__":
     main()

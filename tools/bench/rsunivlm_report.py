@@ -24,7 +24,7 @@ import os
 import re
 import sys
 
-from report import gbench_medians
+from report import gbench_medians, print_run_footer
 
 NAME = re.compile(r"^rsunivlm/(?P<kind>bandwidth|ttft|decode)/.*threads:(?P<t>\d+)")
 POLICY = re.compile(r"/w:([^/]+)/")
@@ -96,15 +96,7 @@ def main():
         extra = ("; a decode step reads %.0f MB of weights + %.1f MB of KV cache (context %.0f)" % (
             dc["weight_bytes_per_token"] * 1e-6, dc["kv_bytes_per_token"] * 1e-6, dc["context"]) if dc else "")
         print("\nrows %s%s; moe RSS after the run %.0f MB" % (f(tt["rows"], "%.0f") if tt else "-", extra, r["rss_mb"]))
-    bj = os.path.join(d, "bench_rsunivlm.json")
-    if os.path.exists(bj):
-        ctx = json.load(open(bj)).get("context", {})
-        print("\nmoe SIMD path: %s; Google Benchmark: %s CPUs at %s MHz" % (
-            ctx.get("moe.simd", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?")))
-    load = os.path.join(d, "load.txt")
-    if os.path.exists(load):
-        print("\n```\n" + open(load).read().rstrip() + "\n```")
-
+    print_run_footer(d, "bench_rsunivlm.json")
 
 if __name__ == "__main__":
     main()
