@@ -23,6 +23,15 @@
 //                                          the weight starting `offset` bytes past a 64-byte
 //                                          boundary (safetensors aligns tensors to 8 bytes only);
 //                                          counter GB/s = weight bytes read per second
+//   gemm/expert/<policy>/M:<M>/K:<K>/N:<N>
+//                                          one expert's matrix as an expert set runs it
+//                                          (cpu::Linear<W>::apply, one thread), for the weight
+//                                          policies f32, bf16 (exact), bf16-dot, int8-dot (W8A8,
+//                                          activations quantised per call) and int8-weight-only,
+//                                          at the full RingMoE's expert shapes (192 px: rows per
+//                                          expert in stages 0, 2 and 3, C 448 -> 1792 and back,
+//                                          1792 -> 7168, 3584 -> 14336) and Mixtral-8x7B's
+//                                          (4096 <-> 14336; 16 and 128 rows per expert)
 // Shapes: the FFN GEMMs of the 1B folded RingMoE at 224 px, one image: stage 0 (3136 tokens,
 // C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336);
 // the MoE layer's expert GEMMs (128 rows, 768 <-> 3072) and ViT-B/16's (197 rows).
@@ -39,6 +48,7 @@
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/gemm_eigen.hpp"
 #include "moe/backend/cpu/gemm_kernel.hpp"
+#include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/parallel.hpp"
 
@@ -245,7 +255,42 @@ void register_bf16dot(Shape s) {
         }
 }
 
+/// One expert matrix through Linear<W>::apply (what the expert sets call), one thread.
+template <class W>
+void BM_expert(benchmark::State& st, Shape s) {
+    const auto f = moe::cpu::Linear<float>::random(1, s.N, s.K, false, 7);
+    const auto lin = moe::cpu::Linear<W>::converted(f);
+    std::mt19937 g(8);
+    const auto A = random_weights<float>(s.M * s.K, g);
+    std::vector<float> C(static_cast<std::size_t>(s.M * s.N), 0.0f);
+    moe::cpu::GemmWorkspace ws;
+    for (auto _ : st) {
+        lin.apply(0, moe::ConstMatrixRef<float>(A.data(), s.M, s.K), moe::MatrixRef<float>(C.data(), s.M, s.N), ws);
+        benchmark::DoNotOptimize(C.data());
+        benchmark::ClobberMemory();
+    }
+    set_flops(st, s);
+}
+
+template <class W>
+void register_expert(Shape s) {
+    benchmark::RegisterBenchmark(("gemm/expert/" + std::string(moe::policy_name<W>()) + shape_name(s)).c_str(),
+                                 [s](benchmark::State& st) { BM_expert<W>(st, s); })
+        ->UseRealTime();
+}
+
 const int registered = [] {
+    // The expert GEMMs: full RingMoE (192 px, top-1 over 4 + 4 experts per modality, capacity 1.2:
+    // about 300 / 40 / 10 rows per expert in stages 0 / 2 / 3) and Mixtral-8x7B.
+    for (const Shape s : {Shape{288, 448, 1792}, Shape{288, 1792, 448}, Shape{40, 1792, 7168}, Shape{40, 7168, 1792},
+                          Shape{10, 3584, 14336}, Shape{16, 4096, 14336}, Shape{128, 4096, 14336},
+                          Shape{128, 14336, 4096}}) {
+        register_expert<float>(s);
+        register_expert<moe::bf16>(s);
+        register_expert<moe::bf16_dot>(s);
+        register_expert<moe::int8_dot>(s);
+        register_expert<moe::int8_weight_only>(s);
+    }
     for (const Shape s : kLayerShapes) {
         register_bf16dot(s);
 #if !defined(MOE_NO_SIMD)

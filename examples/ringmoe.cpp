@@ -19,15 +19,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 #include "cli.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "rs/ringmoe/config.hpp"
+#include "rs/ringmoe/fidelity.hpp"
 #include "rs/ringmoe/inputs.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/random.hpp"
@@ -61,7 +64,13 @@ Model
   --weights SRC        random (default: deterministic random weights, written once to a
                        safetensors file in --cache and memory-mapped from there) or the path of a
                        checkpoint with the released MindSpore names (rs/ringmoe/model.hpp)
-  --dtype T            f32 (default) or bf16 weights (activations are always fp32)
+  --dtype T            f32 (default) or bf16 weights (activations are always fp32), or int8:
+                       int8 experts (W8A8, moe::int8_dot: activations quantised per token at
+                       the experts), bf16 everything else (MoE configurations only; random
+                       weights are written with int8 experts, docs/scaling.md)
+  --fidelity           also run the reference (bf16 for --dtype int8, f32 for bf16) on the
+                       same inputs first, and print every block's and the encoder output's
+                       relative error and cosine against it (not with --dtype f32)
   --seed N             seed of the random weights (default 0; --weights random only)
   --cache DIR          where random-weight checkpoints are kept (default $TMPDIR or /tmp, in
                        moe-ringmoe/); created if missing, must be writable. Only the full-size
@@ -120,6 +129,7 @@ struct Args {
     // may be absent: then the synthesised scene, said so in the output).
     std::string data_from;
     bool modality_given = false, seed_given = false, cache_given = false;
+    bool fidelity = false;
 };
 
 struct UsageError : std::runtime_error {
@@ -209,7 +219,8 @@ Args parse(int argc, char** argv) {
         else if (opt == "--weights") a.weights = path("'random' or the path of a checkpoint");
         else if (opt == "--dtype") {
             a.dtype = value();
-            if (a.dtype != "f32" && a.dtype != "bf16") throw UsageError("--dtype is f32 or bf16, got '" + a.dtype + "'");
+            if (a.dtype != "f32" && a.dtype != "bf16" && a.dtype != "int8")
+                throw UsageError("--dtype is f32, bf16 or int8, got '" + a.dtype + "'");
         } else if (opt == "--seed") a.seed = static_cast<std::uint64_t>(parse_int(opt, value(), 0, 1LL << 62)), a.seed_given = true;
         else if (opt == "--cache") a.cache = path("a directory"), a.cache_given = true;
         else if (opt == "--classes") a.classes = parse_int(opt, value(), 0, 100000);
@@ -218,6 +229,7 @@ Args parse(int argc, char** argv) {
         else if (opt == "--synthetic") flag(), a.synthetic = true;
         else if (opt == "--modalities") a.modalities_arg = value(), a.modalities = split_modalities(a.modalities_arg);
         else if (opt == "--images") a.images = parse_int(opt, value(), 1, 64);
+        else if (opt == "--fidelity") flag(), a.fidelity = true;
         else if (opt == "--threads") a.threads = static_cast<int>(parse_int(opt, value(), 1, 256));
         else if (opt == "--repeat") a.repeat = static_cast<int>(parse_int(opt, value(), 1, 1000));
         else if (opt.rfind("-", 0) == 0) throw UsageError("unknown option '" + opt + "' (see --help)");
@@ -467,7 +479,72 @@ void report_heads(const rm::RingMoeOutput& out, const std::vector<std::string>& 
     }
 }
 
-template <moe::WeightType W>
+/// The model of `cfg` in `dtype` (W everywhere, We the experts): random weights (deterministic,
+/// cached in a file for full-size configurations) or --weights.
+template <moe::WeightPolicy W, moe::WeightPolicy We>
+rm::AnyRingMoe<W, moe::GeluTanh, We> load_model(const Args& a, const rm::RingMoeConfig& cfg, const std::string& dtype,
+                                                bool reference = false) {
+    rm::RandomWeightOptions rw;
+    rw.seed = a.seed;
+    rw.dtype = moe::dtype_v<moe::storage_t<W>>;
+    rw.int8_experts = moe::Int8Policy<We>;
+    const double params = double(rm::exact_parameter_count(cfg));
+    const double need_gib = (a.weights == "random" ? double(rm::random_checkpoint_size(cfg, rw))
+                                                   : double(fs::file_size(a.weights))) /
+                            (1024.0 * 1024 * 1024);
+    const double avail = available_gib();
+    std::printf("\n%s: %s, %s weights%s, %d thread%s, SIMD path %s\n", reference ? "reference" : "model",
+                cfg.name.c_str(), dtype.c_str(),
+                moe::Int8Policy<We> ? " (int8_dot experts, bf16 elsewhere)" : "", a.threads, a.threads > 1 ? "s" : "",
+                moe::cpu::simd_name());
+    std::printf("  parameters: %.4gB (exact), %.4gB by the published formula; weights need about %.1f GiB, %.1f GiB available\n",
+                params / 1e9, double(rm::formula_parameter_count(cfg)) / 1e9, need_gib, avail);
+    // A reference (--fidelity) runs once: its weights, read in place from the mapped file, may
+    // exceed memory (the kernel evicts file pages and reads them again).
+    if (reference && avail > 0 && need_gib > 0.9 * avail)
+        std::printf("  (more than the memory available: read from the mapped file as it runs)\n");
+    else if (avail > 0 && need_gib > 0.9 * avail)
+        throw UsageError(moe::detail::cat("the weights of ", cfg.name, " in ", dtype, " need about ",
+                                          int(std::ceil(need_gib)), " GiB, more than this machine has available (",
+                                          int(avail), " GiB): try --dtype bf16 or int8, or a smaller --config"));
+    const auto t0 = std::chrono::steady_clock::now();
+    rm::AnyRingMoe<W, moe::GeluTanh, We> any;
+    if (a.weights == "random") {
+        if (rm::exact_parameter_count(cfg) < 50'000'000) {
+            any = rm::random_ringmoe<W, moe::GeluTanh, We>(cfg, rw);
+            std::printf("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
+        } else {
+            const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
+            std::error_code ec;
+            fs::create_directories(dir, ec);
+            if (ec)
+                throw moe::IOError("ringmoe", "cannot create the random-weight cache directory '" + dir.string() +
+                                                  "': " + ec.message() + " (name another with --cache DIR)");
+            // Named by everything that shapes its content (configuration, heads, dtype, seed).
+            const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
+                                                         "_", dtype, "_seed", a.seed, ".safetensors");
+            if (!fs::exists(file)) {
+                std::printf("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
+                            file.string().c_str());
+                std::fflush(stdout);
+                const auto w0 = std::chrono::steady_clock::now();
+                rm::write_random_checkpoint(file, cfg, rw);
+                std::printf("  written in %.0f s\n",
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count());
+            }
+            any = rm::load_ringmoe<W, moe::GeluTanh, We>(file, cfg);
+            std::printf("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
+                        file.string().c_str());
+        }
+    } else {
+        any = rm::load_ringmoe<W, moe::GeluTanh, We>(fs::path(a.weights), cfg);
+        std::printf("  weights: %s\n", a.weights.c_str());
+    }
+    std::printf("  built in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return any;
+}
+
+template <moe::WeightPolicy W, moe::WeightPolicy We = W>
 int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed) {
     // ---- input images, per modality of the configuration -------------------------------------
     const index_t S = cfg.swin.image_size;
@@ -536,52 +613,19 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
     std::printf("input: %s, %ld x %ld pixels\n%s", origin.c_str(), long(S), long(S), listing.c_str());
     for (std::size_t i = 0; i < fed.size(); ++i) inputs.push_back({batches[i].view(), fed[i]});
 
-    // ---- the model ------------------------------------------------------------------------------
-    const double need_gib = double(rm::exact_parameter_count(cfg)) * double(sizeof(W)) / (1024.0 * 1024 * 1024);
-    const double avail = available_gib();
-    std::printf("\nmodel: %s, %s weights, %d thread%s, SIMD path %s\n", cfg.name.c_str(), a.dtype.c_str(), a.threads,
-                a.threads > 1 ? "s" : "", moe::cpu::simd_name());
-    std::printf("  parameters: %.4gB (exact), %.4gB by the published formula; weights need about %.1f GiB, %.1f GiB available\n",
-                double(rm::exact_parameter_count(cfg)) / 1e9, double(rm::formula_parameter_count(cfg)) / 1e9, need_gib, avail);
-    if (avail > 0 && need_gib > 0.9 * avail)
-        throw UsageError(moe::detail::cat("the weights of ", cfg.name, " in ", a.dtype, " need about ",
-                                          int(std::ceil(need_gib)), " GiB, more than this machine has available (",
-                                          int(avail), " GiB): try --dtype bf16 or a smaller --config"));
-    const auto t0 = std::chrono::steady_clock::now();
-    rm::AnyRingMoe<W, moe::GeluTanh> any;
-    if (a.weights == "random") {
-        rm::RandomWeightOptions rw;
-        rw.seed = a.seed;
-        rw.dtype = moe::dtype_v<W>;
-        if (rm::exact_parameter_count(cfg) < 50'000'000) {
-            any = rm::random_ringmoe<W, moe::GeluTanh>(cfg, rw);
-            std::printf("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
-        } else {
-            const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
-            std::error_code ec;
-            fs::create_directories(dir, ec);
-            if (ec)
-                throw moe::IOError("ringmoe", "cannot create the random-weight cache directory '" + dir.string() +
-                                                  "': " + ec.message() + " (name another with --cache DIR)");
-            // Named by everything that shapes its content (configuration, heads, dtype, seed).
-            const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
-                                                         "_", a.dtype, "_seed", a.seed, ".safetensors");
-            if (!fs::exists(file)) {
-                std::printf("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
-                            file.string().c_str());
-                std::fflush(stdout);
-                rm::write_random_checkpoint(file, cfg, rw);
-            }
-            any = rm::load_ringmoe<W, moe::GeluTanh>(file, cfg);
-            std::printf("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
-                        file.string().c_str());
-        }
-    } else {
-        any = rm::load_ringmoe<W, moe::GeluTanh>(fs::path(a.weights), cfg);
-        std::printf("  weights: %s\n", a.weights.c_str());
+    // ---- the model (and, with --fidelity, its reference first) ---------------------------------
+    using Ref = std::conditional_t<moe::Int8Policy<We>, moe::bf16, float>;
+    std::optional<rm::Capture> reference;
+    if (a.fidelity) {
+        // bf16 for int8 experts, fp32 for bf16: run, keep its outputs, drop it before the model
+        // under test is built (a full-size pair need not fit in memory together).
+        auto ref = load_model<Ref, Ref>(a, cfg, a.dtype == "int8" ? "bf16" : "f32", true);
+        reference = std::visit([&](auto& m) {
+            m.set_exec(moe::Exec(a.threads));
+            return rm::capture(m, std::span<const moe::vision::ModalityImages>(inputs));
+        }, ref);
     }
-    std::printf("  built in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-
+    auto any = load_model<W, We>(a, cfg, a.dtype);
     return std::visit(
         [&](auto& model) {
             model.set_exec(moe::Exec(a.threads));
@@ -616,6 +660,14 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
             std::printf("  %-36s %9.2f ms  (%.2f images/s)\n", "total", best * 1e3, double(B) / best);
             if constexpr (std::decay_t<decltype(model)>::routed) report_routing(model, fed);
             else std::printf("\nexpert load: none (one dense FFN per block: the folded model)\n");
+            if (reference) {
+                const rm::Capture mine = rm::capture(model, std::span<const moe::vision::ModalityImages>(inputs));
+                const rm::ModelFidelity f = rm::fidelity(mine, *reference);
+                std::printf("\nfidelity: %s against %s, every block's output and the encoder output\n%s",
+                            a.dtype.c_str(), a.dtype == "int8" ? "bf16" : "f32", rm::fidelity_table(f, cfg).c_str());
+                std::printf("target: encoder-output cosine >= 0.999: %s (%.6f)\n",
+                            f.encoder.cosine >= 0.999 ? "met" : "MISSED", f.encoder.cosine);
+            }
             report_heads(out, labels);
             std::printf("\nfeatures: [%ld, %ld] (%ld images x %ld^2 tokens); peak resident memory %.0f MiB\n",
                         long(out.features.dim(0)), long(out.features.dim(1)), long(B),
@@ -635,8 +687,14 @@ int main(int argc, char** argv) {
         // Every check of the command line comes before any work: a bad invocation costs nothing.
         const Args a = parse(argc, argv);
         const rm::RingMoeConfig cfg = make_config(a);
+        if (a.fidelity && a.dtype == "f32")
+            throw UsageError("--fidelity compares --dtype bf16 or int8 with its reference; f32 is the reference");
+        if (a.dtype == "int8" && cfg.ffn != rm::FfnKind::moe)
+            throw UsageError("--dtype int8 quantises the experts; --config " + a.config +
+                             " has none (one dense FFN per block)");
         const std::vector<int> fed = fed_modalities(a, cfg);
         check_paths(a);
+        if (a.dtype == "int8") return run<moe::bf16, moe::int8_dot>(a, cfg, fed);
         return a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed) : run<float>(a, cfg, fed);
     } catch (const UsageError& e) {
         if (std::string(e.what()).empty()) {

@@ -5,7 +5,9 @@
 # bench/peers/ggml_moe_layer.cpp against it, and runs it (JSON lines on stdout; what is timed:
 # the comment at the top of ggml_moe_layer.cpp).
 #
-#   bench/peers/run_ggml.sh [GGML_SRC [BUILD_DIR]] [-- PROGRAM ARGS...]
+#   bench/peers/run_ggml.sh [--program NAME] [GGML_SRC [BUILD_DIR]] [-- PROGRAM ARGS...]
+#     NAME       ggml_moe_layer (default: the MoE layer) or ggml_expert_gemm (one expert matrix,
+#                Q8_0 / BF16 / F32, at bench_gemm's gemm/expert shapes; its ARGS default to its own)
 #     GGML_SRC   ggml source tree (default ~/.cache/moe-peers/ggml), e.g. from
 #                git clone https://github.com/ggml-org/ggml ~/.cache/moe-peers/ggml
 #     BUILD_DIR  default GGML_SRC-build (~/.cache/moe-peers/ggml-build)
@@ -17,13 +19,16 @@
 # GGML_CPU_REPACK); nothing of ggml is copied into this repository.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROGRAM=ggml_moe_layer
+if [[ $# -gt 1 && "$1" == "--program" ]]; then PROGRAM="$2"; shift 2; fi
+case "$PROGRAM" in ggml_moe_layer|ggml_expert_gemm) ;; *) echo "run_ggml.sh: unknown --program $PROGRAM" >&2; exit 2 ;; esac
 SRC="${HOME}/.cache/moe-peers/ggml"
 if [[ $# -gt 0 && "$1" != "--" ]]; then SRC="$1"; shift; fi
 BUILD="${SRC%/}-build"
 if [[ $# -gt 0 && "$1" != "--" ]]; then BUILD="$1"; shift; fi
 [[ $# -gt 0 && "$1" == "--" ]] && shift
 ARGS=("$@")
-[[ ${#ARGS[@]} -eq 0 ]] && ARGS=(--threads 1 2 --w f32 bf16 --reps 5 --min-time 0.5)
+[[ ${#ARGS[@]} -eq 0 && "$PROGRAM" == ggml_moe_layer ]] && ARGS=(--threads 1 2 --w f32 bf16 --reps 5 --min-time 0.5)
 
 if [[ ! -f "$SRC/include/ggml.h" ]]; then
   echo "run_ggml.sh: no ggml source tree in $SRC; get one first, e.g." >&2
@@ -38,13 +43,13 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_
   -DGGML_BLAS=OFF >/dev/null
 cmake --build "$BUILD" -j"${JOBS:-2}" --target ggml-cpu ggml-base >&2
 
-BIN="$BUILD/moe_peers/ggml_moe_layer"
+BIN="$BUILD/moe_peers/$PROGRAM"
 mkdir -p "$(dirname "$BIN")"
-if [[ ! -x "$BIN" || "$HERE/ggml_moe_layer.cpp" -nt "$BIN" || "$BUILD/src/libggml-cpu.a" -nt "$BIN" ]]; then
-  "${CXX:-g++}" -std=c++20 -O3 -march=native -DNDEBUG -I "$SRC/include" "$HERE/ggml_moe_layer.cpp" \
+if [[ ! -x "$BIN" || "$HERE/$PROGRAM.cpp" -nt "$BIN" || "$BUILD/src/libggml-cpu.a" -nt "$BIN" ]]; then
+  "${CXX:-g++}" -std=c++20 -O3 -march=native -DNDEBUG -I "$SRC/include" "$HERE/$PROGRAM.cpp" \
     "$BUILD/src/libggml-cpu.a" "$BUILD/src/libggml-base.a" -fopenmp -lpthread -lm -o "$BIN"
 fi
-[[ "${ARGS[0]}" == --build-only ]] && exit 0
+[[ ${#ARGS[@]} -gt 0 && "${ARGS[0]}" == --build-only ]] && exit 0
 echo "run_ggml.sh: load before: $(cat /proc/loadavg)" >&2
 "$BIN" "${ARGS[@]}" | while IFS= read -r line; do
   # annotate each record with the ggml commit

@@ -5,4 +5,5 @@
 #include "moe/io/checkpoint.hpp"
 #include "moe/io/json.hpp"
 #include "moe/io/mapped_file.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"

@@ -26,3 +26,4 @@
 #include "rs/ringmoe/simmim.hpp"
 #include "rs/ringmoe/checkpoint.hpp"
 #include "rs/ringmoe/chain.hpp"
+#include "rs/ringmoe/fidelity.hpp"

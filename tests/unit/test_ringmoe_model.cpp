@@ -5,6 +5,9 @@
 // modality, wrong channels, wrong image size, missing tensor).
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -336,6 +339,83 @@ TEST_CASE("ringmoe loader: a missing tensor is named", "[ringmoe]") {
     auto with_head = cfg;
     with_head.num_classes = 5;
     throws_mentioning<moe::NotFoundError>([&] { (void)rr::load_ringmoe<float>(full, with_head); }, {"'head."});
+}
+
+}  // namespace moe_test_ringmoe_model
+
+namespace moe_test_ringmoe_model {
+
+TEST_CASE("ringmoe int8 experts: the random writer is the quantiser, loads borrow it, fidelity", "[ringmoe][int8]") {
+    auto cfg = rr::RingMoeConfig::tiny();
+    cfg.num_classes = 0;
+    cfg.seg_classes = 0;
+    rr::RandomWeightOptions o;
+    o.seed = 5;
+    const auto f32 = moe::io::SafetensorsFile::from_buffer(rr::random_checkpoint_bytes(cfg, o), "f32");
+    o.int8_experts = true;
+    const auto q8 = moe::io::SafetensorsFile::from_buffer(rr::random_checkpoint_bytes(cfg, o), "int8");
+    REQUIRE(q8.metadata().at("moe.quantization") == "int8");
+
+    // The writer's int8 tensors are io::quantize_checkpoint's of the F32 file (MindSpore [E, in,
+    // out] stacks written [E, out, in]), byte for byte; everything else is the F32 file's.
+    std::vector<std::string> int8_names;
+    for (const auto& n : q8.names())
+        if (q8.get(n).dtype() == moe::DType::i8) int8_names.push_back(n);
+    REQUIRE(int8_names.size() == 8 * (2 * 4 + 2 + 2));  // 8 blocks x (4 modal + collab + shared) x 2 matrices
+    const std::filesystem::path tmp =
+        std::filesystem::temp_directory_path() / ("moe_ringmoe_int8_" + std::to_string(::getpid()) + ".safetensors");
+    moe::io::QuantizeOptions qo;
+    qo.select = [&](const std::string& n, const moe::TensorView&) {
+        return std::find(int8_names.begin(), int8_names.end(), n) != int8_names.end();
+    };
+    qo.in_out = [](const std::string&) { return true; };
+    moe::io::quantize_checkpoint(f32, tmp, qo);
+    {
+        const auto mine = moe::io::SafetensorsFile::open(tmp);
+        for (const auto& n : q8.names()) {
+            INFO(n);
+            const moe::TensorView a = q8.get(n), b = mine.get(n);
+            REQUIRE(a.dtype() == b.dtype());
+            REQUIRE(a.shape() == b.shape());
+            REQUIRE(std::memcmp(a.raw(), b.raw(), static_cast<std::size_t>(a.nbytes())) == 0);
+        }
+    }
+    std::filesystem::remove(tmp);
+
+    // The int8 file's experts are read in place; quantising the F32 file at load gives the same model.
+    using M8 = rr::RingMoe<float, moe::GeluTanh, moe::int8_dot>;
+    auto a = rr::load_ringmoe<float, moe::GeluTanh, moe::int8_dot>(q8, cfg);
+    auto b = rr::load_ringmoe<float, moe::GeluTanh, moe::int8_dot>(f32, cfg);
+    auto& ma = std::get<M8>(a);
+    auto& mb = std::get<M8>(b);
+    const auto& ffn = ma.encoder().stage(1).blocks[0].ffn();
+    CHECK(static_cast<const void*>(ffn.collab_experts().fc1().int8_weight(0).q) ==
+          q8.get("encoder.layers.1.blocks.0.mlp.cross_ffn.mapping.weight").raw());
+    const Tensor x = images(2, 3, 64, 7);
+    const std::vector<vis::ModalityImages> in{{x.view(), 0}};
+    const rr::Capture ca = rr::capture(ma, in), cb = rr::capture(mb, in);
+    REQUIRE(ca.blocks.size() == 8);
+    for (std::size_t i = 0; i < ca.blocks.size(); ++i)
+        REQUIRE(std::memcmp(ca.blocks[i].raw(), cb.blocks[i].raw(), static_cast<std::size_t>(ca.blocks[i].nbytes())) == 0);
+
+    // Fidelity: exact against itself; close to the fp32 model in the first block (before routing
+    // near-ties of random weights amplify differences), and the report has a row per block.
+    rr::RandomWeightOptions of;
+    of.seed = 5;
+    auto f = rr::random_ringmoe<float>(cfg, of);
+    const rr::Capture cf = rr::capture(std::get<rr::RingMoe<float>>(f), in);
+    const rr::ModelFidelity self = rr::fidelity(ca, ca);
+    CHECK(self.encoder.relative_error == 0.0);
+    CHECK(self.encoder.cosine == Approx(1.0).epsilon(1e-12));
+    const rr::ModelFidelity q = rr::fidelity(ca, cf);
+    CHECK(q.blocks[0].cosine > 0.9999);
+    CHECK(q.blocks[0].relative_error < 0.02);
+    const std::string table = rr::fidelity_table(q, cfg);
+    CHECK(table.find("stage 3 block 1") != std::string::npos);
+    CHECK(table.find("encoder output") != std::string::npos);
+    rr::Capture short_one = rr::capture(ma, in);
+    short_one.blocks.pop_back();
+    CHECK_THROWS_AS(rr::fidelity(short_one, cf), moe::ShapeError);
 }
 
 }  // namespace moe_test_ringmoe_model

@@ -28,6 +28,7 @@ _TORCH_TO_ST = {
     torch.float16: ("F16", 2, "<f2"),
     torch.int64: ("I64", 8, "<i8"),
     torch.int32: ("I32", 4, "<i4"),
+    torch.int8: ("I8", 1, "<i1"),
     torch.uint8: ("U8", 1, "<u1"),
 }
 _ST_TO_TORCH = {v[0]: (k, v[1], v[2]) for k, v in _TORCH_TO_ST.items()}

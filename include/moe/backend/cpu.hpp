@@ -5,6 +5,7 @@
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/gemm_int8.hpp"
 #include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/norm.hpp"
 #include "moe/backend/cpu/routing.hpp"

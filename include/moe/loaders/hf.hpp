@@ -38,6 +38,7 @@
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/moe_layer.hpp"
 #include "moe/layer/shared.hpp"
@@ -103,7 +104,7 @@ SwitchMoE<W> load_switch_mlp(const SafetensorsFile& file, std::string prefix, do
     const std::string gname = prefix + "router.classifier.weight";
     const index_t d = io::matrix(file, gname).dim(1);
     Gate g = loaders::gate(file, gname, E, d);
-    const index_t F = io::matrix(file, stem + "0.wi.weight").dim(0);
+    const index_t F = io::linear_matrix(file, stem + "0.wi.weight").dim(0);
     return {switch_router(std::move(g), capacity_factor),
             MlpExperts<Relu, W>(loaders::linear_stack<W>(file, E, F, d, stem, ".wi.weight"),
                                 loaders::linear_stack<W>(file, E, d, F, stem, ".wo.weight"))};

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/router/gate.hpp"
 
@@ -49,14 +51,15 @@ inline Gate gate(const SafetensorsFile& f, const std::string& weight_name, index
 template <WeightPolicy W, class NameFn, class BiasFn>
 LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, index_t in, NameFn name, BiasFn bias,
                             const std::string& what) {
-    std::vector<TensorView> ws, bs;
+    std::vector<std::string> ws;
+    std::vector<TensorView> bs;
     ws.reserve(static_cast<std::size_t>(E));
     for (index_t i = 0; i < E; ++i) {
-        ws.push_back(io::tensor(f, name(i), {out, in}));
+        ws.push_back(name(i));
         const std::string b = bias(i);
         if (!b.empty()) bs.push_back(io::tensor(f, b, {out}));
     }
-    return LinearStack<W>::from_list(ws, bs, f.keep_alive(), what);
+    return io::load_linears<W>(f, ws, bs, out, in, WeightLayout::out_in, what);
 }
 
 template <WeightPolicy W>
@@ -71,7 +74,7 @@ LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, in
 template <WeightPolicy W>
 GluExperts<Silu, W> glu_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d,
                                 const std::string& gate_sfx, const std::string& up_sfx, const std::string& down_sfx) {
-    const index_t F = io::matrix(f, stem + "0" + gate_sfx).dim(0);
+    const index_t F = io::linear_matrix(f, stem + "0" + gate_sfx).dim(0);
     return {linear_stack<W>(f, E, F, d, stem, gate_sfx), linear_stack<W>(f, E, F, d, stem, up_sfx),
             linear_stack<W>(f, E, d, F, stem, down_sfx)};
 }
@@ -80,10 +83,9 @@ GluExperts<Silu, W> glu_experts(const SafetensorsFile& f, const std::string& ste
 template <WeightPolicy W>
 GluExperts<Silu, W> glu_single(const SafetensorsFile& f, const std::string& module, index_t d) {
     const std::string g = module + "gate_proj.weight", u = module + "up_proj.weight", dn = module + "down_proj.weight";
-    const index_t F = io::matrix(f, g).dim(0);
+    const index_t F = io::linear_matrix(f, g).dim(0);
     auto one = [&](const std::string& n, index_t out, index_t in) {
-        const std::vector<TensorView> ws{io::tensor(f, n, {out, in})};
-        return LinearStack<W>::from_list(ws, {}, f.keep_alive(), n);
+        return io::load_linears<W>(f, std::span(&n, 1), {}, out, in, WeightLayout::out_in, n);
     };
     return {one(g, F, d), one(u, F, d), one(dn, d, F)};
 }
@@ -92,7 +94,7 @@ GluExperts<Silu, W> glu_single(const SafetensorsFile& f, const std::string& modu
 /// used when "<stem>0.fc1.bias" exists and are then required for every expert.
 template <WeightPolicy W>
 MlpExperts<Gelu, W> gelu_mlp_experts(const SafetensorsFile& f, const std::string& stem, index_t E, index_t d) {
-    const index_t F = io::matrix(f, stem + "0.fc1.weight").dim(0);
+    const index_t F = io::linear_matrix(f, stem + "0.fc1.weight").dim(0);
     const bool b1 = f.contains(stem + "0.fc1.bias"), b2 = f.contains(stem + "0.fc2.bias");
     auto name = [&](const char* sfx) { return [&stem, sfx](index_t i) { return stem + std::to_string(i) + sfx; }; };
     auto bias = [&](bool on, const char* sfx) {

@@ -128,21 +128,22 @@ vision::SwinEncoder<Ffn, W> load_swin(const SafetensorsFile& f, std::string pref
     return vision::SwinEncoder<Ffn, W>(std::move(cfg), std::move(embeds), std::move(stages), std::move(fn), prefix);
 }
 
-/// RingMoE's encoder with the hierarchical MoE (Moe_modal) in every block.
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-using RingMoeSwin = vision::SwinEncoder<MoeModal<W, Act>, W>;
+/// RingMoE's encoder with the hierarchical MoE (Moe_modal) in every block; We: the experts'
+/// weight policy (e.g. int8_dot experts in a bf16 encoder), W everything else's.
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+using RingMoeSwin = vision::SwinEncoder<MoeModal<We, Act>, W>;
 /// The dense ("Swin-1B") encoder: one MLP per block.
 template <WeightPolicy W = float, Activation Act = GeluTanh>
 using DenseSwin = vision::SwinEncoder<vision::Mlp<Act, W>, W>;
 
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-RingMoeSwin<W, Act> load_ringmoe_swin(const SafetensorsFile& f, std::string prefix = names::kEncoder,
-                                      vision::SwinConfig cfg = swin_config(),
-                                      const MoeModalConfig& moe_cfg = {}) {
-    return load_swin<MoeModal<W, Act>, W>(
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+RingMoeSwin<W, Act, We> load_ringmoe_swin(const SafetensorsFile& f, std::string prefix = names::kEncoder,
+                                          vision::SwinConfig cfg = swin_config(),
+                                          const MoeModalConfig& moe_cfg = {}) {
+    return load_swin<MoeModal<We, Act>, W>(
         f, std::move(prefix), std::move(cfg),
         [&](const SafetensorsFile& file, const std::string& mlp, index_t C, index_t) {
-            auto layer = load_moe_modal<W, Act>(file, mlp, moe_cfg);
+            auto layer = load_moe_modal<We, Act>(file, mlp, moe_cfg);
             check<ShapeError>(layer.hidden_size() == C, mlp, "expected an MoE over ", C, " features, found ",
                               layer.hidden_size());
             return layer;

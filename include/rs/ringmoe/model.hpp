@@ -289,14 +289,14 @@ private:
 };
 
 /// RingMoE with the hierarchical MoE in every block (full, single-modality, pruned).
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-using RingMoe = RingMoeModel<MoeFfn<W, Act>, W>;
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+using RingMoe = RingMoeModel<MoeFfn<We, Act>, W>;
 /// The folded model: one dense MLP per block.
 template <WeightPolicy W = float, Activation Act = GeluTanh>
 using RingMoeDense = RingMoeModel<DenseMlp<W, Act>, W>;
 /// Either, as load_ringmoe returns it.
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-using AnyRingMoe = std::variant<RingMoe<W, Act>, RingMoeDense<W, Act>>;
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+using AnyRingMoe = std::variant<RingMoe<W, Act, We>, RingMoeDense<W, Act>>;
 
 namespace detail {
 
@@ -320,15 +320,16 @@ std::pair<std::optional<ClassificationHead<W>>, std::optional<SegmentationHead<W
 
 }  // namespace detail
 
-/// The MoE model `cfg` describes (cfg.ffn == moe) from `file`.
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-RingMoe<W, Act> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
+/// The MoE model `cfg` describes (cfg.ffn == moe) from `file`; We: the experts' policy (their
+/// weights may be int8 in the file: moe/io/quantize.hpp).
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+RingMoe<W, Act, We> load_ringmoe_moe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
     const std::string w = "rs::ringmoe::load_ringmoe_moe (" + cfg.name + ")";
     cfg.validate(w);
     check<ConfigError>(cfg.ffn == FfnKind::moe, w, "the configuration is dense (folded): use load_ringmoe_dense");
-    auto enc = load_ringmoe_swin<W, Act>(file, names::kEncoder, cfg.swin, moe_modal_config(cfg));
+    auto enc = load_ringmoe_swin<W, Act, We>(file, names::kEncoder, cfg.swin, moe_modal_config(cfg));
     auto [cls, seg] = detail::load_heads<W>(file, cfg);
-    return RingMoe<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
+    return RingMoe<W, Act, We>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 
 /// The dense (folded) model `cfg` describes (cfg.ffn == dense) from `file`.
@@ -342,15 +343,15 @@ RingMoeDense<W, Act> load_ringmoe_dense(const io::SafetensorsFile& file, const R
     return RingMoeDense<W, Act>(cfg, std::move(enc), std::move(cls), std::move(seg));
 }
 
-/// The model `cfg` describes, MoE or dense.
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-AnyRingMoe<W, Act> load_ringmoe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
+/// The model `cfg` describes, MoE or dense (We: the experts' policy; a dense model's FFNs are W).
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+AnyRingMoe<W, Act, We> load_ringmoe(const io::SafetensorsFile& file, const RingMoeConfig& cfg) {
     if (cfg.ffn == FfnKind::dense) return load_ringmoe_dense<W, Act>(file, cfg);
-    return load_ringmoe_moe<W, Act>(file, cfg);
+    return load_ringmoe_moe<W, Act, We>(file, cfg);
 }
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-AnyRingMoe<W, Act> load_ringmoe(const std::filesystem::path& path, const RingMoeConfig& cfg) {
-    return load_ringmoe<W, Act>(io::SafetensorsFile::open(path), cfg);
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+AnyRingMoe<W, Act, We> load_ringmoe(const std::filesystem::path& path, const RingMoeConfig& cfg) {
+    return load_ringmoe<W, Act, We>(io::SafetensorsFile::open(path), cfg);
 }
 
 }  // namespace moe::rs::ringmoe

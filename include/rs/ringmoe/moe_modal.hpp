@@ -51,6 +51,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,7 @@
 #include "moe/expert/ffn.hpp"
 #include "moe/expert/linear_stack.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"
 #include "moe/layer/hierarchical.hpp"
 #include "moe/layer/moe_layer.hpp"
@@ -122,10 +124,9 @@ namespace detail {
 template <WeightPolicy W>
 LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& module, index_t E, index_t in, index_t out) {
     const std::string wn = module + names::kWeight, bn = module + names::kBias;
-    const TensorView w = io::tensor(f, wn, {E, in, out});
     const TensorView b = io::tensor(f, bn, {1, E, 1, out});
     const TensorView b2 = b.reshape({E, out});
-    return LinearStack<W>::from_stacked(w, &b2, f.keep_alive(), wn, WeightLayout::in_out);
+    return io::load_stacked_linear<W>(f, wn, E, out, in, &b2, WeightLayout::in_out);
 }
 
 /// A one-expert MindSpore Linear: weight [in, out], bias [out] -> LinearStack of one expert in
@@ -133,9 +134,8 @@ LinearStack<W> stacked_linear(const SafetensorsFile& f, const std::string& modul
 template <WeightPolicy W>
 LinearStack<W> single_linear(const SafetensorsFile& f, const std::string& module, index_t in, index_t out) {
     const std::string wn = module + names::kWeight, bn = module + names::kBias;
-    const TensorView w = io::tensor(f, wn, {in, out}).reshape({1, in, out});
-    const TensorView b = io::tensor(f, bn, {out}).reshape({1, out});
-    return LinearStack<W>::from_stacked(w, &b, f.keep_alive(), wn, WeightLayout::in_out);
+    const TensorView b = io::tensor(f, bn, {out});
+    return io::load_linears<W>(f, std::span(&wn, 1), std::span(&b, 1), out, in, WeightLayout::in_out, wn);
 }
 
 /// A RingMoE MLP "<module>" of E experts (E > 1: stacked; E == 0: the 2-D shared layout).
@@ -175,11 +175,14 @@ MoeModal<W, Act> load_moe_modal(const SafetensorsFile& file, std::string prefix,
     const TensorView crw = io::matrix(file, cr);
     const index_t C = crw.dim(1), Ec = crw.dim(0);
     const std::string cmap = names::mapping(names::cross_ffn(prefix)) + names::kWeight;
-    const TensorView cm = io::float_tensor(file, cmap);
-    check<ShapeError>(cm.rank() == 3 && cm.dim(0) == Ec && cm.dim(1) == C && cm.dim(2) > 0, cmap,
-                      "expected shape [", Ec, ", ", C, ", F] ([E, in, out]), found ", cm.shape().str(), " in ",
-                      file.path());
-    const index_t F = cm.dim(2);
+    // F from the collaborative mapping: float [E, in = C, out = F], or int8 [E, out = F, in = C].
+    const bool q8 = io::is_int8(file, cmap);
+    const TensorView cm = q8 ? file.get(cmap) : io::float_tensor(file, cmap);
+    const index_t fa = q8 ? 2 : 1, fb = q8 ? 1 : 2;
+    check<ShapeError>(cm.rank() == 3 && cm.dim(0) == Ec && cm.dim(fa) == C && cm.dim(fb) > 0, cmap, "expected shape [",
+                      Ec, ", ", q8 ? "F, " : "", C, q8 ? "" : ", F", "] (", q8 ? "int8 [E, out, in]" : "[E, in, out]",
+                      "), found ", cm.shape().str(), " in ", file.path());
+    const index_t F = cm.dim(fb);
 
     std::vector<Gate> gates;
     std::vector<MlpExperts<Act, W>> modal;

@@ -47,6 +47,8 @@
 #include "moe/core/error.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/core/tensor.hpp"
+#include "moe/backend/cpu/gemm_int8.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"
 #include "rs/random_weights.hpp"
 #include "rs/ringmoe/config.hpp"
@@ -66,6 +68,11 @@ struct RandomWeightOptions {
     double std = 0.02;            ///< truncated-normal std of weights, routers and bias tables
     double head_std = 0.02;       ///< ... of the heads' weights
     bool relative_position_index = true;  ///< write the int32 index buffers
+    /// Write the MoE blocks' expert weights (modality, collaborative and shared experts) in int8
+    /// (moe/io/quantize.hpp's format: I8 [E, out, in] + "<name>_scale" F32 [E, out]): the fp32
+    /// values of the float checkpoint, quantised per output channel, so the file equals
+    /// io::quantize_checkpoint of the F32 one. Routers and everything else keep `dtype`.
+    bool int8_experts = false;
 };
 
 /// Every tensor load_ringmoe reads for `cfg` (plus the int32 position-index buffers if asked),
@@ -76,7 +83,12 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
     cfg.validate(who);
     check<ConfigError>(opt.dtype == DType::f32 || opt.dtype == DType::bf16, who, "weights must be F32 or BF16, not ",
                        dtype_name(opt.dtype));
+    check<ConfigError>(!opt.int8_experts || cfg.ffn == FfnKind::moe, who,
+                       "int8 experts need a configuration with MoE blocks (", cfg.name, " is dense)");
     const DType W = opt.dtype;
+    // Expert weights: I8 specs keep the float source's shape [E, in, out] (the generator's
+    // indices); detail::writer writes them [E, out, in] with their scales.
+    const DType WE = opt.int8_experts ? DType::i8 : W;
     std::vector<TensorSpec> t;
     auto w = [&](std::string n, std::vector<index_t> s, DType d = DType::f32, double sd = -1) {
         t.push_back({std::move(n), std::move(s), d, Init::trunc_normal, sd < 0 ? opt.std : sd, 0});
@@ -118,16 +130,16 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
             const std::string mlp = names::mlp(b);
             auto experts = [&](const std::string& f, index_t E) {
                 const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
-                w(weight(fc1), {E, C, F}, W);
+                w(weight(fc1), {E, C, F}, WE);
                 z(bias(fc1), {1, E, 1, F});
-                w(weight(fc2), {E, F, C}, W);
+                w(weight(fc2), {E, F, C}, WE);
                 z(bias(fc2), {1, E, 1, C});
             };
-            auto single = [&](const std::string& f) {
+            auto single = [&](const std::string& f, DType d) {
                 const std::string fc1 = names::mapping(f), fc2 = names::projection(f);
-                w(weight(fc1), {C, F}, W);
+                w(weight(fc1), {C, F}, d);
                 z(bias(fc1), {F});
-                w(weight(fc2), {F, C}, W);
+                w(weight(fc2), {F, C}, d);
                 z(bias(fc2), {C});
             };
             if (cfg.ffn == FfnKind::moe) {
@@ -137,9 +149,9 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
                 }
                 w(names::router_weight(names::cross_router(mlp)), {cfg.collab_experts, C});
                 experts(names::cross_ffn(mlp), cfg.collab_experts);
-                single(names::public_ffn(mlp));
+                single(names::public_ffn(mlp), WE);
             } else {
-                single(mlp);
+                single(mlp, W);
             }
         }
         if (i + 1 < s.stages()) {
@@ -168,6 +180,34 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
 
 namespace detail {
 
+/// An int8 expert weight: spec s describes the float source ([E, in, out] or [in, out], the
+/// generator's indices); written as I8 [E, out, in] and its scales F32 [E, out] (one matrix in
+/// memory at a time; the values are generated and quantised once for each of the two tensors).
+inline void add_int8(io::SafetensorsWriter& w, TensorSpec s, std::uint64_t seed) {
+    const bool stacked = s.shape.size() == 3;
+    const index_t E = stacked ? s.shape[0] : 1, in = s.shape[stacked ? 1 : 0], out = s.shape[stacked ? 2 : 1];
+    const Shape qs = stacked ? Shape{E, out, in} : Shape{out, in}, ss = stacked ? Shape{E, out} : Shape{out};
+    auto quantize = [s, seed, in, out](index_t e) {
+        std::vector<float> v(static_cast<std::size_t>(in * out));
+        rs::detail::fill_values(s, rs::detail::tensor_key(seed, s.name), e * in * out, in * out, v.data());
+        return cpu::quantize_int8(
+            out, in, [&](index_t n, index_t k) { return v[static_cast<std::size_t>(k * out + n)]; }, 0, s.name);
+    };
+    const std::string name = s.name;
+    w.add_streamed(name, DType::i8, qs, [quantize, E](const io::SafetensorsWriter::ByteSink& sink) {
+        for (index_t e = 0; e < E; ++e) {
+            const cpu::Int8Quantized q = quantize(e);
+            sink(q.q.raw(), static_cast<std::size_t>(q.q.nbytes()));
+        }
+    });
+    w.add_streamed(io::int8_scale_name(name), DType::f32, ss, [quantize, E](const io::SafetensorsWriter::ByteSink& sink) {
+        for (index_t e = 0; e < E; ++e) {
+            const cpu::Int8Quantized q = quantize(e);
+            sink(q.scale.raw(), static_cast<std::size_t>(q.scale.nbytes()));
+        }
+    });
+}
+
 /// The checkpoint of `cfg` as a streaming SafetensorsWriter: the metadata, and every tensor of
 /// checkpoint_layout() with write_values as its producer (values are made when the file is
 /// written, chunk by chunk).
@@ -182,7 +222,15 @@ inline io::SafetensorsWriter writer(const RingMoeConfig& cfg, const RandomWeight
                                                 "bias tables; head std ", opt.head_std,
                                                 "; zero biases; LayerNorm gamma 1, beta 0"));
     w.add_metadata("moe.seed", std::to_string(opt.seed));
+    if (opt.int8_experts) {
+        w.add_metadata("moe.quantization", "int8");
+        w.add_metadata("moe.int8.group", "0");
+    }
     for (auto& s : checkpoint_layout(cfg, opt)) {
+        if (s.dtype == DType::i8) {
+            add_int8(w, std::move(s), opt.seed);
+            continue;
+        }
         const Shape shape(s.shape.begin(), s.shape.end());
         const DType dtype = s.dtype;
         std::string name = s.name;
@@ -214,12 +262,14 @@ inline void write_random_checkpoint(const std::filesystem::path& path, const Rin
     detail::writer(cfg, opt).write(path);
 }
 
-/// A model of `cfg` with random weights (built from an in-memory checkpoint: small models).
-template <WeightPolicy W = float, Activation Act = GeluTanh>
-AnyRingMoe<W, Act> random_ringmoe(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
+/// A model of `cfg` with random weights (built from an in-memory checkpoint: small models); We:
+/// the experts' policy (int8 policies: the checkpoint holds them in int8).
+template <WeightPolicy W = float, Activation Act = GeluTanh, WeightPolicy We = W>
+AnyRingMoe<W, Act, We> random_ringmoe(const RingMoeConfig& cfg, const RandomWeightOptions& opt = {}) {
     RandomWeightOptions o = opt;
     if constexpr (std::is_same_v<W, bf16>) o.dtype = DType::bf16;
-    return load_ringmoe<W, Act>(io::SafetensorsFile::from_buffer(random_checkpoint_bytes(cfg, o), cfg.name), cfg);
+    if constexpr (Int8Policy<We>) o.int8_experts = cfg.ffn == FfnKind::moe;
+    return load_ringmoe<W, Act, We>(io::SafetensorsFile::from_buffer(random_checkpoint_bytes(cfg, o), cfg.name), cfg);
 }
 
 }  // namespace moe::rs::ringmoe

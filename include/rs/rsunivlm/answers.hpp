@@ -683,7 +683,9 @@ inline std::vector<std::uint16_t> upsample_mask(const MaskParse& m, int width, i
                                     m.cells.size() == static_cast<std::size_t>(m.rows) * static_cast<std::size_t>(m.cols),
                                 "rsunivlm::upsample_mask", "mask of ", m.rows, " x ", m.cols, " with ", m.cells.size(),
                                 " cells");
-    const auto w = static_cast<std::size_t>(width), h = static_cast<std::size_t>(height);
+    // max(.., 0): the sizes are checked above; this tells GCC too (its loop analysis warns of a
+    // 2^64-iteration loop for a negative width otherwise, in some inlining contexts).
+    const auto w = static_cast<std::size_t>(std::max(width, 0)), h = static_cast<std::size_t>(std::max(height, 0));
     std::vector<std::uint16_t> out(w * h);
     if (out.empty()) return out;
     constexpr long long kPatch = 20;  // the demo's patch_size

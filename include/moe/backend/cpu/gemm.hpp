@@ -50,15 +50,21 @@ struct PackedGemm {
 /// The engine `linear` uses unless told otherwise.
 using DefaultGemm = std::conditional_t<kHasSimd, PackedGemm, EigenGemm>;
 
-/// Scratch of the GEMMs (packed or widened weight panels; bf16 input pairs and panels).
+/// Scratch of the GEMMs (packed or widened weight panels; bf16 input pairs and panels; int8
+/// input rows, their scales and widened int8 weights: moe/backend/cpu/gemm_int8.hpp).
 struct GemmWorkspace {
     Scratch<float> panel;
     Scratch<std::uint32_t> input_pairs, pair_panel;
+    Scratch<std::uint8_t> int8_rows;
+    Scratch<float> int8_scales, widened;
     /// Use o's buffers from now on (modules that never run at the same time).
     void share(GemmWorkspace& o) {
         panel.share(o.panel);
         input_pairs.share(o.input_pairs);
         pair_panel.share(o.pair_panel);
+        int8_rows.share(o.int8_rows);
+        int8_scales.share(o.int8_scales);
+        widened.share(o.widened);
     }
 };
 

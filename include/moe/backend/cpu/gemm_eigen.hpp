@@ -6,6 +6,9 @@
 // default engine; a SIMD build that asks for linear<W, EigenGemm> includes this header itself.
 #pragma once
 
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH  // Eigen's AVX-512 packets (GCC 12 bug 105593; -march=native scalar builds)
+
 #include <algorithm>
 #include <type_traits>
 
@@ -66,3 +69,5 @@ struct EngineBody<EigenGemm> {
 };
 
 }  // namespace moe::cpu::detail
+
+MOE_SIMD_DIAGNOSTICS_POP

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/gemm_int8.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/dtype.hpp"
 #include "moe/core/error.hpp"
@@ -53,6 +54,7 @@ public:
 
 private:
     using W = weight_type;
+    static constexpr bool kInt8 = std::is_same_v<W, std::int8_t>;
 
 public:
 
@@ -118,7 +120,7 @@ public:
         for (std::size_t e = 0; e < ws.size(); ++e) {
             const std::string name = std::string(what) + "[" + std::to_string(e) + "]";
             ws[e].expect_shape(oi ? Shape{s.out_, s.in_} : Shape{s.in_, s.out_}, name);
-            s.weight_.push_back(s.template adopt<W>(ws[e], name));
+            s.push_weight(ws[e], nullptr, name);
             if (!bs.empty()) {
                 bs[e].expect_shape({s.out_}, name + " bias");
                 s.bias_.push_back(s.template adopt<float>(bs[e], name + " bias"));
@@ -143,7 +145,81 @@ public:
 
     /// E matrices [out, in] with weights (and biases) uniform in +-1/sqrt(in), torch.nn.Linear's
     /// default init, drawn from `seed` (all weights first, expert by expert, then the biases).
+    /// int8 policies: those values quantised per output channel.
     static Linear random(index_t E, index_t out, index_t in, bool bias, std::uint64_t seed) {
+        if constexpr (kInt8) return converted(Linear<float>::random(E, out, in, bias, seed), "Linear::random");
+        else return random_values(E, out, in, bias, seed);
+    }
+
+    /// A copy of `src` (any policy) converted once to this policy: float weights converted (or
+    /// quantised per output channel, int8 policies), int8 ones dequantised (or borrowed, int8
+    /// policies); biases shared.
+    template <class P>
+    static Linear converted(const Linear<P>& src, std::string_view what = "Linear::converted") {
+        Linear s;
+        s.out_ = src.out_features();
+        s.in_ = src.in_features();
+        s.layout_ = src.layout();
+        for (index_t e = 0; e < src.count(); ++e) {
+            const std::string name = std::string(what) + "[" + std::to_string(e) + "]";
+            TensorView scale;
+            if constexpr (Linear<P>::kInt8) scale = src.scale_view(e);
+            s.push_weight(src.weight_view(e), Linear<P>::kInt8 ? &scale : nullptr, name);
+            if (src.has_bias()) s.bias_.push_back(src.bias(e));
+        }
+        s.owners_.insert(s.owners_.end(), src.owners_.begin(), src.owners_.end());
+        s.finish_load();
+        return s;
+    }
+
+    /// E int8 matrices (int8 checkpoints, moe/backend/cpu/gemm_int8.hpp): q[e] [out, in] I8 and
+    /// scale[e] F32 [out] (one scale per output channel) or [out, in / group] (group a multiple of
+    /// 32); biases as from_list. Borrowed in place by int8 policies, dequantised once by others.
+    static Linear from_int8_list(std::span<const TensorView> qs, std::span<const TensorView> scales,
+                                 std::span<const TensorView> bs, std::shared_ptr<const void> owner, std::string_view what) {
+        check<ShapeError>(!qs.empty(), what, "no int8 weights");
+        check<ShapeError>(scales.size() == qs.size(), what, qs.size(), " int8 weights but ", scales.size(), " scales");
+        check<ShapeError>(bs.empty() || bs.size() == qs.size(), what, qs.size(), " weights but ", bs.size(), " biases");
+        Linear s;
+        s.layout_ = WeightLayout::out_in;
+        s.owners_.push_back(std::move(owner));
+        s.out_ = qs[0].rank() == 2 ? qs[0].dim(0) : -1;
+        s.in_ = qs[0].rank() == 2 ? qs[0].dim(1) : -1;
+        for (std::size_t e = 0; e < qs.size(); ++e) {
+            const std::string name = std::string(what) + "[" + std::to_string(e) + "]";
+            qs[e].expect_shape({s.out_, s.in_}, name);
+            s.push_weight(qs[e], &scales[e], name);
+            if (!bs.empty()) {
+                bs[e].expect_shape({s.out_}, name + " bias");
+                s.bias_.push_back(s.template adopt<float>(bs[e], name + " bias"));
+            }
+        }
+        s.finish_load();
+        return s;
+    }
+
+    /// E int8 matrices from one stacked tensor q [E, out, in] I8 and scale [E, out] or
+    /// [E, out, in / group] F32, optional bias [E, out].
+    static Linear from_int8_stacked(const TensorView& q, const TensorView& scale, const TensorView* b,
+                                    std::shared_ptr<const void> owner, std::string_view what) {
+        check<ShapeError>(q.rank() == 3, what, "expected a stacked int8 weight [E, out, in], found ", q.shape().str());
+        check<ShapeError>(scale.rank() >= 2 && scale.dim(0) == q.dim(0), what, "expected a scale [", q.dim(0),
+                          ", out(, groups)], found ", scale.shape().str());
+        std::vector<TensorView> qs, ss, bs;
+        for (index_t e = 0; e < q.dim(0); ++e) {
+            qs.push_back(q[e]);
+            ss.push_back(scale[e]);
+        }
+        if (b) {
+            check<ShapeError>(b->rank() == 2 && b->dim(0) == q.dim(0) && b->dim(1) == q.dim(1), what,
+                              "expected bias [", q.dim(0), ", ", q.dim(1), "], found ", b->shape().str());
+            for (index_t e = 0; e < b->dim(0); ++e) bs.push_back((*b)[e]);
+        }
+        return from_int8_list(qs, ss, bs, std::move(owner), what);
+    }
+
+private:
+    static Linear random_values(index_t E, index_t out, index_t in, bool bias, std::uint64_t seed) {
         check<ConfigError>(E > 0 && out > 0 && in > 0, "Linear::random", "sizes must be positive");
         auto t = std::make_shared<Tensor>(dtype_v<W>, Shape{E, out, in});
         std::mt19937_64 rng(seed);
@@ -167,6 +243,7 @@ public:
         return s;
     }
 
+public:
     /// Matrices held: 1 for one Linear, E for a stack of experts (0 when default-constructed).
     index_t count() const noexcept { return static_cast<index_t>(weight_.size()); }
     /// The same count, for stacks of experts.
@@ -179,7 +256,27 @@ public:
     /// Parameters held (weights and biases).
     index_t parameters() const noexcept { return count() * (out_ * in_ + (has_bias() ? out_ : 0)); }
 
-    /// Matrix e as the GEMMs read it (out x in, stored as layout() says).
+    /// Inputs per scale of an int8 policy's matrices (in_features(): one scale per output channel).
+    index_t int8_group() const noexcept
+        requires kInt8
+    {
+        return group_;
+    }
+    /// Matrix e of an int8 policy as the int8 GEMMs read it (q [out, in] and its scales).
+    Int8Matrix int8_weight(index_t e = 0) const noexcept
+        requires kInt8
+    {
+        return {weight_[static_cast<std::size_t>(e)], scale_[static_cast<std::size_t>(e)], out_, in_, in_, group_};
+    }
+    /// Matrix e's scales as a [out] (per channel) or [out, in / group] fp32 view (int8 policies).
+    TensorView scale_view(index_t e = 0) const
+        requires kInt8
+    {
+        const Shape sh = group_ >= in_ ? Shape{out_} : Shape{out_, in_ / group_};
+        return TensorView(scale_[static_cast<std::size_t>(e)], DType::f32, sh);
+    }
+
+    /// Matrix e as the GEMMs read it (out x in, stored as layout() says; int8 policies: q alone).
     WeightMatrix<W> weight(index_t e = 0) const noexcept {
         return {weight_[static_cast<std::size_t>(e)], out_, in_, layout_ == WeightLayout::out_in ? in_ : out_, layout_};
     }
@@ -204,11 +301,13 @@ public:
         s.out_ = out_;
         s.in_ = in_;
         s.layout_ = layout_;
+        s.group_ = group_;
         s.owners_ = owners_;
         for (index_t e : keep) {
             check<ConfigError>(e >= 0 && e < count(), "Linear::select", "expert ", e, " out of range [0, ", count(),
                                ")");
             s.weight_.push_back(weight_[static_cast<std::size_t>(e)]);
+            if constexpr (kInt8) s.scale_.push_back(scale_[static_cast<std::size_t>(e)]);
             if (has_bias()) s.bias_.push_back(bias_[static_cast<std::size_t>(e)]);
             if (packed()) s.packed_.push_back(packed_[static_cast<std::size_t>(e)]);
         }
@@ -217,7 +316,9 @@ public:
 
     /// One matrix keeping only the output features listed (in that order): a copy, in the same
     /// layout (a router's gate over fewer experts).
-    Linear select_outputs(std::span<const index_t> keep, std::string_view what = "Linear::select_outputs") const {
+    Linear select_outputs(std::span<const index_t> keep, std::string_view what = "Linear::select_outputs") const
+        requires(!kInt8)
+    {
         check<ConfigError>(count() == 1, what, "selects the outputs of one matrix, this holds ", count());
         const auto k = static_cast<index_t>(keep.size());
         const bool oi = layout_ == WeightLayout::out_in;
@@ -240,6 +341,10 @@ public:
                bool accumulate = false) const {
         if constexpr (std::is_same_v<math, Bf16DotMath>)
             cpu::linear_bf16(x, weight(e), packed_view(e), bias(e), y, accumulate, ws);
+        else if constexpr (std::is_same_v<math, Int8DotMath>)
+            cpu::linear_int8(x, int8_weight(e), bias(e), y, accumulate, ws);
+        else if constexpr (kInt8)
+            cpu::linear_int8_widened(x, int8_weight(e), bias(e), y, accumulate, ws);
         else
             cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
     }
@@ -293,12 +398,23 @@ public:
                           "] do not fit");
         const int nt = parallel_workers(ex, N, kChunk);
         // Bf16DotMath: the input is rounded to bf16 once, here; every block of columns reads it.
+        // Int8DotMath: the same, quantised to int8 per token.
         const std::uint32_t* pairs = nullptr;
         const index_t P = bf16_pairs(x.cols);
         if constexpr (std::is_same_v<math, Bf16DotMath>) {
             std::uint32_t* p = ws_.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
             round_rows_bf16(x, p);
             pairs = p;
+        }
+        const std::uint8_t* qx = nullptr;
+        const float* sx = nullptr;
+        const index_t qld = int8_row_bytes(x.cols);
+        if constexpr (std::is_same_v<math, Int8DotMath>) {
+            std::uint8_t* q = ws_.int8_rows.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * qld)));
+            float* s = ws_.int8_scales.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows)));
+            quantize_rows_int8(x, q, s);
+            qx = q;
+            sx = s;
         }
         // Output columns [n0, n1) with workspace ws, then the epilogue on them.
         auto columns = [&](index_t n0, index_t n1, GemmWorkspace& ws) {
@@ -309,6 +425,11 @@ public:
                 const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
                 cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr, bc, yc, accumulate,
                                        ws);
+            } else if constexpr (std::is_same_v<math, Int8DotMath>) {
+                detail::init_output(yc, bc, accumulate);
+                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride);
+            } else if constexpr (kInt8) {
+                cpu::linear_int8_widened(x, int8_weight().outputs(n0, n1), bc, yc, accumulate, ws);
             } else {
                 cpu::linear<W>(x, w.outputs(n0, n1), bc, yc, accumulate, ws);
             }
@@ -343,6 +464,7 @@ public:
 
 private:
     void finish_load() {
+        if constexpr (kInt8) layout_ = WeightLayout::out_in;  // quantised copies are [out, in]
         if constexpr (std::is_same_v<packing_t<Policy>, PackOnce>) pack();
     }
 
@@ -354,7 +476,7 @@ private:
         in_ = weight.dim(oi ? 1 : 0);
         owners_.push_back(std::move(owner));
         const std::string name(what);
-        weight_.push_back(adopt<W>(weight, name));
+        push_weight(weight, nullptr, name);
         if (bias) {
             check<ShapeError>(bias->rank() == 1 && bias->dim(0) == out_, what, "expected bias shape [", out_,
                               "], found ", bias->shape().str());
@@ -375,11 +497,84 @@ private:
         return ct.template data<T>();
     }
 
+    // One matrix into weight_ (and scale_): v is a float matrix stored as layout_ says (scale
+    // null), or an int8 [out, in] matrix with its scales (scale given; layout_ out_in). Borrowed when its storage
+    // is this policy's; else converted once: float to W, float quantised per output channel (int8
+    // policies: then stored [out, in]), int8 dequantised (float policies).
+    void push_weight(const TensorView& v, const TensorView* scale, const std::string& name) {
+        if (scale) {
+            check<DTypeError>(v.dtype() == DType::i8, name, "an int8 weight with scales must be I8, found ",
+                              dtype_name(v.dtype()));
+            check<ShapeError>(v.rank() == 2 && v.dim(0) == out_ && v.dim(1) == in_, name, "expected int8 [", out_, ", ",
+                              in_, "] (int8 weights are stored [out, in]), found ", v.shape().str());
+            check<DTypeError>(scale->dtype() == DType::f32, name, "int8 scales must be F32, found ",
+                              dtype_name(scale->dtype()));
+            const bool per_channel = scale->rank() == 1 || (scale->rank() == 2 && scale->dim(1) == 1);
+            const index_t groups = per_channel ? 1 : scale->dim(1);
+            check<ShapeError>(scale->dim(0) == out_ && (per_channel || (scale->rank() == 2 && groups > 0 &&
+                                                                        in_ % groups == 0 &&
+                                                                        valid_int8_group(in_ / groups, in_))),
+                              name, "int8 scales must be [", out_, "] or [", out_, ", in / group] with a group of ",
+                              "32k inputs dividing ", in_, ", found ", scale->shape().str());
+            const index_t group = per_channel ? in_ : in_ / groups;
+            check<ShapeError>(layout_ == WeightLayout::out_in, name, "int8 weights are stored [out, in]");
+            if constexpr (kInt8) {
+                set_group(group, name);
+                weight_.push_back(adopt<std::int8_t>(v, name));
+                scale_.push_back(adopt<float>(*scale, name + " scale"));
+            } else {
+                const Int8Matrix m{v.data<std::int8_t>(name), scale->data<float>(name), out_, in_, in_, group};
+                check<ShapeError>(v.contiguous() && scale->contiguous(), name, "int8 weights must be contiguous");
+                auto t = std::make_shared<Tensor>(dtype_v<W>, Shape{out_, in_});
+                W* d = t->template data<W>();
+                for (index_t n = 0; n < out_; ++n)
+                    for (index_t k = 0; k < in_; ++k) d[n * in_ + k] = from_float<W>(m.value(n, k));
+                const Tensor& ct = *t;
+                owners_.push_back(std::move(t));
+                weight_.push_back(ct.template data<W>());
+            }
+            return;
+        }
+        if constexpr (kInt8) {
+            check<DTypeError>(io_float(v.dtype()), name, "weights must be F32, BF16 or F16 (or I8 with scales), found ",
+                              dtype_name(v.dtype()));
+            const Tensor f = convert(v, DType::f32);
+            const bool oi = layout_ == WeightLayout::out_in;
+            const float* d = f.data<float>();
+            const index_t ld = oi ? in_ : out_;
+            auto q = std::make_shared<Int8Quantized>(quantize_int8(
+                out_, in_, [&](index_t n, index_t k) { return oi ? d[n * ld + k] : d[k * ld + n]; }, 0, name));
+            set_group(in_, name);
+            const Int8Quantized& cq = *q;
+            weight_.push_back(cq.q.template data<std::int8_t>());
+            scale_.push_back(cq.scale.template data<float>());
+            owners_.push_back(std::move(q));  // finish_load() then sets layout_ to out_in
+        } else {
+            weight_.push_back(adopt<W>(v, name));
+        }
+    }
+
+    static constexpr bool io_float(DType t) noexcept {
+        return t == DType::f32 || t == DType::bf16 || t == DType::f16;
+    }
+
+    // Every matrix of one Linear has one group size.
+    void set_group(index_t group, const std::string& name) {
+        check<ShapeError>(weight_.empty() || group == group_, name, "int8 group of ", group,
+                          " inputs, the matrices before it have ", group_);
+        group_ = group;
+    }
+
     const Bf16PanelsView* packed_view(index_t e) const noexcept {
         return packed_.empty() ? nullptr : &packed_[static_cast<std::size_t>(e)];
     }
 
+    template <WeightPolicy>
+    friend class Linear;
+
     std::vector<const W*> weight_;
+    std::vector<const float*> scale_;  ///< int8 policies: [out] or [out, in / group_] per matrix
+    index_t group_ = 0;                ///< int8 policies: inputs per scale
     std::vector<Bf16PanelsView> packed_;
     std::size_t packed_bytes_ = 0;
     std::vector<const float*> bias_;

@@ -1,0 +1,465 @@
+// moe/backend/cpu/gemm_int8.hpp - int8 weights: the symmetric quantiser and the GEMMs of the
+// int8 policies (moe/core/precision.hpp: int8_dot, int8_weight_only).
+//
+// The format (docs/scaling.md, "The int8 format"). A weight matrix of N outputs x K inputs is held
+// as q [N, K] int8 (input features last, whatever layout the float model stores) and fp32 scales
+// s [N, G] (G = K / group groups of `group` consecutive inputs; G = 1, group = K: one scale per
+// output channel). The weight it stands for is W[n, k] = s[n, k / group] * q[n, k]. The quantiser
+// is symmetric, round to nearest even:
+//
+//     a = max |W[n, k]| over the group;   s = a / 127;   q = rint(W[n, k] * (127 / a))   (a = 0: s = q = 0)
+//
+// so |q| <= 127 (a checkpoint may hold -128; the GEMMs read it exactly).
+//
+// int8_dot (W8A8): each row x of the activations is quantised the same way on the fly, per token
+// (sx = max|x| / 127, qx = rint(x * (127 / max|x|))), the products are summed exactly in int32,
+// and then
+//
+//     per channel:  y[m, n] = fma(float(sum_k qx[m, k] q[n, k]), sx[m] * s[n], c[m, n])
+//     grouped:      y[m, n] = fma(sx[m], sum_g float(sum_{k in g} qx[m, k] q[n, k]) * s[n, g], c[m, n])
+//
+// where c is the bias (or 0; or the output plus the bias when accumulating), with one explicit
+// fused multiply-add (std::fma), so the bits do not depend on the compiler's contraction
+// flags. The per-channel sum is exact, so every kernel gives
+// the same bits; the grouped fp32 sum over groups runs in a kernel-specific order (not bit-equal
+// between kernels: within a few ulp). A row holding NaN or infinity gives NaN outputs.
+// Kernels (policy tags, as the bf16 GEMM's):
+//   Int8VnniKernel    AVX-512 VNNI (vpdpbusd, 64 products per instruction; Zen 4/5, Ice Lake and
+//                     later): unsigned x signed bytes, so the activations are stored offset by 128
+//                     (qx + 128) and 128 * sum_k q[n, k] is subtracted (exactly, in int32);
+//   Int8Avx2Kernel    AVX2 (Zen 3, Haswell and later): vpmaddubsw on |q| and qx * sign(q) (no
+//                     offset; no int16 saturation since |qx| <= 127), vpmaddwd to int32;
+//   Int8ScalarKernel  anywhere (portable builds).
+// The weights are read where they lie, row by row (no packing): 4 output rows at a time against
+// up to 4 activation rows, 64 (VNNI) or 32 (AVX2) inputs per step, one horizontal sum per output
+// at the end.
+//
+// int8_weight_only: fp32 activations times the weights widened back to fp32 (W = s * float(q),
+// exactly as PyTorch's q.float() * s), block by block of 64 outputs into the workspace, then the
+// fp32 GEMM of moe/backend/cpu/gemm.hpp: the fp32 GEMM's arithmetic on the dequantised matrix, at a
+// quarter of its weight bytes.
+#pragma once
+
+#include "moe/core/simd_diagnostics.hpp"
+MOE_SIMD_DIAGNOSTICS_PUSH
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "moe/backend/cpu/gemm.hpp"
+#include "moe/core/dtype.hpp"
+#include "moe/core/error.hpp"
+#include "moe/core/tensor.hpp"
+
+#if !defined(MOE_NO_SIMD) && ((defined(__AVX512VNNI__) && defined(__AVX512BW__)) || defined(__AVX2__))
+#include <immintrin.h>
+#endif
+
+namespace moe::cpu {
+
+/// Micro-kernel policies of the int8 GEMM.
+struct Int8VnniKernel {  ///< vpdpbusd (AVX-512 VNNI targets only)
+    static constexpr const char* name = "vpdpbusd";
+};
+struct Int8Avx2Kernel {  ///< vpmaddubsw + vpmaddwd (AVX2 targets)
+    static constexpr const char* name = "vpmaddubsw";
+};
+struct Int8ScalarKernel {  ///< plain integer loops (any target)
+    static constexpr const char* name = "scalar";
+};
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+inline constexpr bool kHasInt8Vnni = true;
+#else
+inline constexpr bool kHasInt8Vnni = false;
+#endif
+#if !defined(MOE_NO_SIMD) && defined(__AVX2__)
+inline constexpr bool kHasInt8Avx2 = true;
+#else
+inline constexpr bool kHasInt8Avx2 = false;
+#endif
+/// The micro-kernel int8_dot uses on this target.
+using DefaultInt8Kernel = std::conditional_t<kHasInt8Vnni, Int8VnniKernel,
+                                             std::conditional_t<kHasInt8Avx2, Int8Avx2Kernel, Int8ScalarKernel>>;
+
+/// An int8 weight matrix as the GEMMs read it: N outputs x K inputs, q[n * ld + k], scales
+/// scale[n * groups() + k / group].
+struct Int8Matrix {
+    const std::int8_t* q = nullptr;
+    const float* scale = nullptr;
+    index_t out = 0;
+    index_t in = 0;
+    index_t ld = 0;
+    index_t group = 0;  ///< inputs per scale (== in: one scale per output channel)
+
+    constexpr index_t groups() const noexcept { return group >= in ? 1 : in / group; }
+    constexpr bool per_channel() const noexcept { return group >= in; }
+    /// Output features [n0, n1) (the same storage).
+    constexpr Int8Matrix outputs(index_t n0, index_t n1) const noexcept {
+        return {q + n0 * ld, scale + n0 * groups(), n1 - n0, in, ld, group};
+    }
+    /// The weight it stands for: scale * q.
+    float value(index_t n, index_t k) const noexcept {
+        return scale[n * groups() + (per_channel() ? 0 : k / group)] * static_cast<float>(q[n * ld + k]);
+    }
+};
+
+/// What the quantiser writes for one matrix: q [out, in] int8, scale [out, groups] fp32.
+struct Int8Quantized {
+    Tensor q, scale;
+};
+
+/// Whether `group` is a valid group size for `in` inputs: 0 (one scale per output channel) or a
+/// multiple of 32 that divides `in`.
+constexpr bool valid_int8_group(index_t group, index_t in) noexcept {
+    return group == 0 || (group > 0 && group % 32 == 0 && in % group == 0);
+}
+
+namespace detail {
+
+/// Symmetric scale of a block whose largest magnitude is amax: (scale, 127 / amax); (0, 0) for
+/// amax 0. Not finite for a non-finite amax.
+inline void int8_scale(float amax, float& scale, float& inv) noexcept {
+    if (amax == 0.0f) {
+        scale = inv = 0.0f;
+        return;
+    }
+    scale = amax / 127.0f;
+    inv = 127.0f / amax;
+}
+
+/// rint(v * inv) clamped to [-127, 127] (inv finite).
+inline std::int8_t int8_round(float v, float inv) noexcept {
+    const float r = std::nearbyint(v * inv);
+    return static_cast<std::int8_t>(std::clamp(r, -127.0f, 127.0f));
+}
+
+}  // namespace detail
+
+/// Quantises an N x K float matrix (read through element(n, k)) to int8 with one scale per
+/// output channel (group 0) or per `group` consecutive inputs. ConfigError for an invalid
+/// group, ValueError (naming `what`, the row and the column) for a NaN or infinite weight.
+template <class Element>
+Int8Quantized quantize_int8(index_t out, index_t in, Element&& element, index_t group, std::string_view what) {
+    check<ConfigError>(valid_int8_group(group, in), what, "int8 group size ", group, " is not 0 or a multiple of ",
+                       "32 that divides the ", in, " inputs");
+    const index_t G = group == 0 ? in : group, groups = in / G;
+    Int8Quantized r{Tensor(DType::i8, Shape{out, in}), Tensor(DType::f32, Shape{out, groups})};
+    std::int8_t* q = r.q.data<std::int8_t>();
+    float* s = r.scale.data<float>();
+    std::vector<float> row(static_cast<std::size_t>(in));
+    for (index_t n = 0; n < out; ++n) {
+        for (index_t k = 0; k < in; ++k) {
+            const float v = element(n, k);
+            check<ValueError>(std::isfinite(v), what, "weight [", n, ", ", k, "] is ", v,
+                                ": only finite weights can be quantised");
+            row[static_cast<std::size_t>(k)] = v;
+        }
+        for (index_t g = 0; g < groups; ++g) {
+            float amax = 0.0f;
+            for (index_t k = g * G; k < (g + 1) * G; ++k) amax = std::max(amax, std::fabs(row[static_cast<std::size_t>(k)]));
+            float inv = 0.0f;
+            detail::int8_scale(amax, s[n * groups + g], inv);
+            for (index_t k = g * G; k < (g + 1) * G; ++k)
+                q[n * in + k] = detail::int8_round(row[static_cast<std::size_t>(k)], inv);
+        }
+    }
+    return r;
+}
+
+/// Bytes per quantised activation row of K inputs (padded for the kernels' full-width loads).
+constexpr index_t int8_row_bytes(index_t K) noexcept { return (K + 63) / 64 * 64; }
+
+/// Whether Kernel reads the activations offset by 128 (unsigned bytes).
+template <class Kernel>
+inline constexpr bool kInt8Offset = std::is_same_v<Kernel, Int8VnniKernel>;
+
+/// Quantises the rows of A [M, K] per token: dst [M, int8_row_bytes(K)] bytes (qx, or qx + 128
+/// for the VNNI kernel; the padding encodes 0) and scales[M] (max|x| / 127; NaN for a row
+/// holding NaN or infinity, whose bytes are then 0).
+template <class Kernel = DefaultInt8Kernel>
+inline void quantize_rows_int8(ConstMatrixRef<float> A, std::uint8_t* dst, float* scales) noexcept {
+    const index_t K = A.cols, ld = int8_row_bytes(K);
+    const std::uint8_t zero = kInt8Offset<Kernel> ? 128 : 0;
+    for (index_t m = 0; m < A.rows; ++m) {
+        const float* x = A.row(m);
+        std::uint8_t* d = dst + m * ld;
+        float amax = 0.0f;
+        for (index_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));  // NaN: fabs(NaN) loses to amax
+        bool finite = std::isfinite(amax);
+        for (index_t k = 0; k < K && finite; ++k) finite = !std::isnan(x[k]);
+        float inv = 0.0f;
+        if (!finite) {
+            scales[m] = std::numeric_limits<float>::quiet_NaN();
+            std::fill(d, d + ld, zero);
+            continue;
+        }
+        detail::int8_scale(amax, scales[m], inv);
+        for (index_t k = 0; k < K; ++k)
+            d[k] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(detail::int8_round(x[k], inv)) ^ zero);
+        std::fill(d + K, d + ld, zero);
+    }
+}
+
+namespace detail {
+
+// One MB x NB block: C[m0 + i, n0 + j] += the int8 product of activation rows A + i * lda
+// (scales sa[i]) and weight rows n0 + j of w.
+template <class Kernel, int MB, int NB>
+struct Int8Block;
+
+template <int MB, int NB>
+struct Int8Block<Int8ScalarKernel, MB, NB> {
+    static void run(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, index_t n0,
+                    float* C, index_t ldc) noexcept {
+        const index_t ng = w.groups(), G = w.per_channel() ? K : w.group;
+        for (int i = 0; i < MB; ++i) {
+            const auto* a = reinterpret_cast<const std::int8_t*>(A + i * lda);
+            for (int j = 0; j < NB; ++j) {
+                const std::int8_t* q = w.q + (n0 + j) * w.ld;
+                const float* s = w.scale + (n0 + j) * ng;
+                float y = 0.0f;
+                if (w.per_channel()) {
+                    std::int32_t acc = 0;
+                    for (index_t k = 0; k < K; ++k) acc += static_cast<std::int32_t>(a[k]) * q[k];
+                    float& c = C[i * ldc + n0 + j];
+                    c = std::fma(static_cast<float>(acc), sa[i] * s[0], c);
+                    continue;
+                } else {
+                    for (index_t g = 0; g < ng; ++g) {
+                        std::int32_t acc = 0;
+                        for (index_t k = g * G; k < (g + 1) * G; ++k) acc += static_cast<std::int32_t>(a[k]) * q[k];
+                        y += static_cast<float>(acc) * s[g];
+                    }
+                }
+                float& c = C[i * ldc + n0 + j];
+                c = std::fma(sa[i], y, c);
+            }
+        }
+    }
+};
+
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+template <int MB, int NB>
+struct Int8Block<Int8VnniKernel, MB, NB> {
+    static void run(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, index_t n0,
+                    float* C, index_t ldc) noexcept {
+        const std::int8_t* q[NB];
+        for (int j = 0; j < NB; ++j) q[j] = w.q + (n0 + j) * w.ld;
+        const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+        if (w.per_channel()) {
+            __m512i acc[MB][NB], corr[NB];
+            for (int j = 0; j < NB; ++j) corr[j] = _mm512_setzero_si512();
+            for (int i = 0; i < MB; ++i)
+                for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
+            for (index_t k = 0; k < K; k += 64) {
+                const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+                __m512i b[NB];
+                for (int j = 0; j < NB; ++j) {
+                    b[j] = _mm512_maskz_loadu_epi8(mask, q[j] + k);
+                    corr[j] = _mm512_dpbusd_epi32(corr[j], offset, b[j]);
+                }
+                for (int i = 0; i < MB; ++i) {
+                    const __m512i a = _mm512_loadu_si512(A + i * lda + k);
+                    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, b[j]);
+                }
+            }
+            std::int32_t c[NB];
+            for (int j = 0; j < NB; ++j) c[j] = _mm512_reduce_add_epi32(corr[j]);
+            for (int i = 0; i < MB; ++i)
+                for (int j = 0; j < NB; ++j) {
+                    const std::int32_t s = _mm512_reduce_add_epi32(acc[i][j]) - c[j];
+                    float& c = C[i * ldc + n0 + j];
+                    c = std::fma(static_cast<float>(s), sa[i] * w.scale[n0 + j], c);
+                }
+            return;
+        }
+        // Grouped: each 64-input step converted to fp32 and scaled lane by lane (a group of 32
+        // fills half the lanes), the offset correction 128 * sum q computed on the fly.
+        const index_t ng = w.groups(), G = w.group;
+        __m512 acc[MB][NB];
+        for (int i = 0; i < MB; ++i)
+            for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+        for (index_t k = 0; k < K; k += 64) {
+            const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+            __m512i b[NB], corr[NB];
+            __m512 sv[NB];
+            const index_t g0 = k / G, g1 = std::min(ng - 1, (k + 32) / G);
+            for (int j = 0; j < NB; ++j) {
+                b[j] = _mm512_maskz_loadu_epi8(mask, q[j] + k);
+                corr[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, b[j]);
+                const float* s = w.scale + (n0 + j) * ng;
+                sv[j] = _mm512_insertf32x8(_mm512_set1_ps(s[g0]), _mm256_set1_ps(s[g1]), 1);
+            }
+            for (int i = 0; i < MB; ++i) {
+                const __m512i a = _mm512_loadu_si512(A + i * lda + k);
+                for (int j = 0; j < NB; ++j) {
+                    const __m512i t = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), a, b[j]), corr[j]);
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sv[j], acc[i][j]);
+                }
+            }
+        }
+        for (int i = 0; i < MB; ++i)
+            for (int j = 0; j < NB; ++j) {
+                float& c = C[i * ldc + n0 + j];
+                c = std::fma(sa[i], _mm512_reduce_add_ps(acc[i][j]), c);
+            }
+    }
+};
+#endif
+
+#if !defined(MOE_NO_SIMD) && defined(__AVX2__)
+MOE_ALWAYS_INLINE std::int32_t hsum_epi32(__m256i v) noexcept {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+MOE_ALWAYS_INLINE float hsum_ps(__m256 v) noexcept {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
+    return _mm_cvtss_f32(s);
+}
+
+template <int MB, int NB>
+struct Int8Block<Int8Avx2Kernel, MB, NB> {
+    static void run(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, index_t n0,
+                    float* C, index_t ldc) noexcept {
+        const std::int8_t* q[NB];
+        for (int j = 0; j < NB; ++j) q[j] = w.q + (n0 + j) * w.ld;
+        const bool grouped = !w.per_channel();
+        const index_t ng = w.groups(), G = grouped ? w.group : K;
+        const __m256i ones = _mm256_set1_epi16(1);
+        __m256i acc[MB][NB];
+        __m256 facc[MB][NB];
+        for (int i = 0; i < MB; ++i)
+            for (int j = 0; j < NB; ++j) {
+                acc[i][j] = _mm256_setzero_si256();
+                facc[i][j] = _mm256_setzero_ps();
+            }
+        alignas(32) std::int8_t tail[NB][32];
+        for (index_t k = 0; k < K; k += 32) {
+            __m256i b[NB], ub[NB];
+            for (int j = 0; j < NB; ++j) {
+                if (K - k >= 32) {
+                    b[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[j] + k));
+                } else {
+                    std::memset(tail[j], 0, 32);
+                    std::memcpy(tail[j], q[j] + k, static_cast<std::size_t>(K - k));
+                    b[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail[j]));
+                }
+                ub[j] = _mm256_abs_epi8(b[j]);
+            }
+            for (int i = 0; i < MB; ++i) {
+                const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(A + i * lda + k));
+                for (int j = 0; j < NB; ++j) {
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ub[j], _mm256_sign_epi8(a, b[j])), ones);
+                    if (grouped)
+                        facc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                                     _mm256_set1_ps(w.scale[(n0 + j) * ng + k / G]), facc[i][j]);
+                    else
+                        acc[i][j] = _mm256_add_epi32(acc[i][j], p);
+                }
+            }
+        }
+        for (int i = 0; i < MB; ++i)
+            for (int j = 0; j < NB; ++j) {
+                float& c = C[i * ldc + n0 + j];
+                if (grouped)
+                    c = std::fma(sa[i], hsum_ps(facc[i][j]), c);
+                else
+                    c = std::fma(static_cast<float>(hsum_epi32(acc[i][j])), sa[i] * w.scale[n0 + j], c);
+            }
+    }
+};
+#endif
+
+template <class Kernel>
+struct Int8Tile {
+    static constexpr int MB = std::is_same_v<Kernel, Int8Avx2Kernel> ? 2 : 4;
+    static constexpr int NB = 4;
+};
+
+template <class Kernel, int MB, int NB>
+inline void int8_rows(index_t M, index_t K, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w,
+                      index_t n0, float* C, index_t ldc) noexcept {
+    index_t m = 0;
+    for (; m + MB <= M; m += MB) Int8Block<Kernel, MB, NB>::run(K, A + m * lda, lda, sa + m, w, n0, C + m * ldc, ldc);
+    if constexpr (MB > 1)
+        if (m < M) int8_rows<Kernel, MB - 1, NB>(M - m, K, A + m * lda, lda, sa + m, w, n0, C + m * ldc, ldc);
+}
+
+}  // namespace detail
+
+/// C[M, N] += the int8_dot product of activations quantised by quantize_rows_int8<Kernel>
+/// (A [M, int8_row_bytes(K)] bytes, row stride lda; scales sa[M]) and w. Single-threaded;
+/// deterministic; per-channel results are the same bits for every kernel.
+template <class Kernel = DefaultInt8Kernel>
+inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, float* C,
+                      index_t ldc) noexcept {
+    using T = detail::Int8Tile<Kernel>;
+    const index_t K = w.in;
+    index_t n = 0;
+    for (; n + T::NB <= w.out; n += T::NB) detail::int8_rows<Kernel, T::MB, T::NB>(M, K, A, lda, sa, w, n, C, ldc);
+    // The last 1 .. NB - 1 outputs in one block (a switch, not a loop: GCC 12's loop analysis
+    // warns of overflowing indices in a loop over them).
+    static_assert(T::NB == 4);
+    switch (w.out - n) {
+        case 1: detail::int8_rows<Kernel, T::MB, 1>(M, K, A, lda, sa, w, n, C, ldc); break;
+        case 2: detail::int8_rows<Kernel, T::MB, 2>(M, K, A, lda, sa, w, n, C, ldc); break;
+        case 3: detail::int8_rows<Kernel, T::MB, 3>(M, K, A, lda, sa, w, n, C, ldc); break;
+        default: break;
+    }
+}
+
+/// C (= or +=) the int8_dot product of A [M, K] and w (+ bias): A quantised here, then int8_gemm.
+template <class Kernel = DefaultInt8Kernel>
+inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const float* bias, MatrixRef<float> C,
+                        bool accumulate, GemmWorkspace& ws) {
+    check<ShapeError>(w.in == A.cols, "moe::cpu::linear (int8)", "input has ", A.cols, " features but the weight has ",
+                      w.in, " inputs (", w.out, " outputs)");
+    check<ShapeError>(C.rows == A.rows && C.cols == w.out, "moe::cpu::linear (int8)", "output is [", C.rows, ", ",
+                      C.cols, "], expected [", A.rows, ", ", w.out, "]");
+    detail::init_output(C, bias, accumulate);
+    if (A.rows == 0 || w.out == 0 || w.in == 0) return;
+    const index_t ld = int8_row_bytes(A.cols);
+    std::uint8_t* q = ws.int8_rows.get(static_cast<std::size_t>(A.rows * ld));
+    float* sa = ws.int8_scales.get(static_cast<std::size_t>(A.rows));
+    quantize_rows_int8<Kernel>(A, q, sa);
+    int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride);
+}
+
+/// Outputs dequantised per block by linear_int8_widened.
+inline constexpr index_t kInt8WidenBlock = 64;
+
+/// C (= or +=) A . (s * float(q))^T (+ bias): the int8_weight_only product. The matrix is widened
+/// kInt8WidenBlock outputs at a time into ws.widened and multiplied by the fp32 GEMM (bias added
+/// as linear<float> adds it).
+inline void linear_int8_widened(ConstMatrixRef<float> A, const Int8Matrix& w, const float* bias, MatrixRef<float> C,
+                                bool accumulate, GemmWorkspace& ws) {
+    check<ShapeError>(w.in == A.cols, "moe::cpu::linear (int8 weight-only)", "input has ", A.cols,
+                      " features but the weight has ", w.in, " inputs (", w.out, " outputs)");
+    check<ShapeError>(C.rows == A.rows && C.cols == w.out, "moe::cpu::linear (int8 weight-only)", "output is [",
+                      C.rows, ", ", C.cols, "], expected [", A.rows, ", ", w.out, "]");
+    if (A.rows == 0 || w.out == 0) {
+        detail::init_output(C, bias, accumulate);
+        return;
+    }
+    const index_t K = w.in;
+    float* d = ws.widened.get(static_cast<std::size_t>(kInt8WidenBlock * std::max<index_t>(K, 1)));
+    for (index_t n0 = 0; n0 < w.out; n0 += kInt8WidenBlock) {
+        const index_t nb = std::min(kInt8WidenBlock, w.out - n0);
+        for (index_t n = 0; n < nb; ++n)
+            for (index_t k = 0; k < K; ++k) d[n * K + k] = w.value(n0 + n, k);
+        linear<float>(A, ConstMatrixRef<float>(d, nb, K, K), bias ? bias + n0 : nullptr,
+                      MatrixRef<float>(C.data + n0, C.rows, nb, C.stride), accumulate, ws);
+    }
+}
+
+}  // namespace moe::cpu
+
+MOE_SIMD_DIAGNOSTICS_POP
