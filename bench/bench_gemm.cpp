@@ -5,6 +5,9 @@
 //                                          registers: the fp32 FMA peak of one core
 //   peak/dpbf16                            the same with vdpbf16ps (bf16 pairs summed into fp32;
 //                                          only where the target has AVX-512 BF16)
+//   peak/vpdpbusd                          the same with vpdpbusd (4 byte products summed into
+//                                          int32; AVX-512 VNNI): int8_dot's arithmetic peak
+//                                          (GFLOP/s counts 2 operations per product, as above)
 //   gemm/<engine>/w:<w>/<layout>/M:<M>/K:<K>/N:<N>
 //                                          C[M, N] += A[M, K] . W^T with moe::cpu::packed_gemm
 //                                          (engine "packed"; fp32 or bf16 weights, [out, in] or
@@ -52,7 +55,7 @@
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/parallel.hpp"
 
-#if defined(__AVX512BF16__) && !defined(MOE_NO_SIMD)
+#if (defined(__AVX512BF16__) || defined(__AVX512VNNI__)) && !defined(MOE_NO_SIMD)
 #include <immintrin.h>
 #endif
 
@@ -79,6 +82,24 @@ void BM_peak_fma(benchmark::State& st) {
     st.SetLabel(moe::cpu::simd_name());
 }
 BENCHMARK(BM_peak_fma)->Name("peak/fma_f32")->UseRealTime();
+#endif
+
+#if defined(__AVX512VNNI__) && !defined(MOE_NO_SIMD)
+void BM_peak_vpdpbusd(benchmark::State& st) {
+    constexpr int kChains = 12;
+    __m512i acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i);
+    const __m512i x = _mm512_set1_epi8(1), y = _mm512_set1_epi8(1);
+    constexpr long kIters = 1 << 20;
+    for (auto _ : st) {
+        for (long it = 0; it < kIters; ++it)
+            for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], x, y);
+        for (int i = 0; i < kChains; ++i) benchmark::DoNotOptimize(acc[i]);
+    }
+    st.counters["GFLOP/s"] = benchmark::Counter(2.0 * kChains * 64.0 * kIters * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_peak_vpdpbusd)->Name("peak/vpdpbusd")->UseRealTime();
 #endif
 
 #if defined(__AVX512BF16__) && !defined(MOE_NO_SIMD)

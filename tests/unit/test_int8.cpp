@@ -91,15 +91,18 @@ std::vector<float> dot_model(const Ref& x, const Ref& w, index_t M, index_t N, i
     return y;
 }
 
+// panels: give int8_gemm its panel buffer (the VNNI kernel then packs per-channel weights for
+// kInt8PanelRows rows or more) or not (row by row).
 template <class Kernel>
 std::vector<float> run_kernel(const std::vector<float>& x, const cpu::Int8Quantized& w, index_t M, index_t N, index_t K,
-                              index_t group) {
+                              index_t group, bool panels) {
     const index_t ld = cpu::int8_row_bytes(K);
     std::vector<std::uint8_t> qx(static_cast<std::size_t>(M * ld));
     std::vector<float> sx(static_cast<std::size_t>(M)), y(static_cast<std::size_t>(M * N), 0.0f);
     cpu::quantize_rows_int8<Kernel>(ConstMatrixRef<float>(x.data(), M, K), qx.data(), sx.data());
     const cpu::Int8Matrix m{w.q.data<std::int8_t>(), w.scale.data<float>(), N, K, K, group == 0 ? K : group};
-    cpu::int8_gemm<Kernel>(M, qx.data(), ld, sx.data(), m, y.data(), N);
+    std::vector<std::uint32_t> panel(cpu::int8_panel_words(K));
+    cpu::int8_gemm<Kernel>(M, qx.data(), ld, sx.data(), m, y.data(), N, panels ? panel.data() : nullptr);
     return y;
 }
 
@@ -111,18 +114,21 @@ void check_kernel(index_t M, index_t N, index_t K, index_t group, unsigned seed)
     const auto w = cpu::quantize_int8(N, K, [&](index_t n, index_t k) { return wv[std::size_t(n * K + k)]; }, group, "w");
     const Ref xr = quantize_ref(x, M, K, 0), wr = quantize_ref(wv, N, K, group);
     const auto want = dot_model(xr, wr, M, N, K, group);
-    const auto got = run_kernel<Kernel>(x, w, M, N, K, group);
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        if (group == 0) REQUIRE(got[i] == want[i]);
-        else REQUIRE(got[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
+    for (const bool panels : {false, true}) {
+        INFO("panels " << panels);
+        const auto got = run_kernel<Kernel>(x, w, M, N, K, group, panels);
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            if (group == 0) REQUIRE(got[i] == want[i]);
+            else REQUIRE(got[i] == Approx(want[i]).epsilon(1e-5).margin(1e-6));
+        }
     }
 }
 
 template <class Kernel>
 void check_kernel_shapes() {
     unsigned seed = 10;
-    for (index_t M : {1, 2, 3, 4, 5, 7, 9})
-        for (index_t N : {1, 3, 4, 9})
+    for (index_t M : {1, 2, 3, 4, 5, 7, 9, 13})
+        for (index_t N : {1, 3, 4, 9, 33, 50})
             for (index_t K : {1, 31, 64, 100, 130, 257}) check_kernel<Kernel>(M, N, K, 0, seed++);
     for (index_t M : {1, 3, 6})
         for (index_t N : {2, 5})

@@ -309,6 +309,114 @@ struct Int8Block<Int8VnniKernel, MB, NB> {
             }
     }
 };
+
+/// Outputs per packed panel of the VNNI panel kernel (two registers of 16).
+inline constexpr index_t kVnniPanel = 32;
+
+/// sum_k q[k] of one int8 row (vpdpbusd against bytes of 1).
+inline std::int32_t int8_row_sum(const std::int8_t* q, index_t K) noexcept {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc = _mm512_setzero_si512();
+    for (index_t k = 0; k < K; k += 64) {
+        const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(mask, q + k));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
+/// 16 x 16 words: r[j] holds row j's words 0..15; on return r[t] holds word t of rows 0..15.
+MOE_ALWAYS_INLINE void transpose_16x16_words(__m512i r[16]) noexcept {
+    __m512i t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    __m512i u[16];  // u[4i + c], 128-bit lane L: rows 4i .. 4i + 3 of word 4L + c
+    for (int i = 0; i < 4; ++i) {
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {  // a 4 x 4 transpose of 128-bit lanes
+        const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44),
+                      v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+        r[0 + c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+        r[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+    }
+}
+
+/// Packs outputs [n0, n0 + nb) (nb <= 32) of a per-channel matrix for the panel kernel: dst
+/// [ceil(K / 4)][32] words, word (q, j) = bytes q[n0 + j][4q .. 4q + 3] (zero past nb and K), and
+/// corr[j] = 128 * sum_k q[n0 + j, k] (the activations' offset, subtracted exactly). 16 rows x 64
+/// bytes at a time, by a 16 x 16 word transpose.
+inline void pack_vnni_panel(const Int8Matrix& w, index_t n0, index_t nb, std::uint32_t* dst,
+                            std::int32_t* corr) noexcept {
+    const index_t K = w.in, Kq = (K + 3) / 4;
+    for (index_t j = 0; j < kVnniPanel; ++j) corr[j] = j < nb ? 128 * int8_row_sum(w.q + (n0 + j) * w.ld, K) : 0;
+    for (index_t h = 0; h < 2; ++h)
+        for (index_t k = 0; k < K; k += 64) {
+            const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
+            __m512i r[16];
+            for (index_t j = 0; j < 16; ++j) {
+                const index_t n = 16 * h + j;
+                r[j] = n < nb ? _mm512_maskz_loadu_epi8(mask, w.q + (n0 + n) * w.ld + k) : _mm512_setzero_si512();
+            }
+            transpose_16x16_words(r);
+            const index_t q0 = k / 4, qn = std::min<index_t>(16, Kq - q0);
+            for (index_t t = 0; t < qn; ++t) _mm512_storeu_si512(dst + (q0 + t) * kVnniPanel + 16 * h, r[t]);
+        }
+}
+
+/// MR rows of offset activations (4 bytes broadcast per step) against one packed panel of 32
+/// outputs: exact int32 sums in 2 x MR registers, then C = fma(float(sum - corr), sa * s, C)
+/// lane by lane (the per-channel definition, the same bits as the row kernels).
+template <int MR>
+inline void vnni_panel_rows(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const std::uint32_t* panel,
+                            const std::int32_t* corr, const float* scale, index_t nb, float* C, index_t ldc) noexcept {
+    const index_t Kq = (K + 3) / 4;
+    __m512i acc[MR][2];
+    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    for (index_t q = 0; q < Kq; ++q) {
+        const __m512i w0 = _mm512_loadu_si512(panel + q * kVnniPanel);
+        const __m512i w1 = _mm512_loadu_si512(panel + q * kVnniPanel + 16);
+        for (int i = 0; i < MR; ++i) {
+            std::int32_t v;
+            std::memcpy(&v, A + i * lda + 4 * q, 4);
+            const __m512i a = _mm512_set1_epi32(v);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, w0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, w1);
+        }
+    }
+    for (int h = 0; h < 2; ++h) {
+        const index_t n = 16 * h;
+        if (n >= nb) break;
+        const __mmask16 mask = nb - n >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - n)) - 1);
+        const __m512i cv = _mm512_maskz_loadu_epi32(mask, corr + n);
+        const __m512 sv = _mm512_maskz_loadu_ps(mask, scale + n);
+        for (int i = 0; i < MR; ++i) {
+            float* c = C + i * ldc + n;
+            const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][h], cv)),
+                                             _mm512_mul_ps(_mm512_set1_ps(sa[i]), sv), _mm512_maskz_loadu_ps(mask, c));
+            _mm512_mask_storeu_ps(c, mask, y);
+        }
+    }
+}
+
+template <int MR>
+inline void vnni_panel_all_rows(index_t M, index_t K, const std::uint8_t* A, index_t lda, const float* sa,
+                                const std::uint32_t* panel, const std::int32_t* corr, const float* scale, index_t nb,
+                                float* C, index_t ldc) noexcept {
+    index_t m = 0;
+    for (; m + MR <= M; m += MR)
+        vnni_panel_rows<MR>(K, A + m * lda, lda, sa + m, panel, corr, scale, nb, C + m * ldc, ldc);
+    if constexpr (MR > 1)
+        if (m < M)
+            vnni_panel_all_rows<MR - 1>(M - m, K, A + m * lda, lda, sa + m, panel, corr, scale, nb, C + m * ldc, ldc);
+}
 #endif
 
 #if !defined(MOE_NO_SIMD) && defined(__AVX2__)
@@ -395,14 +503,42 @@ inline void int8_rows(index_t M, index_t K, const std::uint8_t* A, index_t lda, 
 
 }  // namespace detail
 
+/// Rows from which int8_gemm packs per-channel weights into panels (VNNI; fewer rows read the
+/// weights where they lie, row by row).
+inline constexpr index_t kInt8PanelRows = 5;
+
+/// Words of the panel buffer int8_gemm needs for K inputs (VNNI panels; 0 elsewhere).
+constexpr std::size_t int8_panel_words(index_t K) noexcept {
+    return static_cast<std::size_t>((K + 3) / 4 * 32 + 32);
+}
+
 /// C[M, N] += the int8_dot product of activations quantised by quantize_rows_int8<Kernel>
 /// (A [M, int8_row_bytes(K)] bytes, row stride lda; scales sa[M]) and w. Single-threaded;
-/// deterministic; per-channel results are the same bits for every kernel.
+/// deterministic; per-channel results are the same bits for every kernel and path. With a
+/// `panel` buffer of int8_panel_words(K) words, the VNNI kernel packs per-channel weights 32
+/// outputs at a time (4-byte groups of the 32 outputs side by side) and runs every row against
+/// each panel with broadcast activations (kInt8PanelRows rows or more); otherwise, and for
+/// grouped scales, it reads the weights row by row.
 template <class Kernel = DefaultInt8Kernel>
 inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, float* C,
-                      index_t ldc) noexcept {
+                      index_t ldc, std::uint32_t* panel = nullptr) noexcept {
     using T = detail::Int8Tile<Kernel>;
     const index_t K = w.in;
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if constexpr (std::is_same_v<Kernel, Int8VnniKernel>) {
+        if (panel && w.per_channel() && M >= kInt8PanelRows) {
+            std::int32_t* corr = reinterpret_cast<std::int32_t*>(panel + (K + 3) / 4 * detail::kVnniPanel);
+            for (index_t n0 = 0; n0 < w.out; n0 += detail::kVnniPanel) {
+                const index_t nb = std::min(detail::kVnniPanel, w.out - n0);
+                detail::pack_vnni_panel(w, n0, nb, panel, corr);
+                detail::vnni_panel_all_rows<6>(M, K, A, lda, sa, panel, corr, w.scale + n0, nb, C + n0, ldc);
+            }
+            return;
+        }
+    }
+#else
+    (void)panel;
+#endif
     index_t n = 0;
     for (; n + T::NB <= w.out; n += T::NB) detail::int8_rows<Kernel, T::MB, T::NB>(M, K, A, lda, sa, w, n, C, ldc);
     // The last 1 .. NB - 1 outputs in one block (a switch, not a loop: GCC 12's loop analysis
@@ -430,7 +566,7 @@ inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const floa
     std::uint8_t* q = ws.int8_rows.get(static_cast<std::size_t>(A.rows * ld));
     float* sa = ws.int8_scales.get(static_cast<std::size_t>(A.rows));
     quantize_rows_int8<Kernel>(A, q, sa);
-    int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride);
+    int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride, ws.pair_panel.get(int8_panel_words(A.cols)));
 }
 
 /// Outputs dequantised per block by linear_int8_widened.

@@ -427,7 +427,8 @@ public:
                                        ws);
             } else if constexpr (std::is_same_v<math, Int8DotMath>) {
                 detail::init_output(yc, bc, accumulate);
-                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride);
+                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride,
+                          ws.pair_panel.get(int8_panel_words(x.cols)));
             } else if constexpr (kInt8) {
                 cpu::linear_int8_widened(x, int8_weight().outputs(n0, n1), bc, yc, accumulate, ws);
             } else {
