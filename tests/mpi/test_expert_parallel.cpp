@@ -19,6 +19,7 @@
 
 #include "lm/decoder.hpp"
 #include "moe/dist/expert_parallel.hpp"
+#include "moe/dist/layers.hpp"
 #include "moe/dist/loaders.hpp"
 #include "moe/moe.hpp"
 
@@ -190,6 +191,23 @@ TEST_CASE("ExpertParallel MoELayer equals the single-process layer, bit for bit"
     }
 }
 
+TEST_CASE("dist::distribute: an MoELayer with shared experts (Qwen2-MoE's structure) made expert-parallel", "[mpi]") {
+    const int r = rank(), P = ranks();
+    const index_t E = 8, d = 20, F = 28;
+    using Glu = GluExperts<Silu>;
+    using Layer = MoELayer<TopKRouter<SoftmaxScores>, Glu, SharedExperts<Glu>>;
+    Layer single(softmax_topk_router(Gate::random(E, d, 41), 2), Glu::random(E, d, F, 42),
+                 SharedExperts<Glu>(Glu::random(1, d, F, 43), values(static_cast<std::size_t>(d), 44)));
+    auto parallel = dist::distribute(MPI_COMM_WORLD, single, Placement::contiguous(E, P));
+    const index_t T = 11 + 4 * r;
+    const auto x = values(static_cast<std::size_t>(T * d), 700 + static_cast<std::uint64_t>(r));
+    std::vector<float> y1(x.size()), y2(x.size());
+    single.forward({x.data(), T, d}, {y1.data(), T, d});
+    parallel.forward({x.data(), T, d}, {y2.data(), T, d});
+    CHECK(same_bits(y1, y2));
+    CHECK(parallel.experts().local().num_experts() == static_cast<index_t>(Placement::contiguous(E, P).experts_of(r).size()));
+}
+
 TEST_CASE("ExpertParallel in RingMoE's HierarchicalMoE equals the single-process layer", "[mpi]") {
     const int r = rank(), P = ranks();
     const index_t d = 24, F = 32, Em = 4, Ec = 8;
@@ -221,18 +239,27 @@ TEST_CASE("ExpertParallel in RingMoE's HierarchicalMoE equals the single-process
     std::vector<float> y1(x.size()), y2(x.size(), 1.0f);
     single.forward({x.data(), T, d}, std::span<const std::int32_t>(modality), {y1.data(), T, d});
     parallel.forward({x.data(), T, d}, std::span<const std::int32_t>(modality), {y2.data(), T, d});
+    const double loss1 = single.losses().total, loss2 = parallel.losses().total;
+    const bool absent1 = !parallel.losses().present[1];
     // ... and once more by contiguous chunks, all tokens of modality 1 except on rank 1.
     const std::vector<ModalityChunk> chunks{{0, T / 2, 0}, {T / 2, T, r == 1 ? 0 : 1}};
     std::vector<float> y3(x.size()), y4(x.size(), 2.0f);
     single.forward({x.data(), T, d}, std::span<const ModalityChunk>(chunks), {y3.data(), T, d});
     parallel.forward({x.data(), T, d}, std::span<const ModalityChunk>(chunks), {y4.data(), T, d});
+    // dist::distribute makes the single-process layer expert-parallel (the same placements).
+    auto distributed = dist::distribute(MPI_COMM_WORLD, single, pm, pc);
+    std::vector<float> y5(x.size(), 3.0f);
+    distributed.forward({x.data(), T, d}, std::span<const std::int32_t>(modality), {y5.data(), T, d});
     const long long dropped = static_cast<long long>(single.collab_plan().dropped.size());
     const long long all_dropped = sum_over_ranks(dropped);
 
     CHECK(same_bits(y1, y2));
     CHECK(same_bits(y3, y4));
-    CHECK(single.losses().total == parallel.losses().total);
-    CHECK(parallel.losses().present[1] == (r != 1));
+    CHECK(same_bits(y1, y5));
+    CHECK(distributed.collab_experts().local().num_experts() == static_cast<index_t>(pc.experts_of(r).size()));
+    CHECK(distributed.losses().total == loss1);
+    CHECK(loss1 == loss2);
+    CHECK(absent1 == (r == 1));
     CHECK(all_dropped > 0);  // capacity factor 1.0 drops some collaborative choices
 }
 
