@@ -22,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -31,6 +32,11 @@
 #include "rs/ringmoe/inputs.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/random.hpp"
+#if defined(MOE_EXAMPLE_MPI)
+#include <mpi.h>
+
+#include "moe/dist/layers.hpp"
+#endif
 
 #ifndef MOE_DATA_DIR
 #define MOE_DATA_DIR "../shared/data/rs"
@@ -86,6 +92,11 @@ Input
 Run
   --threads N          threads (default 1)
   --repeat N           forward calls; timings are of the fastest (default 1)
+  --expert-parallel    run under mpirun: every block's modal and collaborative experts spread
+                       over the ranks (moe::dist, docs/scaling.md), every rank on the same
+                       images; rank 0 prints, and checks each rank's features against the
+                       single-process model's (needs a build with -DMOE_ENABLE_MPI=ON and a MoE
+                       configuration with at least as many experts per group as ranks)
   --help               this text
 
 Options take their value as the next argument or after '=' (--images=2). Exit status: 0 done,
@@ -116,6 +127,7 @@ struct Args {
     std::string modalities_arg;  // --modalities as given, for messages
     index_t images = 1;
     int threads = 1, repeat = 1;
+    bool expert_parallel = false;
     // Where --data came from: "--data", "$MOE_DATA_DIR" or empty (the built-in default, which
     // may be absent: then the synthesised scene, said so in the output).
     std::string data_from;
@@ -220,6 +232,13 @@ Args parse(int argc, char** argv) {
         else if (opt == "--images") a.images = parse_int(opt, value(), 1, 64);
         else if (opt == "--threads") a.threads = static_cast<int>(parse_int(opt, value(), 1, 256));
         else if (opt == "--repeat") a.repeat = static_cast<int>(parse_int(opt, value(), 1, 1000));
+        else if (opt == "--expert-parallel") {
+            flag();
+#if !defined(MOE_EXAMPLE_MPI)
+            throw UsageError("--expert-parallel: this build has no MPI (configure with -DMOE_ENABLE_MPI=ON)");
+#endif
+            a.expert_parallel = true;
+        }
         else if (opt.rfind("-", 0) == 0) throw UsageError("unknown option '" + opt + "' (see --help)");
         else throw UsageError("unexpected argument '" + arg + "': ringmoe takes only options (see --help)");
     }
@@ -548,42 +567,50 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
                                           int(std::ceil(need_gib)), " GiB, more than this machine has available (",
                                           int(avail), " GiB): try --dtype bf16 or a smaller --config"));
     const auto t0 = std::chrono::steady_clock::now();
-    rm::AnyRingMoe<W, moe::GeluTanh> any;
-    if (a.weights == "random") {
-        rm::RandomWeightOptions rw;
-        rw.seed = a.seed;
-        rw.dtype = moe::dtype_v<W>;
-        if (rm::exact_parameter_count(cfg) < 50'000'000) {
-            any = rm::random_ringmoe<W, moe::GeluTanh>(cfg, rw);
-            std::printf("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
-        } else {
-            const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
-            std::error_code ec;
-            fs::create_directories(dir, ec);
-            if (ec)
-                throw moe::IOError("ringmoe", "cannot create the random-weight cache directory '" + dir.string() +
-                                                  "': " + ec.message() + " (name another with --cache DIR)");
-            // Named by everything that shapes its content (configuration, heads, dtype, seed).
-            const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
-                                                         "_", a.dtype, "_seed", a.seed, ".safetensors");
-            if (!fs::exists(file)) {
-                std::printf("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
+    // Builds the model (again for --expert-parallel's single-process reference, then quietly).
+    auto build = [&](bool verbose) {
+        auto say = [verbose](const char* fmt, auto... args) {
+            if (verbose) std::printf(fmt, args...);
+        };
+        rm::AnyRingMoe<W, moe::GeluTanh> any;
+        if (a.weights == "random") {
+            rm::RandomWeightOptions rw;
+            rw.seed = a.seed;
+            rw.dtype = moe::dtype_v<W>;
+            if (rm::exact_parameter_count(cfg) < 50'000'000) {
+                any = rm::random_ringmoe<W, moe::GeluTanh>(cfg, rw);
+                say("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
+            } else {
+                const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
+                std::error_code ec;
+                fs::create_directories(dir, ec);
+                if (ec)
+                    throw moe::IOError("ringmoe", "cannot create the random-weight cache directory '" + dir.string() +
+                                                      "': " + ec.message() + " (name another with --cache DIR)");
+                // Named by everything that shapes its content (configuration, heads, dtype, seed).
+                const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
+                                                             "_", a.dtype, "_seed", a.seed, ".safetensors");
+                if (!fs::exists(file)) {
+                    say("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
+                                file.string().c_str());
+                    std::fflush(stdout);
+                    rm::write_random_checkpoint(file, cfg, rw);
+                }
+                any = rm::load_ringmoe<W, moe::GeluTanh>(file, cfg);
+                say("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
                             file.string().c_str());
-                std::fflush(stdout);
-                rm::write_random_checkpoint(file, cfg, rw);
             }
-            any = rm::load_ringmoe<W, moe::GeluTanh>(file, cfg);
-            std::printf("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
-                        file.string().c_str());
+        } else {
+            any = rm::load_ringmoe<W, moe::GeluTanh>(fs::path(a.weights), cfg);
+            say("  weights: %s\n", a.weights.c_str());
         }
-    } else {
-        any = rm::load_ringmoe<W, moe::GeluTanh>(fs::path(a.weights), cfg);
-        std::printf("  weights: %s\n", a.weights.c_str());
-    }
+        return any;
+    };
+    rm::AnyRingMoe<W, moe::GeluTanh> any = build(true);
     std::printf("  built in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
-    return std::visit(
-        [&](auto& model) {
+    // Times the forward calls and prints the report; returns the features of the last call.
+    auto run_model = [&](auto& model) {
             model.set_exec(moe::Exec(a.threads));
 #if defined(_OPENMP)
             omp_set_num_threads(a.threads);
@@ -623,6 +650,46 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
             if (const double file = status_mib("RssFile:"), anon = status_mib("RssAnon:"); file >= 0 && anon >= 0)
                 std::printf("resident now: %.0f MiB mapped from files (weights read in place), %.0f MiB private\n",
                             file, anon);
+            return std::move(out.features);
+    };
+    return std::visit(
+        [&](auto& model) {
+#if defined(MOE_EXAMPLE_MPI)
+            if constexpr (std::decay_t<decltype(model)>::routed) {
+                if (a.expert_parallel) {
+                    // A second copy of the model with every block's groups spread over the ranks;
+                    // `model` stays whole, the single-process reference.
+                    int ranks = 1;
+                    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+                    const auto pm = moe::dist::Placement::contiguous(cfg.modal_experts, ranks);
+                    const auto pc = moe::dist::Placement::contiguous(cfg.collab_experts, ranks);
+                    using Ffn = typename std::decay_t<decltype(model)>::ffn_type;
+                    using DistFfn = decltype(moe::dist::distribute(MPI_COMM_WORLD, std::declval<Ffn>(), pm, pc));
+                    auto whole = build(false);
+                    auto parallel = std::move(std::get<std::decay_t<decltype(model)>>(whole)).template map_ffns<DistFfn>(
+                        [&](index_t, index_t, Ffn&& ffn) { return moe::dist::distribute(MPI_COMM_WORLD, std::move(ffn), pm, pc); },
+                        cfg);
+                    std::printf("\nexpert-parallel: %d ranks; each holds %zu of %ld modal and %zu of %ld collaborative "
+                                "experts per block (rank 0's share)\n",
+                                ranks, pm.experts_of(0).size(), long(cfg.modal_experts), pc.experts_of(0).size(),
+                                long(cfg.collab_experts));
+                    const moe::Tensor f = run_model(parallel);
+                    model.set_exec(moe::Exec(a.threads));
+                    const moe::Tensor ref = model.forward(std::span<const moe::vision::ModalityImages>(inputs)).features;
+                    int same = f.nbytes() == ref.nbytes() &&
+                               std::memcmp(f.raw(), ref.raw(), static_cast<std::size_t>(f.nbytes())) == 0;
+                    int all = 0;
+                    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+                    std::printf("expert-parallel check: every rank's features equal the single-process model's bit "
+                                "for bit: %s\n",
+                                all ? "yes" : "NO");
+                    return all ? 0 : 1;
+                }
+            }
+#endif
+            if (a.expert_parallel)
+                throw std::runtime_error("--expert-parallel: this model is dense (one FFN per block): no experts to spread");
+            run_model(model);
             return 0;
         },
         any);
@@ -637,6 +704,26 @@ int main(int argc, char** argv) {
         const rm::RingMoeConfig cfg = make_config(a);
         const std::vector<int> fed = fed_modalities(a, cfg);
         check_paths(a);
+        if (a.expert_parallel && (a.config == "tiny-folded" || a.config == "folded-1b"))
+            throw UsageError("--expert-parallel: --config " + a.config + " is dense (one FFN per block): no experts to spread");
+#if defined(MOE_EXAMPLE_MPI)
+        if (a.expert_parallel) {
+            // Every rank runs the whole example; only rank 0 prints. An error on any rank ends
+            // the job (MPI_Abort) rather than leaving the others in a collective.
+            int provided = 0, rank = 0, rc = 1;
+            MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+            MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+            if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "ringmoe: rank %d: no /dev/null\n", rank);
+            try {
+                rc = a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed) : run<float>(a, cfg, fed);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "ringmoe: rank %d: %s\n", rank, e.what());
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            MPI_Finalize();
+            return rc;
+        }
+#endif
         return a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed) : run<float>(a, cfg, fed);
     } catch (const UsageError& e) {
         if (std::string(e.what()).empty()) {
