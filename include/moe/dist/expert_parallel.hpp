@@ -172,6 +172,8 @@ public:
             }
             rrows[static_cast<std::size_t>(p)] = static_cast<int>(R) - rroff[static_cast<std::size_t>(p)];
         }
+        // Only this rank knows R: a throw here would leave the others in the dispatch, so the
+        // 32-bit row index is the one limit that is not agreed on (2^31 rows of d floats).
         check<ShapeError>(R < std::numeric_limits<std::int32_t>::max(), w, "rank ", rank_, " would receive ", R,
                           " rows, over the 32-bit row index");
         block_offsets_.back() = static_cast<std::int32_t>(R);
