@@ -13,6 +13,7 @@
 #include <fstream>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -392,6 +393,102 @@ TEST_CASE("a Mixtral decoder with expert-parallel FFNs equals the single-process
     CHECK(a.numel() == static_cast<index_t>(prompt.size()) * m.V);
     CHECK(same_bits(as_vector(a), as_vector(b)));
     CHECK(same_bits(as_vector(a2), as_vector(b2)));
+}
+
+/// A random two-layer Qwen2-MoE folder (layer 0 dense: mlp_only_layers; layer 1 the sparse
+/// block with its gated shared expert), written by rank 0 into a directory every rank agrees on.
+std::filesystem::path shared_qwen2_moe(index_t E) {
+    long long id = rank() == 0 ? static_cast<long long>(::getpid()) : 0;
+    MPI_Bcast(&id, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
+    const auto dir = std::filesystem::temp_directory_path() / ("moe_mpi_test_qwen2_moe_" + std::to_string(id));
+    const index_t H = 32, I = 48, Fm = 24, Fs = 40, V = 64, heads = 4, kv = 2, hd = H / heads;
+    if (rank() == 0) {
+        std::filesystem::create_directories(dir);
+        io::SafetensorsWriter w;
+        std::vector<Tensor> keep;
+        keep.reserve(static_cast<std::size_t>(64 + 3 * E));
+        std::uint64_t seed = 900;
+        auto add = [&](const std::string& name, Shape shape, float scale = 0.3f) {
+            Tensor t(DType::f32, shape);
+            const auto v = values(static_cast<std::size_t>(t.numel()), seed++);
+            float* p = t.data<float>();
+            for (std::size_t i = 0; i < v.size(); ++i) p[i] = v[i] * scale;
+            keep.push_back(std::move(t));
+            w.add(name, keep.back().view());
+        };
+        add("model.embed_tokens.weight", {V, H}, 1.0f);
+        add("model.norm.weight", {H}, 1.0f);
+        add("lm_head.weight", {V, H});
+        for (int l = 0; l < 2; ++l) {
+            const std::string p = "model.layers." + std::to_string(l) + ".", a = p + "self_attn.", m = p + "mlp.";
+            add(p + "input_layernorm.weight", {H}, 1.0f);
+            add(p + "post_attention_layernorm.weight", {H}, 1.0f);
+            add(a + "q_proj.weight", {heads * hd, H});
+            add(a + "q_proj.bias", {heads * hd});
+            add(a + "k_proj.weight", {kv * hd, H});
+            add(a + "k_proj.bias", {kv * hd});
+            add(a + "v_proj.weight", {kv * hd, H});
+            add(a + "v_proj.bias", {kv * hd});
+            add(a + "o_proj.weight", {H, heads * hd});
+            auto glu = [&](const std::string& q, index_t F) {
+                add(q + "gate_proj.weight", {F, H});
+                add(q + "up_proj.weight", {F, H});
+                add(q + "down_proj.weight", {H, F});
+            };
+            if (l == 0) {
+                glu(m, I);
+                continue;
+            }
+            add(m + "gate.weight", {E, H}, 1.0f);
+            for (index_t e = 0; e < E; ++e) glu(m + "experts." + std::to_string(e) + ".", Fm);
+            glu(m + "shared_expert.", Fs);
+            add(m + "shared_expert_gate.weight", {1, H});
+        }
+        w.write(dir / "model.safetensors");
+        std::ofstream(dir / "config.json") << "{\"model_type\": \"qwen2_moe\", \"hidden_size\": " << H
+                                           << ", \"intermediate_size\": " << I << ", \"moe_intermediate_size\": " << Fm
+                                           << ", \"shared_expert_intermediate_size\": " << Fs
+                                           << ", \"num_hidden_layers\": 2, \"num_attention_heads\": " << heads
+                                           << ", \"num_key_value_heads\": " << kv << ", \"vocab_size\": " << V
+                                           << ", \"num_experts\": " << E << ", \"num_experts_per_tok\": 2, "
+                                           << "\"decoder_sparse_step\": 1, \"mlp_only_layers\": [0], "
+                                           << "\"norm_topk_prob\": false, \"max_position_embeddings\": 256, "
+                                           << "\"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": false}\n";
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    return dir;
+}
+
+TEST_CASE("a Qwen2-MoE decoder (a dense layer, a sparse one with a shared expert) made expert-parallel", "[mpi]") {
+    const int r = rank(), P = ranks();
+    const index_t E = 8;
+    const auto dir = shared_qwen2_moe(E);
+    const lm::DecoderConfig c = lm::DecoderConfig::from_file(dir / "config.json");
+    const auto file = dist::open_checkpoint(MPI_COMM_WORLD, dir / "model.safetensors");
+    auto single = lm::load_decoder<lm::Qwen2MoeDecoder<float>>(c, file);
+    // Each sparse block loaded as the single-process loader builds it, then spread: the weights
+    // are the file's pages, so each rank touches only its experts' (distribute keeps select(ids)).
+    using DistQwen2 = decltype(dist::distribute(MPI_COMM_WORLD, std::declval<hf::Qwen2MoE<float>>(), Placement{}));
+    using Slot = lm::FfnVariant<DistQwen2, lm::SwiGlu<float>>;
+    const Placement placement = strided(E, P);
+    auto parallel = lm::load_decoder<Slot, float>(c, file, [&](const io::SafetensorsFile& f, const lm::DecoderConfig& cfg,
+                                                               index_t i) -> Slot {
+        if (!cfg.sparse_layer(i)) return lm::FfnLoader<lm::SwiGlu<float>>::load(f, cfg, i);
+        const std::string p = "model.layers." + std::to_string(i) + ".mlp.";
+        return dist::distribute(MPI_COMM_WORLD, hf::load_qwen2_moe<float>(f, p, cfg.num_experts_per_tok, cfg.norm_topk_prob),
+                                placement);
+    });
+    std::vector<std::int32_t> prompt;
+    for (int i = 0; i < 5 + 4 * r; ++i) prompt.push_back((i * 11 + r * 5 + 3) % 64);
+    auto c1 = single.make_cache(1, 64);
+    auto c2 = parallel.make_cache(1, 64);
+    const Tensor a = single.prefill(c1, 0, prompt, -1, lm::LogitRows::all);
+    const Tensor b = parallel.prefill(c2, 0, prompt, -1, lm::LogitRows::all);
+    remove_shared(dir);
+
+    const std::vector<float> va(a.data<float>(), a.data<float>() + a.numel()), vb(b.data<float>(), b.data<float>() + b.numel());
+    CHECK(a.numel() == static_cast<index_t>(prompt.size()) * 64);
+    CHECK(same_bits(va, vb));
 }
 
 // --- errors: every rank throws, naming the rank that failed; nobody hangs --------------------
