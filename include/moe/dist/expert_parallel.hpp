@@ -48,7 +48,9 @@
 #include "moe/core/tensor.hpp"
 #include "moe/dist/comm.hpp"
 #include "moe/dist/placement.hpp"
+#include "moe/backend/cpu/activation.hpp"
 #include "moe/expert/concepts.hpp"
+#include "moe/expert/ffn.hpp"
 #include "moe/expert/grouped.hpp"
 
 namespace moe::dist {
@@ -262,5 +264,10 @@ private:
     Scratch<float> xr_, yr_, yp_;
     std::vector<std::int32_t> block_offsets_, slot_row_;
 };
+
+// The capabilities the layers use, checked here rather than silently skipped (docs/architecture.md).
+static_assert(GroupedExpertSet<GluExperts<Silu>> && GroupedExpertSet<MlpExperts<Gelu>>);
+static_assert(ThreadedExpertSet<ExpertParallel<GluExperts<Silu>>> && CollectiveExpertSet<ExpertParallel<GluExperts<Silu>>> &&
+              ScratchSharing<ExpertParallel<GluExperts<Silu>>>);
 
 }  // namespace moe::dist
