@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -34,6 +35,12 @@
 #include "rs/ringmoe/inputs.hpp"
 #include "rs/ringmoe/model.hpp"
 #include "rs/ringmoe/random.hpp"
+
+#if defined(MOE_EXAMPLE_MPI)
+#include <mpi.h>
+
+#include "moe/dist/layers.hpp"
+#endif
 
 #ifndef MOE_DATA_DIR
 #define MOE_DATA_DIR "../shared/data/rs"
@@ -95,6 +102,11 @@ Input
 Run
   --threads N          threads (default 1)
   --repeat N           forward calls; timings are of the fastest (default 1)
+  --expert-parallel    run under mpirun: every block's modal and collaborative experts spread
+                       over the ranks (moe::dist, docs/scaling.md), every rank on the same
+                       images; rank 0 prints, and checks each rank's features against the
+                       single-process model's (needs a build with -DMOE_ENABLE_MPI=ON and a MoE
+                       configuration with at least as many experts per group as ranks)
   --help               this text
 
 Options take their value as the next argument or after '=' (--images=2). Exit status: 0 done,
@@ -130,6 +142,7 @@ struct Args {
     std::string data_from;
     bool modality_given = false, seed_given = false, cache_given = false;
     bool fidelity = false;
+    bool expert_parallel = false;
 };
 
 struct UsageError : std::runtime_error {
@@ -230,6 +243,13 @@ Args parse(int argc, char** argv) {
         else if (opt == "--modalities") a.modalities_arg = value(), a.modalities = split_modalities(a.modalities_arg);
         else if (opt == "--images") a.images = parse_int(opt, value(), 1, 64);
         else if (opt == "--fidelity") flag(), a.fidelity = true;
+        else if (opt == "--expert-parallel") {
+            flag();
+#if !defined(MOE_EXAMPLE_MPI)
+            throw UsageError("--expert-parallel: this build has no MPI (configure with -DMOE_ENABLE_MPI=ON)");
+#endif
+            a.expert_parallel = true;
+        }
         else if (opt == "--threads") a.threads = static_cast<int>(parse_int(opt, value(), 1, 256));
         else if (opt == "--repeat") a.repeat = static_cast<int>(parse_int(opt, value(), 1, 1000));
         else if (opt.rfind("-", 0) == 0) throw UsageError("unknown option '" + opt + "' (see --help)");
@@ -483,7 +503,10 @@ void report_heads(const rm::RingMoeOutput& out, const std::vector<std::string>& 
 /// cached in a file for full-size configurations) or --weights.
 template <moe::WeightPolicy W, moe::WeightPolicy We>
 rm::AnyRingMoe<W, moe::GeluTanh, We> load_model(const Args& a, const rm::RingMoeConfig& cfg, const std::string& dtype,
-                                                bool reference = false) {
+                                                bool reference = false, bool verbose = true) {
+    auto say = [verbose](const char* fmt, auto... args) {
+        if (verbose) std::printf(fmt, args...);
+    };
     rm::RandomWeightOptions rw;
     rw.seed = a.seed;
     rw.dtype = moe::dtype_v<moe::storage_t<W>>;
@@ -493,16 +516,16 @@ rm::AnyRingMoe<W, moe::GeluTanh, We> load_model(const Args& a, const rm::RingMoe
                                                    : double(fs::file_size(a.weights))) /
                             (1024.0 * 1024 * 1024);
     const double avail = available_gib();
-    std::printf("\n%s: %s, %s weights%s, %d thread%s, SIMD path %s\n", reference ? "reference" : "model",
+    say("\n%s: %s, %s weights%s, %d thread%s, SIMD path %s\n", reference ? "reference" : "model",
                 cfg.name.c_str(), dtype.c_str(),
                 moe::Int8Policy<We> ? " (int8_dot experts, bf16 elsewhere)" : "", a.threads, a.threads > 1 ? "s" : "",
                 moe::cpu::simd_name());
-    std::printf("  parameters: %.4gB (exact), %.4gB by the published formula; weights need about %.1f GiB, %.1f GiB available\n",
+    say("  parameters: %.4gB (exact), %.4gB by the published formula; weights need about %.1f GiB, %.1f GiB available\n",
                 params / 1e9, double(rm::formula_parameter_count(cfg)) / 1e9, need_gib, avail);
     // A reference (--fidelity) runs once: its weights, read in place from the mapped file, may
     // exceed memory (the kernel evicts file pages and reads them again).
     if (reference && avail > 0 && need_gib > 0.9 * avail)
-        std::printf("  (more than the memory available: read from the mapped file as it runs)\n");
+        say("  (more than the memory available: read from the mapped file as it runs)\n");
     else if (avail > 0 && need_gib > 0.9 * avail)
         throw UsageError(moe::detail::cat("the weights of ", cfg.name, " in ", dtype, " need about ",
                                           int(std::ceil(need_gib)), " GiB, more than this machine has available (",
@@ -512,7 +535,7 @@ rm::AnyRingMoe<W, moe::GeluTanh, We> load_model(const Args& a, const rm::RingMoe
     if (a.weights == "random") {
         if (rm::exact_parameter_count(cfg) < 50'000'000) {
             any = rm::random_ringmoe<W, moe::GeluTanh, We>(cfg, rw);
-            std::printf("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
+            say("  weights: random (seed %llu, in memory)\n", static_cast<unsigned long long>(a.seed));
         } else {
             const fs::path dir = cache_dir(a);  // an explicit --cache is checked in check_paths()
             std::error_code ec;
@@ -524,23 +547,23 @@ rm::AnyRingMoe<W, moe::GeluTanh, We> load_model(const Args& a, const rm::RingMoe
             const fs::path file = dir / moe::detail::cat(slug(cfg.name), "_heads", cfg.num_classes, "-", cfg.seg_classes,
                                                          "_", dtype, "_seed", a.seed, ".safetensors");
             if (!fs::exists(file)) {
-                std::printf("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
+                say("  writing random weights (seed %llu) to %s ...\n", static_cast<unsigned long long>(a.seed),
                             file.string().c_str());
                 std::fflush(stdout);
                 const auto w0 = std::chrono::steady_clock::now();
                 rm::write_random_checkpoint(file, cfg, rw);
-                std::printf("  written in %.0f s\n",
+                say("  written in %.0f s\n",
                             std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count());
             }
             any = rm::load_ringmoe<W, moe::GeluTanh, We>(file, cfg);
-            std::printf("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
+            say("  weights: random (seed %llu), loaded from %s\n", static_cast<unsigned long long>(a.seed),
                         file.string().c_str());
         }
     } else {
         any = rm::load_ringmoe<W, moe::GeluTanh, We>(fs::path(a.weights), cfg);
-        std::printf("  weights: %s\n", a.weights.c_str());
+        say("  weights: %s\n", a.weights.c_str());
     }
-    std::printf("  built in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    say("  built in %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return any;
 }
 
@@ -626,8 +649,8 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
         }, ref);
     }
     auto any = load_model<W, We>(a, cfg, a.dtype);
-    return std::visit(
-        [&](auto& model) {
+    // Times the forward calls and prints the report; returns the features of the last call.
+    auto run_model = [&](auto& model) {
             model.set_exec(moe::Exec(a.threads));
 #if defined(_OPENMP)
             omp_set_num_threads(a.threads);
@@ -675,6 +698,46 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
             if (const double file = status_mib("RssFile:"), anon = status_mib("RssAnon:"); file >= 0 && anon >= 0)
                 std::printf("resident now: %.0f MiB mapped from files (weights read in place), %.0f MiB private\n",
                             file, anon);
+            return std::move(out.features);
+    };
+    return std::visit(
+        [&](auto& model) {
+#if defined(MOE_EXAMPLE_MPI)
+            if constexpr (std::decay_t<decltype(model)>::routed) {
+                if (a.expert_parallel) {
+                    // A second copy of the model with every block's groups spread over the ranks;
+                    // `model` stays whole, the single-process reference.
+                    int ranks = 1;
+                    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+                    const auto pm = moe::dist::Placement::contiguous(cfg.modal_experts, ranks);
+                    const auto pc = moe::dist::Placement::contiguous(cfg.collab_experts, ranks);
+                    using Ffn = typename std::decay_t<decltype(model)>::ffn_type;
+                    using DistFfn = decltype(moe::dist::distribute(MPI_COMM_WORLD, std::declval<Ffn>(), pm, pc));
+                    auto whole = load_model<W, We>(a, cfg, a.dtype, false, false);
+                    auto parallel = std::move(std::get<std::decay_t<decltype(model)>>(whole)).template map_ffns<DistFfn>(
+                        [&](index_t, index_t, Ffn&& ffn) { return moe::dist::distribute(MPI_COMM_WORLD, std::move(ffn), pm, pc); },
+                        cfg);
+                    std::printf("\nexpert-parallel: %d ranks; each holds %zu of %ld modal and %zu of %ld collaborative "
+                                "experts per block (rank 0's share)\n",
+                                ranks, pm.experts_of(0).size(), long(cfg.modal_experts), pc.experts_of(0).size(),
+                                long(cfg.collab_experts));
+                    const moe::Tensor f = run_model(parallel);
+                    model.set_exec(moe::Exec(a.threads));
+                    const moe::Tensor ref = model.forward(std::span<const moe::vision::ModalityImages>(inputs)).features;
+                    int same = f.nbytes() == ref.nbytes() &&
+                               std::memcmp(f.raw(), ref.raw(), static_cast<std::size_t>(f.nbytes())) == 0;
+                    int all = 0;
+                    MPI_Allreduce(&same, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+                    std::printf("expert-parallel check: every rank's features equal the single-process model's bit "
+                                "for bit: %s\n",
+                                all ? "yes" : "NO");
+                    return all ? 0 : 1;
+                }
+            }
+#endif
+            if (a.expert_parallel)
+                throw std::runtime_error("--expert-parallel: this model is dense (one FFN per block): no experts to spread");
+            run_model(model);
             return 0;
         },
         any);
@@ -694,6 +757,28 @@ int main(int argc, char** argv) {
                              " has none (one dense FFN per block)");
         const std::vector<int> fed = fed_modalities(a, cfg);
         check_paths(a);
+        if (a.expert_parallel && (a.config == "tiny-folded" || a.config == "folded-1b"))
+            throw UsageError("--expert-parallel: --config " + a.config + " is dense (one FFN per block): no experts to spread");
+#if defined(MOE_EXAMPLE_MPI)
+        if (a.expert_parallel) {
+            // Every rank runs the whole example; only rank 0 prints. An error on any rank ends
+            // the job (MPI_Abort) rather than leaving the others in a collective.
+            int provided = 0, rank = 0, rc = 1;
+            MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+            MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+            if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "ringmoe: rank %d: no /dev/null\n", rank);
+            try {
+                rc = a.dtype == "int8"   ? run<moe::bf16, moe::int8_dot>(a, cfg, fed)
+                     : a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed)
+                                         : run<float>(a, cfg, fed);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "ringmoe: rank %d: %s\n", rank, e.what());
+                MPI_Abort(MPI_COMM_WORLD, 1);
+            }
+            MPI_Finalize();
+            return rc;
+        }
+#endif
         if (a.dtype == "int8") return run<moe::bf16, moe::int8_dot>(a, cfg, fed);
         return a.dtype == "bf16" ? run<moe::bf16>(a, cfg, fed) : run<float>(a, cfg, fed);
     } catch (const UsageError& e) {

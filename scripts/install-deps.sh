@@ -16,6 +16,8 @@ packages=(
   g++ cmake ninja-build ccache
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev
   nlohmann-json3-dev libtiff-dev libjpeg-dev zlib1g-dev
+  # Open MPI: expert parallelism (include/moe/dist/), its tests (ctest mpi_np2/mpi_np4) and benchmark
+  libopenmpi-dev openmpi-bin
   python3 python3-numpy python3-torch python3-torchvision python3-pil python3-tifffile python3-gdal
   # OpenBLAS as libblas.so.3 (the alternatives link, priority above the reference BLAS): Debian's
   # PyTorch calls libblas.so.3, so without it the stock PyTorch baselines run the reference BLAS

@@ -10,11 +10,12 @@ Floors, lowest first (a header may include headers of its own floor or lower one
   5 io        moe/io/ (formats and checkpoint access by tensor name), moe/io.hpp
   6 loaders   moe/loaders/ (MoE layers built from checkpoints), moe/loaders.hpp
   7 prune     moe/prune/, moe/prune.hpp
-  8 umbrella  moe/moe.hpp
-  9 vision    vision/
- 10 lm        lm/ (tokenizers and their Unicode layer; may include moe/core and moe/io only)
- 11 lm model  lm/decoder/, lm/decoder.hpp, lm/lm.hpp (the decoder runtime: any floor below)
- 12 rs        rs/
+  8 dist      moe/dist/ (expert parallelism over MPI; includes <mpi.h>, so not in moe.hpp)
+  9 umbrella  moe/moe.hpp
+ 10 vision    vision/
+ 11 lm        lm/ (tokenizers and their Unicode layer; may include moe/core and moe/io only)
+ 12 lm model  lm/decoder/, lm/decoder.hpp, lm/lm.hpp (the decoder runtime: any floor below)
+ 13 rs        rs/
 Usage: check_floors.py [INCLUDE_DIR]   (default: include/ beside this script's repository)
 Exit 0 when every include goes down or sideways, 1 with one line per violation otherwise.
 """
@@ -25,11 +26,15 @@ import sys
 FLOORS = [("core", ["moe/core/", "moe/core.hpp"]), ("backend", ["moe/backend/", "moe/backend.hpp"]),
           ("router", ["moe/router/", "moe/router.hpp"]), ("expert", ["moe/expert/", "moe/expert.hpp"]),
           ("layer", ["moe/layer/", "moe/layer.hpp"]), ("io", ["moe/io/", "moe/io.hpp"]),
-          ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]), ("umbrella", ["moe/moe.hpp"]),
+          ("loaders", ["moe/loaders/", "moe/loaders.hpp"]), ("prune", ["moe/prune/", "moe/prune.hpp"]),
+          ("dist", ["moe/dist/", "moe/dist.hpp"]), ("umbrella", ["moe/moe.hpp"]),
           ("vision", ["vision/"]), ("lm", ["lm/"]),
           ("lm model", ["lm/decoder/", "lm/decoder.hpp", "lm/lm.hpp"]), ("rs", ["rs/"])]
 # Floors that may include only some of the floors below them: {floor: allowed lower folders}.
 ONLY = {"lm": ["moe/core/", "moe/core.hpp", "moe/io/", "moe/io.hpp", "lm/"]}
+# Floors that must not include some lower folders: {floor: forbidden folders}. The umbrella stays
+# free of MPI (moe/dist/ includes <mpi.h>).
+NOT = {"umbrella": ["moe/dist/", "moe/dist.hpp"]}
 
 
 def floor_of(rel):
@@ -75,6 +80,10 @@ def main():
                             target == p or (p.endswith("/") and target.startswith(p)) for p in allowed):
                         bad.append("%s:%d: %s (floor %s) includes %s: floor %s may include only %s" % (
                             rel, lineno, rel, FLOORS[fl][0], target, FLOORS[fl][0], ", ".join(allowed)))
+                    banned = NOT.get(FLOORS[fl][0], [])
+                    if any(target == p or (p.endswith("/") and target.startswith(p)) for p in banned):
+                        bad.append("%s:%d: %s (floor %s) includes %s: floor %s must not include %s" % (
+                            rel, lineno, rel, FLOORS[fl][0], target, FLOORS[fl][0], ", ".join(banned)))
     for u in unknown:
         bad.append("%s: on no floor: place it in one of the floors' folders (tools/check_floors.py)" % u)
     for b in bad:

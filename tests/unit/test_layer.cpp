@@ -340,4 +340,61 @@ TEST_CASE("a minimal ExpertSet and Router work in MoELayer, SharedExperts and Hi
     }
 }
 
+TEST_CASE("loaders: a list of expert ids loads those experts only, in that order, read in place", "[layer][loaders]") {
+    // Four GLU experts and four GELU MLP experts with biases under Hugging Face-style names.
+    const index_t E = 4, d = 8, F = 12;
+    const auto glu = GluExperts<Silu>::random(E, d, F, 5);
+    const auto mlp = MlpExperts<Gelu>::random(E, d, F, 9);
+    io::SafetensorsWriter w;
+    std::vector<Tensor> keep;
+    auto add = [&](const std::string& name, const float* p, index_t rows, index_t cols) {
+        keep.push_back(Tensor::copy_of(TensorView(p, DType::f32, cols ? Shape{rows, cols} : Shape{rows})));
+        w.add(name, keep.back().view());
+    };
+    keep.reserve(64);
+    for (index_t e = 0; e < E; ++e) {
+        const std::string g = "moe.experts." + std::to_string(e), m = "mlp.experts." + std::to_string(e);
+        add(g + ".w1.weight", glu.gate().weight(e).data, F, d);
+        add(g + ".w3.weight", glu.up().weight(e).data, F, d);
+        add(g + ".w2.weight", glu.down().weight(e).data, d, F);
+        add(m + ".fc1.weight", mlp.fc1().weight(e).data, F, d);
+        add(m + ".fc1.bias", mlp.fc1().bias(e), F, 0);
+        add(m + ".fc2.weight", mlp.fc2().weight(e).data, d, F);
+        add(m + ".fc2.bias", mlp.fc2().bias(e), d, 0);
+    }
+    const auto f = io::SafetensorsFile::from_buffer(w.to_bytes(), "ckpt");
+    const std::vector<index_t> ids{3, 1};
+    const auto g2 = loaders::glu_experts<float>(f, "moe.experts.", std::span<const index_t>(ids), d, ".w1.weight",
+                                                ".w3.weight", ".w2.weight");
+    const auto m2 = loaders::gelu_mlp_experts<float>(f, "mlp.experts.", std::span<const index_t>(ids), d);
+    REQUIRE(g2.num_experts() == 2);
+    REQUIRE(m2.num_experts() == 2);
+    // Local expert i is checkpoint expert ids[i], its weights the file's bytes in place.
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const std::string g = "moe.experts." + std::to_string(ids[i]);
+        CHECK(static_cast<const void*>(g2.gate().weight(static_cast<index_t>(i)).data) == f.get(g + ".w1.weight").raw());
+        CHECK(static_cast<const void*>(g2.down().weight(static_cast<index_t>(i)).data) == f.get(g + ".w2.weight").raw());
+    }
+    // ... and it computes what the whole set's experts 3 and 1 compute.
+    const index_t T = 5;
+    const auto x = randn(static_cast<std::size_t>(T * d), 3);
+    std::vector<float> a(x.size()), b(x.size());
+    ExpertScratch s1, s2;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        glu.expert_forward(ids[i], {x.data(), T, d}, {a.data(), T, d}, s1);
+        g2.expert_forward(static_cast<index_t>(i), {x.data(), T, d}, {b.data(), T, d}, s2);
+        CHECK(a == b);
+        mlp.expert_forward(ids[i], {x.data(), T, d}, {a.data(), T, d}, s1);
+        m2.expert_forward(static_cast<index_t>(i), {x.data(), T, d}, {b.data(), T, d}, s2);
+        CHECK(a == b);
+    }
+    const std::vector<index_t> none;
+    CHECK_THROWS_WITH(loaders::glu_experts<float>(f, "moe.experts.", std::span<const index_t>(none), d, ".w1.weight",
+                                                  ".w3.weight", ".w2.weight"),
+                      Catch::Contains("no experts to load"));
+    const std::vector<index_t> missing{1, 7};
+    CHECK_THROWS_WITH(loaders::gelu_mlp_experts<float>(f, "mlp.experts.", std::span<const index_t>(missing), d),
+                      Catch::Contains("mlp.experts.7.fc1.weight"));
+}
+
 }  // namespace moe_test_layer

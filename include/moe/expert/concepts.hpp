@@ -3,6 +3,10 @@
 //   ExpertSet<X>          what RoutedGroup, MoELayer, SharedExperts and HierarchicalMoE require
 //   ThreadedExpertSet<X>  optional: forward(x, plan, out, combine, exec) (used when present)
 //   ScratchSharing<X>     optional: share_scratch(other) (used by the layers' share_scratch)
+//   GroupedExpertSet<X>   optional: expert_forward(e, x, y, scratch), one expert over a block of
+//                         rows (grouped execution; what moe::dist::ExpertParallel runs locally)
+//   CollectiveExpertSet<X> optional: forward is a collective over processes (moe/dist/), so a
+//                         group calls it even when a call brings it no tokens (RoutedGroup::clear)
 //
 // The layers use an optional capability only through these concepts (`if constexpr`), so a
 // container with exactly ExpertSet's members works everywhere an ExpertSet is accepted.
@@ -62,5 +66,28 @@ concept ThreadedExpertSet = ExpertSet<X> && requires(X& x, ConstMatrixRef<float>
 ///    at the same time); results do not change, and neither object's weights are touched.
 template <class X>
 concept ScratchSharing = requires(X& a, X& b) { a.share_scratch(b); };
+
+/// An ExpertSet whose experts run one at a time over blocks of rows (grouped_compute,
+/// moe/expert/grouped.hpp): MlpExperts, GluExperts. Optional.
+///
+/// Promises:
+///  * expert_forward(e, x, y, scratch) sets y [n, d] to expert e (0 <= e < num_experts())
+///    applied to every row of x [n, d], using only `scratch` for buffers (so blocks may run on
+///    several threads with one scratch each); a row's result depends only on e, the block's rows
+///    and their order.
+template <class X>
+concept GroupedExpertSet = ExpertSet<X> && requires(const X& cx, index_t e, ConstMatrixRef<float> in,
+                                                    MatrixRef<float> out, ExpertScratch& scratch) {
+    cx.expert_forward(e, in, out, scratch);
+};
+
+/// An ExpertSet whose forward is a collective operation over several processes (expert
+/// parallelism, moe/dist/expert_parallel.hpp): every process must call it, in the same order,
+/// even with no tokens. Optional: RoutedGroup::clear() (a group a call does not reach, such as
+/// an absent modality of HierarchicalMoE) runs it over zero tokens when X has it.
+///
+/// Promises: X::collective_forward is true; forward over a 0-token plan changes no output.
+template <class X>
+concept CollectiveExpertSet = ExpertSet<X> && requires { requires X::collective_forward; };
 
 }  // namespace moe

@@ -1,14 +1,17 @@
 // moe/expert/grouped.hpp - grouped execution of experts over a RoutingPlan.
 //
 //   1. permute: xp[s] = x[slot_to_token[s]] so that each expert's tokens are one contiguous block
-//   2. compute: every non-empty expert runs its FFN over its block (one GEMM per weight when
-//      single-threaded; with several threads large blocks are split in row tiles so that all
-//      threads have work), writing yp[s]
-//   3. combine: out[t] (+)= sum_j weight(t, j) * yp[token_to_slot(t, j)] over kept choices
+//   2. compute (grouped_compute): every non-empty expert runs its FFN over its block (one GEMM
+//      per weight when single-threaded; with several threads large blocks are split in row tiles
+//      so that all threads have work), writing yp[s]
+//   3. combine (grouped_combine): out[t] (+)= sum_j weight(t, j) * yp[token_to_slot(t, j)] over
+//      kept choices
 //
 // Each step is parallel (moe::parallel_chunks) over independent rows or row tiles, so the result
 // does not depend on the thread count. Any type with `expert_forward(e, x_block, y_block,
-// scratch)` can use it.
+// scratch)` can use it. grouped_forward runs the three steps in one process; expert parallelism
+// (moe/dist/expert_parallel.hpp) runs steps 2 and 3 with the rows sent to other processes
+// between them, so both compute the same values.
 #pragma once
 
 #include "moe/core/simd_diagnostics.hpp"
@@ -16,6 +19,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 
 #include <algorithm>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "moe/backend/cpu/arch.hpp"
@@ -66,31 +70,19 @@ namespace detail {
 inline constexpr index_t kGroupedRowsPerTask = 64;
 }  // namespace detail
 
-/// Runs `experts.expert_forward` over the plan's blocks and combines the weighted outputs.
-template <class X>
-inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
-                            Combine combine, GroupedWorkspace& ws, const Exec& ex) {
-    const char* where = "moe::grouped_forward";
+/// Step 2 of grouped execution: for every block b, expert `expert_of(b)` over rows
+/// `offsets[b] .. offsets[b+1]-1` of xp ([offsets.back(), d]) into the same rows of yp. The
+/// blocks of grouped_forward are the plan's experts (expert_of(b) = b); expert parallelism
+/// (moe/dist/) runs one block per (source rank, local expert). A row's result depends only on
+/// its block (its rows and their order), never on the thread count.
+template <class X, class ExpertOf>
+inline void grouped_compute(const X& experts, std::span<const std::int32_t> offsets, ExpertOf expert_of,
+                            const float* xp, float* yp, GroupedWorkspace& ws, const Exec& ex) {
     const index_t d = experts.hidden_size();
-    check<ShapeError>(x.cols == d, where, "input has ", x.cols, " features, the experts take ", d);
-    check<ShapeError>(out.rows == x.rows && out.cols == d, where, "output is [", out.rows, ", ", out.cols,
-                      "], expected [", x.rows, ", ", d, "]");
-    check<ShapeError>(plan.num_tokens == x.rows, where, "plan routes ", plan.num_tokens, " tokens, input has ", x.rows);
-    check<ShapeError>(plan.num_experts == experts.num_experts(), where, "plan is for ", plan.num_experts,
-                      " experts, the container holds ", experts.num_experts());
-    const index_t S = plan.num_slots(), T = x.rows, k = plan.k;
-    float* xp = ws.xp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
-    float* yp = ws.yp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
+    const auto blocks = static_cast<index_t>(offsets.empty() ? 0 : offsets.size() - 1);
+    const index_t S = blocks == 0 ? 0 : offsets.back();
     const int threads = ex.threads();
-
-    // 1. permute
-    const auto permute_row = [&](index_t s) {
-        std::memcpy(xp + s * d, x.row(plan.slot_to_token[static_cast<std::size_t>(s)]),
-                    static_cast<std::size_t>(d) * sizeof(float));
-    };
-    parallel_for(ex, S, permute_row, detail::kGroupedRowsPerTask);
-
-    // 2. compute: work items are (expert, first row, row count), one task each
+    // Work items are (expert, first row, row count), one task each.
     struct Item {
         index_t e, r0, n;
     };
@@ -101,13 +93,15 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
     // it, as 1-4 rows of 16-bit weights take the small-M kernel (another summation order) and an
     // expert's rows must take it only when the expert has no more.
     if (threads > 1) tile = (std::max<index_t>(32, (S + 2 * threads - 1) / (2 * threads)) + 15) / 16 * 16;
-    for (index_t e = 0; e < plan.num_experts; ++e)
-        for (index_t r = plan.begin(e); r < plan.end(e);) {
-            const index_t left = plan.end(e) - r;
+    for (index_t b = 0; b < blocks; ++b) {
+        const index_t end = offsets[static_cast<std::size_t>(b) + 1];
+        for (index_t r = offsets[static_cast<std::size_t>(b)]; r < end;) {
+            const index_t left = end - r;
             const index_t n = left <= tile + cpu::kSmallMRows ? left : tile;
-            items.push_back({e, r, n});
+            items.push_back({static_cast<index_t>(expert_of(b)), r, n});
             r += n;
         }
+    }
     const auto run = [&](const Item& it, ExpertScratch& scratch) {
         experts.expert_forward(it.e, ConstMatrixRef<float>(xp + it.r0 * d, it.n, d),
                                MatrixRef<float>(yp + it.r0 * d, it.n, d), scratch);
@@ -118,8 +112,13 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
     parallel_chunks(ex, n_items, 1, [&](index_t b, index_t e, int w) {
         for (index_t i = b; i < e; ++i) run(items[static_cast<std::size_t>(i)], ws.workers[static_cast<std::size_t>(w)]);
     });
+}
 
-    // 3. combine, in choice order j = 0 .. k-1 for every token
+/// Step 3 of grouped execution: out[t] (=, or +=) sum over t's kept choices j, in choice order
+/// j = 0 .. k-1, of plan.weights[t, j] * yp[token_to_slot(t, j)] (yp: [plan.num_slots(), d]).
+inline void grouped_combine(const RoutingPlan& plan, const float* yp, MatrixRef<float> out, Combine combine,
+                            const Exec& ex) {
+    const index_t d = out.cols, k = plan.k;
     const auto combine_row = [&](index_t t) {
         float* o = out.row(t);
         if (combine == Combine::overwrite) std::fill(o, o + d, 0.0f);
@@ -143,7 +142,41 @@ inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const Rou
             for (; i < d; ++i) o[i] = cpu::madd(w, y[i], o[i]);
         }
     };
-    parallel_for(ex, T, combine_row, detail::kGroupedRowsPerTask);
+    parallel_for(ex, out.rows, combine_row, detail::kGroupedRowsPerTask);
+}
+
+/// Checks that x, out and the plan fit an expert set of E experts taking d features
+/// (ShapeError naming `where` otherwise).
+inline void check_grouped_shapes(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out, index_t E,
+                                 index_t d, const char* where) {
+    check<ShapeError>(x.cols == d, where, "input has ", x.cols, " features, the experts take ", d);
+    check<ShapeError>(out.rows == x.rows && out.cols == d, where, "output is [", out.rows, ", ", out.cols,
+                      "], expected [", x.rows, ", ", d, "]");
+    check<ShapeError>(plan.num_tokens == x.rows, where, "plan routes ", plan.num_tokens, " tokens, input has ", x.rows);
+    check<ShapeError>(plan.num_experts == E, where, "plan is for ", plan.num_experts, " experts, the container holds ",
+                      E);
+}
+
+/// Runs `experts.expert_forward` over the plan's blocks and combines the weighted outputs.
+template <class X>
+inline void grouped_forward(const X& experts, ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
+                            Combine combine, GroupedWorkspace& ws, const Exec& ex) {
+    const index_t d = experts.hidden_size();
+    check_grouped_shapes(x, plan, out, experts.num_experts(), d, "moe::grouped_forward");
+    const index_t S = plan.num_slots();
+    float* xp = ws.xp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
+    float* yp = ws.yp.get(static_cast<std::size_t>(std::max<index_t>(S * d, 1)));
+
+    // 1. permute
+    const auto permute_row = [&](index_t s) {
+        std::memcpy(xp + s * d, x.row(plan.slot_to_token[static_cast<std::size_t>(s)]),
+                    static_cast<std::size_t>(d) * sizeof(float));
+    };
+    parallel_for(ex, S, permute_row, detail::kGroupedRowsPerTask);
+    // 2. compute, one block per expert
+    grouped_compute(experts, plan.offsets, [](index_t e) { return e; }, xp, yp, ws, ex);
+    // 3. combine, in choice order j = 0 .. k-1 for every token
+    grouped_combine(plan, yp, out, combine, ex);
 }
 
 }  // namespace moe

@@ -75,13 +75,24 @@ public:
 
     /// Records a call without tokens: plan() becomes the empty plan (0 tokens, E experts, k =
     /// the router's k when it has one (TopKRouterLike), else 1) and the loss 0. For a group that
-    /// a batch does not reach (a modality absent from it).
+    /// a batch does not reach (a modality absent from it). Experts whose forward is a collective
+    /// (CollectiveExpertSet: expert parallelism) run it over zero tokens, so that the other
+    /// processes, whose batches may reach the group, are served.
     void clear() {
         index_t k = 1;
         if constexpr (TopKRouterLike<R>) k = router_.k();
         plan_.reset(0, num_experts(), k);
         plan_.finalize();
         loss_ = 0.0;
+        if constexpr (CollectiveExpertSet<X>) {
+            const index_t d = hidden_size();
+            const ConstMatrixRef<float> none_in(nullptr, 0, d);
+            const MatrixRef<float> none_out(nullptr, 0, d);
+            if constexpr (ThreadedExpertSet<X>)
+                experts_.forward(none_in, plan_, none_out, Combine::add, exec_);
+            else
+                experts_.forward(none_in, plan_, none_out, Combine::add);
+        }
     }
 
     /// The plan of the last forward (or clear) call.
