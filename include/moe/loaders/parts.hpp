@@ -61,6 +61,7 @@ LinearStack<W> linear_stack(const SafetensorsFile& f, index_t E, index_t out, in
     ws.reserve(static_cast<std::size_t>(E));
     for (index_t i = 0; i < E; ++i) {
         ws.push_back(name(i));
+        (void)io::linear_matrix(f, ws.back());  // a missing weight is named before its bias
         const std::string b = bias(i);
         if (!b.empty()) bs.push_back(io::tensor(f, b, {out}));
     }
