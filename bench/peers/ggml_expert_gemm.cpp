@@ -19,6 +19,7 @@
 //                                             weights on 4 rows: the quantisation error)
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "peer_common.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -32,38 +33,15 @@
 
 namespace {
 
+using moe_peers::measure;
+using moe_peers::Options;
+
 struct Shape {
   int64_t M, K, N;
 };
 // bench_gemm's gemm/expert shapes: the full RingMoE's experts (stages 0, 2, 3) and Mixtral-8x7B's.
 constexpr Shape kShapes[] = {{288, 448, 1792}, {288, 1792, 448}, {40, 1792, 7168}, {40, 7168, 1792},
                              {10, 3584, 14336}, {16, 4096, 14336}, {128, 4096, 14336}, {128, 14336, 4096}};
-
-struct Options {
-  std::vector<std::string> w{"q8_0", "bf16", "f32"};
-  std::vector<int> threads{1};
-  int reps = 5;
-  double min_time = 0.5;
-};
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-template <class F>
-void measure(F&& compute, int reps, double min_time, double& median) {
-  compute();
-  double t0 = now();
-  compute();
-  const double one = now() - t0;
-  const int inner = std::max(1, static_cast<int>(min_time / std::max(one, 1e-9)));
-  std::vector<double> times;
-  for (int r = 0; r < reps; ++r) {
-    t0 = now();
-    for (int i = 0; i < inner; ++i) compute();
-    times.push_back((now() - t0) / inner);
-  }
-  std::sort(times.begin(), times.end());
-  median = times.size() % 2 ? times[times.size() / 2] : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
-}
 
 void run(const Shape& s, const std::string& wname, const Options& opt) {
   const ggml_type wt = wname == "q8_0" ? GGML_TYPE_Q8_0 : wname == "bf16" ? GGML_TYPE_BF16 : GGML_TYPE_F32;
@@ -102,8 +80,8 @@ void run(const Shape& s, const std::string& wname, const Options& opt) {
         maxdiff = std::max(maxdiff, std::abs(got - r));
         maxref = std::max(maxref, std::abs(r));
       }
-    double med = 0;
-    measure([&] { ggml_graph_compute(g, &plan); }, opt.reps, opt.min_time, med);
+    double med = 0, best = 0;
+    measure([&] { ggml_graph_compute(g, &plan); }, opt.reps, opt.min_time, med, best);
     std::printf("{\"name\": \"gemm/expert/ggml-%s/M:%lld/K:%lld/N:%lld\", \"impl\": \"ggml\", \"w\": \"%s\", "
                 "\"threads\": %d, \"time_ms\": %.4f, \"GFLOP/s\": %.2f, \"reps\": %d, \"max_rel_err\": %.3g}\n",
                 wname.c_str(), (long long)s.M, (long long)s.K, (long long)s.N, wname.c_str(), nth, med * 1e3,
@@ -117,27 +95,9 @@ void run(const Shape& s, const std::string& wname, const Options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options opt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto list = [&](auto parse) {
-      for (; i + 1 < argc && argv[i + 1][0] != '-'; ++i) parse(std::string(argv[i + 1]));
-    };
-    if (a == "--threads") {
-      opt.threads.clear();
-      list([&](const std::string& v) { opt.threads.push_back(std::stoi(v)); });
-    } else if (a == "--w") {
-      opt.w.clear();
-      list([&](const std::string& v) { opt.w.push_back(v); });
-    } else if (a == "--reps" && i + 1 < argc) {
-      opt.reps = std::stoi(argv[++i]);
-    } else if (a == "--min-time" && i + 1 < argc) {
-      opt.min_time = std::stod(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--w q8_0 bf16 f32] [--threads N...] [--reps R] [--min-time S]\n", argv[0]);
-      return 2;
-    }
-  }
+  Options opt{{1}, {"q8_0", "bf16", "f32"}};
+  if (!moe_peers::parse_options(argc, argv, opt, "[--w q8_0 bf16 f32] [--threads N...] [--reps R] [--min-time S]"))
+    return 2;
   for (const auto& w : opt.w)
     if (w != "q8_0" && w != "bf16" && w != "f32") {
       std::fprintf(stderr, "unknown --w %s (q8_0, bf16, f32)\n", w.c_str());

@@ -31,6 +31,7 @@
 // on 16 tokens (a check that the graph computes the layer).
 #include "ggml-cpu.h"
 #include "ggml.h"
+#include "peer_common.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -44,16 +45,10 @@
 
 namespace {
 
+using moe_peers::measure;
+using moe_peers::Options;
+
 constexpr int T = 512, D = 768, FF = 3072, E = 8, K = 2;
-
-struct Options {
-  std::vector<int> threads{1, 2};
-  std::vector<std::string> w{"f32", "bf16"};
-  int reps = 5;
-  double min_time = 0.5;
-};
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 void fill(ggml_tensor* t, const std::vector<float>& v) {
   if (t->type == GGML_TYPE_F32) {
@@ -70,26 +65,6 @@ std::vector<float> randu(size_t n, float scale, std::mt19937& rng) {
   std::vector<float> v(n);
   for (auto& x : v) x = u(rng);
   return v;
-}
-
-// Median and best seconds per call of compute() (warm-up included).
-template <class F>
-void measure(F&& compute, int reps, double min_time, double& median, double& best) {
-  compute();
-  double t0 = now();
-  compute();
-  double one = now() - t0;
-  int inner = std::max(1, static_cast<int>(min_time / std::max(one, 1e-9)));
-  std::vector<double> times;
-  for (int r = 0; r < reps; ++r) {
-    t0 = now();
-    for (int i = 0; i < inner; ++i) compute();
-    times.push_back((now() - t0) / inner);
-  }
-  std::sort(times.begin(), times.end());
-  median = times.size() % 2 ? times[times.size() / 2]
-                            : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
-  best = times.front();
 }
 
 // out = sum_k weights[k] * experts[:, k, :] over the views of a [d, k, T] tensor (llama.cpp's
@@ -238,27 +213,9 @@ void run(const std::string& wname, const Options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options opt;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto list = [&](auto parse) {
-      for (; i + 1 < argc && argv[i + 1][0] != '-'; ++i) parse(std::string(argv[i + 1]));
-    };
-    if (a == "--threads") {
-      opt.threads.clear();
-      list([&](const std::string& s) { opt.threads.push_back(std::stoi(s)); });
-    } else if (a == "--w") {
-      opt.w.clear();
-      list([&](const std::string& s) { opt.w.push_back(s); });
-    } else if (a == "--reps" && i + 1 < argc) {
-      opt.reps = std::stoi(argv[++i]);
-    } else if (a == "--min-time" && i + 1 < argc) {
-      opt.min_time = std::stod(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: %s [--threads N...] [--w f32 bf16] [--reps R] [--min-time S]\n", argv[0]);
-      return 2;
-    }
-  }
+  Options opt{{1, 2}, {"f32", "bf16"}};
+  if (!moe_peers::parse_options(argc, argv, opt, "[--threads N...] [--w f32 bf16] [--reps R] [--min-time S]"))
+    return 2;
   ggml_cpu_init();
   for (const auto& w : opt.w) {
     if (w != "f32" && w != "bf16") {
