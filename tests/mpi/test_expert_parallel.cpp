@@ -266,6 +266,20 @@ TEST_CASE("ExpertParallel in RingMoE's HierarchicalMoE equals the single-process
 
 // --- a Mixtral checkpoint: one block, and a two-layer decoder --------------------------------
 
+/// A checkpoint of random fp32 tensors: each add() draws values(numel, seed++) * scale (the
+/// writer copies them at once).
+struct RandomTensors {
+    io::SafetensorsWriter w;
+    std::uint64_t seed = 1;
+    void add(const std::string& name, const Shape& shape, float scale) {
+        Tensor t(DType::f32, shape);
+        const auto v = values(static_cast<std::size_t>(t.numel()), seed++);
+        float* p = t.data<float>();
+        for (std::size_t i = 0; i < v.size(); ++i) p[i] = v[i] * scale;
+        w.add(name, t.view());
+    }
+};
+
 struct TinyMixtral {
     index_t H = 32, F = 40, E = 8, k = 2, V = 64, L = 2, heads = 4, kv = 2;
 };
@@ -273,19 +287,10 @@ struct TinyMixtral {
 /// Writes model.safetensors and config.json of a random Mixtral into dir (rank 0 only).
 void write_mixtral(const std::filesystem::path& dir, const TinyMixtral& m) {
     std::filesystem::create_directories(dir);
-    io::SafetensorsWriter w;
-    std::vector<Tensor> keep;
-    std::uint64_t seed = 1;
-    auto add = [&](const std::string& name, Shape shape, float scale = 0.3f) {
-        Tensor t(DType::f32, shape);
-        const auto v = values(static_cast<std::size_t>(t.numel()), seed++);
-        float* p = t.data<float>();
-        for (std::size_t i = 0; i < v.size(); ++i) p[i] = v[i] * scale;
-        keep.push_back(std::move(t));
-        w.add(name, keep.back().view());
-    };
+    RandomTensors rt{{}, 1};
+    io::SafetensorsWriter& w = rt.w;
+    auto add = [&rt](const std::string& name, Shape shape, float scale = 0.3f) { rt.add(name, shape, scale); };
     const index_t hd = m.H / m.heads;
-    keep.reserve(static_cast<std::size_t>(8 + m.L * (7 + 3 * m.E)));
     add("model.embed_tokens.weight", {m.V, m.H}, 1.0f);
     add("model.norm.weight", {m.H}, 1.0f);
     add("lm_head.weight", {m.V, m.H});
@@ -404,18 +409,9 @@ std::filesystem::path shared_qwen2_moe(index_t E) {
     const index_t H = 32, I = 48, Fm = 24, Fs = 40, V = 64, heads = 4, kv = 2, hd = H / heads;
     if (rank() == 0) {
         std::filesystem::create_directories(dir);
-        io::SafetensorsWriter w;
-        std::vector<Tensor> keep;
-        keep.reserve(static_cast<std::size_t>(64 + 3 * E));
-        std::uint64_t seed = 900;
-        auto add = [&](const std::string& name, Shape shape, float scale = 0.3f) {
-            Tensor t(DType::f32, shape);
-            const auto v = values(static_cast<std::size_t>(t.numel()), seed++);
-            float* p = t.data<float>();
-            for (std::size_t i = 0; i < v.size(); ++i) p[i] = v[i] * scale;
-            keep.push_back(std::move(t));
-            w.add(name, keep.back().view());
-        };
+        RandomTensors rt{{}, 900};
+        io::SafetensorsWriter& w = rt.w;
+        auto add = [&rt](const std::string& name, Shape shape, float scale = 0.3f) { rt.add(name, shape, scale); };
         add("model.embed_tokens.weight", {V, H}, 1.0f);
         add("model.norm.weight", {H}, 1.0f);
         add("lm_head.weight", {V, H});

@@ -150,6 +150,9 @@ template <> struct dtype_of<std::uint32_t> { static constexpr DType value = DTyp
 template <> struct dtype_of<std::uint64_t> { static constexpr DType value = DType::u64; };
 template <class T> inline constexpr DType dtype_v = dtype_of<std::remove_cv_t<T>>::value;
 
+/// True for the floating-point dtypes moe reads and converts weights from (F32, BF16, F16).
+constexpr bool is_float_dtype(DType t) noexcept { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+
 /// True for the floating-point types a weight may be stored in (f32, bf16, f16).
 template <class T>
 concept WeightType = std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>;

@@ -432,8 +432,7 @@ Tensor copy_as(WeightMatrix<W> w, WeightLayout as) {
 
 /// Converts a floating-point view (f32, bf16, f16; any strides) to a new tensor of dtype `to`.
 inline Tensor convert(const TensorView& v, DType to) {
-    auto is_float = [](DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; };
-    check<DTypeError>(is_float(v.dtype()) && is_float(to), "convert", "only f32, bf16 and f16 convert, not ",
+    check<DTypeError>(is_float_dtype(v.dtype()) && is_float_dtype(to), "convert", "only f32, bf16 and f16 convert, not ",
                       dtype_name(v.dtype()), " -> ", dtype_name(to));
     Tensor src = v.contiguous() ? Tensor() : Tensor::copy_of(v);
     const void* in = v.contiguous() ? v.raw() : src.raw();

@@ -89,7 +89,7 @@ inline index_t require_indexed(const SafetensorsFile& f, const std::string& stem
     return n;
 }
 
-inline bool is_float(DType t) noexcept { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+inline bool is_float(DType t) noexcept { return is_float_dtype(t); }
 
 /// Tensor `name`: NotFoundError when absent, DTypeError unless F32/BF16/F16.
 inline TensorView float_tensor(const SafetensorsFile& f, const std::string& name) {

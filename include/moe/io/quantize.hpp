@@ -109,6 +109,31 @@ cpu::Linear<W> load_stacked_linear(const SafetensorsFile& f, const std::string& 
     return cpu::Linear<W>::from_int8_stacked(q, int8_scales(f, name, q.shape()), bias, f.keep_alive(), name);
 }
 
+/// Adds the int8 weight `name` and its scales "<name>_scale" to `w`, streamed: E matrices of
+/// `out` x `in` (stacked: I8 [E, out, in] and F32 [E, out] or [E, out, in / group]; otherwise E
+/// == 1 and [out, in], [out] or [out, in / group]), matrix e given by quantize(e) (a
+/// cpu::Int8Quantized) when the file is written: once for the bytes, once for the scales (which
+/// the file stores first), so memory stays at one matrix.
+template <class Quantize>
+void add_int8_streamed(SafetensorsWriter& w, const std::string& name, bool stacked, index_t E, index_t out, index_t in,
+                       index_t group, Quantize quantize) {
+    const index_t ng = group == 0 ? 1 : in / group;
+    const Shape qs = stacked ? Shape{E, out, in} : Shape{out, in};
+    const Shape ss = group == 0 ? (stacked ? Shape{E, out} : Shape{out}) : (stacked ? Shape{E, out, ng} : Shape{out, ng});
+    w.add_streamed(name, DType::i8, qs, [quantize, E](const SafetensorsWriter::ByteSink& sink) {
+        for (index_t e = 0; e < E; ++e) {
+            const cpu::Int8Quantized q = quantize(e);
+            sink(q.q.raw(), static_cast<std::size_t>(q.q.nbytes()));
+        }
+    });
+    w.add_streamed(int8_scale_name(name), DType::f32, ss, [quantize, E](const SafetensorsWriter::ByteSink& sink) {
+        for (index_t e = 0; e < E; ++e) {
+            const cpu::Int8Quantized q = quantize(e);
+            sink(q.scale.raw(), static_cast<std::size_t>(q.scale.nbytes()));
+        }
+    });
+}
+
 /// What quantize_checkpoint quantises and how.
 struct QuantizeOptions {
     /// Inputs per scale: 0 (one scale per output channel) or a multiple of 32 dividing every
@@ -169,10 +194,10 @@ inline QuantizeReport quantize_checkpoint(const SafetensorsFile& in, const std::
                     sink(c.raw(), static_cast<std::size_t>(c.nbytes()));
                 });
             } else {
+                // Written from the mapping as it lies (a file's tensors are contiguous): no copy.
                 rep.bytes_out += static_cast<std::uint64_t>(t.nbytes());
                 wr.add_streamed(name, t.dtype(), t.shape(), [t](const SafetensorsWriter::ByteSink& sink) {
-                    const Tensor c = Tensor::copy_of(t);
-                    sink(c.raw(), static_cast<std::size_t>(c.nbytes()));
+                    sink(t.raw(), static_cast<std::size_t>(t.nbytes()));
                 });
             }
             continue;
@@ -189,32 +214,16 @@ inline QuantizeReport quantize_checkpoint(const SafetensorsFile& in, const std::
         check<ConfigError>(cpu::valid_int8_group(opt.group, K), w, "tensor '", name, "': the group of ", opt.group,
                            " inputs does not divide its ", K, " inputs (or is not a multiple of 32)");
         const index_t ng = opt.group == 0 ? 1 : K / opt.group;
-        const Shape qs = t.rank() == 3 ? Shape{E, N, K} : Shape{N, K};
-        const Shape ss = opt.group == 0 ? (t.rank() == 3 ? Shape{E, N} : Shape{N})
-                                        : (t.rank() == 3 ? Shape{E, N, ng} : Shape{N, ng});
         ++rep.quantized;
         rep.bytes_out += static_cast<std::uint64_t>(E * N * K + E * N * ng * 4);
-        // The matrices are quantised when the weight is written, then again (cheaply, by the
-        // same function) for the scales: memory stays at one matrix.
-        auto quantize = [t, io_layout, N, K, group = opt.group, name](index_t e) {
-            const Tensor m = convert(t.rank() == 3 ? t[e] : t, DType::f32);
-            const float* d = m.data<float>();
-            return cpu::quantize_int8(
-                N, K, [&](index_t n, index_t k) { return io_layout ? d[k * N + n] : d[n * K + k]; }, group,
-                name + "[" + std::to_string(e) + "]");
-        };
-        wr.add_streamed(name, DType::i8, qs, [quantize, E](const SafetensorsWriter::ByteSink& sink) {
-            for (index_t e = 0; e < E; ++e) {
-                const cpu::Int8Quantized q = quantize(e);
-                sink(q.q.raw(), static_cast<std::size_t>(q.q.nbytes()));
-            }
-        });
-        wr.add_streamed(int8_scale_name(name), DType::f32, ss, [quantize, E](const SafetensorsWriter::ByteSink& sink) {
-            for (index_t e = 0; e < E; ++e) {
-                const cpu::Int8Quantized q = quantize(e);
-                sink(q.scale.raw(), static_cast<std::size_t>(q.scale.nbytes()));
-            }
-        });
+        add_int8_streamed(wr, name, t.rank() == 3, E, N, K, opt.group,
+                          [t, io_layout, N, K, group = opt.group, name](index_t e) {
+                              const Tensor m = convert(t.rank() == 3 ? t[e] : t, DType::f32);
+                              const float* d = m.data<float>();
+                              return cpu::quantize_int8(
+                                  N, K, [&](index_t n, index_t k) { return io_layout ? d[k * N + n] : d[n * K + k]; },
+                                  group, name + "[" + std::to_string(e) + "]");
+                          });
     }
     wr.write(out);
     return rep;

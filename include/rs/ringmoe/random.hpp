@@ -181,30 +181,17 @@ inline std::vector<TensorSpec> checkpoint_layout(const RingMoeConfig& cfg, const
 namespace detail {
 
 /// An int8 expert weight: spec s describes the float source ([E, in, out] or [in, out], the
-/// generator's indices); written as I8 [E, out, in] and its scales F32 [E, out] (one matrix in
-/// memory at a time; the values are generated and quantised once for each of the two tensors).
+/// generator's indices); written as I8 [E, out, in] and its scales F32 [E, out] by
+/// io::add_int8_streamed (one matrix in memory at a time).
 inline void add_int8(io::SafetensorsWriter& w, TensorSpec s, std::uint64_t seed) {
     const bool stacked = s.shape.size() == 3;
     const index_t E = stacked ? s.shape[0] : 1, in = s.shape[stacked ? 1 : 0], out = s.shape[stacked ? 2 : 1];
-    const Shape qs = stacked ? Shape{E, out, in} : Shape{out, in}, ss = stacked ? Shape{E, out} : Shape{out};
-    auto quantize = [s, seed, in, out](index_t e) {
+    const std::string name = s.name;
+    io::add_int8_streamed(w, name, stacked, E, out, in, 0, [s = std::move(s), seed, in, out](index_t e) {
         std::vector<float> v(static_cast<std::size_t>(in * out));
         rs::detail::fill_values(s, rs::detail::tensor_key(seed, s.name), e * in * out, in * out, v.data());
         return cpu::quantize_int8(
             out, in, [&](index_t n, index_t k) { return v[static_cast<std::size_t>(k * out + n)]; }, 0, s.name);
-    };
-    const std::string name = s.name;
-    w.add_streamed(name, DType::i8, qs, [quantize, E](const io::SafetensorsWriter::ByteSink& sink) {
-        for (index_t e = 0; e < E; ++e) {
-            const cpu::Int8Quantized q = quantize(e);
-            sink(q.q.raw(), static_cast<std::size_t>(q.q.nbytes()));
-        }
-    });
-    w.add_streamed(io::int8_scale_name(name), DType::f32, ss, [quantize, E](const io::SafetensorsWriter::ByteSink& sink) {
-        for (index_t e = 0; e < E; ++e) {
-            const cpu::Int8Quantized q = quantize(e);
-            sink(q.scale.raw(), static_cast<std::size_t>(q.scale.nbytes()));
-        }
     });
 }
 

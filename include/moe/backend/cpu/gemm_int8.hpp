@@ -221,22 +221,20 @@ struct Int8Block<Int8ScalarKernel, MB, NB> {
             for (int j = 0; j < NB; ++j) {
                 const std::int8_t* q = w.q + (n0 + j) * w.ld;
                 const float* s = w.scale + (n0 + j) * ng;
-                float y = 0.0f;
+                float& c = C[i * ldc + n0 + j];
                 if (w.per_channel()) {
                     std::int32_t acc = 0;
                     for (index_t k = 0; k < K; ++k) acc += static_cast<std::int32_t>(a[k]) * q[k];
-                    float& c = C[i * ldc + n0 + j];
                     c = std::fma(static_cast<float>(acc), sa[i] * s[0], c);
-                    continue;
                 } else {
+                    float y = 0.0f;
                     for (index_t g = 0; g < ng; ++g) {
                         std::int32_t acc = 0;
                         for (index_t k = g * G; k < (g + 1) * G; ++k) acc += static_cast<std::int32_t>(a[k]) * q[k];
                         y += static_cast<float>(acc) * s[g];
                     }
+                    c = std::fma(sa[i], y, c);
                 }
-                float& c = C[i * ldc + n0 + j];
-                c = std::fma(sa[i], y, c);
             }
         }
     }

@@ -490,7 +490,7 @@ private:
     template <class T>
     const T* adopt(const TensorView& v, const std::string& name) {
         if (v.dtype() == dtype_v<T> && v.contiguous()) return v.data<T>(name);
-        check<DTypeError>(v.dtype() == DType::f32 || v.dtype() == DType::bf16 || v.dtype() == DType::f16, name,
+        check<DTypeError>(is_float_dtype(v.dtype()), name,
                           "weights must be F32, BF16 or F16, found ", dtype_name(v.dtype()));
         auto t = std::make_shared<Tensor>(convert(v, dtype_v<T>));
         const Tensor& ct = *t;
@@ -537,7 +537,7 @@ private:
             return;
         }
         if constexpr (kInt8) {
-            check<DTypeError>(io_float(v.dtype()), name, "weights must be F32, BF16 or F16 (or I8 with scales), found ",
+            check<DTypeError>(is_float_dtype(v.dtype()), name, "weights must be F32, BF16 or F16 (or I8 with scales), found ",
                               dtype_name(v.dtype()));
             const Tensor f = convert(v, DType::f32);
             const bool oi = layout_ == WeightLayout::out_in;
@@ -553,10 +553,6 @@ private:
         } else {
             weight_.push_back(adopt<W>(v, name));
         }
-    }
-
-    static constexpr bool io_float(DType t) noexcept {
-        return t == DType::f32 || t == DType::bf16 || t == DType::f16;
     }
 
     // Every matrix of one Linear has one group size.
