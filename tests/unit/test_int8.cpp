@@ -130,6 +130,11 @@ void check_kernel_shapes() {
     for (index_t M : {1, 2, 3, 4, 5, 7, 9, 13})
         for (index_t N : {1, 3, 4, 9, 33, 50})
             for (index_t K : {1, 31, 64, 100, 130, 257}) check_kernel<Kernel>(M, N, K, 0, seed++);
+    // Every split of the VNNI panel path's blocks of at most 8 rows (16: 8 + 8, 17: 6 + 6 + 5, 24,
+    // 41: 7 x 5 + 6).
+    for (index_t M : {8, 16, 17, 24, 41})
+        for (index_t N : {17, 64})
+            for (index_t K : {64, 257}) check_kernel<Kernel>(M, N, K, 0, seed++);
     for (index_t M : {1, 3, 6})
         for (index_t N : {2, 5})
             for (auto [K, G] : {std::pair<index_t, index_t>{32, 32}, {96, 32}, {160, 32}, {128, 64}, {192, 64}, {384, 128}})
@@ -192,6 +197,53 @@ TEST_CASE("int8 activations: per-token scales, the 128 offset of the VNNI kernel
     REQUIRE(std::isnan(sa[1]));
     REQUIRE(std::isnan(sb[1]));
     REQUIRE(std::isfinite(sa[2]));
+}
+
+TEST_CASE("int8 activations: every row length, ties to even, zero, NaN and infinity anywhere", "[int8]") {
+    // Rows: 2 random; ties (max |x| = 127, so x * 127 / max = x: +-(j + 0.5) round to the even
+    // neighbour); all zero; NaN in the last column (the vector paths' masked tail); +infinity
+    // first; -infinity last; a tiny but normal scale.
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    for (index_t K : {1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70, 130, 257}) {
+        INFO("K " << K);
+        const index_t M = 8, ld = cpu::int8_row_bytes(K);
+        auto x = randn(std::size_t(M * K), unsigned(K), 3.0f);
+        for (index_t k = 0; k < K; ++k) {
+            const float t = float(k % 127) + 0.5f;
+            x[std::size_t(2 * K + k)] = k == 0 ? 127.0f : (k % 2 ? t : -t);
+            x[std::size_t(3 * K + k)] = 0.0f;
+            x[std::size_t(7 * K + k)] *= 1e-30f;
+        }
+        x[std::size_t(4 * K + K - 1)] = nan;
+        x[std::size_t(5 * K)] = inf;
+        x[std::size_t(6 * K + K - 1)] = -inf;
+        std::vector<std::uint8_t> a(std::size_t(M * ld), 0xAB), b(std::size_t(M * ld), 0xAB);
+        std::vector<float> sa(M), sb(M);
+        cpu::quantize_rows_int8<cpu::Int8ScalarKernel>(ConstMatrixRef<float>(x.data(), M, K), a.data(), sa.data());
+        cpu::quantize_rows_int8<cpu::Int8VnniKernel>(ConstMatrixRef<float>(x.data(), M, K), b.data(), sb.data());
+        for (index_t m = 0; m < M; ++m) {
+            INFO("row " << m);
+            const bool bad = m >= 4 && m <= 6;
+            if (bad) {
+                REQUIRE(std::isnan(sa[std::size_t(m)]));
+                REQUIRE(std::isnan(sb[std::size_t(m)]));
+            }
+            const Ref r = bad ? Ref{std::vector<std::int8_t>(std::size_t(K), 0), {}}
+                              : quantize_ref(std::vector<float>(x.begin() + m * K, x.begin() + (m + 1) * K), 1, K, 0);
+            if (!bad) {
+                REQUIRE(sa[std::size_t(m)] == r.s[0]);
+                REQUIRE(sb[std::size_t(m)] == r.s[0]);
+            }
+            for (index_t k = 0; k < ld; ++k) {
+                const int want = k < K ? r.q[std::size_t(k)] : 0;
+                REQUIRE(static_cast<std::int8_t>(a[std::size_t(m * ld + k)]) == want);
+                REQUIRE(int(b[std::size_t(m * ld + k)]) == want + 128);
+            }
+            if (m == 2)  // ties to even: 1.5 -> 2, -2.5 -> -2, 3.5 -> 4
+                for (index_t k = 1; k < std::min<index_t>(K, 4); ++k)
+                    REQUIRE(static_cast<std::int8_t>(a[std::size_t(m * ld + k)]) == (k == 1 ? 2 : k == 2 ? -2 : 4));
+        }
+    }
 }
 
 TEST_CASE("int8 GEMM: every kernel of this build against the integer model", "[int8]") {

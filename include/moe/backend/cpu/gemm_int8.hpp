@@ -177,6 +177,101 @@ constexpr index_t int8_row_bytes(index_t K) noexcept { return (K + 63) / 64 * 64
 template <class Kernel>
 inline constexpr bool kInt8Offset = std::is_same_v<Kernel, Int8VnniKernel>;
 
+namespace detail {
+
+#if !defined(MOE_NO_SIMD) && defined(__AVX2__) && !(defined(__AVX512F__) && defined(__AVX512BW__))
+/// x[k .. min(k + 8, K)) in the first lanes, 0 in the others (nothing read at or past x + K; k
+/// may be K or more).
+MOE_ALWAYS_INLINE __m256 avx2_load_first(const float* x, index_t k, index_t K) noexcept {
+    if (K - k >= 8) return _mm256_loadu_ps(x + k);
+    if (k >= K) return _mm256_setzero_ps();
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(x + k, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(K - k)), lane));
+}
+#endif
+
+/// amax = max |x[k]| over a row; false (amax unspecified) when the row holds NaN or infinity.
+inline bool row_absmax(const float* x, index_t K, float& amax) noexcept {
+#if !defined(MOE_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
+    __m512 mx = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+    for (index_t k = 0; k < K; k += 16) {
+        const __mmask16 mask = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+        const __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, x + k));
+        bad |= _mm512_cmp_ps_mask(v, big, _CMP_NLE_UQ);  // NaN or infinity
+        mx = _mm512_max_ps(mx, v);
+    }
+    amax = _mm512_reduce_max_ps(mx);
+    return bad == 0;
+#elif !defined(MOE_NO_SIMD) && defined(__AVX2__)
+    __m256 mx = _mm256_setzero_ps();
+    int bad = 0;
+    const __m256 big = _mm256_set1_ps(std::numeric_limits<float>::max());
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (index_t k = 0; k < K; k += 8) {
+        const __m256 v = _mm256_and_ps(avx2_load_first(x, k, K), magnitude);
+        bad |= _mm256_movemask_ps(_mm256_cmp_ps(v, big, _CMP_NLE_UQ));
+        mx = _mm256_max_ps(mx, v);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 0x55)));
+    return bad == 0;
+#else
+    float a = 0.0f;
+    bool finite = true;
+    for (index_t k = 0; k < K; ++k) {
+        const float v = std::fabs(x[k]);
+        finite = finite && v <= std::numeric_limits<float>::max();
+        a = std::max(a, v);
+    }
+    amax = a;
+    return finite;
+#endif
+}
+
+/// d[k] = byte(int8_round(x[k], inv)) ^ zero for k < K, zero up to ld (a multiple of 64).
+inline void quantize_row(const float* x, index_t K, index_t ld, float inv, std::uint8_t zero,
+                         std::uint8_t* d) noexcept {
+#if !defined(MOE_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__)
+    // The same operations as int8_round, 16 lanes at a time: the product, rounding in the
+    // current mode (nearbyint's), the clamp, an exact conversion; masked-off lanes give 0.
+    const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    const __m128i z = _mm_set1_epi8(static_cast<char>(zero));
+    for (index_t k = 0; k < ld; k += 16) {
+        const __mmask16 mask =
+            K - k >= 16 ? __mmask16(0xffff) : (K > k ? __mmask16((1u << (K - k)) - 1) : __mmask16(0));
+        const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + std::min(k, K)), vinv),
+                                              _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC);
+        const __m128i b = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(d + k), _mm_xor_si128(b, z));
+    }
+#elif !defined(MOE_NO_SIMD) && defined(__AVX2__)
+    const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    const __m256i z = _mm256_set1_epi8(static_cast<char>(zero)), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (index_t k = 0; k < ld; k += 32) {
+        __m256i i32[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(avx2_load_first(x, k + 8 * j, K), vinv),
+                                             _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC);
+            i32[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        // packs works within 128-bit lanes: bytes come out as 4-word groups of j = 0, 1, 2, 3 per
+        // lane; the permutation restores input order.
+        const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(i32[0], i32[1]), _mm256_packs_epi32(i32[2], i32[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k),
+                            _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), z));
+    }
+#else
+    for (index_t k = 0; k < K; ++k)
+        d[k] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(int8_round(x[k], inv)) ^ zero);
+    std::fill(d + K, d + ld, zero);
+#endif
+}
+
+}  // namespace detail
+
 /// Quantises the rows of A [M, K] per token: dst [M, int8_row_bytes(K)] bytes (qx, or qx + 128
 /// for the VNNI kernel; the padding encodes 0) and scales[M] (max|x| / 127; NaN for a row
 /// holding NaN or infinity, whose bytes are then 0).
@@ -188,19 +283,14 @@ inline void quantize_rows_int8(ConstMatrixRef<float> A, std::uint8_t* dst, float
         const float* x = A.row(m);
         std::uint8_t* d = dst + m * ld;
         float amax = 0.0f;
-        for (index_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));  // NaN: fabs(NaN) loses to amax
-        bool finite = std::isfinite(amax);
-        for (index_t k = 0; k < K && finite; ++k) finite = !std::isnan(x[k]);
-        float inv = 0.0f;
-        if (!finite) {
+        if (!detail::row_absmax(x, K, amax)) {  // NaN or infinity
             scales[m] = std::numeric_limits<float>::quiet_NaN();
             std::fill(d, d + ld, zero);
             continue;
         }
+        float inv = 0.0f;
         detail::int8_scale(amax, scales[m], inv);
-        for (index_t k = 0; k < K; ++k)
-            d[k] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(detail::int8_round(x[k], inv)) ^ zero);
-        std::fill(d + K, d + ld, zero);
+        detail::quantize_row(x, K, ld, inv, zero, d);
     }
 }
 
@@ -241,6 +331,18 @@ struct Int8Block<Int8ScalarKernel, MB, NB> {
 };
 
 #if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/// acc += vpdpbusd(a, w), in place. GCC 12 treats the intrinsic's accumulator as a separate input
+/// and copies every accumulator on every step (eight rows of two accumulators then spill to the
+/// stack); one instruction in inline assembly keeps them in their registers. Clang's own
+/// intrinsic already does.
+MOE_ALWAYS_INLINE void dpbusd(__m512i& acc, __m512i a, __m512i w) noexcept {
+#if defined(__GNUC__) && !defined(__clang__)
+    asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w));
+#else
+    acc = _mm512_dpbusd_epi32(acc, a, w);
+#endif
+}
+
 template <int MB, int NB>
 struct Int8Block<Int8VnniKernel, MB, NB> {
     static void run(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, index_t n0,
@@ -260,9 +362,11 @@ struct Int8Block<Int8VnniKernel, MB, NB> {
                     b[j] = _mm512_maskz_loadu_epi8(mask, q[j] + k);
                     corr[j] = _mm512_dpbusd_epi32(corr[j], offset, b[j]);
                 }
+#pragma GCC unroll 8
                 for (int i = 0; i < MB; ++i) {
                     const __m512i a = _mm512_loadu_si512(A + i * lda + k);
-                    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, b[j]);
+#pragma GCC unroll 8
+                    for (int j = 0; j < NB; ++j) dpbusd(acc[i][j], a, b[j]);
                 }
             }
             std::int32_t c[NB];
@@ -311,17 +415,6 @@ struct Int8Block<Int8VnniKernel, MB, NB> {
 /// Outputs per packed panel of the VNNI panel kernel (two registers of 16).
 inline constexpr index_t kVnniPanel = 32;
 
-/// sum_k q[k] of one int8 row (vpdpbusd against bytes of 1).
-inline std::int32_t int8_row_sum(const std::int8_t* q, index_t K) noexcept {
-    const __m512i ones = _mm512_set1_epi8(1);
-    __m512i acc = _mm512_setzero_si512();
-    for (index_t k = 0; k < K; k += 64) {
-        const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
-        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(mask, q + k));
-    }
-    return _mm512_reduce_add_epi32(acc);
-}
-
 /// 16 x 16 words: r[j] holds row j's words 0..15; on return r[t] holds word t of rows 0..15.
 MOE_ALWAYS_INLINE void transpose_16x16_words(__m512i r[16]) noexcept {
     __m512i t[16];
@@ -349,13 +442,16 @@ MOE_ALWAYS_INLINE void transpose_16x16_words(__m512i r[16]) noexcept {
 
 /// Packs outputs [n0, n0 + nb) (nb <= 32) of a per-channel matrix for the panel kernel: dst
 /// [ceil(K / 4)][32] words, word (q, j) = bytes q[n0 + j][4q .. 4q + 3] (zero past nb and K), and
-/// corr[j] = 128 * sum_k q[n0 + j, k] (the activations' offset, subtracted exactly). 16 rows x 64
-/// bytes at a time, by a 16 x 16 word transpose.
+/// corr[j] = 128 * sum_k q[n0 + j, k] (the activations' offset, subtracted exactly; 0 past nb).
+/// 16 rows x 64 bytes at a time, by a 16 x 16 word transpose; one pass over the weights.
 inline void pack_vnni_panel(const Int8Matrix& w, index_t n0, index_t nb, std::uint32_t* dst,
                             std::int32_t* corr) noexcept {
     const index_t K = w.in, Kq = (K + 3) / 4;
-    for (index_t j = 0; j < kVnniPanel; ++j) corr[j] = j < nb ? 128 * int8_row_sum(w.q + (n0 + j) * w.ld, K) : 0;
-    for (index_t h = 0; h < 2; ++h)
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (index_t h = 0; h < 2; ++h) {
+        // Lane j of sum: 128 * sum_k q[n0 + 16h + j, k], from the transposed words as they are
+        // stored (each word's 4 bytes against 4 bytes of 128).
+        __m512i sum = _mm512_setzero_si512();
         for (index_t k = 0; k < K; k += 64) {
             const __mmask64 mask = K - k >= 64 ? ~__mmask64{0} : (__mmask64{1} << (K - k)) - 1;
             __m512i r[16];
@@ -365,55 +461,87 @@ inline void pack_vnni_panel(const Int8Matrix& w, index_t n0, index_t nb, std::ui
             }
             transpose_16x16_words(r);
             const index_t q0 = k / 4, qn = std::min<index_t>(16, Kq - q0);
-            for (index_t t = 0; t < qn; ++t) _mm512_storeu_si512(dst + (q0 + t) * kVnniPanel + 16 * h, r[t]);
+            for (index_t t = 0; t < qn; ++t) {
+                _mm512_storeu_si512(dst + (q0 + t) * kVnniPanel + 16 * h, r[t]);
+                dpbusd(sum, offset, r[t]);
+            }
         }
+        _mm512_storeu_si512(corr + 16 * h, sum);
+    }
 }
 
 /// MR rows of offset activations (4 bytes broadcast per step) against one packed panel of 32
 /// outputs: exact int32 sums in 2 x MR registers, then C = fma(float(sum - corr), sa * s, C)
 /// lane by lane (the per-channel definition, the same bits as the row kernels).
 template <int MR>
+MOE_ALWAYS_INLINE void vnni_panel_store(const __m512i (&acc)[MR], index_t n, index_t nb, const float* sa,
+                                        const std::int32_t* corr, const float* scale, float* C, index_t ldc) noexcept {
+    const __mmask16 mask = nb - n >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - n)) - 1);
+    const __m512i cv = _mm512_maskz_loadu_epi32(mask, corr + n);
+    const __m512 sv = _mm512_maskz_loadu_ps(mask, scale + n);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+        float* c = C + i * ldc + n;
+        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], cv)),
+                                         _mm512_mul_ps(_mm512_set1_ps(sa[i]), sv), _mm512_maskz_loadu_ps(mask, c));
+        _mm512_mask_storeu_ps(c, mask, y);
+    }
+}
+
+/// MR rows of offset activations (4 bytes broadcast per step) against one packed panel of 32
+/// outputs: exact int32 sums in 2 x MR registers, then C = fma(float(sum - corr), sa * s, C)
+/// lane by lane (the per-channel definition, the same bits as the row kernels). The two halves'
+/// accumulators are separate arrays, indexed only by constants once unrolled, so that they stay
+/// in registers (16 of them at MR = 8).
+template <int MR>
 inline void vnni_panel_rows(index_t K, const std::uint8_t* A, index_t lda, const float* sa, const std::uint32_t* panel,
                             const std::int32_t* corr, const float* scale, index_t nb, float* C, index_t ldc) noexcept {
     const index_t Kq = (K + 3) / 4;
-    __m512i acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_si512();
+    __m512i acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_si512();
     for (index_t q = 0; q < Kq; ++q) {
         const __m512i w0 = _mm512_loadu_si512(panel + q * kVnniPanel);
         const __m512i w1 = _mm512_loadu_si512(panel + q * kVnniPanel + 16);
+#pragma GCC unroll 8
         for (int i = 0; i < MR; ++i) {
             std::int32_t v;
             std::memcpy(&v, A + i * lda + 4 * q, 4);
             const __m512i a = _mm512_set1_epi32(v);
-            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a, w0);
-            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a, w1);
+            dpbusd(acc0[i], a, w0);
+            dpbusd(acc1[i], a, w1);
         }
     }
-    for (int h = 0; h < 2; ++h) {
-        const index_t n = 16 * h;
-        if (n >= nb) break;
-        const __mmask16 mask = nb - n >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nb - n)) - 1);
-        const __m512i cv = _mm512_maskz_loadu_epi32(mask, corr + n);
-        const __m512 sv = _mm512_maskz_loadu_ps(mask, scale + n);
-        for (int i = 0; i < MR; ++i) {
-            float* c = C + i * ldc + n;
-            const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][h], cv)),
-                                             _mm512_mul_ps(_mm512_set1_ps(sa[i]), sv), _mm512_maskz_loadu_ps(mask, c));
-            _mm512_mask_storeu_ps(c, mask, y);
-        }
-    }
+    vnni_panel_store<MR>(acc0, 0, nb, sa, corr, scale, C, ldc);
+    if (nb > 16) vnni_panel_store<MR>(acc1, 16, nb, sa, corr, scale, C, ldc);
 }
 
-template <int MR>
+/// Rows of the panel kernel's blocks, at most.
+inline constexpr int kVnniPanelRowsMax = 8;
+
+/// Every row against one panel, in blocks of at most kVnniPanelRowsMax rows, split evenly (M = 10:
+/// 5 + 5, not 8 + 2: a block of few rows reads the panel for little work).
 inline void vnni_panel_all_rows(index_t M, index_t K, const std::uint8_t* A, index_t lda, const float* sa,
                                 const std::uint32_t* panel, const std::int32_t* corr, const float* scale, index_t nb,
                                 float* C, index_t ldc) noexcept {
-    index_t m = 0;
-    for (; m + MR <= M; m += MR)
-        vnni_panel_rows<MR>(K, A + m * lda, lda, sa + m, panel, corr, scale, nb, C + m * ldc, ldc);
-    if constexpr (MR > 1)
-        if (m < M)
-            vnni_panel_all_rows<MR - 1>(M - m, K, A + m * lda, lda, sa + m, panel, corr, scale, nb, C + m * ldc, ldc);
+    static_assert(kVnniPanelRowsMax == 8);
+    for (index_t m = 0; m < M;) {
+        const index_t left = M - m, blocks = (left + kVnniPanelRowsMax - 1) / kVnniPanelRowsMax;
+        const index_t mr = (left + blocks - 1) / blocks;
+        const std::uint8_t* a = A + m * lda;
+        float* c = C + m * ldc;
+        switch (mr) {
+            case 1: vnni_panel_rows<1>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 2: vnni_panel_rows<2>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 3: vnni_panel_rows<3>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 4: vnni_panel_rows<4>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 5: vnni_panel_rows<5>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 6: vnni_panel_rows<6>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            case 7: vnni_panel_rows<7>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+            default: vnni_panel_rows<8>(K, a, lda, sa + m, panel, corr, scale, nb, c, ldc); break;
+        }
+        m += mr;
+    }
 }
 #endif
 
@@ -529,7 +657,7 @@ inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float
             for (index_t n0 = 0; n0 < w.out; n0 += detail::kVnniPanel) {
                 const index_t nb = std::min(detail::kVnniPanel, w.out - n0);
                 detail::pack_vnni_panel(w, n0, nb, panel, corr);
-                detail::vnni_panel_all_rows<6>(M, K, A, lda, sa, panel, corr, w.scale + n0, nb, C + n0, ldc);
+                detail::vnni_panel_all_rows(M, K, A, lda, sa, panel, corr, w.scale + n0, nb, C + n0, ldc);
             }
             return;
         }
