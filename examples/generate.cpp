@@ -57,8 +57,11 @@ constexpr std::string_view kUsage = R"(usage: generate [--model DIR | --config N
   --weights W        the Linears' weights in memory: bf16 (default; fp32 arithmetic on the exact
                      bf16 values, as PyTorch's fp32 matmul on the widened weights), bf16-dot
                      (bf16 arithmetic as PyTorch's bf16 matmuls and llama.cpp's BF16 type do:
-                     activations rounded to bf16, vdpbf16ps where the CPU has it) or f32; a
-                     checkpoint stored in bf16 is read in place (no copy) by bf16 and bf16-dot
+                     activations rounded to bf16, vdpbf16ps where the CPU has it), f32, or int8
+                     (W8A8: int8 weights with a scale per output channel, activations quantised
+                     per token, int32 dot products; docs/scaling.md); a checkpoint stored in
+                     bf16 is read in place (no copy) by bf16 and bf16-dot, one written by
+                     `quantize` by int8 (a float one is quantised at load)
   --kv bf16|f32      the KV cache's type (default f32)
   --ctx N            KV cache positions (default: prompt + N new tokens)
   --json             print one JSON object (prompt ids, generated ids, text, timings) instead
@@ -270,8 +273,8 @@ int main(int argc, char** argv) {
     if (a.prompt && a.ids) bad_usage("give --prompt or --ids, not both");
     if (a.n < 0) bad_usage("-n must be >= 0");
     if (a.threads < 0) bad_usage("--threads must be >= 1");
-    if (a.weights != "bf16" && a.weights != "bf16-dot" && a.weights != "f32")
-        bad_usage("--weights must be bf16, bf16-dot or f32");
+    if (a.weights != "bf16" && a.weights != "bf16-dot" && a.weights != "f32" && a.weights != "int8")
+        bad_usage("--weights must be bf16, bf16-dot, f32 or int8");
     if (a.kv != "bf16" && a.kv != "f32") bad_usage("--kv must be bf16 or f32");
     try {
         a.sampling.validate();
@@ -285,6 +288,8 @@ int main(int argc, char** argv) {
             return a.kv == "bf16" ? run<moe::bf16_dot, moe::bf16>(a, dir, random) : run<moe::bf16_dot, float>(a, dir, random);
         if (a.weights == "bf16")
             return a.kv == "bf16" ? run<moe::bf16, moe::bf16>(a, dir, random) : run<moe::bf16, float>(a, dir, random);
+        if (a.weights == "int8")
+            return a.kv == "bf16" ? run<moe::int8_dot, moe::bf16>(a, dir, random) : run<moe::int8_dot, float>(a, dir, random);
         return a.kv == "bf16" ? run<float, moe::bf16>(a, dir, random) : run<float, float>(a, dir, random);
     } catch (const std::exception& e) {
         std::cout.flush();

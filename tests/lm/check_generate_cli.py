@@ -3,19 +3,25 @@
 fixtures (tools/reference/fixtures_decoder.py) and compares the generated ids with the
 reference's 32 greedy tokens (hf_decoder.greedy: the KV-cache loop of transformers' models).
 
-  check_generate_cli.py GENERATE_EXE FIXTURE_DIR
+  check_generate_cli.py GENERATE_EXE FIXTURE_DIR [QUANTIZE_EXE]
 
 Every case (single-file, sharded, LLaMA-3 rope scaling, Qwen2-MoE, G-MoE with its granularity),
 with --weights f32 and bf16 (the bf16 case's weights are stored bf16: identical ids expected),
 at 1 and 2 threads; the JSON output's fields are checked too. Exit 0 when all match, 1 with the
 first differences otherwise, 77 without the fixtures. Standard library only (reads the fixture
 safetensors header and its I32 tensors directly).
+
+With QUANTIZE_EXE (examples/quantize), each case is also quantised into a temporary folder and
+generated with --weights int8 from it and from the float folder (quantised at load): the same
+quantiser and kernels, so the ids must be identical (they are not compared with the float
+reference's, from which W8A8 may differ).
 """
 import json
 import os
 import struct
 import subprocess
 import sys
+import tempfile
 
 CASES = ["decoder_qwen2", "decoder_qwen2_bf16", "decoder_llama", "decoder_llama3", "decoder_qwen2_moe", "decoder_mixtral",
          "decoder_qwen2_gmoe"]
@@ -69,8 +75,44 @@ def main():
                 if not ok:
                     print("  expected %s\n  got      %s" % (want, out["ids"]))
                     bad += 1
+    if len(sys.argv) > 3:
+        bad += check_int8(exe, sys.argv[3], fixtures)
     print("%d failure(s)" % bad)
     return 1 if bad else 0
+
+
+def check_int8(exe, quantize, fixtures):
+    bad = 0
+    with tempfile.TemporaryDirectory(prefix="moe_generate_int8_") as tmp:
+        for case in CASES:
+            t = read_i32(os.path.join(fixtures, case + ".safetensors"), ["__prompt_0__", "__granularity__"])
+            q = os.path.join(tmp, case)
+            p = subprocess.run([quantize, os.path.join(fixtures, case), q], capture_output=True, timeout=300)
+            if p.returncode != 0 or b"int8:" not in p.stdout:
+                print("FAIL quantize %s: exit %d: %s%s" % (case, p.returncode, p.stdout.decode(errors="replace"),
+                                                          p.stderr.decode(errors="replace")))
+                bad += 1
+                continue
+            extra = ["--granularity", str(t["__granularity__"][0])] if "__granularity__" in t else []
+            ids = {}
+            for model in (os.path.join(fixtures, case), q):
+                for threads in ("1", "2"):
+                    args = [exe, "--model", model, "--ids", ",".join(map(str, t["__prompt_0__"])), "--temp", "0",
+                            "-n", "16", "--weights", "int8", "--threads", threads, "--json", "--ignore-eos"] + extra
+                    r = subprocess.run(args, capture_output=True, timeout=300)
+                    if r.returncode != 0:
+                        print("FAIL %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+                        bad += 1
+                        continue
+                    ids[(model, threads)] = json.loads(r.stdout)["ids"]
+            runs = list(ids.values())
+            ok = len(runs) == 4 and all(len(x) == 16 and x == runs[0] for x in runs)
+            print("%s %-20s weights int8, quantised folder = quantised at load, 1 = 2 threads: %s" % (
+                "ok  " if ok else "FAIL", case, runs[0][:8] if runs else None))
+            if not ok:
+                print("  got %s" % ids)
+                bad += 1
+    return bad
 
 
 if __name__ == "__main__":

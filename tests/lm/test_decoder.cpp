@@ -18,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "lm/decoder.hpp"
 #include "lm/tokenizer.hpp"
 #include "moe/io/json.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/io/safetensors.hpp"
 #include "../parity/fixture_dir.hpp"
 #include "../parity/parity_util.hpp"
@@ -384,6 +386,141 @@ TEST_CASE("decoder parity: bf16 weights borrowed from a bf16 checkpoint", "[.][d
     const Tensor a = m.prefill(c1, 0, p0, -1, LogitRows::all), b = fp.prefill(c2, 0, p0, -1, LogitRows::all);
     CHECK(rel(a, b) < 1e-6);
     CHECK(rel(a, k.fx.get("__logits_0__")) < 1e-4);
+}
+
+namespace {
+
+// A folder under the temp directory, removed with everything in it on exit.
+struct TempDir {
+    std::filesystem::path path;
+    explicit TempDir(const std::string& stem) {
+        std::random_device rd;
+        path = std::filesystem::temp_directory_path() / (stem + std::to_string(rd()) + std::to_string(rd()));
+        std::filesystem::create_directories(path);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+// `src`'s folder quantised into `dst` (config.json copied), as `quantize` does.
+void quantize_folder(const std::filesystem::path& src, const std::filesystem::path& dst, bool whole = false) {
+    std::filesystem::create_directories(dst);
+    io::QuantizeOptions opt;
+    if (whole)  // every float matrix named "...weight", however small (the routers too)
+        opt.select = [](const std::string& n, const TensorView& t) {
+            return t.rank() == 2 && n.size() > 6 && n.compare(n.size() - 6, 6, "weight") == 0;
+        };
+    else
+        opt.select = [](const std::string& n, const TensorView& t) { return lm::int8_linear_weight(n) && t.rank() == 2; };
+    io::quantize_checkpoint(io::open_weights(src), dst / "model.safetensors", opt);
+    std::filesystem::copy_file(src / "config.json", dst / "config.json");
+}
+
+// `src`'s folder with every int8 weight replaced by its float values (scale * q) and the scales
+// dropped: the float model an int8 checkpoint stands for.
+void dequantize_folder(const std::filesystem::path& src, const std::filesystem::path& dst) {
+    std::filesystem::create_directories(dst);
+    const auto f = io::open_weights(src);
+    io::SafetensorsWriter w;
+    for (const std::string& n : f.names()) {
+        if (n.size() > 6 && n.compare(n.size() - 6, 6, "_scale") == 0 && io::is_int8(f, n.substr(0, n.size() - 6)))
+            continue;
+        if (io::is_int8(f, n)) w.add(n, io::dequantize(f, n).view());
+        else w.add(n, f.get(n));
+    }
+    w.write(dst / "model.safetensors");
+    std::filesystem::copy_file(src / "config.json", dst / "config.json");
+}
+
+template <class Model>
+Tensor prefill_logits(Model& m, const std::vector<std::int32_t>& p, int expert) {
+    auto c = m.make_cache(1, 64);
+    return m.prefill(c, 0, p, expert, LogitRows::all);
+}
+
+template <template <class> class Model>
+void check_int8_folder(const std::string& name) {
+    INFO(name);
+    const Case k = open_case(name);
+    const auto p0 = ints(k.fx.get("__prompt_0__"));
+    TempDir tmp("moe_decoder_int8_");
+    quantize_folder(k.dir, tmp.path / "q");
+    dequantize_folder(tmp.path / "q", tmp.path / "dq");
+    const auto qf = io::open_weights(tmp.path / "q");
+    REQUIRE(io::is_int8(qf, "model.layers.0.self_attn.q_proj.weight"));
+    REQUIRE(!io::is_int8(qf, "model.embed_tokens.weight"));
+
+    // int8_dot from the int8 folder: the int8 weights are the file's bytes, and the model is the
+    // float folder's quantised at load, bit for bit (the same quantiser, the same kernels).
+    auto from_file = lm::load_decoder<Model<int8_dot>>(DecoderConfig::from_file(tmp.path / "q" / "config.json"), qf);
+    CHECK(static_cast<const void*>(from_file.layers()[0].q.int8_weight(0).q) ==
+          qf.get("model.layers.0.self_attn.q_proj.weight").raw());
+    auto at_load = lm::load_decoder<Model<int8_dot>>(k.dir);
+    const Tensor a = prefill_logits(from_file, p0, k.expert), b = prefill_logits(at_load, p0, k.expert);
+    REQUIRE(a.numel() == b.numel());
+    CHECK(std::memcmp(a.raw(), b.raw(), static_cast<std::size_t>(a.nbytes())) == 0);
+
+    // int8_weight_only from the int8 folder: the fp32 model of the dequantised weights (the same
+    // values; the GEMM runs 64 outputs at a time, so within rounding). Untied models only: a
+    // tied head is the float embedding, which an int8 policy quantises at load.
+    if (!DecoderConfig::from_file(k.dir / "config.json").tie_word_embeddings) {
+        auto wo = lm::load_decoder<Model<int8_weight_only>>(tmp.path / "q");
+        auto dq = lm::load_decoder<Model<float>>(tmp.path / "dq");
+        const Tensor c = prefill_logits(wo, p0, k.expert), d = prefill_logits(dq, p0, k.expert);
+        CHECK(rel(c, d) < 1e-5);
+    }
+
+    // and int8 is near the float model: W8A8's error, not a wrong layout or scale
+    const double err = rel(a, k.fx.get("__logits_0__"));
+    INFO("int8_dot vs the float reference: " << err);
+    CHECK(err < 5e-2);
+}
+
+}  // namespace
+
+TEST_CASE("decoder int8: a quantised folder, borrowed, equals quantising at load; weight-only its dequantised model",
+          "[.][decoder-parity]") {
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_qwen2.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir());
+    check_int8_folder<lm::DenseDecoder>("decoder_qwen2");
+    check_int8_folder<lm::DenseDecoder>("decoder_llama");
+    check_int8_folder<lm::Qwen2MoeDecoder>("decoder_qwen2_moe");
+    check_int8_folder<lm::MixtralDecoder>("decoder_mixtral");
+    check_int8_folder<lm::GMoeDecoder>("decoder_qwen2_gmoe");
+}
+
+TEST_CASE("decoder int8: the selection, an int8 embedding, and an int8 router is a clear error", "[.][decoder-parity]") {
+    CHECK(lm::int8_linear_weight("model.layers.3.self_attn.q_proj.weight"));
+    CHECK(lm::int8_linear_weight("model.layers.0.mlp.experts.7.down_proj.weight"));
+    CHECK(lm::int8_linear_weight("model.layers.0.mlp.shared_expert.up_proj.weight"));
+    CHECK(lm::int8_linear_weight("model.layers.1.block_sparse_moe.experts.2.w3.weight"));
+    CHECK(lm::int8_linear_weight("lm_head.weight"));
+    CHECK(!lm::int8_linear_weight("model.embed_tokens.weight"));
+    CHECK(!lm::int8_linear_weight("model.layers.0.mlp.gate.weight"));
+    CHECK(!lm::int8_linear_weight("model.layers.0.mlp.shared_expert_gate.weight"));
+    CHECK(!lm::int8_linear_weight("model.layers.0.block_sparse_moe.gate.weight"));
+    CHECK(!lm::int8_linear_weight("model.layers.0.self_attn.q_proj.bias"));
+    CHECK(!lm::int8_linear_weight("model.norm.weight"));
+    if (!std::filesystem::exists(moe_test::fixture_dir() / "decoder_qwen2_moe.safetensors"))
+        MOE_SKIP("no decoder fixtures in " << moe_test::fixture_dir());
+    TempDir tmp("moe_decoder_int8_");
+    // Quantised whole (every float matrix): the embedding is int8 too. The dense model
+    // reads it dequantised; its tied or untied head is an int8 Linear.
+    quantize_folder(moe_test::fixture_dir() / "decoder_qwen2", tmp.path / "dense", true);
+    const auto df = io::open_weights(tmp.path / "dense");
+    REQUIRE(io::is_int8(df, "model.embed_tokens.weight"));
+    auto m = lm::load_decoder<lm::DenseDecoder<int8_dot>>(tmp.path / "dense");
+    const Tensor e = io::dequantize(df, "model.embed_tokens.weight");
+    CHECK(m.embedding().dtype() == DType::f32);
+    CHECK(std::memcmp(m.embedding().raw(), e.raw(), static_cast<std::size_t>(e.nbytes())) == 0);
+    // The MoE model's routers are int8 then: the loader refuses them, naming the tensor.
+    quantize_folder(moe_test::fixture_dir() / "decoder_qwen2_moe", tmp.path / "moe", true);
+    throws_with<DTypeError>([&] { (void)lm::load_decoder<lm::Qwen2MoeDecoder<float>>(tmp.path / "moe"); },
+                            "mlp.gate.weight");
 }
 
 TEST_CASE("decoder checkpoints: missing, mis-shaped and mismatched tensors are clear errors", "[.][decoder-parity]") {

@@ -19,13 +19,19 @@
 //     Mixtral (mixtral)                  model.layers.{i}.block_sparse_moe.gate.weight, .experts.{e}.w1/w2/w3
 //     G-MoE (RSUniVLM's Qwen2)           model.layers.{i}.mlp.{g}.{gate,up,down}_proj.weight
 // Weights are borrowed from the mapping when stored as W (zero copy), converted once otherwise.
+// int8 checkpoints (moe/io/quantize.hpp's convention; `quantize` writes them from a model folder,
+// choosing the weights int8_linear_weight names): every Linear above may be int8, borrowed by
+// the int8 policies and dequantised once by the others; an int8 embedding is dequantised to F32
+// for the lookup (and borrowed as int8 by a tied lm_head). Routers, norms and biases stay float.
 // Errors: a missing tensor NotFoundError naming it (with suggestions), a mis-shaped one
 // ShapeError naming both shapes, an unsupported config ConfigError (DecoderConfig), a model
 // type that does not match the requested slot ConfigError.
 #pragma once
 
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -36,6 +42,7 @@
 #include "moe/backend/cpu/activation.hpp"
 #include "moe/expert/dense_ffn.hpp"
 #include "moe/io/checkpoint.hpp"
+#include "moe/io/quantize.hpp"
 #include "moe/loaders/hf.hpp"
 #include "moe/loaders/rsunivlm.hpp"
 
@@ -57,19 +64,39 @@ using GMoeDecoder = CausalLM<rsunivlm::GMoEFFN<W>, W>;
 template <WeightPolicy W = float>
 using AnyDecoder = std::variant<DenseDecoder<W>, Qwen2MoeDecoder<W>, MixtralDecoder<W>, GMoeDecoder<W>>;
 
+/// Whether `name` is a weight this loader reads as a Linear (and so may be int8): attention and
+/// MLP projections ("..._proj.weight": dense, Qwen2-MoE experts and shared expert, G-MoE),
+/// Mixtral's experts ("...experts.{e}.w1/w2/w3.weight") and "lm_head.weight". Not the embedding,
+/// routers ("mlp.gate.weight", "shared_expert_gate.weight"), norms or biases. The selection
+/// `quantize` uses for a model folder (io::QuantizeOptions::select).
+inline bool int8_linear_weight(std::string_view name) {
+    const auto ends = [&](std::string_view s) {
+        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (name == "lm_head.weight" || ends("_proj.weight")) return true;
+    return name.find(".experts.") != std::string_view::npos &&
+           (ends(".w1.weight") || ends(".w2.weight") || ends(".w3.weight"));
+}
+
 namespace detail {
 
 inline std::string layer_prefix(index_t i) { return moe::detail::cat("model.layers.", i, "."); }
 
-/// A Linear `<name>.weight` [out, in] (+ `<name>.bias` [out] when `bias`).
+/// A Linear `<name>.weight` [out, in] (+ `<name>.bias` [out] when `bias`), float or int8 (with
+/// its `<name>.weight_scale`, moe/io/quantize.hpp).
 template <WeightPolicy W>
 cpu::Linear<W> linear(const io::SafetensorsFile& f, const std::string& name, index_t out, index_t in, bool bias) {
-    const TensorView w = io::tensor(f, name + ".weight", {out, in});
-    if (bias) {
-        const TensorView b = io::tensor(f, name + ".bias", {out});
-        return cpu::Linear<W>(w, &b, f.keep_alive(), name);
-    }
-    return cpu::Linear<W>(w, nullptr, f.keep_alive(), name);
+    const std::string weight = name + ".weight";
+    std::vector<TensorView> b;
+    if (bias) b.push_back(io::tensor(f, name + ".bias", {out}));
+    return io::load_linears<W>(f, std::span(&weight, 1), b, out, in, WeightLayout::out_in, name);
+}
+
+/// The token embedding [V, H]: borrowed from the mapping when float; an int8 one (a checkpoint
+/// quantised whole) dequantised once to F32, since a lookup reads values.
+inline Tensor embedding(const io::SafetensorsFile& f, index_t V, index_t H) {
+    const std::string name = "model.embed_tokens.weight";
+    return io::is_int8(f, name) ? io::dequantize(f, name, {V, H}) : io::borrow(f, name, {V, H});
 }
 
 /// A sparse block's expert count (discovered from the names) must be the config's.
@@ -149,9 +176,8 @@ CausalLM<Ffn, W> load_decoder(const DecoderConfig& c, const io::SafetensorsFile&
                                make_ffn(f, c, i)};
         layers.push_back(std::move(l));
     }
-    Tensor embed = io::borrow(f, "model.embed_tokens.weight", {V, H});
-    const std::string head = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    cpu::Linear<W> lm_head(io::tensor(f, head, {V, H}), nullptr, f.keep_alive(), head);
+    Tensor embed = detail::embedding(f, V, H);
+    cpu::Linear<W> lm_head = detail::linear<W>(f, c.tie_word_embeddings ? "model.embed_tokens" : "lm_head", V, H, false);
     return CausalLM<Ffn, W>(c, std::move(embed), std::move(layers), io::floats(f, "model.norm.weight", {H}),
                            std::move(lm_head));
 }

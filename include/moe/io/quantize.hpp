@@ -13,6 +13,7 @@
 //                                       (streamed: memory stays at one tensor)
 //   load_linears<W>(f, names, ...)      E Linear matrices from E tensors, float or int8
 //   load_stacked_linear<W>(f, name, ...) E matrices from one stacked tensor, float or int8
+//   dequantize(f, name)                 an int8 matrix's values as F32 (an embedding table)
 // Float weights load into any policy as before (int8 policies quantise them per output channel);
 // int8 weights are borrowed from the mapping by int8 policies and dequantised once by others.
 #pragma once
@@ -67,6 +68,29 @@ inline TensorView int8_scales(const SafetensorsFile& f, const std::string& name,
     check<ShapeError>(ok, sn, "int8 scales of ", q.str(), " must be [..., out] or [..., out, groups], found ",
                       s.shape().str(), " in ", f.path());
     return s;
+}
+
+/// The float matrix an int8 weight `name` [out, in] stands for, scale * q (exactly
+/// cpu::Int8Matrix::value), as an owned F32 tensor: for what reads values rather than multiplying
+/// (an embedding table). ShapeError when the weight is not `expected` (when given) or not 2-D.
+inline Tensor dequantize(const SafetensorsFile& f, const std::string& name, const Shape& expected = {}) {
+    const TensorView q = f.get(name);
+    check<DTypeError>(q.dtype() == DType::i8, name, "expected an int8 weight, found ", dtype_name(q.dtype()), " in ",
+                      f.path());
+    check<ShapeError>(q.rank() == 2 && (expected.rank() == 0 || q.shape() == expected), name, "expected int8 shape ",
+                      expected.rank() ? expected.str() : std::string("[out, in]"), ", found ", q.shape().str(), " in ",
+                      f.path());
+    const TensorView s = int8_scales(f, name, q.shape());
+    const index_t N = q.dim(0), K = q.dim(1), groups = s.rank() == 1 ? 1 : s.dim(1);
+    check<ShapeError>(groups > 0 && K % groups == 0 && cpu::valid_int8_group(groups == 1 ? 0 : K / groups, K),
+                      int8_scale_name(name), "scales ", s.shape().str(), " do not divide ", K,
+                      " inputs into groups of a multiple of 32, in ", f.path());
+    const cpu::Int8Matrix m{q.data<std::int8_t>(name), s.data<float>(name), N, K, K, K / groups};
+    Tensor out(DType::f32, Shape{N, K});
+    float* d = out.data<float>();
+    for (index_t n = 0; n < N; ++n)
+        for (index_t k = 0; k < K; ++k) d[n * K + k] = m.value(n, k);
+    return out;
 }
 
 /// E Linear matrices named names[i]: a float [out, in] (or [in, out] with layout in_out) tensor,

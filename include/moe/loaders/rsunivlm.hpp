@@ -45,7 +45,7 @@ template <WeightPolicy W = float>
 GMoEFFN<W> load_gmoe_ffn(const SafetensorsFile& file, std::string prefix) {
     prefix = io::module_prefix(std::move(prefix));
     const index_t E = io::require_indexed(file, prefix, prefix + "0.gate_proj.weight");
-    const index_t H = io::matrix(file, prefix + "0.gate_proj.weight").dim(1);
+    const index_t H = io::linear_matrix(file, prefix + "0.gate_proj.weight").dim(1);  // float or int8
     auto experts = loaders::glu_experts<W>(file, prefix, E, H, ".gate_proj.weight", ".up_proj.weight",
                                            ".down_proj.weight");
     return GMoEFFN<W>(GranularityRouter(H, E), std::move(experts));
