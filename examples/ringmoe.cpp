@@ -77,7 +77,9 @@ Model
                        weights are written with int8 experts, docs/scaling.md)
   --fidelity           also run the reference (bf16 for --dtype int8, f32 for bf16) on the
                        same inputs first, and print every block's and the encoder output's
-                       relative error and cosine against it (not with --dtype f32)
+                       relative error and cosine against it (not with --dtype f32); then the
+                       same with the reference's routing imposed in every block (the experts'
+                       own error, without the routing decisions it flips)
   --seed N             seed of the random weights (default 0; --weights random only)
   --cache DIR          where random-weight checkpoints are kept (default $TMPDIR or /tmp, in
                        moe-ringmoe/); created if missing, must be writable. Only the full-size
@@ -690,6 +692,18 @@ int run(const Args& a, const rm::RingMoeConfig& cfg, const std::vector<int>& fed
                             a.dtype.c_str(), a.dtype == "int8" ? "bf16" : "f32", rm::fidelity_table(f, cfg).c_str());
                 std::printf("target: encoder-output cosine >= 0.999: %s (%.6f)\n",
                             f.encoder.cosine >= 0.999 ? "met" : "MISSED", f.encoder.cosine);
+                if constexpr (std::decay_t<decltype(model)>::routed) {
+                    // The same with the reference's routing decisions imposed in every block:
+                    // the experts' own error, without the tokens whose top-1 choice or capacity
+                    // drop it flips.
+                    const rm::Capture held =
+                        rm::capture(model, std::span<const moe::vision::ModalityImages>(inputs), &*reference);
+                    const rm::ModelFidelity g = rm::fidelity(held, *reference);
+                    std::printf("\nfidelity with the reference's routing imposed in every block\n%s",
+                                rm::fidelity_table(g, cfg).c_str());
+                    std::printf("encoder-output cosine with the routing imposed: %.6f (%s 0.999)\n", g.encoder.cosine,
+                                g.encoder.cosine >= 0.999 ? ">=" : "<");
+                }
             }
             report_heads(out, labels);
             std::printf("\nfeatures: [%ld, %ld] (%ld images x %ld^2 tokens); peak resident memory %.0f MiB\n",

@@ -416,6 +416,31 @@ TEST_CASE("ringmoe int8 experts: the random writer is the quantiser, loads borro
     rr::Capture short_one = rr::capture(ma, in);
     short_one.blocks.pop_back();
     CHECK_THROWS_AS(rr::fidelity(short_one, cf), moe::ShapeError);
+
+    // Routing imposed: a model run with its own plans is the same bits; the int8 model with the
+    // fp32 model's plans is at least as close to it in every block as without (no flipped
+    // top-1 choice or capacity drop adds to the experts' error), and its encoder output within
+    // the per-block int8 error; the plans are released afterwards; plans of other inputs are a
+    // ShapeError naming the group.
+    auto& mf = std::get<rr::RingMoe<float>>(f);
+    REQUIRE(cf.plans.size() == 8);
+    const rr::Capture again = rr::capture(mf, in, &cf);
+    for (std::size_t i = 0; i < cf.blocks.size(); ++i)
+        REQUIRE(std::memcmp(again.blocks[i].raw(), cf.blocks[i].raw(), static_cast<std::size_t>(cf.blocks[i].nbytes())) == 0);
+    const rr::ModelFidelity held = rr::fidelity(rr::capture(ma, in, &cf), cf);
+    for (std::size_t i = 0; i < held.blocks.size(); ++i) {
+        INFO("block " << i << ": imposed " << held.blocks[i].cosine << ", free " << q.blocks[i].cosine);
+        CHECK(held.blocks[i].cosine >= q.blocks[i].cosine - 1e-6);
+    }
+    CHECK(held.encoder.cosine > 0.9995);
+    CHECK(held.encoder.cosine > q.encoder.cosine);
+    CHECK(!ma.encoder().stage(0).blocks[0].ffn().collab_group().imposed());
+    const rr::Capture ca2 = rr::capture(ma, in);  // free again: the first capture's bits
+    CHECK(std::memcmp(ca2.features.raw(), ca.features.raw(), static_cast<std::size_t>(ca.features.nbytes())) == 0);
+    const Tensor x3 = images(3, 3, 64, 8);
+    const std::vector<vis::ModalityImages> in3{{x3.view(), 0}};
+    CHECK_THROWS_AS(rr::capture(ma, in3, &cf), moe::ShapeError);
+    CHECK(!ma.encoder().stage(0).blocks[0].ffn().collab_group().imposed());  // released on the error too
 }
 
 }  // namespace moe_test_ringmoe_model

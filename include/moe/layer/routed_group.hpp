@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string_view>
 #include <utility>
 
@@ -64,6 +65,13 @@ public:
     /// file comment). The caller checks the shapes (the layers do); y must not alias x.
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, Combine combine) {
         router_.route(x, plan_);
+        if (imposed_) {
+            check<ShapeError>(imposed_->num_tokens == x.rows && imposed_->num_experts == num_experts(),
+                              "RoutedGroup::forward", "the imposed plan routes ", imposed_->num_tokens, " tokens over ",
+                              imposed_->num_experts, " experts; this call has ", x.rows, " tokens and ", num_experts(),
+                              " experts");
+            plan_ = *imposed_;
+        }
         const RoutingPlan& plan = plan_;
         if constexpr (ThreadedExpertSet<X>)
             experts_.forward(x, plan, y, combine, exec_);
@@ -97,6 +105,16 @@ public:
 
     /// The plan of the last forward (or clear) call.
     const RoutingPlan& plan() const noexcept { return plan_; }
+
+    /// Makes the following forward calls use `plan` (a plan an identical call of another group
+    /// recorded: same tokens and experts) instead of the router's decisions, until
+    /// impose(std::nullopt). The router still runs (its logits, and the loss over the imposed
+    /// plan, are this call's). A diagnostic: it separates what a change to the experts does from
+    /// what the routing decisions it flips do (rs/ringmoe/fidelity.hpp). ShapeError from forward
+    /// when the call's tokens or experts are not the plan's.
+    void impose(std::optional<RoutingPlan> plan) { imposed_ = std::move(plan); }
+    /// Whether forward uses an imposed plan.
+    bool imposed() const noexcept { return imposed_.has_value(); }
     /// The auxiliary loss of the last call (0 without LogitRouter or with loss constant 0).
     double loss() const noexcept { return loss_; }
     double loss_constant() const noexcept { return loss_constant_; }
@@ -129,6 +147,7 @@ private:
     R router_;
     X experts_;
     RoutingPlan plan_;
+    std::optional<RoutingPlan> imposed_;
     double loss_ = 0.0;
     double loss_constant_ = 0.0;
     Exec exec_;
