@@ -30,11 +30,13 @@
 //                                          one expert's matrix as an expert set runs it
 //                                          (cpu::Linear<W>::apply, one thread), for the weight
 //                                          policies f32, bf16 (exact), bf16-dot, int8-dot (W8A8,
-//                                          activations quantised per call) and int8-weight-only,
+//                                          activations quantised per call), int8-dot-packed (the
+//                                          same, panels packed once at load) and int8-weight-only,
 //                                          at the full RingMoE's expert shapes (192 px: rows per
 //                                          expert in stages 0, 2 and 3, C 448 -> 1792 and back,
 //                                          1792 -> 7168, 3584 -> 14336) and Mixtral-8x7B's
-//                                          (4096 <-> 14336; 16 and 128 rows per expert)
+//                                          (4096 <-> 14336; 16 and 128 rows per expert; 1 and 4
+//                                          rows: decoding)
 // Shapes: the FFN GEMMs of the 1B folded RingMoE at 224 px, one image: stage 0 (3136 tokens,
 // C 448 -> 1792), stage 2 (196 tokens, 1792 -> 7168) and stage 3 (49 tokens, 3584 -> 14336);
 // the MoE layer's expert GEMMs (128 rows, 768 <-> 3072) and ViT-B/16's (197 rows).
@@ -305,11 +307,12 @@ const int registered = [] {
     // about 300 / 40 / 10 rows per expert in stages 0 / 2 / 3) and Mixtral-8x7B.
     for (const Shape s : {Shape{288, 448, 1792}, Shape{288, 1792, 448}, Shape{40, 1792, 7168}, Shape{40, 7168, 1792},
                           Shape{10, 3584, 14336}, Shape{16, 4096, 14336}, Shape{128, 4096, 14336},
-                          Shape{128, 14336, 4096}}) {
+                          Shape{128, 14336, 4096}, Shape{1, 4096, 14336}, Shape{4, 4096, 14336}}) {
         register_expert<float>(s);
         register_expert<moe::bf16>(s);
         register_expert<moe::bf16_dot>(s);
         register_expert<moe::int8_dot>(s);
+        register_expert<moe::int8_dot_packed>(s);
         register_expert<moe::int8_weight_only>(s);
     }
     for (const Shape s : kLayerShapes) {

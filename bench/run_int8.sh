@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_int8.sh - the int8 expert GEMM (issue 19) beside its baselines, in one run: bench_gemm's
-# gemm/expert/* (moe: f32, bf16, bf16-dot, int8-dot, int8-weight-only through cpu::Linear::apply)
+# gemm/expert/* (moe: f32, bf16, bf16-dot, int8-dot, int8-dot-packed, int8-weight-only through
+# cpu::Linear::apply)
 # and ggml's ggml_mul_mat_id with Q8_0 / BF16 / F32 expert weights (bench/peers/ggml_expert_gemm.cpp,
 # built by bench/peers/run_ggml.sh from a ggml tree outside the repository), one thread, the same
 # shapes; then the table of medians and ratios (docs/benchmarks.md, "int8 experts").
@@ -48,8 +49,8 @@ print("machine: %s, %s CPUs, moe SIMD path %s; peaks (GFLOP/s, one core): %s" % 
     ctx.get("host_name", "?"), ctx.get("num_cpus", "?"), ctx.get("moe.simd", "?"),
     ", ".join("%s %.0f" % (k[5:], v) for k, v in sorted(peak.items()))))
 print()
-print("| shape | f32 | bf16-dot | int8-dot | int8-weight-only | ggml Q8_0 | ggml F32 | int8 / f32 | int8 / bf16-dot | int8 / ggml Q8_0 |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| shape | f32 | bf16-dot | int8-dot | int8-dot-packed | int8-weight-only | ggml Q8_0 | ggml F32 | int8 / f32 | int8 / bf16-dot | int8 / ggml Q8_0 | packed / int8 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for shape, t in moe.items():
     g = ggml.get(shape, {})
     def ms(x):
@@ -57,9 +58,12 @@ for shape, t in moe.items():
     def ratio(a, b):
         return "%.2fx" % (a / b) if a and b else ""
     i8 = t.get("int8-dot")
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-        shape, ms(t.get("f32")), ms(t.get("bf16-dot")), ms(i8), ms(t.get("int8-weight-only")), ms(g.get("q8_0")),
-        ms(g.get("f32")), ratio(t.get("f32"), i8), ratio(t.get("bf16-dot"), i8), ratio(g.get("q8_0"), i8)))
+    pk = t.get("int8-dot-packed")
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        shape, ms(t.get("f32")), ms(t.get("bf16-dot")), ms(i8), ms(pk), ms(t.get("int8-weight-only")),
+        ms(g.get("q8_0")), ms(g.get("f32")), ratio(t.get("f32"), i8), ratio(t.get("bf16-dot"), i8),
+        ratio(g.get("q8_0"), i8), ratio(i8, pk)))
 print()
-print("times: ms per call, median of 3 repetitions (one thread); ratios > 1: int8-dot is faster")
+print("times: ms per call, median of 3 repetitions (one thread); ratios > 1: int8-dot is faster (packed / int8:")
+print("int8-dot's time over int8-dot-packed's, > 1: packing once is faster)")
 PYEOF

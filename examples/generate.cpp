@@ -60,8 +60,9 @@ constexpr std::string_view kUsage = R"(usage: generate [--model DIR | --config N
                      activations rounded to bf16, vdpbf16ps where the CPU has it), f32, or int8
                      (W8A8: int8 weights with a scale per output channel, activations quantised
                      per token, int32 dot products; docs/scaling.md); a checkpoint stored in
-                     bf16 is read in place (no copy) by bf16 and bf16-dot, one written by
-                     `quantize` by int8 (a float one is quantised at load)
+                     bf16 is read in place (no copy) by bf16 and bf16-dot; int8 packs the int8
+                     weights of a checkpoint written by `quantize` once at load into its GEMM's
+                     panels (AVX-512 VNNI; a float checkpoint is quantised at load first)
   --kv bf16|f32      the KV cache's type (default f32)
   --ctx N            KV cache positions (default: prompt + N new tokens)
   --json             print one JSON object (prompt ids, generated ids, text, timings) instead
@@ -289,7 +290,8 @@ int main(int argc, char** argv) {
         if (a.weights == "bf16")
             return a.kv == "bf16" ? run<moe::bf16, moe::bf16>(a, dir, random) : run<moe::bf16, float>(a, dir, random);
         if (a.weights == "int8")
-            return a.kv == "bf16" ? run<moe::int8_dot, moe::bf16>(a, dir, random) : run<moe::int8_dot, float>(a, dir, random);
+            return a.kv == "bf16" ? run<moe::int8_dot_packed, moe::bf16>(a, dir, random)
+                                  : run<moe::int8_dot_packed, float>(a, dir, random);
         return a.kv == "bf16" ? run<float, moe::bf16>(a, dir, random) : run<float, float>(a, dir, random);
     } catch (const std::exception& e) {
         std::cout.flush();

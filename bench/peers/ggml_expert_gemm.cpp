@@ -39,9 +39,11 @@ using moe_peers::Options;
 struct Shape {
   int64_t M, K, N;
 };
-// bench_gemm's gemm/expert shapes: the full RingMoE's experts (stages 0, 2, 3) and Mixtral-8x7B's.
+// bench_gemm's gemm/expert shapes: the full RingMoE's experts (stages 0, 2, 3) and Mixtral-8x7B's
+// (1 and 4 rows: decoding).
 constexpr Shape kShapes[] = {{288, 448, 1792}, {288, 1792, 448}, {40, 1792, 7168}, {40, 7168, 1792},
-                             {10, 3584, 14336}, {16, 4096, 14336}, {128, 4096, 14336}, {128, 14336, 4096}};
+                             {10, 3584, 14336}, {16, 4096, 14336}, {128, 4096, 14336}, {128, 14336, 4096},
+                             {1, 4096, 14336},   {4, 4096, 14336}};
 
 void run(const Shape& s, const std::string& wname, const Options& opt) {
   const ggml_type wt = wname == "q8_0" ? GGML_TYPE_Q8_0 : wname == "bf16" ? GGML_TYPE_BF16 : GGML_TYPE_F32;

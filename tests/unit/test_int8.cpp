@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <random>
@@ -304,6 +305,60 @@ TEST_CASE("Linear<int8_dot>: threads, apply = forward, bias and accumulate, NaN 
         REQUIRE(a[i] == b[i]);
         REQUIRE(a[i] == c[i]);
     }
+}
+
+TEST_CASE("Linear<int8_dot_packed>: packed once, the same bits as int8_dot at every row count", "[int8]") {
+    // Panels of 32 outputs: N = 450 is 14 full panels and 2 outputs; K = 130 is not a multiple of
+    // 4 or 64. Threads split the outputs in chunks of 192 (6 panels).
+    const index_t E = 2, N = 450, K = 130;
+    const auto f = cpu::Linear<float>::random(E, N, K, true, 21);
+    const auto q = cpu::Linear<int8_dot>::converted(f);
+    const auto p = cpu::Linear<int8_dot_packed>::converted(f);
+    CHECK(std::string(policy_name<int8_dot_packed>()) == "int8-dot-packed");
+    // Packed on AVX-512 VNNI builds (about the int8 bytes), nothing elsewhere; the int8 weights
+    // stay the same either way.
+    CHECK(p.packed() == cpu::kInt8Packs);
+    if (cpu::kInt8Packs) {
+        CHECK(p.packed_bytes() >= std::size_t(E * N * K));
+        CHECK(p.packed_bytes() < std::size_t(E * (N + 32) * (K + 4) + E * (N + 32) * 4 + 64));
+    }
+    CHECK(!q.packed());
+    for (index_t e = 0; e < E; ++e)
+        CHECK(std::memcmp(p.int8_weight(e).q, q.int8_weight(e).q, std::size_t(N * K)) == 0);
+    cpu::GemmWorkspace ws;
+    for (index_t M : {1, 2, 3, 4, 5, 8, 9, 17, 40}) {
+        INFO("M " << M);
+        auto x = randn(std::size_t(M * K), unsigned(30 + M), 1.5f);
+        if (M > 3) x[std::size_t(2 * K + 7)] = std::numeric_limits<float>::quiet_NaN();
+        const ConstMatrixRef<float> xm(x.data(), M, K);
+        for (index_t e = 0; e < E; ++e) {
+            std::vector<float> a(std::size_t(M * N), 0.5f), b(std::size_t(M * N), 0.5f);
+            q.apply(e, xm, MatrixRef<float>(a.data(), M, N), ws, true);
+            p.apply(e, xm, MatrixRef<float>(b.data(), M, N), ws, true);
+            REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        }
+        // forward on one and two threads, and a selected copy (which shares the panels)
+        const auto p1 = p.select(std::vector<index_t>{1});
+        CHECK(p1.packed() == cpu::kInt8Packs);
+        std::vector<float> a(std::size_t(M * N)), b(std::size_t(M * N)), c(std::size_t(M * N));
+        q.select(std::vector<index_t>{1}).forward(xm, MatrixRef<float>(a.data(), M, N), Exec::serial());
+        p1.forward(xm, MatrixRef<float>(b.data(), M, N), Exec::serial());
+        p1.forward(xm, MatrixRef<float>(c.data(), M, N), Exec(2));
+        REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        REQUIRE(std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) == 0);
+    }
+    // Grouped scales are not packed (the row kernel runs them): still int8_dot's results.
+    const cpu::Int8Quantized g =
+        cpu::quantize_int8(64, 128, [&](index_t n, index_t k) { return 0.01f * float((n * 7 + k * 3) % 23 - 11); }, 32, "g");
+    const TensorView gq = g.q.view(), gs = g.scale.view();
+    const auto gp = cpu::Linear<int8_dot_packed>::from_int8_list(std::span(&gq, 1), std::span(&gs, 1), {}, nullptr, "g");
+    const auto gd = cpu::Linear<int8_dot>::from_int8_list(std::span(&gq, 1), std::span(&gs, 1), {}, nullptr, "g");
+    CHECK(!gp.packed());
+    const auto xg = randn(std::size_t(6 * 128), 50);
+    std::vector<float> ya(6 * 64), yb(6 * 64);
+    gd.apply(0, ConstMatrixRef<float>(xg.data(), 6, 128), MatrixRef<float>(ya.data(), 6, 64), ws);
+    gp.apply(0, ConstMatrixRef<float>(xg.data(), 6, 128), MatrixRef<float>(yb.data(), 6, 64), ws);
+    CHECK(std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)) == 0);
 }
 
 TEST_CASE("Linear<int8_weight_only> is the fp32 Linear of the dequantised weights", "[int8]") {

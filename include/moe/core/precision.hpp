@@ -21,6 +21,10 @@
 //   = Weights<bf16,           GEMM's panel layout (PackOnce) instead of block by block on every
 //       Bf16DotMath,          call (PackPerCall): an owned copy the size of the weights, the
 //       PackOnce>             same bits.
+//   int8_dot_packed           int8_dot with every per-channel matrix packed once at load into the
+//   = Weights<std::int8_t,    VNNI kernel's panels (an owned copy the size of the int8 weights;
+//       Int8DotMath,          the same bits). Where the build has no AVX-512 VNNI, or for grouped
+//       PackOnce>             scales, it packs nothing and runs as int8_dot.
 //
 // Which CPUs run which kernel for Bf16DotMath: with AVX-512 BF16 (Zen 4/5, Sapphire Rapids and
 // later, Cooper Lake) the vdpbf16ps micro-kernel; elsewhere (AVX2 Zen 3, AVX-512 without BF16)
@@ -53,7 +57,7 @@ struct Int8DotMath {
 struct PackPerCall {
     static constexpr const char* name = "per-call";
 };
-/// Weights packed once, at load, into the GEMM's panels (Bf16DotMath only).
+/// Weights packed once, at load, into the GEMM's panels (Bf16DotMath, Int8DotMath).
 struct PackOnce {
     static constexpr const char* name = "once";
 };
@@ -76,6 +80,8 @@ using bf16_dot = Weights<bf16, Bf16DotMath>;
 using bf16_dot_packed = Weights<bf16, Bf16DotMath, PackOnce>;
 /// int8 weights, int8 activations per token, int32 sums (W8A8).
 using int8_dot = Weights<std::int8_t, Int8DotMath>;
+/// The same, per-channel matrices packed once at load (AVX-512 VNNI builds).
+using int8_dot_packed = Weights<std::int8_t, Int8DotMath, PackOnce>;
 /// int8 weights widened to fp32 (weight-only quantisation).
 using int8_weight_only = Weights<std::int8_t, ExactMath>;
 
@@ -107,7 +113,7 @@ using packing_t = typename detail::weight_policy_traits<W>::packing;
 
 /// A weight policy the library can run: a WeightType (exact math), Weights<S> with ExactMath
 /// packed per call (S a WeightType or int8), Bf16DotMath over bf16 storage packed per call or
-/// once, or Int8DotMath over int8 storage.
+/// once, or Int8DotMath over int8 storage packed per call or once.
 template <class W>
 concept WeightPolicy =
     StorageType<storage_t<W>> &&
@@ -115,17 +121,18 @@ concept WeightPolicy =
      (std::is_same_v<math_t<W>, Bf16DotMath> && std::is_same_v<storage_t<W>, bf16> &&
       (std::is_same_v<packing_t<W>, PackPerCall> || std::is_same_v<packing_t<W>, PackOnce>)) ||
      (std::is_same_v<math_t<W>, Int8DotMath> && std::is_same_v<storage_t<W>, std::int8_t> &&
-      std::is_same_v<packing_t<W>, PackPerCall>));
+      (std::is_same_v<packing_t<W>, PackPerCall> || std::is_same_v<packing_t<W>, PackOnce>)));
 
 /// A policy whose weights are int8 with scales (int8_dot, int8_weight_only).
 template <class W>
 concept Int8Policy = WeightPolicy<W> && std::is_same_v<storage_t<W>, std::int8_t>;
 
 /// The policy's name for logs and benchmarks ("f32", "bf16", "f16", "bf16-dot",
-/// "bf16-dot-packed", "int8-dot", "int8-weight-only").
+/// "bf16-dot-packed", "int8-dot", "int8-dot-packed", "int8-weight-only").
 template <WeightPolicy W>
 constexpr const char* policy_name() noexcept {
-    if constexpr (std::is_same_v<packing_t<W>, PackOnce>) return "bf16-dot-packed";
+    if constexpr (std::is_same_v<packing_t<W>, PackOnce>)
+        return std::is_same_v<math_t<W>, Int8DotMath> ? "int8-dot-packed" : "bf16-dot-packed";
     else if constexpr (std::is_same_v<math_t<W>, Bf16DotMath>) return "bf16-dot";
     else if constexpr (std::is_same_v<math_t<W>, Int8DotMath>) return "int8-dot";
     else if constexpr (std::is_same_v<storage_t<W>, std::int8_t>) return "int8-weight-only";

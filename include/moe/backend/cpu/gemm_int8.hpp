@@ -112,6 +112,22 @@ struct Int8Quantized {
     Tensor q, scale;
 };
 
+/// A per-channel int8 matrix packed for the VNNI panel kernel (PackedInt8): panel p holds outputs
+/// [32p, 32p + 32) as ceil(in / 4) rows of 32 words (word j of row r: bytes 4r .. 4r + 3 of output
+/// 32p + j, zero past the matrix), and corr[32p + j] = 128 * the sum of that output's weights.
+struct Int8PanelsView {
+    const std::uint32_t* words = nullptr;
+    const std::int32_t* corr = nullptr;
+    index_t out = 0, in = 0;
+
+    static constexpr index_t kOutputs = 32;  ///< outputs per panel
+    index_t panel_words() const noexcept { return (in + 3) / 4 * kOutputs; }
+    /// Outputs [n0, n1), n0 a multiple of kOutputs.
+    Int8PanelsView outputs(index_t n0, index_t n1) const noexcept {
+        return {words + n0 / kOutputs * panel_words(), corr + n0, n1 - n0, in};
+    }
+};
+
 /// Whether `group` is a valid group size for `in` inputs: 0 (one scale per output channel) or a
 /// multiple of 32 that divides `in`.
 constexpr bool valid_int8_group(index_t group, index_t in) noexcept {
@@ -678,10 +694,63 @@ inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float
     }
 }
 
-/// C (= or +=) the int8_dot product of A [M, K] and w (+ bias): A quantised here, then int8_gemm.
+/// Whether this build packs int8 panels (AVX-512 VNNI): PackedInt8 and int8_gemm_packed exist
+/// and are used; elsewhere the int8_dot_packed policy packs nothing.
+inline constexpr bool kInt8Packs =
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    true;
+#else
+    false;
+#endif
+
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+/// A per-channel int8 matrix packed once into Int8PanelsView's layout (the panels int8_gemm packs
+/// on every call, kept): an owned copy of about the int8 weights' size.
+class PackedInt8 {
+public:
+    PackedInt8() = default;
+    explicit PackedInt8(const Int8Matrix& w)
+        : words_(DType::u32, Shape{std::max<index_t>(1, (w.out + 31) / 32 * ((w.in + 3) / 4 * 32))}),
+          corr_(DType::i32, Shape{std::max<index_t>(1, (w.out + 31) / 32 * 32)}),
+          out_(w.out),
+          in_(w.in) {
+        check<ConfigError>(w.per_channel(), "moe::cpu::PackedInt8", "only per-channel scales are packed (group ",
+                           w.group, " of ", w.in, " inputs)");
+        const index_t stride = (w.in + 3) / 4 * 32;
+        for (index_t n0 = 0; n0 < w.out; n0 += 32)
+            detail::pack_vnni_panel(w, n0, std::min<index_t>(32, w.out - n0),
+                                    words_.data<std::uint32_t>() + n0 / 32 * stride, corr_.data<std::int32_t>() + n0);
+    }
+    Int8PanelsView view() const {
+        if (out_ == 0) return {};
+        return {std::as_const(words_).data<std::uint32_t>(), std::as_const(corr_).data<std::int32_t>(), out_, in_};
+    }
+    /// Bytes held.
+    std::size_t bytes() const noexcept { return static_cast<std::size_t>(words_.nbytes() + corr_.nbytes()); }
+
+private:
+    Tensor words_, corr_;
+    index_t out_ = 0, in_ = 0;
+};
+
+/// C[M, N] += the int8_dot product of quantised activations (as int8_gemm<Int8VnniKernel> reads
+/// them) and the packed matrix p with per-channel scales `scale` [N]: every row against every
+/// panel, for any M; the same bits as int8_gemm.
+inline void int8_gemm_packed(index_t M, const std::uint8_t* A, index_t lda, const float* sa, const Int8PanelsView& p,
+                             const float* scale, float* C, index_t ldc) noexcept {
+    if (M == 0) return;
+    const index_t stride = p.panel_words();
+    for (index_t n0 = 0; n0 < p.out; n0 += Int8PanelsView::kOutputs)
+        detail::vnni_panel_all_rows(M, p.in, A, lda, sa, p.words + n0 / Int8PanelsView::kOutputs * stride, p.corr + n0,
+                                    scale + n0, std::min<index_t>(Int8PanelsView::kOutputs, p.out - n0), C + n0, ldc);
+}
+#endif
+
+/// C (= or +=) the int8_dot product of A [M, K] and w (+ bias): A quantised here, then int8_gemm
+/// (or, given w's panels packed once and the VNNI kernel, int8_gemm_packed: the same bits).
 template <class Kernel = DefaultInt8Kernel>
 inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const float* bias, MatrixRef<float> C,
-                        bool accumulate, GemmWorkspace& ws) {
+                        bool accumulate, GemmWorkspace& ws, const Int8PanelsView* packed = nullptr) {
     check<ShapeError>(w.in == A.cols, "moe::cpu::linear (int8)", "input has ", A.cols, " features but the weight has ",
                       w.in, " inputs (", w.out, " outputs)");
     check<ShapeError>(C.rows == A.rows && C.cols == w.out, "moe::cpu::linear (int8)", "output is [", C.rows, ", ",
@@ -692,6 +761,15 @@ inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const floa
     std::uint8_t* q = ws.int8_rows.get(static_cast<std::size_t>(A.rows * ld));
     float* sa = ws.int8_scales.get(static_cast<std::size_t>(A.rows));
     quantize_rows_int8<Kernel>(A, q, sa);
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    if constexpr (std::is_same_v<Kernel, Int8VnniKernel>)
+        if (packed && packed->words) {
+            int8_gemm_packed(A.rows, q, ld, sa, *packed, w.scale, C.data, C.stride);
+            return;
+        }
+#else
+    (void)packed;
+#endif
     int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride, ws.pair_panel.get(int8_panel_words(A.cols)));
 }
 

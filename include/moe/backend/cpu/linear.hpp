@@ -309,7 +309,8 @@ public:
             s.weight_.push_back(weight_[static_cast<std::size_t>(e)]);
             if constexpr (kInt8) s.scale_.push_back(scale_[static_cast<std::size_t>(e)]);
             if (has_bias()) s.bias_.push_back(bias_[static_cast<std::size_t>(e)]);
-            if (packed()) s.packed_.push_back(packed_[static_cast<std::size_t>(e)]);
+            if (!packed_.empty()) s.packed_.push_back(packed_[static_cast<std::size_t>(e)]);
+            if (!packed8_.empty()) s.packed8_.push_back(packed8_[static_cast<std::size_t>(e)]);
         }
         return s;
     }
@@ -342,34 +343,49 @@ public:
         if constexpr (std::is_same_v<math, Bf16DotMath>)
             cpu::linear_bf16(x, weight(e), packed_view(e), bias(e), y, accumulate, ws);
         else if constexpr (std::is_same_v<math, Int8DotMath>)
-            cpu::linear_int8(x, int8_weight(e), bias(e), y, accumulate, ws);
+            cpu::linear_int8(x, int8_weight(e), bias(e), y, accumulate, ws, packed8_view(e));
         else if constexpr (kInt8)
             cpu::linear_int8_widened(x, int8_weight(e), bias(e), y, accumulate, ws);
         else
             cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
     }
 
-    /// Packs every matrix once into the bf16 dot GEMM's panels (Bf16DotMath), so that no call
-    /// packs again: an owned copy of packed_bytes() bytes (the weights' size, padded) held beside
-    /// the weights as loaded (which stay mapped for weight(), checkpoints and pruning, but are no
-    /// longer read by the GEMMs). Products are bit-identical to the unpacked ones. Copies and
-    /// select() share the packed panels. Idempotent. The PackOnce policies (bf16_dot_packed)
-    /// call it at load, in every constructor.
+    /// Packs every matrix once into the GEMM's panels (Bf16DotMath: the bf16 dot GEMM's;
+    /// Int8DotMath: the VNNI kernel's, per-channel matrices on AVX-512 VNNI builds only), so that
+    /// no call packs again: an owned copy of packed_bytes() bytes (the weights' size, padded) held
+    /// beside the weights as loaded (which stay mapped for weight(), checkpoints and pruning, but
+    /// are no longer read by the GEMMs). Products are bit-identical to the unpacked ones. Copies
+    /// and select() share the packed panels. Idempotent. The PackOnce policies (bf16_dot_packed,
+    /// int8_dot_packed) call it at load, in every constructor.
     void pack()
-        requires std::is_same_v<math, Bf16DotMath>
+        requires(std::is_same_v<math, Bf16DotMath> || std::is_same_v<math, Int8DotMath>)
     {
         if (packed()) return;
-        std::vector<Bf16PanelsView> views;
-        for (index_t e = 0; e < count(); ++e) {
-            auto p = std::make_shared<PackedBf16>(weight(e));
-            views.push_back(p->view());
-            packed_bytes_ += p->bytes();
-            owners_.push_back(std::move(p));
+        if constexpr (std::is_same_v<math, Bf16DotMath>) {
+            std::vector<Bf16PanelsView> views;
+            for (index_t e = 0; e < count(); ++e) {
+                auto p = std::make_shared<PackedBf16>(weight(e));
+                views.push_back(p->view());
+                packed_bytes_ += p->bytes();
+                owners_.push_back(std::move(p));
+            }
+            packed_ = std::move(views);
+        } else {
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+            if (count() == 0 || group_ < in_) return;  // grouped scales: the row kernel
+            std::vector<Int8PanelsView> views;
+            for (index_t e = 0; e < count(); ++e) {
+                auto p = std::make_shared<PackedInt8>(int8_weight(e));
+                views.push_back(p->view());
+                packed_bytes_ += p->bytes();
+                owners_.push_back(std::move(p));
+            }
+            packed8_ = std::move(views);
+#endif
         }
-        packed_ = std::move(views);
     }
-    /// Whether pack() has run (and the GEMMs read the packed panels).
-    bool packed() const noexcept { return !packed_.empty(); }
+    /// Whether pack() has packed the matrices (and the GEMMs read the packed panels).
+    bool packed() const noexcept { return !packed_.empty() || !packed8_.empty(); }
     /// Bytes the packed panels hold (0 before pack()).
     std::size_t packed_bytes() const noexcept { return packed_bytes_; }
 
@@ -427,8 +443,15 @@ public:
                                        ws);
             } else if constexpr (std::is_same_v<math, Int8DotMath>) {
                 detail::init_output(yc, bc, accumulate);
-                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride,
-                          ws.pair_panel.get(int8_panel_words(x.cols)));
+                const Int8Matrix wm = int8_weight().outputs(n0, n1);
+#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+                if (!packed8_.empty()) {
+                    int8_gemm_packed(x.rows, qx, qld, sx, packed8_[0].outputs(n0, n1), wm.scale, yc.data, yc.stride);
+                    epilogue(yc);
+                    return;
+                }
+#endif
+                int8_gemm(x.rows, qx, qld, sx, wm, yc.data, yc.stride, ws.pair_panel.get(int8_panel_words(x.cols)));
             } else if constexpr (kInt8) {
                 cpu::linear_int8_widened(x, int8_weight().outputs(n0, n1), bc, yc, accumulate, ws);
             } else {
@@ -451,7 +474,8 @@ public:
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
     /// Weights of at least this many elements are split between threads even for 1-4 rows.
     static constexpr index_t kSmallParallel = index_t{1} << 18;
-    static_assert(kChunk % Bf16Blocking::NR == 0, "parallel chunks must start on a packed panel");
+    static_assert(kChunk % Bf16Blocking::NR == 0 && kChunk % Int8PanelsView::kOutputs == 0,
+                  "parallel chunks must start on a packed panel");
 
     /// Use o's GEMM workspaces from now on (layers that never run at the same time).
     void share_scratch(const Linear& o) {
@@ -562,6 +586,9 @@ private:
         group_ = group;
     }
 
+    const Int8PanelsView* packed8_view(index_t e) const noexcept {
+        return packed8_.empty() ? nullptr : &packed8_[static_cast<std::size_t>(e)];
+    }
     const Bf16PanelsView* packed_view(index_t e) const noexcept {
         return packed_.empty() ? nullptr : &packed_[static_cast<std::size_t>(e)];
     }
@@ -573,6 +600,7 @@ private:
     std::vector<const float*> scale_;  ///< int8 policies: [out] or [out, in / group_] per matrix
     index_t group_ = 0;                ///< int8 policies: inputs per scale
     std::vector<Bf16PanelsView> packed_;
+    std::vector<Int8PanelsView> packed8_;
     std::size_t packed_bytes_ = 0;
     std::vector<const float*> bias_;
     index_t out_ = 0, in_ = 0;
