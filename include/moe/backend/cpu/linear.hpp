@@ -362,25 +362,11 @@ public:
     {
         if (packed()) return;
         if constexpr (std::is_same_v<math, Bf16DotMath>) {
-            std::vector<Bf16PanelsView> views;
-            for (index_t e = 0; e < count(); ++e) {
-                auto p = std::make_shared<PackedBf16>(weight(e));
-                views.push_back(p->view());
-                packed_bytes_ += p->bytes();
-                owners_.push_back(std::move(p));
-            }
-            packed_ = std::move(views);
+            pack_each<PackedBf16>(packed_, [&](index_t e) { return weight(e); });
         } else {
 #if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
             if (count() == 0 || group_ < in_) return;  // grouped scales: the row kernel
-            std::vector<Int8PanelsView> views;
-            for (index_t e = 0; e < count(); ++e) {
-                auto p = std::make_shared<PackedInt8>(int8_weight(e));
-                views.push_back(p->view());
-                packed_bytes_ += p->bytes();
-                owners_.push_back(std::move(p));
-            }
-            packed8_ = std::move(views);
+            pack_each<PackedInt8>(packed8_, [&](index_t e) { return int8_weight(e); });
 #endif
         }
     }
@@ -488,6 +474,19 @@ public:
     }
 
 private:
+    /// views[e] = Packed(matrix(e)).view() for every matrix, the Packed copies owned here.
+    template <class Packed, class View, class Matrix>
+    void pack_each(std::vector<View>& views, Matrix&& matrix) {
+        std::vector<View> v;
+        for (index_t e = 0; e < count(); ++e) {
+            auto p = std::make_shared<Packed>(matrix(e));
+            v.push_back(p->view());
+            packed_bytes_ += p->bytes();
+            owners_.push_back(std::move(p));
+        }
+        views = std::move(v);
+    }
+
     void finish_load() {
         if constexpr (kInt8) layout_ = WeightLayout::out_in;  // quantised copies are [out, in]
         if constexpr (std::is_same_v<packing_t<Policy>, PackOnce>) pack();
