@@ -81,15 +81,12 @@ inline Tensor dequantize(const SafetensorsFile& f, const std::string& name, cons
                       expected.rank() ? expected.str() : std::string("[out, in]"), ", found ", q.shape().str(), " in ",
                       f.path());
     const TensorView s = int8_scales(f, name, q.shape());
-    const index_t N = q.dim(0), K = q.dim(1), groups = s.rank() == 1 ? 1 : s.dim(1);
-    check<ShapeError>(groups > 0 && K % groups == 0 && cpu::valid_int8_group(groups == 1 ? 0 : K / groups, K),
-                      int8_scale_name(name), "scales ", s.shape().str(), " do not divide ", K,
+    const index_t N = q.dim(0), K = q.dim(1), group = cpu::int8_group_of(s.shape(), N, K);
+    check<ShapeError>(group > 0, int8_scale_name(name), "scales ", s.shape().str(), " do not divide ", K,
                       " inputs into groups of a multiple of 32, in ", f.path());
-    const cpu::Int8Matrix m{q.data<std::int8_t>(name), s.data<float>(name), N, K, K, K / groups};
     Tensor out(DType::f32, Shape{N, K});
-    float* d = out.data<float>();
-    for (index_t n = 0; n < N; ++n)
-        for (index_t k = 0; k < K; ++k) d[n * K + k] = m.value(n, k);
+    cpu::dequantize_int8(cpu::Int8Matrix{q.data<std::int8_t>(name), s.data<float>(name), N, K, K, group},
+                         out.data<float>());
     return out;
 }
 

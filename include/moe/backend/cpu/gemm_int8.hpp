@@ -134,6 +134,23 @@ constexpr bool valid_int8_group(index_t group, index_t in) noexcept {
     return group == 0 || (group > 0 && group % 32 == 0 && in % group == 0);
 }
 
+/// The group (inputs per scale) that scales of shape `s` give an int8 matrix of `out` x `in`:
+/// `in` for [out] or [out, 1] (per output channel), in / G for [out, G] when that is a valid
+/// group; 0 for any other shape.
+inline index_t int8_group_of(const Shape& s, index_t out, index_t in) noexcept {
+    if (s.rank() < 1 || s.rank() > 2 || s[0] != out) return 0;
+    if (s.rank() == 1 || s[1] == 1) return in;
+    const index_t g = s[1];
+    return g > 0 && in % g == 0 && valid_int8_group(in / g, in) ? in / g : 0;
+}
+
+/// d [out, in] = the float matrix w stands for (Int8Matrix::value), as T (round to nearest even).
+template <class T>
+void dequantize_int8(const Int8Matrix& w, T* d) noexcept {
+    for (index_t n = 0; n < w.out; ++n)
+        for (index_t k = 0; k < w.in; ++k) d[n * w.in + k] = from_float<T>(w.value(n, k));
+}
+
 namespace detail {
 
 /// Symmetric scale of a block whose largest magnitude is amax: (scale, 127 / amax); (0, 0) for
@@ -376,7 +393,7 @@ struct Int8Block<Int8VnniKernel, MB, NB> {
                 __m512i b[NB];
                 for (int j = 0; j < NB; ++j) {
                     b[j] = _mm512_maskz_loadu_epi8(mask, q[j] + k);
-                    corr[j] = _mm512_dpbusd_epi32(corr[j], offset, b[j]);
+                    dpbusd(corr[j], offset, b[j]);
                 }
 #pragma GCC unroll 8
                 for (int i = 0; i < MB; ++i) {
@@ -660,14 +677,24 @@ constexpr std::size_t int8_panel_words(index_t K) noexcept {
 /// `panel` buffer of int8_panel_words(K) words, the VNNI kernel packs per-channel weights 32
 /// outputs at a time (4-byte groups of the 32 outputs side by side) and runs every row against
 /// each panel with broadcast activations (kInt8PanelRows rows or more); otherwise, and for
-/// grouped scales, it reads the weights row by row.
+/// grouped scales, it reads the weights row by row. Given w's panels packed once (`packed`, a
+/// PackedInt8 of w: int8_dot_packed), the VNNI kernel runs every row count against them instead,
+/// with the same bits; other kernels ignore them.
 template <class Kernel = DefaultInt8Kernel>
 inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float* sa, const Int8Matrix& w, float* C,
-                      index_t ldc, std::uint32_t* panel = nullptr) noexcept {
+                      index_t ldc, std::uint32_t* panel = nullptr, const Int8PanelsView* packed = nullptr) noexcept {
     using T = detail::Int8Tile<Kernel>;
     const index_t K = w.in;
 #if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
     if constexpr (std::is_same_v<Kernel, Int8VnniKernel>) {
+        if (packed && packed->words) {
+            const index_t stride = packed->panel_words();
+            for (index_t n0 = 0; n0 < w.out; n0 += detail::kVnniPanel)
+                detail::vnni_panel_all_rows(M, K, A, lda, sa, packed->words + n0 / detail::kVnniPanel * stride,
+                                            packed->corr + n0, w.scale + n0, std::min(detail::kVnniPanel, w.out - n0),
+                                            C + n0, ldc);
+            return;
+        }
         if (panel && w.per_channel() && M >= kInt8PanelRows) {
             std::int32_t* corr = reinterpret_cast<std::int32_t*>(panel + (K + 3) / 4 * detail::kVnniPanel);
             for (index_t n0 = 0; n0 < w.out; n0 += detail::kVnniPanel) {
@@ -680,6 +707,7 @@ inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float
     }
 #else
     (void)panel;
+    (void)packed;
 #endif
     index_t n = 0;
     for (; n + T::NB <= w.out; n += T::NB) detail::int8_rows<Kernel, T::MB, T::NB>(M, K, A, lda, sa, w, n, C, ldc);
@@ -694,8 +722,8 @@ inline void int8_gemm(index_t M, const std::uint8_t* A, index_t lda, const float
     }
 }
 
-/// Whether this build packs int8 panels (AVX-512 VNNI): PackedInt8 and int8_gemm_packed exist
-/// and are used; elsewhere the int8_dot_packed policy packs nothing.
+/// Whether this build packs int8 panels (AVX-512 VNNI): PackedInt8 exists and int8_gemm reads
+/// its panels; elsewhere the int8_dot_packed policy packs nothing.
 inline constexpr bool kInt8Packs =
 #if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
     true;
@@ -733,21 +761,10 @@ private:
     index_t out_ = 0, in_ = 0;
 };
 
-/// C[M, N] += the int8_dot product of quantised activations (as int8_gemm<Int8VnniKernel> reads
-/// them) and the packed matrix p with per-channel scales `scale` [N]: every row against every
-/// panel, for any M; the same bits as int8_gemm.
-inline void int8_gemm_packed(index_t M, const std::uint8_t* A, index_t lda, const float* sa, const Int8PanelsView& p,
-                             const float* scale, float* C, index_t ldc) noexcept {
-    if (M == 0) return;
-    const index_t stride = p.panel_words();
-    for (index_t n0 = 0; n0 < p.out; n0 += Int8PanelsView::kOutputs)
-        detail::vnni_panel_all_rows(M, p.in, A, lda, sa, p.words + n0 / Int8PanelsView::kOutputs * stride, p.corr + n0,
-                                    scale + n0, std::min<index_t>(Int8PanelsView::kOutputs, p.out - n0), C + n0, ldc);
-}
 #endif
 
 /// C (= or +=) the int8_dot product of A [M, K] and w (+ bias): A quantised here, then int8_gemm
-/// (or, given w's panels packed once and the VNNI kernel, int8_gemm_packed: the same bits).
+/// (with w's panels when packed once).
 template <class Kernel = DefaultInt8Kernel>
 inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const float* bias, MatrixRef<float> C,
                         bool accumulate, GemmWorkspace& ws, const Int8PanelsView* packed = nullptr) {
@@ -761,16 +778,7 @@ inline void linear_int8(ConstMatrixRef<float> A, const Int8Matrix& w, const floa
     std::uint8_t* q = ws.int8_rows.get(static_cast<std::size_t>(A.rows * ld));
     float* sa = ws.int8_scales.get(static_cast<std::size_t>(A.rows));
     quantize_rows_int8<Kernel>(A, q, sa);
-#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
-    if constexpr (std::is_same_v<Kernel, Int8VnniKernel>)
-        if (packed && packed->words) {
-            int8_gemm_packed(A.rows, q, ld, sa, *packed, w.scale, C.data, C.stride);
-            return;
-        }
-#else
-    (void)packed;
-#endif
-    int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride, ws.pair_panel.get(int8_panel_words(A.cols)));
+    int8_gemm<Kernel>(A.rows, q, ld, sa, w, C.data, C.stride, ws.pair_panel.get(int8_panel_words(A.cols)), packed);
 }
 
 /// Outputs dequantised per block by linear_int8_widened.

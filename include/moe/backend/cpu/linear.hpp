@@ -429,15 +429,10 @@ public:
                                        ws);
             } else if constexpr (std::is_same_v<math, Int8DotMath>) {
                 detail::init_output(yc, bc, accumulate);
-                const Int8Matrix wm = int8_weight().outputs(n0, n1);
-#if !defined(MOE_NO_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
-                if (!packed8_.empty()) {
-                    int8_gemm_packed(x.rows, qx, qld, sx, packed8_[0].outputs(n0, n1), wm.scale, yc.data, yc.stride);
-                    epilogue(yc);
-                    return;
-                }
-#endif
-                int8_gemm(x.rows, qx, qld, sx, wm, yc.data, yc.stride, ws.pair_panel.get(int8_panel_words(x.cols)));
+                const Int8PanelsView* pk = packed8_view(0);
+                const Int8PanelsView part = pk ? pk->outputs(n0, n1) : Int8PanelsView{};
+                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride,
+                          ws.pair_panel.get(int8_panel_words(x.cols)), pk ? &part : nullptr);
             } else if constexpr (kInt8) {
                 cpu::linear_int8_widened(x, int8_weight().outputs(n0, n1), bc, yc, accumulate, ws);
             } else {
@@ -533,14 +528,10 @@ private:
                               in_, "] (int8 weights are stored [out, in]), found ", v.shape().str());
             check<DTypeError>(scale->dtype() == DType::f32, name, "int8 scales must be F32, found ",
                               dtype_name(scale->dtype()));
-            const bool per_channel = scale->rank() == 1 || (scale->rank() == 2 && scale->dim(1) == 1);
-            const index_t groups = per_channel ? 1 : scale->dim(1);
-            check<ShapeError>(scale->dim(0) == out_ && (per_channel || (scale->rank() == 2 && groups > 0 &&
-                                                                        in_ % groups == 0 &&
-                                                                        valid_int8_group(in_ / groups, in_))),
-                              name, "int8 scales must be [", out_, "] or [", out_, ", in / group] with a group of ",
-                              "32k inputs dividing ", in_, ", found ", scale->shape().str());
-            const index_t group = per_channel ? in_ : in_ / groups;
+            const index_t group = int8_group_of(scale->shape(), out_, in_);
+            check<ShapeError>(group > 0, name, "int8 scales must be [", out_, "] or [", out_,
+                              ", in / group] with a group of 32k inputs dividing ", in_, ", found ",
+                              scale->shape().str());
             check<ShapeError>(layout_ == WeightLayout::out_in, name, "int8 weights are stored [out, in]");
             if constexpr (kInt8) {
                 set_group(group, name);
@@ -550,9 +541,7 @@ private:
                 const Int8Matrix m{v.data<std::int8_t>(name), scale->data<float>(name), out_, in_, in_, group};
                 check<ShapeError>(v.contiguous() && scale->contiguous(), name, "int8 weights must be contiguous");
                 auto t = std::make_shared<Tensor>(dtype_v<W>, Shape{out_, in_});
-                W* d = t->template data<W>();
-                for (index_t n = 0; n < out_; ++n)
-                    for (index_t k = 0; k < in_; ++k) d[n * in_ + k] = from_float<W>(m.value(n, k));
+                dequantize_int8(m, t->template data<W>());
                 const Tensor& ct = *t;
                 owners_.push_back(std::move(t));
                 weight_.push_back(ct.template data<W>());
