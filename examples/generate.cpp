@@ -50,8 +50,15 @@ constexpr std::string_view kUsage = R"(usage: generate [--model DIR | --config N
   --min-p P          drop tokens below P x the best's probability (default 0.05)
   --repeat-penalty R repetition penalty (default 1.0 = off)
   --seed S           sampling seed (default 0); results do not depend on --threads
-  --stop TEXT        stop when the text contains TEXT (repeatable)
+  --stop TEXT        stop when the text contains TEXT (repeatable; not with --beams)
+  --min-new-tokens N the end-of-sequence tokens are banned before N new tokens (default 0)
+  --beams N          beam search with N beams (transformers' num_beams; deterministic: sampling
+                     options are refused; the text is printed at the end, not streamed)
+  --length-penalty L beam search: a hypothesis scores its summed log-probability / length^L
+                     (default 1)
+  --early-stopping E beam search: heuristic (default; transformers' False), first (True) or never
   --ignore-eos       do not stop at the end-of-sequence token (config.json / tokenizer's eos)
+  --stop-id ID       also stop after token ID (repeatable)
   --granularity G    the G-MoE expert (RSUniVLM's language model; default 0)
   --threads N        threads (default: all)
   --weights W        the Linears' weights in memory: bf16 (default; fp32 arithmetic on the exact
@@ -83,6 +90,10 @@ struct Args {
     moe::lm::SamplingOptions sampling{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
                                       .repetition_penalty = 1.0f, .seed = 0};
     std::vector<std::string> stops;
+    std::vector<std::int32_t> stop_ids;
+    bool temp_given = false;
+    index_t min_new = 0;
+    moe::lm::BeamOptions beams;
     int granularity = 0;
     int threads = 0;
     std::string weights = "bf16", kv = "f32";
@@ -186,13 +197,16 @@ int run(const Args& a, const fs::path& dir, bool random) {
     return std::visit([&](auto& model) -> int {
         if (a.threads > 0) model.set_exec(moe::Exec(a.threads));
         const index_t ctx = a.ctx > 0 ? a.ctx : static_cast<index_t>(prompt.size()) + a.n + 1;
-        auto cache = model.template make_cache<KV>(1, ctx);
         moe::lm::GenerationOptions go;
         go.max_new_tokens = a.n;
         go.sampling = a.sampling;
         go.stop_strings = a.stops;
         go.use_default_stops = !a.ignore_eos;
+        go.stop_ids = a.stop_ids;
+        go.min_new_tokens = a.min_new;
+        go.beams = a.beams;
         if (model.config().ffn == moe::lm::FfnKind::gmoe) go.experts = {a.granularity};
+        auto cache = model.template make_cache<KV>(moe::lm::cache_slots_for(1, go), ctx);
         if (random && !a.json)
             std::cout << "[the weights of this model are random: the text is noise; give --model DIR for a real one]\n";
         const moe::lm::TokenCallback stream = [&](index_t, std::int32_t, std::string_view piece) {
@@ -202,8 +216,11 @@ int run(const Args& a, const fs::path& dir, bool random) {
             }
             return true;
         };
-        const auto res = moe::lm::generate(model, cache, prompt, go, tok ? &*tok : nullptr, stream);
+        const bool beams = a.beams.enabled();
+        const auto res = moe::lm::generate(model, cache, prompt, go, tok ? &*tok : nullptr,
+                                           beams ? moe::lm::TokenCallback{} : stream);
         const auto& g = res.sequences[0];
+        if (beams && !a.json) std::cout << g.text;
         if (a.json) {
             std::string out = "{\"prompt_ids\": [";
             for (std::size_t i = 0; i < prompt.size(); ++i) out += (i ? "," : "") + std::to_string(prompt[i]);
@@ -212,6 +229,11 @@ int run(const Args& a, const fs::path& dir, bool random) {
             out += "], \"text\": ";
             moe::io::json::append_string(out, moe::lm::unicode::replace_invalid_utf8(g.text));
             out += ", \"stop\": \"" + std::string(moe::lm::stop_reason_name(g.stop)) + "\"";
+            if (beams) {
+                char score[32];
+                std::snprintf(score, sizeof score, "%.9g", g.score);
+                out += ", \"beams\": " + std::to_string(a.beams.num_beams) + ", \"score\": " + score;
+            }
             out += ", \"random_weights\": " + std::string(random ? "true" : "false");
             out += ", \"prefill_tokens\": " + std::to_string(res.prefill_tokens);
             out += ", \"prefill_seconds\": " + std::to_string(res.prefill_seconds);
@@ -249,7 +271,17 @@ int main(int argc, char** argv) {
         else if (a_ == "--ids") a.ids = value();
         else if (a_ == "--chat") a.chat = true;
         else if (a_ == "-n") a.n = static_cast<index_t>(number(a_, value()));
-        else if (a_ == "--temp") a.sampling.temperature = static_cast<float>(number(a_, value()));
+        else if (a_ == "--temp") a.sampling.temperature = static_cast<float>(number(a_, value())), a.temp_given = true;
+        else if (a_ == "--min-new-tokens") a.min_new = static_cast<index_t>(number(a_, value()));
+        else if (a_ == "--beams") a.beams.num_beams = static_cast<index_t>(number(a_, value()));
+        else if (a_ == "--length-penalty") a.beams.length_penalty = static_cast<float>(number(a_, value()));
+        else if (a_ == "--early-stopping") {
+            const std::string e = value();
+            if (e == "heuristic") a.beams.early_stopping = moe::lm::EarlyStopping::heuristic;
+            else if (e == "first") a.beams.early_stopping = moe::lm::EarlyStopping::first_complete;
+            else if (e == "never") a.beams.early_stopping = moe::lm::EarlyStopping::never;
+            else bad_usage("--early-stopping must be heuristic, first or never, not '" + e + "'");
+        }
         else if (a_ == "--top-k") a.sampling.top_k = static_cast<index_t>(number(a_, value()));
         else if (a_ == "--top-p") a.sampling.top_p = static_cast<float>(number(a_, value()));
         else if (a_ == "--min-p") a.sampling.min_p = static_cast<float>(number(a_, value()));
@@ -257,6 +289,11 @@ int main(int argc, char** argv) {
         else if (a_ == "--seed") a.sampling.seed = static_cast<std::uint64_t>(number(a_, value()));
         else if (a_ == "--stop") a.stops.push_back(value());
         else if (a_ == "--ignore-eos") a.ignore_eos = true;
+        else if (a_ == "--stop-id") {
+            const double v = number(a_, value());
+            if (v < 0 || v != static_cast<double>(static_cast<std::int32_t>(v))) bad_usage("--stop-id: not a token id");
+            a.stop_ids.push_back(static_cast<std::int32_t>(v));
+        }
         else if (a_ == "--granularity") a.granularity = static_cast<int>(number(a_, value()));
         else if (a_ == "--threads") a.threads = static_cast<int>(number(a_, value()));
         else if (a_ == "--weights") a.weights = value();
@@ -277,8 +314,16 @@ int main(int argc, char** argv) {
     if (a.weights != "bf16" && a.weights != "bf16-dot" && a.weights != "f32" && a.weights != "int8")
         bad_usage("--weights must be bf16, bf16-dot, f32 or int8");
     if (a.kv != "bf16" && a.kv != "f32") bad_usage("--kv must be bf16 or f32");
+    if (a.min_new < 0) bad_usage("--min-new-tokens must be >= 0");
+    if (a.beams.enabled()) {
+        if (a.temp_given && a.sampling.temperature != 0.0f)
+            bad_usage("--beams: beam search is deterministic; --temp must be 0 (or left out)");
+        if (!a.stops.empty()) bad_usage("--beams: --stop is not supported with beam search");
+        a.sampling.temperature = 0.0f;
+    }
     try {
         a.sampling.validate();
+        a.beams.validate();
     } catch (const std::exception& e) {
         bad_usage(e.what());
     }

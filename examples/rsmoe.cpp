@@ -50,6 +50,9 @@ constexpr std::string_view kUsage = R"(usage: rsmoe [--model DIR | --config tiny
   --temp T          temperature; 0 = greedy (default 0)
   --penalty P       repetition penalty over the generated tokens (default 1.5, LAVIS's)
   --seed S          sampling seed (default 0)
+  --beams N         beam search with N beams per expert (LAVIS: 5, with --min-new-tokens 1;
+                    default 1: greedy or sampling)
+  --min-new-tokens N  the end-of-sequence token is banned before N new tokens (default 0)
   --threads N       threads (default: all)
   --weights W       bf16 (default; fp32 arithmetic on the exact bf16 values), bf16-dot (bf16
                     products where the CPU has them) or f32
@@ -71,6 +74,7 @@ struct Args {
     std::optional<std::string> question, instruction;
     index_t experts = 0, n = 48;
     float temp = 0.0f, penalty = 1.5f;
+    index_t beams = 1, min_new = 0;
     std::uint64_t seed = 0;
     int threads = 0;
     std::string weights = "bf16";
@@ -117,6 +121,8 @@ int run(const Args& a, const fs::path& dir, bool random, const moe_examples::Inp
     opt.generation.sampling.temperature = a.temp;
     opt.generation.sampling.repetition_penalty = a.penalty;
     opt.generation.sampling.seed = a.seed;
+    opt.generation.beams.num_beams = a.beams;
+    opt.generation.min_new_tokens = a.min_new;
     const moe::Tensor pixels = moe::vision::blip_pixels(moe_examples::planar_rgb(in), in.rgb.height, in.rgb.width,
                                                         model.encoder().image_size());
     const rm::Caption cap = model.caption(pixels.view(), instruction, opt);
@@ -215,6 +221,8 @@ int main(int argc, char** argv) {
         else if (o == "--temp") a.temp = static_cast<float>(number(o, value()));
         else if (o == "--penalty") a.penalty = static_cast<float>(number(o, value()));
         else if (o == "--seed") a.seed = static_cast<std::uint64_t>(number(o, value()));
+        else if (o == "--beams") a.beams = static_cast<index_t>(number(o, value()));
+        else if (o == "--min-new-tokens") a.min_new = static_cast<index_t>(number(o, value()));
         else if (o == "--threads") a.threads = static_cast<int>(number(o, value()));
         else if (o == "--weights") a.weights = value();
         else if (o == "--json") a.json = true;
@@ -234,6 +242,9 @@ int main(int argc, char** argv) {
     if (a.threads < 0) bad_usage("--threads must be >= 1");
     if (!(a.temp >= 0)) bad_usage("--temp must be >= 0");
     if (!(a.penalty > 0)) bad_usage("--penalty must be > 0");
+    if (a.beams < 1) bad_usage("--beams must be >= 1");
+    if (a.beams > 1 && a.temp != 0.0f) bad_usage("--beams: beam search is deterministic; --temp must be 0");
+    if (a.min_new < 0) bad_usage("--min-new-tokens must be >= 0");
     if (a.weights != "bf16" && a.weights != "bf16-dot" && a.weights != "f32")
         bad_usage("--weights must be bf16, bf16-dot or f32");
     try {

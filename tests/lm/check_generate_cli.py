@@ -11,6 +11,11 @@ at 1 and 2 threads; the JSON output's fields are checked too. Exit 0 when all ma
 first differences otherwise, 77 without the fixtures. Standard library only (reads the fixture
 safetensors header and its I32 tensors directly).
 
+Beam search: the id-prompt cases of decoder_beam.safetensors (tools/reference/beam_search.py,
+transformers' beam search) run with --beams, --length-penalty, --early-stopping,
+--repeat-penalty, --min-new-tokens and --stop-id: the best hypothesis' ids identical, its score
+within 1e-4 relative.
+
 With QUANTIZE_EXE (examples/quantize), each case is also quantised into a temporary folder and
 generated with --weights int8 from it and from the float folder (quantised at load): the same
 quantiser and kernels, so the ids must be identical (they are not compared with the float
@@ -75,10 +80,55 @@ def main():
                 if not ok:
                     print("  expected %s\n  got      %s" % (want, out["ids"]))
                     bad += 1
+    bad += check_beams(exe, fixtures)
     if len(sys.argv) > 3:
         bad += check_int8(exe, sys.argv[3], fixtures)
     print("%d failure(s)" % bad)
     return 1 if bad else 0
+
+
+def read_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)), 8 + n
+
+
+def check_beams(exe, fixtures):
+    path = os.path.join(fixtures, "decoder_beam.safetensors")
+    header, base = read_header(path)
+    meta = header["__metadata__"]
+    bad = 0
+    for c in range(int(meta["cases"])):
+        p = "c%d_" % c
+        if meta[p + "embedded"] == "true":
+            continue  # the CLI takes ids
+        t = read_i32(path, ["__%sprompt__" % p, "__%seos__" % p, "__%sids_0__" % p])
+        b, _ = header["__%sscores__" % p]["data_offsets"]
+        with open(path, "rb") as f:
+            f.seek(base + b)
+            want_score = struct.unpack("<f", f.read(4))[0]
+        early = {"heuristic": "heuristic", "first_complete": "first", "never": "never"}[meta[p + "early_stopping"]]
+        args = [exe, "--model", os.path.join(fixtures, meta[p + "model"]), "--ids", ",".join(map(str, t["__%sprompt__" % p])),
+                "-n", meta[p + "max_new"], "--beams", meta[p + "beams"], "--length-penalty", meta[p + "length_penalty"],
+                "--early-stopping", early, "--repeat-penalty", meta[p + "repetition_penalty"],
+                "--min-new-tokens", meta[p + "min_new"], "--ignore-eos", "--weights", "f32", "--json"]
+        for e in t["__%seos__" % p]:
+            args += ["--stop-id", str(e)]
+        r = subprocess.run(args, capture_output=True, timeout=300)
+        if r.returncode != 0:
+            print("FAIL %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+            bad += 1
+            continue
+        out = json.loads(r.stdout)
+        want = t["__%sids_0__" % p]
+        ok = out["ids"] == want and abs(out["score"] - want_score) <= 1e-4 * abs(want_score) and \
+            out["beams"] == int(meta[p + "beams"])
+        print("%s beam case %d (%s beams, %s): %s score %.6f" % ("ok  " if ok else "FAIL", c, meta[p + "beams"], early,
+                                                                 out["ids"][:8], out["score"]))
+        if not ok:
+            print("  expected %s score %.6f\n  got      %s" % (want, want_score, out))
+            bad += 1
+    return bad
 
 
 def check_int8(exe, quantize, fixtures):

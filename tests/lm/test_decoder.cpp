@@ -700,7 +700,7 @@ TEST_CASE("generate: greedy ids, stop ids and strings, streaming, batches, seeds
     const auto ev = lm::generate(m, cache, p0, o, nullptr, {}, even);
     for (const auto id : ev.sequences[0].ids) CHECK(id % 2 == 0);
     // errors
-    throws_with<ConfigError>([&] { (void)lm::generate(m, cache, {p0, p1, p0, p1}, o); }, "4 prompts for a cache of 3");
+    throws_with<ConfigError>([&] { (void)lm::generate(m, cache, {p0, p1, p0, p1}, o); }, "4 prompts need 4 cache slots; the cache has 3");
     o.stop_strings = {"x"};
     throws_with<ConfigError>([&] { (void)lm::generate(m, cache, p0, o); }, "stop strings need a tokenizer");
 }

@@ -12,6 +12,7 @@
 //   ln_vision(EVA(pixels)), Q-Former outputs   1e-4
 //   each expert's LLM input and all logits     1e-4
 //   greedy ids (repetition penalty 1.5, eos)   identical, every expert in one caption() call
+//   beam ids (LAVIS: 5 beams, min_length 1)    identical (tools/reference/beam_search.py)
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -128,6 +129,18 @@ void check_case(const std::string& name) {
     for (int e = 0; e < 3; ++e) {
         INFO(name << " expert " << e);
         CHECK(cap.experts[static_cast<std::size_t>(e)].ids == ints(f, "__greedy_ids_" + std::to_string(e) + "__"));
+    }
+    // LAVIS's generation: 5 beams per expert (LoRA experts: 15 beams in one batch), min_length 1
+    opt.generation.beams.num_beams = meta_int(f, "beams");
+    opt.generation.min_new_tokens = 1;
+    const rm::Caption beams = m.caption(pixels.view(), meta(f, "instruction"), opt);
+    REQUIRE(beams.experts.size() == 3);
+    const double gap = std::stod(meta(f, "beam_min_gap"));
+    if (gap < 1e-4)  // fp32 sums of a dozen log-probabilities differ by ~1e-6 from PyTorch's
+        WARN(name << ": the reference's beam ranking has a gap of " << gap << ": beam ids not compared");
+    for (int e = 0; e < 3 && gap >= 1e-4; ++e) {
+        INFO(name << " expert " << e << ", " << opt.generation.beams.num_beams << " beams");
+        CHECK(beams.experts[static_cast<std::size_t>(e)].ids == ints(f, "__beam_ids_" + std::to_string(e) + "__"));
     }
     WARN(name << ": image embeds " << e_emb << ", Q-Former " << e_q << ", LLM inputs " << e_x << ", logits " << e_l
               << " (max relative)");

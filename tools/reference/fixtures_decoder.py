@@ -25,6 +25,17 @@ model-00002-of-00002.safetensors + model.safetensors.index.json; tensor metadata
     __granularity__      I32 [n_prompts] G-MoE case only: the expert of each prompt (greedy and
                                          decode use prompt 0's)
 
+Beam search (decoder_beam.safetensors, tests/lm/test_beam_search.cpp and the generate CLI check):
+BEAM_CASES run tools/reference/beam_search.py (transformers 4.30-4.34's beam search, every step
+recomputed without a cache) on the decoder_qwen2 / decoder_qwen2_moe folders; per case c:
+__c<c>_prompt__ (I32), __c<c>_eos__ (I32: the stop ids), __c<c>_ids_<r>__ (I32: the r-th best
+hypothesis, its stop id included), __c<c>_scores__ (F32: their scores); metadata c<c>_model,
+_embedded (the prompt given as its embeddings, transformers' input_ids empty), _beams, _max_new,
+_length_penalty, _early_stopping, _repetition_penalty, _min_new, _return, _steps, _min_gap. The
+stop ids are picked from the tokens the search generates so that hypotheses finish early, one is
+skipped for its rank or the stopping rule ends the search where possible, and every ranking (the
+2 * beams + 1 best candidates of each step, the finished hypotheses) has gaps above 1e-4.
+
 Metadata (strings): reference, upstream, model_dir, model_type, weights_dtype, seed,
 prompt_lengths, prefill_tokens 7, decode_steps 9, greedy_tokens 32, greedy_min_margin (smallest
 top-1 / top-2 logit gap over the greedy steps), router_min_margin (Qwen2-MoE: smallest softmax gap
@@ -393,9 +404,89 @@ def write(w):
     gm = base_config("qwen2", architectures=[hf_decoder.GMOE_ARCHITECTURE])
     lines.append(make_case(out, "decoder_qwen2_gmoe", gm, seed=1606, grans=(2, 1), w=w))
     check_gmoe_experts_differ(os.path.join(out, "decoder_qwen2_gmoe"))
+    lines.append(make_beam_cases(out, w))
     print("  decoder: llama3 inv_freq bands %s" % ",".join(kinds))
     for line in lines:
         print("  " + line)
+
+
+# Beam search cases (decoder_beam.safetensors): (model folder, prompt index, given as embeddings,
+# beams, max new tokens, length penalty, early stopping, repetition penalty, min new tokens,
+# sequences returned, how many stop ids).
+BEAM_CASES = [
+    ("decoder_qwen2", 0, False, 4, 12, 1.0, False, 1.0, 0, 1, 1),
+    ("decoder_qwen2", 1, False, 5, 10, 0.5, True, 1.5, 2, 2, 1),
+    ("decoder_qwen2", 0, False, 3, 14, 2.0, "never", 1.0, 0, 3, 2),
+    ("decoder_qwen2", 0, True, 5, 12, 1.0, False, 1.5, 1, 5, 1),  # LAVIS InstructBLIP settings (all 5 returned)
+    ("decoder_qwen2_moe", 0, False, 4, 10, 1.0, False, 1.2, 0, 2, 1),
+]
+BEAM_GAP = 1e-4  # smallest accepted gap between ranked candidate scores (fp32 rounding differs by ~1e-6)
+
+
+def make_beam_cases(out, w):
+    """Beam search (tools/reference/beam_search.py) on the written folders, each case with a stop
+    id chosen so that hypotheses finish before max_new_tokens and no ranking is nearly tied."""
+    import beam_search
+    tensors, meta = {}, dict(reference="beam_search.py (transformers 4.30-4.34 beam search)", cases=len(BEAM_CASES),
+                             tol_scores_rel="1e-4", ids="identical")
+    for c, (folder, pi, embedded, beams, max_new, lp, early, rep, min_new, ret, n_eos) in enumerate(BEAM_CASES):
+        model = hf_decoder.from_pretrained(os.path.join(out, folder))
+        prompt = load_file(os.path.join(out, folder + ".safetensors"))["__prompt_%d__" % pi].long()
+        emb = model.model.embed_tokens(prompt)
+
+        def next_logits(gens):
+            rows = []
+            for g in gens:
+                if embedded:
+                    x = torch.cat((emb, model.model.embed_tokens(torch.tensor(g, dtype=torch.long))))[None]
+                    rows.append(model(inputs_embeds=x)[0][0, -1])
+                else:
+                    rows.append(model(torch.cat((prompt, torch.tensor(g, dtype=torch.long)))[None])[0][0, -1])
+            return torch.stack(rows)
+
+        input_ids = [] if embedded else prompt.tolist()
+        with torch.no_grad():
+            free, _, _ = beam_search.beam_search(next_logits, input_ids, beams, max_new, [], lp, early, rep, min_new,
+                                              beams)
+            # stop-id candidates: the tokens the free search's hypotheses hold, early ones first
+            order = []
+            for k in range(1, max_new):
+                for _, g in free:
+                    if k < len(g) and g[k] not in order:
+                        order.append(g[k])
+            order += [t for t in range(model.config.vocab_size) if t not in order]  # then any token
+            # prefer stop ids that exercise the most: returned hypotheses ending with one, one
+            # skipped for its rank, the stopping rule ending the search before max_new_tokens
+            chosen, best_rank = None, -1
+            for i, e in enumerate(order[:40]):
+                eos = [e] + [x for x in order[i + 1:i + n_eos]]
+                if len(eos) < n_eos:
+                    continue
+                gaps = []
+                res, steps, st = beam_search.beam_search(next_logits, input_ids, beams, max_new, eos, lp, early, rep,
+                                                         min_new, ret, gaps)
+                ended = sum(1 for _, g in res if g and g[-1] in eos)
+                rank = (ended > 0) + (st["skipped"] > 0) + st["early"]
+                if st["finished"] and min(gaps) > BEAM_GAP and rank > best_rank:
+                    chosen, best_rank = (eos, res, steps, min(gaps), ended, st), rank
+                    if rank == 3:
+                        break
+            assert chosen is not None, ("beam case", c)
+            print("    beam case %d: stop ids %s: %d of %d returned end with one, %d steps, %s, smallest gap %.3g"
+                  % (c, chosen[0], chosen[4], len(chosen[1]), chosen[2], chosen[5], chosen[3]))
+        eos, res, steps, gap = chosen[:4]
+        tensors["__c%d_prompt__" % c] = prompt.to(torch.int32)
+        tensors["__c%d_eos__" % c] = torch.tensor(eos, dtype=torch.int32)
+        tensors["__c%d_scores__" % c] = torch.tensor([s for s, _ in res], dtype=torch.float32)
+        for r, (_, g) in enumerate(res):
+            tensors["__c%d_ids_%d__" % (c, r)] = torch.tensor(g, dtype=torch.int32)
+        meta.update({"c%d_model" % c: folder, "c%d_embedded" % c: embedded, "c%d_beams" % c: beams,
+                     "c%d_max_new" % c: max_new, "c%d_length_penalty" % c: lp,
+                     "c%d_early_stopping" % c: {False: "heuristic", True: "first_complete"}.get(early, early),
+                     "c%d_repetition_penalty" % c: rep, "c%d_min_new" % c: min_new, "c%d_return" % c: ret,
+                     "c%d_steps" % c: steps, "c%d_min_gap" % c: "%.3g" % gap})
+    w.write("decoder_beam", {}, tensors, meta)
+    return "decoder_beam         %d beam-search cases" % len(BEAM_CASES)
 
 
 def check_gmoe_experts_differ(folder):

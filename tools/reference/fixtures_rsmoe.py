@@ -32,6 +32,10 @@ Fixture tensors:
     __greedy_ids_<e>__      I32 [<= 16]       greedy with repetition penalty 1.5 over the generated
                                               ids, eos 2 stops (KV cache)
     __greedy_logits_<e>__   F32 [m, V]        the raw logits each greedy token came from
+    __beam_ids_<e>__        I32 [<= 16]       LAVIS's generation: 5 beams, repetition penalty 1.5,
+                                              min_length 1, eos 2 (beam_search.py: transformers'
+                                              beam search); the best hypothesis, eos included
+    __beam_score_<e>__      F32 [1]           its score (summed log-probabilities / length)
     __weights__             F32 [3]           soft router: the experts' weights
 Metadata: instruction (the global instruction; each expert's text is its template in rsmoe.json
 with {instruction} replaced), texts_<e>, tolerances.
@@ -40,7 +44,7 @@ Tiny sizes: EVA 28 px / patch 7 (4 x 4 + CLS = 17 tokens), width 48, 2 blocks, 4
 Q-Former hidden 32, 2 layers (cross-attention in layer 0), 4 heads, intermediate 64, 8 queries,
 vocab 120, 40 positions; LLaMA hidden 64, 2 layers, 4 heads / 2 KV, intermediate 128, vocab 256.
 Tolerances the C++ side meets: pixels bit-identical; image embeds, Q-Former outputs, inputs and
-logits within 1e-4 relative (max abs difference / max |reference|); greedy ids identical.
+logits within 1e-4 relative (max abs difference / max |reference|); greedy and beam ids identical.
 """
 
 import copy
@@ -58,6 +62,7 @@ import fixtures_decoder  # noqa: E402
 import hf_decoder  # noqa: E402
 import lora  # noqa: E402
 import qformer  # noqa: E402
+import beam_search  # noqa: E402
 import rsmoe  # noqa: E402
 import vision_vit  # noqa: E402
 from safetensors_io import save_file  # noqa: E402
@@ -72,6 +77,7 @@ QCFG = qformer.QFormerConfig(hidden_size=32, num_hidden_layers=2, num_attention_
 GREEDY = 16
 PENALTY = 1.5
 EOS = 2
+BEAMS = 5  # LAVIS's num_beams
 LP = 3  # soft prompt length
 INSTRUCTION = "Take a look at this image and describe what you notice."
 EXPERTS = [
@@ -239,7 +245,7 @@ def case(w, name, router, kind, seed):
     with torch.no_grad():
         emb = enc.image_embeds(pixels[None])[0]
     extra["__image_embeds__"] = emb.contiguous()
-    margins = []
+    margins, beam_gaps = [], []
     if router == "soft":
         q_ids = ids(g, 12, 3, QCFG.vocab_size, first=101 % QCFG.vocab_size)
         l_ids = ids(g, 10, 3, fixtures_decoder.V, first=2)
@@ -265,6 +271,18 @@ def case(w, name, router, kind, seed):
         extra["__logits_%d__" % e] = logits.contiguous()
         extra["__greedy_ids_%d__" % e] = gids.to(torch.int32)
         extra["__greedy_logits_%d__" % e] = glog.contiguous()
+        # LAVIS's generation: 5 beams, repetition penalty 1.5, min_length 1 (inputs_embeds only:
+        # transformers' input_ids hold the generated ids alone)
+        with torch.no_grad():
+            def next_logits(gens, m=models[e], x=x):
+                return torch.stack([m(inputs_embeds=torch.cat((x, m.model.embed_tokens(
+                    torch.tensor(g, dtype=torch.long))))[None])[0][0, -1] for g in gens])
+            gaps = []
+            (bscore, bids), = beam_search.beam_search(next_logits, [], BEAMS, GREEDY, [EOS], 1.0, False, PENALTY, 1, 1,
+                                                      gaps)[0]
+        beam_gaps.append(min(gaps))
+        extra["__beam_ids_%d__" % e] = torch.tensor(bids, dtype=torch.int32)
+        extra["__beam_score_%d__" % e] = torch.tensor([bscore], dtype=torch.float32)
 
     # the folder
     with open(os.path.join(folder, "rsmoe.json"), "w") as f:
@@ -297,6 +315,7 @@ def case(w, name, router, kind, seed):
     meta = dict(reference="rsmoe.Blip2VicunaInstruct + lora.LoraLinear", model_dir=name, seed=seed, router=router,
                 experts=kind, instruction=INSTRUCTION, greedy_tokens=GREEDY, repetition_penalty=PENALTY, eos=EOS,
                 greedy_min_margin="%.4g" % min(margins), tol_rel="1e-4", pixels="bit-identical",
+                beams=BEAMS, beam_min_gap="%.4g" % min(beam_gaps),
                 greedy="identical ids")
     for e in range(3):
         meta["texts_%d" % e] = texts[e]

@@ -2,7 +2,7 @@
 // sequences, preallocated for max_seq positions.
 //
 //   KvCache<float> / KvCache<bf16>(layers, kv_heads, head_dim, slots, max_seq)
-//   length(slot), reset(slot), reset_all()
+//   length(slot), reset(slot), reset_all(), truncate(slot, n), copy_slot(from, to)
 //   keys(layer, slot, head) / values(...)    [max_seq, head_dim] rows, the first length(slot) valid
 //
 // A slot is one sequence: its own length, its own rows; a batch step may run any subset of the
@@ -61,6 +61,20 @@ public:
         check<ConfigError>(n >= 0 && n <= len_[s], "KvCache::truncate", "slot ", slot, " holds ", len_[s],
                            " positions; cannot keep ", n);
         len_[s] = n;
+    }
+
+    /// Makes slot `to` a copy of slot `from`: its length and its valid rows (beam search moves a
+    /// continued beam's cache this way).
+    void copy_slot(index_t from, index_t to) {
+        const std::size_t f = check_slot(from), t = check_slot(to);
+        if (f == t) return;
+        const auto n = static_cast<std::size_t>(len_[f] * D_);
+        for (index_t l = 0; l < L_; ++l)
+            for (index_t h = 0; h < H_; ++h) {
+                std::copy_n(k_.data() + offset(l, from, h), n, k_.data() + offset(l, to, h));
+                std::copy_n(v_.data() + offset(l, from, h), n, v_.data() + offset(l, to, h));
+            }
+        len_[t] = len_[f];
     }
 
     T* keys(index_t layer, index_t slot, index_t head) noexcept { return k_.data() + offset(layer, slot, head); }

@@ -131,7 +131,7 @@ public:
             o.adapters.push_back(static_cast<int>(r.expert));
             longest = std::max(longest, r.x.rows);
         }
-        auto& cache = cache_for(static_cast<index_t>(runs.size()), longest + opt.max_new_tokens + 1);
+        auto& cache = cache_for(lm::cache_slots_for(static_cast<index_t>(runs.size()), opt), longest + opt.max_new_tokens + 1);
         return lm::generate(base_, cache, std::span<const lm::EmbeddedPrompt>(prompts), o, tokenizer);
     }
 
@@ -208,10 +208,11 @@ public:
             Model& m = at(models_, r.expert);
             auto& slot = caches_[static_cast<std::size_t>(r.expert)];
             const index_t seq = r.x.rows + opt.max_new_tokens + 1;
-            if (!slot || slot->max_seq() < seq) slot.emplace(m.make_cache(1, seq));
+            const index_t slots = lm::cache_slots_for(1, opt);
+            if (!slot || slot->max_seq() < seq || slot->slots() < slots) slot.emplace(m.make_cache(slots, seq));
             const lm::EmbeddedPrompt p{r.x, {}};
             lm::GenerationResult g = lm::generate(m, *slot, std::span<const lm::EmbeddedPrompt>(&p, 1), opt, tokenizer);
-            all.sequences.push_back(std::move(g.sequences[0]));
+            for (lm::Generation& s : g.sequences) all.sequences.push_back(std::move(s));
             all.prefill_tokens += g.prefill_tokens;
             all.decode_tokens += g.decode_tokens;
             all.prefill_seconds += g.prefill_seconds;

@@ -51,8 +51,9 @@ using TextEncoder = std::function<std::vector<std::int32_t>(std::string_view)>;
 
 struct CaptionOptions {
     /// Every expert's generation (and the fusion pass's, with the config's max_new_tokens): greedy,
-    /// 48 new tokens, HF's repetition penalty 1.5 over the generated tokens (LAVIS's default;
-    /// LAVIS searches 5 beams, the library decodes greedily).
+    /// 48 new tokens, HF's repetition penalty 1.5 over the generated tokens. LAVIS searches 5
+    /// beams with min_length 1: set generation.beams.num_beams = 5 and generation.min_new_tokens =
+    /// 1 for its captions (one sequence per expert: num_return_sequences must stay 1).
     lm::GenerationOptions generation = [] {
         lm::GenerationOptions o;
         o.max_new_tokens = 48;
@@ -203,6 +204,9 @@ public:
         using clock = std::chrono::steady_clock;
         auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
         Caption cap;
+        check<ConfigError>(opt.generation.beams.num_return_sequences == 1, "RsMoe::caption",
+                           "one sequence per expert: num_return_sequences must be 1, got ",
+                           opt.generation.beams.num_return_sequences);
         const auto t0 = clock::now();
         const Tensor img = image_embeds(pixels);
         const auto t1 = clock::now();
