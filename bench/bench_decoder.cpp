@@ -16,6 +16,16 @@
 //                                                 G iterations = G steps, context P+1 .. P+G (the
 //                                                 slot is truncated back to the prompt when full)
 //   .../w:bf16-dot/threads:<n>                     the same two with the bf16_dot weight policy
+//   decoder/<model>/beam/beams:<K>/ctx:32/tg:32/threads:<n>   moe::lm::generate with K beams
+//                                                 (LAVIS's 5) and, beside it in every iteration,
+//                                                 greedily, from the prompt's first 32 ids, 32 new
+//                                                 tokens (no stop ids): beam_steps/s and
+//                                                 greedy_steps/s (decode steps per second of each:
+//                                                 a beam step decodes K rows, scores K x V
+//                                                 candidates, moves cache slots), beam_step_cost =
+//                                                 greedy_steps/s / beam_steps/s (a step: the
+//                                                 call's time but the prefill, over its steps),
+//                                                 beam_model_share = the model's part of a beam step
 //
 // Models: the folders of tools/bench/make_decoder_models.py (qwen2-0.5b-random: dense;
 // qwen2moe-0.5b-random: 8 experts, top-2, gated shared expert), opened with
@@ -278,6 +288,41 @@ void BM_decode(benchmark::State& st, const std::string& name, bool dot, int thre
     st.counters["budget_mb"] = (L->file_bytes + double(L->cache.bytes())) * 1e-6 + 100.0;
 }
 
+void BM_beam(benchmark::State& st, const std::string& name, index_t beams, int threads) {
+    Loaded* L = load(st, name, false);
+    if (!L) return;
+    constexpr index_t P = 32, G = 32;
+    double beam_s = 0, greedy_s = 0, beam_model_s = 0, greedy_model_s = 0, beam_steps = 0, greedy_steps = 0;
+    with_model(*L, [&](auto& m) {
+        m.set_exec(moe::Exec(threads));
+        auto cache = m.template make_cache<float>(beams, P + G + 1);
+        moe::lm::GenerationOptions o;
+        o.sampling.temperature = 0;
+        o.max_new_tokens = G;
+        o.use_default_stops = false;
+        const std::span<const std::int32_t> prompt(L->prompt.data(), static_cast<std::size_t>(P));
+        // a step's time: the whole call's but the prefill (the candidates' scoring and the cache
+        // moves included); decode_seconds: the model's share of it
+        const auto timed = [&](double& total, double& model_s, double& steps) {
+            const auto t0 = std::chrono::steady_clock::now();
+            const moe::lm::GenerationResult r = moe::lm::generate(m, cache, prompt, o);
+            total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - r.prefill_seconds;
+            model_s += r.decode_seconds;
+            steps += double(r.decode_tokens) / double(o.beams.num_beams);
+        };
+        for (auto _ : st) {
+            o.beams.num_beams = beams;
+            timed(beam_s, beam_model_s, beam_steps);
+            o.beams.num_beams = 1;
+            timed(greedy_s, greedy_model_s, greedy_steps);
+        }
+    });
+    st.counters["beam_steps/s"] = beam_steps / beam_s;
+    st.counters["greedy_steps/s"] = greedy_steps / greedy_s;
+    st.counters["beam_step_cost"] = (greedy_steps / greedy_s) / (beam_steps / beam_s);
+    st.counters["beam_model_share"] = beam_model_s / beam_s;
+}
+
 // ---- registration: bounds first, then model by model (each model loaded once)
 
 const bool registered = [] {
@@ -310,6 +355,12 @@ const bool registered = [] {
                     cat({"decoder/", name, "/decode/ctx:", P, "/tg:", G, w, "/threads:", std::to_string(t)}).c_str(),
                     [name, dot, t](benchmark::State& st) { BM_decode(st, name, dot, t); })
                     ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(decode_steps());
+            if (!dot)
+                for (int t : {1, 2})
+                    benchmark::RegisterBenchmark(
+                        cat({"decoder/", name, "/beam/beams:5/ctx:32/tg:32/threads:", std::to_string(t)}).c_str(),
+                        [name, t](benchmark::State& st) { BM_beam(st, name, 5, t); })
+                        ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(3);
         }
     benchmark::AddCustomContext("moe.simd", moe::cpu::simd_name());
     return true;

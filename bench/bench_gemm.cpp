@@ -19,7 +19,7 @@
 //                                          (A rounded to bf16, then vdpbf16ps or the FMA kernel;
 //                                          weights packed on every call or once ahead)
 //   gemm/small_m/<math>/M:<M>/K:<K>/N:<N>/threads:<t>/offset:<bytes>
-//                                          decoding's products: 1-4 rows against a bf16 [out, in]
+//                                          decoding's products: 1, 3, 5 or 8 rows against a bf16 [out, in]
 //                                          weight too large for the caches, as cpu::Linear runs
 //                                          them (output columns in chunks of 192 over t threads;
 //                                          math f32 = cpu::linear, bf16dot = cpu::linear_bf16),
@@ -343,9 +343,10 @@ const int registered = [] {
                                      [s](benchmark::State& st) { BM_eigen<moe::WeightLayout::out_in>(st, s); })
             ->UseRealTime();
     }
-    // LLaMA-3.2-1B's decode products (q/o, gate/up, down; 1 row or 3 batched sequences).
+    // LLaMA-3.2-1B's decode products (q/o, gate/up, down; 1 row, 3 batched sequences, 5 beams,
+    // 8 rows).
     for (const Shape s0 : {Shape{1, 2048, 2048}, Shape{1, 2048, 8192}, Shape{1, 8192, 2048}})
-        for (const index_t m : {1, 3})
+        for (const index_t m : {1, 3, 5, 8})
             for (const int t : {1, 2})
                 for (const index_t off : {0, 8}) {
                     const Shape s{m, s0.K, s0.N};

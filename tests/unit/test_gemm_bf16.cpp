@@ -62,7 +62,7 @@ std::vector<float> model(const std::vector<float>& x, const std::vector<float>& 
     return y;
 }
 
-// The small-M model (M <= 4 rows, cpu::kSmallMRows): per output, the pairs (2q, 2q + 1),
+// The small-M model (M <= 8 rows, cpu::kSmallMRowsBf16Dot): per output, the pairs (2q, 2q + 1),
 // padded with zero pairs to a multiple of L, go in chunks of L to 2L partials (chunk c to
 // partials (c mod 2) L + i), each step as above; then partial j += partial j + L and a halving
 // tree (plain fp32 adds), added to b (or y) once.
@@ -126,7 +126,7 @@ std::vector<float> run(const std::vector<float>& x, const std::vector<bf16>& w, 
 
 template <class Kernel>
 void check_kernel() {
-    const index_t Ms[] = {1, 3, 4, 5, 14, 15, 33};
+    const index_t Ms[] = {1, 3, 4, 5, 8, 9, 14, 15, 33};
     // {45, 8321}: long rows, summed by the small-M kernel in segments of 2048 pairs (the last
     // one short) over blocks of 32 rows (the last one short); the rows start on 4-byte words
     // and between them (odd K), the aligned-load and the unaligned-load readers.
@@ -143,7 +143,7 @@ void check_kernel() {
             std::vector<float> wr(wf.size());
             for (std::size_t i = 0; i < w.size(); ++i) wr[i] = static_cast<float>(w[i]);
             const bool acc = (M + N) % 2 == 1;
-            const auto expect = M <= cpu::kSmallMRows ? model_small(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K)
+            const auto expect = M <= cpu::kSmallMRowsBf16Dot ? model_small(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K)
                                                       : model(x, wr, b, acc ? y0 : std::vector<float>{}, M, N, K);
             const auto wt = transposed(w, N, K);
             INFO("M = " << M << ", N = " << N << ", K = " << K << ", kernel " << Kernel::name);

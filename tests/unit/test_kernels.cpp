@@ -200,7 +200,7 @@ void check_linear_in_out() {
     // {3, 4245}: rows long enough for the small-M kernel's segments (2048, 2048, then 128 inputs,
     // the half chunk and 5 one by one), 609 rows in blocks of 32.
     for (const auto& mk : {std::pair<index_t, index_t>{1, 131 + 256}, {4, 131 + 256}, {3, 16 * 37 + 5},
-                           {5, 131 + 256}, {67, 131 + 256}, {3, 4245}}) {
+                           {5, 131 + 256}, {6, 131 + 256}, {67, 131 + 256}, {3, 4245}, {5, 4245}}) {
         const index_t M = mk.first, K = mk.second, N = 97 + 512;
         auto A = rand_vec(static_cast<std::size_t>(M * K), 31);
         auto Wf = rand_vec(static_cast<std::size_t>(N * K), 32);
@@ -232,7 +232,7 @@ void check_linear_in_out() {
         // The packed engine: both layouts equal the packed product of the [out, in] matrix bit
         // for bit, so a split of the rows between threads cannot change a result.
         if constexpr (std::is_same_v<Engine, cpu::PackedGemm> && cpu::kHasSimd) {
-            if (std::is_same_v<W, float> || M > 4) {
+            if (std::is_same_v<W, float> || M > cpu::kSmallMRowsF32) {
                 std::vector<float> Cp(C1.size());
                 for (index_t m = 0; m < M; ++m)
                     std::copy(bias.begin(), bias.end(), Cp.begin() + m * N);
@@ -243,10 +243,10 @@ void check_linear_in_out() {
             }
         }
 #endif
-        // 1-4 rows of 16-bit weights (decoding): both layouts follow the small-M order written
+        // 1-5 rows of 16-bit weights (decoding, beams): both layouts follow the small-M order written
         // out here from its description (cpu::detail::small_m_lanes), bit for bit, and a row
         // gives the same bits alone as in a group.
-        if (!std::is_same_v<W, float> && M <= 4) {
+        if (!std::is_same_v<W, float> && M <= cpu::kSmallMRowsF32) {
             constexpr index_t L = cpu::detail::small_m_lanes();
             std::vector<float> Cs(C1.size());
             for (index_t m = 0; m < M; ++m)

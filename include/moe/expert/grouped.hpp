@@ -89,8 +89,8 @@ inline void grouped_compute(const X& experts, std::span<const std::int32_t> offs
     std::vector<Item> items;
     index_t tile = S;
     // Tiles are multiples of 16 rows so each row takes the same GEMM micro-kernel path whatever
-    // the thread count (bit-identical results); a last piece of 1-4 rows joins the tile before
-    // it, as 1-4 rows of 16-bit weights take the small-M kernel (another summation order) and an
+    // the thread count (bit-identical results); a last piece of 1-8 rows joins the tile before
+    // it, as 1-8 rows of 16-bit weights may take a small-M kernel (another summation order) and an
     // expert's rows must take it only when the expert has no more.
     if (threads > 1) tile = (std::max<index_t>(32, (S + 2 * threads - 1) / (2 * threads)) + 15) / 16 * 16;
     for (index_t b = 0; b < blocks; ++b) {

@@ -15,9 +15,10 @@
 // Both accumulate in fp32 and are single-threaded: threading is decided by the caller (per
 // expert, per row tile, or by column blocks in linear_parallel), and the packed kernel sums
 // every output over k in the same order whatever the split, so results do not depend on the
-// thread count. For M = 1 .. 4 rows (decoding) with 16-bit weights a row-dot kernel reads the
-// weights once, front to back (no packing): its sums differ from the packed kernel's by rounding,
-// and are again the same bits whatever the rows, columns or threads.
+// thread count. For a few rows (decoding, beams: M <= kSmallMRowsF32 with fp32 arithmetic,
+// kSmallMRowsBf16Dot with bf16 products) with 16-bit weights a row-dot kernel reads the weights
+// once, front to back (no packing): its sums differ from the packed kernel's by rounding, and are
+// again the same bits whatever the rows, columns or threads.
 #pragma once
 
 #include "moe/core/simd_diagnostics.hpp"
@@ -28,6 +29,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm_bf16.hpp"
@@ -109,19 +111,30 @@ inline void widen(const W* src, index_t n, index_t K, index_t ld, float* dst) no
 
 }  // namespace detail
 
-/// Up to this many rows, 16-bit weights take the small-M (row-dot) kernels. Callers that split
-/// rows between threads keep every piece of a larger block above it (or the same bits change).
-inline constexpr index_t kSmallMRows = 4;
+/// The most rows a small-M (row-dot) kernel takes: decoding one to a few sequences, or a
+/// prompt's beams (LAVIS's 5). They read the weight once for all rows where the packed GEMM packs
+/// it first. Callers that split rows between threads keep every piece of a larger block above it
+/// (or the same bits change). Which rows each kernel takes: kSmallMRowsF32 and kSmallMRowsBf16Dot.
+inline constexpr index_t kSmallMRows = 8;
+/// Rows up to which linear() (fp32 arithmetic on 16-bit weights) takes the row-dot kernel. Its
+/// time grows with the rows (an FMA and an input load per weight and row): on Zen 5 (1 thread,
+/// [8192, 2048] bf16 at an 8-byte offset) it reads 10-11 GB/s at 5 rows where the packed GEMM
+/// reads 9, 7.6 at 6 where the packed GEMM reads ~8.5 (bench_gemm `gemm/small_m/f32/...`).
+inline constexpr index_t kSmallMRowsF32 = 5;
+/// Rows up to which linear_bf16() (bf16 products, vdpbf16ps) takes the row-dot kernel: 8 rows
+/// read 9-11 GB/s where its packed GEMM reads 8.6, 5 rows 16-19 (the same benchmark).
+inline constexpr index_t kSmallMRowsBf16Dot = 8;
+static_assert(kSmallMRowsF32 <= kSmallMRows && kSmallMRowsBf16Dot <= kSmallMRows);
 
 namespace detail {
 
-/// The small-M kernels' summation order for one output (M = 1 .. 4 rows, 16-bit weights): 2L
+/// The small-M kernels' summation order for one output (M <= kSmallMRowsF32 rows, 16-bit weights): 2L
 /// partial sums over k (L = the SIMD width; partial j takes k = j, j + 2L, j + 4L, ... over the
 /// whole 2L-chunks of k, then j < L takes the half chunk left, if any), paired j + (j + L), then
 /// halved as a tree (j += j + L/2, ... down to one), then the k tail one by one. Both layouts
 /// follow it: [out, in] with the partials as lanes (a row-dot kernel), [in, out] with them as
 /// separate accumulators of L outputs at a time; so a matrix gives the same bits in either
-/// layout, whatever rows (up to 4), columns or threads the caller gives together.
+/// layout, whatever rows (up to kSmallMRowsF32), columns or threads the caller gives together.
 inline constexpr index_t small_m_lanes() noexcept {
 #if !defined(MOE_NO_SIMD)
     if constexpr (kHasSimd) return static_cast<index_t>(xsimd::batch<float, simd_arch>::size);
@@ -137,17 +150,13 @@ MOE_ALWAYS_INLINE T tree_sum(T* v) noexcept {
     return v[0];
 }
 
-/// f(std::integral_constant<int, M>{}) for M = 1 .. kSmallMRows; nothing for other M.
-template <class F>
+/// f(std::integral_constant<int, M>{}) for M = 1 .. Max (<= kSmallMRows); nothing for other M.
+template <index_t Max, class F>
 MOE_ALWAYS_INLINE void with_small_rows(index_t M, F&& f) {
-    static_assert(kSmallMRows == 4);
-    switch (M) {
-        case 1: f(std::integral_constant<int, 1>{}); break;
-        case 2: f(std::integral_constant<int, 2>{}); break;
-        case 3: f(std::integral_constant<int, 3>{}); break;
-        case 4: f(std::integral_constant<int, 4>{}); break;
-        default: break;
-    }
+    static_assert(Max >= 1 && Max <= kSmallMRows);
+    [&]<int... I>(std::integer_sequence<int, I...>) {
+        ((M == I + 1 ? (f(std::integral_constant<int, I + 1>{}), true) : false) || ...);
+    }(std::make_integer_sequence<int, static_cast<int>(Max)>{});
 }
 
 /// tree_sum over the lanes of a SIMD batch.
@@ -287,7 +296,7 @@ struct RowDot : RowPartials<xsimd::batch<float, simd_arch>, M> {
 };
 #endif
 
-/// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for M = 1 .. 4,
+/// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for M = 1 .. 8,
 /// reading the weight matrix once, front to back (rows longer than kSegment inputs: a block of
 /// rows a segment at a time): output n is the dot product of weight row n with each input row,
 /// its 2L partials as the lanes of two accumulators. One sequential stream (with software
@@ -328,7 +337,7 @@ inline void gemm_rows_dot_in_out(index_t M, index_t N, index_t K, const float* A
     if constexpr (kHasSimd) {
         using B = xsimd::batch<float, simd_arch>;
         for (; n + L <= N; n += L) {
-            B s[kSmallMRows][2 * L];
+            B s[kSmallMRowsF32][2 * L];
             for (index_t m = 0; m < M; ++m)
                 for (index_t j = 0; j < 2 * L; ++j) s[m][j] = B(0.0f);
             index_t k = 0;
@@ -373,15 +382,15 @@ inline void gemm_rows_dot_in_out(index_t M, index_t N, index_t K, const float* A
         }
 }
 
-/// C[m, :] += A[m, :] . W^T for M = 1 .. 4 rows of 16-bit weights stored [out, in] or [in, out].
+/// C[m, :] += A[m, :] . W^T for M = 1 .. kSmallMRowsF32 rows of 16-bit weights stored [out, in] or [in, out].
 template <class W>
 inline void gemm_small_m(index_t M, index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw,
                          float* C, index_t ldc, bool in_out) noexcept {
     if (in_out) return gemm_rows_dot_in_out(M, N, K, A, lda, Wp, ldw, C, ldc);  // rows as a run-time count
-    with_small_rows(M, [&](auto rows) { gemm_rows_dot<decltype(rows)::value>(N, K, A, lda, Wp, ldw, C, ldc); });
+    with_small_rows<kSmallMRowsF32>(M, [&](auto rows) { gemm_rows_dot<decltype(rows)::value>(N, K, A, lda, Wp, ldw, C, ldc); });
 }
 
-/// The bf16 dot small-M order (M = 1 .. 4 rows, Bf16DotMath): as the fp32 one over input pairs
+/// The bf16 dot small-M order (M = 1 .. kSmallMRowsBf16Dot rows, Bf16DotMath): as the fp32 one over input pairs
 /// instead of inputs. The P = ceil(K / 2) pairs of a row, padded with zero pairs to a multiple
 /// of L, go in chunks of L to 2L partials (chunk c to partials (c mod 2) L .. (c mod 2) L + L - 1,
 /// pair by pair, each step the model's s += a_hi w_hi; s += a_lo w_lo), partial j is added to
@@ -554,7 +563,7 @@ inline void bf16_panels_dot(index_t M, index_t N, index_t P, const std::uint32_t
     }
 }
 
-/// C[M, :] += bf16(A) . W^T for M = 1 .. 4 rows in the small-M order: [out, in] weights read where
+/// C[M, :] += bf16(A) . W^T for M = 1 .. kSmallMRowsBf16Dot rows in the small-M order: [out, in] weights read where
 /// they lie; [in, out] weights from their packed panels (`packed`) or packed here, one panel at a
 /// time, into `buf` (bf16_pairs(K) * NR words).
 template <class Kernel>
@@ -572,7 +581,7 @@ inline void bf16_small_m(index_t M, const std::uint32_t* A, index_t lda, WeightM
         }
         return;
     }
-    with_small_rows(M, [&](auto rows) { bf16_rows_dot<Kernel, decltype(rows)::value>(N, A, lda, w, C, ldc); });
+    with_small_rows<kSmallMRowsBf16Dot>(M, [&](auto rows) { bf16_rows_dot<Kernel, decltype(rows)::value>(N, A, lda, w, C, ldc); });
 }
 
 }  // namespace detail
@@ -580,7 +589,7 @@ inline void bf16_small_m(index_t M, const std::uint32_t* A, index_t lda, WeightM
 /// C (= or +=) A . W^T (+ bias). A: [M, K]; W: N outputs x K inputs, stored [out, in] (as
 /// torch.nn.Linear) or [in, out] (WeightMatrix::layout), f32, bf16 or f16, read in place; bias:
 /// [N] fp32 or null; C: [M, N]. Single-threaded; deterministic. The packed engine gives
-/// bit-identical results for both layouts of the same matrix (M > 4, or fp32 weights).
+/// bit-identical results for both layouts of the same matrix (M > kSmallMRowsF32, or fp32 weights).
 template <WeightType W, class Engine = DefaultGemm>
 inline void linear(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bias, MatrixRef<float> C,
                    bool accumulate, GemmWorkspace& ws) {
@@ -593,7 +602,7 @@ inline void linear(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const float* bia
     detail::init_output(C, bias, accumulate);
 #if !defined(MOE_NO_SIMD)
     if constexpr (std::is_same_v<Engine, PackedGemm> && kHasSimd) {
-        if (!std::is_same_v<W, float> && M <= kSmallMRows) {
+        if (!std::is_same_v<W, float> && M <= kSmallMRowsF32) {
             detail::gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride, in_out);
             return;
         }
@@ -629,7 +638,7 @@ inline void linear_bf16_pairs(index_t M, const std::uint32_t* pairs, index_t lda
                       C.cols, "], expected [", M, ", ", Wm.out, "]");
     detail::init_output(C, bias, accumulate);
     if (M == 0 || Wm.out == 0 || Wm.in == 0) return;
-    if (M <= kSmallMRows) {
+    if (M <= kSmallMRowsBf16Dot) {
         detail::bf16_small_m<Kernel>(M, pairs, lda, Wm, packed, C.data, C.stride, ws.pair_panel);
         return;
     }

@@ -16,7 +16,7 @@
 //
 // Each product of two bf16 values is exact in fp32, so each step rounds once (nearest even).
 // Subnormal inputs count as zero (DAZ, as vcvtne2ps2bf16 and vdpbf16ps read them), applied when
-// A is rounded and W packed. For 1-4 rows (decoding) the same steps run in another order, the
+// A is rounded and W packed. For 1-8 rows (decoding, beams) the same steps run in another order, the
 // small-M order of moe/backend/cpu/gemm.hpp (bf16_rows_dot), reading [out, in] weights where they
 // lie without packing.
 // Two micro-kernels compute these steps:

@@ -46,7 +46,7 @@ struct EngineBody<EigenGemm> {
             if (in_out) gemm_f32<WeightLayout::in_out>(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
             else gemm_f32(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride);
         } else {
-            if (M <= kSmallMRows) {
+            if (M <= kSmallMRowsF32) {
                 gemm_small_m(M, N, K, A.data, A.stride, Wm.data, Wm.ld, C.data, C.stride, in_out);
                 return;
             }

@@ -453,7 +453,7 @@ public:
     }
 
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
-    /// Weights of at least this many elements are split between threads even for 1-4 rows.
+    /// Weights of at least this many elements are split between threads even for 1-8 rows.
     static constexpr index_t kSmallParallel = index_t{1} << 18;
     static_assert(kChunk % Bf16Blocking::NR == 0 && kChunk % Int8PanelsView::kOutputs == 0,
                   "parallel chunks must start on a packed panel");
