@@ -50,6 +50,15 @@ def read_i32(path, names):
         return out
 
 
+def run_json(args):
+    """The CLI's --json object, or None (the failure printed)."""
+    r = subprocess.run(args, capture_output=True, timeout=300)
+    if r.returncode != 0:
+        print("FAIL %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+        return None
+    return json.loads(r.stdout)
+
+
 def main():
     exe, fixtures = sys.argv[1], sys.argv[2]
     if not os.path.exists(os.path.join(fixtures, "decoder_qwen2.safetensors")):
@@ -64,12 +73,10 @@ def main():
             for threads in ("1", "2"):
                 args = [exe, "--model", os.path.join(fixtures, case), "--ids", ",".join(map(str, prompt)), "--temp", "0",
                         "-n", str(len(want)), "--weights", weights, "--threads", threads, "--json", "--ignore-eos"] + extra
-                p = subprocess.run(args, capture_output=True, timeout=300)
-                if p.returncode != 0:
-                    print("FAIL %s: exit %d: %s" % (" ".join(args), p.returncode, p.stderr.decode(errors="replace")))
+                out = run_json(args)
+                if out is None:
                     bad += 1
                     continue
-                out = json.loads(p.stdout)
                 # the bf16 runs of an fp32 checkpoint round the weights: ids may differ there
                 exact = weights == "f32" or case == "decoder_qwen2_bf16"
                 ok = out["prompt_ids"] == prompt and out["stop"] == "max_new_tokens" and \
@@ -114,12 +121,10 @@ def check_beams(exe, fixtures):
                 "--min-new-tokens", meta[p + "min_new"], "--ignore-eos", "--weights", "f32", "--json"]
         for e in t["__%seos__" % p]:
             args += ["--stop-id", str(e)]
-        r = subprocess.run(args, capture_output=True, timeout=300)
-        if r.returncode != 0:
-            print("FAIL %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+        out = run_json(args)
+        if out is None:
             bad += 1
             continue
-        out = json.loads(r.stdout)
         want = t["__%sids_0__" % p]
         ok = out["ids"] == want and abs(out["score"] - want_score) <= 1e-4 * abs(want_score) and \
             out["beams"] == int(meta[p + "beams"])
@@ -149,12 +154,11 @@ def check_int8(exe, quantize, fixtures):
                 for threads in ("1", "2"):
                     args = [exe, "--model", model, "--ids", ",".join(map(str, t["__prompt_0__"])), "--temp", "0",
                             "-n", "16", "--weights", "int8", "--threads", threads, "--json", "--ignore-eos"] + extra
-                    r = subprocess.run(args, capture_output=True, timeout=300)
-                    if r.returncode != 0:
-                        print("FAIL %s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+                    out = run_json(args)
+                    if out is None:
                         bad += 1
                         continue
-                    ids[(model, threads)] = json.loads(r.stdout)["ids"]
+                    ids[(model, threads)] = out["ids"]
             runs = list(ids.values())
             ok = len(runs) == 4 and all(len(x) == 16 and x == runs[0] for x in runs)
             print("%s %-20s weights int8, quantised folder = quantised at load, 1 = 2 threads: %s" % (

@@ -25,26 +25,18 @@
 #include "moe/io/safetensors.hpp"
 #include "../parity/fixture_dir.hpp"
 #include "../unit/skip.hpp"
+#include "../unit/throws.hpp"
 
 namespace moe_test_beam_search {  // this file's names (unity builds merge test files)
 
 using namespace moe;
 
+using moe_test::throws_with;
+
 namespace {
 
 std::vector<std::int32_t> ints(const TensorView& v) {
     return {v.data<std::int32_t>(), v.data<std::int32_t>() + v.numel()};
-}
-
-template <class E, class F>
-void throws_with(F&& f, const std::string& needle) {
-    try {
-        f();
-        FAIL("no exception; expected one mentioning '" << needle << "'");
-    } catch (const E& e) {
-        INFO(e.what());
-        CHECK(std::string(e.what()).find(needle) != std::string::npos);
-    }
 }
 
 lm::EarlyStopping early_of(const std::string& s) {

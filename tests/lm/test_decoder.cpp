@@ -32,12 +32,15 @@
 #include "../parity/fixture_dir.hpp"
 #include "../parity/parity_util.hpp"
 #include "../unit/skip.hpp"
+#include "../unit/throws.hpp"
 
 namespace moe_test_decoder {  // this file's names (unity builds merge test files)
 
 using namespace moe;
 using lm::DecoderConfig;
 using lm::LogitRows;
+
+using moe_test::throws_with;
 
 namespace {
 
@@ -62,17 +65,6 @@ std::string config_json(const std::string& extra = "", const std::string& type =
     for (const auto& [k, v] : base)
         if (extra.find(std::string("\"") + k + "\"") == std::string::npos) s += std::string(", \"") + k + "\": " + v;
     return s + extra + "}";
-}
-
-template <class E>
-void throws_with(const std::function<void()>& f, const std::string& needle) {
-    try {
-        f();
-        FAIL("no exception; expected one mentioning '" << needle << "'");
-    } catch (const E& e) {
-        INFO(e.what());
-        CHECK(std::string(e.what()).find(needle) != std::string::npos);
-    }
 }
 
 }  // namespace

@@ -26,12 +26,15 @@
 #include "../parity/fixture_dir.hpp"
 #include "../parity/parity_util.hpp"
 #include "../unit/skip.hpp"
+#include "../unit/throws.hpp"
 
 namespace moe_test_lora {  // this file's names (unity builds merge test files)
 
 using namespace moe;
 using lm::DecoderConfig;
 using lm::LogitRows;
+
+using moe_test::throws_with;
 
 namespace {
 
@@ -44,17 +47,6 @@ std::vector<float> randn(std::size_t n, std::uint64_t seed, float sd = 1.0f) {
     std::vector<float> v(n);
     for (float& x : v) x = d(g);
     return v;
-}
-
-template <class E>
-void throws_with(const std::function<void()>& f, const std::string& needle) {
-    try {
-        f();
-        FAIL("no exception; expected one mentioning '" << needle << "'");
-    } catch (const E& e) {
-        INFO(e.what());
-        CHECK(std::string(e.what()).find(needle) != std::string::npos);
-    }
 }
 
 /// y [T, out] = x W^T + scale * x A^T B^T, naive (double accumulation).
