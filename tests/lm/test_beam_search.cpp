@@ -4,7 +4,8 @@
 // the fixture decoder_beam.safetensors (fixtures_decoder.py) holds 5 cases on the decoder_qwen2
 // and decoder_qwen2_moe models (ids and embedded prompts; 3-5 beams; length penalties 0.5, 1, 2;
 // the three early-stopping rules; repetition penalty; min_new_tokens; 1-5 returned sequences; one
-// or two stop ids, chosen so that hypotheses finish early and no ranking is within 1e-4).
+// or two stop ids, chosen so that hypotheses finish early and every comparison that decides the
+// result has a margin above 1e-4).
 // Expected: identical ids; scores within 1e-4 relative (the logits' tolerance; measured 3.7e-6).
 // Plus hand-derived cases of the hypothesis list, one scorer step and log_softmax, properties of
 // the search (a batch equals each prompt alone, the thread count changes nothing, one beam is

@@ -137,7 +137,7 @@ void check_case(const std::string& name) {
     REQUIRE(beams.experts.size() == 3);
     const double gap = std::stod(meta(f, "beam_min_gap"));
     if (gap < 1e-4)  // fp32 sums of a dozen log-probabilities differ by ~1e-6 from PyTorch's
-        WARN(name << ": the reference's beam ranking has a gap of " << gap << ": beam ids not compared");
+        WARN(name << ": a decision of the reference's beam search has a margin of " << gap << ": beam ids not compared");
     for (int e = 0; e < 3 && gap >= 1e-4; ++e) {
         INFO(name << " expert " << e << ", " << opt.generation.beams.num_beams << " beams");
         CHECK(beams.experts[static_cast<std::size_t>(e)].ids == ints(f, "__beam_ids_" + std::to_string(e) + "__"));

