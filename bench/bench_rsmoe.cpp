@@ -23,6 +23,8 @@
 //                                    router's three Q-Former passes and llm_proj, the three
 //                                    prefills, 48 greedy tokens per expert decoded as one batch,
 //                                    concat); no stop ids, so every expert makes exactly 48 tokens
+//   rsmoe/caption/beams:5/threads:2  the same with LAVIS's generation: 5 beams per expert (15 beams
+//                                    in one batch: one decode step = 15 rows), min_length 1
 //   .../w:bf16-dot/...               the encoder and decode with load_rsmoe<moe::bf16_dot> (the same
 //                                    weights; activations rounded to bf16 at each Linear,
 //                                    vdpbf16ps: the arithmetic of PyTorch's bf16 oneDNN linears)
@@ -287,7 +289,7 @@ void BM_decode(benchmark::State& st, int threads, bool batched, bool lora = true
 }
 
 template <class W>
-void BM_caption(benchmark::State& st, int threads) {
+void BM_caption(benchmark::State& st, int threads, moe::index_t beams = 1) {
     Loaded<W>* L = load<W>(st);
     if (!L) return;
     Model<W>& m = *L->model;
@@ -296,6 +298,10 @@ void BM_caption(benchmark::State& st, int threads) {
     opt.generation.max_new_tokens = new_tokens();
     opt.generation.use_default_stops = false;  // every expert makes exactly max_new_tokens
     opt.generation.stop_ids.clear();
+    if (beams > 1) {  // LAVIS's generation: num_beams, min_length 1
+        opt.generation.beams.num_beams = beams;
+        opt.generation.min_new_tokens = 1;
+    }
     double secs = 0, vision = 0, qformer = 0, prefill = 0, decode = 0, tokens = 0;
     for (auto _ : st) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -353,6 +359,12 @@ const bool registered = [] {
                                      [dot](benchmark::State& st) {
                                          if (dot) BM_caption<moe::bf16_dot>(st, 2);
                                          else BM_caption<moe::bf16>(st, 2);
+                                     })
+            ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1)->Repetitions(1);
+        benchmark::RegisterBenchmark(("rsmoe/caption/beams:5" + w + "/threads:2").c_str(),
+                                     [dot](benchmark::State& st) {
+                                         if (dot) BM_caption<moe::bf16_dot>(st, 2, 5);
+                                         else BM_caption<moe::bf16>(st, 2, 5);
                                      })
             ->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1)->Repetitions(1);
     }
