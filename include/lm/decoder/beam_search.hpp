@@ -32,8 +32,9 @@
 //     num_return_sequences best are returned, best first.
 // Where moe differs, on purpose: a returned sequence ends with the stop id its hypothesis
 // produced (transformers appends the first eos id of its list); a hypothesis of length 0 (a stop
-// id as the first token of a prompt given as embeddings) scores -inf (transformers divides by
-// zero); done prompts stop running (transformers pads them along).
+// id as the first token of a prompt given as embeddings) scores sum / 0^length_penalty in IEEE
+// arithmetic (-inf for a positive penalty; transformers divides by zero); done prompts stop
+// running (transformers pads them along).
 #pragma once
 
 #include <algorithm>
