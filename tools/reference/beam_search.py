@@ -110,7 +110,8 @@ def beam_search(next_logits, input_ids, num_beams, max_new_tokens, eos_ids, leng
         scores = scores + beam_scores[:, None].expand_as(scores)
         V = scores.shape[-1]
         flat = scores.view(1, num_beams * V)
-        t = torch.topk(flat, min(2 * num_beams + 1, flat.shape[1]), dim=1, largest=True, sorted=True)[0][0]
+        if gaps is not None:  # the 2 * num_beams + 1 best, for the margins below
+            t = torch.topk(flat, min(2 * num_beams + 1, flat.shape[1]), dim=1, largest=True, sorted=True)[0][0]
         next_scores, next_tokens = torch.topk(flat, 2 * num_beams, dim=1, largest=True, sorted=True)
         next_indices = torch.div(next_tokens, V, rounding_mode="floor")
         next_tokens = next_tokens % V

@@ -125,6 +125,14 @@ struct EmbeddedPrompt {
 
 namespace detail {
 
+/// Prompt s's expert (RequestRouted FFN slots) and LoRA adapter: -1 when the options give none.
+inline int expert_of(const GenerationOptions& opt, index_t s) {
+    return opt.experts.empty() ? -1 : opt.experts[static_cast<std::size_t>(s)];
+}
+inline int adapter_of(const GenerationOptions& opt, index_t s) {
+    return opt.adapters.empty() ? -1 : opt.adapters[static_cast<std::size_t>(s)];
+}
+
 /// -inf for every id of `ids` inside the vocabulary (min_new_tokens' ban of the stop ids).
 inline void ban_ids(std::span<float> logits, std::span<const std::int32_t> ids) noexcept {
     for (const std::int32_t id : ids)
@@ -161,23 +169,21 @@ GenerationResult beam_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&
     std::vector<Prompt> ps(static_cast<std::size_t>(S));
     GenerationResult res;
 
-    // Prefill each prompt once, into its first slot; its beams start as copies of it (beam 0 at
-    // score 0, the others at -1e9, so that the first step continues beam 0 only).
+    // Prefill each prompt once, into its first slot: before the first step every beam's cache is
+    // that one (the step's slot moves copy it to the beams that need it). Beam 0 starts at score
+    // 0, the others at -1e9, so that the first step continues beam 0 only.
     const auto t0 = std::chrono::steady_clock::now();
     Tensor logits(DType::f32, {S * K, V});
     for (index_t s = 0; s < S; ++s) {
         Prompt& p = ps[static_cast<std::size_t>(s)];
         const index_t first = s * K;
         cache.reset(first);
-        const std::pair<Tensor, index_t> r = prefill(s, first, opt.experts.empty() ? -1 : opt.experts[static_cast<std::size_t>(s)],
-                                                     opt.adapters.empty() ? -1 : opt.adapters[static_cast<std::size_t>(s)],
-                                                     p.context);
+        const std::pair<Tensor, index_t> r = prefill(s, first, expert_of(opt, s), adapter_of(opt, s), p.context);
         res.prefill_tokens += r.second;
         const auto L0 = static_cast<index_t>(p.context.size());
         p.hyps.emplace(K, bo.length_penalty, bo.early_stopping, L0 + opt.max_new_tokens);
         for (index_t b = 0; b < K; ++b) {
             std::copy_n(r.first.data<float>(), V, logits.data<float>() + (first + b) * V);
-            cache.copy_slot(first, first + b);
             p.beams.push_back({{}, b == 0 ? 0.0f : -1e9f, first + b});
         }
     }
@@ -229,26 +235,27 @@ GenerationResult beam_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&
                 src.push_back(c.beam);
             }
 
-            // Cache slots: the first beam continuing an old beam takes its slot, any other gets the
-            // slot of an old beam nobody continues, with a copy of the cache.
+            // Cache slots: the first beam continuing an old beam takes its slot, any other the slot
+            // of an old beam nobody continues; a beam whose slot does not hold its source's cache
+            // (the old beam's, or before the first step the prompt's, in its first slot) gets a
+            // copy. A copy never overwrites a source: targets are unclaimed slots (or, before the
+            // first step, slots that hold nothing yet).
             std::vector<char> taken(static_cast<std::size_t>(K), 0);
             for (index_t j = 0; j < K; ++j) {
                 const auto b = static_cast<std::size_t>(src[static_cast<std::size_t>(j)]);
-                if (!taken[b]) {
-                    taken[b] = 1;
-                    nb[static_cast<std::size_t>(j)].slot = p.beams[b].slot;
-                } else {
-                    nb[static_cast<std::size_t>(j)].slot = -1;
-                }
+                nb[static_cast<std::size_t>(j)].slot = taken[b] ? -1 : p.beams[b].slot;
+                taken[b] = 1;
             }
             std::size_t free_b = 0;
             for (index_t j = 0; j < K; ++j) {
                 Beam& c = nb[static_cast<std::size_t>(j)];
-                if (c.slot >= 0) continue;
-                while (taken[free_b]) ++free_b;
-                taken[free_b] = 1;
-                c.slot = p.beams[free_b].slot;
-                cache.copy_slot(p.beams[static_cast<std::size_t>(src[static_cast<std::size_t>(j)])].slot, c.slot);
+                if (c.slot < 0) {
+                    while (taken[free_b]) ++free_b;
+                    taken[free_b] = 1;
+                    c.slot = p.beams[free_b].slot;
+                }
+                const index_t from = step == 0 ? s * K : p.beams[static_cast<std::size_t>(src[static_cast<std::size_t>(j)])].slot;
+                if (c.slot != from) cache.copy_slot(from, c.slot);
             }
             p.beams = std::move(nb);
             if (p.done) { p.stop = StopReason::stop_id; continue; }
@@ -261,8 +268,8 @@ GenerationResult beam_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&
                 const Beam& c = p.beams[static_cast<std::size_t>(j)];
                 slots.push_back(c.slot);
                 next.push_back(c.ids.back());
-                if (!opt.experts.empty()) experts.push_back(opt.experts[static_cast<std::size_t>(s)]);
-                if (!opt.adapters.empty()) adapters.push_back(opt.adapters[static_cast<std::size_t>(s)]);
+                if (!opt.experts.empty()) experts.push_back(expert_of(opt, s));
+                if (!opt.adapters.empty()) adapters.push_back(adapter_of(opt, s));
             }
         }
         if (slots.empty()) break;
@@ -334,8 +341,6 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     if (opt.beams.enabled())
         return beam_loop(model, cache, S, prefill, opt, stops, tokenizer, on_token, sampler, processors...);
     const index_t V = model.vocab_size();
-    auto expert_of = [&](index_t s) { return opt.experts.empty() ? -1 : opt.experts[static_cast<std::size_t>(s)]; };
-    auto adapter_of = [&](index_t s) { return opt.adapters.empty() ? -1 : opt.adapters[static_cast<std::size_t>(s)]; };
 
     GenerationResult res;
     res.sequences.resize(static_cast<std::size_t>(S));
@@ -353,7 +358,7 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     for (index_t s = 0; s < S; ++s) {
         cache.reset(s);
         Live& l = live[static_cast<std::size_t>(s)];
-        const std::pair<Tensor, index_t> r = prefill(s, s, expert_of(s), adapter_of(s), l.context);
+        const std::pair<Tensor, index_t> r = prefill(s, s, expert_of(opt, s), adapter_of(opt, s), l.context);
         std::copy_n(r.first.data<float>(), V, logits.data<float>() + s * V);
         res.prefill_tokens += r.second;
         if (tokenizer) l.stream.emplace(*tokenizer, opt.decode);
@@ -406,8 +411,8 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
             if (!l.done && !last) {
                 slots.push_back(s);
                 next.push_back(id);
-                if (!opt.experts.empty()) experts.push_back(expert_of(s));
-                if (!opt.adapters.empty()) adapters.push_back(adapter_of(s));
+                if (!opt.experts.empty()) experts.push_back(expert_of(opt, s));
+                if (!opt.adapters.empty()) adapters.push_back(adapter_of(opt, s));
             }
         }
         if (slots.empty()) break;
