@@ -155,7 +155,7 @@ template <index_t Max, class F>
 MOE_ALWAYS_INLINE void with_small_rows(index_t M, F&& f) {
     static_assert(Max >= 1 && Max <= kSmallMRows);
     [&]<int... I>(std::integer_sequence<int, I...>) {
-        ((M == I + 1 ? (f(std::integral_constant<int, I + 1>{}), true) : false) || ...);
+        (void)((M == I + 1 ? (f(std::integral_constant<int, I + 1>{}), true) : false) || ...);
     }(std::make_integer_sequence<int, static_cast<int>(Max)>{});
 }
 
