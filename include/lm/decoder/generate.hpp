@@ -133,6 +133,36 @@ inline int adapter_of(const GenerationOptions& opt, index_t s) {
     return opt.adapters.empty() ? -1 : opt.adapters[static_cast<std::size_t>(s)];
 }
 
+/// One batched decode step being gathered: a row per live sequence (its cache slot, its last
+/// token, its prompt's expert and adapter when the options give them).
+struct DecodeBatch {
+    std::vector<index_t> slots;
+    std::vector<std::int32_t> next;
+    std::vector<int> experts, adapters;
+
+    void clear() {
+        slots.clear();
+        next.clear();
+        experts.clear();
+        adapters.clear();
+    }
+    void add(const GenerationOptions& opt, index_t prompt, index_t slot, std::int32_t id) {
+        slots.push_back(slot);
+        next.push_back(id);
+        if (!opt.experts.empty()) experts.push_back(expert_of(opt, prompt));
+        if (!opt.adapters.empty()) adapters.push_back(adapter_of(opt, prompt));
+    }
+    /// model.decode over the rows (logits [rows, V], in row order), timed and counted into res.
+    template <class Model, class KV>
+    Tensor run(Model& model, KvCache<KV>& cache, GenerationResult& res) const {
+        const auto t0 = std::chrono::steady_clock::now();
+        Tensor lg = model.decode(cache, slots, next, experts, adapters);
+        res.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        res.decode_tokens += static_cast<index_t>(slots.size());
+        return lg;
+    }
+};
+
 /// -inf for every id of `ids` inside the vocabulary (min_new_tokens' ban of the stop ids).
 inline void ban_ids(std::span<float> logits, std::span<const std::int32_t> ids) noexcept {
     for (const std::int32_t id : ids)
@@ -192,15 +222,10 @@ GenerationResult beam_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&
 
     std::vector<float> cand;  // K * V candidate scores of one prompt
     std::vector<std::int32_t> ctx;
-    std::vector<index_t> slots;
-    std::vector<std::int32_t> next;
-    std::vector<int> experts, adapters;
+    DecodeBatch batch;
     std::vector<char> stepped(static_cast<std::size_t>(S));  // the prompts decoded in this step
     for (index_t step = 0; step < opt.max_new_tokens; ++step) {
-        slots.clear();
-        next.clear();
-        experts.clear();
-        adapters.clear();
+        batch.clear();
         std::fill(stepped.begin(), stepped.end(), 0);
         for (index_t s = 0; s < S; ++s) {
             Prompt& p = ps[static_cast<std::size_t>(s)];
@@ -264,19 +289,10 @@ GenerationResult beam_loop(Model& model, KvCache<KV>& cache, index_t S, Prefill&
                 if (cache.length(c.slot) + 1 > cache.max_seq()) { p.done = true; p.stop = StopReason::cache_full; }
             if (p.done) continue;
             stepped[static_cast<std::size_t>(s)] = 1;
-            for (index_t j = 0; j < K; ++j) {
-                const Beam& c = p.beams[static_cast<std::size_t>(j)];
-                slots.push_back(c.slot);
-                next.push_back(c.ids.back());
-                if (!opt.experts.empty()) experts.push_back(expert_of(opt, s));
-                if (!opt.adapters.empty()) adapters.push_back(adapter_of(opt, s));
-            }
+            for (const Beam& c : p.beams) batch.add(opt, s, c.slot, c.ids.back());
         }
-        if (slots.empty()) break;
-        const auto d0 = std::chrono::steady_clock::now();
-        const Tensor lg = model.decode(cache, slots, next, experts, adapters);
-        res.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
-        res.decode_tokens += static_cast<index_t>(slots.size());
+        if (batch.slots.empty()) break;
+        const Tensor lg = batch.run(model, cache, res);
         // decode's rows are in `slots` order: prompt by prompt, beam by beam
         index_t i = 0;
         for (index_t s = 0; s < S; ++s) {
@@ -366,14 +382,9 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
     const auto t1 = std::chrono::steady_clock::now();
     res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
-    std::vector<index_t> slots;
-    std::vector<std::int32_t> next;
-    std::vector<int> experts, adapters;
+    DecodeBatch batch;
     for (index_t step = 0; step < opt.max_new_tokens; ++step) {
-        slots.clear();
-        next.clear();
-        experts.clear();
-        adapters.clear();
+        batch.clear();
         for (index_t s = 0; s < S; ++s) {
             Live& l = live[static_cast<std::size_t>(s)];
             if (l.done) continue;
@@ -408,20 +419,12 @@ GenerationResult generate_loop(Model& model, KvCache<KV>& cache, index_t S, Pref
             else if (is_stop) { l.done = true; g.stop = StopReason::stop_id; }
             else if (!keep) { l.done = true; g.stop = StopReason::callback; }
             else if (cache.length(s) + 1 > cache.max_seq()) { l.done = true; g.stop = StopReason::cache_full; }
-            if (!l.done && !last) {
-                slots.push_back(s);
-                next.push_back(id);
-                if (!opt.experts.empty()) experts.push_back(expert_of(opt, s));
-                if (!opt.adapters.empty()) adapters.push_back(adapter_of(opt, s));
-            }
+            if (!l.done && !last) batch.add(opt, s, s, id);
         }
-        if (slots.empty()) break;
-        const auto d0 = std::chrono::steady_clock::now();
-        const Tensor lg = model.decode(cache, slots, next, experts, adapters);
-        res.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
-        res.decode_tokens += static_cast<index_t>(slots.size());
-        for (std::size_t i = 0; i < slots.size(); ++i)
-            std::copy_n(lg.data<float>() + static_cast<index_t>(i) * V, V, logits.data<float>() + slots[i] * V);
+        if (batch.slots.empty()) break;
+        const Tensor lg = batch.run(model, cache, res);
+        for (std::size_t i = 0; i < batch.slots.size(); ++i)
+            std::copy_n(lg.data<float>() + static_cast<index_t>(i) * V, V, logits.data<float>() + batch.slots[i] * V);
     }
     return res;
 }
