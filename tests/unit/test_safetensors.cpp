@@ -7,6 +7,9 @@
 
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "moe/io.hpp"
+#include "skip.hpp"
 
 namespace moe_test_safetensors {  // this file's names (unity builds merge test files)
 
@@ -496,6 +500,40 @@ TEST_CASE("safetensors: views are zero-copy views into the mapping", "[safetenso
     const SafetensorsFile copy = f;
     CHECK(copy.bytes().data() == f.bytes().data());
     CHECK(copy.get("a").raw() == f.get("a").raw());
+}
+
+// The VmFlags of the mapping that starts at `start` in /proc/self/smaps ("" when not found).
+std::string vm_flags_of(const void* start) {
+    std::ifstream f("/proc/self/smaps");
+    char head[32];
+    std::snprintf(head, sizeof head, "%lx-", static_cast<unsigned long>(reinterpret_cast<std::uintptr_t>(start)));
+    bool in = false;
+    for (std::string line; std::getline(f, line);) {
+        const std::string tok = line.substr(0, line.find(' '));
+        if (tok.empty()) continue;
+        if (tok.back() != ':') in = line.rfind(head, 0) == 0;  // a mapping's first line: "start-end perms ..."
+        else if (in && tok == "VmFlags:") return line.substr(8) + " ";
+    }
+    return "";
+}
+
+TEST_CASE("MappedFile: mappings of 2 MiB and more carry the huge-page hint, smaller ones not", "[safetensors]") {
+    if (!std::ifstream("/proc/self/smaps") || !fs::exists("/sys/kernel/mm/transparent_hugepage/enabled"))
+        MOE_SKIP("no /proc/self/smaps or no transparent huge pages on this kernel: the hint cannot be seen");
+    TempPath big, small;
+    {
+        std::ofstream(big.path, std::ios::binary) << std::string(std::size_t{2} << 20, 'x');
+        std::ofstream(small.path, std::ios::binary) << std::string((std::size_t{2} << 20) - 1, 'x');
+    }
+    const auto b = moe::io::MappedFile::open(big.path), s = moe::io::MappedFile::open(small.path);
+    REQUIRE(b.bytes.size() == (std::size_t{2} << 20));
+    const std::string fb = vm_flags_of(b.bytes.data()), fs_ = vm_flags_of(s.bytes.data());
+    INFO("VmFlags of the 2 MiB mapping: " << fb << "; of the smaller one: " << fs_);
+    REQUIRE(!fb.empty());
+    REQUIRE(!fs_.empty());
+    CHECK(fb.find(" hg ") != std::string::npos);  // MADV_HUGEPAGE
+    CHECK(fs_.find(" hg ") == std::string::npos);
+    CHECK(b.text()[0] == 'x');  // still the file's bytes
 }
 
 TEST_CASE("safetensors: views outlive the file object while keep_alive is held", "[safetensors]") {

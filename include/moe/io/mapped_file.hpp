@@ -3,6 +3,13 @@
 // The one place the library maps files (safetensors checkpoints, tokenizer.json): errors name
 // the file and say what failed (NotFoundError for a missing file, IOError for the rest). A mapping
 // is shared: copies keep it alive. An empty file maps to an empty span (mmap refuses 0 bytes).
+//
+// Mappings of 2 MiB and more are marked MADV_HUGEPAGE (a hint; ignored where the kernel cannot
+// use it): pages the mapping reads from disk then come into the page cache as 2 MiB folios mapped
+// by one TLB entry each, where 4 KiB pages cost a page walk every 4 KiB of a weight stream. A
+// decode step of Qwen2-0.5B (988 MB of bf16 weights) takes 35 ms from a huge-page mapping and
+// 42 ms from 4 KiB pages (Zen 5, 1 thread; docs/lm.md "Page size"). Pages already cached as 4 KiB
+// pages (a file just written or copied) stay so until the kernel drops them.
 #pragma once
 
 #include <fcntl.h>
@@ -69,6 +76,9 @@ struct MappedFile {
         if (size == 0) return m;
         void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) throw IOError(m.path, detail::io_message("cannot mmap", errno));
+#if defined(MADV_HUGEPAGE)
+        if (size >= (std::size_t{2} << 20)) (void)::madvise(p, size, MADV_HUGEPAGE);  // a hint: its failure is harmless
+#endif
         m.keep_alive = std::shared_ptr<const void>(p, [size](const void* q) { ::munmap(const_cast<void*>(q), size); });
         m.bytes = std::span<const std::byte>(static_cast<const std::byte*>(p), size);
         return m;
