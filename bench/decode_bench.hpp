@@ -152,6 +152,10 @@ inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, do
     st.counters["bound_fraction"] =
         benchmark::Counter(r.sequences / bound, benchmark::Counter::kIsIterationInvariantRate);
     if (r.sequences != 1 || r.weight_passes != 1 || r.extra_bytes != 0) st.counters["bytes_per_step"] = step;
+    // How much of the model's mapping 2 MiB pages hold (moe/io/mapped_file.hpp): decode reads faster
+    // from those; the page cache gives them to files read from disk, not to files still cached
+    // from being written (tools/bench/page_cache.py evict).
+    st.counters["huge_mapped_MB"] = smaps_rollup_bytes("FilePmdMapped:") * 1e-6;
 }
 
 /// The bytes of a model folder's safetensors files (its own and its sub-folders').

@@ -18,7 +18,7 @@
 # Environment: MOE_BENCH_OUT (results folder), MOE_BENCH_PREFILL (512), MOE_BENCH_DECODE (64),
 # MOE_BENCH_REPS (moe and llama.cpp repetitions, 5), MOE_BENCH_TORCH_REPS (3), MOE_BENCH_FILTER
 # (bench_decoder --benchmark_filter), MOE_BENCH_SKIP (any of "moe llama torch"),
-# MOE_BENCH_NO_BUILD=1, MOE_MODELS_DIR / MOE_CACHE_DIR, MOE_DECODER_MODELS, PYTHON.
+# MOE_BENCH_NO_BUILD=1, MOE_BENCH_KEEP_CACHE=1 (no page-cache eviction), MOE_MODELS_DIR / MOE_CACHE_DIR, MOE_DECODER_MODELS, PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-/usr/bin/python3}"
@@ -34,7 +34,14 @@ export MOE_BENCH_PREFILL="${MOE_BENCH_PREFILL:-512}" MOE_BENCH_DECODE="${MOE_BEN
 export MOE_BENCH_REPS="${MOE_BENCH_REPS:-5}"
 SKIP=" ${MOE_BENCH_SKIP:-} "
 mkdir -p "$OUT"
-load() { echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2; }
+# Before each tool: its weight files out of the page cache (unless MOE_BENCH_KEEP_CACHE=1), so
+# every tool maps them as after a reboot, in 2 MiB pages (tools/bench/page_cache.py says why).
+load() {
+  if [[ "${MOE_BENCH_KEEP_CACHE:-0}" != 1 ]]; then
+    for d in $(for m in $MOE_DECODER_MODELS; do echo "$MOE_MODELS_DIR/$m"; done); do [[ -e "$d" ]] && "$PY" "$ROOT/tools/bench/page_cache.py" evict "$d" 2>/dev/null; done
+  fi
+  echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
+}
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && "$SKIP" != *" moe "* ]]; then
   cmake --build "$BUILD" -j2 --target moe_bench_bench_decoder >&2

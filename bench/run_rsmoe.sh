@@ -19,7 +19,7 @@
 # Environment: MOE_BENCH_OUT (results folder), MOE_BENCH_DECODE (decode steps, 16),
 # MOE_BENCH_NEW_TOKENS (caption tokens per expert, 48), MOE_BENCH_REPS (moe repetitions, 3),
 # MOE_BENCH_TORCH_REPS (2), MOE_BENCH_FILTER (bench_rsmoe --benchmark_filter), MOE_BENCH_SKIP (any
-# of "moe torch"), MOE_BENCH_NO_BUILD=1, MOE_RSMOE_MODEL / MOE_CACHE_DIR, PYTHON.
+# of "moe torch"), MOE_BENCH_NO_BUILD=1, MOE_BENCH_KEEP_CACHE=1 (no page-cache eviction), MOE_RSMOE_MODEL / MOE_CACHE_DIR, PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-/usr/bin/python3}"
@@ -34,7 +34,14 @@ export MOE_BENCH_DECODE="${MOE_BENCH_DECODE:-16}" MOE_BENCH_NEW_TOKENS="${MOE_BE
 export MOE_BENCH_REPS="${MOE_BENCH_REPS:-3}"
 SKIP=" ${MOE_BENCH_SKIP:-} "
 mkdir -p "$OUT"
-load() { echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2; }
+# Before each tool: its weight files out of the page cache (unless MOE_BENCH_KEEP_CACHE=1), so
+# every tool maps them as after a reboot, in 2 MiB pages (tools/bench/page_cache.py says why).
+load() {
+  if [[ "${MOE_BENCH_KEEP_CACHE:-0}" != 1 ]]; then
+    for d in "$MOE_RSMOE_MODEL"; do [[ -e "$d" ]] && "$PY" "$ROOT/tools/bench/page_cache.py" evict "$d" 2>/dev/null; done
+  fi
+  echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
+}
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && "$SKIP" != *" moe "* ]]; then
   cmake --build "$BUILD" -j2 --target moe_bench_bench_rsmoe >&2

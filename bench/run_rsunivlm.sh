@@ -15,7 +15,7 @@
 # bench_rsunivlm on first use. PyTorch builds the model in fp32 before casting it (peak ~10 GB).
 # Environment: MOE_BENCH_OUT (results folder), MOE_BENCH_DECODE (decode steps, 32), MOE_BENCH_REPS
 # (moe repetitions, 3), MOE_BENCH_TORCH_REPS (2), MOE_BENCH_FILTER (bench_rsunivlm
-# --benchmark_filter), MOE_BENCH_SKIP (any of "moe torch"), MOE_BENCH_NO_BUILD=1,
+# --benchmark_filter), MOE_BENCH_SKIP (any of "moe torch"), MOE_BENCH_NO_BUILD=1, MOE_BENCH_KEEP_CACHE=1 (no page-cache eviction),
 # MOE_RSUNIVLM_MODEL / MOE_CACHE_DIR, MOE_RS_DATA, PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +30,14 @@ export MOE_RSUNIVLM_MODEL="${MOE_RSUNIVLM_MODEL:-$CACHE/models/random-rsunivlm-f
 export MOE_BENCH_DECODE="${MOE_BENCH_DECODE:-32}" MOE_BENCH_REPS="${MOE_BENCH_REPS:-3}"
 SKIP=" ${MOE_BENCH_SKIP:-} "
 mkdir -p "$OUT"
-load() { echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2; }
+# Before each tool: its weight files out of the page cache (unless MOE_BENCH_KEEP_CACHE=1), so
+# every tool maps them as after a reboot, in 2 MiB pages (tools/bench/page_cache.py says why).
+load() {
+  if [[ "${MOE_BENCH_KEEP_CACHE:-0}" != 1 ]]; then
+    for d in "$MOE_RSUNIVLM_MODEL"; do [[ -e "$d" ]] && "$PY" "$ROOT/tools/bench/page_cache.py" evict "$d" 2>/dev/null; done
+  fi
+  echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
+}
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && "$SKIP" != *" moe "* ]]; then
   cmake --build "$BUILD" -j2 --target moe_bench_bench_rsunivlm >&2
