@@ -164,6 +164,58 @@ TEST_CASE("results do not depend on the thread count", "[layer]") {
     REQUIRE(y1 == y2);
 }
 
+// Expert containers that can run one expert on several threads (ThreadedGroupedExpertSet): the
+// threaded expert_forward gives the single-threaded one's bits, and a grouped forward with fewer
+// experts than threads (a decode step routed to one expert) equals the 1-thread forward.
+template <class X>
+void check_threaded_expert(const X& experts, std::uint64_t seed) {
+    const index_t d = experts.hidden_size();
+    STATIC_REQUIRE(ThreadedGroupedExpertSet<X>);
+    for (index_t n : {1, 3, 8, 9, 40}) {
+        const auto x = randn(static_cast<std::size_t>(n * d), seed + static_cast<std::uint64_t>(n));
+        std::vector<float> y1(x.size()), y2(x.size(), -1.0f);
+        ExpertScratch s1, s2;
+        for (index_t e = 0; e < experts.num_experts(); ++e) {
+            experts.expert_forward(e, {x.data(), n, d}, {y1.data(), n, d}, s1);
+            experts.expert_forward(e, {x.data(), n, d}, {y2.data(), n, d}, s2, Exec(2));
+            INFO("rows " << n << ", expert " << e);
+            REQUIRE(y1 == y2);
+        }
+    }
+}
+
+template <class X>
+void check_one_expert_step(X experts, std::uint64_t seed) {
+    const index_t d = experts.hidden_size(), E = experts.num_experts();
+    for (index_t T : {1, 2}) {  // every token on expert 1 (T = 1: one block; T = 2: one block of 2)
+        const auto x = randn(static_cast<std::size_t>(T * d), seed + static_cast<std::uint64_t>(T));
+        RoutingPlan plan;
+        plan.reset(T, E, 1);
+        for (index_t t = 0; t < T; ++t) plan.expert_ids[static_cast<std::size_t>(t)] = 1, plan.weights[static_cast<std::size_t>(t)] = 0.75f;
+        plan.finalize();
+        std::vector<float> y1(x.size()), y2(x.size(), -1.0f), ref(x.size());
+        experts.forward({x.data(), T, d}, plan, {y1.data(), T, d}, Combine::overwrite, Exec(1));
+        experts.forward({x.data(), T, d}, plan, {y2.data(), T, d}, Combine::overwrite, Exec(2));
+        REQUIRE(y1 == y2);
+        ExpertScratch s;
+        experts.expert_forward(1, {x.data(), T, d}, {ref.data(), T, d}, s);
+        for (std::size_t i = 0; i < ref.size(); ++i) REQUIRE(y1[i] == 0.75f * ref[i]);  // the weight times the expert
+    }
+}
+
+TEST_CASE("one expert on several threads: bit-identical to one thread (GLU and MLP experts, every weight policy)",
+          "[layer]") {
+    // Matrices of 256 x 1024 = 2^18 elements: Linear splits them between threads even for 1-8 rows.
+    const index_t E = 3, d = 256, F = 1024;
+    check_threaded_expert(GluExperts<Silu>::random(E, d, F, 31), 41);
+    check_threaded_expert(GluExperts<Silu, bf16>::random(E, d, F, 32), 42);
+    check_threaded_expert(GluExperts<Silu, bf16_dot>::random(E, d, F, 33), 43);
+    check_threaded_expert(GluExperts<Silu, int8_dot>::random(E, d, F, 34), 44);
+    check_threaded_expert(MlpExperts<Gelu, bf16>::random(E, d, F, 35), 45);
+    check_one_expert_step(GluExperts<Silu, bf16>::random(E, d, F, 36), 46);
+    check_one_expert_step(MlpExperts<Gelu>::random(E, d, F, 37), 47);
+}
+
 TEST_CASE("k is adjustable at run time and validated", "[router]") {
     auto r = softmax_topk_router(Gate::random(8, 16, 1), 2);
     r.set_k(5);

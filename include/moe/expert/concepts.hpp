@@ -5,6 +5,8 @@
 //   ScratchSharing<X>     optional: share_scratch(other) (used by the layers' share_scratch)
 //   GroupedExpertSet<X>   optional: expert_forward(e, x, y, scratch), one expert over a block of
 //                         rows (grouped execution; what moe::dist::ExpertParallel runs locally)
+//   ThreadedGroupedExpertSet<X> optional: expert_forward(e, x, y, scratch, exec), one expert on
+//                         several threads (declared in moe/expert/grouped.hpp, which uses it)
 //   CollectiveExpertSet<X> optional: forward is a collective over processes (moe/dist/), so a
 //                         group calls it even when a call brings it no tokens (RoutedGroup::clear)
 //

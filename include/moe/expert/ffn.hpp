@@ -57,6 +57,14 @@ public:
         Act::apply(h.data, n * F);
         fc2_.apply(e, ConstMatrixRef<float>(h), y, s.gemm);
     }
+    /// The same on ex's threads (each Linear's output columns split between them; bit-identical).
+    void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, const Exec& ex) const {
+        const index_t n = x.rows, F = ffn_size();
+        MatrixRef<float> h(s.h.get(static_cast<std::size_t>(std::max<index_t>(n * F, 1))), n, F);
+        fc1_.apply(e, x, h, ex);
+        Act::apply(h.data, n * F);
+        fc2_.apply(e, ConstMatrixRef<float>(h), y, ex);
+    }
 
     /// out (+)= sum over each token's kept choices of weight * expert(x).
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
@@ -118,6 +126,16 @@ public:
         up_.apply(e, x, u, s.gemm);
         cpu::glu<Act>(g.data, u.data, n * F);
         down_.apply(e, ConstMatrixRef<float>(g), y, s.gemm);
+    }
+    /// The same on ex's threads (each Linear's output columns split between them; bit-identical).
+    void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, const Exec& ex) const {
+        const index_t n = x.rows, F = ffn_size();
+        const auto sz = static_cast<std::size_t>(std::max<index_t>(n * F, 1));
+        MatrixRef<float> g(s.h.get(sz), n, F), u(s.h2.get(sz), n, F);
+        gate_.apply(e, x, g, ex);
+        up_.apply(e, x, u, ex);
+        cpu::glu<Act>(g.data, u.data, n * F);
+        down_.apply(e, ConstMatrixRef<float>(g), y, ex);
     }
 
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,

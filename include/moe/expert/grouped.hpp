@@ -3,7 +3,9 @@
 //   1. permute: xp[s] = x[slot_to_token[s]] so that each expert's tokens are one contiguous block
 //   2. compute (grouped_compute): every non-empty expert runs its FFN over its block (one GEMM
 //      per weight when single-threaded; with several threads large blocks are split in row tiles
-//      so that all threads have work), writing yp[s]
+//      so that all threads have work, and when that still leaves fewer blocks than threads, as
+//      in a decode step routed to one expert, a ThreadedGroupedExpertSet runs them one at a time
+//      on all threads), writing yp[s]
 //   3. combine (grouped_combine): out[t] (+)= sum_j weight(t, j) * yp[token_to_slot(t, j)] over
 //      kept choices
 //
@@ -70,6 +72,21 @@ namespace detail {
 inline constexpr index_t kGroupedRowsPerTask = 64;
 }  // namespace detail
 
+/// A GroupedExpertSet that can also run one expert on several threads: grouped_compute uses it
+/// when a step has fewer blocks than threads (a decode step of one sequence routed to one expert:
+/// RSUniVLM's G-MoE, top-1 layers), where one block per thread would leave threads idle. Optional.
+///
+/// Promises:
+///  * expert_forward(e, x, y, scratch, ex) sets y to the same bits as expert_forward(e, x, y,
+///    scratch), whatever ex's thread count, using ex's threads inside; calls on one set must not
+///    overlap (it may use the set's own buffers besides `scratch`).
+template <class X>
+concept ThreadedGroupedExpertSet = requires(const X& cx, index_t e, ConstMatrixRef<float> in, MatrixRef<float> out,
+                                            ExpertScratch& scratch, const Exec& ex) {
+    cx.expert_forward(e, in, out, scratch);  // GroupedExpertSet's (moe/expert/concepts.hpp)
+    cx.expert_forward(e, in, out, scratch, ex);
+};
+
 /// Step 2 of grouped execution: for every block b, expert `expert_of(b)` over rows
 /// `offsets[b] .. offsets[b+1]-1` of xp ([offsets.back(), d]) into the same rows of yp. The
 /// blocks of grouped_forward are the plan's experts (expert_of(b) = b); expert parallelism
@@ -107,6 +124,16 @@ inline void grouped_compute(const X& experts, std::span<const std::int32_t> offs
                                MatrixRef<float>(yp + it.r0 * d, it.n, d), scratch);
     };
     const auto n_items = static_cast<index_t>(items.size());
+    if constexpr (ThreadedGroupedExpertSet<X>) {
+        // Fewer items than threads (a decode step's one or two tokens on fewer experts than
+        // threads): one item at a time on all threads, the same bits as one item per thread.
+        if (threads > 1 && n_items < threads) {
+            for (const Item& it : items)
+                experts.expert_forward(it.e, ConstMatrixRef<float>(xp + it.r0 * d, it.n, d),
+                                       MatrixRef<float>(yp + it.r0 * d, it.n, d), ws.worker(0), ex);
+            return;
+        }
+    }
     const int workers = parallel_workers(ex, n_items, 1);
     for (int i = 0; i < workers; ++i) ws.worker(i);
     parallel_chunks(ex, n_items, 1, [&](index_t b, index_t e, int w) {

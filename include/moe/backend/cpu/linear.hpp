@@ -391,9 +391,26 @@ public:
     template <class Epilogue>
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
                  Epilogue&& epilogue) const {
+        forward_matrix(0, x, y, ex, accumulate, std::forward<Epilogue>(epilogue));
+    }
+
+    /// apply(e, ...) on ex's threads, as forward() runs the first matrix: the output columns cut
+    /// into chunks the threads take dynamically, each column by the same kernel path as the
+    /// single-threaded apply (bit-identical). Uses this Linear's own workspaces, so calls on one
+    /// Linear must not overlap (GluExperts / MlpExperts::expert_forward with an Exec: one expert
+    /// at a time on all threads, for steps with fewer experts than threads).
+    void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate = false) const {
+        check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
+        forward_matrix(e, x, y, ex, accumulate, [](MatrixRef<float>) {});
+    }
+
+private:
+    template <class Epilogue>
+    void forward_matrix(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
+                        Epilogue&& epilogue) const {
         check<ShapeError>(count() > 0, "Linear::forward", "no weights (a default-constructed Linear)");
-        const WeightMatrix<W> w = weight();
-        const float* b = bias();
+        const WeightMatrix<W> w = weight(e);
+        const float* b = bias(e);
         const index_t N = w.out;
         check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "Linear::forward", "input [", x.rows, ", ",
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
@@ -423,18 +440,18 @@ public:
             const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
             const float* bc = b ? b + n0 : nullptr;
             if constexpr (std::is_same_v<math, Bf16DotMath>) {
-                const Bf16PanelsView* pk = packed_view(0);
+                const Bf16PanelsView* pk = packed_view(e);
                 const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
                 cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr, bc, yc, accumulate,
                                        ws);
             } else if constexpr (std::is_same_v<math, Int8DotMath>) {
                 detail::init_output(yc, bc, accumulate);
-                const Int8PanelsView* pk = packed8_view(0);
+                const Int8PanelsView* pk = packed8_view(e);
                 const Int8PanelsView part = pk ? pk->outputs(n0, n1) : Int8PanelsView{};
-                int8_gemm(x.rows, qx, qld, sx, int8_weight().outputs(n0, n1), yc.data, yc.stride,
+                int8_gemm(x.rows, qx, qld, sx, int8_weight(e).outputs(n0, n1), yc.data, yc.stride,
                           ws.pair_panel.get(int8_panel_words(x.cols)), pk ? &part : nullptr);
             } else if constexpr (kInt8) {
-                cpu::linear_int8_widened(x, int8_weight().outputs(n0, n1), bc, yc, accumulate, ws);
+                cpu::linear_int8_widened(x, int8_weight(e).outputs(n0, n1), bc, yc, accumulate, ws);
             } else {
                 cpu::linear<W>(x, w.outputs(n0, n1), bc, yc, accumulate, ws);
             }
@@ -452,6 +469,7 @@ public:
         columns(0, N, ws_);
     }
 
+public:
     static constexpr index_t kChunk = 192;  ///< output columns per parallel task (multiple of 48)
     /// Weights of at least this many elements are split between threads even for 1-8 rows.
     static constexpr index_t kSmallParallel = index_t{1} << 18;
