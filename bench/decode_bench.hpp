@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <span>
 #include <string>
@@ -43,13 +42,7 @@ inline std::int32_t argmax(const moe::Tensor& logits, index_t row = 0) {
 }
 
 /// A "VmRSS:" / "VmHWM:" line of /proc/self/status, in bytes (0 when absent).
-inline double proc_status_bytes(const char* key) {
-    std::ifstream f("/proc/self/status");
-    const std::string k(key);
-    for (std::string line; std::getline(f, line);)
-        if (line.rfind(k, 0) == 0) return std::strtod(line.c_str() + k.size(), nullptr) * 1024.0;
-    return 0;
-}
+inline double proc_status_bytes(const char* key) { return proc_kb_line("/proc/self/status", key); }
 
 /// What a decode step of a model of config `c` reads: every Linear of every layer (MoE layers:
 /// router gate, the k routed experts, the shared expert and its gate; a G-MoE layer: its one

@@ -41,15 +41,17 @@ inline float read_once(const float* p, std::size_t n) {
     return s;
 }
 
-/// A line of /proc/self/smaps_rollup ("AnonHugePages:", "FilePmdMapped:", ...) in bytes (0 when
-/// absent).
-inline double smaps_rollup_bytes(const char* key) {
-    std::ifstream f("/proc/self/smaps_rollup");
+/// The "<key> <n> kB" line of a /proc file, in bytes (0 when absent).
+inline double proc_kb_line(const char* file, const char* key) {
+    std::ifstream f(file);
     const std::string k(key);
     for (std::string line; std::getline(f, line);)
         if (line.rfind(k, 0) == 0) return std::strtod(line.c_str() + k.size(), nullptr) * 1024.0;
     return 0;
 }
+
+/// A line of /proc/self/smaps_rollup ("AnonHugePages:", "FilePmdMapped:", ...) in bytes.
+inline double smaps_rollup_bytes(const char* key) { return proc_kb_line("/proc/self/smaps_rollup", key); }
 
 inline std::map<int, double>& bandwidth_of() {  // bytes/s, the best repetition
     static std::map<int, double> m;
