@@ -51,19 +51,11 @@ public:
 
     /// y = expert e applied to every row of x (x: [n, d], y: [n, d]).
     void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s) const {
-        const index_t n = x.rows, F = ffn_size();
-        MatrixRef<float> h(s.h.get(static_cast<std::size_t>(std::max<index_t>(n * F, 1))), n, F);
-        fc1_.apply(e, x, h, s.gemm);
-        Act::apply(h.data, n * F);
-        fc2_.apply(e, ConstMatrixRef<float>(h), y, s.gemm);
+        run_expert(e, x, y, s, s.gemm);
     }
     /// The same on ex's threads (each Linear's output columns split between them; bit-identical).
     void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, const Exec& ex) const {
-        const index_t n = x.rows, F = ffn_size();
-        MatrixRef<float> h(s.h.get(static_cast<std::size_t>(std::max<index_t>(n * F, 1))), n, F);
-        fc1_.apply(e, x, h, ex);
-        Act::apply(h.data, n * F);
-        fc2_.apply(e, ConstMatrixRef<float>(h), y, ex);
+        run_expert(e, x, y, s, ex);
     }
 
     /// out (+)= sum over each token's kept choices of weight * expert(x).
@@ -79,6 +71,17 @@ public:
     MlpExperts select(std::span<const index_t> keep) const { return {fc1_.select(keep), fc2_.select(keep)}; }
 
 private:
+    /// expert_forward's body; `on` is where the Linears run: a GemmWorkspace (this thread) or an
+    /// Exec (its threads), as Linear::apply takes them.
+    template <class On>
+    void run_expert(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, On&& on) const {
+        const index_t n = x.rows, F = ffn_size();
+        MatrixRef<float> h(s.h.get(static_cast<std::size_t>(std::max<index_t>(n * F, 1))), n, F);
+        fc1_.apply(e, x, h, on);
+        Act::apply(h.data, n * F);
+        fc2_.apply(e, ConstMatrixRef<float>(h), y, on);
+    }
+
     LinearStack<W> fc1_, fc2_;
     GroupedWorkspace ws_;
 };
@@ -119,23 +122,11 @@ public:
     const LinearStack<W>& down() const noexcept { return down_; }
 
     void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s) const {
-        const index_t n = x.rows, F = ffn_size();
-        const auto sz = static_cast<std::size_t>(std::max<index_t>(n * F, 1));
-        MatrixRef<float> g(s.h.get(sz), n, F), u(s.h2.get(sz), n, F);
-        gate_.apply(e, x, g, s.gemm);
-        up_.apply(e, x, u, s.gemm);
-        cpu::glu<Act>(g.data, u.data, n * F);
-        down_.apply(e, ConstMatrixRef<float>(g), y, s.gemm);
+        run_expert(e, x, y, s, s.gemm);
     }
     /// The same on ex's threads (each Linear's output columns split between them; bit-identical).
     void expert_forward(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, const Exec& ex) const {
-        const index_t n = x.rows, F = ffn_size();
-        const auto sz = static_cast<std::size_t>(std::max<index_t>(n * F, 1));
-        MatrixRef<float> g(s.h.get(sz), n, F), u(s.h2.get(sz), n, F);
-        gate_.apply(e, x, g, ex);
-        up_.apply(e, x, u, ex);
-        cpu::glu<Act>(g.data, u.data, n * F);
-        down_.apply(e, ConstMatrixRef<float>(g), y, ex);
+        run_expert(e, x, y, s, ex);
     }
 
     void forward(ConstMatrixRef<float> x, const RoutingPlan& plan, MatrixRef<float> out,
@@ -151,6 +142,19 @@ public:
     }
 
 private:
+    /// expert_forward's body; `on` is where the Linears run: a GemmWorkspace (this thread) or an
+    /// Exec (its threads), as Linear::apply takes them.
+    template <class On>
+    void run_expert(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, ExpertScratch& s, On&& on) const {
+        const index_t n = x.rows, F = ffn_size();
+        const auto sz = static_cast<std::size_t>(std::max<index_t>(n * F, 1));
+        MatrixRef<float> g(s.h.get(sz), n, F), u(s.h2.get(sz), n, F);
+        gate_.apply(e, x, g, on);
+        up_.apply(e, x, u, on);
+        cpu::glu<Act>(g.data, u.data, n * F);
+        down_.apply(e, ConstMatrixRef<float>(g), y, on);
+    }
+
     LinearStack<W> gate_, up_, down_;
     GroupedWorkspace ws_;
 };
