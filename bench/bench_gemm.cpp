@@ -258,19 +258,18 @@ std::string shape_name(Shape s) {
     return "/M:" + std::to_string(s.M) + "/K:" + std::to_string(s.K) + "/N:" + std::to_string(s.N);
 }
 
-// The vdpbf16ps kernel where the target has it; where not, its registrations are skipped, but
-// the code must still compile (an `if constexpr` outside a template discards nothing).
-using VdpKernel = std::conditional_t<moe::cpu::kHasBf16Dot, moe::cpu::Bf16DotKernel, moe::cpu::Bf16FmaKernel>;
-
 void register_bf16dot(Shape s) {
     for (const auto layout : {moe::WeightLayout::out_in, moe::WeightLayout::in_out})
         for (const bool pre : {false, true}) {
             const std::string tail = std::string(layout == moe::WeightLayout::out_in ? "/out_in" : "/in_out") +
                                      (pre ? "/packed_once" : "/packed_per_call") + shape_name(s);
+            // DefaultBf16Kernel is the vdpbf16ps kernel where the target has it; where not, this
+            // registration is skipped, but the code must still compile (an `if constexpr` outside
+            // a template discards nothing).
             if constexpr (moe::cpu::kHasBf16Dot)
                 benchmark::RegisterBenchmark(("gemm/bf16dot/vdpbf16ps" + tail).c_str(),
                                              [s, layout, pre](benchmark::State& st) {
-                                                 BM_bf16dot<VdpKernel>(st, s, layout, pre);
+                                                 BM_bf16dot<moe::cpu::DefaultBf16Kernel>(st, s, layout, pre);
                                              })
                     ->UseRealTime();
             if (pre && layout == moe::WeightLayout::out_in)
