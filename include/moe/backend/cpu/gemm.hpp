@@ -304,14 +304,14 @@ struct RowDot : RowPartials<xsimd::batch<float, simd_arch>, M> {
 };
 #endif
 
-/// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for M = 1 .. 8,
-/// reading the weight matrix once, front to back (rows longer than kSegment inputs: a block of
-/// rows a segment at a time): output n is the dot product of weight row n with each input row,
-/// its 2L partials as the lanes of two accumulators. One sequential stream (with software
-/// prefetch, kSmallMPrefetchBytes) is what the memory system follows best: on Zen 4 it reads at
-/// ~90 % of the measured read bandwidth, where reading 16 rows side by side (the packed kernel's
-/// order, which needs register transposes) reached ~50 %. Not packed_gemm's order: the two
-/// differ by rounding.
+/// Small-M path (decoding) for an [out, in] weight: C[m, :] += A[m, :] . W^T for
+/// M = 1 .. kSmallMRowsF32, reading the weight matrix once, front to back (rows longer than
+/// kSegment inputs: a block of rows a segment at a time): output n is the dot product of weight
+/// row n with each input row, its 2L partials as the lanes of two accumulators. One sequential
+/// stream (with software prefetch from kSmallMPrefetchFromRows rows on, kSmallMPrefetchBytes
+/// ahead) is what the memory system follows best: on Zen 4 it reads at ~90 % of the measured
+/// read bandwidth, where reading 16 rows side by side (the packed kernel's order, which needs
+/// register transposes) reached ~50 %. Not packed_gemm's order: the two differ by rounding.
 template <int M, class W>
 inline void gemm_rows_dot(index_t N, index_t K, const float* A, index_t lda, const W* Wp, index_t ldw, float* C,
                           index_t ldc) noexcept {
