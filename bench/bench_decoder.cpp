@@ -51,7 +51,9 @@
 //              bandwidth_GB/s (this run's figure at n threads), bound_tok/s = bandwidth /
 //              (weight + KV bytes), bound_fraction = tokens/s / bound_tok/s; rss_mb = VmRSS after
 //              the run (after malloc_trim) and budget_mb = model safetensors + cache.bytes() +
-//              100 MB (MB = 10^6 bytes)
+//              100 MB (MB = 10^6 bytes); adjacent_GB/s and adjacent_bound_fraction: the bound
+//              against the read bandwidth measured right after the repetition's timed loop
+//              (moe_bench::adjacent_bound), seconds from the figure instead of minutes
 //
 // Environment: MOE_MODELS_DIR (default ${MOE_CACHE_DIR:-~/.cache/moe}/models), MOE_DECODER_MODELS
 // (folder names, default "qwen2-0.5b-random qwen2moe-0.5b-random"), MOE_BENCH_PREFILL (prompt
@@ -286,6 +288,7 @@ void BM_decode(benchmark::State& st, const std::string& name, bool dot, int thre
     malloc_trim(0);
     st.counters["rss_mb"] = moe_bench::proc_status_bytes("VmRSS:") * 1e-6;
     st.counters["budget_mb"] = (L->file_bytes + double(L->cache.bytes())) * 1e-6 + 100.0;
+    moe_bench::adjacent_bound(st, threads);
 }
 
 void BM_beam(benchmark::State& st, const std::string& name, index_t beams, int threads) {

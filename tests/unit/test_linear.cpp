@@ -152,6 +152,69 @@ TEST_CASE("cpu::Linear::forward: threads split the output columns, bit for bit",
     CHECK_THROWS_AS(l.forward({x.data(), M, K - 1}, {y1.data(), M, N}), ShapeError);
 }
 
+TEST_CASE("cpu::even_column_share: one share per thread, cut on the alignment", "[linear][threads]") {
+    STATIC_REQUIRE(cpu::Linear<bf16>::kChunkAlign == 32);
+    CHECK(cpu::even_column_share(896, 2, 32) == 448);  // Qwen2-0.5B's q / o / down: two equal halves
+    CHECK(cpu::even_column_share(4864, 2, 32) == 2432);
+    CHECK(cpu::even_column_share(900, 3, 32) == 320);  // 300 rounded up: [0, 320), [320, 640), [640, 900)
+    CHECK(cpu::even_column_share(900, 3, 48) == 336);
+    CHECK(cpu::even_column_share(100, 4, 32) == 32);  // never below one aligned block
+    CHECK(cpu::even_column_share(896, 0, 32) == 896);  // no threads counts as one
+}
+
+// Decoding (1 .. kSmallMRows rows) cuts the columns into even shares that start where kChunk's
+// never do (320, 640 for 900 columns on 3 threads): the same bits as one thread for every weight
+// policy and both layouts, and the product itself against the definition.
+TEMPLATE_TEST_CASE("cpu::Linear::forward: few rows split in even shares, bit for bit", "[linear][threads]", float, bf16,
+                   f16, bf16_dot, bf16_dot_packed, int8_dot, int8_dot_packed, int8_weight_only) {
+    using L = cpu::Linear<TestType>;
+    const index_t N = 900, K = 320;  // N * K above kSmallParallel: threaded even for one row
+    REQUIRE(N * K >= L::kSmallParallel);
+    const auto w = randn(static_cast<std::size_t>(N * K), 31), b = randn(static_cast<std::size_t>(N), 32);
+    auto to = std::make_shared<Tensor>(Tensor::from<float>({1, N, K}, w));
+    auto ti = std::make_shared<Tensor>(Tensor::from<float>({1, K, N}, transposed(w, N, K)));
+    const Tensor tb = Tensor::from<float>({1, N}, b);
+    const TensorView bv = tb.view();
+    const auto oi = cpu::Linear<float>::from_stacked(to->view(), &bv, to, "oi", WeightLayout::out_in);
+    const auto io = cpu::Linear<float>::from_stacked(ti->view(), &bv, ti, "io", WeightLayout::in_out);
+    for (const auto* src : {&oi, &io}) {
+        const L l = L::converted(*src);  // PackOnce policies pack here
+        for (index_t M = 1; M <= cpu::kSmallMRows; ++M) {
+            const auto x = randn(static_cast<std::size_t>(M * K), static_cast<std::uint64_t>(40 + M));
+            std::vector<float> y1(static_cast<std::size_t>(M * N)), y2(y1.size(), 7.0f), y3(y1.size(), 7.0f);
+            l.forward({x.data(), M, K}, {y1.data(), M, N}, Exec(1));
+            l.forward({x.data(), M, K}, {y2.data(), M, N}, Exec(2));
+            l.forward({x.data(), M, K}, {y3.data(), M, N}, Exec(3));
+            INFO("rows " << M << ", layout " << (src == &oi ? "out_in" : "in_out"));
+            REQUIRE(y1 == y2);
+            REQUIRE(y1 == y3);
+            // Against the fp32 definition, within the rounding each policy makes: 16-bit values
+            // (weights, and bf16_dot's activations) are within 2^-9 of their value, so a product
+            // is within 2^-8 of x_k w_k; int8 values within half a step (max |row| / 127) / 2.
+            const auto ref = reference(x, w, b, M, N, K);
+            constexpr bool i8 = std::is_same_v<storage_t<TestType>, std::int8_t>;
+            constexpr bool act8 = std::is_same_v<math_t<TestType>, Int8DotMath>;
+            for (index_t m = 0; m < M; ++m) {
+                const float* xr = x.data() + m * K;
+                double xmax = 0, xabs = 0;
+                for (index_t k = 0; k < K; ++k) xmax = std::max(xmax, double(std::fabs(xr[k])));
+                for (index_t k = 0; k < K; ++k) xabs += std::fabs(xr[k]);
+                for (index_t n = 0; n < N; ++n) {
+                    const float* wr = w.data() + n * K;
+                    double wmax = 0, wabs = 0, prod = 0;
+                    for (index_t k = 0; k < K; ++k) wmax = std::max(wmax, double(std::fabs(wr[k])));
+                    for (index_t k = 0; k < K; ++k) wabs += std::fabs(wr[k]);
+                    for (index_t k = 0; k < K; ++k) prod += std::fabs(double(xr[k]) * wr[k]);
+                    double tol = 1e-4 + (std::is_same_v<TestType, float> ? 1e-6 * prod : std::ldexp(prod, -8));
+                    if (i8) tol = 1e-4 + xabs * wmax / 254 + (act8 ? wabs * xmax / 254 * 1.01 : 0.0);
+                    const std::size_t i = static_cast<std::size_t>(m * N + n);
+                    REQUIRE(std::fabs(y1[i] - ref[i]) <= tol);
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("Gate, LinearStack, vision::Linear and vision::Mlp are the one Linear and the one dense FFN", "[linear]") {
     STATIC_REQUIRE(std::is_same_v<LinearStack<bf16>, cpu::Linear<bf16>>);
     STATIC_REQUIRE(std::is_same_v<vision::Linear<f16>, cpu::Linear<f16>>);

@@ -19,7 +19,8 @@ Columns: tokens/s of prefill (P-token prompt, last-token logits) and decode (sin
 steps after the prompt); moe/llama.cpp decode is taken against batched-bench's decode after the
 prompt (the same context as moe's and PyTorch's decode), or against llama-bench's decode from an
 empty context where batched-bench is missing (marked *). bound = moe's decode tokens/s / (this
-run's read bandwidth / bytes a step reads); gemm = moe's prefill GFLOP/s / the library's GEMM
+run's read bandwidth / bytes a step reads), and in brackets against the read bandwidth measured
+right after each repetition (adjacent_bound_fraction, seconds from the figure); gemm = moe's prefill GFLOP/s / the library's GEMM
 GFLOP/s on [512, 896] x [896, 4864] at the same thread count; rss / budget = VmRSS after decode /
 (model.safetensors + KV cache + 100 MB), MB. moe's bf16_dot policy (bench names with
 /w:bf16-dot/) shows as the rows "<model> (bf16-dot)", beside the same llama.cpp and PyTorch
@@ -132,7 +133,7 @@ def main(argv):
     base = lambda model: model.split(" (")[0]  # "<model> (bf16-dot)": the same peers
     print("| model | threads | prefill moe | llama.cpp | PyTorch | moe / llama.cpp | moe / PyTorch "
           "| decode moe | llama.cpp tg (empty) | llama.cpp after prompt | PyTorch | moe / llama.cpp | moe / PyTorch "
-          "| bound | gemm | rss / budget MB |")
+          "| bound (adjacent) | gemm | rss / budget MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model, t in keys:
         p = moe.get((model, "prefill", t), {})
@@ -144,9 +145,12 @@ def main(argv):
         l_dec = lc.get("btg") if lc.get("btg") is not None else lc.get("tg")
         star = "" if lc.get("btg") is not None or l_dec is None else "*"
         rss = f"{dec['rss_mb']:.0f} / {dec['budget_mb']:.0f}" if "rss_mb" in dec else "-"
+        bound = fmt(dec.get("bound_fraction"), 2)
+        if dec.get("adjacent_bound_fraction") is not None:
+            bound += f" ({dec['adjacent_bound_fraction']:.2f})"
         print(f"| {model} | {t} | {fmt(mp)} | {fmt(lc.get('pp'))} | {fmt(tp)} | {ratio(mp, lc.get('pp'))} | {ratio(mp, tp)} "
               f"| {fmt(md, 2)} | {fmt(lc.get('tg'), 2)} | {fmt(lc.get('btg'), 2)} | {fmt(td, 2)} | {ratio(md, l_dec)}{star} "
-              f"| {ratio(md, td)} | {fmt(dec.get('bound_fraction'), 2)} | {fmt(p.get('gemm_fraction'), 2)} | {rss} |")
+              f"| {ratio(md, td)} | {bound} | {fmt(p.get('gemm_fraction'), 2)} | {rss} |")
     notes = []
     for t in sorted({t for (_, t) in bounds}):
         bw, gm = bounds.get(("bandwidth", t)), bounds.get(("gemm", t))
