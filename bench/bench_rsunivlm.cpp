@@ -43,9 +43,7 @@
 //            (151936 x 896 bf16) + one embedding row (fp32); kv_bytes_per_token = keys + values
 //            read at the mean context of the timed steps (fp32); bandwidth_GB/s (this run's at n
 //            threads), bound_tok/s = bandwidth / (weight + KV bytes), bound_fraction = tokens/s /
-//            bound_tok/s; adjacent_GB/s and adjacent_bound_fraction: the bound against the
-//            read bandwidth measured right after the repetition's timed loop (its 128 MiB buffer
-//            after the memory counters; moe_bench::adjacent_bound)
+//            bound_tok/s
 //   both     rss_mb (VmRSS after the run, after malloc_trim), rss_peak_mb (VmHWM: the process's
 //            peak so far, the model's load included; the bandwidth buffers are measured before the
 //            model is mapped so that they do not count), budget_mb = model safetensors + 1000
@@ -263,7 +261,6 @@ void BM_decode(benchmark::State& st, int threads) {
     const double ctx = moe_bench::run_decode_steps(st, lm, L->cache, L->rows, L->first_id, L->request.granularity);
     moe_bench::decode_counters(st, costs_of(lm.config()), ctx, bw);
     memory_counters(st, *L);
-    moe_bench::adjacent_bound(st, threads);
 }
 
 const bool registered = [] {

@@ -153,10 +153,12 @@ inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, do
     st.counters["huge_mapped_MB"] = smaps_rollup_bytes("FilePmdMapped:") * 1e-6;
 }
 
-/// This moment's read bandwidth at `threads` (bytes/s): the best of 3 passes over a 128 MiB
-/// buffer (4x a Zen 4/5 CCD's L3) after one untimed pass, some 0.1 s in all.
+/// This moment's read bandwidth at `threads` (bytes/s): the best of 3 passes over the probe's
+/// buffer (bandwidth_bytes(), 1 GiB) after one untimed pass, some 0.5 s in all. Not smaller:
+/// this VM reports a 508 MiB L3 (its host's; 32 MiB per CCD), and a 128 MiB buffer read
+/// 25-41 GB/s at 1 thread where the 1 GiB one read 25-31.
 inline double adjacent_bandwidth(int threads) {
-    const BigBuffer buf((std::size_t{128} << 20) / sizeof(float));
+    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
     const moe::Exec ex(threads);
     std::vector<float> partial;
     float sink = sum_parallel(buf, ex, partial);
@@ -170,7 +172,8 @@ inline double adjacent_bandwidth(int threads) {
     return static_cast<double>(buf.bytes()) / best;
 }
 
-/// After decode_counters (and the memory counters, which the probe's buffer must not reach): the
+/// After decode_counters (and the memory counters: the probe's buffer must not reach them; a
+/// benchmark that reports the process's peak RSS cannot use it, bench_rsunivlm's decode): the
 /// bound again, against the read bandwidth measured now, right after this repetition's timed
 /// loop (adjacent_GB/s, adjacent_bound_fraction). The run's bound (bandwidth_GB/s, measured once
 /// before the models load) can be minutes older than the figure it bounds, and this VM's read
