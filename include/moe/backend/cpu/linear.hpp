@@ -338,17 +338,12 @@ public:
     }
 
     /// y [M, out] (= or +=) x [M, in] . W_e^T + b_e, on the calling thread with the caller's
-    /// GEMM workspace (experts of a grouped forward, a router's gate).
+    /// GEMM workspace (experts of a grouped forward, a router's gate): calls on one Linear may
+    /// overlap when each has its own workspace.
     void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, GemmWorkspace& ws,
                bool accumulate = false) const {
-        if constexpr (std::is_same_v<math, Bf16DotMath>)
-            cpu::linear_bf16(x, weight(e), packed_view(e), bias(e), y, accumulate, ws);
-        else if constexpr (std::is_same_v<math, Int8DotMath>)
-            cpu::linear_int8(x, int8_weight(e), bias(e), y, accumulate, ws, packed8_view(e));
-        else if constexpr (kInt8)
-            cpu::linear_int8_widened(x, int8_weight(e), bias(e), y, accumulate, ws);
-        else
-            cpu::linear<W>(x, weight(e), bias(e), y, accumulate, ws);
+        check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
+        forward_matrix(e, x, y, Exec::serial(), accumulate, [](MatrixRef<float>) {}, ws);
     }
 
     /// Packs every matrix once into the GEMM's panels (Bf16DotMath: the bf16 dot GEMM's;
@@ -393,7 +388,7 @@ public:
     template <class Epilogue>
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
                  Epilogue&& epilogue) const {
-        forward_matrix(0, x, y, ex, accumulate, std::forward<Epilogue>(epilogue));
+        forward_matrix(0, x, y, ex, accumulate, std::forward<Epilogue>(epilogue), ws_);
     }
 
     /// apply(e, ...) on ex's threads, as forward() runs the first matrix: the output columns cut
@@ -403,13 +398,16 @@ public:
     /// at a time on all threads, for steps with fewer experts than threads).
     void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate = false) const {
         check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
-        forward_matrix(e, x, y, ex, accumulate, [](MatrixRef<float>) {});
+        forward_matrix(e, x, y, ex, accumulate, [](MatrixRef<float>) {}, ws_);
     }
 
 private:
+    /// The one dispatch to the kernels: matrix e's product, its input rounded (Bf16DotMath) or
+    /// quantised (Int8DotMath) once into `ws`, the output columns on ex's threads (each thread's
+    /// chunks with its own workspace of tws_) or, with one thread, all of them with `ws`.
     template <class Epilogue>
     void forward_matrix(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
-                        Epilogue&& epilogue) const {
+                        Epilogue&& epilogue, GemmWorkspace& ws) const {
         check<ShapeError>(count() > 0, "Linear::forward", "no weights (a default-constructed Linear)");
         const WeightMatrix<W> w = weight(e);
         const float* b = bias(e);
@@ -417,6 +415,7 @@ private:
         check<ShapeError>(x.cols == w.in && y.rows == x.rows && y.cols == N, "Linear::forward", "input [", x.rows, ", ",
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
                           "] do not fit");
+        if (x.rows == 0) return;
         // For a few rows (at most kSmallMRows: decoding) one even share of the columns per thread
         // (cpu::even_column_share): every column is the same work, so equal shares finish
         // together, where kChunk-sized tasks did not: a 896-output matrix (Qwen2-0.5B's q, o and
@@ -431,7 +430,7 @@ private:
         const std::uint32_t* pairs = nullptr;
         const index_t P = bf16_pairs(x.cols);
         if constexpr (std::is_same_v<math, Bf16DotMath>) {
-            std::uint32_t* p = ws_.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
+            std::uint32_t* p = ws.input_pairs.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * P)));
             round_rows_bf16(x, p);
             pairs = p;
         }
@@ -439,31 +438,31 @@ private:
         const float* sx = nullptr;
         const index_t qld = int8_row_bytes(x.cols);
         if constexpr (std::is_same_v<math, Int8DotMath>) {
-            std::uint8_t* q = ws_.int8_rows.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * qld)));
-            float* s = ws_.int8_scales.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows)));
+            std::uint8_t* q = ws.int8_rows.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows * qld)));
+            float* s = ws.int8_scales.get(static_cast<std::size_t>(std::max<index_t>(1, x.rows)));
             quantize_rows_int8(x, q, s);
             qx = q;
             sx = s;
         }
-        // Output columns [n0, n1) with workspace ws, then the epilogue on them.
-        auto columns = [&](index_t n0, index_t n1, GemmWorkspace& ws) {
+        // Output columns [n0, n1) with workspace cws, then the epilogue on them.
+        auto columns = [&](index_t n0, index_t n1, GemmWorkspace& cws) {
             const MatrixRef<float> yc(y.data + n0, y.rows, n1 - n0, y.stride);
             const float* bc = b ? b + n0 : nullptr;
             if constexpr (std::is_same_v<math, Bf16DotMath>) {
                 const Bf16PanelsView* pk = packed_view(e);
                 const Bf16PanelsView part = pk ? pk->outputs(n0, n1) : Bf16PanelsView{};
                 cpu::linear_bf16_pairs(x.rows, pairs, P, w.outputs(n0, n1), pk ? &part : nullptr, bc, yc, accumulate,
-                                       ws);
+                                       cws);
             } else if constexpr (std::is_same_v<math, Int8DotMath>) {
                 detail::init_output(yc, bc, accumulate);
                 const Int8PanelsView* pk = packed8_view(e);
                 const Int8PanelsView part = pk ? pk->outputs(n0, n1) : Int8PanelsView{};
                 int8_gemm(x.rows, qx, qld, sx, int8_weight(e).outputs(n0, n1), yc.data, yc.stride,
-                          ws.pair_panel.get(int8_panel_words(x.cols)), pk ? &part : nullptr);
+                          cws.pair_panel.get(int8_panel_words(x.cols)), pk ? &part : nullptr);
             } else if constexpr (kInt8) {
-                cpu::linear_int8_widened(x, int8_weight(e).outputs(n0, n1), bc, yc, accumulate, ws);
+                cpu::linear_int8_widened(x, int8_weight(e).outputs(n0, n1), bc, yc, accumulate, cws);
             } else {
-                cpu::linear<W>(x, w.outputs(n0, n1), bc, yc, accumulate, ws);
+                cpu::linear<W>(x, w.outputs(n0, n1), bc, yc, accumulate, cws);
             }
             epilogue(yc);
         };
@@ -476,7 +475,7 @@ private:
             });
             return;
         }
-        columns(0, N, ws_);
+        columns(0, N, ws);
     }
 
 public:
