@@ -32,12 +32,8 @@ SKIP=" ${MOE_BENCH_SKIP:-} "
 mkdir -p "$OUT"
 # Before each tool: its weight files out of the page cache (unless MOE_BENCH_KEEP_CACHE=1), so
 # every tool maps them as after a reboot, in 2 MiB pages (tools/bench/page_cache.py says why).
-load() {
-  if [[ "${MOE_BENCH_KEEP_CACHE:-0}" != 1 ]]; then
-    for d in "$MOE_RSUNIVLM_MODEL"; do [[ -e "$d" ]] && "$PY" "$ROOT/tools/bench/page_cache.py" evict "$d" 2>/dev/null; done
-  fi
-  echo "load before $1: $(cat /proc/loadavg)" | tee -a "$OUT/load.txt" >&2
-}
+source "$ROOT/bench/common.sh"
+load() { bench_step "$1" "$MOE_RSUNIVLM_MODEL"; }
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && "$SKIP" != *" moe "* ]]; then
   cmake --build "$BUILD" -j2 --target moe_bench_bench_rsunivlm >&2
