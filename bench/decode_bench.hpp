@@ -7,7 +7,6 @@
 #include <malloc.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
@@ -15,7 +14,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 #include <type_traits>
 
 #include "lm/decoder/config.hpp"
@@ -153,25 +151,6 @@ inline void decode_counters(benchmark::State& st, const Costs& k, double ctx, do
     st.counters["huge_mapped_MB"] = smaps_rollup_bytes("FilePmdMapped:") * 1e-6;
 }
 
-/// This moment's read bandwidth at `threads` (bytes/s): the best of 3 passes over the probe's
-/// buffer (bandwidth_bytes(), 1 GiB) after one untimed pass, some 0.5 s in all. Not smaller:
-/// this VM reports a 508 MiB L3 (its host's; 32 MiB per CCD), and a 128 MiB buffer read
-/// 25-41 GB/s at 1 thread where the 1 GiB one read 25-31.
-inline double adjacent_bandwidth(int threads) {
-    const BigBuffer buf(bandwidth_bytes() / sizeof(float));
-    const moe::Exec ex(threads);
-    std::vector<float> partial;
-    float sink = sum_parallel(buf, ex, partial);
-    double best = 1e300;
-    for (int r = 0; r < 3; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        sink += sum_parallel(buf, ex, partial);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    benchmark::DoNotOptimize(sink);
-    return static_cast<double>(buf.bytes()) / best;
-}
-
 /// After decode_counters (and the memory counters: the probe's buffer must not reach them; a
 /// benchmark that reports the process's peak RSS cannot use it, bench_rsunivlm's decode): the
 /// bound again, against the read bandwidth measured now, right after this repetition's timed
@@ -180,7 +159,10 @@ inline double adjacent_bandwidth(int threads) {
 /// bandwidth moves 1.5-2x within the hour; seconds apart, both see the same machine.
 inline void adjacent_bound(benchmark::State& st, int threads) {
     const double bw = st.counters["bandwidth_GB/s"].value * 1e9;
-    const double adj = adjacent_bandwidth(threads);
+    // measure_bandwidth's 1 GiB buffer, not a smaller one: this VM reports a 508 MiB L3 (its
+    // host's; 32 MiB per CCD), and a 128 MiB buffer read 25-41 GB/s at 1 thread where 1 GiB read
+    // 25-31.
+    const double adj = measure_bandwidth(threads);
     const benchmark::Counter f = st.counters["bound_fraction"];
     st.counters["adjacent_GB/s"] = adj * 1e-9;
     st.counters["adjacent_bound_fraction"] = benchmark::Counter(f.value * bw / adj, f.flags);

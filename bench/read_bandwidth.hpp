@@ -127,11 +127,9 @@ inline void BM_bandwidth(benchmark::State& st, int threads) {
     st.counters["huge_MB"] = smaps_rollup_bytes("AnonHugePages:") * 1e-6;  // of the buffer's pages
 }
 
-/// This run's bandwidth at `threads` (the bandwidth benchmark's, or measured here: best of 3
-/// passes after one untimed one, when that benchmark was filtered out).
-inline double bandwidth(int threads) {
-    auto& m = bandwidth_of();
-    if (auto it = m.find(threads); it != m.end()) return it->second;
+/// The read bandwidth at `threads` now (bytes/s): the best of 3 passes over a fresh buffer of
+/// bandwidth_bytes() after one untimed pass.
+inline double measure_bandwidth(int threads) {
     const BigBuffer buf(bandwidth_bytes() / sizeof(float));
     const moe::Exec ex(threads);
     std::vector<float> partial;
@@ -143,7 +141,14 @@ inline double bandwidth(int threads) {
         best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     benchmark::DoNotOptimize(sink);
-    return m[threads] = static_cast<double>(buf.bytes()) / best;
+    return static_cast<double>(buf.bytes()) / best;
+}
+/// This run's bandwidth at `threads` (the bandwidth benchmark's, or measure_bandwidth's when that
+/// benchmark was filtered out, kept for the run).
+inline double bandwidth(int threads) {
+    auto& m = bandwidth_of();
+    if (auto it = m.find(threads); it != m.end()) return it->second;
+    return m[threads] = measure_bandwidth(threads);
 }
 
 
