@@ -375,8 +375,8 @@ public:
     /// ex.threads() > 1 the output columns are cut into chunks of kChunk (a multiple of every
     /// register block) that the threads take dynamically (moe::parallel_chunks), so a thread the
     /// OS preempts does not hold the others up; for a few rows (decoding) into one even share per
-    /// thread (cpu::even_column_share). Every output element is computed by the same kernel path whatever the
-    /// split (bit-identical results).
+    /// thread (cpu::even_column_share). Every output element is computed by the same kernel path
+    /// whatever the split (bit-identical results).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex = Exec::serial(),
                  bool accumulate = false) const {
         forward(x, y, ex, accumulate, [](MatrixRef<float>) {});
