@@ -109,6 +109,9 @@ TEST_CASE("cpu::Linear: both layouts, stacks and selections compute x W^T + b", 
         for (std::size_t i = 0; i < y1.size(); ++i) REQUIRE(y1[i] == Approx(ref[i]).margin(1e-4));
         CHECK(y1 == y2);  // the packed kernel reads either layout in the same order (M > 4)
     }
+    std::vector<float> yb(static_cast<std::size_t>(M * N));  // a matrix the stack does not hold
+    CHECK_THROWS_AS(oi.apply(E, {x.data(), M, K}, {yb.data(), M, N}, ws), ShapeError);
+    CHECK_THROWS_AS(oi.apply(-1, {x.data(), M, K}, {yb.data(), M, N}, Exec(2)), ShapeError);
 
     // select keeps (shares) the matrices listed; select_outputs keeps one matrix's output rows.
     const index_t keep[2] = {2, 0};

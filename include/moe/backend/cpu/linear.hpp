@@ -342,7 +342,6 @@ public:
     /// overlap when each has its own workspace.
     void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, GemmWorkspace& ws,
                bool accumulate = false) const {
-        check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
         forward_matrix(e, x, y, Exec::serial(), accumulate, [](MatrixRef<float>) {}, ws);
     }
 
@@ -391,13 +390,12 @@ public:
         forward_matrix(0, x, y, ex, accumulate, std::forward<Epilogue>(epilogue), ws_);
     }
 
-    /// apply(e, ...) on ex's threads, as forward() runs the first matrix: the output columns cut
-    /// into chunks the threads take dynamically, each column by the same kernel path as the
-    /// single-threaded apply (bit-identical). Uses this Linear's own workspaces, so calls on one
+    /// apply(e, ...) on ex's threads, as forward() runs the first matrix (the same split of the
+    /// output columns), each column by the same kernel path as the single-threaded apply
+    /// (bit-identical). Uses this Linear's own workspaces, so calls on one
     /// Linear must not overlap (GluExperts / MlpExperts::expert_forward with an Exec: one expert
     /// at a time on all threads, for steps with fewer experts than threads).
     void apply(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate = false) const {
-        check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
         forward_matrix(e, x, y, ex, accumulate, [](MatrixRef<float>) {}, ws_);
     }
 
@@ -409,6 +407,7 @@ private:
     void forward_matrix(index_t e, ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex, bool accumulate,
                         Epilogue&& epilogue, GemmWorkspace& ws) const {
         check<ShapeError>(count() > 0, "Linear::forward", "no weights (a default-constructed Linear)");
+        check<ShapeError>(e >= 0 && e < count(), "Linear::apply", "matrix ", e, " of ", count());
         const WeightMatrix<W> w = weight(e);
         const float* b = bias(e);
         const index_t N = w.out;
