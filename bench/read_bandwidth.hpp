@@ -14,8 +14,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
-#include <string>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "moe/backend/cpu/simd.hpp"

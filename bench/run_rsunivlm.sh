@@ -30,9 +30,7 @@ export MOE_RSUNIVLM_MODEL="${MOE_RSUNIVLM_MODEL:-$CACHE/models/random-rsunivlm-f
 export MOE_BENCH_DECODE="${MOE_BENCH_DECODE:-32}" MOE_BENCH_REPS="${MOE_BENCH_REPS:-3}"
 SKIP=" ${MOE_BENCH_SKIP:-} "
 mkdir -p "$OUT"
-# Before each tool: its weight files out of the page cache (unless MOE_BENCH_KEEP_CACHE=1), so
-# every tool maps them as after a reboot, in 2 MiB pages (tools/bench/page_cache.py says why).
-source "$ROOT/bench/common.sh"
+source "$ROOT/bench/common.sh"  # bench_step: before each tool, its weight files out of the page cache
 load() { bench_step "$1" "$MOE_RSUNIVLM_MODEL"; }
 
 if [[ "${MOE_BENCH_NO_BUILD:-0}" != 1 && "$SKIP" != *" moe "* ]]; then
