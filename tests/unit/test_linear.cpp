@@ -155,24 +155,18 @@ TEST_CASE("cpu::Linear::forward: threads split the output columns, bit for bit",
     CHECK_THROWS_AS(l.forward({x.data(), M, K - 1}, {y1.data(), M, N}), ShapeError);
 }
 
-TEST_CASE("cpu::even_column_share: one share per thread, cut on the alignment", "[linear][threads]") {
-    STATIC_REQUIRE(cpu::Linear<bf16>::kChunkAlign == 32);
-    CHECK(cpu::even_column_share(896, 2, 32) == 448);  // Qwen2-0.5B's q / o / down: two equal halves
-    CHECK(cpu::even_column_share(4864, 2, 32) == 2432);
-    CHECK(cpu::even_column_share(900, 3, 32) == 320);  // 300 rounded up: [0, 320), [320, 640), [640, 900)
-    CHECK(cpu::even_column_share(900, 3, 48) == 336);
-    CHECK(cpu::even_column_share(100, 4, 32) == 32);  // never below one aligned block
-    CHECK(cpu::even_column_share(896, 0, 32) == 896);  // no threads counts as one
-}
-
 // Decoding (1 .. kSmallMRows rows) cuts the columns into even shares that start where kChunk's
-// never do (320, 640 for 900 columns on 3 threads): the same bits as one thread for every weight
-// policy and both layouts, and the product itself against the definition.
+// never do (320, 640 for 900 columns on 3 threads), taken in pieces of ~kSharePieceBytes that
+// threads done with their own share take from the others' (moe::parallel_shares): the same bits as
+// one thread for every weight policy and both layouts, and the product itself against the
+// definition.
 TEMPLATE_TEST_CASE("cpu::Linear::forward: few rows split in even shares, bit for bit", "[linear][threads]", float, bf16,
                    f16, bf16_dot, bf16_dot_packed, int8_dot, int8_dot_packed, int8_weight_only) {
     using L = cpu::Linear<TestType>;
-    const index_t N = 900, K = 320;  // N * K above kSmallParallel: threaded even for one row
+    const index_t N = 900, K = 1024;  // N * K above kSmallParallel: threaded even for one row
     REQUIRE(N * K >= L::kSmallParallel);
+    // Pieces smaller than a share at 2 and 3 threads (cut inside a share) for every weight size.
+    REQUIRE(L::kSharePieceBytes / (K * static_cast<index_t>(sizeof(typename L::weight_type))) < 320);
     const auto w = randn(static_cast<std::size_t>(N * K), 31), b = randn(static_cast<std::size_t>(N), 32);
     auto to = std::make_shared<Tensor>(Tensor::from<float>({1, N, K}, w));
     auto ti = std::make_shared<Tensor>(Tensor::from<float>({1, K, N}, transposed(w, N, K)));

@@ -6,15 +6,19 @@
 // MoELayer, a ViT block).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "moe/backend/cpu/gemm.hpp"
+#include "moe/backend/cpu/linear.hpp"
 #include "moe/backend/cpu/routing.hpp"
 #include "moe/core/parallel.hpp"
 #include "moe/expert/ffn.hpp"
@@ -118,6 +122,77 @@ TEST_CASE("parallel: chunks cover 0 .. n-1 exactly once at bounds that depend on
             }
 }
 
+TEST_CASE("parallel: even_share gives one share per thread, cut on the alignment", "[parallel]") {
+    STATIC_REQUIRE(cpu::Linear<bf16>::kChunkAlign == 32);
+    CHECK(even_share(896, 2, 32) == 448);  // Qwen2-0.5B's q / o / down: two equal halves
+    CHECK(even_share(4864, 2, 32) == 2432);
+    CHECK(even_share(900, 3, 32) == 320);  // 300 rounded up: [0, 320), [320, 640), [640, 900)
+    CHECK(even_share(900, 3, 48) == 336);
+    CHECK(even_share(100, 4, 32) == 32);  // never below one aligned block
+    CHECK(even_share(896, 0, 32) == 896);  // no threads counts as one
+}
+
+TEST_CASE("parallel: shares cover 0 .. n-1 exactly once, in aligned pieces inside one share, the owner's front to back",
+          "[parallel]") {
+    for (const int threads : {1, 2, 3, 4})
+        for (const index_t n : {0, 1, 7, 64, 1000, 1001})
+            for (const index_t align : {1, 3, 32})
+                for (const index_t piece : {1, 32, 70, 100000}) {
+                    INFO("threads " << threads << ", n " << n << ", align " << align << ", piece " << piece);
+                    const Exec ex(threads);
+                    const index_t share = even_share(n, threads, align);
+                    const int workers = parallel_workers(ex, n, share);
+                    const index_t most = (std::max(piece, align) + align - 1) / align * align;  // piece rounded up
+                    struct Piece {
+                        index_t b, e;
+                        int worker;
+                    };
+                    std::vector<std::vector<Piece>> taken(static_cast<std::size_t>(std::max(workers, 1)));
+                    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+                    std::atomic<int> bad{0};
+                    parallel_shares(ex, n, align, piece, [&](index_t b, index_t e, int w) {
+                        if (w < 0 || w >= std::max(workers, 1)) {
+                            ++bad;
+                            return;
+                        }
+                        const bool aligned = b % align == 0 && (e == n || e % align == 0);
+                        const bool one_share = b < e && b / share == (e - 1) / share;
+                        if (!aligned || !one_share || e - b > most) ++bad;
+                        taken[static_cast<std::size_t>(w)].push_back({b, e, w});  // only w writes its list
+                        for (index_t i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
+                    });
+                    CHECK(bad == 0);
+                    for (const auto& h : hits) REQUIRE(h == 1);
+                    // A worker's pieces of its own share come front to back from the share's start.
+                    for (int w = 0; w < static_cast<int>(taken.size()); ++w) {
+                        index_t expect = w * share;
+                        for (const Piece& p : taken[static_cast<std::size_t>(w)])
+                            if (p.b / share == w) {
+                                CHECK(p.b == expect);
+                                expect = p.e;
+                            }
+                    }
+                }
+}
+
+#if defined(_OPENMP)
+TEST_CASE("parallel: a worker done with its share takes pieces from the back of a slow one's", "[parallel]") {
+    // Worker 0 stalls in the first piece it takes (share 0's front, [0, 32)); worker 1 finishes
+    // its own share and then share 0's pieces from the back, so it runs every other piece, share
+    // 0's last included, and worker 0 takes nothing more. (Worker 1 may even take all of them
+    // before worker 0 starts.)
+    const index_t n = 64 * 32;
+    std::vector<int> by(static_cast<std::size_t>(n), -1);
+    std::atomic<bool> stalled{false};
+    parallel_shares(Exec(2), n, 32, 32, [&](index_t b, index_t e, int w) {
+        if (w == 0 && !stalled.exchange(true)) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        for (index_t i = b; i < e; ++i) by[static_cast<std::size_t>(i)] = w;
+    });
+    CHECK(std::count(by.begin() + 32, by.end(), 1) == n - 32);
+    CHECK((by.front() == 0 || by.front() == 1));
+}
+#endif
+
 TEST_CASE("parallel: nested regions still visit every index once", "[parallel]") {
     std::vector<std::atomic<int>> hits(50 * 30);
     parallel_for(Exec(2), 50, [&](index_t i) {
@@ -158,6 +233,15 @@ TEST_CASE("parallel: an exception thrown on any thread reaches the caller as tha
                                          if (i == 99) throw ShapeError("test", "row 99");
                                      }),
                         ShapeError);
+        // So does parallel_shares, and a worker takes no piece after a failure: one per worker.
+        std::atomic<int> pieces{0};
+        CHECK_THROWS_AS(parallel_shares(Exec(threads), 1000, 32, 32,
+                                        [&](index_t, index_t, int) {
+                                            ++pieces;
+                                            throw Boom("piece");
+                                        }),
+                        Boom);
+        CHECK(pieces <= threads);
         // parallel_reduce passes a map's exception on too.
         CHECK_THROWS_AS(parallel_reduce(Exec(threads), 100, 10, 0.0,
                                         [](index_t b, index_t) -> double {

@@ -8,6 +8,10 @@
 //   parallel_reduce(ex, n, grain, init, map, join)   a reduction whose result does not depend
 //                                                    on the thread count
 //   parallel_workers(ex, n, grain)     how many workers a call will use (per-worker scratch)
+//   parallel_shares(ex, n, align, piece, f)   f(begin, end, worker) over [0, n) in one even
+//                             share per worker (even_share), each taken front to back in pieces;
+//                             a worker done with its share takes pieces from the backs of the
+//                             others' (streams that must stay contiguous: decode GEMVs)
 //
 // Rules every call keeps:
 //  * chunking is deterministic: chunk c is [c * grain, min(n, (c + 1) * grain)), whatever the
@@ -17,13 +21,18 @@
 //    once one is thrown, workers take no new chunks;
 //  * worker ids are in [0, parallel_workers(ex, n, grain)), one per thread of the region, so a
 //    caller can index per-worker scratch by them (size it before the call);
-//  * without OpenMP (or with one thread) the chunks run in order on the calling thread.
+//  * without OpenMP (or with one thread) the chunks run in order on the calling thread;
+//  * parallel_shares' pieces have bounds on multiples of `align` (or n) and lie inside one share,
+//    but where they are cut depends on which worker takes them: use it only where f's result for
+//    an index does not depend on the piece it comes in (each output column computed alone).
 // Nothing here is global or mutable.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <concepts>
+#include <cstdint>
+#include <memory>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -127,6 +136,96 @@ void parallel_chunks(const Exec& ex, index_t n, index_t grain, F&& f) {
     (void)ex;
 #endif
     for (index_t c = 0; c < chunks; ++c) f(c * grain, std::min(n, (c + 1) * grain), 0);
+}
+
+/// The size of one even share of [0, n) per thread, rounded up to a multiple of `align` (at least
+/// `align`; threads < 1 count as 1): shares [0, s), [s, 2s), ... with s = even_share(n, threads,
+/// align), at most `threads` of them (e.g. 900 on 3 threads at 32: 320, 320, 260).
+inline index_t even_share(index_t n, int threads, index_t align) noexcept {
+    const index_t t = std::max(1, threads), a = std::max<index_t>(1, align);
+    return std::max<index_t>(a, ((n + t - 1) / t + a - 1) / a * a);
+}
+
+/// Calls f(begin, end, worker) over pieces that cover [0, n) exactly once, on
+/// parallel_workers(ex, n, even_share(n, ex.threads(), align)) workers. Worker w owns share w
+/// ([w s, min(n, (w + 1) s)), s = even_share(...)) and takes it front to back in pieces of at most
+/// `piece` (rounded up to a multiple of align), so its reads stay one forward stream; a worker done
+/// with its own share takes pieces from the back of the others', so a thread the OS or a busier
+/// core slows down is helped rather than waited for. Piece bounds are multiples of `align` (or
+/// n). Exceptions as parallel_chunks: the first is rethrown here, and workers take no new piece
+/// after it. With one worker (or without OpenMP) the pieces run in order on the calling thread.
+template <class F>
+void parallel_shares(const Exec& ex, index_t n, index_t align, index_t piece, F&& f) {
+    if (n <= 0) return;
+    align = std::max<index_t>(1, align);
+    const index_t units = (n + align - 1) / align;                       // in `align` steps
+    const index_t share = even_share(units, ex.threads(), 1);            // units per share
+    const index_t step = std::max<index_t>(1, (piece + align - 1) / align);  // units per piece
+    const auto cols = [&](index_t u) { return std::min(n, u * align); };
+#if defined(_OPENMP)
+    const int workers = parallel_workers(ex, units, share);
+    // A share's state is one word: its front (high 32 bits) and back (low 32 bits) in units, so
+    // the owner and a helper claim pieces with one compare-exchange each.
+    if (workers > 1 && units <= index_t{0xffffffff}) {
+        struct alignas(64) Share {
+            std::atomic<std::uint64_t> front_back;
+        };
+        const auto shares = std::make_unique<Share[]>(static_cast<std::size_t>(workers));
+        for (int w = 0; w < workers; ++w) {
+            const auto lo = static_cast<std::uint64_t>(std::min(units, share * w));
+            const auto hi = static_cast<std::uint64_t>(std::min(units, share * (w + 1)));
+            shares[static_cast<std::size_t>(w)].front_back.store(lo << 32 | hi, std::memory_order_relaxed);
+        }
+        // Claims up to `step` units from the front (own share) or the back (another's); false when
+        // the share is done.
+        const auto claim = [&](int w, bool front, index_t& u0, index_t& u1) {
+            std::atomic<std::uint64_t>& a = shares[static_cast<std::size_t>(w)].front_back;
+            std::uint64_t cur = a.load(std::memory_order_relaxed), next = 0;
+            do {
+                const auto lo = static_cast<index_t>(cur >> 32), hi = static_cast<index_t>(cur & 0xffffffffu);
+                if (lo >= hi) return false;
+                const index_t take = std::min(step, hi - lo);
+                u0 = front ? lo : hi - take;
+                u1 = u0 + take;
+                next = front ? static_cast<std::uint64_t>(u1) << 32 | static_cast<std::uint64_t>(hi)
+                             : static_cast<std::uint64_t>(lo) << 32 | static_cast<std::uint64_t>(u0);
+            } while (!a.compare_exchange_weak(cur, next, std::memory_order_relaxed));
+            return true;
+        };
+        std::atomic<bool> failed{false};
+        std::exception_ptr error;
+#pragma omp parallel num_threads(workers)
+        {
+            const int me = omp_get_thread_num();
+            index_t u0 = 0, u1 = 0;
+            for (int k = 0; k < workers; ++k) {  // own share first, then the next ones' backs
+                const int w = (me + k) % workers;
+                while (!failed.load(std::memory_order_relaxed) && claim(w, k == 0, u0, u1)) {
+                    try {
+                        f(cols(u0), cols(u1), me);
+                    } catch (...) {
+#pragma omp critical(moe_parallel_error)
+                        {
+                            if (!error) error = std::current_exception();
+                        }
+                        failed.store(true, std::memory_order_relaxed);
+                    }
+                }
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return;
+    }
+    if (workers > 1) {  // more than 2^32 units: whole shares, no help
+        parallel_chunks(ex, units, share, [&](index_t b, index_t e, int w) {
+            for (index_t u = b; u < e; u += step) f(cols(u), cols(std::min(e, u + step)), w);
+        });
+        return;
+    }
+#else
+    (void)ex;
+#endif
+    for (index_t u = 0; u < units; u += step) f(cols(u), cols(std::min(units, u + step)), 0);
 }
 
 /// Calls f(i) for every i in [0, n), in chunks of `grain` consecutive indices (parallel_chunks).

@@ -668,16 +668,6 @@ inline void linear_bf16(ConstMatrixRef<float> A, WeightMatrix<bf16> Wm, const Bf
     linear_bf16_pairs<Kernel>(A.rows, pairs, P, Wm, packed, bias, C, accumulate, ws);
 }
 
-/// One even share of N output columns per thread: ceil(N / threads) rounded up to `align`
-/// columns (at least `align`). With `align` a multiple of every register block and packed panel
-/// a kernel uses, a column lands in the same kernel path wherever the cuts fall (bit-identical to
-/// one thread), and every thread gets the same work: how linear_parallel splits, and
-/// cpu::Linear::forward for a few rows (decoding).
-inline index_t even_column_share(index_t N, int threads, index_t align) noexcept {
-    const index_t t = std::max(1, threads), a = std::max<index_t>(1, align);
-    return std::max<index_t>(a, ((N + t - 1) / t + a - 1) / a * a);
-}
-
 /// The same product split over up to ex.threads() threads by blocks of output columns, one
 /// block per thread; results equal the single-threaded ones bit for bit.
 template <WeightType W, class Engine = DefaultGemm>
@@ -685,9 +675,10 @@ inline void linear_parallel(ConstMatrixRef<float> A, WeightMatrix<W> Wm, const f
                             bool accumulate, const Exec& ex = Exec{}) {
     const index_t N = Wm.out;
     const index_t nt = std::max<index_t>(1, std::min<index_t>(ex.threads(), N / 64));
-    // Blocks are whole multiples of 48 rows of W (Eigen's largest register block, 3 x 16 floats),
-    // so every output column is computed by the same micro-kernel path as in one thread.
-    const index_t block = even_column_share(N, static_cast<int>(nt), 48);
+    // One even share per thread (moe::even_share), cut on multiples of 48 rows of W (Eigen's
+    // largest register block, 3 x 16 floats), so every output column is computed by the same
+    // micro-kernel path as in one thread.
+    const index_t block = even_share(N, static_cast<int>(nt), 48);
     if (nt <= 1 || parallel_workers(ex, N, block) <= 1) {
         GemmWorkspace ws;
         linear<W, Engine>(A, Wm, bias, C, accumulate, ws);

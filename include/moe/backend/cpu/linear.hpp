@@ -374,8 +374,8 @@ public:
     /// ex.threads() > 1 the output columns are cut into chunks of kChunk (a multiple of every
     /// register block) that the threads take dynamically (moe::parallel_chunks), so a thread the
     /// OS preempts does not hold the others up; for a few rows (decoding) into one even share per
-    /// thread (cpu::even_column_share). Every output element is computed by the same kernel path
-    /// whatever the split (bit-identical results).
+    /// thread, helped from its back by threads done with theirs (moe::parallel_shares). Every
+    /// output element is computed by the same kernel path whatever the split (bit-identical).
     void forward(ConstMatrixRef<float> x, MatrixRef<float> y, const Exec& ex = Exec::serial(),
                  bool accumulate = false) const {
         forward(x, y, ex, accumulate, [](MatrixRef<float>) {});
@@ -415,14 +415,17 @@ private:
                           x.cols, "], weight of ", N, " outputs and ", w.in, " inputs, output [", y.rows, ", ", y.cols,
                           "] do not fit");
         if (x.rows == 0) return;
-        // For a few rows (at most kSmallMRows: decoding) one even share of the columns per thread
-        // (cpu::even_column_share): every column is the same work, so equal shares finish
-        // together, where kChunk-sized tasks did not: a 896-output matrix (Qwen2-0.5B's q, o and
-        // down projections) is 5 of them, 3 for one of two threads (29 % over an even share).
-        // Zen 5, Qwen2-0.5B bf16 decode at 2 threads, alternating in one process: 23.4-24.1 ->
-        // 21.4-22.2 ms per step.
+        // For a few rows (at most kSmallMRows: decoding) one even share of the columns per thread,
+        // each taken front to back and helped from its back by threads done with their own
+        // (moe::parallel_shares): a share reads its rows of W as one forward stream, as the
+        // hardware prefetcher wants, and a thread slowed by the OS or a busier core does not
+        // hold the others up. kChunk-sized tasks taken dynamically were worse: a 896-output matrix
+        // (Qwen2-0.5B's q, o and down projections) is 5 of them, 3 for one of two threads (29 %
+        // over an even share). Zen 5, Qwen2-0.5B bf16 decode at 2 threads, alternating in one
+        // process: kChunk tasks 23.4-24.1, even shares 21.4-22.2 ms per step; helped shares a
+        // median 6 % faster again on a busy VM.
         const bool few_rows = x.rows <= kSmallMRows;
-        const index_t grain = few_rows ? even_column_share(N, ex.threads(), kChunkAlign) : kChunk;
+        const index_t grain = few_rows ? even_share(N, ex.threads(), kChunkAlign) : kChunk;
         const int nt = parallel_workers(ex, N, grain);
         // Bf16DotMath: the input is rounded to bf16 once, here; every block of columns reads it.
         // Int8DotMath: the same, quantised to int8 per token.
@@ -469,9 +472,15 @@ private:
         // computed by the same kernel path either way.
         if (nt > 1 && (!few_rows || N * w.in >= kSmallParallel)) {
             if (static_cast<int>(tws_.size()) < nt) tws_.resize(static_cast<std::size_t>(nt));
-            parallel_chunks(ex, N, grain, [&](index_t n0, index_t n1, int worker) {
+            const auto run = [&](index_t n0, index_t n1, int worker) {
                 columns(n0, n1, tws_[static_cast<std::size_t>(worker)]);
-            });
+            };
+            if (few_rows) {
+                const index_t row_bytes = std::max<index_t>(1, w.in * static_cast<index_t>(sizeof(W)));
+                parallel_shares(ex, N, kChunkAlign, std::max<index_t>(kChunkAlign, kSharePieceBytes / row_bytes), run);
+            } else {
+                parallel_chunks(ex, N, grain, run);
+            }
             return;
         }
         columns(0, N, ws);
@@ -482,6 +491,9 @@ public:
     /// Where a split between threads may cut the output columns: a multiple of every register
     /// block and packed panel (a column lands in the same kernel path wherever the cut falls).
     static constexpr index_t kChunkAlign = 32;
+    /// A decode split's pieces (parallel_shares): about this many bytes of weights each, so a
+    /// piece is a long stream (~9 us at 28 GB/s) and a share's claims cost nothing beside it.
+    static constexpr index_t kSharePieceBytes = index_t{256} << 10;
     /// Weights of at least this many elements are split between threads even for 1-8 rows.
     static constexpr index_t kSmallParallel = index_t{1} << 18;
     static_assert(kChunk % Bf16Blocking::NR == 0 && kChunk % Int8PanelsView::kOutputs == 0 && kChunk % kChunkAlign == 0,
