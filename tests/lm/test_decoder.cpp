@@ -199,6 +199,77 @@ TEST_CASE("kv cache: slots, bounds, truncate", "[decoder]") {
     throws_with<ConfigError>([] { lm::KvCache<bf16>(1, 1, 4, 0, 8); }, "sizes must be positive");
 }
 
+// Decode items (at most kDirectRows query rows: a token's heads of one KV head) take the direct
+// kernels, larger ones moe's GEMM; both against softmax(q k^T * scale) v in double over the
+// cache's own values, with key blocks of kKeyBlock, a tail shorter than a vector and the causal
+// mask inside a two-token item. Relative to max |out|: 1e-5 (fp32 accumulation).
+TEMPLATE_TEST_CASE("causal attention: direct decode kernels and the GEMM path against softmax by hand", "[decoder]",
+                   float, bf16) {
+    const index_t nkv = 2, g = 7, slots = 3;
+    for (const index_t hd : {16, 64}) {
+        INFO("head dim " << hd);
+#if !defined(MOE_NO_SIMD)
+        if constexpr (cpu::kHasSimd) {
+            if (hd % static_cast<index_t>(xsimd::batch<float, cpu::simd_arch>::size) == 0) {
+                CHECK(lm::detail::direct_attention(g, hd));            // one token: direct
+                CHECK(lm::detail::direct_attention(2 * g, hd));        // two tokens: direct
+                CHECK_FALSE(lm::detail::direct_attention(5 * g, hd));  // five: the GEMM
+            }
+        }
+#endif
+        lm::KvCache<TestType> cache(1, nkv, hd, slots, 600);
+        const std::vector<lm::SequenceRows> seqs = {{0, 0, 1, 300}, {1, 1, 2, 0}, {2, 3, 5, 20}};
+        std::mt19937 rng(11);
+        std::normal_distribution<float> nd;
+        for (const auto& sq : seqs)
+            for (index_t j = 0; j < nkv; ++j)
+                for (index_t i = 0; i < (sq.past + sq.rows) * hd; ++i) {
+                    cache.keys(0, sq.slot, j)[i] = TestType(nd(rng));
+                    cache.values(0, sq.slot, j)[i] = TestType(nd(rng));
+                }
+        const index_t rows = 8, cols = nkv * g * hd;
+        std::vector<float> q(static_cast<std::size_t>(rows * cols));
+        for (float& v : q) v = nd(rng);
+        const float scale = 1.0f / std::sqrt(float(hd));
+        std::vector<float> out1(q.size()), out2(q.size(), 7.0f);
+        lm::AttentionScratch s1, s2;
+        lm::causal_attention<TestType>({q.data(), rows, cols}, {out1.data(), rows, cols}, cache, 0, seqs, g, scale,
+                                       Exec(1), s1);
+        lm::causal_attention<TestType>({q.data(), rows, cols}, {out2.data(), rows, cols}, cache, 0, seqs, g, scale,
+                                       Exec(2), s2);
+        CHECK(out1 == out2);
+        std::vector<float> ref(q.size());
+        for (const auto& sq : seqs)
+            for (index_t t = 0; t < sq.rows; ++t)
+                for (index_t h = 0; h < nkv * g; ++h) {
+                    const float* qr = q.data() + (sq.row0 + t) * cols + h * hd;
+                    const TestType* K = cache.keys(0, sq.slot, h / g);
+                    const TestType* V = cache.values(0, sq.slot, h / g);
+                    const index_t n = sq.past + t + 1;  // keys 0 .. its own position
+                    std::vector<double> p(static_cast<std::size_t>(n));
+                    double mx = -1e300, sum = 0;
+                    for (index_t k = 0; k < n; ++k) {
+                        double d = 0;
+                        for (index_t c = 0; c < hd; ++c) d += double(qr[c]) * double(float(K[k * hd + c]));
+                        p[static_cast<std::size_t>(k)] = d * scale;
+                        mx = std::max(mx, d * scale);
+                    }
+                    for (double& v : p) sum += (v = std::exp(v - mx));
+                    for (index_t c = 0; c < hd; ++c) {
+                        double o = 0;
+                        for (index_t k = 0; k < n; ++k) o += p[static_cast<std::size_t>(k)] * double(float(V[k * hd + c]));
+                        ref[static_cast<std::size_t>((sq.row0 + t) * cols + h * hd + c)] = static_cast<float>(o / sum);
+                    }
+                }
+        CHECK(rel(out1.data(), ref.data(), rows * cols) < 1e-5);
+        for (const auto& sq : seqs) {  // each sequence alone, too
+            INFO("row " << sq.row0);
+            const index_t n = sq.rows * cols;
+            CHECK(rel(out1.data() + sq.row0 * cols, ref.data() + sq.row0 * cols, n) < 1e-5);
+        }
+    }
+}
+
 TEST_CASE("DenseFfn::glu: down(silu(gate x) * up x) by hand", "[decoder]") {
     // d = 2, F = 2: gate = I, up = 2 I, down = [[1, 1], [0, 1]]
     auto lin = [](index_t out, index_t in, std::vector<float> w) { return cpu::Linear<float>::from_values(out, in, w); };

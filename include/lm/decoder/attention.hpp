@@ -12,7 +12,8 @@
 // the scratch is O(tile * block), never O(T^2), and one pass reads each key and value once per
 // tile. S = Q K_blk^T and O += P V_blk are moe's GEMMs (moe::cpu::linear, keys read as an
 // [out, in] weight and values as an [in, out] one, fp32 or bf16 from the cache, fp32
-// accumulation); scores are scaled by `scale` (hd^-0.5) after the product, as HF's eager
+// accumulation), or for items of at most kDirectRows rows (decode steps) direct kernels that
+// read the cache where it lies instead of packing it first; scores are scaled by `scale` (hd^-0.5) after the product, as HF's eager
 // attention does, and key p is visible to the query at position t iff p <= t. A decode step is
 // the same code with one token: Q holds the g heads. Work items (sequence, KV head, tile) are
 // shared dynamically between threads; each is computed the same way whatever thread runs it,
@@ -30,6 +31,7 @@ MOE_SIMD_DIAGNOSTICS_PUSH
 
 #include "lm/decoder/kv_cache.hpp"
 #include "moe/backend/cpu/activation.hpp"
+#include "moe/backend/cpu/arch.hpp"
 #include "moe/backend/cpu/gemm.hpp"
 #include "moe/backend/cpu/simd.hpp"
 #include "moe/core/parallel.hpp"
@@ -48,7 +50,7 @@ struct SequenceRows {
 /// Per-worker scratch of causal_attention (reused across calls).
 struct AttentionScratch {
     struct Worker {
-        Scratch<float> q, s, o, m, l;
+        Scratch<float> q, s, o, m, l, kt;
         cpu::GemmWorkspace gemm;
     };
     std::vector<Worker> workers;
@@ -56,6 +58,124 @@ struct AttentionScratch {
 
 inline constexpr index_t kQueryTile = 32;  ///< query tokens per work item
 inline constexpr index_t kKeyBlock = 256;  ///< key positions per online-softmax block
+/// Items of at most this many query rows (a decode step: the g heads of one token) take the
+/// direct kernels below instead of moe's GEMM, which packs each block of keys and values before
+/// reading it: a decode step reads them once, and the packing was ~4 % of a Qwen2-0.5B step.
+inline constexpr index_t kDirectRows = 16;
+
+namespace detail {
+
+#if !defined(MOE_NO_SIMD)
+/// Whether the direct kernels take an item of R rows and head dim hd (SIMD, hd a whole number
+/// of vectors).
+inline bool direct_attention(index_t R, index_t hd) noexcept {
+    if constexpr (cpu::kHasSimd) {
+        constexpr auto L = static_cast<index_t>(xsimd::batch<float, cpu::simd_arch>::size);
+        return R <= kDirectRows && hd % L == 0;
+    }
+    return false;
+}
+
+/// S[r, p] = Q[r, :] . K[p, :] for r < R, p < nb (S with row stride lds), L keys at a time: the
+/// group's keys transposed into kt [hd][L] (as packing would), then each row's L scores one
+/// vector, summed over d = 0 .. hd-1 in order; keys past the last whole group as zero-padded.
+template <int Rows, class B>
+MOE_ALWAYS_INLINE void scores_rows(const float* Q, index_t hd, const float* kt, float* out, index_t ldo) noexcept {
+    constexpr auto L = static_cast<index_t>(B::size);
+    B acc[Rows];
+    for (int r = 0; r < Rows; ++r) acc[r] = B(0.0f);
+    for (index_t d = 0; d < hd; ++d) {
+        const B k = B::load_aligned(kt + d * L);
+        for (int r = 0; r < Rows; ++r) acc[r] = cpu::arch::fmadd<cpu::simd_arch>(B(Q[r * hd + d]), k, acc[r]);
+    }
+    for (int r = 0; r < Rows; ++r) acc[r].store_unaligned(out + r * ldo);
+}
+
+template <class T>
+void scores_direct(const float* Q, index_t R, index_t hd, const T* K, index_t nb, float* S, index_t lds,
+                   Scratch<float>& buf) {
+    if constexpr (cpu::kHasSimd) {
+        using B = xsimd::batch<float, cpu::simd_arch>;
+        constexpr auto L = static_cast<index_t>(B::size);
+        float* kt = buf.get(static_cast<std::size_t>(hd * L + kDirectRows * L));  // [hd][L], then [R][L] scores
+        float* tmp = kt + hd * L;
+        for (index_t p0 = 0; p0 < nb; p0 += L) {
+            const index_t n = std::min(L, nb - p0);
+            if (p0 + 3 * L <= nb)  // the group after next (the cache is read once: from memory)
+                for (index_t b = 0; b < L * hd * static_cast<index_t>(sizeof(T)); b += 64)
+                    __builtin_prefetch(reinterpret_cast<const char*>(K + (p0 + 2 * L) * hd) + b);
+            for (index_t c = 0; c < hd; c += L) {
+                B t[L];
+                for (index_t p = 0; p < L; ++p)
+                    t[p] = p < n ? cpu::detail::load_row<cpu::simd_arch>(K + (p0 + p) * hd + c) : B(0.0f);
+                cpu::arch::transpose_square<cpu::simd_arch>(t);  // t[i]: input c + i of every key
+                for (index_t i = 0; i < L; ++i) t[i].store_aligned(kt + (c + i) * L);
+            }
+            const bool whole = n == L;
+            float* out = whole ? S + p0 : tmp;
+            const index_t ldo = whole ? lds : L;
+            for (index_t r0 = 0; r0 < R; r0 += cpu::kSmallMRows)
+                cpu::detail::with_small_rows<cpu::kSmallMRows>(std::min(cpu::kSmallMRows, R - r0), [&](auto rows) {
+                    if (whole)
+                        scores_rows<decltype(rows)::value, B>(Q + r0 * hd, hd, kt, out + r0 * ldo, ldo);
+                    else
+                        scores_rows<decltype(rows)::value, B>(Q + r0 * hd, hd, kt, tmp + r0 * L, L);
+                });
+            if (!whole)
+                for (index_t r = 0; r < R; ++r) std::copy_n(tmp + r * L, n, S + r * lds + p0);
+        }
+    }
+}
+
+/// O[r, :] += sum_p P[r, p] V[p, :] for Rows rows and C vectors of columns (P with row stride
+/// ldp): value row p read once, its C vectors into the Rows x C accumulators.
+template <int Rows, int C, class T>
+MOE_ALWAYS_INLINE void values_block(const float* P, index_t ldp, index_t nb, const T* V, index_t hd, float* O) noexcept {
+    using B = xsimd::batch<float, cpu::simd_arch>;
+    constexpr auto L = static_cast<index_t>(B::size);
+    B acc[Rows][C];
+    for (int r = 0; r < Rows; ++r)
+        for (int j = 0; j < C; ++j) acc[r][j] = B(0.0f);
+    for (index_t p = 0; p < nb; ++p) {
+        if (p + 16 < nb)  // 16 rows ahead (the cache is read once: from memory)
+            for (index_t b = 0; b < C * L * static_cast<index_t>(sizeof(T)); b += 64)
+                __builtin_prefetch(reinterpret_cast<const char*>(V + (p + 16) * hd) + b);
+        B v[C];
+        for (int j = 0; j < C; ++j) v[j] = cpu::detail::load_row<cpu::simd_arch>(V + p * hd + j * L);
+        for (int r = 0; r < Rows; ++r) {
+            const B w(P[r * ldp + p]);
+            for (int j = 0; j < C; ++j) acc[r][j] = cpu::arch::fmadd<cpu::simd_arch>(w, v[j], acc[r][j]);
+        }
+    }
+    for (int r = 0; r < Rows; ++r)
+        for (int j = 0; j < C; ++j)
+            (B::load_unaligned(O + r * hd + j * L) + acc[r][j]).store_unaligned(O + r * hd + j * L);
+}
+
+/// values_block over R rows (4 at a time) and hd columns (4 vectors at a time).
+template <class T>
+void values_direct(const float* P, index_t ldp, index_t R, index_t nb, const T* V, index_t hd, float* O) noexcept {
+    if constexpr (cpu::kHasSimd) {
+        constexpr auto L = static_cast<index_t>(xsimd::batch<float, cpu::simd_arch>::size);
+        for (index_t r0 = 0; r0 < R; r0 += 4)
+            cpu::detail::with_small_rows<4>(std::min<index_t>(4, R - r0), [&](auto rows) {
+                constexpr int Rows = decltype(rows)::value;
+                for (index_t c = 0; c < hd; c += 4 * L)
+                    cpu::detail::with_small_rows<4>(std::min<index_t>(4, (hd - c) / L), [&](auto cols) {
+                        values_block<Rows, decltype(cols)::value>(P + r0 * ldp, ldp, nb, V + c, hd, O + r0 * hd + c);
+                    });
+            });
+    }
+}
+#else
+inline bool direct_attention(index_t, index_t) noexcept { return false; }
+template <class T>
+void scores_direct(const float*, index_t, index_t, const T*, index_t, float*, index_t, Scratch<float>&) {}
+template <class T>
+void values_direct(const float*, index_t, index_t, index_t, const T*, index_t, float*) noexcept {}
+#endif
+
+}  // namespace detail
 
 /// out[rows, nH * hd] = softmax(q k^T * scale, causal) v for every sequence of the step; q is
 /// [rows, nH * hd] (after the rotary embedding), the step's keys and values already written to
@@ -100,11 +220,16 @@ void causal_attention(ConstMatrixRef<float> q, MatrixRef<float> out, const KvCac
             const T* K = cache.keys(layer, sq.slot, item.head);
             const T* V = cache.values(layer, sq.slot, item.head);
             const index_t kend = sq.past + item.t1;  // the last query sees keys [0, kend)
+            const bool direct = detail::direct_attention(R, hd);
             for (index_t k0 = 0; k0 < kend; k0 += kKeyBlock) {
                 const index_t nb = std::min(kKeyBlock, kend - k0);
                 const MatrixRef<float> Sb(S, R, nb, nb);
-                cpu::linear<T>(ConstMatrixRef<float>(Q, R, hd, hd), WeightMatrix<T>(K + k0 * hd, nb, hd, hd, WeightLayout::out_in),
-                               nullptr, Sb, false, w.gemm);
+                if (direct)
+                    detail::scores_direct(Q, R, hd, K + k0 * hd, nb, S, nb, w.kt);
+                else
+                    cpu::linear<T>(ConstMatrixRef<float>(Q, R, hd, hd),
+                                   WeightMatrix<T>(K + k0 * hd, nb, hd, hd, WeightLayout::out_in), nullptr, Sb, false,
+                                   w.gemm);
                 for (index_t r = 0; r < R; ++r) {
                     const index_t limit = sq.past + item.t0 + r / g;  // this query's position
                     float* srow = Sb.row(r);
@@ -127,8 +252,11 @@ void causal_attention(ConstMatrixRef<float> q, MatrixRef<float> out, const KvCac
                     if (alpha != 1.0f)
                         for (index_t c = 0; c < hd; ++c) O[r * hd + c] *= alpha;
                 }
-                cpu::linear<T>(ConstMatrixRef<float>(S, R, nb, nb), WeightMatrix<T>::in_out(V + k0 * hd, nb, hd),
-                               nullptr, MatrixRef<float>(O, R, hd, hd), true, w.gemm);
+                if (direct)
+                    detail::values_direct(S, nb, R, nb, V + k0 * hd, hd, O);
+                else
+                    cpu::linear<T>(ConstMatrixRef<float>(S, R, nb, nb), WeightMatrix<T>::in_out(V + k0 * hd, nb, hd),
+                                   nullptr, MatrixRef<float>(O, R, hd, hd), true, w.gemm);
             }
             for (index_t t = 0; t < nt; ++t)
                 for (index_t h = 0; h < g; ++h) {
