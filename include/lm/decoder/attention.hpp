@@ -13,11 +13,11 @@
 // tile. S = Q K_blk^T and O += P V_blk are moe's GEMMs (moe::cpu::linear, keys read as an
 // [out, in] weight and values as an [in, out] one, fp32 or bf16 from the cache, fp32
 // accumulation), or for items of at most kDirectRows rows (decode steps) direct kernels that
-// read the cache where it lies instead of packing it first; scores are scaled by `scale` (hd^-0.5) after the product, as HF's eager
-// attention does, and key p is visible to the query at position t iff p <= t. A decode step is
-// the same code with one token: Q holds the g heads. Work items (sequence, KV head, tile) are
-// shared dynamically between threads; each is computed the same way whatever thread runs it,
-// so results do not depend on the thread count.
+// read the cache where it lies instead of packing it first; scores are scaled by `scale`
+// (hd^-0.5) after the product, as HF's eager attention does, and key p is visible to the query
+// at position t iff p <= t. A decode step is the same code with one token: Q holds the g heads.
+// Work items (sequence, KV head, tile) are shared dynamically between threads; each is computed
+// the same way whatever thread runs it, so results do not depend on the thread count.
 #pragma once
 
 #include "moe/core/simd_diagnostics.hpp"
@@ -111,15 +111,12 @@ void scores_direct(const float* Q, index_t R, index_t hd, const T* K, index_t nb
                 cpu::arch::transpose_square<cpu::simd_arch>(t);  // t[i]: input c + i of every key
                 for (index_t i = 0; i < L; ++i) t[i].store_aligned(kt + (c + i) * L);
             }
-            const bool whole = n == L;
+            const bool whole = n == L;  // else the scores go to tmp, the valid ones then to S
             float* out = whole ? S + p0 : tmp;
             const index_t ldo = whole ? lds : L;
             for (index_t r0 = 0; r0 < R; r0 += cpu::kSmallMRows)
                 cpu::detail::with_small_rows<cpu::kSmallMRows>(std::min(cpu::kSmallMRows, R - r0), [&](auto rows) {
-                    if (whole)
-                        scores_rows<decltype(rows)::value, B>(Q + r0 * hd, hd, kt, out + r0 * ldo, ldo);
-                    else
-                        scores_rows<decltype(rows)::value, B>(Q + r0 * hd, hd, kt, tmp + r0 * L, L);
+                    scores_rows<decltype(rows)::value, B>(Q + r0 * hd, hd, kt, out + r0 * ldo, ldo);
                 });
             if (!whole)
                 for (index_t r = 0; r < R; ++r) std::copy_n(tmp + r * L, n, S + r * lds + p0);
