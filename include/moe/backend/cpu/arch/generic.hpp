@@ -52,10 +52,12 @@ inline xsimd::batch<std::int32_t, A> select_by_sign(const xsimd::batch<float, A>
                                                     const xsimd::batch<std::int32_t, A>& if_pos,
                                                     xsimd::generic) noexcept {
     // An arithmetic shift makes the sign a full-lane mask: no integer xsimd::select, whose
-    // xsimd 8.1 AVX-512BW overload does not compile at -O0.
+    // xsimd 8.1 AVX-512BW overload does not compile at -O0, and no xsimd::bitwise_andnot, whose
+    // integer overloads in xsimd 8.1 compute ~a & b where its documentation says a & ~b (SSE2
+    // builds decoded wrong expert ids here and gathered logits from outside the rows).
     using I = xsimd::batch<std::int32_t, A>;
     const I neg = xsimd::bitwise_cast<I>(x) >> 31;
-    return (if_neg & neg) | xsimd::bitwise_andnot(if_pos, neg);
+    return if_pos ^ ((if_pos ^ if_neg) & neg);
 }
 
 /// out[i] = base[idx[i]].
