@@ -98,6 +98,37 @@ inline int parallel_workers(const Exec& ex, index_t n, index_t grain) noexcept {
 #endif
 }
 
+#if defined(_OPENMP)
+namespace detail {
+/// The first exception of a parallel region's tasks: run(task) runs one, keeping the first
+/// exception any task throws (none escapes an OpenMP region, which would end the process);
+/// failed() says once one has, so workers take no new task; rethrow() on the calling thread.
+class FirstError {
+public:
+    template <class Task>
+    void run(Task&& task) noexcept {
+        try {
+            task();
+        } catch (...) {
+#pragma omp critical(moe_parallel_error)
+            {
+                if (!error_) error_ = std::current_exception();
+            }
+            failed_.store(true, std::memory_order_relaxed);
+        }
+    }
+    bool failed() const noexcept { return failed_.load(std::memory_order_relaxed); }
+    void rethrow() const {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    std::atomic<bool> failed_{false};
+    std::exception_ptr error_;
+};
+}  // namespace detail
+#endif
+
 /// Calls f(begin, end, worker) once for every chunk [begin, end) of [0, n) (chunk c =
 /// [c * grain, min(n, (c + 1) * grain))) on at most ex.threads() threads. See the file comment
 /// for the guarantees (deterministic chunks, first exception rethrown here, worker ids).
@@ -110,26 +141,17 @@ void parallel_chunks(const Exec& ex, index_t n, index_t grain, F&& f) {
     const int workers = parallel_workers(ex, n, grain);
     if (workers > 1) {
         std::atomic<index_t> next{0};
-        std::atomic<bool> failed{false};
-        std::exception_ptr error;
+        detail::FirstError error;
 #pragma omp parallel num_threads(workers)
         {
             const int worker = omp_get_thread_num();
-            while (!failed.load(std::memory_order_relaxed)) {
+            while (!error.failed()) {
                 const index_t c = next.fetch_add(1, std::memory_order_relaxed);
                 if (c >= chunks) break;
-                try {
-                    f(c * grain, std::min(n, (c + 1) * grain), worker);
-                } catch (...) {
-#pragma omp critical(moe_parallel_error)
-                    {
-                        if (!error) error = std::current_exception();
-                    }
-                    failed.store(true, std::memory_order_relaxed);
-                }
+                error.run([&] { f(c * grain, std::min(n, (c + 1) * grain), worker); });
             }
         }
-        if (error) std::rethrow_exception(error);
+        error.rethrow();
         return;
     }
 #else
@@ -153,15 +175,20 @@ inline index_t even_share(index_t n, int threads, index_t align) noexcept {
 /// with its own share takes pieces from the back of the others', so a thread the OS or a busier
 /// core slows down is helped rather than waited for. Piece bounds are multiples of `align` (or
 /// n). Exceptions as parallel_chunks: the first is rethrown here, and workers take no new piece
-/// after it. With one worker (or without OpenMP) the pieces run in order on the calling thread.
+/// after it. With one worker (or without OpenMP) the shares' pieces run in order on the calling
+/// thread.
 template <class F>
 void parallel_shares(const Exec& ex, index_t n, index_t align, index_t piece, F&& f) {
     if (n <= 0) return;
     align = std::max<index_t>(1, align);
-    const index_t units = (n + align - 1) / align;                       // in `align` steps
-    const index_t share = even_share(units, ex.threads(), 1);            // units per share
+    const index_t units = (n + align - 1) / align;                           // in `align` steps
     const index_t step = std::max<index_t>(1, (piece + align - 1) / align);  // units per piece
+    const index_t share = even_share(units, ex.threads(), 1);               // units per share
     const auto cols = [&](index_t u) { return std::min(n, u * align); };
+    // Units [b, e) of one share, front to back, on the calling thread as worker w.
+    const auto in_order = [&](index_t b, index_t e, int w) {
+        for (index_t u = b; u < e; u += step) f(cols(u), cols(std::min(e, u + step)), w);
+    };
 #if defined(_OPENMP)
     const int workers = parallel_workers(ex, units, share);
     // A share's state is one word: its front (high 32 bits) and back (low 32 bits) in units, so
@@ -192,40 +219,25 @@ void parallel_shares(const Exec& ex, index_t n, index_t align, index_t piece, F&
             } while (!a.compare_exchange_weak(cur, next, std::memory_order_relaxed));
             return true;
         };
-        std::atomic<bool> failed{false};
-        std::exception_ptr error;
+        detail::FirstError error;
 #pragma omp parallel num_threads(workers)
         {
             const int me = omp_get_thread_num();
             index_t u0 = 0, u1 = 0;
             for (int k = 0; k < workers; ++k) {  // own share first, then the next ones' backs
                 const int w = (me + k) % workers;
-                while (!failed.load(std::memory_order_relaxed) && claim(w, k == 0, u0, u1)) {
-                    try {
-                        f(cols(u0), cols(u1), me);
-                    } catch (...) {
-#pragma omp critical(moe_parallel_error)
-                        {
-                            if (!error) error = std::current_exception();
-                        }
-                        failed.store(true, std::memory_order_relaxed);
-                    }
-                }
+                while (!error.failed() && claim(w, k == 0, u0, u1)) error.run([&] { f(cols(u0), cols(u1), me); });
             }
         }
-        if (error) std::rethrow_exception(error);
+        error.rethrow();
         return;
     }
     if (workers > 1) {  // more than 2^32 units: whole shares, no help
-        parallel_chunks(ex, units, share, [&](index_t b, index_t e, int w) {
-            for (index_t u = b; u < e; u += step) f(cols(u), cols(std::min(e, u + step)), w);
-        });
+        parallel_chunks(ex, units, share, in_order);
         return;
     }
-#else
-    (void)ex;
 #endif
-    for (index_t u = 0; u < units; u += step) f(cols(u), cols(std::min(units, u + step)), 0);
+    for (index_t b = 0; b < units; b += share) in_order(b, std::min(units, b + share), 0);
 }
 
 /// Calls f(i) for every i in [0, n), in chunks of `grain` consecutive indices (parallel_chunks).
