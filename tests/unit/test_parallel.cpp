@@ -145,7 +145,6 @@ TEST_CASE("parallel: shares cover 0 .. n-1 exactly once, in aligned pieces insid
                     const index_t most = (std::max(piece, align) + align - 1) / align * align;  // piece rounded up
                     struct Piece {
                         index_t b, e;
-                        int worker;
                     };
                     std::vector<std::vector<Piece>> taken(static_cast<std::size_t>(std::max(workers, 1)));
                     std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
@@ -158,7 +157,7 @@ TEST_CASE("parallel: shares cover 0 .. n-1 exactly once, in aligned pieces insid
                         const bool aligned = b % align == 0 && (e == n || e % align == 0);
                         const bool one_share = b < e && b / share == (e - 1) / share;
                         if (!aligned || !one_share || e - b > most) ++bad;
-                        taken[static_cast<std::size_t>(w)].push_back({b, e, w});  // only w writes its list
+                        taken[static_cast<std::size_t>(w)].push_back({b, e});  // only w writes its list
                         for (index_t i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
                     });
                     CHECK(bad == 0);

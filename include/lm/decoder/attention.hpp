@@ -102,8 +102,7 @@ void scores_direct(const float* Q, index_t R, index_t hd, const T* K, index_t nb
         for (index_t p0 = 0; p0 < nb; p0 += L) {
             const index_t n = std::min(L, nb - p0);
             if (p0 + 3 * L <= nb)  // the group after next (the cache is read once: from memory)
-                for (index_t b = 0; b < L * hd * static_cast<index_t>(sizeof(T)); b += 64)
-                    __builtin_prefetch(reinterpret_cast<const char*>(K + (p0 + 2 * L) * hd) + b);
+                cpu::detail::prefetch_lines(K + (p0 + 2 * L) * hd, L * hd * static_cast<index_t>(sizeof(T)));
             for (index_t c = 0; c < hd; c += L) {
                 B t[L];
                 for (index_t p = 0; p < L; ++p)
@@ -135,8 +134,7 @@ MOE_ALWAYS_INLINE void values_block(const float* P, index_t ldp, index_t nb, con
         for (int j = 0; j < C; ++j) acc[r][j] = B(0.0f);
     for (index_t p = 0; p < nb; ++p) {
         if (p + 16 < nb)  // 16 rows ahead (the cache is read once: from memory)
-            for (index_t b = 0; b < C * L * static_cast<index_t>(sizeof(T)); b += 64)
-                __builtin_prefetch(reinterpret_cast<const char*>(V + (p + 16) * hd) + b);
+            cpu::detail::prefetch_lines(V + (p + 16) * hd, C * L * static_cast<index_t>(sizeof(T)));
         B v[C];
         for (int j = 0; j < C; ++j) v[j] = cpu::detail::load_row<cpu::simd_arch>(V + p * hd + j * L);
         for (int r = 0; r < Rows; ++r) {

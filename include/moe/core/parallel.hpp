@@ -32,8 +32,8 @@
 #include <atomic>
 #include <concepts>
 #include <cstdint>
-#include <memory>
 #include <exception>
+#include <memory>
 #include <utility>
 #include <vector>
 

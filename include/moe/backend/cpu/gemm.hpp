@@ -182,18 +182,24 @@ inline constexpr std::ptrdiff_t kSmallMPrefetchBytes = 8192;
 /// K = 4864; level on 4 KiB pages).
 inline constexpr int kSmallMPrefetchFromRows = 2;
 
-/// Prefetches the cache lines of `Bytes` bytes kSmallMPrefetchBytes past p (a hint: never faults,
-/// even past the end of the matrix).
-template <std::size_t Bytes>
-MOE_ALWAYS_INLINE void prefetch_ahead(const void* p, std::ptrdiff_t distance = kSmallMPrefetchBytes) noexcept {
+/// Prefetches the cache lines of [p, p + bytes) for reading (a hint: never faults, even past the
+/// end of an allocation); Locality as __builtin_prefetch's (3: into L1, 1: into L2).
+template <int Locality = 3>
+MOE_ALWAYS_INLINE void prefetch_lines(const void* p, std::ptrdiff_t bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
-    if (distance == 0) return;  // no prefetch (kSmallMPrefetchFromRows)
-    for (std::size_t b = 0; b < Bytes; b += 64)
-        __builtin_prefetch(static_cast<const char*>(p) + distance + static_cast<std::ptrdiff_t>(b), 0, 1);
+    for (std::ptrdiff_t b = 0; b < bytes; b += 64) __builtin_prefetch(static_cast<const char*>(p) + b, 0, Locality);
 #else
     (void)p;
-    (void)distance;
+    (void)bytes;
 #endif
+}
+
+/// Prefetches the cache lines of `Bytes` bytes kSmallMPrefetchBytes past p into L2 (a hint: never
+/// faults, even past the end of the matrix).
+template <std::size_t Bytes>
+MOE_ALWAYS_INLINE void prefetch_ahead(const void* p, std::ptrdiff_t distance = kSmallMPrefetchBytes) noexcept {
+    if (distance == 0) return;  // no prefetch (kSmallMPrefetchFromRows)
+    prefetch_lines<1>(static_cast<const char*>(p) + distance, static_cast<std::ptrdiff_t>(Bytes));
 }
 
 /// Above this many inputs (or bf16 pairs) per row, 2-4 input rows no longer stay in L1 beside
